@@ -1,0 +1,174 @@
+"""The analysed model: :class:`ModelGraph` and its :class:`Layer` rows.
+
+Definitions (the same words are used in the help screen):
+
+* **Layer**: one ONNX node, at any depth (nodes inside If/Loop/Scan bodies
+  included). Its ``id`` is the name of its first output (unique across the
+  model); ``depth`` is its position in execution (topological) order,
+  counted from 0, with subgraph nodes placed right after their parent node.
+* **Prunable layer**: a Conv, ConvTranspose, Gemm or MatMul (or a quantized
+  form: ConvInteger, MatMulInteger, QLinearConv, QLinearMatMul) whose weight is
+  constant: an initializer, a Constant / ConstantOfShape node, or a tensor
+  computed from those alone through Transpose, Reshape, Cast,
+  DequantizeLinear, Identity, Squeeze, Unsqueeze, Flatten and the like.
+* **Params**: elements of the constant tensors that layers consume as weights,
+  biases or normalization parameters (Gather embedding tables and LSTM/GRU/RNN
+  weights included), counted once per tensor even when shared; integer
+  tensors used as shapes, axes or indices are not params.
+* **FLOPs**: floating-point operations for one inference at the analysed batch
+  size; a multiply-add counts 2. ``None`` means unknown (an op we do not model
+  or a shape we could not infer), never 0.
+* **Sparsity**: the fraction of a weight tensor's elements that are exactly 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Shape = list  # list[int | str]: a str is an unresolved dimension
+
+
+@dataclass
+class TensorInfo:
+    """A model input or output."""
+
+    name: str
+    shape: list[Any]
+    dtype: str  # numpy dtype name, e.g. "float32", "int64"
+    assumed: dict[int, int] = field(default_factory=dict)  # axis -> value we assumed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "assumed": {str(k): v for k, v in self.assumed.items()},
+        }
+
+
+@dataclass
+class WeightRef:
+    """Where a prunable layer's weight lives, so it can be read and rewritten.
+
+    ``kind`` is ``initializer`` (the graph at ``graph_path`` holds an
+    initializer named ``name``), ``constant`` (a Constant node whose output is
+    ``name``), ``constant_of_shape`` (a ConstantOfShape node: a filled tensor
+    that can only be replaced by an initializer) or ``graph_input`` (an
+    initializer listed as a graph input in old IR versions).
+    ``transform`` lists the ops between that tensor and the layer
+    (e.g. ``["Transpose"]`` or ``["DequantizeLinear"]``).
+    """
+
+    name: str
+    kind: str
+    graph_path: str = ""
+    transform: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Layer:
+    id: str
+    name: str
+    op_type: str
+    depth: int
+    domain: str = ""
+    graph_path: str = ""  # "" for the main graph, e.g. "If_3/then_branch" inside a subgraph
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    input_shapes: list[Any] = field(default_factory=list)  # one shape (or None) per activation input
+    output_shapes: list[Any] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    params: int = 0  # params first counted at this layer (shared tensors count once)
+    prunable: bool = False
+    prunable_params: int = 0  # elements of the prunable weight
+    weight_name: str | None = None
+    weight_shape: list[int] | None = None
+    weight: WeightRef | None = None
+    bias_name: str | None = None
+    bias_shape: list[int] | None = None
+    flops: int | None = None
+    sparsity: float | None = None  # of the prunable weight; None when not prunable
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "op_type": self.op_type,
+            "domain": self.domain,
+            "depth": self.depth,
+            "graph_path": self.graph_path,
+            "params": self.params,
+            "prunable": self.prunable,
+            "prunable_params": self.prunable_params,
+            "flops": self.flops,
+            "weight_name": self.weight_name,
+            "weight_shape": self.weight_shape,
+            "bias_name": self.bias_name,
+            "bias_shape": self.bias_shape,
+            "input_shapes": self.input_shapes,
+            "output_shapes": self.output_shapes,
+            "attributes": self.attributes,
+            "sparsity": self.sparsity,
+        }
+
+
+@dataclass
+class ModelGraph:
+    """Everything ``sparsify-tui info`` knows about a model."""
+
+    path: str
+    opset: int
+    ir_version: int
+    producer: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    layers: list[Layer]
+    params: int
+    prunable_params: int
+    flops: int | None  # None when any layer's FLOPs are unknown...
+    flops_known: int  # ...in which case this is the sum of the known ones
+    unknown_flops_layers: int
+    sparsity: float  # zeros / elements over all prunable weights (0 when none)
+    op_histogram: dict[str, int]
+    notes: list[str] = field(default_factory=list)  # assumptions made, in plain words
+    file_size: int = 0
+    model: Any = None  # the onnx.ModelProto, weights loaded (for pruning); not serialized
+
+    @property
+    def prunable_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.prunable]
+
+    def layer(self, layer_id: str) -> Layer:
+        for layer in self.layers:
+            if layer.id == layer_id:
+                return layer
+        raise KeyError(layer_id)
+
+    def input_shapes(self) -> dict[str, list[int]]:
+        """Concrete input shapes (assumed dimensions filled in)."""
+        return {t.name: [int(d) for d in t.shape] for t in self.inputs if all(isinstance(d, int) for d in t.shape)}
+
+    def totals_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "opset": self.opset,
+            "ir_version": self.ir_version,
+            "producer": self.producer,
+            "file_size": self.file_size,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "layers": len(self.layers),
+            "prunable_layers": len(self.prunable_layers),
+            "params": self.params,
+            "prunable_params": self.prunable_params,
+            "flops": self.flops,
+            "flops_known": self.flops_known,
+            "unknown_flops_layers": self.unknown_flops_layers,
+            "sparsity": self.sparsity,
+            "op_histogram": dict(self.op_histogram),
+            "notes": list(self.notes),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.totals_dict(), "layers": [layer.to_dict() for layer in self.layers]}

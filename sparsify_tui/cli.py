@@ -1,0 +1,288 @@
+"""Command line entry point: ``sparsify-tui``.
+
+The subcommands are thin: each parses its flags here and calls one function in
+``sparsify_tui.commands.<name>``, which calls the core packages. The TUI is
+imported only when the app is opened, so headless commands start fast and
+never load Textual.
+
+A user error (``SparsifyError``) ends in one line ``error: ...`` on stderr and
+exit status 2; Ctrl+C ends in ``error: interrupted`` and status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from sparsify_tui import __version__
+from sparsify_tui.errors import SparsifyError, UsageError
+
+os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one ``error: ...`` line, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_input_shape(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D1,D2,...",
+        help="shape of a model input with dynamic dimensions, e.g. input=1,3,224,224 (repeatable)",
+    )
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sparsify-tui",
+        description=(
+            "Profile ONNX models layer by layer and plan their sparsification. "
+            "Without a subcommand, opens the terminal app."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"sparsify-tui {__version__}")
+    parser.add_argument("--demo", action="store_true", help="open the bundled demo project")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("open", help="open the app on a project directory")
+    p.add_argument("project", help="project directory")
+
+    p = sub.add_parser("new", help="create a project from an ONNX model")
+    p.add_argument("model", help="ONNX file")
+    p.add_argument("--name", help="project name (default: the model's file name)")
+    p.add_argument("--description", default="", help="free text")
+    p.add_argument("--dir", help="directory to create the project in (default: ./<name>)")
+    p.add_argument("--link", action="store_true", help="reference the model instead of copying it")
+    _add_input_shape(p)
+    _add_json(p)
+
+    p = sub.add_parser("info", help="analyse a model: totals, layers, this machine")
+    p.add_argument("target", help="ONNX file or project directory")
+    p.add_argument("--all", action="store_true", help="list every layer, not only the first 200")
+    _add_input_shape(p)
+    _add_json(p)
+
+    p = sub.add_parser("profile", help="measure a performance, loss or quantization profile")
+    psub = p.add_subparsers(dest="kind", parser_class=_Parser, metavar="KIND")
+    psub.required = True
+
+    pp = psub.add_parser("perf", help="per-layer timings and performance sensitivity")
+    pp.add_argument("target", help="ONNX file or project directory")
+    pp.add_argument("--engine", default="auto", help="auto, deepsparse or onnxruntime (default auto)")
+    pp.add_argument("--batch-size", default="1", help="batch size (default 1)")
+    pp.add_argument("--cores", default=None, help="cores to use (default: all physical cores)")
+    pp.add_argument("--levels", default=None, help="sparsity levels, e.g. 0,0.4,0.6,0.9")
+    pp.add_argument("--iterations", default="10", help="timed iterations per level (default 10)")
+    pp.add_argument("--warmup", default="5", help="warm-up iterations per level (default 5)")
+    pp.add_argument("--repeats", default="3", help="repeats of the baseline for the spread (default 3)")
+    pp.add_argument("--data", default=None, help=".npz with arrays named like the inputs")
+    pp.add_argument("--name", default=None, help="profile name in the project")
+    pp.add_argument("--force", action="store_true", help="measure again even if cached")
+    pp.add_argument("--timeout", default="600", help="time limit per level in seconds (default 600)")
+    pp.add_argument("--import", dest="import_file", default=None,
+                    help="import a profile JSON measured elsewhere into the project")
+    _add_input_shape(pp)
+    _add_json(pp)
+
+    pl = psub.add_parser("loss", help="per-layer loss sensitivity to pruning")
+    pl.add_argument("target", help="ONNX file or project directory")
+    pl.add_argument("--method", default="approx", help="approx (weight magnitude) or one-shot (measured)")
+    pl.add_argument("--data", default=None, help=".npz file or directory of .npz/.npy samples")
+    pl.add_argument("--samples", default="4", help="number of samples for one-shot (default 4)")
+    pl.add_argument("--levels", default=None, help="sparsity levels")
+    pl.add_argument("--eval-sparsity", default="0.9", help="sparsity at which sensitivity is reported")
+    pl.add_argument("--name", default=None, help="profile name in the project")
+    pl.add_argument("--force", action="store_true", help="measure again even if cached")
+    _add_input_shape(pl)
+    _add_json(pl)
+
+    pq = psub.add_parser("quant", help="per-layer INT8 quantization sensitivity")
+    pq.add_argument("target", help="ONNX file or project directory")
+    pq.add_argument("--data", default=None, help=".npz file or directory of .npz/.npy samples")
+    pq.add_argument("--samples", default="4", help="number of samples (default 4)")
+    pq.add_argument("--name", default=None, help="profile name in the project")
+    pq.add_argument("--force", action="store_true", help="measure again even if cached")
+    _add_input_shape(pq)
+    _add_json(pq)
+
+    p = sub.add_parser("optimize", help="create or update an optimization and print its estimates")
+    p.add_argument("project", help="project directory")
+    p.add_argument("--name", default=None, help="optimization name (default: the first, or 'default')")
+    p.add_argument("--sparsity", default=None, help="target sparsity of prunable params (default 0.85)")
+    p.add_argument("--balance", default=None,
+                   help="0 = optimize for performance, 1 = for recovery (default 0.5)")
+    p.add_argument("--epochs", default=None, help="training epochs (default 100)")
+    p.add_argument("--min-sparsity", default=None, help="filter: layers below this get no pruning")
+    p.add_argument("--min-speedup", default=None, help="filter: layers below this speedup get no pruning")
+    p.add_argument("--min-recovery", default=None, help="filter: layers below this recovery get no pruning")
+    p.add_argument("--max-sparsity", default=None, help="per-layer cap (default 0.95)")
+    p.add_argument("--override", action="append", default=[], metavar="LAYER=S",
+                   help="fix a layer's sparsity (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
+                   help="leave a layer dense (repeatable)")
+    p.add_argument("--quantize", action="store_true", help="add INT8 quantization-aware training")
+    p.add_argument("--copy", default=None, metavar="NEW_NAME", help="copy the optimization as a new version")
+    _add_json(p)
+
+    p = sub.add_parser("export", help="write a SparseML recipe and a code sample (or import a recipe)")
+    p.add_argument("project", help="project directory")
+    p.add_argument("--optimization", default=None, help="optimization name (default: the first)")
+    p.add_argument("--recipe", default=None, help="write the recipe YAML here (default: stdout)")
+    p.add_argument("--framework", default="pytorch", help="pytorch, keras or tensorflow")
+    p.add_argument("--code", default=None, help="write the code sample here")
+    p.add_argument("--code-type", default="integration", help="integration or training")
+    p.add_argument("--name-map", default=None, help="JSON or CSV mapping ONNX weight names to framework names")
+    p.add_argument("--import", dest="import_recipe", default=None, metavar="RECIPE",
+                   help="import a recipe into the optimization instead of exporting")
+    _add_json(p)
+
+    p = sub.add_parser("prune", help="one-shot prune the model to an optimization's sparsities")
+    p.add_argument("project", help="project directory")
+    p.add_argument("-o", "--output", required=True, help="pruned ONNX file to write")
+    p.add_argument("--optimization", default=None, help="optimization name (default: the first)")
+    p.add_argument("--validate", action="store_true", help="benchmark dense against pruned and store it")
+    p.add_argument("--engine", default="auto", help="engine for --validate")
+    p.add_argument("--iterations", default="20", help="timed iterations for --validate")
+    _add_json(p)
+
+    p = sub.add_parser("benchmark", help="latency and throughput of models, side by side")
+    p.add_argument("models", nargs="+", help="ONNX files")
+    p.add_argument("--engine", default="auto", help="auto, deepsparse or onnxruntime")
+    p.add_argument("--batch-size", default="1", help="batch sizes, e.g. 1,16")
+    p.add_argument("--cores", default=None, help="core counts, e.g. 1,2")
+    p.add_argument("--iterations", default="20", help="timed iterations (default 20)")
+    p.add_argument("--warmup", default="5", help="warm-up iterations (default 5)")
+    p.add_argument("--repeats", default="3", help="repeats (default 3)")
+    _add_input_shape(p)
+    _add_json(p)
+
+    p = sub.add_parser("compare", help="compare two performance profiles layer by layer")
+    p.add_argument("profile_a", help="profile JSON file (or PROJECT_DIR:PROFILE_ID)")
+    p.add_argument("profile_b", help="profile JSON file (or PROJECT_DIR:PROFILE_ID)")
+    _add_json(p)
+
+    p = sub.add_parser("cluster", help="Ray cluster of benchmark servers")
+    csub = p.add_subparsers(dest="cluster_command", parser_class=_Parser, metavar="ACTION")
+    csub.required = True
+    pc = csub.add_parser("status", help="list the servers in the cluster")
+    pc.add_argument("--address", default=None, help="Ray head address HOST:PORT")
+    _add_json(pc)
+
+    p = sub.add_parser("sweep", help="profile a project on many servers of a Ray cluster")
+    p.add_argument("project", help="project directory")
+    p.add_argument("--address", default=None, help="Ray head address HOST:PORT (default: local)")
+    p.add_argument("--servers", default="all", help="all, or server names separated by commas")
+    p.add_argument("--batch-sizes", default="1", help="e.g. 1,16,64")
+    p.add_argument("--cores", default=None, help="e.g. 1,2,4")
+    p.add_argument("--engines", default="onnxruntime", help="e.g. deepsparse,onnxruntime")
+    p.add_argument("--kind", default="perf", help="perf, loss or quant")
+    _add_json(p)
+
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd is None:
+        from sparsify_tui.commands import app as app_cmd
+
+        return app_cmd.run(args)
+    if cmd == "open":
+        from sparsify_tui.commands import app as app_cmd
+
+        return app_cmd.run(args)
+    if cmd == "new":
+        from sparsify_tui.commands import project as project_cmd
+
+        return project_cmd.run_new(args)
+    if cmd == "info":
+        from sparsify_tui.commands import info as info_cmd
+
+        return info_cmd.run(args)
+    if cmd == "profile":
+        from sparsify_tui.commands import profile as profile_cmd
+
+        return profile_cmd.run(args)
+    if cmd == "optimize":
+        from sparsify_tui.commands import optimize as optimize_cmd
+
+        return optimize_cmd.run_optimize(args)
+    if cmd == "export":
+        from sparsify_tui.commands import optimize as optimize_cmd
+
+        return optimize_cmd.run_export(args)
+    if cmd == "prune":
+        from sparsify_tui.commands import prune as prune_cmd
+
+        return prune_cmd.run_prune(args)
+    if cmd == "benchmark":
+        from sparsify_tui.commands import prune as prune_cmd
+
+        return prune_cmd.run_benchmark(args)
+    if cmd == "compare":
+        from sparsify_tui.commands import profile as profile_cmd
+
+        return profile_cmd.run_compare(args)
+    if cmd in ("cluster", "sweep"):
+        from sparsify_tui.commands import cluster as cluster_cmd
+
+        return cluster_cmd.run(args)
+    raise UsageError(f"unknown command {cmd!r}")
+
+
+COMMANDS = (
+    "open", "new", "info", "profile", "optimize", "export", "prune",
+    "benchmark", "compare", "cluster", "sweep",
+)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse argv; a first positional that is not a subcommand is a model to open."""
+    positionals = [a for a in argv if not a.startswith("-")]
+    if positionals and positionals[0] not in COMMANDS:
+        model = positionals[0]
+        rest = list(argv)
+        rest.remove(model)
+        args = parser.parse_args(rest)
+        if args.command is not None:  # pragma: no cover - defensive
+            raise UsageError(f"unexpected argument {model!r}")
+        args.model = model
+        return args
+    args = parser.parse_args(argv)
+    args.model = getattr(args, "model", None) if args.command else None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = _parse(parser, list(sys.argv[1:] if argv is None else argv))
+        return _dispatch(args)
+    except SparsifyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; saved work is kept", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into `head`): not an error worth a traceback
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

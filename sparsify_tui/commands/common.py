@@ -1,0 +1,203 @@
+"""Helpers shared by the subcommands: flag parsing, targets, JSON and progress output."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from sparsify_tui.errors import ProjectError, UsageError
+
+
+# ---------------------------------------------------------------- flag values
+def parse_int(flag: str, value: Any, *, minimum: int | None = 1, maximum: int | None = None) -> int:
+    """An integer flag value, or a UsageError naming the flag."""
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag} must be a whole number, got {value!r}") from None
+    if minimum is not None and n < minimum:
+        raise UsageError(f"{flag} must be at least {minimum}, got {n}")
+    if maximum is not None and n > maximum:
+        raise UsageError(f"{flag} must be at most {maximum}, got {n}")
+    return n
+
+
+def parse_float(flag: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+                max_exclusive: bool = False) -> float:
+    try:
+        x = float(str(value).strip())
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise UsageError(f"{flag} must be a finite number, got {value!r}")
+    if minimum is not None and x < minimum:
+        raise UsageError(f"{flag} must be at least {minimum}, got {x:g}")
+    if maximum is not None and (x >= maximum if max_exclusive else x > maximum):
+        bound = "below" if max_exclusive else "at most"
+        raise UsageError(f"{flag} must be {bound} {maximum}, got {x:g}")
+    return x
+
+
+def parse_int_list(flag: str, value: Any, *, minimum: int = 1) -> list[int]:
+    parts = [p for p in str(value).replace(" ", "").split(",") if p != ""]
+    if not parts:
+        raise UsageError(f"{flag} needs at least one value")
+    return [parse_int(flag, p, minimum=minimum) for p in parts]
+
+
+def parse_levels(flag: str, value: str | None, default: Iterable[float]) -> list[float]:
+    """Sparsity levels: numbers in [0, 1), sorted, de-duplicated; 0 is always included."""
+    if value is None:
+        levels = list(default)
+    else:
+        parts = [p for p in str(value).replace(" ", "").split(",") if p != ""]
+        if not parts:
+            raise UsageError(f"{flag} needs at least one level")
+        levels = [parse_float(flag, p, minimum=0.0, maximum=1.0, max_exclusive=True) for p in parts]
+    levels = sorted(set(round(x, 6) for x in levels) | {0.0})
+    return levels
+
+
+def max_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def parse_cores(flag: str, value: Any) -> int | None:
+    """A core count between 1 and the cores this process may use; None = all."""
+    if value is None:
+        return None
+    return parse_int(flag, value, minimum=1, maximum=max_cores())
+
+
+# ---------------------------------------------------------------- targets
+@dataclass
+class Target:
+    """What a TARGET argument names: a project directory or a bare ONNX file."""
+
+    model_path: Path
+    input_shapes: dict[str, list[int]]
+    project: Any = None  # sparsify_tui.project.Project when the target is a project
+
+
+def resolve_target(target: str, input_shape_args: list[str] | None = None, *, readonly: bool = False) -> Target:
+    """A project directory (results are stored in it) or an ONNX file (results are printed)."""
+    from sparsify_tui.analysis import parse_input_shapes
+
+    shapes = parse_input_shapes(input_shape_args or [])
+    path = Path(target).expanduser()
+    if path.is_dir():
+        if not (path / "project.toml").exists():
+            raise ProjectError(f"{path} is a directory without a project.toml: not a sparsify-tui project")
+        from sparsify_tui.project import Project
+
+        project = Project.open(path, readonly=readonly)
+        merged = dict(project.input_shapes)
+        merged.update(shapes)
+        return Target(model_path=project.model_path, input_shapes=merged, project=project)
+    return Target(model_path=path, input_shapes=shapes)
+
+
+# ---------------------------------------------------------------- output
+def _default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, Path):
+        return str(o)
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def emit_json(doc: Any) -> None:
+    """The one JSON document a ``--json`` command prints on stdout."""
+    sys.stdout.write(json.dumps(doc, indent=2, default=_default, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def fmt_count(n: int | float | None) -> str:
+    """1234567 -> '1.23M'; None -> 'unknown'."""
+    if n is None:
+        return "unknown"
+    n = float(n)
+    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def print_table(headers: list[str], rows: list[list[Any]], *, right: Iterable[int] = (), file=None) -> None:
+    """A plain aligned text table."""
+    file = file or sys.stdout
+    right = set(right)
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for j, row in enumerate(cells):
+        parts = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)]
+        print("  ".join(parts).rstrip(), file=file)
+        if j == 0:
+            print("  ".join("-" * w for w in widths), file=file)
+
+
+class Progress:
+    """A progress bar on stderr: ``label [#####.....] 3/10  elapsed 4s  left 9s``.
+
+    Call ``update(done, total, label)``; it redraws in place on a terminal and
+    prints one line per step otherwise (logs, CI).
+    """
+
+    def __init__(self, title: str, *, quiet: bool = False) -> None:
+        self.title = title
+        self.quiet = quiet
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self._last = ""
+
+    def update(self, done: float, total: float, label: str = "") -> None:
+        if self.quiet:
+            return
+        elapsed = time.monotonic() - self.start
+        frac = 0.0 if total <= 0 else max(0.0, min(1.0, done / total))
+        left = (elapsed / frac - elapsed) if frac > 0 else float("nan")
+        width = 24
+        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+        left_s = f"{left:.0f}s" if math.isfinite(left) else "?"
+        line = f"{self.title} [{bar}] {done:g}/{total:g}  elapsed {elapsed:.0f}s  left {left_s}"
+        if label:
+            line += f"  {label}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:200].ljust(len(self._last)))
+            sys.stderr.flush()
+        elif line != self._last:
+            sys.stderr.write(line + "\n")
+        self._last = line
+
+    def note(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.tty and self._last:
+            sys.stderr.write("\n")
+            self._last = ""
+        sys.stderr.write(message + "\n")
+
+    def done(self) -> None:
+        if self.quiet:
+            return
+        if self.tty and self._last:
+            sys.stderr.write("\n")
+        self._last = ""

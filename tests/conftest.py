@@ -1,0 +1,94 @@
+"""Shared fixtures.
+
+The real models come from ``shared/corpus/get_models.sh``; ``.ci/run`` fetches
+them into a cache and exports ``SPARSIFY_TEST_MODELS``. A test that needs them
+uses the ``corpus`` fixture: it skips when the corpus is absent on a
+developer's machine, and FAILS when ``CI`` is set (CI must never skip them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS_NAMES = {
+    "resnet50": "onnx-1.23.2_light-resnet50_constw.onnx",
+    "mobilenetv3": "rapidocr-1.4.4_ppocr-cls-mobilenetv3.onnx",
+    "yolov8n": "nudenet-3.4.2_yolov8n-320.onnx",
+    "crnn": "ddddocr-1.6.1_crnn-lstm-ocr.onnx",
+    "resnet50nhwc": "opennsfw-0.0.6_resnet50thin-nhwc.onnx",
+    "minilm": "vital-0.2.1_paraphrase-minilm-l3-v2.onnx",
+    "wakeword": "openwakeword-0.4.0_speech-embedding-cnn.onnx",
+}
+
+
+def _corpus_dir() -> Path | None:
+    env = os.environ.get("SPARSIFY_TEST_MODELS")
+    candidates = [Path(env)] if env else []
+    candidates += [REPO / ".cache" / "models", REPO.parent / "cache" / "models"]
+    for c in candidates:
+        if (c / "inputs.json").exists():
+            return c
+    return None
+
+
+class Corpus:
+    """The fetched real models: ``corpus.path("resnet50")``, ``corpus.input_shapes(...)``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.hints = json.loads((root / "inputs.json").read_text())
+
+    def path(self, key: str) -> Path:
+        p = self.root / CORPUS_NAMES.get(key, key)
+        if not p.exists():
+            pytest.fail(f"corpus model {p} is missing")
+        return p
+
+    def all(self) -> list[str]:
+        return list(CORPUS_NAMES)
+
+    def hint(self, key: str) -> dict:
+        return self.hints.get(CORPUS_NAMES.get(key, key), {})
+
+    def input_shapes(self, key: str) -> dict[str, list[int]]:
+        return {name: list(h["shape"]) for name, h in self.hint(key).items()}
+
+    def input_shape_args(self, key: str) -> list[str]:
+        out = []
+        for name, shape in self.input_shapes(key).items():
+            out += ["--input-shape", f"{name}={','.join(map(str, shape))}"]
+        return out
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Corpus:
+    root = _corpus_dir()
+    if root is None:
+        if os.environ.get("CI"):
+            pytest.fail("the model corpus is missing: .ci/run must fetch it and set SPARSIFY_TEST_MODELS")
+        pytest.skip("model corpus not fetched (run shared/corpus/get_models.sh DIR and set SPARSIFY_TEST_MODELS)")
+    return Corpus(root)
+
+
+def deepsparse_available() -> bool:
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("deepsparse") is not None
+    except Exception:  # pragma: no cover
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """Point the app's data/cache/config directories at a temporary place."""
+    base = tmp_path_factory.getbasetemp() / "userdirs"
+    monkeypatch.setenv("SPARSIFY_TUI_HOME", str(base))
+    yield
