@@ -1,0 +1,226 @@
+"""Run a measurement job in a child process and stream its events.
+
+:func:`run_job` starts ``python -m sparsify_tui.engines.worker`` in its own
+process group, writes the job as JSON on its stdin and reads JSON lines from
+its stdout (see :mod:`sparsify_tui.engines.worker` for the protocol).
+
+* ``on_progress(event)`` is called (in the calling thread) with every
+  ``progress``, ``partial``, ``heartbeat`` and ``log`` event as it arrives;
+  ``partial`` events carry finished pieces (e.g. one sparsity level) that the
+  caller keeps even if the child dies later. The partial ``data`` dicts are
+  also attached to the raised exception as ``exc.partials``.
+* ``cancel`` (a ``threading.Event``): when set, the child's process group is
+  killed and :class:`CancelledError` is raised.
+* ``timeout_s``: the child must send an event (progress or heartbeat) at least
+  this often; a child silent for longer is killed and :class:`EngineError`
+  says so. Jobs send one at the start and end of each level, so this is a
+  per-level time limit.
+* ``cores``: the child pins itself to that many CPUs (``os.sched_setaffinity``)
+  and sizes the engines' thread pools to it.
+* A crash (segfault, abort, non-zero exit, or exit without a result) raises
+  :class:`EngineError` whose ``output_tail`` holds the last ~20 lines the
+  child wrote on stderr (engine messages included).
+* Ctrl+C (KeyboardInterrupt) in the parent kills the child before propagating.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sparsify_tui import errors
+from sparsify_tui.errors import CancelledError, EngineError, SparsifyError
+
+TAIL_LINES = 20
+_PKG_PARENT = str(Path(__file__).resolve().parent.parent.parent)
+
+
+def _error_class(name: str | None) -> type[SparsifyError]:
+    cls = getattr(errors, name or "", None)
+    if isinstance(cls, type) and issubclass(cls, SparsifyError):
+        return cls
+    return EngineError
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        pass
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with status {code}"
+
+
+def run_job(
+    job: dict,
+    *,
+    on_progress: Callable[[dict], Any] | None = None,
+    cancel: threading.Event | None = None,
+    timeout_s: float | None = None,
+    cores: int | None = None,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """Run ``job`` in a worker child process; return its result data.
+
+    Raises EngineError (crash, time limit, engine failure; ``output_tail`` set),
+    CancelledError (``cancel`` set), or the SparsifyError subclass the job raised.
+    """
+    kind = str(job.get("kind", ""))
+    if kind.startswith("_") and os.environ.get("SPARSIFY_TUI_TEST_JOBS") != "1":
+        raise errors.UsageError(f"job kind {kind!r} is for tests only")
+    job = dict(job)
+    if cores is not None:
+        job["cores"] = int(cores)
+    child_env = dict(os.environ)
+    child_env["NM_DISABLE_ANALYTICS"] = "1"
+    child_env["PYTHONUNBUFFERED"] = "1"
+    child_env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
+    if env:
+        child_env.update(env)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsify_tui.engines.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env,
+        start_new_session=True,  # own process group: we kill it whole; a terminal's Ctrl+C reaches us only
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line.strip():
+                tail.append(line)
+
+    err_thread = threading.Thread(target=read_stderr, name="worker-stderr", daemon=True)
+    err_thread.start()
+
+    partials: list[dict] = []
+    result: dict | None = None
+    error_event: dict | None = None
+
+    def fail(exc: SparsifyError) -> SparsifyError:
+        exc.partials = partials  # type: ignore[attr-defined]
+        return exc
+
+    def output_tail() -> str:
+        err_thread.join(timeout=2)
+        return "\n".join(tail)
+
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps(job).encode("utf-8"))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        fd = proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        buf = b""
+        last_event = time.monotonic()
+        eof = False
+        while not eof and result is None and error_event is None:
+            if cancel is not None and cancel.is_set():
+                _kill_group(proc)
+                raise fail(CancelledError(f"the {kind} job was cancelled"))
+            if timeout_s is not None and time.monotonic() - last_event > timeout_s:
+                _kill_group(proc)
+                raise fail(EngineError(
+                    f"the {kind} job was stopped: no progress for {timeout_s:g} s (time limit per step)",
+                    output_tail=output_tail(),
+                ))
+            if not sel.select(timeout=0.1):
+                continue
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                eof = True
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    tail.append(line.decode("utf-8", "replace"))
+                    continue
+                last_event = time.monotonic()
+                kind_ev = event.get("event")
+                if kind_ev == "result":
+                    result = event.get("data") or {}
+                    break
+                if kind_ev == "error":
+                    error_event = event
+                    break
+                if kind_ev == "partial":
+                    partials.append(event.get("data") or {})
+                if on_progress is not None:
+                    on_progress(event)
+        sel.close()
+        try:
+            code = proc.wait(timeout=30 if (result is not None or error_event is not None) else 10)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            code = proc.returncode
+        if result is not None:
+            return result
+        if error_event is not None:
+            cls = _error_class(error_event.get("type"))
+            message = str(error_event.get("message") or "the engine failed")
+            exc = cls(message, hint=error_event.get("hint")) if cls is not EngineError else EngineError(
+                message, output_tail=output_tail())
+            if isinstance(exc, EngineError):
+                exc.output_tail = output_tail()
+            raise fail(exc)
+        raise fail(EngineError(
+            f"the {kind} job's engine process {_describe_exit(code)} before finishing",
+            output_tail=output_tail(),
+        ))
+    except KeyboardInterrupt:
+        _kill_group(proc)
+        raise
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+        for stream in (proc.stdout, proc.stderr):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass

@@ -1,0 +1,130 @@
+"""The measurement child process: ``python -m sparsify_tui.engines.worker``.
+
+Protocol: the parent writes one job (a JSON object with a ``kind``) on stdin
+and closes it. The worker writes JSON lines on its stdout::
+
+    {"event": "progress", "done": 1, "total": 10, "label": "level 0.4"}
+    {"event": "heartbeat", "label": "..."}
+    {"event": "partial", "data": {...}}
+    {"event": "log", "message": "..."}
+    {"event": "result", "data": {...}}          # last line on success
+    {"event": "error", "message": "...", "type": "EngineError"}   # last line on failure
+
+Engines print banners and warnings on stdout (DeepSparse does), so the first
+thing the worker does is keep a private duplicate of the real stdout for the
+protocol and point file descriptor 1 at stderr: anything an engine prints
+ends up in stderr, which the parent keeps as the output tail of a crash.
+
+Job kinds live in :mod:`sparsify_tui.engines.jobs` (see there how to add one).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["NM_DISABLE_ANALYTICS"] = "1"
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import traceback  # noqa: E402
+from typing import Any  # noqa: E402
+
+_lock = threading.Lock()
+_proto = None  # the protocol channel (a file on a dup of the original stdout)
+
+
+def _setup_channels() -> None:
+    global _proto
+    sys.stdout.flush()
+    fd = os.dup(1)
+    os.dup2(2, 1)  # engine chatter on fd 1 now goes to stderr
+    _proto = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+    sys.stdout = sys.stderr
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    return str(o)
+
+
+def emit(event: dict) -> None:
+    line = json.dumps(event, default=_json_default)
+    with _lock:
+        assert _proto is not None
+        _proto.write(line + "\n")
+        _proto.flush()
+
+
+def _apply_cores(cores: int | None) -> None:
+    """Pin this process to ``cores`` CPUs (the first ones it may use) and size thread pools."""
+    if not cores:
+        return
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, allowed[: max(1, min(int(cores), len(allowed)))])
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        pass
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NM_NUM_THREADS"):
+        os.environ[var] = str(cores)
+
+
+def main() -> int:
+    _setup_channels()
+    try:
+        raw = sys.stdin.read()
+        job = json.loads(raw)
+        if not isinstance(job, dict) or "kind" not in job:
+            raise ValueError("a job must be a JSON object with a 'kind'")
+    except ValueError as exc:
+        emit({"event": "error", "message": f"bad job: {exc}", "type": "EngineError"})
+        return 3
+    cores = job.get("cores")
+    _apply_cores(cores)
+
+    from sparsify_tui.engines.jobs import JobContext, find
+    from sparsify_tui.errors import SparsifyError
+
+    kind = str(job["kind"])
+    try:
+        func = find(kind)
+    except Exception as exc:  # a broken job module
+        traceback.print_exc()
+        emit({"event": "error", "message": f"could not load job kind {kind!r}: {exc}", "type": "EngineError"})
+        return 3
+    if func is None:
+        emit({"event": "error", "message": f"unknown job kind {kind!r}", "type": "EngineError"})
+        return 3
+    ctx = JobContext(emit, cores=cores)
+    try:
+        data = func(job, ctx)
+    except SparsifyError as exc:
+        emit({"event": "error", "message": exc.message, "type": type(exc).__name__,
+              "hint": exc.hint})
+        return 4
+    except Exception as exc:
+        traceback.print_exc()
+        emit({"event": "error", "message": f"{type(exc).__name__}: {exc}", "type": "EngineError",
+              "traceback": traceback.format_exc()[-4000:]})
+        return 5
+    emit({"event": "result", "data": data if data is not None else {}})
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    try:
+        sys.stderr.flush()
+    finally:
+        # skip interpreter teardown: some engines crash in their atexit handlers
+        os._exit(code)

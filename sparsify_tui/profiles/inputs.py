@@ -1,0 +1,290 @@
+"""Model inputs for measurements: random data that fits the model, or the user's samples.
+
+:func:`make_inputs` gives one batch ``{input name: array}``:
+
+* shapes come from ``input_shapes`` (e.g. the project's), else from the model;
+  the first dimension is the batch size; other dynamic dimensions must be given;
+* float inputs: uniform random in [0, 1); bool inputs: random booleans;
+* integer inputs that feed an embedding ``Gather`` (directly or through
+  Cast/Reshape/Unsqueeze/...) get ids below the vocabulary size (the table's
+  first dimension); inputs named like ``*mask*`` get ones; ``token_type`` /
+  ``segment`` / ``position`` ids get zeros / ascending positions; other
+  integer inputs get small values in [0, 2);
+* ``data``: a ``.npz`` file with arrays named like the inputs, a ``.npy`` file
+  (single-input models), or a directory of such files (samples); shapes and
+  dtypes are validated and the batch is sliced or tiled to ``batch_size``.
+
+:func:`load_samples` returns every sample batch of ``data`` (engineer D's
+loss and quantization profiles use it).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from sparsify_tui.errors import InputShapeError, ModelError, ProfileError, UsageError
+
+_PASS_THROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand", "Slice", "Clip"}
+
+_ONNX_DTYPES = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+    9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+}
+
+
+@dataclass
+class InputSpec:
+    name: str
+    shape: list[Any]  # ints, or str / None for dynamic dims
+    dtype: str
+    vocab: int | None = None  # ids must stay below this (embedding table rows)
+    role: str = ""  # "mask", "token_type", "position", "ids" or ""
+
+
+def _load_proto(path: str | os.PathLike):
+    import onnx
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such file")
+    try:
+        return onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises many kinds
+        raise ModelError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from None
+
+
+def _table_rows(graph, name: str) -> int | None:
+    for init in graph.initializer:
+        if init.name == name and len(init.dims) >= 1:
+            return int(init.dims[0])
+    for node in graph.node:
+        if node.op_type == "Constant" and name in node.output:
+            for a in node.attribute:
+                if a.name == "value" and len(a.t.dims) >= 1:
+                    return int(a.t.dims[0])
+    return None
+
+
+def input_specs(model: Any, input_shapes: dict[str, list[int]] | None = None) -> list[InputSpec]:
+    """The model's real inputs (initializers excluded) with shapes, dtypes and id ranges.
+
+    ``model``: a path, an ``onnx.ModelProto`` or an analysed ``ModelGraph``.
+    """
+    graph_obj = None
+    proto = None
+    if hasattr(model, "layers") and hasattr(model, "inputs"):  # ModelGraph
+        graph_obj = model
+        proto = getattr(model, "model", None)
+        if proto is None and getattr(model, "path", None):
+            proto = _load_proto(model.path)
+    elif hasattr(model, "graph"):
+        proto = model
+    else:
+        proto = _load_proto(model)
+    g = proto.graph
+    inits = {i.name for i in g.initializer}
+    consumers: dict[str, list] = {}
+    for node in g.node:
+        for i, t in enumerate(node.input):
+            consumers.setdefault(t, []).append((node, i))
+
+    def vocab_of(name: str) -> int | None:
+        seen, todo = set(), [name]
+        while todo:
+            t = todo.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            for node, idx in consumers.get(t, []):
+                if node.op_type == "Gather" and idx == 1:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    if axis == 0:
+                        rows = _table_rows(g, node.input[0])
+                        if rows:
+                            return rows
+                elif node.op_type in _PASS_THROUGH and idx == 0:
+                    todo.extend(node.output)
+        return None
+
+    specs: list[InputSpec] = []
+    by_name = {t.name: t for t in graph_obj.inputs} if graph_obj is not None else {}
+    for vi in g.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dtype = _ONNX_DTYPES.get(tt.elem_type, "float32")
+        if vi.name in by_name:
+            shape = list(by_name[vi.name].shape)
+        else:
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+        spec = InputSpec(vi.name, shape, dtype)
+        if dtype.startswith(("int", "uint")):
+            spec.vocab = vocab_of(vi.name)
+            low = vi.name.lower()
+            if "mask" in low:
+                spec.role = "mask"
+            elif "token_type" in low or "segment" in low:
+                spec.role = "token_type"
+            elif "position" in low:
+                spec.role = "position"
+            elif spec.vocab:
+                spec.role = "ids"
+        specs.append(spec)
+    if input_shapes:
+        names = {s.name for s in specs}
+        unknown = [n for n in input_shapes if n not in names]
+        if unknown:
+            raise InputShapeError(
+                f"the model has no input named {unknown[0]!r} (its inputs: {', '.join(sorted(names))})")
+        for s in specs:
+            if s.name in input_shapes:
+                s.shape = [int(d) for d in input_shapes[s.name]]
+    return specs
+
+
+def concrete_shape(spec: InputSpec, batch_size: int) -> list[int]:
+    """The spec's shape with the batch size as first dimension; dynamic dims must be known."""
+    shape = list(spec.shape)
+    if not shape:
+        return []
+    out = []
+    for axis, d in enumerate(shape):
+        if axis == 0:
+            out.append(int(batch_size))
+        elif isinstance(d, int) and d > 0:
+            out.append(d)
+        else:
+            raise InputShapeError(
+                f"input {spec.name!r} has a dynamic dimension {d!r} at axis {axis}; "
+                f"give its shape with --input-shape {spec.name}=...")
+    return out
+
+
+def random_input(spec: InputSpec, shape: list[int], rng: np.random.Generator) -> np.ndarray:
+    dtype = np.dtype(spec.dtype if spec.dtype != "bfloat16" else "float32")
+    if dtype.kind == "f":
+        return rng.random(shape, dtype=np.float64).astype(dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    if spec.role == "mask":
+        return np.ones(shape, dtype=dtype)
+    if spec.role == "token_type":
+        return np.zeros(shape, dtype=dtype)
+    if spec.role == "position" and shape:
+        pos = np.arange(shape[-1], dtype=dtype)
+        return np.broadcast_to(pos, shape).copy()
+    high = spec.vocab if spec.vocab else 2
+    if dtype.kind == "u" or spec.vocab:
+        low = 0
+    else:
+        low = 0
+    info = np.iinfo(dtype)
+    high = min(high, int(info.max) + 1)
+    return rng.integers(low, max(high, low + 1), size=shape, dtype=dtype)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray] | np.ndarray:
+    try:
+        if path.suffix == ".npy":
+            return np.load(str(path), allow_pickle=False)
+        with np.load(str(path), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ProfileError(f"{path} is not a readable .npz/.npy file ({exc})") from None
+
+
+def _fit(spec: InputSpec, arr: np.ndarray, batch_size: int, source: Path) -> np.ndarray:
+    want = None
+    try:
+        want = concrete_shape(spec, batch_size)
+    except InputShapeError:
+        want = None
+    want_dtype = np.dtype(spec.dtype if spec.dtype != "bfloat16" else "float32")
+    if arr.dtype != want_dtype:
+        same_kind = (arr.dtype.kind == want_dtype.kind) or (arr.dtype.kind in "iu" and want_dtype.kind in "iu")
+        if not same_kind:
+            raise ProfileError(
+                f"{source}: array {spec.name!r} has dtype {arr.dtype}, but the model's input needs {want_dtype}")
+        arr = arr.astype(want_dtype)
+    rank = len(spec.shape)
+    if arr.ndim == rank - 1:
+        arr = arr[None, ...]
+    if arr.ndim != rank:
+        raise ProfileError(
+            f"{source}: array {spec.name!r} has shape {list(arr.shape)}, but the model's input has rank {rank} "
+            f"(shape {spec.shape})")
+    for axis in range(1, rank):
+        d = spec.shape[axis]
+        if isinstance(d, int) and d > 0 and arr.shape[axis] != d:
+            raise ProfileError(
+                f"{source}: array {spec.name!r} has shape {list(arr.shape)}, but the model's input needs "
+                f"{want or spec.shape}")
+    if rank and arr.shape[0] != batch_size:
+        reps = -(-batch_size // max(arr.shape[0], 1))
+        arr = np.concatenate([arr] * reps, axis=0)[:batch_size] if arr.shape[0] else arr
+    return np.ascontiguousarray(arr)
+
+
+def _files_of(data: Path) -> list[Path]:
+    if data.is_dir():
+        files = sorted(p for p in data.iterdir() if p.suffix in (".npz", ".npy") and p.is_file())
+        if not files:
+            raise ProfileError(f"{data} contains no .npz or .npy files")
+        return files
+    if not data.exists():
+        raise UsageError(f"{data}: no such data file")
+    if data.suffix not in (".npz", ".npy"):
+        raise UsageError(f"{data} is not a .npz or .npy file")
+    return [data]
+
+
+def load_samples(model: Any, data: str | os.PathLike, batch_size: int = 1,
+                 input_shapes: dict[str, list[int]] | None = None,
+                 specs: list[InputSpec] | None = None) -> list[dict[str, np.ndarray]]:
+    """Every batch in ``data`` (a .npz/.npy file or a directory of them), validated against the model."""
+    specs = specs if specs is not None else input_specs(model, input_shapes)
+    names = [s.name for s in specs]
+    batches = []
+    for f in _files_of(Path(data).expanduser()):
+        arrays = _read_arrays(f)
+        if isinstance(arrays, np.ndarray):
+            if len(specs) != 1:
+                raise ProfileError(
+                    f"{f} holds one unnamed array, but the model has {len(specs)} inputs "
+                    f"({', '.join(names)}); use a .npz with arrays named like the inputs")
+            arrays = {names[0]: arrays}
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            if len(specs) == 1 and len(arrays) == 1:
+                arrays = {names[0]: next(iter(arrays.values()))}
+            else:
+                raise ProfileError(
+                    f"{f} has no array named {missing[0]!r} (it has {', '.join(sorted(arrays)) or 'none'}; "
+                    f"the model's inputs are {', '.join(names)})")
+        batches.append({s.name: _fit(s, np.asarray(arrays[s.name]), batch_size, f) for s in specs})
+    return batches
+
+
+def make_inputs(model_path_or_graph: Any, batch_size: int = 1,
+                input_shapes: dict[str, list[int]] | None = None,
+                data: str | os.PathLike | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """One batch of inputs ``{name: array}`` for the model (random, or the first batch of ``data``)."""
+    specs = input_specs(model_path_or_graph, input_shapes)
+    if data is not None:
+        return load_samples(model_path_or_graph, data, batch_size, specs=specs)[0]
+    rng = np.random.default_rng(seed)
+    return {s.name: random_input(s, concrete_shape(s, batch_size), rng) for s in specs}
+
+
+def save_inputs(path: str | os.PathLike, inputs: dict[str, np.ndarray]) -> None:
+    np.savez(str(path), **inputs)
+
+
+def iter_names(specs: Iterable[InputSpec]) -> list[str]:
+    return [s.name for s in specs]
