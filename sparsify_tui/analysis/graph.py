@@ -133,7 +133,24 @@ class ModelGraph:
     op_histogram: dict[str, int]
     notes: list[str] = field(default_factory=list)  # assumptions made, in plain words
     file_size: int = 0
-    model: Any = None  # the onnx.ModelProto, weights loaded (for pruning); not serialized
+    # The onnx.ModelProto with its weights, for pruning: ``graph.model``. Loaded
+    # lazily on first access (analysis itself reads a weight-free skeleton and
+    # counts zeros on the memory-mapped file); assignable. Not serialized.
+    _model: Any = field(default=None, repr=False, compare=False)
+    _loader: Any = field(default=None, repr=False, compare=False)
+    _skeleton_model: Any = field(default=None, repr=False, compare=False)  # weight-free proto
+    _raw: dict = field(default_factory=dict, repr=False, compare=False)  # initializer -> RawRef
+
+    @property
+    def model(self) -> Any:
+        """The full ``onnx.ModelProto`` (weights included), loaded on first use."""
+        if self._model is None and self._loader is not None:
+            self._model = self._loader()
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._model = value
 
     @property
     def prunable_layers(self) -> list[Layer]:

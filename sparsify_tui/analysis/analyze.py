@@ -1,0 +1,641 @@
+"""ONNX file -> :class:`ModelGraph`.
+
+Steps: read a weight-free skeleton of the file (:mod:`.loader`), fix every
+dynamic input dimension (the user's ``--input-shape`` or a documented
+default), run ONNX shape inference on the skeleton (cheap: no weight bytes),
+then walk every node -- subgraphs of If/Loop/Scan included -- to find
+constants, prunable layers and their weights, params and FLOPs. Zeros of the
+prunable weights are counted with numpy directly on the memory-mapped file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from math import prod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sparsify_tui.analysis.flops import NodeShapes, node_flops
+from sparsify_tui.analysis.graph import Layer, ModelGraph, TensorInfo, WeightRef
+from sparsify_tui.analysis.loader import FLOAT_TYPES, ONNX_DTYPES, Skeleton, load_skeleton, raw_view
+from sparsify_tui.errors import InputShapeError, ModelError
+
+# ops whose output is still "a constant" when all their inputs are constants
+TRANSFORM_OPS = {
+    "Transpose", "Reshape", "Cast", "CastLike", "DequantizeLinear", "Identity", "Squeeze",
+    "Unsqueeze", "Flatten", "Expand", "Tile",
+}
+PRUNABLE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv",
+                "QLinearMatMul"}
+QUANT_WEIGHT_TYPES = {2, 3, 6}  # uint8, int8, int32 (quantized weights / biases)
+
+# which inputs of an op are weights/biases/normalization params (counted as params)
+PARAM_INPUTS: dict[str, tuple[int, ...]] = {
+    "Conv": (1, 2), "ConvTranspose": (1, 2), "ConvInteger": (1,), "QLinearConv": (3, 8),
+    "BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2),
+    "LayerNormalization": (1, 2), "GroupNormalization": (1, 2), "SimplifiedLayerNormalization": (1,),
+    "SkipLayerNormalization": (2, 3, 4), "RMSNormalization": (1,),
+    "LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3),
+    "PRelu": (1,),
+}
+# elementwise ops whose constant float operand with more than one element is a bias/scale param
+BIAS_OPS = {"Add", "Sub", "Mul", "Div"}
+
+DEFAULT_SPATIAL = 224
+DEFAULT_SEQUENCE = 128
+
+
+@dataclass
+class Const:
+    """A tensor known without running the model."""
+
+    kind: str  # initializer | graph_input | constant | constant_of_shape | derived
+    name: str  # the source tensor's name (for derived: the root's name)
+    graph_path: str
+    dims: list[int] | None  # the source's stored dims
+    data_type: int
+    proto: Any = None  # TensorProto holding the data (when in the skeleton), or the Constant/COS node
+    transform: list[str] = field(default_factory=list)
+    root: "Const | None" = None  # derived: the source constant
+
+    @property
+    def source(self) -> "Const":
+        return self.root if self.root is not None else self
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        s = self.source
+        return (s.graph_path, s.kind, s.name)
+
+
+# ---------------------------------------------------------------- input shapes
+_SHAPE_RE = re.compile(r"^\s*(.+?)\s*=\s*([0-9,\sx]+)\s*$")
+
+
+def parse_input_shapes(args: list[str] | None) -> dict[str, list[int]]:
+    """``["x=1,3,224,224", ...]`` -> ``{"x": [1, 3, 224, 224]}``; InputShapeError if malformed."""
+    shapes: dict[str, list[int]] = {}
+    for arg in args or []:
+        text = str(arg)
+        if "=" not in text:
+            raise InputShapeError(
+                f"--input-shape {text!r} is malformed: expected NAME=D1,D2,... such as input=1,3,224,224"
+            )
+        name, _, dims_s = text.rpartition("=")
+        name = name.strip()
+        parts = [p.strip() for p in dims_s.replace("x", ",").split(",")]
+        if not name or not parts or any(not p.isdigit() for p in parts):
+            raise InputShapeError(
+                f"--input-shape {text!r} is malformed: expected NAME=D1,D2,... with whole numbers, "
+                f"such as input=1,3,224,224"
+            )
+        dims = [int(p) for p in parts]
+        if any(d <= 0 for d in dims):
+            raise InputShapeError(f"--input-shape {text!r} has a dimension of 0; every dimension must be at least 1")
+        if name in shapes and shapes[name] != dims:
+            raise InputShapeError(f"--input-shape gives two different shapes for {name!r}")
+        shapes[name] = dims
+    return shapes
+
+
+def _dim_of(d) -> Any:
+    if d.HasField("dim_value") and d.dim_value > 0:
+        return int(d.dim_value)
+    if d.HasField("dim_param") and d.dim_param:
+        return d.dim_param
+    return "?"
+
+
+def _tensor_shape(vi) -> list[Any] | None:
+    t = vi.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    return [_dim_of(d) for d in t.tensor_type.shape.dim]
+
+
+def _default_dims(shape: list[Any], dtype: int, memo: dict[str, int]) -> tuple[list[int], dict[int, int], list[str]]:
+    """Fill unknown dims: batch -> 1, image H/W -> 224, sequence -> 128, other -> 1."""
+    rank = len(shape)
+    out: list[int] = []
+    assumed: dict[int, int] = {}
+    why: list[str] = []
+    # layout guess for rank-4 images: NCHW when dim 1 is a small channel count, NHWC when dim 3 is
+    spatial: set[int] = set()
+    if rank == 4:
+        if isinstance(shape[3], int) and shape[3] <= 4 and not (isinstance(shape[1], int) and shape[1] <= 4):
+            spatial = {1, 2}
+        else:
+            spatial = {2, 3}
+    elif rank == 5:
+        spatial = {2, 3, 4}
+    for i, d in enumerate(shape):
+        if isinstance(d, int):
+            out.append(d)
+            continue
+        lname = d.lower() if isinstance(d, str) and d != "?" else ""
+        if lname and lname in memo:
+            v, reason = memo[lname], "same symbol as another input"
+        elif i == 0 or "batch" in lname or lname in ("n", "b", "bs"):
+            v, reason = 1, "batch"
+        elif any(k in lname for k in ("seq", "len", "token", "time", "step")):
+            v, reason = DEFAULT_SEQUENCE, "sequence length"
+        elif any(k in lname for k in ("height", "width")) or lname in ("h", "w") or i in spatial:
+            v, reason = DEFAULT_SPATIAL, "image size"
+        elif rank in (2, 3) and i == 1 and dtype in (6, 7):  # token ids: [batch, seq]
+            v, reason = DEFAULT_SEQUENCE, "sequence length"
+        elif rank == 3 and i == 1:
+            v, reason = DEFAULT_SEQUENCE, "sequence length"
+        else:
+            v, reason = 1, "unknown dimension"
+        if lname:
+            memo[lname] = v
+        out.append(v)
+        assumed[i] = v
+        why.append(f"{d if lname else 'axis ' + str(i)}={v} ({reason})")
+    return out, assumed, why
+
+
+# ---------------------------------------------------------------- attributes
+def _attr_value(a) -> Any:
+    from onnx import AttributeProto as A
+
+    t = a.type
+    if t == A.INT:
+        return int(a.i)
+    if t == A.FLOAT:
+        return float(a.f)
+    if t == A.STRING:
+        return a.s.decode("utf-8", "replace")
+    if t == A.INTS:
+        return [int(x) for x in a.ints]
+    if t == A.FLOATS:
+        return [float(x) for x in a.floats]
+    if t == A.STRINGS:
+        return [s.decode("utf-8", "replace") for s in a.strings]
+    if t == A.TENSOR:
+        return {"tensor": {"dims": list(a.t.dims), "dtype": ONNX_DTYPES.get(a.t.data_type, str(a.t.data_type))}}
+    if t in (A.GRAPH, A.GRAPHS):
+        return "<subgraph>"
+    return None
+
+
+def _const_value(c: Const) -> np.ndarray | None:
+    """Small constant's data from the skeleton (shape tensors, zero points, fill values)."""
+    from onnx import numpy_helper
+
+    src = c.source
+    try:
+        if src.kind in ("initializer", "graph_input") and src.proto is not None:
+            if src.proto.HasField("raw_data") or len(src.proto.float_data) or len(src.proto.int64_data) \
+                    or len(src.proto.int32_data) or len(src.proto.double_data):
+                return numpy_helper.to_array(src.proto)
+            if src.dims is not None and prod(src.dims) == 0:
+                return numpy_helper.to_array(src.proto)
+            return None
+        if src.kind == "constant" and src.proto is not None:
+            return _constant_node_value(src.proto)
+    except Exception:
+        return None
+    return None
+
+
+def _constant_node_value(node) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+    return None
+
+
+def _constant_node_info(node) -> tuple[list[int], int, Any] | None:
+    for a in node.attribute:
+        if a.name == "value":
+            return list(a.t.dims), a.t.data_type, a.t
+        if a.name == "value_float":
+            return [], 1, None
+        if a.name == "value_floats":
+            return [len(a.floats)], 1, None
+        if a.name == "value_int":
+            return [], 7, None
+        if a.name == "value_ints":
+            return [len(a.ints)], 7, None
+        if a.name == "sparse_value":
+            return list(a.sparse_tensor.dims), a.sparse_tensor.values.data_type, None
+    return None
+
+
+# ---------------------------------------------------------------- the walk
+class _Walker:
+    def __init__(self, skel: Skeleton, label: str):
+        self.skel = skel
+        self.label = label
+        self.layers: list[Layer] = []
+        self.ids: set[str] = set()
+        self.counted: set[tuple[str, str, str]] = set()
+        self.params = 0
+        self.prunable_keys: dict[tuple[str, str, str], tuple[int, int]] = {}  # key -> (elements, zeros)
+        self.depth = 0
+        self.notes: list[str] = []
+        self.has_loop_body = False
+        self.has_if = False
+
+    # shapes of everything visible in a graph (outer scopes included)
+    def graph_shapes(self, g, outer: dict[str, Any]) -> dict[str, Any]:
+        shapes = dict(outer)
+        for coll in (g.input, g.output, g.value_info):
+            for vi in coll:
+                s = _tensor_shape(vi)
+                if s is not None:
+                    shapes[vi.name] = s
+        for t in g.initializer:
+            shapes[t.name] = [int(d) for d in t.dims]
+        return shapes
+
+    def walk(self, g, path: str, outer_consts: dict[str, Const], outer_shapes: dict[str, Any], main: bool) -> None:
+        consts = dict(outer_consts)
+        shapes = self.graph_shapes(g, outer_shapes)
+        input_names = {i.name for i in g.input}
+        for t in g.initializer:
+            kind = "graph_input" if (main and t.name in input_names) else "initializer"
+            consts[t.name] = Const(kind, t.name, path, [int(d) for d in t.dims], t.data_type, proto=t)
+        for node in g.node:
+            self.visit(node, path, consts, shapes)
+
+    def _fold(self, node, consts: dict[str, Const], shapes: dict[str, Any], path: str) -> None:
+        """Record the constants a node produces (Constant, ConstantOfShape, transforms of constants)."""
+        op = node.op_type
+        if not node.output:
+            return
+        out = node.output[0]
+        if op == "Constant" and node.domain in ("", "ai.onnx"):
+            info = _constant_node_info(node)
+            if info is not None:
+                dims, dt, _ = info
+                consts[out] = Const("constant", out, path, dims, dt, proto=node)
+                shapes.setdefault(out, dims)
+            return
+        if op == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
+            dims = None
+            s = shapes.get(out)
+            if s is not None and all(isinstance(d, int) for d in s):
+                dims = list(s)
+            elif node.input and node.input[0] in consts:
+                v = _const_value(consts[node.input[0]])
+                if v is not None:
+                    dims = [int(x) for x in np.asarray(v).reshape(-1)]
+            if dims is not None:
+                dt = 1
+                for a in node.attribute:
+                    if a.name == "value":
+                        dt = a.t.data_type
+                consts[out] = Const("constant_of_shape", out, path, dims, dt, proto=node)
+                shapes.setdefault(out, dims)
+            return
+        if op in TRANSFORM_OPS and node.input and node.input[0] in consts:
+            if all((not i) or i in consts for i in node.input):
+                src = consts[node.input[0]]
+                root = src.source
+                consts[out] = Const("derived", root.name, root.graph_path, root.dims, root.data_type,
+                                    transform=list(src.transform) + [op], root=root)
+
+    def _count_param(self, c: Const, layer: Layer) -> None:
+        key = c.key
+        if key in self.counted:
+            return
+        self.counted.add(key)
+        n = prod(c.source.dims) if c.source.dims is not None else 0
+        layer.params += n
+        self.params += n
+
+    def _zeros(self, c: Const) -> tuple[int, int]:
+        src = c.source
+        n = prod(src.dims) if src.dims is not None else 0
+        if src.kind == "constant_of_shape":
+            fill = 0.0
+            for a in src.proto.attribute:
+                if a.name == "value":
+                    from onnx import numpy_helper
+
+                    try:
+                        fill = float(numpy_helper.to_array(a.t).reshape(-1)[0])
+                    except Exception:
+                        fill = 1.0
+            return n, (n if fill == 0 else 0)
+        arr = None
+        if src.kind in ("initializer", "graph_input") and src.graph_path == "" and src.name in self.skel.raw:
+            arr = raw_view(self.skel, src.name, src.data_type)
+        if arr is None:
+            arr = _const_value(src)
+        if arr is None:
+            return n, 0
+        zero = 0
+        if "DequantizeLinear" in c.transform:
+            zero = None  # compared with the zero point below when known
+        nz = int(np.count_nonzero(arr))
+        if zero is None:
+            return n, arr.size - nz  # stored zeros (the usual symmetric int8 case)
+        return n, arr.size - nz
+
+    def visit(self, node, path: str, consts: dict[str, Const], shapes: dict[str, Any]) -> None:
+        op = node.op_type
+        domain = node.domain if node.domain != "ai.onnx" else ""
+        depth = self.depth
+        self.depth += 1
+        lid = node.output[0] if node.output and node.output[0] else ""
+        if not lid or lid in self.ids:
+            base = lid or node.name or op
+            lid = f"{base}#{depth}"
+        self.ids.add(lid)
+        attrs = {a.name: _attr_value(a) for a in node.attribute}
+
+        self._fold(node, consts, shapes, path)
+
+        in_shapes_all = [(shapes.get(i) if i else None) for i in node.input]
+        out_shapes = [(shapes.get(o) if o else None) for o in node.output]
+        act_shapes = [s for i, s in zip(node.input, in_shapes_all) if i and i not in consts]
+        layer = Layer(
+            id=lid, name=node.name or lid, op_type=op, depth=depth, domain=domain, graph_path=path,
+            inputs=list(node.input), outputs=list(node.output), input_shapes=act_shapes,
+            output_shapes=out_shapes, attributes=attrs,
+        )
+
+        # ---- prunable weight
+        widx = None
+        if op in PRUNABLE_OPS and domain in ("", "com.microsoft"):
+            if op in ("Conv", "ConvTranspose", "ConvInteger"):
+                cand = [1]
+            elif op == "QLinearConv":
+                cand = [3]
+            elif op == "QLinearMatMul":
+                cand = [3, 0]
+            else:  # Gemm, MatMul, MatMulInteger
+                cand = [1, 0]
+            for k in cand:
+                if k < len(node.input) and node.input[k] in consts:
+                    c = consts[node.input[k]]
+                    if c.source.dims is not None and (c.data_type in FLOAT_TYPES or c.data_type in QUANT_WEIGHT_TYPES):
+                        widx = k
+                        break
+        if widx is not None:
+            c = consts[node.input[widx]]
+            src = c.source
+            layer.prunable = True
+            layer.weight_name = src.name
+            layer.weight_shape = list(src.dims)
+            layer.prunable_params = prod(src.dims)
+            layer.weight = WeightRef(name=src.name, kind=src.kind, graph_path=src.graph_path,
+                                     transform=list(c.transform))
+            self._count_param(c, layer)
+            key = c.key
+            if key not in self.prunable_keys:
+                self.prunable_keys[key] = self._zeros(c)
+            n, z = self.prunable_keys[key]
+            layer.sparsity = (z / n) if n else 0.0
+            bidx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8}.get(op)
+            if bidx is not None and bidx < len(node.input) and node.input[bidx] in consts:
+                b = consts[node.input[bidx]]
+                layer.bias_name = b.source.name
+                layer.bias_shape = list(b.source.dims) if b.source.dims is not None else None
+                self._count_param(b, layer)
+            if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv") and "kernel_shape" not in attrs:
+                dims = shapes.get(node.input[widx]) or src.dims
+                if dims and len(dims) > 2:
+                    attrs["kernel_shape"] = list(dims[2:])
+        elif op in ("Gemm",) and len(node.input) > 2 and node.input[2] in consts:
+            self._count_param(consts[node.input[2]], layer)
+
+        # ---- other params
+        for k in PARAM_INPUTS.get(op, ()):
+            if k < len(node.input) and node.input[k] in consts and not (layer.prunable and k in (widx,)):
+                c = consts[node.input[k]]
+                if c.source.dims is not None:
+                    self._count_param(c, layer)
+        if op == "Gather" and node.input and node.input[0] in consts:
+            c = consts[node.input[0]]
+            if c.data_type in FLOAT_TYPES and c.source.dims and len(c.source.dims) >= 2:
+                self._count_param(c, layer)  # embedding table
+        if op in BIAS_OPS and not layer.prunable:
+            for i in node.input:
+                c = consts.get(i)
+                if c is not None and c.data_type in FLOAT_TYPES and c.source.dims and prod(c.source.dims) > 1:
+                    self._count_param(c, layer)
+
+        # ---- FLOPs
+        if node.output and all(o in consts for o in node.output if o):
+            layer.flops = 0  # folded at load time by every engine
+        else:
+            fl_shapes = NodeShapes(in_shapes_all, out_shapes, attrs)
+            layer.flops = node_flops(op, domain, fl_shapes)
+
+        self.layers.append(layer)
+
+        # ---- subgraphs
+        if op == "If":
+            self.has_if = True
+        if op in ("Loop", "Scan"):
+            self.has_loop_body = True
+        for a in node.attribute:
+            if a.type == 5:  # GRAPH
+                self.walk(a.g, f"{path + '/' if path else ''}{node.name or lid}/{a.name}", consts, shapes, False)
+            elif a.type == 10:  # GRAPHS
+                for gi, sg in enumerate(a.graphs):
+                    self.walk(sg, f"{path + '/' if path else ''}{node.name or lid}/{a.name}[{gi}]",
+                              consts, shapes, False)
+
+
+# ---------------------------------------------------------------- entry point
+def analyze(path: Any, input_shapes: dict[str, list[int]] | None = None) -> ModelGraph:
+    """Analyse an ONNX model (a path; a ModelProto or bytes also work) into a :class:`ModelGraph`.
+
+    Raises :class:`ModelError` (or :class:`InputShapeError`) with one sentence
+    naming the file for anything wrong with the user's input.
+    """
+    import onnx
+
+    label = str(path) if not isinstance(path, (bytes, bytearray, onnx.ModelProto)) else "<in-memory model>"
+    skel = load_skeleton(path)
+    try:
+        return _analyze(skel, label, input_shapes or {}, path)
+    finally:
+        skel.close()
+
+
+def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], source: Any) -> ModelGraph:
+    import onnx
+
+    model = skel.model
+    g = model.graph
+    opset = 0
+    notes: list[str] = []
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            opset = int(o.version)
+    if opset == 0 and not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+        if len(model.opset_import) == 0:
+            opset = 1
+    known = onnx.defs.onnx_opset_version()
+    if opset > known:
+        raise ModelError(
+            f"{label} uses ONNX opset {opset}, newer than the installed onnx {onnx.__version__} "
+            f"supports (up to opset {known}); upgrade onnx to analyse it"
+        )
+    custom = sorted({o.domain for o in model.opset_import if o.domain not in ("", "ai.onnx", "ai.onnx.ml")})
+    if custom:
+        notes.append(f"Custom operator domains {', '.join(custom)}: their ops' shapes and FLOPs may be unknown.")
+
+    # ---- inputs: real inputs are graph inputs without an initializer
+    init_names = {t.name for t in g.initializer}
+    inputs: list[TensorInfo] = []
+    unknown_inputs = set(input_shapes)
+    memo: dict[str, int] = {}
+    assumed_notes: list[str] = []
+    for vi in g.input:
+        if vi.name in init_names:
+            continue
+        unknown_inputs.discard(vi.name)
+        shape = _tensor_shape(vi)
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        dt = tt.elem_type if tt is not None else 0
+        dtype = ONNX_DTYPES.get(dt, "unknown")
+        if vi.name in input_shapes:
+            given = list(input_shapes[vi.name])
+            if shape is not None and len(shape) != len(given):
+                raise InputShapeError(
+                    f"--input-shape {vi.name}: {label} expects {len(shape)} dimensions "
+                    f"({','.join(str(d) for d in shape)}), got {len(given)}"
+                )
+            if shape is not None:
+                for i, (d, v) in enumerate(zip(shape, given)):
+                    if isinstance(d, int) and d != v:
+                        raise InputShapeError(
+                            f"--input-shape {vi.name}: {label} fixes axis {i} to {d}, got {v}"
+                        )
+            concrete, assumed = given, {}
+        elif shape is None:
+            concrete, assumed = None, {}
+            notes.append(f"Input {vi.name!r} has no shape in the model; give one with --input-shape.")
+        else:
+            concrete, assumed, why = _default_dims(shape, dt, memo)
+            if why:
+                assumed_notes.append(f"{vi.name}: {', '.join(why)}")
+        inputs.append(TensorInfo(vi.name, concrete if concrete is not None else (shape or []), dtype, assumed))
+        if concrete is not None and tt is not None:
+            tt.shape.Clear()
+            for d in concrete:
+                tt.shape.dim.add().dim_value = int(d)
+    if unknown_inputs:
+        names = ", ".join(sorted(unknown_inputs))
+        valid = ", ".join(t.name for t in inputs) or "none"
+        raise InputShapeError(f"--input-shape names {names}, which {label} has no input called (its inputs: {valid})")
+    if assumed_notes:
+        notes.append(
+            "Assumed for dynamic input dimensions (override with --input-shape NAME=D1,D2,...): "
+            + "; ".join(assumed_notes) + "."
+        )
+
+    # ---- shape inference on the weight-free skeleton
+    out_elem = {}
+    for vo in g.output:
+        if vo.type.HasField("tensor_type"):
+            out_elem[vo.name] = _tensor_shape(vo)
+            vo.type.tensor_type.ClearField("shape")  # re-inferred for the chosen input sizes
+    del g.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=True, data_prop=True)
+    except Exception as exc:  # onnx.shape_inference.InferenceError, ValidationError, RuntimeError
+        msg = str(exc).strip().splitlines()
+        first = next((m for m in msg if m.strip()), type(exc).__name__)
+        first = re.sub(r"^\[[^\]]*\]\s*", "", first).strip()
+        if len(first) > 220:
+            first = first[:217] + "..."
+        raise ModelError(f"{label} failed ONNX shape inference: {first}") from None
+
+    walker = _Walker(skel, label)
+    walker.walk(inferred.graph, "", {}, {}, True)
+
+    # ---- outputs
+    outputs: list[TensorInfo] = []
+    ig = inferred.graph
+    shapes_main = walker.graph_shapes(ig, {})
+    for vo in ig.output:
+        s = shapes_main.get(vo.name)
+        if s is None:
+            s = out_elem.get(vo.name) or []
+        dt = vo.type.tensor_type.elem_type if vo.type.HasField("tensor_type") else 0
+        outputs.append(TensorInfo(vo.name, list(s), ONNX_DTYPES.get(dt, "unknown")))
+
+    layers = walker.layers
+    known_flops = [layer.flops for layer in layers if layer.flops is not None]
+    unknown = [layer for layer in layers if layer.flops is None]
+    flops_known = int(sum(known_flops))
+    total_n = sum(n for n, _ in walker.prunable_keys.values())
+    total_z = sum(z for _, z in walker.prunable_keys.values())
+    prunable_params = total_n
+    hist: dict[str, int] = {}
+    for layer in layers:
+        hist[layer.op_type] = hist.get(layer.op_type, 0) + 1
+    hist = dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    if not any(layer.prunable for layer in layers):
+        notes.append("No prunable layer: no Conv, Gemm or MatMul here has a constant weight, so there is nothing to prune.")
+    if unknown:
+        ops = sorted({f"{l.op_type}" for l in unknown})
+        notes.append(
+            f"FLOPs unknown for {len(unknown)} layer(s) ({', '.join(ops[:8])}{'...' if len(ops) > 8 else ''}): "
+            "unsupported op or shape not inferred; totals count the known layers only."
+        )
+    if walker.has_if:
+        notes.append("Both branches of If nodes are listed and counted in the FLOPs total.")
+    if walker.has_loop_body:
+        notes.append("Layers inside Loop/Scan bodies are counted for one iteration.")
+
+    producer = model.producer_name + (f" {model.producer_version}" if model.producer_version else "")
+    mg = ModelGraph(
+        path=str(skel.path or label),
+        opset=opset,
+        ir_version=int(model.ir_version),
+        producer=producer.strip(),
+        inputs=inputs,
+        outputs=outputs,
+        layers=layers,
+        params=int(walker.params),
+        prunable_params=int(prunable_params),
+        flops=None if unknown else flops_known,
+        flops_known=flops_known,
+        unknown_flops_layers=len(unknown),
+        sparsity=(total_z / total_n) if total_n else 0.0,
+        op_histogram=hist,
+        notes=notes,
+        file_size=int(skel.file_size),
+    )
+    mg._skeleton_model = model  # the weight-free proto (small constants and subgraphs keep their data)
+    mg._raw = dict(skel.raw)
+    if isinstance(source, onnx.ModelProto):
+        mg.model = source
+    elif isinstance(source, (bytes, bytearray)):
+        mg._loader = lambda: onnx.load_from_string(bytes(source))
+    else:
+        p = skel.path
+        mg._loader = lambda: _load_full(p, label)
+    return mg
+
+
+def _load_full(path: str, label: str):
+    import onnx
+
+    try:
+        return onnx.load(path)
+    except Exception as exc:  # pragma: no cover - the skeleton already parsed
+        raise ModelError(f"{label} could not be loaded: {exc}") from None
