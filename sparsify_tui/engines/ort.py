@@ -1,0 +1,227 @@
+"""ONNX Runtime backend: per-node times from ORT's profiler, mapped back to the original layers.
+
+The session runs at the optimization level users run (``ORT_ENABLE_ALL``) on
+the CPU provider with ``intra_op_num_threads = cores``. ORT's profiler writes a
+chrome-trace JSON: one ``model_run`` session event per run and one
+``<node name>_kernel_time`` node event (``dur`` in µs) per executed node. The
+warm-up runs are dropped; a node's time is the median over the timed runs.
+The optimized graph (``optimized_model_filepath``) gives each executed
+node's outputs, so the rules in :mod:`sparsify_tui.engines.mapping` map
+fused/NCHWc nodes back to the original layers. Time inside ``model_run`` that
+no node accounts for becomes the engine-internal row ``engine:run overhead``.
+
+ONNX Runtime runs sparse weights no faster than dense ones, so a perf profile
+measured with it has one measured level (0) and approximates the others
+(see :func:`approx_level_ms`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from sparsify_tui.engines.mapping import Step, attribute
+from sparsify_tui.engines.modelinfo import ModelInfo
+from sparsify_tui.errors import EngineError
+
+
+def version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+def _session(model_path: str, cores: int | None, tmp: str, profile: bool):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if cores:
+        so.intra_op_num_threads = int(cores)
+        so.inter_op_num_threads = 1
+    if profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tmp, "ort_profile")
+        so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+    try:
+        return ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise EngineError(f"onnxruntime could not load {model_path}: {str(exc).strip().splitlines()[0][:300]}") \
+            from None
+
+
+def _feed(sess, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [i.name for i in sess.get_inputs()]
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise EngineError(f"no data for the model input {missing[0]!r}")
+    return {n: inputs[n] for n in names}
+
+
+def _run(sess, feed) -> None:
+    try:
+        sess.run(None, feed)
+    except Exception as exc:  # noqa: BLE001
+        raise EngineError(f"onnxruntime failed to run the model: {str(exc).strip().splitlines()[0][:300]}") \
+            from None
+
+
+def profile(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray], *, cores: int | None = None,
+            iterations: int = 10, warmup: int = 5, repeats: int = 1, heartbeat=None) -> dict[str, Any]:
+    """Profile the dense model: per-layer medians and the model time per repeat.
+
+    Returns ``{"repeat_ms": [...], "iteration_ms": [...], "layer_ms": {id: ms},
+    "owner": {id: step}, "groups": {step: [ids]}, "internal": [{"id", "name", "ms"}],
+    "steps": n, "engine_s": seconds spent in session creation and runs}``.
+    """
+    import onnx
+
+    iterations = max(1, int(iterations))
+    repeats = max(1, int(repeats))
+    with tempfile.TemporaryDirectory(prefix="sparsify-ort-") as tmp:
+        t0 = time.perf_counter()
+        sess = _session(model_path, cores, tmp, profile=True)
+        feed = _feed(sess, inputs)
+        for _ in range(max(0, int(warmup))):
+            _run(sess, feed)
+        for r in range(repeats):
+            for _ in range(iterations):
+                _run(sess, feed)
+            if heartbeat:
+                heartbeat(f"repeat {r + 1}/{repeats}")
+        prof_file = sess.end_profiling()
+        engine_s = time.perf_counter() - t0
+        with open(prof_file) as f:
+            events = json.load(f)
+        opt_path = os.path.join(tmp, "optimized.onnx")
+        opt_nodes = []
+        if os.path.exists(opt_path):
+            try:
+                opt = onnx.load(opt_path, load_external_data=False)
+                opt_nodes = list(opt.graph.node)
+            except Exception:  # noqa: BLE001
+                opt_nodes = []
+
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])
+    timed = runs[len(runs) - iterations * repeats:] if len(runs) >= iterations * repeats else runs
+    run_ms = [e["dur"] / 1000.0 for e in timed]
+    node_events = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
+    node_events.sort(key=lambda e: e["ts"])
+    # per timed run: node name -> total µs
+    per_run: list[dict[str, float]] = []
+    op_of: dict[str, str] = {}
+    j = 0
+    for run in timed:
+        start, end = run["ts"], run["ts"] + run["dur"]
+        acc: dict[str, float] = {}
+        while j < len(node_events) and node_events[j]["ts"] < start:
+            j += 1
+        k = j
+        while k < len(node_events) and node_events[k]["ts"] <= end:
+            ev = node_events[k]
+            name = ev["name"][: -len("_kernel_time")]
+            acc[name] = acc.get(name, 0.0) + ev["dur"]
+            op_of.setdefault(name, (ev.get("args") or {}).get("op_name", ""))
+            k += 1
+        j = k
+        per_run.append(acc)
+    names = []
+    for acc in per_run:
+        for n in acc:
+            if n not in names:
+                names.append(n)
+    med_ms = {n: statistics.median([acc.get(n, 0.0) for acc in per_run]) / 1000.0 for n in names}
+
+    by_name = {n.name: n for n in opt_nodes if n.name}
+    original_tensors = set()
+    for m in info.layers:
+        original_tensors.update(t for t in m.outputs if t)
+    original_names = {m.name: m.id for m in info.layers if m.name and not m.graph_path}
+    steps: list[Step] = []
+    for n in names:
+        node = by_name.get(n)
+        op = node.op_type if node is not None else op_of.get(n, "")
+        anchors, tensors = [], []
+        if not op.startswith("Reorder"):
+            if n in original_names:
+                anchors.append(original_names[n])
+            if node is not None:
+                tensors.extend(t for t in node.output if t in original_tensors)
+            if n.endswith("_nchwc") and n[: -len("_nchwc")] in original_tensors:
+                tensors.append(n[: -len("_nchwc")])
+        steps.append(Step(name=n, ms=med_ms[n], anchors=anchors, tensors=tensors, op_type=op))
+    att = attribute(info.refs(), steps)
+    internal = [{"id": rid, "name": name, "ms": ms} for rid, name, ms in att.internal]
+    node_sum = sum(med_ms.values())
+    model_med = statistics.median(run_ms) if run_ms else node_sum
+    overhead = model_med - node_sum
+    if overhead > 0:
+        internal.append({"id": "engine:run overhead", "name": "run overhead (not in any node)", "ms": overhead})
+    repeat_ms = []
+    for r in range(repeats):
+        chunk = run_ms[r * iterations:(r + 1) * iterations]
+        if chunk:
+            repeat_ms.append(statistics.median(chunk))
+    return {
+        "repeat_ms": repeat_ms,
+        "iteration_ms": run_ms,
+        "layer_ms": att.layer_ms,
+        "owner": att.owner,
+        "groups": att.groups,
+        "internal": internal,
+        "steps": len(steps),
+        "engine_s": engine_s,
+    }
+
+
+def prunable_fraction(meta) -> float:
+    """Share of a layer's FLOPs that pruning its weight removes (0 for layers without a weight)."""
+    if not meta.prunable:
+        return 0.0
+    if meta.flops and meta.flops > 0:
+        return max(0.0, min(1.0, 1.0 - meta.bias_flops / meta.flops))
+    return 1.0
+
+
+def approx_level_ms(baseline_ms: float, meta, level: float) -> float:
+    """Approximated time of a layer at sparsity ``level`` from its measured dense time.
+
+    ``t(s) = t(0) * (1 - s * p)`` where ``p`` is the share of the layer's FLOPs
+    that multiply its prunable weight (1 minus the bias adds; 0 for layers
+    without a prunable weight): the time an engine that skips zero weights
+    would save if time followed FLOPs. Engine-internal rows do not change.
+    """
+    p = prunable_fraction(meta) if meta is not None else 0.0
+    return baseline_ms * (1.0 - float(level) * p)
+
+
+def benchmark(model_path: str, inputs: dict[str, np.ndarray], *, cores: int | None = None,
+              iterations: int = 20, warmup: int = 5, repeats: int = 3, heartbeat=None) -> dict[str, Any]:
+    """Plain latency benchmark (no profiler): per-iteration ms, grouped in repeats."""
+    with tempfile.TemporaryDirectory(prefix="sparsify-ort-") as tmp:
+        t0 = time.perf_counter()
+        sess = _session(model_path, cores, tmp, profile=False)
+        compile_s = time.perf_counter() - t0
+        feed = _feed(sess, inputs)
+        for _ in range(max(0, int(warmup))):
+            _run(sess, feed)
+        repeat_ms, all_ms = [], []
+        for r in range(max(1, int(repeats))):
+            times = []
+            for _ in range(max(1, int(iterations))):
+                t = time.perf_counter()
+                _run(sess, feed)
+                times.append((time.perf_counter() - t) * 1000.0)
+            all_ms += times
+            repeat_ms.append(statistics.median(times))
+            if heartbeat:
+                heartbeat(f"repeat {r + 1}")
+    return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": compile_s}

@@ -1,0 +1,487 @@
+"""Performance profiles: per-layer timings and performance sensitivity.
+
+:func:`run_perf_profile` measures a model in a child process (job kind
+``perf``, see :mod:`sparsify_tui.engines.jobs.perf`) and returns the perf JSON
+document; :func:`approx_perf_profile` estimates one from FLOPs alone.
+
+Document keys (``kind: "perf"``):
+
+* ``engine`` (``deepsparse``, ``onnxruntime`` or ``flops-estimate``),
+  ``engine_version``, ``engine_reason`` (why this engine), ``approximated``
+  (true when the per-level times are not measured);
+* settings: ``batch_size``, ``cores``, ``levels``, ``iterations``, ``warmup``,
+  ``repeats``, ``input_shapes``;
+* ``baseline_ms``: median over ``repeats`` of the dense model's time per batch;
+  ``spread_ms``: [min, max] over the repeats; ``repeat_ms``: each repeat;
+  ``items_per_second``: ``batch_size * 1000 / baseline_ms``;
+* ``model_ms_by_level``: ``level_key(s)`` -> the model's time at sparsity s
+  (level 0 is ``baseline_ms``);
+* ``layers``: every ONNX layer in execution order (Layer Depth), then the
+  engine-internal rows: ``id`` (same as ``info``), ``name``, ``op_type``,
+  ``depth``, ``baseline_ms``, ``share`` (of the sum of rows),
+  ``ms_by_level``, ``group`` (ids of the layers the engine measured together
+  with this one, itself included), ``group_name`` (the engine's step),
+  ``engine_internal`` (a step of the engine that matches no ONNX layer:
+  re-layouts, glue subgraphs, run overhead), ``prunable``, ``flops``;
+* ``machine`` (``engines.machine.machine_info()``), ``created``,
+  ``schema_version``; ``incomplete`` and ``error`` when a later level failed
+  and only the finished levels are kept.
+
+How the times are obtained:
+
+* DeepSparse: ``model_debug_analysis`` at optimization level 1, one call per
+  level with ``imposed_ks = level`` (the dense level is repeated ``repeats``
+  times for the spread; the layer times come from the repeat with the median
+  total). A level's model time is the engine's average total (the sum of its
+  steps), so layers + engine rows add up to it. Fused groups share their time
+  among members in proportion to FLOPs (:mod:`sparsify_tui.engines.mapping`).
+* ONNX Runtime: its profiler on the dense model (``ORT_ENABLE_ALL``); it does
+  not run sparse weights faster, so each level is approximated:
+  ``t_layer(s) = t_layer(0) * (1 - s * p)`` with ``p`` the share of the
+  layer's FLOPs that use its prunable weight (0 for other layers), and
+  ``approximated`` is true.
+* FLOPs estimate (no engine): ``t_layer = flops / (ASSUMED_GFLOPS_PER_CORE * cores)``,
+  levels as for ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import statistics
+import threading
+import time
+from typing import Any, Callable
+
+from sparsify_tui.errors import (
+    CancelledError,
+    EngineError,
+    EngineUnavailableError,
+    ProfileError,
+    SparsifyError,
+    UsageError,
+)
+from sparsify_tui.profiles import PERF_LEVELS, SCHEMA_VERSION, level_key
+
+ENGINES = ("auto", "deepsparse", "onnxruntime")
+ASSUMED_GFLOPS_PER_CORE = 100.0
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def machine_summary() -> dict[str, Any]:
+    try:
+        from sparsify_tui.engines.machine import machine_info
+
+        return machine_info()
+    except Exception:  # noqa: BLE001 - machine info must never break a profile
+        import platform
+
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover
+            cores = os.cpu_count() or 1
+        return {"cpu_model": platform.processor() or platform.machine(), "usable_cores": cores,
+                "isa": [], "fingerprint": None}
+
+
+def default_cores() -> int:
+    """All the cores this process may use (the child is pinned to them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- document assembly
+def _layer_rows(setup: dict, base: dict, level_parts: dict[str, dict], approximated: bool,
+                levels: list[float]) -> list[dict]:
+    from sparsify_tui.engines.ort import approx_level_ms
+
+    class _M:  # the fields approx_level_ms reads
+        def __init__(self, d: dict) -> None:
+            self.prunable = d.get("prunable", False)
+            self.flops = d.get("flops")
+            self.bias_flops = d.get("bias_flops", 0.0)
+
+    owner = base.get("owner", {})
+    groups = base.get("groups", {})
+    rows = []
+    for meta in setup["layers"]:
+        lid = meta["id"]
+        b = float(base["layer_ms"].get(lid, 0.0))
+        gname = owner.get(lid)
+        row = {
+            "id": lid, "name": meta.get("name", ""), "op_type": meta.get("op_type", ""),
+            "depth": meta.get("depth"), "baseline_ms": b, "share": 0.0, "ms_by_level": {},
+            "group": list(groups.get(gname, [lid])) if gname else [lid],
+            "group_name": gname, "engine_internal": False,
+            "prunable": bool(meta.get("prunable", False)), "flops": meta.get("flops"),
+        }
+        if meta.get("constant"):
+            row["constant_folded"] = True
+        for lv in levels:
+            k = level_key(lv)
+            if approximated:
+                row["ms_by_level"][k] = approx_level_ms(b, _M(meta), lv)
+            elif k in level_parts:
+                row["ms_by_level"][k] = float(level_parts[k]["layer_ms"].get(lid, 0.0))
+        row["ms_by_level"][level_key(0.0)] = b
+        rows.append(row)
+    # engine-internal rows: union over levels, stable ids
+    internal_ids: list[str] = []
+    internal_names: dict[str, str] = {}
+    for part in [base] + [level_parts[k] for k in level_parts]:
+        for item in part.get("internal", []):
+            if item["id"] not in internal_names:
+                internal_ids.append(item["id"])
+                internal_names[item["id"]] = item["name"]
+    depth = max((r["depth"] or 0 for r in rows), default=0) + 1
+    for i, rid in enumerate(internal_ids):
+        b = sum(x["ms"] for x in base.get("internal", []) if x["id"] == rid)
+        row = {
+            "id": rid, "name": internal_names[rid], "op_type": "engine", "depth": depth + i,
+            "baseline_ms": b, "share": 0.0, "ms_by_level": {}, "group": [rid], "group_name": internal_names[rid],
+            "engine_internal": True, "prunable": False, "flops": None,
+        }
+        for lv in levels:
+            k = level_key(lv)
+            if approximated:
+                row["ms_by_level"][k] = b
+            elif k in level_parts:
+                row["ms_by_level"][k] = sum(x["ms"] for x in level_parts[k].get("internal", []) if x["id"] == rid)
+        row["ms_by_level"][level_key(0.0)] = b
+        rows.append(row)
+    total = sum(r["baseline_ms"] for r in rows)
+    for r in rows:
+        r["share"] = (r["baseline_ms"] / total) if total > 0 else 0.0
+    return rows
+
+
+def assemble(setup: dict, parts: list[dict], settings: dict, *, error: str | None = None,
+             wall_s: float | None = None) -> dict:
+    """Build the perf document from the worker's ``setup`` and ``level`` partials (finished levels only)."""
+    levels = [float(x) for x in settings["levels"]]
+    base_parts = [p for p in parts if p.get("type") == "baseline"]
+    level_parts = {p["key"]: p for p in parts if p.get("type") == "level"}
+    if not base_parts:
+        raise ProfileError(error or "the profile has no finished measurement")
+    repeat_ms = [float(p["model_ms"]) for p in base_parts]
+    baseline_ms = statistics.median(repeat_ms)
+    # the layer times of the repeat with the median total
+    ordered = sorted(base_parts, key=lambda p: p["model_ms"])
+    base = ordered[(len(ordered) - 1) // 2]
+    approximated = bool(setup.get("approximated"))
+    rows = _layer_rows(setup, base, level_parts, approximated, levels)
+    k0 = level_key(0.0)
+    model_by_level: dict[str, float] = {}
+    for lv in levels:
+        k = level_key(lv)
+        if k == k0:
+            model_by_level[k] = baseline_ms
+        elif approximated:
+            saved = sum(r["baseline_ms"] - r["ms_by_level"].get(k, r["baseline_ms"]) for r in rows)
+            model_by_level[k] = baseline_ms - saved
+        elif k in level_parts:
+            model_by_level[k] = float(level_parts[k]["model_ms"])
+    batch = int(settings["batch_size"])
+    doc = {
+        "kind": "perf",
+        "schema_version": SCHEMA_VERSION,
+        "created": _now(),
+        "model_path": str(settings.get("model_path", "")),
+        "engine": setup["engine"],
+        "engine_version": setup.get("engine_version"),
+        "engine_reason": setup.get("engine_reason", ""),
+        "approximated": approximated,
+        "batch_size": batch,
+        "cores": settings.get("cores"),
+        "levels": levels,
+        "levels_measured": [lv for lv in levels if level_key(lv) in model_by_level],
+        "iterations": settings.get("iterations"),
+        "warmup": settings.get("warmup"),
+        "repeats": settings.get("repeats"),
+        "input_shapes": setup.get("input_shapes") or settings.get("input_shapes") or {},
+        "baseline_ms": baseline_ms,
+        "spread_ms": [min(repeat_ms), max(repeat_ms)],
+        "repeat_ms": repeat_ms,
+        "items_per_second": (batch * 1000.0 / baseline_ms) if baseline_ms > 0 else None,
+        "model_ms_by_level": model_by_level,
+        "layers": rows,
+        "machine": setup.get("machine") or machine_summary(),
+        "engine_seconds": round(sum(float(p.get("engine_s", 0.0)) for p in parts), 3),
+    }
+    if wall_s is not None:
+        doc["wall_seconds"] = round(wall_s, 3)
+    if setup.get("notes"):
+        doc["notes"] = list(setup["notes"])
+    missing = [lv for lv in levels if level_key(lv) not in model_by_level]
+    if error is not None or missing:
+        doc["incomplete"] = True
+        doc["error"] = error or f"levels not measured: {', '.join(level_key(x) for x in missing)}"
+    return doc
+
+
+# ---------------------------------------------------------------- the job (runs in the worker)
+def _choose_engine(requested: str) -> tuple[str, str]:
+    from sparsify_tui.engines import deepsparse_engine as dse
+
+    if requested == "onnxruntime":
+        return "onnxruntime", "requested with --engine onnxruntime"
+    if requested == "deepsparse":
+        if not dse.available():
+            raise EngineUnavailableError(dse.INSTALL_HINT)
+        return "deepsparse", "requested with --engine deepsparse"
+    if not dse.available():
+        return "onnxruntime", "deepsparse not installed"
+    return "deepsparse", "deepsparse installed and compiled the model"
+
+
+def perf_job(job: dict, ctx) -> dict:
+    """Job kind ``perf``: measure every level, sending each finished one as a partial."""
+    from sparsify_tui.engines import deepsparse_engine as dse
+    from sparsify_tui.engines import ort
+    from sparsify_tui.engines.modelinfo import load_model_info
+    from sparsify_tui.profiles.inputs import input_specs, make_inputs
+
+    t_start = time.perf_counter()
+    path = str(job["model_path"])
+    batch = int(job.get("batch_size", 1))
+    cores = job.get("cores")
+    levels = [float(x) for x in job.get("levels") or PERF_LEVELS]
+    if 0.0 not in levels:
+        levels = [0.0] + levels
+    iterations = int(job.get("iterations", 10))
+    warmup = int(job.get("warmup", 5))
+    repeats = max(1, int(job.get("repeats", 3)))
+    shapes = job.get("input_shapes") or {}
+    engine, reason = _choose_engine(str(job.get("engine", "auto")))
+    total = len(levels) - 1 + repeats + 1
+    ctx.progress(0, total, label="analysing the model")
+    info = load_model_info(path, shapes)
+    specs = input_specs(path, shapes)
+    names = [s.name for s in specs]
+    inputs = make_inputs(path, batch, shapes, data=job.get("data"), seed=int(job.get("seed", 0)))
+    settings = {"model_path": path, "batch_size": batch, "cores": cores, "levels": levels,
+                "iterations": iterations, "warmup": warmup, "repeats": repeats, "input_shapes": shapes}
+    layers_meta = [
+        {"id": m.id, "name": m.name, "op_type": m.op_type, "depth": m.depth, "flops": m.flops,
+         "prunable": m.prunable, "bias_flops": m.bias_flops, "constant": m.constant}
+        for m in info.layers
+    ]
+    notes = []
+    if info.source != "analysis":
+        notes.append("FLOPs were not available: fused groups were split equally among their layers")
+    parts: list[dict] = []
+    done = 1
+    ctx.progress(done, total, label="compiling")
+
+    def strip(res: dict, kind: str, lv: float, keep_groups: bool) -> dict:
+        out = {"type": kind, "key": level_key(lv), "level": lv, "model_ms": res["model_ms"],
+               "layer_ms": res["layer_ms"], "internal": res["internal"], "engine_s": res["engine_s"]}
+        if keep_groups:
+            out["owner"] = res["owner"]
+            out["groups"] = res["groups"]
+        return out
+
+    setup = None
+    if engine == "deepsparse":
+        for r in range(repeats):
+            ctx.heartbeat(f"dense model, repeat {r + 1}/{repeats}")
+            try:
+                res = dse.analyze_level(path, info, inputs, names, batch_size=batch, cores=cores,
+                                        iterations=iterations, warmup=warmup, level=None)
+            except EngineError as exc:
+                if r == 0 and job.get("engine", "auto") == "auto":
+                    engine = "onnxruntime"
+                    reason = exc.message.replace("deepsparse could not compile or run the model",
+                                                 "deepsparse could not compile the model")
+                    break
+                raise
+            res["model_ms"] = res["average_total_ms"]
+            if setup is None:
+                setup = {"type": "setup", "engine": "deepsparse", "engine_version": dse.version(),
+                         "engine_reason": reason, "approximated": False, "layers": layers_meta,
+                         "input_shapes": {n: list(inputs[n].shape) for n in names},
+                         "machine": machine_summary(), "notes": notes}
+                ctx.partial(setup)
+            part = strip(res, "baseline", 0.0, keep_groups=True)
+            parts.append(part)
+            ctx.partial(part)
+            done += 1
+            ctx.progress(done, total, label=f"dense, repeat {r + 1}/{repeats}: {res['model_ms']:.2f} ms")
+    if engine == "deepsparse":
+        for lv in levels:
+            if lv == 0.0:
+                continue
+            ctx.heartbeat(f"level {level_key(lv)}")
+            res = dse.analyze_level(path, info, inputs, names, batch_size=batch, cores=cores,
+                                    iterations=iterations, warmup=warmup, level=lv)
+            res["model_ms"] = res["average_total_ms"]
+            part = strip(res, "level", lv, keep_groups=False)
+            parts.append(part)
+            ctx.partial(part)
+            done += 1
+            ctx.progress(done, total, label=f"level {level_key(lv)}: {res['model_ms']:.2f} ms")
+    else:
+        setup = {"type": "setup", "engine": "onnxruntime", "engine_version": ort.version(),
+                 "engine_reason": reason, "approximated": True, "layers": layers_meta,
+                 "input_shapes": {n: list(inputs[n].shape) for n in names},
+                 "machine": machine_summary(),
+                 "notes": notes + ["onnxruntime does not run sparse weights faster: the times at each "
+                                   "sparsity level are approximated from FLOPs"]}
+        ctx.partial(setup)
+        res = ort.profile(path, info, inputs, cores=cores, iterations=iterations, warmup=warmup,
+                          repeats=repeats, heartbeat=ctx.heartbeat)
+        for r, ms in enumerate(res["repeat_ms"]):
+            part = {"type": "baseline", "key": level_key(0.0), "level": 0.0, "model_ms": ms,
+                    "layer_ms": res["layer_ms"], "internal": res["internal"],
+                    "engine_s": res["engine_s"] if r == 0 else 0.0,
+                    "owner": res["owner"], "groups": res["groups"]}
+            parts.append(part)
+            ctx.partial(part)
+        done = total
+        ctx.progress(done, total, label=f"dense: {statistics.median(res['repeat_ms']):.2f} ms")
+    assert setup is not None
+    return assemble(setup, parts, settings, wall_s=time.perf_counter() - t_start)
+
+
+# ---------------------------------------------------------------- parent side
+def validate_engine(engine: str) -> str:
+    engine = (engine or "auto").strip().lower()
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "deepsparse":
+        from sparsify_tui.engines import deepsparse_engine as dse
+
+        if not dse.available():
+            raise EngineUnavailableError(dse.INSTALL_HINT)
+    return engine
+
+
+def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, cores: int | None = None,
+                     levels=None, iterations: int = 10, warmup: int = 5, repeats: int = 3,
+                     input_shapes: dict | None = None, data=None,
+                     on_progress: Callable[[dict], Any] | None = None,
+                     cancel: threading.Event | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> dict:
+    """Measure a perf profile in a child process; return the perf document.
+
+    ``on_progress(event)`` receives the worker's progress/partial events. If
+    the child fails after some levels finished, the document of the finished
+    levels is returned with ``incomplete: true`` and ``error``; if nothing
+    finished, the error is raised (EngineError / CancelledError / ...).
+    Cancelling after some levels also returns the incomplete document.
+    """
+    from sparsify_tui.engines.runner import run_job
+
+    engine = validate_engine(engine)
+    cores = int(cores) if cores else default_cores()
+    levels = sorted(set(float(x) for x in (levels if levels is not None else PERF_LEVELS)) | {0.0})
+    for lv in levels:
+        if not 0.0 <= lv < 1.0:
+            raise UsageError(f"sparsity levels must be in [0, 1), got {lv:g}")
+    job = {
+        "kind": "perf", "model_path": str(model_path), "engine": engine, "batch_size": int(batch_size),
+        "cores": cores, "levels": levels, "iterations": int(iterations), "warmup": int(warmup),
+        "repeats": int(repeats), "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
+        "data": None if data is None else str(data),
+    }
+    _validate_locally(job)
+    t0 = time.perf_counter()
+    try:
+        return run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
+    except (EngineError, CancelledError) as exc:
+        partials = getattr(exc, "partials", [])
+        setup = next((p for p in partials if p.get("type") == "setup"), None)
+        parts = [p for p in partials if p.get("type") in ("baseline", "level")]
+        if setup is None or not any(p.get("type") == "baseline" for p in parts):
+            raise
+        settings = dict(job)
+        message = str(exc)
+        doc = assemble(setup, parts, settings, error=message, wall_s=time.perf_counter() - t0)
+        tail = getattr(exc, "output_tail", "")
+        if tail:
+            doc["error_output_tail"] = tail
+        return doc
+
+
+def _validate_locally(job: dict) -> None:
+    """Fail fast in the parent on bad user input (missing model, bad shapes, bad data)."""
+    from pathlib import Path
+
+    from sparsify_tui.profiles.inputs import make_inputs
+
+    p = Path(job["model_path"])
+    if not p.exists():
+        from sparsify_tui.errors import ModelError
+
+        raise ModelError(f"{p}: no such file")
+    make_inputs(p, job["batch_size"], job["input_shapes"], data=job["data"])
+
+
+def approx_perf_profile(graph, batch_size: int = 1, levels=None, cores: int | None = None) -> dict:
+    """A perf profile estimated from FLOPs alone (no engine): ``engine: "flops-estimate"``.
+
+    ``graph`` is an analysed ``ModelGraph`` (at batch size 1); a layer's time is
+    ``flops * batch_size / (ASSUMED_GFLOPS_PER_CORE * cores)``; layers with
+    unknown FLOPs get 0 and are listed in ``notes``.
+    """
+    levels = sorted(set(float(x) for x in (levels if levels is not None else PERF_LEVELS)) | {0.0})
+    cores = int(cores) if cores else default_cores()
+    rate = ASSUMED_GFLOPS_PER_CORE * 1e9 * cores / 1000.0  # FLOPs per ms
+    metas, layer_ms = [], {}
+    unknown = 0
+    for layer in graph.layers:
+        bias = 0.0
+        if layer.prunable and layer.bias_name and layer.output_shapes and layer.output_shapes[0]:
+            try:
+                n = 1
+                for d in layer.output_shapes[0]:
+                    n *= int(d)
+                bias = float(n)
+            except (TypeError, ValueError):
+                bias = 0.0
+        metas.append({"id": layer.id, "name": layer.name, "op_type": layer.op_type, "depth": layer.depth,
+                      "flops": layer.flops, "prunable": layer.prunable, "bias_flops": bias})
+        if layer.flops is None:
+            unknown += 1
+        layer_ms[layer.id] = (float(layer.flops or 0) * batch_size) / rate
+    total = sum(layer_ms.values())
+    notes = [f"estimated from FLOPs at an assumed {ASSUMED_GFLOPS_PER_CORE:g} GFLOP/s per core; nothing measured"]
+    if unknown:
+        notes.append(f"{unknown} layers have unknown FLOPs and count as 0 ms")
+    setup = {"type": "setup", "engine": "flops-estimate", "engine_version": None,
+             "engine_reason": "no measurement: estimated from FLOPs", "approximated": True,
+             "layers": metas, "machine": machine_summary(), "notes": notes,
+             "input_shapes": graph.input_shapes() if hasattr(graph, "input_shapes") else {}}
+    part = {"type": "baseline", "key": level_key(0.0), "level": 0.0, "model_ms": total, "layer_ms": layer_ms,
+            "internal": [], "engine_s": 0.0, "owner": {}, "groups": {}}
+    settings = {"model_path": getattr(graph, "path", ""), "batch_size": batch_size, "cores": cores,
+                "levels": levels, "iterations": 0, "warmup": 0, "repeats": 1}
+    return assemble(setup, [part], settings)
+
+
+def validate_perf_document(doc: Any, source: str = "the profile") -> dict:
+    """Check an imported perf document's structure; ProfileError naming ``source`` otherwise."""
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{source} is not a JSON object")
+    if doc.get("kind") != "perf":
+        raise ProfileError(f"{source} is not a perf profile (kind is {doc.get('kind')!r})")
+    for key in ("engine", "batch_size", "levels", "baseline_ms", "model_ms_by_level", "layers"):
+        if key not in doc:
+            raise ProfileError(f"{source} has no {key!r} key: not a sparsify-tui perf profile")
+    if not isinstance(doc["layers"], list) or not all(isinstance(x, dict) and "id" in x for x in doc["layers"]):
+        raise ProfileError(f"{source} has a malformed 'layers' list")
+    if not isinstance(doc["baseline_ms"], (int, float)) or doc["baseline_ms"] <= 0:
+        raise ProfileError(f"{source} has no positive baseline_ms")
+    for row in doc["layers"]:
+        if not isinstance(row.get("baseline_ms", 0), (int, float)):
+            raise ProfileError(f"{source}: layer {row['id']!r} has a non-numeric baseline_ms")
+    return doc
+
+
+__all__ = ["run_perf_profile", "approx_perf_profile", "assemble", "perf_job", "validate_perf_document",
+           "SparsifyError"]
