@@ -1,0 +1,245 @@
+"""``sparsify-tui profile perf TARGET``: per-layer timings and performance sensitivity."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sparsify_tui.commands.common import (
+    Progress,
+    emit_json,
+    parse_cores,
+    parse_float,
+    parse_int,
+    parse_levels,
+    print_table,
+    resolve_target,
+)
+from sparsify_tui.errors import ProfileError, UsageError
+from sparsify_tui.profiles import PERF_LEVELS, level_key
+
+
+def _settings(engine: str, batch: int, cores: int, levels: list[float], iterations: int, warmup: int,
+              repeats: int, shapes: dict, data: str | None) -> dict[str, Any]:
+    """The settings that identify a cached perf profile (engine = the one requested)."""
+    s: dict[str, Any] = {
+        "engine": engine, "batch_size": batch, "cores": cores, "levels": [float(x) for x in levels],
+        "iterations": iterations, "warmup": warmup, "repeats": repeats,
+        "input_shapes": {k: [int(d) for d in v] for k, v in sorted(shapes.items())},
+    }
+    if data:
+        s["data"] = str(Path(data).expanduser().resolve())
+    return s
+
+
+def _canon(value: Any) -> str:
+    from sparsify_tui.project import drop_none
+
+    return json.dumps(drop_none(value), sort_keys=True, default=str)
+
+
+def _fingerprint(machine: dict | None) -> str | None:
+    return (machine or {}).get("fingerprint")
+
+
+def _installed_version(engine: str) -> str | None:
+    if engine == "deepsparse":
+        from sparsify_tui.engines import deepsparse_engine as dse
+
+        return dse.version()
+    if engine == "onnxruntime":
+        from sparsify_tui.engines import ort
+
+        return ort.version()
+    return None
+
+
+def find_cached(project, settings: dict, machine: dict) -> Any:
+    """A stored perf profile with the same settings, machine and engine version, not stale; or None."""
+    want = _canon(settings)
+    fp = _fingerprint(machine)
+    for entry in reversed(project.profiles_of("perf")):
+        if _canon(entry.settings) != want:
+            continue
+        if (entry.machine or {}).get("fingerprint") != fp:
+            continue
+        if project.is_stale(entry):
+            continue
+        if entry.engine and entry.engine_version and _installed_version(entry.engine) != entry.engine_version:
+            continue
+        if project.profile_problem(entry) if hasattr(project, "profile_problem") else False:
+            continue
+        return entry
+    return None
+
+
+def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
+    """The human view of a perf document."""
+    file = file or sys.stdout
+    m = doc.get("machine") or {}
+    isa = ", ".join(m.get("isa") or []) or "unknown"
+    print(f"Engine:           {doc['engine']} {doc.get('engine_version') or ''}".rstrip()
+          + f" ({doc.get('engine_reason', '')})", file=file)
+    print(f"Batch size:       {doc['batch_size']}    cores: {doc.get('cores')}    "
+          f"CPU: {m.get('cpu_model', '?')}    ISA: {isa}", file=file)
+    spread = doc.get("spread_ms") or [doc["baseline_ms"], doc["baseline_ms"]]
+    print(f"Baseline MS:      {doc['baseline_ms']:.3f} ms per batch (min {spread[0]:.3f}, max {spread[1]:.3f} "
+          f"over {len(doc.get('repeat_ms') or [0])} repeats of {doc.get('iterations')} iterations)", file=file)
+    ips = doc.get("items_per_second")
+    print(f"Items per Second: {ips:.1f}" if ips else "Items per Second: unknown", file=file)
+    if doc.get("approximated"):
+        print("Note: the times at sparsity levels above 0 are APPROXIMATED from FLOPs, not measured.", file=file)
+    for note in doc.get("notes") or []:
+        print(f"Note: {note}", file=file)
+    if doc.get("incomplete"):
+        print(f"INCOMPLETE: {doc.get('error')}", file=file)
+    print(file=file)
+    k9 = level_key(0.9)
+    has9 = any(k9 in (r.get("ms_by_level") or {}) for r in doc["layers"])
+    headers = ["Depth", "Layer", "Op", "ms", "Share"] + (["ms @0.9"] if has9 else []) + ["Group"]
+    rows = []
+    hidden = 0
+    for r in doc["layers"]:
+        if r.get("constant_folded") and not r.get("baseline_ms"):
+            hidden += 1
+            continue
+        name = r["id"] if r.get("engine_internal") else (r.get("name") or r["id"])
+        if name != r["id"] and not r.get("engine_internal"):
+            name = f"{r['id']} ({r['name']})" if r.get("name") else r["id"]
+        group = r.get("group") or []
+        row = [
+            "" if r.get("depth") is None else r["depth"],
+            name[:60],
+            "engine-internal" if r.get("engine_internal") else r.get("op_type", ""),
+            f"{r['baseline_ms']:.3f}",
+            f"{100 * r.get('share', 0):.1f}%",
+        ]
+        if has9:
+            v = (r.get("ms_by_level") or {}).get(k9)
+            row.append("" if v is None else f"{v:.3f}")
+        row.append(f"{r.get('group_name') or ''} ({len(group)})" if len(group) > 1 else "")
+        rows.append(row)
+    if max_rows is not None and len(rows) > max_rows:
+        rows = rows[:max_rows]
+    print("Layer Timings (execution order)", file=file)
+    print_table(headers, rows, right=(0, 3, 4, 5) if has9 else (0, 3, 4), file=file)
+    if hidden:
+        print(f"({hidden} constant-folded layers with 0 ms not shown)", file=file)
+    print(file=file)
+    print("Model time by sparsity level" + (" (approximated)" if doc.get("approximated") else ""), file=file)
+    base = doc["baseline_ms"]
+    lrows = []
+    for k, ms in doc["model_ms_by_level"].items():
+        lrows.append([k, f"{ms:.3f}", f"{base / ms:.2f}x" if ms > 0 else ""])
+    print_table(["Sparsity", "ms", "Speedup"], lrows, right=(1, 2), file=file)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsify_tui.profiles.perf import run_perf_profile, validate_engine, validate_perf_document
+
+    if getattr(args, "import_file", None):
+        return _run_import(args)
+    engine = validate_engine(args.engine)
+    batch = parse_int("--batch-size", args.batch_size, minimum=1)
+    cores = parse_cores("--cores", args.cores)
+    levels = parse_levels("--levels", args.levels, PERF_LEVELS)
+    iterations = parse_int("--iterations", args.iterations, minimum=1)
+    warmup = parse_int("--warmup", args.warmup, minimum=0)
+    repeats = parse_int("--repeats", getattr(args, "repeats", 3), minimum=1)
+    timeout = parse_float("--timeout", getattr(args, "timeout", 600), minimum=1.0)
+    if args.data is not None and not Path(args.data).expanduser().exists():
+        raise UsageError(f"{args.data}: no such data file or directory")
+    target = resolve_target(args.target, args.input_shape)
+    from sparsify_tui.profiles.perf import default_cores, machine_summary
+
+    cores = cores or default_cores()
+    project = target.project
+    try:
+        machine = machine_summary()
+        settings = _settings(engine, batch, cores, levels, iterations, warmup, repeats, target.input_shapes,
+                             args.data)
+        progress = Progress("profile perf")
+        if project is not None and not args.force:
+            entry = find_cached(project, settings, machine)
+            if entry is not None:
+                doc = project.load_profile(entry)
+                validate_perf_document(doc, f"cached profile {entry.id}")
+                progress.note(f"reused cached profile {entry.id} (measure again with --force)")
+                doc["profile_id"] = entry.id
+                _output(args, doc)
+                return 0
+
+        def on_progress(ev: dict) -> None:
+            if ev.get("event") == "progress":
+                progress.update(ev.get("done", 0), ev.get("total", 1), ev.get("label", ""))
+
+        doc = run_perf_profile(
+            target.model_path, engine=engine, batch_size=batch, cores=cores, levels=levels,
+            iterations=iterations, warmup=warmup, repeats=repeats, input_shapes=target.input_shapes,
+            data=args.data, on_progress=on_progress, timeout_s=timeout,
+        )
+        progress.done()
+        if doc.get("incomplete"):
+            progress.note(f"warning: the profile is incomplete: {doc.get('error')}")
+        if project is not None:
+            entry = project.add_profile("perf", args.name, settings, doc["engine"], doc.get("engine_version") or "",
+                                        doc.get("machine") or machine, doc)
+            doc["profile_id"] = entry.id
+            progress.note(f"stored profile {entry.id} in {project.dir}")
+        _output(args, doc)
+        return 0
+    finally:
+        if project is not None:
+            project.close()
+
+
+def _output(args: argparse.Namespace, doc: dict) -> None:
+    if args.json:
+        emit_json(doc)
+    else:
+        print_profile(doc)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from sparsify_tui.profiles.perf import validate_perf_document
+
+    src = Path(args.import_file).expanduser()
+    try:
+        doc = json.loads(src.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{src}: no such profile file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ProfileError(f"{src} is not a readable JSON profile ({exc})") from None
+    validate_perf_document(doc, str(src))
+    target = resolve_target(args.target, args.input_shape)
+    if target.project is None:
+        raise UsageError("--import needs a project directory as TARGET (the profile is stored in it)")
+    project = target.project
+    try:
+        known = {layer.id for layer in _analyse_ids(project)}
+        ids = {r["id"] for r in doc["layers"] if not r.get("engine_internal")}
+        if known and ids and not (ids & known):
+            raise ProfileError(f"{src} measures layers that are not in the project's model (no layer id matches)")
+        settings = {"engine": doc.get("engine"), "batch_size": doc.get("batch_size"), "cores": doc.get("cores"),
+                    "levels": doc.get("levels"), "iterations": doc.get("iterations"), "warmup": doc.get("warmup"),
+                    "repeats": doc.get("repeats"), "imported_from": str(src.resolve())}
+        entry = project.add_profile("perf", args.name or f"imported {src.name}", settings, doc.get("engine", ""),
+                                    doc.get("engine_version") or "", doc.get("machine") or {}, doc)
+        doc["profile_id"] = entry.id
+        print(f"imported {src} as profile {entry.id}", file=sys.stderr)
+        _output(args, doc)
+        return 0
+    finally:
+        project.close()
+
+
+def _analyse_ids(project) -> list:
+    try:
+        from sparsify_tui.engines.modelinfo import load_model_info
+
+        return load_model_info(str(project.model_path), project.input_shapes).layers
+    except Exception:  # noqa: BLE001 - the check is a courtesy
+        return []
