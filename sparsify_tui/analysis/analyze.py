@@ -20,7 +20,8 @@ import numpy as np
 
 from sparsify_tui.analysis.flops import NodeShapes, node_flops
 from sparsify_tui.analysis.graph import Layer, ModelGraph, TensorInfo, WeightRef
-from sparsify_tui.analysis.loader import FLOAT_TYPES, ONNX_DTYPES, Skeleton, load_skeleton, raw_view
+from sparsify_tui.analysis.shapes import infer as infer_shapes
+from sparsify_tui.analysis.loader import FLOAT_TYPES, ONNX_DTYPES, Skeleton, count_zeros, load_skeleton, raw_view
 from sparsify_tui.errors import InputShapeError, ModelError
 
 # ops whose output is still "a constant" when all their inputs are constants
@@ -340,13 +341,7 @@ class _Walker:
             arr = _const_value(src)
         if arr is None:
             return n, 0
-        zero = 0
-        if "DequantizeLinear" in c.transform:
-            zero = None  # compared with the zero point below when known
-        nz = int(np.count_nonzero(arr))
-        if zero is None:
-            return n, arr.size - nz  # stored zeros (the usual symmetric int8 case)
-        return n, arr.size - nz
+        return n, count_zeros(arr)
 
     def visit(self, node, path: str, consts: dict[str, Const], shapes: dict[str, Any]) -> None:
         op = node.op_type
@@ -553,7 +548,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
             vo.type.tensor_type.ClearField("shape")  # re-inferred for the chosen input sizes
     del g.value_info[:]
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=True, data_prop=True)
+        inferred = infer_shapes(model, opset)
     except Exception as exc:  # onnx.shape_inference.InferenceError, ValidationError, RuntimeError
         msg = str(exc).strip().splitlines()
         first = next((m for m in msg if m.strip()), type(exc).__name__)

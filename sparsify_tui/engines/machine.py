@@ -1,0 +1,136 @@
+"""What this machine offers: cores, CPU model, instruction sets, installed engines.
+
+Read from ``/proc/cpuinfo`` and ``os.sched_getaffinity`` (Linux); engines are
+found with ``importlib.metadata`` without importing them (importing deepsparse
+takes seconds). ``machine_info()`` is cached for the life of the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+from typing import Any
+
+# /proc/cpuinfo flag -> our ISA name (order = display order)
+_X86_FLAGS = [
+    ("avx2", "avx2"),
+    ("avx512f", "avx512"),
+    ("avx512_vnni", "avx512_vnni"),
+    ("avx512_bf16", "avx512_bf16"),
+    ("avx_vnni", "avx_vnni"),
+    ("amx_tile", "amx"),
+]
+_ARM_FLAGS = [("asimd", "neon"), ("neon", "neon"), ("sve", "sve"), ("sve2", "sve2"), ("i8mm", "i8mm"),
+              ("asimddp", "dotprod")]
+
+ENGINES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "ort-nightly"),
+           "deepsparse": ("deepsparse", "deepsparse-nightly", "deepsparse-ent")}
+
+
+def _read_cpuinfo(path: str = "/proc/cpuinfo") -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """CPU model, flags and physical core count from /proc/cpuinfo text."""
+    model = ""
+    flags: set[str] = set()
+    cores: set[tuple[str, str]] = set()
+    logical = 0
+    phys_id = core_id = None
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if ":" in line:
+                k, _, v = line.partition(":")
+                fields[k.strip().lower()] = v.strip()
+        if not fields:
+            continue
+        if "processor" in fields:
+            logical += 1
+        if not model:
+            model = fields.get("model name") or fields.get("cpu model") or fields.get("hardware") or ""
+        fl = fields.get("flags") or fields.get("features")
+        if fl:
+            flags.update(fl.split())
+        phys_id = fields.get("physical id")
+        core_id = fields.get("core id")
+        if phys_id is not None and core_id is not None:
+            cores.add((phys_id, core_id))
+    if not model and "CPU implementer" in text:
+        model = "ARM CPU"
+    return {"cpu_model": model, "flags": flags, "physical_cores": len(cores) or None, "logical_cores": logical or None}
+
+
+def isa_from_flags(flags: set[str], machine: str | None = None) -> list[str]:
+    machine = (machine or platform.machine()).lower()
+    out: list[str] = []
+    table = _ARM_FLAGS if machine.startswith(("arm", "aarch")) else _X86_FLAGS
+    for flag, name in table:
+        if flag in flags and name not in out:
+            out.append(name)
+    if "avx512_vnni" in out or "avx_vnni" in out:
+        out.append("vnni")
+    if machine.startswith("aarch64") and "neon" not in out:
+        out.insert(0, "neon")  # Advanced SIMD is mandatory on AArch64
+    return out
+
+
+def _version(dist_names: tuple[str, ...]) -> str | None:
+    from importlib import metadata
+
+    for name in dist_names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        except Exception:  # pragma: no cover - a broken install
+            continue
+    return None
+
+
+def engine_versions() -> dict[str, str | None]:
+    return {engine: _version(dists) for engine, dists in ENGINES.items()}
+
+
+def installed_engines() -> list[str]:
+    """Engines installed here, best first (deepsparse before onnxruntime)."""
+    v = machine_info()["engines"]
+    return [e for e in ("deepsparse", "onnxruntime") if v.get(e)]
+
+
+def fingerprint_of(cpu_model: str, isa: list[str], physical: Any, logical: Any, usable: Any) -> str:
+    key = f"{cpu_model}|{','.join(sorted(isa))}|{physical}|{logical}|{usable}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def machine_info() -> dict[str, Any]:
+    """``physical_cores``, ``logical_cores``, ``usable_cores``, ``cpu_model``, ``isa``, ``engines``,
+    ``arch``, ``fingerprint`` (short stable hash of the CPU model, ISA and core counts)."""
+    info = parse_cpuinfo(_read_cpuinfo())
+    logical = info["logical_cores"] or os.cpu_count() or 1
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        usable = logical
+    physical = info["physical_cores"] or logical
+    arch = platform.machine()
+    isa = isa_from_flags(info["flags"], arch)
+    model = info["cpu_model"] or platform.processor() or arch or "unknown CPU"
+    return {
+        "cpu_model": model,
+        "arch": arch,
+        "physical_cores": int(physical),
+        "logical_cores": int(logical),
+        "usable_cores": int(usable),
+        "isa": isa,
+        "engines": engine_versions(),
+        "fingerprint": fingerprint_of(model, isa, physical, logical, usable),
+    }
