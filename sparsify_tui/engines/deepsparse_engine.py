@@ -58,7 +58,15 @@ def _import():
 
 
 def _first_line(exc: BaseException) -> str:
+    """The useful part of an engine exception, in one short line."""
+    import re
+
     text = str(exc).strip()
+    m = re.search(r"Unsupported model IR version: \d+, max supported IR version: \d+", text)
+    if m:
+        return m.group(0)
+    text = re.sub(r"^(NM: )?error: ", "", text)
+    text = re.sub(r"/\S+:\d+ \S+::\S+\(.*?\) ", "", text)
     for line in text.splitlines():
         line = line.strip()
         if line:

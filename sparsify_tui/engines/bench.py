@@ -1,0 +1,86 @@
+"""Latency benchmark of one model (runs inside the worker; job kind ``benchmark``).
+
+:func:`benchmark_model` compiles the model once (DeepSparse ``compile_model``
+or an ONNX Runtime session at ``ORT_ENABLE_ALL``), runs ``warmup`` iterations,
+then ``repeats`` blocks of ``iterations`` timed runs. ``median_ms`` is the
+median of the per-block medians; ``min_ms`` / ``max_ms`` are the extremes of
+the block medians (the spread between repeats); ``items_per_second`` is
+``batch_size * 1000 / median_ms``. The validation step of the pruning issue
+reuses it (dense vs pruned, same engine and settings).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+
+def resolve_engine(engine: str, model_path: str, batch_size: int, shapes: dict | None) -> tuple[str, str]:
+    from sparsify_tui.engines import deepsparse_engine as dse
+
+    engine = (engine or "auto").lower()
+    if engine == "onnxruntime":
+        return "onnxruntime", "requested with --engine onnxruntime"
+    if engine == "deepsparse":
+        return "deepsparse", "requested with --engine deepsparse"
+    if not dse.available():
+        return "onnxruntime", "deepsparse not installed"
+    return "deepsparse", "deepsparse installed and compiled the model"
+
+
+def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores: int | None = None,
+                    iterations: int = 20, warmup: int = 5, repeats: int = 3,
+                    input_shapes: dict | None = None, data: str | None = None, heartbeat=None) -> dict[str, Any]:
+    """Benchmark ``path``; returns model, engine, engine_reason, batch_size, cores, median/min/max ms, items/s."""
+    from sparsify_tui.engines import deepsparse_engine as dse
+    from sparsify_tui.engines import ort
+    from sparsify_tui.errors import EngineError
+    from sparsify_tui.profiles.inputs import input_specs, make_inputs
+
+    path = str(path)
+    shapes = input_shapes or {}
+    specs = input_specs(path, shapes)
+    names = [s.name for s in specs]
+    inputs = make_inputs(path, batch_size, shapes, data=data)
+    chosen, reason = resolve_engine(engine, path, batch_size, shapes)
+    t0 = time.perf_counter()
+    res = None
+    if chosen == "deepsparse":
+        try:
+            res = dse.benchmark(path, inputs, names, batch_size=batch_size, cores=cores, iterations=iterations,
+                                warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+            version = dse.version()
+        except EngineError as exc:
+            if (engine or "auto") != "auto":
+                raise
+            chosen = "onnxruntime"
+            reason = exc.message.replace("deepsparse could not compile the model",
+                                         "deepsparse could not compile the model")
+    if res is None:
+        res = ort.benchmark(path, inputs, cores=cores, iterations=iterations, warmup=warmup, repeats=repeats,
+                            heartbeat=heartbeat)
+        version = ort.version()
+    med = statistics.median(res["repeat_ms"])
+    return {
+        "model": path,
+        "model_name": Path(path).name,
+        "engine": chosen,
+        "engine_version": version,
+        "engine_reason": reason,
+        "batch_size": int(batch_size),
+        "cores": cores,
+        "iterations": int(iterations),
+        "warmup": int(warmup),
+        "repeats": int(repeats),
+        "median_ms": med,
+        "min_ms": min(res["repeat_ms"]),
+        "max_ms": max(res["repeat_ms"]),
+        "repeat_ms": res["repeat_ms"],
+        "iteration_min_ms": min(res["iteration_ms"]),
+        "iteration_max_ms": max(res["iteration_ms"]),
+        "items_per_second": batch_size * 1000.0 / med if med > 0 else None,
+        "compile_s": res.get("compile_s"),
+        "wall_s": time.perf_counter() - t0,
+    }
