@@ -1,0 +1,475 @@
+"""The Textual application: :class:`SparsifyApp`.
+
+The App owns the open project, its analysed model and loaded profiles
+(``model_data``) and the background profile jobs. Screens read those
+attributes and watch the reactive counters ``data_version`` (the model or a
+profile changed) and ``jobs_version`` (a job moved on) to refresh; they post
+requests up by calling the App's public methods (``open_project``,
+``start_profile``, ``cancel_jobs``...). Jobs start from the App, not from a
+screen, so leaving a screen never kills a running profile.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from sparsify_tui.tui import jobs as jobs_mod
+from sparsify_tui.tui.commands import SparsifyCommands
+from sparsify_tui.tui.data import ModelData, build_model_data
+from sparsify_tui.tui.launch import close_quietly as _close_quietly
+from sparsify_tui.tui.launch import load_selected as _load_selected
+from sparsify_tui.tui.launch import prepare_demo, resolve_open_target
+from sparsify_tui.tui.messages import (
+    JobFailed,
+    JobFinished,
+    JobProgress,
+    JobStarted,
+    ProjectLoaded,
+    ProjectOpenFailed,
+)
+
+
+class SparsifyApp(App[None]):
+    """sparsify-tui: profile an ONNX model layer by layer and plan its sparsification."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "sparsify-tui"
+    COMMANDS = App.COMMANDS | {SparsifyCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        Binding("f1", "help", "Help", id="help", tooltip="Keys and definitions"),
+        Binding("question_mark", "help", "Help", show=False, id="help_q"),
+        Binding("x", "cancel_jobs", "Cancel job", id="cancel_jobs",
+                tooltip="Cancel the running and queued profiles"),
+        Binding("q", "quit", "Quit", id="quit", tooltip="Leave the app (jobs are cancelled)"),
+    ]
+
+    data_version: reactive[int] = reactive(0, init=False)
+    jobs_version: reactive[int] = reactive(0, init=False)
+
+    def __init__(
+        self,
+        project: Any = None,
+        *,
+        initial: str = "overview",
+        start_jobs: Iterable[tuple[str, dict]] = (),
+        machine: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.project: Any = None
+        self.model_data: ModelData | None = None
+        self.load_errors: list[str] = []
+        self.loading = False
+        self.jobs: list[jobs_mod.Job] = []
+        self.perf_entry_id: str | None = None
+        self.loss_entry_id: str | None = None
+        self._machine = machine
+        self._initial_project = project
+        self._initial_screen = initial
+        self._initial_jobs = list(start_jobs)
+        self._open_started: float | None = None
+        self.last_open_ms: float | None = None
+
+    # ------------------------------------------------------------------ startup
+    def get_default_screen(self):
+        from sparsify_tui.tui.screens.home import HomeScreen
+
+        return HomeScreen()
+
+    def on_mount(self) -> None:
+        if self._initial_project is not None:
+            self.open_project(self._initial_project, screen=self._initial_screen)
+            for kind, settings in self._initial_jobs:
+                self.start_profile(kind, settings)
+
+    @property
+    def machine(self) -> dict:
+        """This machine's cores, ISA and engines (``engines.machine.machine_info``), cached."""
+        if self._machine is None:
+            try:
+                from sparsify_tui.engines.machine import machine_info
+
+                self._machine = machine_info()
+            except Exception:  # noqa: BLE001 - the machine panel is informative only
+                import os
+
+                self._machine = {"physical_cores": os.cpu_count() or 1, "logical_cores": os.cpu_count() or 1,
+                                 "isa": [], "engines": {}, "cpu_model": "unknown"}
+        return self._machine
+
+    # ------------------------------------------------------------------ projects
+    def open_project(self, project: Any, *, screen: str = "overview") -> None:
+        """Make ``project`` the current one and show its overview (or layers)."""
+        from sparsify_tui.tui.screens.layers import LayersScreen
+        from sparsify_tui.tui.screens.overview import OverviewScreen
+
+        old = self.project
+        if old is not None and old is not project:
+            if not any(j.active and j.project is old for j in self.jobs):
+                _close_quietly(old)
+        self.project = project
+        self.model_data = None
+        self.perf_entry_id = None
+        self.loss_entry_id = None
+        self.load_errors = []
+        self._remember(project)
+        # fresh project screens, installed so switching between them keeps their state
+        for name in ("overview", "layers"):
+            if self.is_screen_installed(name):
+                try:
+                    if self.get_screen(name) in self.screen_stack:
+                        continue
+                except KeyError:
+                    pass
+                self.uninstall_screen(name)
+        self._pop_to_home()
+        if not self.is_screen_installed("overview"):
+            self.install_screen(OverviewScreen(), "overview")
+        if not self.is_screen_installed("layers"):
+            self.install_screen(LayersScreen(), "layers")
+        self.push_screen(screen if screen in ("overview", "layers") else "overview")
+        self.reload_project()
+
+    def _pop_to_home(self) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def reload_project(self) -> None:
+        """Analyse the model and read the selected profiles again, in a worker."""
+        if self.project is None:
+            return
+        self.loading = True
+        self._open_started = time.perf_counter()
+        self.data_version += 1
+        self._load_project(self.project, self.perf_entry_id, self.loss_entry_id)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load", description="Reading the project")
+    def _load_project(self, project: Any, perf_id: str | None, loss_id: str | None) -> None:
+        errors: list[str] = []
+        graph = None
+        try:
+            from sparsify_tui.analysis import analyze
+
+            graph = analyze(project.model_path, dict(project.input_shapes or {}) or None)
+        except Exception as exc:  # noqa: BLE001 - shown on the overview
+            errors.append(f"the model could not be analysed: {exc}")
+        perf = _load_selected(project, "perf", perf_id, errors)
+        loss = _load_selected(project, "loss", loss_id, errors)
+        if get_current_worker().is_cancelled:
+            return
+        data = build_model_data(graph, perf, loss)
+        self.post_message(ProjectLoaded(project, data, errors))
+
+    @on(ProjectLoaded)
+    def _on_project_loaded(self, message: ProjectLoaded) -> None:
+        if message.project is not self.project:
+            return
+        self.model_data = message.data
+        self.load_errors = message.errors
+        self.loading = False
+        if message.data.perf is not None:
+            self.perf_entry_id = message.data.perf.get("_entry_id")
+        if message.data.loss is not None:
+            self.loss_entry_id = message.data.loss.get("_entry_id")
+        if self._open_started is not None:
+            self.last_open_ms = (time.perf_counter() - self._open_started) * 1000
+        self.data_version += 1
+        for err in message.errors:
+            self.notify(err, severity="warning", timeout=8)
+
+    @on(ProjectOpenFailed)
+    def _on_open_failed(self, message: ProjectOpenFailed) -> None:
+        self.notify(message.error, severity="error", timeout=10)
+
+    def select_profile(self, entry_id: str) -> None:
+        """Use this profile (perf or loss) in the layer summaries."""
+        if self.project is None:
+            return
+        entry = next((e for e in self.project.profiles if e.id == entry_id), None)
+        if entry is None:
+            return
+        if entry.kind == "perf":
+            self.perf_entry_id = entry.id
+        elif entry.kind == "loss":
+            self.loss_entry_id = entry.id
+        else:
+            self.notify(f"{entry.kind} profiles are shown in part 2 of the app", timeout=4)
+            return
+        self.notify(f"using {entry.kind} profile {entry.name!r}", timeout=3)
+        self.reload_project()
+
+    def open_path(self, text: str) -> None:
+        """Open a project directory or an ONNX file (quick look) typed by the user."""
+        from sparsify_tui.errors import SparsifyError
+
+        try:
+            project, jobs = resolve_open_target(Path(text.strip()).expanduser())
+        except SparsifyError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self.open_project(project)
+        for kind, settings in jobs:
+            self.start_profile(kind, settings)
+
+    def open_demo(self) -> None:
+        self._open_demo()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="demo", description="Creating the demo")
+    def _open_demo(self) -> None:
+        from sparsify_tui.errors import SparsifyError
+
+        try:
+            project, jobs = prepare_demo()
+        except SparsifyError as exc:
+            self.post_message(ProjectOpenFailed(str(exc)))
+            return
+        self.call_from_thread(self._after_open, project, jobs)
+
+    def _after_open(self, project: Any, jobs: list[tuple[str, dict]]) -> None:
+        self.open_project(project)
+        for kind, settings in jobs:
+            self.start_profile(kind, settings)
+
+    def _remember(self, project: Any) -> None:
+        try:
+            from sparsify_tui import project as project_mod
+
+            fn = getattr(project_mod, "remember_project", None) or getattr(project_mod, "add_recent_project", None)
+            if fn is not None:
+                fn(project.dir)
+        except Exception:  # noqa: BLE001 - recent list is a convenience
+            pass
+
+    # ------------------------------------------------------------------ jobs
+    def start_profile(self, kind: str, settings: dict | None = None, *, name: str = "") -> jobs_mod.Job | None:
+        """Queue a profile of the current project and start it in a thread worker."""
+        if self.project is None:
+            self.notify("open a project first", severity="warning")
+            return None
+        if getattr(self.project, "readonly", False):
+            self.notify("this project is open read-only: profiles cannot be saved", severity="error")
+            return None
+        base = dict(jobs_mod.DEFAULT_PERF_SETTINGS if kind == "perf" else
+                    jobs_mod.DEFAULT_LOSS_SETTINGS if kind == "loss" else {})
+        base.update(settings or {})
+        job = jobs_mod.Job(kind=kind, settings=base, project=self.project, name=name)
+        self.jobs.append(job)
+        self.jobs_version += 1
+        self._run_job(job)
+        return job
+
+    @work(thread=True, exclusive=False, exit_on_error=False, group="profile", description="Profile")
+    def _run_job(self, job: jobs_mod.Job) -> None:
+        from sparsify_tui.errors import CancelledError, SparsifyError
+
+        graph = None
+        if self.model_data is not None and job.project is self.project:
+            graph = self.model_data.graph
+
+        def progress(fraction: float, label: str) -> None:
+            self.post_message(JobProgress(job.id, fraction, label))
+
+        lock = jobs_mod.MEASURE_LOCK if jobs_mod.needs_measure_slot(job) else None
+        try:
+            if lock is not None:
+                while not lock.acquire(timeout=0.2):
+                    if job.cancel.is_set() or get_current_worker().is_cancelled:
+                        raise CancelledError("cancelled while queued")
+            try:
+                self.post_message(JobStarted(job.id))
+                doc = jobs_mod.run_profile_job(job, progress, graph=graph)
+            finally:
+                if lock is not None:
+                    lock.release()
+        except CancelledError as exc:
+            self.post_message(JobFailed(job.id, str(exc) or "cancelled", cancelled=True,
+                                        partial=getattr(exc, "partial", None)))
+            return
+        except SparsifyError as exc:
+            self.post_message(JobFailed(job.id, str(exc), partial=getattr(exc, "partial", None)))
+            return
+        except ImportError as exc:
+            self.post_message(JobFailed(job.id, f"this profile kind is not available yet ({exc})"))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the app
+            self.post_message(JobFailed(job.id, f"internal error: {type(exc).__name__}: {exc}"))
+            return
+        self.post_message(JobFinished(job.id, doc))
+
+    def _job(self, job_id: int) -> jobs_mod.Job | None:
+        return next((j for j in self.jobs if j.id == job_id), None)
+
+    @on(JobStarted)
+    def _on_job_started(self, message: JobStarted) -> None:
+        job = self._job(message.job_id)
+        if job is not None and job.state == jobs_mod.QUEUED:
+            job.state = jobs_mod.RUNNING
+            job.started = time.monotonic()
+            self.jobs_version += 1
+
+    @on(JobProgress)
+    def _on_job_progress(self, message: JobProgress) -> None:
+        job = self._job(message.job_id)
+        if job is None or not job.active:
+            return
+        job.state = jobs_mod.RUNNING
+        job.fraction = message.fraction
+        job.label = message.label
+        self.jobs_version += 1
+
+    @on(JobFinished)
+    def _on_job_finished(self, message: JobFinished) -> None:
+        job = self._job(message.job_id)
+        if job is None:
+            return
+        job.ended = time.monotonic()
+        try:
+            entry = jobs_mod.save_job_result(job, message.doc)
+        except Exception as exc:  # noqa: BLE001 - report, keep the app alive
+            job.state = jobs_mod.FAILED
+            job.error = f"the result could not be saved: {exc}"
+            self.notify(f"{job.title}: {job.error}", severity="error", timeout=10)
+            self.jobs_version += 1
+            return
+        job.state = jobs_mod.DONE
+        job.fraction = 1.0
+        job.entry_id = getattr(entry, "id", None)
+        self.jobs_version += 1
+        if message.doc.get("incomplete"):
+            why = message.doc.get("error") or "stopped early"
+            self.notify(f"{job.kind} profile {job.title!r} is incomplete (finished levels kept): {why}",
+                        severity="warning", timeout=12)
+        else:
+            self.notify(f"{job.kind} profile {job.title!r} finished", timeout=4)
+        if job.project is self.project:
+            if job.kind == "perf":
+                self.perf_entry_id = job.entry_id
+            elif job.kind == "loss":
+                self.loss_entry_id = job.entry_id
+            self.reload_project()
+        self._close_if_orphan(job.project)
+
+    @on(JobFailed)
+    def _on_job_failed(self, message: JobFailed) -> None:
+        job = self._job(message.job_id)
+        if job is None:
+            return
+        job.ended = time.monotonic()
+        job.state = jobs_mod.CANCELLED if message.cancelled else jobs_mod.FAILED
+        job.error = message.error
+        if message.partial:
+            try:
+                job.name = (job.name or jobs_mod.profile_name(job.kind, job.settings, message.partial)) + " (partial)"
+                entry = jobs_mod.save_job_result(job, message.partial)
+                job.entry_id = getattr(entry, "id", None)
+            except Exception:  # noqa: BLE001
+                pass
+        self.jobs_version += 1
+        if message.cancelled:
+            self.notify(f"{job.kind} profile cancelled", timeout=4)
+        else:
+            self.notify(f"{job.kind} profile failed: {message.error}", severity="error", timeout=12)
+        self._close_if_orphan(job.project)
+
+    def _close_if_orphan(self, project: Any) -> None:
+        if project is not self.project and not any(j.active and j.project is project for j in self.jobs):
+            _close_quietly(project)
+
+    @on(Worker.StateChanged)
+    def _on_worker_state(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.loading = False
+            self.notify(f"{event.worker.description or event.worker.name} failed: {error}",
+                        severity="error", timeout=10)
+            self.data_version += 1
+
+    def active_jobs(self, project: Any = None) -> list[jobs_mod.Job]:
+        project = project or self.project
+        return [j for j in self.jobs if j.active and (project is None or j.project is project)]
+
+    # ------------------------------------------------------------------ actions
+    def action_help(self) -> None:
+        from sparsify_tui.tui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+    def action_cancel_jobs(self) -> None:
+        active = [j for j in self.jobs if j.active]
+        if not active:
+            self.notify("no profile is running", timeout=3)
+            return
+        for job in active:
+            job.cancel.set()
+        self.notify(f"cancelling {len(active)} job(s)…", timeout=3)
+
+    def action_home(self) -> None:
+        self._pop_to_home()
+
+    def action_show_overview(self) -> None:
+        if self.project is None:
+            self.notify("open a project first", severity="warning")
+            return
+        self._show("overview")
+
+    def action_show_layers(self) -> None:
+        if self.project is None:
+            self.notify("open a project first", severity="warning")
+            return
+        self._show("layers")
+
+    def _show(self, name: str) -> None:
+        target = self.get_screen(name)
+        if self.screen is target:
+            return
+        if target in self.screen_stack:
+            while self.screen is not target:
+                self.pop_screen()
+            return
+        if len(self.screen_stack) > 1 and self.screen in (self.get_screen("overview"), self.get_screen("layers")):
+            self.switch_screen(name)
+        else:
+            self.push_screen(name)
+
+    def action_new_project(self) -> None:
+        from sparsify_tui.tui.screens.setup import SetupScreen
+
+        self.push_screen(SetupScreen())
+
+    def action_open_demo(self) -> None:
+        self.open_demo()
+
+    def action_start_perf(self) -> None:
+        self.start_profile("perf", {})
+
+    def action_start_loss(self) -> None:
+        self.start_profile("loss", {"method": "approx"})
+
+    async def action_quit(self) -> None:
+        for job in self.jobs:
+            if job.active:
+                job.cancel.set()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        for job in self.jobs:
+            job.cancel.set()
+        projects = {id(j.project): j.project for j in self.jobs}
+        if self.project is not None:
+            projects[id(self.project)] = self.project
+        for p in projects.values():
+            _close_quietly(p)

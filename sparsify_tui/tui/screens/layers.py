@@ -1,0 +1,626 @@
+"""Layer summaries: every layer (or the prunable ones) with timings, sensitivities and charts.
+
+Columns: Layer Depth, name, op type, params, FLOPs, ms (baseline or at the
+chosen sparsity), share of the total time, Performance Sensitivity and Loss
+Sensitivity (at the chosen sparsity, or at the evaluation sparsity 0.9 when
+the Summary Type is baseline). Value Display turns the numbers into their
+percent of the total or their natural log. Sort by any column (key ``s`` or a
+click on the header), filter by op type and by a name pattern, see the
+selected layer's attributes, or switch to summaries by op type.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Select, Static
+
+from sparsify_tui.tui.data import (
+    VALUE_DISPLAY_LABELS,
+    VALUE_DISPLAYS,
+    LayerRow,
+    ModelData,
+    fmt_count,
+    fmt_level,
+    fmt_ms,
+    fmt_value,
+    op_summaries,
+    transform,
+)
+from sparsify_tui.tui.widgets.charts import CHART_METRIC_LABELS, CHART_METRICS, LayerBarsChart, SensitivityChart
+
+ALL_OPS = "__all__"
+
+# (key, label, kind): kind selects formatting and the Value Display
+COLUMNS: list[tuple[str, str, str]] = [
+    ("depth", "Depth", "int"),
+    ("name", "Name", "text"),
+    ("op", "Op type", "text"),
+    ("params", "Params", "count"),
+    ("flops", "FLOPs", "count"),
+    ("ms", "Base ms", "ms"),
+    ("share", "Share", "share"),
+    ("perf", "Perf sens", "sens"),
+    ("loss", "Loss sens", "sens"),
+]
+OP_COLUMNS: list[tuple[str, str, str]] = [
+    ("op", "Op type", "text"),
+    ("count", "Layers", "int"),
+    ("prunable", "Prunable", "int"),
+    ("params", "Params", "count"),
+    ("flops", "FLOPs", "count"),
+    ("ms", "Baseline MS", "ms"),
+    ("share", "Share", "share"),
+    ("perf", "Perf sens", "sens"),
+    ("loss", "Loss sens", "sens"),
+]
+NAME_WIDTH = 34
+
+
+class Cell(Text):
+    """A table cell that remembers the raw value it was formatted from (for sorting)."""
+
+    def __init__(self, text: str, value: Any, *, justify: str = "left", style: str = "") -> None:
+        super().__init__(text, justify=justify, style=style, no_wrap=True, overflow="ellipsis", end="")
+        self.value = value
+
+
+def _sort_key(reverse: bool) -> Callable[[Any], Any]:
+    missing = -math.inf if reverse else math.inf
+
+    def key(cell: Any) -> Any:
+        v = getattr(cell, "value", cell)
+        if v is None:
+            return (1 if not reverse else 0, missing, "")
+        if isinstance(v, str):
+            return (0 if not reverse else 1, 0.0, v.lower())
+        return (0 if not reverse else 1, float(v), "")
+
+    return key
+
+
+class LayersScreen(Screen):
+    """Layer summaries with Summary Type, Value Display, sorting, filters, attributes and charts."""
+
+    PALETTE_GROUP = "Layers"
+    AUTO_FOCUS = "#layer-table"
+    BINDINGS = [
+        Binding("p", "toggle_prunable", "Prunable only", id="toggle_prunable",
+                tooltip="Show all layers or only the prunable ones"),
+        Binding("t", "cycle_summary", "Summary Type", id="cycle_summary",
+                tooltip="Baseline, or the values at one of the profile's sparsity levels"),
+        Binding("v", "cycle_display", "Value Display", id="cycle_display",
+                tooltip="Measured values, percent of total, or natural log"),
+        Binding("s", "cycle_sort", "Sort", id="cycle_sort", tooltip="Sort by the next column"),
+        Binding("r", "reverse_sort", "Reverse", id="reverse_sort", tooltip="Reverse the sort order"),
+        Binding("f", "cycle_op_filter", "Op filter", id="cycle_op_filter",
+                tooltip="Show only one op type (cycles through them)"),
+        Binding("slash", "focus_filter", "Name filter", id="focus_filter",
+                tooltip="Filter layers by a name pattern (regular expression)"),
+        Binding("g", "toggle_groups", "By op type", id="toggle_groups", tooltip="Summaries by op type"),
+        Binding("b", "cycle_chart", "Chart", id="cycle_chart",
+                tooltip="Bars of baseline ms, FLOPs, perf or loss sensitivity"),
+        Binding("c", "toggle_charts", "Charts", id="toggle_charts", tooltip="Show or hide the charts"),
+        Binding("i", "toggle_attributes", "Attributes", id="toggle_attributes",
+                tooltip="Show or hide the Layer Attributes panel"),
+        Binding("o", "app.show_overview", "Overview", id="show_overview", tooltip="Project overview"),
+        Binding("escape", "back", "Back", id="back", tooltip="Leave the filter, or go to the overview"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prunable_only = False
+        self.display_mode = "measured"
+        self.level: float | None = None  # None = baseline
+        self.sort_column = "depth"
+        self.sort_reverse = False
+        self.op_filter = ALL_OPS
+        self.name_pattern = ""
+        self.by_op = False
+        self.chart_metric = "ms"
+        self.show_charts: bool | None = None  # None = automatic (hidden when the terminal is short)
+        self.show_attributes: bool | None = None  # None = automatic (hidden when narrow)
+        self.data: ModelData | None = None
+        self.visible_rows: list[LayerRow] = []
+        self.selected_id: str | None = None
+        self._filter_timer = None
+        self._ops_in_select: list[str] = []
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="layers-controls"):
+            yield Input(placeholder="/ name filter (regex)", id="name-filter")
+            yield Select([("all op types", ALL_OPS)], value=ALL_OPS, allow_blank=False, id="op-filter")
+        yield Static("", id="layers-status")
+        with Horizontal(id="layers-main"):
+            yield DataTable(id="layer-table", cursor_type="row", zebra_stripes=True)
+            yield DataTable(id="op-table", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="attributes-panel"):
+                yield Static("Layer Attributes", classes="section-title")
+                yield Static("", id="attributes")
+        with Horizontal(id="charts"):
+            yield LayerBarsChart(id="bars")
+            yield SensitivityChart(id="curve")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#op-table", DataTable).display = False
+        self.watch(self.app, "data_version", self._on_data, init=False)
+        self._apply_panel_classes()
+        self._on_data()
+
+    def on_screen_resume(self) -> None:
+        if self.data is not self.app.model_data:
+            self._on_data()
+
+    def on_resize(self) -> None:
+        width = self.size.width
+        if getattr(self, "_last_width", None) not in (None, width) and not self.by_op:
+            self.rebuild()
+        self._last_width = width
+
+    # ------------------------------------------------------------------ data
+    def _on_data(self, *_: Any) -> None:
+        app = self.app
+        project = app.project
+        if project is not None:
+            self.sub_title = f"{project.name} — layer summaries"
+        data = app.model_data
+        if data is self.data and data is not None:
+            return
+        self.data = data
+        if data is not None:
+            levels = data.summary_levels
+            if self.level is not None and self.level not in levels:
+                self.level = None
+            self._fill_op_select()
+        self.rebuild()
+
+    def _fill_op_select(self) -> None:
+        ops = self.data.op_types if self.data else []
+        if ops == self._ops_in_select:
+            return
+        self._ops_in_select = ops
+        select = self.query_one("#op-filter", Select)
+        if self.op_filter not in ops:
+            self.op_filter = ALL_OPS
+        with self.prevent(Select.Changed):
+            select.set_options([("all op types", ALL_OPS)] + [(op, op) for op in ops])
+            select.value = self.op_filter
+
+    @property
+    def sens_level(self) -> float:
+        if self.level is not None:
+            return self.level
+        return self.data.eval_sparsity if self.data else 0.9
+
+    def filtered_rows(self) -> list[LayerRow]:
+        if self.data is None:
+            return []
+        rows = self.data.rows
+        if self.prunable_only:
+            rows = [r for r in rows if r.prunable]
+        if self.op_filter != ALL_OPS:
+            rows = [r for r in rows if r.op_type == self.op_filter]
+        if self.name_pattern:
+            try:
+                rx = re.compile(self.name_pattern, re.IGNORECASE)
+                rows = [r for r in rows if rx.search(r.name) or rx.search(r.id)]
+            except re.error:
+                p = self.name_pattern.lower()
+                rows = [r for r in rows if p in r.name.lower() or p in r.id.lower()]
+        return rows
+
+    # ------------------------------------------------------------------ table
+    def _column_labels(self) -> dict[str, str]:
+        lvl = fmt_level(self.sens_level)
+        ms_label = "Base ms" if self.level is None else f"ms@{fmt_level(self.level)}"
+        return {"ms": ms_label, "perf": f"Perf@{lvl}", "loss": f"Loss@{lvl}"}
+
+    def _name_width(self, rows: list[LayerRow], table: DataTable) -> int:
+        """Give the name column what the numbers leave (between 16 and 40 columns)."""
+        longest = max([len(r.name) for r in rows] + [8])
+        width = table.size.width or self.size.width or 120
+        op_w = min(max([len(r.op_type) for r in rows] + [7]), 18)
+        others = 5 + op_w + 8 + 8 + 9 + 6 + 10 + 10 + 2 * len(COLUMNS) + 2
+        return max(16, min(40, longest, width - others))
+
+    def rebuild(self) -> None:
+        """Refill the table(s) from the data with the current filters and display."""
+        if not self.is_mounted:
+            return
+        self.visible_rows = self.filtered_rows()
+        if self.by_op:
+            self._fill_op_table()
+        else:
+            self._fill_layer_table()
+        self._update_status()
+        self._update_charts()
+        self._update_attributes()
+
+    def _fill_layer_table(self) -> None:
+        table = self.query_one("#layer-table", DataTable)
+        table.display = True
+        self.query_one("#op-table", DataTable).display = False
+        labels = self._column_labels()
+        data = self.data
+        rows = self.visible_rows
+        level, sens_level, disp = self.level, self.sens_level, self.display_mode
+        all_rows = data.rows if data else []
+        # totals over all layers (not only the visible ones) for "percent of total"
+        tot = {
+            "params": sum(r.params or 0 for r in all_rows),
+            "flops": sum(r.flops or 0 for r in all_rows),
+            "ms": sum(v for v in (r.ms_at(level) for r in all_rows) if v is not None),
+            "perf": sum(v for v in (r.perf_sensitivity(sens_level) for r in all_rows) if v is not None and v > 0),
+            "loss": sum(v for v in (r.loss_sensitivity(sens_level) for r in all_rows) if v is not None and v > 0),
+        }
+        cursor_id = self.selected_id
+        table.clear(columns=True)
+        name_w = self._name_width(rows, table)
+        for key, label, _kind in COLUMNS:
+            table.add_column(labels.get(key, label), key=key, width=name_w if key == "name" else None)
+        out = []
+        for r in rows:
+            ms = r.ms_at(level)
+            perf = r.perf_sensitivity(sens_level)
+            loss = r.loss_sensitivity(sens_level)
+            vals = {
+                "params": transform(r.params, disp, tot["params"]) if r.params is not None else None,
+                "flops": transform(r.flops, disp, tot["flops"]),
+                "ms": transform(ms, disp, tot["ms"]),
+                "perf": transform(perf, disp, tot["perf"]),
+                "loss": transform(loss, disp, tot["loss"]),
+            }
+            share = 100.0 * ms / tot["ms"] if ms is not None and tot["ms"] else None
+            name_style = "italic dim" if r.engine_internal else ("bold" if r.prunable else "")
+            out.append((
+                Cell("-" if r.depth is None else str(r.depth), r.depth, justify="right"),
+                Cell(r.name, r.name, style=name_style),
+                Cell(r.op_type, r.op_type),
+                Cell(fmt_value(vals["params"], disp, "count"), vals["params"], justify="right"),
+                Cell(fmt_value(vals["flops"], disp, "count"), vals["flops"], justify="right"),
+                Cell(fmt_value(vals["ms"], disp, "ms"), vals["ms"], justify="right"),
+                Cell("-" if share is None else f"{share:.1f}%", share, justify="right"),
+                Cell(fmt_value(vals["perf"], disp, "sens"), vals["perf"], justify="right"),
+                Cell(fmt_value(vals["loss"], disp, "sens"), vals["loss"], justify="right"),
+            ))
+        keys = [r.id for r in rows]
+        for cells, k in zip(out, keys):
+            table.add_row(*cells, key=k)
+        if self.sort_column != "depth" or self.sort_reverse:
+            table.sort(self.sort_column, key=_sort_key(self.sort_reverse), reverse=self.sort_reverse)
+        self._restore_cursor(table, cursor_id)
+
+    def _restore_cursor(self, table: DataTable, layer_id: str | None) -> None:
+        if not table.row_count:
+            self.selected_id = None
+            return
+        row = 0
+        if layer_id is not None:
+            try:
+                row = table.get_row_index(layer_id)
+            except Exception:  # noqa: BLE001 - filtered out
+                row = 0
+        table.move_cursor(row=row, animate=False)
+        try:
+            self.selected_id = str(table.coordinate_to_cell_key((row, 0)).row_key.value)
+        except Exception:  # noqa: BLE001
+            self.selected_id = None
+
+    def _fill_op_table(self) -> None:
+        table = self.query_one("#op-table", DataTable)
+        table.display = True
+        self.query_one("#layer-table", DataTable).display = False
+        labels = self._column_labels()
+        sums = op_summaries(self.visible_rows, self.level, self.sens_level)
+        disp = self.display_mode
+        tot = {
+            "params": sum(s.params for s in sums),
+            "flops": sum(s.flops or 0 for s in sums),
+            "ms": sum(s.ms or 0 for s in sums),
+            "perf": sum(max(s.perf_sens or 0, 0) for s in sums),
+            "loss": sum(max(s.loss_sens or 0, 0) for s in sums),
+        }
+        table.clear(columns=True)
+        for key, label, _kind in OP_COLUMNS:
+            table.add_column(labels.get(key, label), key=key)
+        for s in sums:
+            vals = {
+                "params": transform(s.params, disp, tot["params"]),
+                "flops": transform(s.flops, disp, tot["flops"]),
+                "ms": transform(s.ms, disp, tot["ms"]),
+                "perf": transform(s.perf_sens, disp, tot["perf"]),
+                "loss": transform(s.loss_sens, disp, tot["loss"]),
+            }
+            share = 100.0 * s.ms / tot["ms"] if s.ms is not None and tot["ms"] else None
+            table.add_row(
+                Cell(s.op_type, s.op_type, style="bold"),
+                Cell(str(s.count), s.count, justify="right"),
+                Cell(str(s.prunable), s.prunable, justify="right"),
+                Cell(fmt_value(vals["params"], disp, "count"), vals["params"], justify="right"),
+                Cell(fmt_value(vals["flops"], disp, "count"), vals["flops"], justify="right"),
+                Cell(fmt_value(vals["ms"], disp, "ms"), vals["ms"], justify="right"),
+                Cell("-" if share is None else f"{share:.1f}%", share, justify="right"),
+                Cell(fmt_value(vals["perf"], disp, "sens"), vals["perf"], justify="right"),
+                Cell(fmt_value(vals["loss"], disp, "sens"), vals["loss"], justify="right"),
+                key=f"op:{s.op_type}",
+            )
+        col = self.sort_column if self.sort_column in {k for k, _, _ in OP_COLUMNS} else None
+        if col is not None and (col != "op" or self.sort_reverse):
+            table.sort(col, key=_sort_key(self.sort_reverse), reverse=self.sort_reverse)
+
+    def sort_by(self, column: str, reverse: bool | None = None) -> None:
+        """Sort the layer table by ``column`` (keeps the filters; only reorders rows)."""
+        if reverse is None:
+            reverse = (not self.sort_reverse) if column == self.sort_column else column not in ("depth", "name", "op")
+        self.sort_column = column
+        self.sort_reverse = reverse
+        table_id = "#op-table" if self.by_op else "#layer-table"
+        table = self.query_one(table_id, DataTable)
+        if column not in table.columns:
+            self.rebuild()
+            return
+        table.sort(column, key=_sort_key(reverse), reverse=reverse)
+        if not self.by_op:
+            self._restore_cursor(table, self.selected_id)
+        self._update_status()
+
+    # ------------------------------------------------------------------ side panels
+    def _update_status(self) -> None:
+        data = self.data
+        status = self.query_one("#layers-status", Static)
+        if data is None:
+            status.update("analysing the model…" if self.app.loading else "no model data")
+            return
+        label = dict((k, lbl) for k, lbl, _ in COLUMNS + OP_COLUMNS).get(self.sort_column, self.sort_column)
+        arrow = "↓" if self.sort_reverse else "↑"
+        perf = data.perf
+        perf_txt = "no perf profile yet"
+        if perf:
+            perf_txt = f"perf: {perf.get('engine', '?')}" + (" (approximated)" if perf.get("approximated") else "")
+        loss_txt = f"loss: {data.loss.get('method', '?')}" if data.loss else "no loss profile yet"
+        scope = "prunable" if self.prunable_only else "all"
+        text = Text(no_wrap=True, overflow="ellipsis")
+        items = [
+            ("Summary Type ", fmt_level(self.level)),
+            ("Value Display ", VALUE_DISPLAY_LABELS[self.display_mode]),
+            ("sort ", f"{label} {arrow}"),
+            ("", f"{len(self.visible_rows)}/{len(data.rows)} layers ({scope}"
+                 + (f", {self.op_filter}" if self.op_filter != ALL_OPS else "") + ")"),
+            ("", perf_txt),
+            ("", loss_txt),
+        ]
+        for i, (k, v) in enumerate(items):
+            if i:
+                text.append("  ·  ", style="dim")
+            if k:
+                text.append(k, style="bold")
+            text.append(v)
+        status.update(text)
+
+    def _update_attributes(self) -> None:
+        panel = self.query_one("#attributes", Static)
+        row = self.data.row(self.selected_id) if (self.data and self.selected_id) else None
+        if row is None:
+            panel.update("no layer selected")
+            return
+        panel.update(layer_attributes_text(row, self.data, self.sens_level))
+
+    def _update_charts(self) -> None:
+        if not self.is_mounted or self.data is None:
+            return
+        bars = self.query_one("#bars", LayerBarsChart)
+        rows = [r for r in self.visible_rows if r.depth is not None]
+        sl = self.sens_level
+        metric = self.chart_metric
+        if metric == "ms":
+            values = [r.ms_at(self.level) for r in rows]
+            title = f"{'Baseline MS' if self.level is None else 'MS @ ' + fmt_level(self.level)} per layer"
+        elif metric == "flops":
+            values = [r.flops for r in rows]
+            title = "FLOPs per layer"
+        elif metric == "perf":
+            values = [r.perf_sensitivity(sl) for r in rows]
+            title = f"Performance Sensitivity @ {fmt_level(sl)} (ms saved)"
+        else:
+            values = [r.loss_sensitivity(sl) for r in rows]
+            title = f"Loss Sensitivity @ {fmt_level(sl)}"
+        sel = self.data.row(self.selected_id) if self.selected_id else None
+        bars.set_data([r.depth for r in rows], values, title, highlight=sel.depth if sel else None)
+        self._update_curve()
+
+    def _update_curve(self) -> None:
+        curve = self.query_one("#curve", SensitivityChart)
+        row = self.data.row(self.selected_id) if (self.data and self.selected_id) else None
+        if row is None:
+            curve.set_data("", [], [])
+            return
+        perf_pts = [(s, row.baseline_ms - t) for s, t in row.ms_points] if row.baseline_ms is not None else []
+        curve.set_data(row.name, perf_pts, row.loss_points, mark=self.sens_level)
+
+    def _apply_panel_classes(self) -> None:
+        self.set_class(self.show_charts is True, "charts-on")
+        self.set_class(self.show_charts is False, "charts-off")
+        self.set_class(self.show_attributes is True, "attrs-on")
+        self.set_class(self.show_attributes is False, "attrs-off")
+
+    # ------------------------------------------------------------------ events
+    @on(DataTable.RowHighlighted, "#layer-table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        layer_id = str(event.row_key.value) if event.row_key is not None else None
+        if layer_id == self.selected_id:
+            return
+        self.selected_id = layer_id
+        self._update_attributes()
+        self._update_charts()
+
+    @on(DataTable.HeaderSelected)
+    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        self.sort_by(str(event.column_key.value))
+
+    @on(Input.Changed, "#name-filter")
+    def _name_changed(self, event: Input.Changed) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        value = event.value
+
+        def apply() -> None:
+            self.name_pattern = value.strip()
+            self.rebuild()
+
+        self._filter_timer = self.set_timer(0.15, apply)
+
+    @on(Input.Submitted, "#name-filter")
+    def _name_submitted(self, event: Input.Submitted) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self.name_pattern = event.value.strip()
+        self.rebuild()
+        self._focus_table()
+
+    @on(Select.Changed, "#op-filter")
+    def _op_changed(self, event: Select.Changed) -> None:
+        value = event.value if isinstance(event.value, str) else ALL_OPS
+        if value != self.op_filter:
+            self.op_filter = value
+            self.rebuild()
+
+    def _focus_table(self) -> None:
+        self.query_one("#op-table" if self.by_op else "#layer-table", DataTable).focus()
+
+    # ------------------------------------------------------------------ actions
+    def action_toggle_prunable(self) -> None:
+        self.prunable_only = not self.prunable_only
+        self.rebuild()
+
+    def action_cycle_display(self) -> None:
+        i = VALUE_DISPLAYS.index(self.display_mode)
+        self.display_mode = VALUE_DISPLAYS[(i + 1) % len(VALUE_DISPLAYS)]
+        self.rebuild()
+
+    def action_cycle_summary(self) -> None:
+        levels = self.data.summary_levels if self.data else []
+        if not levels:
+            self.notify("no profile with sparsity levels yet: the Summary Type stays baseline", timeout=3)
+            return
+        choices: list[float | None] = [None] + levels
+        i = choices.index(self.level) if self.level in choices else 0
+        self.level = choices[(i + 1) % len(choices)]
+        self.rebuild()
+
+    def action_cycle_sort(self) -> None:
+        cols = [k for k, _, _ in (OP_COLUMNS if self.by_op else COLUMNS)]
+        i = cols.index(self.sort_column) if self.sort_column in cols else -1
+        col = cols[(i + 1) % len(cols)]
+        self.sort_by(col, reverse=col not in ("depth", "name", "op"))
+
+    def action_reverse_sort(self) -> None:
+        self.sort_by(self.sort_column, reverse=not self.sort_reverse)
+
+    def action_cycle_op_filter(self) -> None:
+        ops = [ALL_OPS] + (self.data.op_types if self.data else [])
+        i = ops.index(self.op_filter) if self.op_filter in ops else 0
+        self.op_filter = ops[(i + 1) % len(ops)]
+        select = self.query_one("#op-filter", Select)
+        with self.prevent(Select.Changed):
+            select.value = self.op_filter
+        self.rebuild()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#name-filter", Input).focus()
+
+    def action_toggle_groups(self) -> None:
+        self.by_op = not self.by_op
+        if self.by_op and self.sort_column not in {k for k, _, _ in OP_COLUMNS}:
+            self.sort_column, self.sort_reverse = "ms", True
+        elif not self.by_op and self.sort_column not in {k for k, _, _ in COLUMNS}:
+            self.sort_column, self.sort_reverse = "depth", False
+        self.rebuild()
+        self._focus_table()
+
+    def action_cycle_chart(self) -> None:
+        i = CHART_METRICS.index(self.chart_metric)
+        self.chart_metric = CHART_METRICS[(i + 1) % len(CHART_METRICS)]
+        if self.show_charts is None and self.has_class("-short"):
+            self.show_charts = True
+            self._apply_panel_classes()
+        self._update_charts()
+        self.notify(f"chart: {CHART_METRIC_LABELS[self.chart_metric]}", timeout=2)
+
+    def action_toggle_charts(self) -> None:
+        visible = self.query_one("#charts").display
+        self.show_charts = not visible
+        self._apply_panel_classes()
+
+    def action_toggle_attributes(self) -> None:
+        visible = self.query_one("#attributes-panel").display
+        self.show_attributes = not visible
+        self._apply_panel_classes()
+
+    def action_back(self) -> None:
+        focused = self.focused
+        if isinstance(focused, Input):
+            self._focus_table()
+            return
+        self.app.action_show_overview()
+
+
+def layer_attributes_text(row: LayerRow, data: ModelData | None, sens_level: float) -> Text:
+    """The Layer Attributes panel: what the analysis and the profiles know about one layer."""
+    t = Text()
+
+    def line(label: str, value: Any, style: str = "") -> None:
+        t.append(f"{label}: ", style="bold")
+        t.append(f"{value}\n", style=style)
+
+    line("name", row.name)
+    if row.id != row.name:
+        line("id", row.id)
+    line("op type", row.op_type + ("  (engine-internal)" if row.engine_internal else ""))
+    line("Layer Depth", "-" if row.depth is None else row.depth)
+    layer = row.layer
+    if layer is not None:
+        if layer.graph_path:
+            line("subgraph", layer.graph_path)
+        if layer.input_shapes:
+            line("input shapes", ", ".join(str(s) for s in layer.input_shapes))
+        if layer.output_shapes:
+            line("output shapes", ", ".join(str(s) for s in layer.output_shapes))
+        if layer.weight_shape:
+            line("weight", f"{layer.weight_name} {layer.weight_shape}")
+        if layer.bias_shape:
+            line("bias", f"{layer.bias_shape}")
+        line("params", fmt_count(layer.params))
+        if layer.prunable:
+            line("prunable params", fmt_count(layer.prunable_params))
+            if layer.sparsity is not None:
+                line("sparsity", f"{100 * layer.sparsity:.1f}%")
+        line("FLOPs", "unknown" if layer.flops is None else fmt_count(layer.flops))
+        for k, v in (layer.attributes or {}).items():
+            text = str(v)
+            line(k, text if len(text) < 60 else text[:57] + "…")
+    line("prunable", "yes" if row.prunable else "no")
+    if row.baseline_ms is not None:
+        total = data.total_ms(None) if data else None
+        share = f" ({100 * row.baseline_ms / total:.1f}% of total)" if total else ""
+        line("Baseline MS", fmt_ms(row.baseline_ms) + share)
+        ps = row.perf_sensitivity(sens_level)
+        if ps is not None:
+            line(f"Perf sens @{fmt_level(sens_level)}", f"{fmt_ms(ps)} ms saved")
+    if len(row.group) > 1:
+        line("measured with", ", ".join(g for g in row.group if g != row.id)[:200])
+    ls = row.loss_sensitivity(sens_level)
+    if ls is not None:
+        line(f"Loss sens @{fmt_level(sens_level)}", f"{ls:.4g}")
+    t.rstrip()
+    return t

@@ -1,0 +1,230 @@
+"""Project overview: model totals and the project's profiles with their state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+
+from sparsify_tui.tui import jobs as jobs_mod
+from sparsify_tui.tui.data import fmt_count, fmt_ms, totals
+
+
+_SHORT = {"batch_size": "batch", "iterations": "iter", "warmup": "warmup", "cores": "cores",
+          "method": "", "samples": "samples", "engine": ""}
+
+
+def _fmt_settings(settings: dict) -> str:
+    """A compact one-line summary of a profile's settings."""
+    parts = []
+    for k, v in (settings or {}).items():
+        if v is None or k in ("levels", "model_path", "input_shapes", "data") or isinstance(v, (dict, list)):
+            continue
+        if k == "approximate":
+            if v:
+                parts.append("from FLOPs")
+            continue
+        short = _SHORT.get(k, k)
+        parts.append(f"{short} {v}".strip())
+    text = ", ".join(parts)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+class OverviewScreen(Screen):
+    """Model totals (params, FLOPs, Baseline MS, Items per Second, engine, ISA) and profiles."""
+
+    PALETTE_GROUP = "Overview"
+    AUTO_FOCUS = "#profiles"
+    BINDINGS = [
+        Binding("l", "app.show_layers", "Layers", id="show_layers", tooltip="Layer summaries and charts"),
+        Binding("p", "start_perf", "Perf profile", id="start_perf",
+                tooltip="Measure a performance profile (engine auto, batch 1)"),
+        Binding("a", "start_loss", "Loss profile", id="start_loss",
+                tooltip="Compute an approximated (weight magnitude) loss profile"),
+        Binding("r", "reload", "Reload", id="reload", tooltip="Read the project and its profiles again"),
+        Binding("escape", "app.home", "Home", id="home", tooltip="Back to the home screen"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="overview-body"):
+            with Horizontal(id="overview-top"):
+                yield Static("", id="project-info")
+                yield Static("", id="totals")
+            yield Static("", id="notices")
+            yield Static("Profiles  [dim](enter: use it in the layer summaries)[/dim]", classes="section-title")
+            yield DataTable(id="profiles", cursor_type="row", zebra_stripes=True)
+            with Horizontal(id="job-bar"):
+                yield Static("", id="job-label")
+                yield ProgressBar(total=1.0, show_eta=False, id="job-progress")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#profiles", DataTable)
+        table.add_column("", key="sel", width=1)
+        table.add_column("Name", key="name")
+        table.add_column("Kind", key="kind")
+        table.add_column("Engine", key="engine")
+        table.add_column("Settings", key="settings")
+        table.add_column("State", key="state")
+        table.add_column("Created", key="created")
+        self.watch(self.app, "data_version", self._refresh_all, init=False)
+        self.watch(self.app, "jobs_version", self._refresh_jobs, init=False)
+        self._refresh_all()
+
+    def on_screen_resume(self) -> None:
+        self._refresh_all()
+
+    # ------------------------------------------------------------------ refresh
+    def _refresh_all(self, *_: Any) -> None:
+        if not self.is_mounted:
+            return
+        app = self.app
+        project = app.project
+        if project is None:
+            return
+        self.sub_title = f"{project.name} — overview"
+        info = Table.grid(padding=(0, 1))
+        info.add_column(style="bold")
+        info.add_column()
+        info.add_row("Project", Text(str(project.name)))
+        if project.description:
+            info.add_row("", Text(str(project.description), style="italic"))
+        info.add_row("Model", Text(str(project.model_path.name)))
+        shapes = getattr(project, "input_shapes", {}) or {}
+        data = app.model_data
+        if data is not None and data.graph is not None:
+            ins = ", ".join(f"{t.name} {list(t.shape)}" for t in data.graph.inputs)
+            info.add_row("Inputs", Text(ins))
+        elif shapes:
+            info.add_row("Inputs", Text(", ".join(f"{k} {v}" for k, v in shapes.items())))
+        m = app.machine
+        info.add_row("Machine", Text(f"{m.get('physical_cores', '?')} physical cores, "
+                                     f"{m.get('logical_cores', '?')} logical"))
+        if m.get("cpu_model"):
+            info.add_row("", Text(str(m.get("cpu_model")), style="dim"))
+        engines = m.get("engines") or {}
+        if engines:
+            info.add_row("Engines", Text(", ".join(f"{k} {v}" for k, v in engines.items() if v)
+                                         or "none installed"))
+        if getattr(project, "readonly", False):
+            info.add_row("Mode", Text("read-only", style="bold red"))
+        self.query_one("#project-info", Static).update(info)
+        self._refresh_totals()
+        notes = list(getattr(project, "notices", []) or []) + list(app.load_errors)
+        notices = self.query_one("#notices", Static)
+        notices.update(Text("\n".join(notes), style="yellow"))
+        notices.display = bool(notes)
+        self._refresh_jobs()
+
+    def _refresh_totals(self) -> None:
+        app = self.app
+        data = app.model_data
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(justify="right", no_wrap=True)
+        grid.add_column(style="dim", overflow="fold")
+        if data is None:
+            grid.add_row("Model", "analysing…" if app.loading else "not analysed", "")
+            self.query_one("#totals", Static).update(grid)
+            return
+        t = totals(data.graph, data.perf, data.loss, app.machine)
+        grid.add_row("Layers", f"{t.layers}", f"{t.prunable_layers} prunable")
+        grid.add_row("Params", fmt_count(t.params), f"{fmt_count(t.prunable_params)} prunable")
+        flops = fmt_count(t.flops) if t.flops is not None else (
+            f">= {fmt_count(t.flops_known)}" if t.flops_known else "unknown")
+        grid.add_row("FLOPs", flops, "per inference")
+        if t.sparsity:
+            grid.add_row("Sparsity", f"{100 * t.sparsity:.1f}%", "of prunable weights")
+        if data.perf is None:
+            grid.add_row("Baseline MS", "-", "no perf profile yet")
+        else:
+            spread = f"min {fmt_ms(t.spread_ms[0])} max {fmt_ms(t.spread_ms[1])}" if t.spread_ms else ""
+            approx = " approximated" if t.approximated else ""
+            grid.add_row("Baseline MS", fmt_ms(t.baseline_ms), (spread + approx).strip())
+            ips = f"{t.items_per_second:,.1f}" if t.items_per_second is not None else "-"
+            grid.add_row("Items per Second", ips, f"batch {t.batch_size}" if t.batch_size else "")
+            eng = f"{t.engine or '?'} {t.engine_version or ''}".strip()
+            grid.add_row("Engine", eng, f"{t.cores} cores" if t.cores else "")
+            if t.engine_reason:
+                grid.add_row("", "", Text(str(t.engine_reason)))
+        isa = t.isa or []
+        grid.add_row("Instruction sets", ", ".join(isa[:3]) or "unknown", ", ".join(isa[3:]))
+        if data.loss is not None and t.average_loss_sensitivity is not None:
+            grid.add_row("Avg Sensitivity", f"{t.average_loss_sensitivity:.4g}", f"loss, {t.loss_method}")
+        self.query_one("#totals", Static).update(grid)
+
+    def _refresh_jobs(self, *_: Any) -> None:
+        if not self.is_mounted:
+            return
+        app = self.app
+        project = app.project
+        if project is None:
+            return
+        table = self.query_one("#profiles", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        selected = {app.perf_entry_id, app.loss_entry_id}
+        for entry in getattr(project, "profiles", []) or []:
+            try:
+                stale = project.is_stale(entry)
+            except Exception:  # noqa: BLE001
+                stale = False
+            state = Text("stale (model changed)", style="yellow") if stale else Text("done", style="green")
+            table.add_row(
+                Text("●" if entry.id in selected else ""),
+                Text(str(entry.name)),
+                Text(str(entry.kind)),
+                Text(f"{entry.engine} {entry.engine_version}".strip()),
+                Text(_fmt_settings(entry.settings)),
+                state,
+                Text(str(entry.created)[:19].replace("T", " ")),
+                key=f"entry:{entry.id}",
+            )
+        for job in app.jobs:
+            if job.project is not project or job.state == jobs_mod.DONE:
+                continue
+            style = {"failed": "red", "cancelled": "dim", "running": "cyan", "queued": "cyan"}.get(job.state, "")
+            table.add_row(
+                Text(""), Text(job.title), Text(job.kind), Text(str(job.settings.get("engine", "") or "")),
+                Text(_fmt_settings(job.settings)), Text(job.status_text(), style=style),
+                Text(jobs_mod.elapsed_text(job)), key=f"job:{job.id}",
+            )
+        if table.row_count:
+            table.move_cursor(row=min(max(cursor, 0), table.row_count - 1))
+        running = [j for j in app.jobs if j.project is project and j.active]
+        bar = self.query_one("#job-bar")
+        bar.display = bool(running)
+        if running:
+            job = running[0]
+            more = f" (+{len(running) - 1} queued)" if len(running) > 1 else ""
+            self.query_one("#job-label", Static).update(
+                f"{job.title}: {job.status_text()}{more}  [dim]x cancels[/dim]")
+            self.query_one("#job-progress", ProgressBar).update(progress=job.fraction)
+        if not getattr(project, "profiles", None) and not any(j.project is project for j in app.jobs):
+            table.add_row(Text(""), Text("no profiles yet: p measures performance, a approximates loss",
+                                         style="dim"), Text(""), Text(""), Text(""), Text(""), Text(""),
+                          key="empty")
+
+    # ------------------------------------------------------------------ events / actions
+    @on(DataTable.RowSelected, "#profiles")
+    def _use_profile(self, event: DataTable.RowSelected) -> None:
+        key = event.row_key.value or ""
+        if key.startswith("entry:"):
+            self.app.select_profile(key.split(":", 1)[1])
+
+    def action_start_perf(self) -> None:
+        self.app.start_profile("perf", {})
+
+    def action_start_loss(self) -> None:
+        self.app.start_profile("loss", {"method": "approx"})
+
+    def action_reload(self) -> None:
+        self.app.reload_project()

@@ -1,0 +1,113 @@
+"""Charts drawn with plotext inside the app (textual-plotext ``PlotextPlot``).
+
+The drawing is done by plain builder functions (``draw_layer_bars``,
+``draw_sensitivity_curve``) that take a plotext figure, so they can be tested
+without a running app. The widgets hold their data and redraw on resize; the
+colours follow the app's theme (textual-plotext's "auto" theme).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from textual_plotext import PlotextPlot
+
+CHART_METRICS = ("ms", "flops", "perf", "loss")
+CHART_METRIC_LABELS = {
+    "ms": "Baseline MS",
+    "flops": "FLOPs",
+    "perf": "Performance Sensitivity (ms saved)",
+    "loss": "Loss Sensitivity",
+}
+
+
+def draw_layer_bars(plt: Any, depths: Sequence[int], values: Sequence[float | None], *, title: str,
+                    ylabel: str = "", highlight: int | None = None, width: int | None = None) -> int:
+    """Bars of one value per layer (x = Layer Depth). Returns how many bars were drawn.
+
+    Missing values are skipped; when there are more layers than columns the
+    bars are drawn thin (plotext merges neighbours) rather than dropped.
+    """
+    plt.clear_figure()
+    xs = [d for d, v in zip(depths, values) if v is not None]
+    ys = [float(v) for v in values if v is not None]
+    plt.title(title)
+    if not xs:
+        plt.text("no data", x=0.5, y=0.5, alignment="center")
+        plt.xlim(0, 1)
+        plt.ylim(0, 1)
+        return 0
+    bar_width = 0.8 if width is None or len(xs) < max(width // 2, 1) else 0.3
+    plt.bar(xs, ys, width=bar_width, marker="hd")
+    if highlight is not None and highlight in xs:
+        i = xs.index(highlight)
+        plt.bar([xs[i]], [ys[i]], width=bar_width, marker="hd", color="red")
+    plt.xlabel("Layer Depth")
+    if ylabel:
+        plt.ylabel(ylabel)
+    return len(xs)
+
+
+def draw_sensitivity_curve(plt: Any, name: str, perf: Sequence[tuple[float, float]],
+                           loss: Sequence[tuple[float, float]], *, mark: float | None = None) -> int:
+    """The selected layer's sensitivity across sparsity levels: perf (ms saved, left axis)
+    and loss (right axis). Returns the number of curves drawn."""
+    plt.clear_figure()
+    plt.title(f"sensitivity: {name}" if name else "sensitivity")
+    n = 0
+    if perf:
+        plt.plot([100 * x for x, _ in perf], [y for _, y in perf], label="perf (ms saved)", marker="braille")
+        n += 1
+    if loss:
+        plt.plot([100 * x for x, _ in loss], [y for _, y in loss], label="loss", yside="right",
+                 marker="braille")
+        n += 1
+    if not n:
+        plt.text("no profile for this layer", x=50, y=0.5, alignment="center")
+        plt.xlim(0, 100)
+        plt.ylim(0, 1)
+        return 0
+    if mark is not None:
+        plt.vline(100 * mark)
+    plt.xlabel("sparsity %")
+    plt.xlim(0, 100)
+    return n
+
+
+class LayerBarsChart(PlotextPlot):
+    """Per-layer bars of the chosen metric."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._args: tuple = ((), (), "", "", None)
+        self.bars = 0
+
+    def set_data(self, depths: Sequence[int], values: Sequence[float | None], title: str,
+                 ylabel: str = "", highlight: int | None = None) -> None:
+        self._args = (list(depths), list(values), title, ylabel, highlight)
+        self.refresh()
+
+    def render(self):
+        depths, values, title, ylabel, highlight = self._args
+        self.bars = draw_layer_bars(self.plt, depths, values, title=title, ylabel=ylabel,
+                                    highlight=highlight, width=self.size.width)
+        return super().render()
+
+
+class SensitivityChart(PlotextPlot):
+    """The selected layer's perf and loss sensitivity curves."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._args: tuple = ("", [], [], None)
+        self.curves = 0
+
+    def set_data(self, name: str, perf: Sequence[tuple[float, float]], loss: Sequence[tuple[float, float]],
+                 mark: float | None = None) -> None:
+        self._args = (name, list(perf), list(loss), mark)
+        self.refresh()
+
+    def render(self):
+        name, perf, loss, mark = self._args
+        self.curves = draw_sensitivity_curve(self.plt, name, perf, loss, mark=mark)
+        return super().render()
