@@ -441,7 +441,7 @@ class _Walker:
             self.has_if = True
         if op in ("Loop", "Scan"):
             self.has_loop_body = True
-        for a in node.attribute:
+        for a in sorted(node.attribute, key=lambda a: a.name != "then_branch"):  # then before else
             if a.type == 5:  # GRAPH
                 self.walk(a.g, f"{path + '/' if path else ''}{node.name or lid}/{a.name}", consts, shapes, False)
             elif a.type == 10:  # GRAPHS
