@@ -90,6 +90,7 @@ def _sort_key(reverse: bool) -> Callable[[Any], Any]:
 class LayersScreen(Screen):
     """Layer summaries with Summary Type, Value Display, sorting, filters, attributes and charts."""
 
+    _ready = False
     PALETTE_GROUP = "Layers"
     AUTO_FOCUS = "#layer-table"
     BINDINGS = [
@@ -154,6 +155,7 @@ class LayersScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#op-table", DataTable).display = False
+        self._ready = True
         self.watch(self.app, "data_version", self._on_data, init=False)
         self._apply_panel_classes()
         self._on_data()
@@ -236,7 +238,7 @@ class LayersScreen(Screen):
 
     def rebuild(self) -> None:
         """Refill the table(s) from the data with the current filters and display."""
-        if not self.is_mounted:
+        if not self._ready:
             return
         self.visible_rows = self.filtered_rows()
         if self.by_op:
@@ -417,7 +419,7 @@ class LayersScreen(Screen):
         panel.update(layer_attributes_text(row, self.data, self.sens_level))
 
     def _update_charts(self) -> None:
-        if not self.is_mounted or self.data is None:
+        if not self._ready or self.data is None:
             return
         bars = self.query_one("#bars", LayerBarsChart)
         rows = [r for r in self.visible_rows if r.depth is not None]

@@ -40,6 +40,7 @@ def _fmt_settings(settings: dict) -> str:
 class OverviewScreen(Screen):
     """Model totals (params, FLOPs, Baseline MS, Items per Second, engine, ISA) and profiles."""
 
+    _ready = False
     PALETTE_GROUP = "Overview"
     AUTO_FOCUS = "#profiles"
     BINDINGS = [
@@ -67,6 +68,7 @@ class OverviewScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._ready = True
         table = self.query_one("#profiles", DataTable)
         table.add_column("", key="sel", width=1)
         table.add_column("Name", key="name")
@@ -84,7 +86,7 @@ class OverviewScreen(Screen):
 
     # ------------------------------------------------------------------ refresh
     def _refresh_all(self, *_: Any) -> None:
-        if not self.is_mounted:
+        if not self._ready:
             return
         app = self.app
         project = app.project
@@ -162,7 +164,7 @@ class OverviewScreen(Screen):
         self.query_one("#totals", Static).update(grid)
 
     def _refresh_jobs(self, *_: Any) -> None:
-        if not self.is_mounted:
+        if not self._ready:
             return
         app = self.app
         project = app.project
