@@ -460,6 +460,11 @@ class Project:
         return p if p.is_absolute() else self.dir / p
 
     @property
+    def display_name(self) -> str:
+        """The name, or the directory's name when the name is empty."""
+        return self.name if self.name.strip() else self.dir.name
+
+    @property
     def linked(self) -> bool:
         """True when the model is referenced (``--link``) rather than copied into the project."""
         return Path(self.model_file).expanduser().is_absolute()
@@ -697,8 +702,6 @@ class Project:
             if not isinstance(v, str):
                 raise bad(f"project.{key}", "a string", v)
             setattr(self, key, v)
-        if not self.name:
-            self.name = self.dir.name
 
         model = doc.get("model")
         if model is None:
