@@ -424,7 +424,8 @@ class _Walker:
         if op in BIAS_OPS and not layer.prunable:
             for i in node.input:
                 c = consts.get(i)
-                if c is not None and c.data_type in FLOAT_TYPES and c.source.dims and prod(c.source.dims) > 1:
+                if c is not None and c.data_type in FLOAT_TYPES and c.source.dims and prod(c.source.dims) > 1 \
+                        and c.source.kind != "constant_of_shape":  # a filled tensor is not a learned bias
                     self._count_param(c, layer)
 
         # ---- FLOPs
@@ -552,7 +553,8 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
     except Exception as exc:  # onnx.shape_inference.InferenceError, ValidationError, RuntimeError
         msg = str(exc).strip().splitlines()
         first = next((m for m in msg if m.strip()), type(exc).__name__)
-        first = re.sub(r"^\[[^\]]*\]\s*", "", first).strip()
+        first = re.sub(r"\[[A-Za-z]*Error\]\s*", "", first)
+        first = re.sub(r"^Shape inference error\(s\):\s*", "", first).strip()
         if len(first) > 220:
             first = first[:217] + "..."
         raise ModelError(f"{label} failed ONNX shape inference: {first}") from None
