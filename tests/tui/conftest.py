@@ -109,3 +109,19 @@ async def wait_for(pilot, predicate, timeout: float = 60.0) -> None:
         if loop.time() > end:
             raise AssertionError("condition not reached in time")
         await pilot.pause(0.05)
+
+
+def widget_text(widget, width: int | None = None) -> str:
+    """The plain text a Static shows (Rich tables and Text included)."""
+    import io
+
+    from rich.console import Console
+    from rich.text import Text
+
+    content = widget.content
+    if isinstance(content, str):
+        content = Text.from_markup(content)
+    console = Console(width=width or max(widget.size.width, 40), file=io.StringIO(), record=True,
+                      color_system=None, legacy_windows=False)
+    console.print(content)
+    return console.export_text()

@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Input, Static
 
 from sparsify_tui.tui.app import SparsifyApp
 from sparsify_tui.tui.screens.layers import LayersScreen
-from tests.tui.conftest import settle
+from tests.tui.conftest import settle, widget_text
 
 
 def _column(table: DataTable, key: str) -> list:
@@ -84,7 +84,7 @@ async def test_summary_type_sort_filters(demo_project):
                     if table.get_row_at(k)[1].plain == "layer1.0.conv1")
         assert cell.value == pytest.approx(row.ms_at(0.4))
         assert row.ms_at(0.4) < row.baseline_ms
-        status = str(screen.query_one("#layers-status", Static).render())
+        status = widget_text(screen.query_one("#layers-status", Static))
         assert "Summary Type 40%" in status
 
         # sort: by ms descending via the sort_by API (same as clicking the header)
@@ -126,7 +126,7 @@ async def test_attributes_charts_and_op_summaries(demo_project):
         await pilot.press("down", "down")
         await pilot.pause()
         assert screen.selected_id == "layer1.0.conv1"
-        attrs = str(screen.query_one("#attributes", Static).render())
+        attrs = widget_text(screen.query_one("#attributes", Static))
         assert "layer1.0.conv1" in attrs and "kernel_shape" in attrs and "weight" in attrs
         assert "Loss sens @90%" in attrs
         bars = screen.query_one("#bars")
