@@ -1,0 +1,634 @@
+"""Automatic sparsity allocation: which sparsity each prunable layer gets.
+
+Problem
+-------
+Given the prunable layers i (``n_i`` prunable params each), a **target
+sparsity** T (share of ALL prunable params that are zero, overridden and
+excluded layers included), a **balance** b in [0, 1] (0 = optimize for
+performance, 1 = for recovery) and a per-layer cap ``max_sparsity``, choose
+s_i in [0, cap] with sum(n_i * s_i) = T * sum(n_i) that minimizes::
+
+    b * L(s) / L_scale  -  (1 - b) * P(s) / P_scale
+    L(s) = sum_i loss_i(s_i)     (loss sensitivity: increase of the loss proxy)
+    P(s) = sum_i save_i(s_i)     (perf sensitivity: ms saved; FLOPs saved without a perf profile)
+
+``L_scale`` / ``P_scale`` are the totals at sparsity 0.99 (constants of the
+model, the same for every balance).
+
+Curves (:class:`Curves`, built once per graph + profiles)
+----------------------------------------------------------
+On the grid 0.00, 0.01, ..., 0.99, interpolated linearly between the
+profile's levels (constant after the last one):
+
+* ``save_i``: the perf profile's ``ms_by_level`` made non-increasing (running
+  minimum), as ms saved against the layer's dense time. No perf profile:
+  ``flops_i * s`` (labelled approximated; FLOPs unknown -> no saving).
+  Engine-internal rows count in the baseline and never speed up.
+* ``loss_i``: the loss profile's ``sensitivity_by_level`` made non-decreasing
+  (running maximum), minus its value at 0. No loss profile: the weight
+  magnitude proxy of a Gaussian weight tensor, ``g(s)`` = share of the squared
+  norm removed by zeroing the fraction s of smallest |w| (the same curve for
+  every layer, so larger layers are cheaper per param).
+
+Algorithm
+---------
+1. For a balance b, each layer's cost ``b*loss/L_scale - (1-b)*save/P_scale``
+   is convexified (lower convex hull of loss, upper concave hull of savings),
+   so its marginal cost per param pruned is non-decreasing in s. Steps of
+   0.01 (0.02 above 100 layers, 0.05 above 250: the bucket width; and one step
+   0 -> min_sparsity when that filter is on) of every free
+   layer are sorted by marginal cost per param and taken in that order until
+   the target is met exactly (the last step is taken fractionally). This is
+   the exact Lagrangian (greedy knapsack) optimum of the convexified problem;
+   the cap is respected during allocation because no step goes past it.
+2. Overrides are fixed first; excluded layers stay at 0; the free layers
+   share what is left of the target. If the rest cannot be reached under the
+   cap, every free layer gets the cap (achieved < target, reported).
+3. The result is grouped into at most ``buckets`` sparsity values (rounded to
+   0.05 then merged by least params-weighted variance; each bucket's value is
+   the params-weighted mean of its members, so the achieved sparsity is kept),
+   so the recipe has few ``!GMPruningModifier`` entries and the estimates
+   describe exactly what will be trained.
+4. Filters: a layer with 0 < s < ``min_sparsity`` ("filtered: below minimum
+   sparsity"), a speedup factor below ``min_speedup`` or a recovery below
+   ``min_recovery`` is set to 0 with its reason, and the remaining free layers
+   are re-allocated (repeated until nothing more is filtered).
+5. Monotone balance: steps 1-4 are run for the 21 candidate balances 0, 0.05,
+   ..., 1. The plan returned for balance b is the candidate minimizing
+   ``b*L/L_scale - (1-b)*P/P_scale`` evaluated on the raw (not convexified)
+   curves, ties broken toward performance at b=0 and recovery at b=1. Since
+   this is an exact minimization over one fixed set of plans, the standard
+   exchange argument proves: lowering b never lowers P (so never lowers the
+   estimated speedup) and raising b never raises L (the total loss
+   sensitivity). Every candidate meets the target, overrides, exclusions and
+   filters, so the selected plan does too.
+
+Public API::
+
+    curves = Curves(graph, perf=None, loss=None)
+    plan = allocate_plan(curves, opt)          # -> Plan (sparsity per layer, reasons)
+    new_opt = allocate(graph, opt, perf, loss)  # opt copy with .layers filled
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from sparsify_tui.optim.optimization import (
+    REASON_DISABLED,
+    REASON_MIN_RECOVERY,
+    REASON_MIN_SPARSITY,
+    REASON_MIN_SPEEDUP,
+    REASON_NO_PARAMS,
+    REASON_NOT_PRUNABLE,
+    REASON_USER,
+    LayerResult,
+    Optimization,
+)
+
+GRID_N = 100
+GRID = np.arange(GRID_N, dtype=np.float64) / 100.0  # 0.00 .. 0.99
+TOP = GRID_N - 1  # index of 0.99
+EVAL_INDEX = 90  # sensitivity at 0.9 ranks the layers
+
+
+def step_grid(m: int) -> np.ndarray:
+    """Allocation steps: 0.01 for up to 100 prunable layers, 0.02 up to 250, else 0.05 (the bucket width)."""
+    step = 0.01 if m <= 100 else 0.02 if m <= 250 else 0.05
+    return np.round(np.arange(0.0, 1.0, step), 2)
+
+CANDIDATE_BALANCES = tuple(round(i / 20, 2) for i in range(21))
+BUCKET_STEP = 0.05
+MAX_FILTER_ROUNDS = 30
+_EPS_B = 1e-6
+
+
+def _gaussian_proxy() -> np.ndarray:
+    """Share of a Gaussian tensor's squared norm held by its smallest-|w| fraction s, on GRID."""
+    nd = NormalDist()
+    out = np.zeros(GRID_N)
+    for k, s in enumerate(GRID):
+        if s <= 0:
+            continue
+        q = nd.inv_cdf((1.0 + s) / 2.0)
+        out[k] = s - 2.0 * q * nd.pdf(q)
+    out = np.maximum.accumulate(np.clip(out, 0.0, 1.0))
+    return out
+
+
+GAUSSIAN_PROXY = _gaussian_proxy()
+
+
+def _levels(by_level: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    if not isinstance(by_level, dict) or not by_level:
+        return None
+    pts = []
+    for k, v in by_level.items():
+        try:
+            x, y = float(k), float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= 1.0:
+            pts.append((x, y))
+    if not pts:
+        return None
+    pts.sort()
+    xs = np.array([p[0] for p in pts])
+    ys = np.array([p[1] for p in pts])
+    return xs, ys
+
+
+def _lower_hull_on_grid(y: np.ndarray) -> np.ndarray:
+    """Greatest convex minorant of points (GRID, y), evaluated on GRID."""
+    d2 = np.diff(y, 2)
+    if d2.size == 0 or np.all(d2 >= -1e-12 * (1.0 + np.abs(y).max())):
+        return y.copy()
+    hull: list[int] = []
+    for k in range(len(y)):
+        while len(hull) >= 2:
+            i, j = hull[-2], hull[-1]
+            # remove j if it lies on or above the chord i -> k
+            if (y[j] - y[i]) * (GRID[k] - GRID[i]) >= (y[k] - y[i]) * (GRID[j] - GRID[i]):
+                hull.pop()
+            else:
+                break
+        hull.append(k)
+    return np.interp(GRID, GRID[hull], y[hull])
+
+
+@dataclass
+class Curves:
+    """Per-layer loss and savings curves of a model's prunable layers, on GRID (built once)."""
+
+    ids: list[str]
+    names: list[str]
+    n: np.ndarray  # prunable params per layer (float)
+    flops: np.ndarray  # FLOPs per layer (0 when unknown)
+    flops_known: np.ndarray  # bool
+    t0: np.ndarray  # layer time at sparsity 0 (ms or FLOPs)
+    loss: np.ndarray  # (m, GRID_N) raw, non-decreasing, 0 at 0
+    save: np.ndarray  # (m, GRID_N) raw, non-decreasing, 0 at 0, <= t0
+    loss_hull: np.ndarray
+    save_hull: np.ndarray
+    L_scale: float
+    P_scale: float
+    time_unit: str  # "ms" or "flops"
+    baseline: float  # model baseline in time_unit (0 when unknown)
+    time_scale: float  # model ms per summed-layer ms (baseline / sum of layer times)
+    perf_basis: str  # "measured" | "approximated" | "flops"
+    loss_basis: str  # "measured" | "approx" | "gaussian"
+    notes: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    all_ids: set[str] = field(default_factory=set)
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def build(cls, graph: Any, perf: dict | None = None, loss: dict | None = None) -> "Curves":
+        layers = [lay for lay in graph.layers if lay.prunable]
+        m = len(layers)
+        ids = [lay.id for lay in layers]
+        names = [lay.name or lay.id for lay in layers]
+        n = np.array([float(lay.prunable_params or 0) for lay in layers], dtype=np.float64)
+        fl_known = np.array([lay.flops is not None for lay in layers], dtype=bool)
+        flops = np.array([float(lay.flops or 0) for lay in layers], dtype=np.float64)
+        notes: list[str] = []
+
+        # ---- performance
+        save = np.zeros((m, GRID_N))
+        t0 = np.zeros(m)
+        if perf and isinstance(perf.get("layers"), list):
+            rows = {}
+            layer_total0 = 0.0
+            for r in perf["layers"]:
+                if not isinstance(r, dict):
+                    continue
+                lv = _levels(r.get("ms_by_level"))
+                b0 = r.get("baseline_ms")
+                if lv is not None and lv[0][0] == 0.0:
+                    r0 = float(lv[1][0])
+                elif isinstance(b0, (int, float)) and math.isfinite(b0):
+                    r0 = float(b0)
+                else:
+                    r0 = 0.0
+                layer_total0 += max(r0, 0.0)
+                if not r.get("engine_internal") and r.get("id") is not None:
+                    rows[str(r["id"])] = (r0, lv)
+            missing = 0
+            for i, lid in enumerate(ids):
+                if lid not in rows:
+                    missing += 1
+                    continue
+                r0, lv = rows[lid]
+                t0[i] = max(r0, 0.0)
+                if lv is None:
+                    continue
+                xs, ys = lv
+                if xs[0] > 0.0:
+                    xs = np.concatenate([[0.0], xs])
+                    ys = np.concatenate([[r0], ys])
+                ys = np.minimum.accumulate(np.minimum(ys, t0[i]))
+                t = np.interp(GRID, xs, ys)
+                save[i] = np.clip(t0[i] - t, 0.0, t0[i])
+            base = perf.get("baseline_ms")
+            baseline = float(base) if isinstance(base, (int, float)) and math.isfinite(base) and base > 0 else layer_total0
+            time_scale = baseline / layer_total0 if layer_total0 > 0 else 1.0
+            time_unit = "ms"
+            perf_basis = "approximated" if perf.get("approximated") else "measured"
+            if missing:
+                notes.append(f"{missing} prunable layer(s) have no row in the perf profile: no speedup is estimated for them")
+        else:
+            t0 = flops.copy()
+            save = flops[:, None] * GRID[None, :]
+            baseline = float(graph.flops if graph.flops is not None else graph.flops_known or 0)
+            time_scale = 1.0
+            time_unit = "flops"
+            perf_basis = "flops"
+            notes.append("no perf profile: speedup approximated from FLOPs")
+            if (~fl_known).any():
+                notes.append(f"{int((~fl_known).sum())} prunable layer(s) have unknown FLOPs: no speedup is estimated for them")
+
+        # ---- loss
+        lossm = np.zeros((m, GRID_N))
+        if loss and isinstance(loss.get("layers"), list):
+            rows = {str(r.get("id")): r for r in loss["layers"] if isinstance(r, dict)}
+            have = np.zeros(m, dtype=bool)
+            for i, lid in enumerate(ids):
+                r = rows.get(lid)
+                lv = _levels(r.get("sensitivity_by_level")) if r else None
+                if lv is None:
+                    continue
+                xs, ys = lv
+                ys = np.maximum.accumulate(ys)
+                if xs[0] > 0.0:
+                    xs = np.concatenate([[0.0], xs])
+                    ys = np.concatenate([[min(0.0, ys[0])], ys])
+                c = np.interp(GRID, xs, ys)
+                lossm[i] = np.maximum(c - c[0], 0.0)
+                have[i] = True
+            method = str(loss.get("method", ""))
+            loss_basis = "approx" if (loss.get("approximated") or method.startswith("approx")) else "measured"
+            if (~have).any():
+                ref = lossm[have, EVAL_INDEX] / max(GAUSSIAN_PROXY[EVAL_INDEX], 1e-12) if have.any() else np.array([1.0])
+                scale = float(np.median(ref)) if ref.size else 1.0
+                lossm[~have] = GAUSSIAN_PROXY[None, :] * (scale if scale > 0 else 1.0)
+                notes.append(f"{int((~have).sum())} prunable layer(s) have no loss curve: the Gaussian weight proxy is used")
+        else:
+            lossm[:] = GAUSSIAN_PROXY[None, :]
+            loss_basis = "gaussian"
+            notes.append("no loss profile: loss sensitivity approximated by the Gaussian weight-magnitude proxy")
+
+        loss_hull = np.array([_lower_hull_on_grid(row) for row in lossm]) if m else lossm.copy()
+        save_hull = -np.array([_lower_hull_on_grid(-row) for row in save]) if m else save.copy()
+        L_scale = float(lossm[:, TOP].sum()) if m else 0.0
+        P_scale = float(save[:, TOP].sum()) if m else 0.0
+        c = cls(
+            ids=ids, names=names, n=n, flops=flops, flops_known=fl_known, t0=t0, loss=lossm, save=save,
+            loss_hull=loss_hull, save_hull=save_hull,
+            L_scale=L_scale if L_scale > 0 else 1.0, P_scale=P_scale if P_scale > 0 else 1.0,
+            time_unit=time_unit, baseline=baseline, time_scale=time_scale,
+            perf_basis=perf_basis, loss_basis=loss_basis, notes=notes,
+        )
+        c.index = {lid: i for i, lid in enumerate(ids)}
+        c.all_ids = {lay.id for lay in graph.layers}
+        return c
+
+    # ------------------------------------------------------------ evaluation on the raw curves
+    @staticmethod
+    def _at(M: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """Row-wise linear interpolation of M (m, GRID_N) at s (m,); linear extrapolation above 0.99."""
+        x = np.clip(s, 0.0, 1.0) * 100.0
+        i = np.clip(np.floor(x).astype(np.int64), 0, GRID_N - 2)
+        f = x - i
+        r = np.arange(M.shape[0])
+        return M[r, i] + f * (M[r, i + 1] - M[r, i])
+
+    def loss_at(self, s: np.ndarray) -> np.ndarray:
+        return np.maximum(self._at(self.loss, s), 0.0)
+
+    def save_at(self, s: np.ndarray) -> np.ndarray:
+        return np.clip(self._at(self.save, s), 0.0, self.t0)
+
+    def totals(self, s: np.ndarray) -> tuple[float, float]:
+        """(L, P): total loss sensitivity and total savings (time units, before time_scale) at s."""
+        if not len(s):
+            return 0.0, 0.0
+        return float(self.loss_at(s).sum()), float(self.save_at(s).sum())
+
+
+@dataclass
+class Plan:
+    """An allocation: a sparsity for every prunable layer, and reasons for the ones left dense."""
+
+    sparsity: np.ndarray  # (m,)
+    reasons: dict[int, str]
+    overridden: set[int]
+    achieved: float
+    reachable: bool
+    balance: float  # the candidate balance this plan was computed for
+    L: float = 0.0
+    P: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)  # non-prunable layer ids named by the user -> reason
+
+
+def _bucketize(s: np.ndarray, w: np.ndarray, k: int, cap: float) -> np.ndarray:
+    """Group values (all > 0) into at most k buckets; each value becomes its bucket's weighted mean."""
+    if k <= 0 or s.size == 0:
+        return np.minimum(np.round(s, 6), cap)
+    key = np.round(s / BUCKET_STEP).astype(np.int64)
+    uk, inv = np.unique(key, return_inverse=True)
+    W = np.bincount(inv, weights=w)
+    S = np.bincount(inv, weights=w * s)
+    groups = [[float(W[g]), float(S[g]), [g]] for g in range(len(uk))]
+    while len(groups) > k:
+        best, bj = None, 0
+        for j in range(len(groups) - 1):
+            wa, sa, _ = groups[j]
+            wb, sb, _ = groups[j + 1]
+            if wa <= 0 or wb <= 0:
+                cost = 0.0
+            else:
+                cost = wa * wb / (wa + wb) * (sa / wa - sb / wb) ** 2
+            if best is None or cost < best:
+                best, bj = cost, j
+        a, b = groups[bj], groups[bj + 1]
+        groups[bj] = [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+        del groups[bj + 1]
+    val = np.zeros(len(uk))
+    for wg, sg, members in groups:
+        v = sg / wg if wg > 0 else 0.0
+        for g in members:
+            val[g] = v
+    out = val[inv]
+    # a bucket's mean is a weighted mean of its members (so within [min, max] of them); zero-weight
+    # layers (no params) keep their own value
+    zero = w <= 0
+    out[zero] = s[zero]
+    return np.minimum(np.round(out, 6), cap)
+
+
+class _Allocator:
+    """Allocation for one set of settings (everything but the balance); caches the candidate plans."""
+
+    def __init__(self, curves: Curves, opt: Optimization) -> None:
+        c = self.c = curves
+        p = opt.pruning
+        m = len(c.ids)
+        self.enabled = bool(p.enabled)
+        self.cap = float(p.max_sparsity)
+        self.min_s = float(p.min_sparsity)
+        self.min_speedup = float(p.min_speedup)
+        self.min_recovery = float(p.min_recovery)
+        self.buckets = int(p.buckets)
+        self.target = float(p.target_sparsity)
+        self.N = float(c.n.sum())
+        self.fixed = np.zeros(m)
+        self.reasons: dict[int, str] = {}
+        self.overridden: set[int] = set()
+        self.extra: dict[str, str] = {}
+        for lid, reason in p.exclusions.items():
+            i = c.index.get(lid)
+            if i is None:
+                self.extra[lid] = REASON_NOT_PRUNABLE if lid in c.all_ids else "not in the model"
+                continue
+            self.reasons[i] = reason or REASON_USER
+        for lid, s in p.overrides.items():
+            i = c.index.get(lid)
+            if i is None:
+                self.extra[lid] = REASON_NOT_PRUNABLE if lid in c.all_ids else "not in the model"
+                continue
+            if i in self.reasons:
+                continue  # excluded wins (validate() forbids both)
+            self.fixed[i] = float(s)
+            self.overridden.add(i)
+        for i in range(m):
+            if c.n[i] <= 0 and i not in self.reasons and i not in self.overridden:
+                self.reasons[i] = REASON_NO_PARAMS
+        if not self.enabled:
+            for i in range(m):
+                if i not in self.overridden:
+                    self.reasons.setdefault(i, REASON_DISABLED)
+        self.free0 = np.array([i for i in range(m) if i not in self.reasons and i not in self.overridden],
+                              dtype=np.int64)
+        # the sparsity points a free layer may take: 0, then min_sparsity (if on), the grid, the cap
+        pts = [0.0]
+        if self.min_s > 0:
+            pts.append(self.min_s)
+        pts += [float(g) for g in step_grid(m)[1:] if g > max(self.min_s, 0.0) + 1e-12 and g < self.cap - 1e-12]
+        if self.cap > pts[-1] + 1e-12:
+            pts.append(self.cap)
+        self.pts = np.array(pts)
+        self.dpts = np.diff(self.pts)
+        Lh = self._cols(c.loss_hull, self.pts)
+        Ph = self._cols(c.save_hull, self.pts)
+        # marginal loss and (minus) savings per param of each step, both non-decreasing along a row
+        # (hulls are convex / concave); b*A + (1-b)*B is then non-decreasing too, even in floating point
+        with np.errstate(divide="ignore", invalid="ignore"):
+            W = np.maximum(c.n, 1e-300)[:, None] * self.dpts[None, :] if len(self.dpts) else np.zeros((m, 0))
+            self.A = np.maximum.accumulate(np.diff(Lh, axis=1) / c.L_scale / W, axis=1) if m and W.size else W
+            self.B = np.maximum.accumulate(-np.diff(Ph, axis=1) / c.P_scale / W, axis=1) if m and W.size else W
+        self.cache: dict[float, Plan] = {}
+
+    @staticmethod
+    def _cols(M: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        x = pts * 100.0
+        i = np.clip(np.floor(x).astype(np.int64), 0, GRID_N - 2)
+        f = x - i
+        return M[:, i] + f[None, :] * (M[:, i + 1] - M[:, i])
+
+    # ------------------------------------------------------------ one greedy solve
+    def _greedy(self, b: float, free: np.ndarray, R: float) -> np.ndarray:
+        """Sparsities of the free layers that zero R params at the least convexified cost.
+
+        Equivalent to taking the steps of every free layer in order of marginal cost per param
+        (ties in row-major order) until R params are zeroed, the last step fractionally; done by
+        bisection on the marginal cost instead of a full argsort.
+        """
+        c = self.c
+        pts, dpts = self.pts, self.dpts
+        out = np.zeros(len(free))
+        if len(free) == 0 or R <= 0 or len(dpts) == 0:
+            return out
+        n = c.n[free]
+        total = float(n.sum()) * pts[-1]
+        if R >= total * (1 - 1e-12):
+            out[:] = pts[-1]
+            return out
+        S = b * self.A[free] + (1.0 - b) * self.B[free]
+        # cut point: the marginal cost mu at which the cheapest steps add up to R params
+        Sf = S.ravel()
+        order = np.argsort(Sf)
+        cw = np.cumsum((n[:, None] * dpts[None, :]).ravel()[order])
+        p = min(int(np.searchsorted(cw, R, side="left")), len(order) - 1)
+        mu = Sf[order[p]]
+        c_lt = np.count_nonzero(S < mu, axis=1)
+        c_le = np.count_nonzero(S <= mu, axis=1)
+        out = pts[c_lt].copy()
+        rem = R - float(n @ out)
+        tr = np.nonzero(c_le > c_lt)[0]
+        if len(tr) and rem > 0:
+            T = n[tr] * (pts[c_le[tr]] - pts[c_lt[tr]])
+            cT = np.cumsum(T)
+            q = int(np.searchsorted(cT, rem, side="left"))
+            out[tr[:q]] = pts[c_le[tr[:q]]]
+            if q < len(tr):
+                before = float(cT[q - 1]) if q > 0 else 0.0
+                i = tr[q]
+                out[i] = min(pts[c_lt[i]] + max(rem - before, 0.0) / n[i], pts[c_le[i]])
+        return out
+
+    # ------------------------------------------------------------ one candidate with filters
+    def _plan(self, b: float) -> Plan:
+        c = self.c
+        m = len(c.ids)
+        reasons = dict(self.reasons)
+        free = self.free0.copy()
+        s = self.fixed.copy()
+        fixed_params = float((c.n * self.fixed).sum())
+        X = self.target * self.N
+        reachable = True
+        for _round in range(MAX_FILTER_ROUNDS + 1):
+            R = X - fixed_params
+            cap_params = float(c.n[free].sum()) * (self.pts[-1] if len(self.pts) else 0.0)
+            reachable = -1e-9 * max(self.N, 1.0) <= R <= cap_params * (1 + 1e-12) + 1e-9
+            s_free = self._greedy(b, free, R)
+            if len(free):
+                pos = s_free > 0
+                vals = s_free.copy()
+                vals[pos] = _bucketize(s_free[pos], c.n[free][pos], self.buckets, self.cap)
+                s_free = vals
+            s[:] = self.fixed
+            s[free] = s_free
+            bad = self._filtered(free, s_free)
+            if not bad:
+                break
+            if _round == MAX_FILTER_ROUNDS:  # give up re-allocating: drop the rest, target may be missed
+                for i, why in bad.items():
+                    reasons[i] = why
+                    s[i] = 0.0
+                break
+            for i, why in bad.items():
+                reasons[i] = why
+            keep = np.array([i not in bad for i in free], dtype=bool)
+            free = free[keep]
+        for i in reasons:
+            if i not in self.overridden:
+                s[i] = 0.0
+        achieved = float((c.n * s).sum() / self.N) if self.N > 0 else 0.0
+        L, P = c.totals(s)
+        return Plan(sparsity=s, reasons=reasons, overridden=set(self.overridden), achieved=achieved,
+                    reachable=bool(reachable), balance=b, L=L, P=P, extra=dict(self.extra))
+
+    def _filtered(self, free: np.ndarray, s_free: np.ndarray) -> dict[int, str]:
+        c = self.c
+        bad: dict[int, str] = {}
+        if not len(free):
+            return bad
+        on = s_free > 0
+        if self.min_s > 0:
+            for k in np.nonzero(on & (s_free < self.min_s - 1e-9))[0]:
+                bad[int(free[k])] = REASON_MIN_SPARSITY.format(self.min_s)
+        if self.min_speedup > 1.0:
+            t0 = c.t0[free]
+            sv = np.clip(Curves._at(c.save[free], s_free), 0.0, t0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f = np.where(t0 > 0, t0 / np.maximum(t0 - sv, 1e-300), 1.0)
+            for k in np.nonzero(on & (f < self.min_speedup))[0]:
+                bad.setdefault(int(free[k]), REASON_MIN_SPEEDUP.format(self.min_speedup))
+        if self.min_recovery > 0:
+            rec = layer_recovery(c, free, s_free)
+            for k in np.nonzero(on & (rec < self.min_recovery))[0]:
+                bad.setdefault(int(free[k]), REASON_MIN_RECOVERY.format(self.min_recovery))
+        return bad
+
+    # ------------------------------------------------------------ candidates and selection
+    def candidates(self) -> list[Plan]:
+        out = []
+        for b in CANDIDATE_BALANCES:
+            if b not in self.cache:
+                beff = min(max(b, _EPS_B), 1.0 - _EPS_B)
+                plan = self._plan(beff)
+                plan.balance = b
+                self.cache[b] = plan
+            out.append(self.cache[b])
+        return out
+
+    def select(self, balance: float) -> Plan:
+        cands = self.candidates()
+        c = self.c
+        L = np.array([p.L for p in cands])
+        P = np.array([p.P for p in cands])
+        # among exact ties prefer the candidate computed for the nearest balance
+        idx = np.abs(np.array([p.balance for p in cands]) - balance)
+        if balance <= 0.0:
+            k = np.lexsort((idx, L, -P))[0]
+        elif balance >= 1.0:
+            k = np.lexsort((idx, -P, L))[0]
+        else:
+            obj = balance * L / c.L_scale - (1.0 - balance) * P / c.P_scale
+            tie = (-P, L) if balance < 0.5 else (L, -P)
+            k = np.lexsort((idx, tie[1], tie[0], obj))[0]
+        return cands[int(k)]
+
+
+def layer_recovery(c: Curves, rows: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Per-layer recovery: 1 - loss(s) / loss(0.99) (1 when the layer's loss at 0.99 is 0)."""
+    top = c.loss[rows, TOP]
+    ls = np.maximum(Curves._at(c.loss[rows], s), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(top > 0, 1.0 - ls / np.where(top > 0, top, 1.0), 1.0)
+    return np.clip(r, 0.0, 1.0)
+
+
+def settings_key(opt: Optimization) -> str:
+    """Everything the allocation depends on except the balance."""
+    p = opt.pruning
+    return json.dumps([p.enabled, p.target_sparsity, p.max_sparsity, p.min_sparsity, p.min_speedup,
+                       p.min_recovery, p.buckets, sorted(p.overrides.items()), sorted(p.exclusions.items())])
+
+
+class AllocationCache:
+    """Keeps the candidate plans of the last few settings, so balance changes cost nothing."""
+
+    def __init__(self, curves: Curves, size: int = 8) -> None:
+        self.curves = curves
+        self.size = size
+        self._d: dict[str, _Allocator] = {}
+
+    def plan(self, opt: Optimization) -> Plan:
+        key = settings_key(opt)
+        a = self._d.pop(key, None)
+        if a is None:
+            a = _Allocator(self.curves, opt)
+        self._d[key] = a
+        while len(self._d) > self.size:
+            self._d.pop(next(iter(self._d)))
+        return a.select(float(opt.pruning.balance))
+
+
+def allocate_plan(curves: Curves, opt: Optimization) -> Plan:
+    return _Allocator(curves, opt).select(float(opt.pruning.balance))
+
+
+def apply_plan(curves: Curves, opt: Optimization, plan: Plan) -> Optimization:
+    """A copy of ``opt`` whose ``layers`` hold the plan's results."""
+    new = opt.copy()
+    layers: dict[str, LayerResult] = {}
+    for i, lid in enumerate(curves.ids):
+        layers[lid] = LayerResult(sparsity=float(plan.sparsity[i]), excluded_reason=plan.reasons.get(i, ""),
+                                  overridden=i in plan.overridden)
+    for lid, why in plan.extra.items():
+        layers[lid] = LayerResult(sparsity=0.0, excluded_reason=why)
+    new.layers = layers
+    return new
+
+
+def allocate(graph: Any, opt: Optimization, perf: dict | None = None, loss: dict | None = None) -> Optimization:
+    """One-shot convenience: build the curves, allocate, return a copy of ``opt`` with ``layers`` filled."""
+    curves = Curves.build(graph, perf, loss)
+    return apply_plan(curves, opt, allocate_plan(curves, opt))
