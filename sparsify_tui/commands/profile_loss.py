@@ -1,0 +1,238 @@
+"""``sparsify-tui profile loss TARGET`` and ``profile quant TARGET``.
+
+TARGET is a project directory (the profile is stored in it and reused on the
+next call with the same settings unless ``--force``) or an ONNX file (the
+profile is printed). ``--json`` prints the profile document; progress goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sparsify_tui.commands.common import Progress, emit_json, parse_float, parse_int, print_table, resolve_target
+from sparsify_tui.errors import UsageError
+from sparsify_tui.profiles import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, level_key
+
+
+def _canon(value: Any) -> str:
+    from sparsify_tui.project import drop_none
+
+    return json.dumps(drop_none(value), sort_keys=True, default=str)
+
+
+def _machine() -> dict:
+    from sparsify_tui.profiles.perf import machine_summary
+
+    return machine_summary()
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        return ""
+
+
+def _data_setting(data: str | None) -> str | None:
+    return str(Path(data).expanduser().resolve()) if data else None
+
+
+def _parse_levels(value: str | None, default) -> list[float]:
+    if value is None:
+        return [float(x) for x in default]
+    parts = [p for p in str(value).replace(" ", "").split(",") if p != ""]
+    if not parts:
+        raise UsageError("--levels needs at least one level")
+    levels = [parse_float("--levels", p, minimum=0.0, maximum=1.0, max_exclusive=True) for p in parts]
+    return sorted(set(round(x, 6) for x in levels) | {0.0})
+
+
+def _check_data(data: str | None) -> None:
+    if data is not None and not Path(data).expanduser().exists():
+        raise UsageError(f"{data}: no such data file or directory")
+
+
+def _find_cached(project, kind: str, settings: dict, engine_version: str):
+    want = _canon(settings)
+    for entry in reversed(project.profiles_of(kind)):
+        if _canon(entry.settings) != want:
+            continue
+        if project.is_stale(entry):
+            continue
+        if entry.engine_version and engine_version and entry.engine_version != engine_version:
+            continue
+        if hasattr(project, "profile_problem") and project.profile_problem(entry):
+            continue
+        return entry
+    return None
+
+
+def _on_progress(progress: Progress):
+    def cb(ev: dict) -> None:
+        if ev.get("event") == "progress":
+            progress.update(ev.get("done", 0), ev.get("total", 1), ev.get("label", ""))
+        elif ev.get("event") == "log" and ev.get("message"):
+            progress.note(str(ev["message"]))
+
+    return cb
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
+            return f"{v:.{digits - 1}e}"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+# ---------------------------------------------------------------- loss
+def print_loss(doc: dict, file=None) -> None:
+    file = file or sys.stdout
+    method = doc.get("method")
+    print(f"Loss profile:        {method} ({'weight magnitude, no data' if method == 'approx' else 'measured on ' + str(doc.get('samples')) + ' sample(s)'})", file=file)
+    print(f"Evaluation sparsity: {doc.get('eval_sparsity'):g}    levels: {len(doc.get('levels') or [])}", file=file)
+    print(f"Average Sensitivity: {_fmt(doc.get('average_sensitivity'))}", file=file)
+    if method == "one-shot":
+        rc = doc.get("rank_correlation")
+        print(f"Rank correlation with the approximation (Spearman): {_fmt(rc, 3)}", file=file)
+        if doc.get("execution"):
+            print(f"Execution: {doc['execution']} ({doc.get('runs')} runs, {doc.get('elapsed_s')} s)", file=file)
+    for note in doc.get("notes") or []:
+        print(f"Note: {note}", file=file)
+    print(file=file)
+    k = level_key(doc.get("eval_sparsity", 0.9))
+    rows = []
+    for r in doc.get("layers") or []:
+        rows.append([r.get("rank") if r.get("rank") is not None else "-", r["id"][:60], r.get("op_type", ""),
+                     _fmt(r.get("sensitivity")), r.get("skipped", "")])
+    print_table(["Rank", "Layer", "Op", f"Sensitivity @{k}", ""], rows, right=(0, 3), file=file)
+
+
+def run_loss(args: argparse.Namespace) -> int:
+    from sparsify_tui.profiles.loss import METHODS, run_loss_profile
+
+    method = str(args.method or "approx").strip().lower()
+    if method == "oneshot" or method == "one_shot":
+        method = "one-shot"
+    if method not in METHODS:
+        raise UsageError(f"--method must be approx or one-shot, got {args.method!r}")
+    samples = parse_int("--samples", args.samples, minimum=1, maximum=10000)
+    eval_s = parse_float("--eval-sparsity", getattr(args, "eval_sparsity", 0.9), minimum=0.0, maximum=1.0,
+                         max_exclusive=True)
+    levels = _parse_levels(args.levels, LOSS_APPROX_LEVELS if method == "approx" else LOSS_ONE_SHOT_LEVELS)
+    _check_data(args.data)
+    if method == "approx" and args.data is not None:
+        raise UsageError("--data is only used by --method one-shot (the approximation needs no data)")
+    target = resolve_target(args.target, args.input_shape)
+    project = target.project
+    try:
+        engine = "onnxruntime" if method == "one-shot" else "none"
+        engine_version = _ort_version() if method == "one-shot" else ""
+        settings: dict[str, Any] = {
+            "method": method, "levels": levels, "eval_sparsity": eval_s,
+            "input_shapes": {k: [int(d) for d in v] for k, v in sorted(target.input_shapes.items())},
+        }
+        if method == "one-shot":
+            settings["samples"] = samples
+            settings["data"] = _data_setting(args.data)
+        progress = Progress(f"profile loss ({method})")
+        if project is not None and not args.force:
+            entry = _find_cached(project, "loss", settings, engine_version)
+            if entry is not None:
+                doc = project.load_profile(entry)
+                progress.note(f"reused cached profile {entry.id} (measure again with --force)")
+                doc["profile_id"] = entry.id
+                _out(args, doc, print_loss)
+                return 0
+        doc = run_loss_profile(
+            target.model_path, method, data=args.data, samples=samples, levels=levels,
+            input_shapes=target.input_shapes or None, eval_sparsity=eval_s, on_progress=_on_progress(progress),
+        )
+        progress.done()
+        if project is not None:
+            entry = project.add_profile("loss", args.name, settings, engine, engine_version, _machine(), doc)
+            doc["profile_id"] = entry.id
+            progress.note(f"stored profile {entry.id} in {project.dir}")
+        _out(args, doc, print_loss)
+        return 0
+    finally:
+        if project is not None:
+            project.close()
+
+
+# ---------------------------------------------------------------- quant
+def print_quant(doc: dict, file=None) -> None:
+    file = file or sys.stdout
+    m = doc.get("model") or {}
+    print(f"Quantization profile (INT8): {doc.get('samples')} sample(s)", file=file)
+    if m.get("error"):
+        print(f"Whole model: could not be quantized: {m['error']}", file=file)
+    else:
+        print(f"Whole model (ONNX Runtime static quantization, {m.get('format', 'QDQ')}): "
+              f"output change {_fmt(m.get('output_change'))}, fp32 {_fmt(m.get('fp32_ms'), 2)} ms, "
+              f"int8 {_fmt(m.get('int8_ms'), 2)} ms, speedup {_fmt(m.get('speedup'), 2)}x", file=file)
+    if doc.get("average_sensitivity") is not None:
+        print(f"Average Sensitivity: {_fmt(doc.get('average_sensitivity'))}", file=file)
+    for note in doc.get("notes") or []:
+        print(f"Note: {note}", file=file)
+    print(file=file)
+    rows = []
+    for r in doc.get("layers") or []:
+        rows.append([r.get("rank") if r.get("rank") is not None else "-", r["id"][:60], r.get("op_type", ""),
+                     _fmt(r.get("sensitivity")), _fmt(r.get("weight_only")), r.get("skipped", "")])
+    print_table(["Rank", "Layer", "Op", "Sensitivity", "Weights only", ""], rows, right=(0, 3, 4), file=file)
+
+
+def run_quant(args: argparse.Namespace) -> int:
+    from sparsify_tui.profiles.quant import run_quant_profile
+
+    samples = parse_int("--samples", args.samples, minimum=1, maximum=10000)
+    _check_data(args.data)
+    target = resolve_target(args.target, args.input_shape)
+    project = target.project
+    try:
+        engine_version = _ort_version()
+        settings: dict[str, Any] = {
+            "samples": samples, "data": _data_setting(args.data),
+            "input_shapes": {k: [int(d) for d in v] for k, v in sorted(target.input_shapes.items())},
+        }
+        progress = Progress("profile quant")
+        machine = _machine()
+        if project is not None and not args.force:
+            entry = _find_cached(project, "quant", settings, engine_version)
+            if entry is not None and (entry.machine or {}).get("fingerprint") == machine.get("fingerprint"):
+                doc = project.load_profile(entry)
+                progress.note(f"reused cached profile {entry.id} (measure again with --force)")
+                doc["profile_id"] = entry.id
+                _out(args, doc, print_quant)
+                return 0
+        doc = run_quant_profile(
+            target.model_path, data=args.data, samples=samples, input_shapes=target.input_shapes or None,
+            on_progress=_on_progress(progress),
+        )
+        progress.done()
+        if project is not None:
+            entry = project.add_profile("quant", args.name, settings, "onnxruntime", engine_version, machine, doc)
+            doc["profile_id"] = entry.id
+            progress.note(f"stored profile {entry.id} in {project.dir}")
+        _out(args, doc, print_quant)
+        return 0
+    finally:
+        if project is not None:
+            project.close()
+
+
+def _out(args: argparse.Namespace, doc: dict, printer) -> None:
+    if args.json:
+        emit_json(doc)
+    else:
+        printer(doc)

@@ -1,0 +1,560 @@
+"""One ONNX Runtime session that re-runs only the part of the model downstream of one layer.
+
+The measured loss and quantization profiles change ONE layer's weight at a
+time and compare the outputs with the dense model's. Everything upstream of
+that layer is unchanged, so running it again is wasted work; building a
+session per layer (or per layer and level) is slow too. :class:`DownstreamModel`
+builds a single model, and a single session, that holds:
+
+* the model's constant computations (initializers, Constant nodes and nodes
+  computed from constants alone) at the top level, where ONNX Runtime folds
+  and pre-packs them once;
+* an ``If`` node running the whole (dense) model, taken once per sample; it
+  also outputs every *boundary* activation the other branches need;
+* one ``If`` node per studied layer (a "cut") whose then-branch is a copy of
+  the nodes downstream of that layer (the layer itself, what consumes its
+  output, transitively; nodes inside If/Loop/Scan bodies count with their
+  top-level parent). In the copy, the studied weight is a graph input (fed as
+  stored: for DequantizeLinear weights, the integer tensor), every other
+  weight stays a constant, and activations computed upstream are graph inputs
+  fed with the dense run's values.
+
+Each run sets one condition input to true: ONNX Runtime executes only the
+taken branch (the other ``If`` nodes run an empty else-branch). A layer's
+reference outputs are computed by the same branch fed with the dense weight,
+so an unchanged weight gives bit-identical outputs and tiny differences are
+due to pruning alone. Outputs that are not downstream of the layer cannot
+change and are not computed.
+
+When the model cannot be rewritten this way (missing type information, an
+unusual graph), :func:`build_runner` falls back to
+:class:`~sparsify_tui.profiles.sensitivity.WeightFedModel`: one session with
+every prunable weight as an input, running the whole model each time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from sparsify_tui.errors import EngineError
+from sparsify_tui.profiles.sensitivity import FedWeight, _ort, session_options
+
+_STRIP = 1024
+
+
+def _subgraphs(node):
+    import onnx
+
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+
+def _implicit_inputs(node) -> set[str]:
+    """Names a node's subgraphs read from the enclosing scopes."""
+    used: set[str] = set()
+    for g in _subgraphs(node):
+        defined = {i.name for i in g.input} | {i.name for i in g.initializer}
+        for n in g.node:
+            for t in n.input:
+                if t and t not in defined:
+                    used.add(t)
+            for t in _implicit_inputs(n):
+                if t not in defined:
+                    used.add(t)
+            defined.update(o for o in n.output if o)
+        for o in g.output:
+            if o.name not in defined:
+                used.add(o.name)
+    return used
+
+
+def _all_inputs(node) -> list[str]:
+    return [t for t in node.input if t] + sorted(_implicit_inputs(node))
+
+
+def _rename_graph(g, mapping: dict[str, str]) -> None:
+    """Apply ``mapping`` to every name in a graph (and nested graphs)."""
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.name in mapping:
+            vi.name = mapping[vi.name]
+    for init in g.initializer:
+        if init.name in mapping:
+            init.name = mapping[init.name]
+    for n in g.node:
+        _rename_node(n, mapping)
+
+
+def _rename_node(n, mapping: dict[str, str]) -> None:
+    for i, t in enumerate(n.input):
+        if t in mapping:
+            n.input[i] = mapping[t]
+    for i, t in enumerate(n.output):
+        if t in mapping:
+            n.output[i] = mapping[t]
+    for g in _subgraphs(n):
+        _rename_graph(g, mapping)
+
+
+def _defined_in_subgraphs(node) -> set[str]:
+    names: set[str] = set()
+    for g in _subgraphs(node):
+        names.update(i.name for i in g.input)
+        names.update(i.name for i in g.initializer)
+        for n in g.node:
+            names.update(o for o in n.output if o)
+            names.update(_defined_in_subgraphs(n))
+    return names
+
+
+@dataclass
+class Cut:
+    index: int
+    fed_name: str
+    layer_ids: list[str]
+    outputs: list[str]  # original model output names computed by this cut
+    out_names: list[str]  # the If node's output names (what to fetch)
+    boundary: list[str]  # original activation names fed from the dense run
+    cond: str
+
+
+@dataclass
+class _Plan:
+    cuts: list[Cut] = field(default_factory=list)
+
+
+class DownstreamModel:
+    """See the module doc. ``run_dense(sample)`` then ``run_cut(layer_id, sample_index, weight)``."""
+
+    def __init__(self, model_path: str | os.PathLike, graph, *, cores: int | None = None,
+                 layer_ids: Iterable[str] | None = None, model=None) -> None:
+        import onnx
+        from onnx import helper, numpy_helper
+
+        from sparsify_tui.optim.prune import (
+            constant_tensor, find_dequant, find_tensor_site, load_model_copy, quant_magnitude_and_zero,
+        )
+
+        self.path = Path(model_path)
+        if model is None:
+            model, _, _ = load_model_copy(self.path)
+        self.cores = cores
+        g = model.graph
+        wanted = set(layer_ids) if layer_ids is not None else None
+        init_names = {i.name for i in g.initializer}
+        real_inputs = [vi for vi in g.input if vi.name not in init_names]
+        self.input_names = [vi.name for vi in real_inputs]
+        nodes = list(g.node)
+        producer: dict[str, int] = {}
+        for i, n in enumerate(nodes):
+            for o in n.output:
+                if o:
+                    producer[o] = i
+        # constant nodes: computed from initializers / constants alone (no subgraphs, no randomness)
+        const_names = set(init_names)
+        is_const = [False] * len(nodes)
+        for i, n in enumerate(nodes):
+            if any(True for _ in _subgraphs(n)) or n.op_type.startswith("Random") or n.domain not in ("", "ai.onnx"):
+                continue
+            if all((not t) or t in const_names for t in n.input):
+                is_const[i] = True
+                const_names.update(o for o in n.output if o)
+        consumers: dict[str, list[int]] = {}
+        node_inputs = [_all_inputs(n) for n in nodes]
+        for i, ins in enumerate(node_inputs):
+            for t in ins:
+                consumers.setdefault(t, []).append(i)
+
+        # types of every value (for boundary inputs and branch outputs)
+        self._types = self._infer_types(model)
+        out_types = {o.name: o.type.tensor_type.elem_type for o in g.output}
+        out_rank = {o.name: (len(o.type.tensor_type.shape.dim) if o.type.tensor_type.HasField("shape") else None)
+                    for o in g.output}
+        model_outputs = [o.name for o in g.output]
+
+        def top_node_of(layer) -> int | None:
+            if not layer.graph_path:
+                return producer.get(layer.id)
+            key = layer.graph_path.split("/")[0]
+            for i, n in enumerate(nodes):
+                if n.name == key or (n.output and n.output[0] == key):
+                    return i
+            return None
+
+        self.weights: dict[str, FedWeight] = {}
+        self.layer_cut: dict[str, Cut] = {}
+        self.skipped: dict[str, str] = {}
+        top_nodes: list[Any] = [n for i, n in enumerate(nodes) if is_const[i]]
+        new_inputs: list[Any] = list(real_inputs)
+        boundary_all: set[str] = set()
+        cut_nodes: list[Any] = []
+        by_weight: dict[str, Cut] = {}
+        suffix_n = 0
+        for layer in graph.layers:
+            if not layer.prunable or layer.weight is None:
+                continue
+            if wanted is not None and layer.id not in wanted:
+                continue
+            ref = layer.weight
+            if ref.name in by_weight:
+                by_weight[ref.name].layer_ids.append(layer.id)
+                self.layer_cut[layer.id] = by_weight[ref.name]
+                continue
+            site = find_tensor_site(model, ref.name, ref.graph_path or "")
+            dense = constant_tensor(model, ref.name, site.graph_path) if site is not None else None
+            if dense is None:
+                self.skipped[layer.id] = f"its weight {ref.name!r} is not a constant tensor"
+                continue
+            # the top-level nodes this weight reaches: for a main-graph weight, its const chain and
+            # the layers consuming it (all of them: a shared weight changes every consumer)
+            starts: set[int] = set()
+            chain: set[int] = set()
+            if site.graph_path == "":
+                todo = [ref.name]
+                seen = set()
+                while todo:
+                    t = todo.pop()
+                    if t in seen:
+                        continue
+                    seen.add(t)
+                    for ci in consumers.get(t, []):
+                        if is_const[ci]:
+                            if ci not in chain:
+                                chain.add(ci)
+                                todo.extend(o for o in nodes[ci].output if o)
+                        else:
+                            starts.add(ci)
+            else:
+                t = top_node_of(layer)
+                if t is not None:
+                    starts.add(t)
+            if not starts:
+                self.skipped[layer.id] = "its weight feeds no computation"
+                continue
+            # downstream closure over non-const nodes
+            down: set[int] = set()
+            todo_i = list(starts)
+            while todo_i:
+                i = todo_i.pop()
+                if i in down:
+                    continue
+                down.add(i)
+                for o in nodes[i].output:
+                    for ci in consumers.get(o, []):
+                        if not is_const[ci] and ci not in down:
+                            todo_i.append(ci)
+            copy_idx = sorted(chain | down)
+            suffix_n += 1
+            sfx = f"__sparsify_c{suffix_n}"
+            fed_name = f"{ref.name}__sparsify_fed"
+            copies = []
+            for i in copy_idx:
+                c = onnx.NodeProto()
+                c.CopyFrom(nodes[i])
+                copies.append(c)
+            defined: set[str] = set()
+            for c in copies:
+                defined.update(o for o in c.output if o)
+                defined.update(_defined_in_subgraphs(c))
+            mapping = {name: name + sfx for name in defined}
+            if site.graph_path == "":
+                mapping[ref.name] = fed_name
+            else:
+                # the weight lives inside a subgraph of the copy: drop its definition there
+                self._drop_definition(copies, ref.name)
+                mapping[ref.name] = fed_name
+            # boundary: what the copy reads that is neither defined in it nor constant nor an input
+            boundary: set[str] = set()
+            for c in copies:
+                for t in _all_inputs(c):
+                    if t in defined or t == ref.name or t in const_names or t in self.input_names:
+                        continue
+                    boundary.add(t)
+            for b in boundary:
+                mapping[b] = b + "__sparsify_bnd"
+            for c in copies:
+                _rename_node(c, mapping)
+            outs = [o for o in model_outputs if o in defined]
+            if not outs:
+                self.skipped[layer.id] = "no model output depends on it"
+                continue
+            missing = [b for b in boundary if b not in self._types] + [o for o in outs if not out_types.get(o)]
+            if missing:
+                raise _Unsupported(f"no type known for {missing[0]!r}")
+            cond = f"run{sfx}"
+            then_g = helper.make_graph(
+                copies, f"cut{suffix_n}", [],
+                [helper.make_tensor_value_info(o + sfx, out_types[o], None) for o in outs])
+            else_g = self._empty_branch(f"skip{suffix_n}", outs, out_types, out_rank, sfx)
+            out_names = [o + sfx + "__out" for o in outs]
+            cut_nodes.append(helper.make_node("If", [cond], out_names, then_branch=then_g, else_branch=else_g,
+                                              name=f"sparsify_cut{suffix_n}"))
+            new_inputs.append(helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []))
+            new_inputs.append(helper.make_tensor_value_info(
+                fed_name, helper.np_dtype_to_tensor_dtype(dense.dtype), None))
+            boundary_all.update(boundary)
+            cut = Cut(suffix_n, fed_name, [layer.id], outs, out_names, sorted(boundary), cond)
+            by_weight[ref.name] = cut
+            self.layer_cut[layer.id] = cut
+            fw = FedWeight(fed_name, ref.name, np.ascontiguousarray(dense), [layer.id])
+            if "DequantizeLinear" in (ref.transform or []):
+                dq = find_dequant(model, ref.name, ref.graph_path or "")
+                if dq is not None:
+                    mag, zp = quant_magnitude_and_zero(fw.dense, dq)
+                    fw.magnitude, fw.zero, fw.quant = mag, zp, dq
+            fw.existing_zeros = int(np.count_nonzero(fw.magnitude == 0)) if fw.magnitude is not None \
+                else int(fw.dense.size - np.count_nonzero(fw.dense))
+            self.weights[fed_name] = fw
+        # the dense branch: every non-const node with its original names
+        dense_nodes = []
+        for i, n in enumerate(nodes):
+            if not is_const[i]:
+                c = onnx.NodeProto()
+                c.CopyFrom(n)
+                dense_nodes.append(c)
+        self.boundary = sorted(boundary_all)
+        dense_outs = model_outputs + [b for b in self.boundary if b not in model_outputs]
+        for b in self.boundary:
+            if b not in self._types:
+                raise _Unsupported(f"no type known for {b!r}")
+        types = dict(self._types)
+        types.update(out_types)
+        then_dense = helper.make_graph(
+            dense_nodes, "dense", [], [helper.make_tensor_value_info(o, types[o], None) for o in dense_outs])
+        ranks = dict(out_rank)
+        else_dense = self._empty_branch("skip_dense", dense_outs, types, ranks, "__sparsify_dense")
+        self.dense_out_names = [o + "__sparsify_dense" for o in dense_outs]
+        self.dense_outputs = dense_outs
+        dense_if = helper.make_node("If", ["run__sparsify_dense"], self.dense_out_names,
+                                    then_branch=then_dense, else_branch=else_dense, name="sparsify_dense")
+        new_inputs.append(helper.make_tensor_value_info("run__sparsify_dense", onnx.TensorProto.BOOL, []))
+        for b in self.boundary:
+            new_inputs.append(helper.make_tensor_value_info(b + "__sparsify_bnd", self._types[b], None))
+        graph_outputs = [helper.make_tensor_value_info(n, types[o], None)
+                         for n, o in zip(self.dense_out_names, dense_outs)]
+        for cut in {id(c): c for c in self.layer_cut.values()}.values():
+            graph_outputs += [helper.make_tensor_value_info(n, out_types[o], None)
+                              for n, o in zip(cut.out_names, cut.outputs)]
+        # keep old-IR initializer inputs out of the input list (they are constants here)
+        new_graph = helper.make_graph(
+            top_nodes + [dense_if] + cut_nodes, g.name or "sparsify", new_inputs, graph_outputs,
+            list(g.initializer))
+        new_model = helper.make_model(new_graph, opset_imports=list(model.opset_import))
+        new_model.ir_version = max(int(model.ir_version), 4)
+        self.model = new_model
+        self.model_outputs = model_outputs
+        self.session = None
+        self._dummy: dict[str, np.ndarray] = {}
+        self._cuts = list({id(c): c for c in self.layer_cut.values()}.values())
+        self.layer_weight = {lid: cut.fed_name for lid, cut in self.layer_cut.items()}
+        _ = numpy_helper
+
+    # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _drop_definition(copies, name: str) -> None:
+        def drop(g) -> bool:
+            for i, init in enumerate(g.initializer):
+                if init.name == name:
+                    del g.initializer[i]
+                    return True
+            for i, n in enumerate(g.node):
+                if n.output and n.output[0] == name and n.op_type in ("Constant", "ConstantOfShape"):
+                    del g.node[i]
+                    return True
+            for n in g.node:
+                for sg in _subgraphs(n):
+                    if drop(sg):
+                        return True
+            return False
+
+        for c in copies:
+            for sg in _subgraphs(c):
+                if drop(sg):
+                    return
+
+    @staticmethod
+    def _empty_branch(name: str, outs: list[str], types: dict, ranks: dict, sfx: str):
+        from onnx import helper, numpy_helper
+
+        nodes, vis = [], []
+        for o in outs:
+            elem = types[o]
+            dt = helper.tensor_dtype_to_np_dtype(elem)
+            rank = ranks.get(o)
+            shape = (0,) * rank if rank else (0,)
+            out = o + sfx + "__empty"
+            nodes.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.zeros(shape, dt), "")))
+            vis.append(helper.make_tensor_value_info(out, elem, None))
+        return helper.make_graph(nodes, name, [], vis)
+
+    @staticmethod
+    def _infer_types(model) -> dict[str, int]:
+        """Element type of every main-graph value (shape inference on a weight-free copy)."""
+        import onnx
+
+        light = onnx.ModelProto()
+        light.CopyFrom(model)
+        for init in light.graph.initializer:
+            if len(init.raw_data) > _STRIP:
+                init.ClearField("raw_data")
+                # keep a valid (if meaningless) payload so shape inference does not choke on sizes
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False)
+        except Exception:  # noqa: BLE001 - shape inference may fail on exotic models
+            inferred = light
+        types: dict[str, int] = {}
+        g = inferred.graph
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                types[vi.name] = vi.type.tensor_type.elem_type
+        for init in g.initializer:
+            types[init.name] = init.data_type
+        return types
+
+    # ---------------------------------------------------------------- running
+    def build_session(self):
+        ort = _ort()
+        try:
+            self.session = ort.InferenceSession(self.model.SerializeToString(), session_options(self.cores),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise _Unsupported(str(exc).splitlines()[0][:300]) from None
+        return self.session
+
+    def _base_feeds(self, sample: dict[str, np.ndarray]) -> dict[str, Any]:
+        if not self._dummy:
+            for inp in self.session.get_inputs():
+                self._dummy[inp.name] = None
+        feeds: dict[str, Any] = dict(sample)
+        feeds["run__sparsify_dense"] = np.array(False)
+        for cut in self._cuts:
+            feeds[cut.cond] = np.array(False)
+            fw = self.weights[cut.fed_name]
+            feeds[cut.fed_name] = np.empty((0,), dtype=fw.dense.dtype)
+        for b in self.boundary:
+            feeds[b + "__sparsify_bnd"] = self._empty_of(b)
+        return feeds
+
+    def _empty_of(self, b: str) -> np.ndarray:
+        from onnx import helper
+
+        return np.empty((0,), dtype=helper.tensor_dtype_to_np_dtype(self._types[b]))
+
+    def run_dense(self, sample: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        """(model outputs, boundary activations) of the dense model for ``sample``."""
+        if self.session is None:
+            self.build_session()
+        feeds = self._base_feeds(sample)
+        feeds["run__sparsify_dense"] = np.array(True)
+        try:
+            res = self.session.run(self.dense_out_names, feeds)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError(f"ONNX Runtime failed to run {self.path.name}: {str(exc).splitlines()[0][:300]}") from None
+        by_name = dict(zip(self.dense_outputs, res))
+        return [by_name[o] for o in self.model_outputs], {b: by_name[b] for b in self.boundary}
+
+    def run_cut(self, layer_id: str, sample: dict[str, np.ndarray], boundary: dict[str, np.ndarray],
+                weight: np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs downstream of ``layer_id`` with its weight replaced by ``weight`` ({output name: array})."""
+        cut = self.layer_cut[layer_id]
+        feeds = self._base_feeds(sample)
+        feeds[cut.cond] = np.array(True)
+        feeds[cut.fed_name] = weight
+        for b in cut.boundary:
+            feeds[b + "__sparsify_bnd"] = boundary[b]
+        try:
+            res = self.session.run(cut.out_names, feeds)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError(f"ONNX Runtime failed to run {self.path.name}: {str(exc).splitlines()[0][:300]}") from None
+        return dict(zip(cut.outputs, res))
+
+
+class _Unsupported(Exception):
+    """The model cannot be rewritten into the downstream form (the caller falls back)."""
+
+
+# ---------------------------------------------------------------- the runner the profiles use
+class LayerSwapRunner:
+    """Measure the output change when one layer's weight is replaced, on fixed samples.
+
+    ``weights``: {fed input name: FedWeight}; ``layer_weight``: {layer id: fed name};
+    ``change(layer_id, array)``: output change (see ``OUTPUT_CHANGE_HELP``) averaged
+    over the samples, against that layer's dense reference; ``mode``: "downstream"
+    (one session, only the downstream part runs) or "full" (one session, whole model).
+    """
+
+    def __init__(self, model_path, graph, samples: list[dict[str, np.ndarray]], *, cores: int | None = None,
+                 layer_ids: Iterable[str] | None = None, log=None) -> None:
+        from sparsify_tui.profiles.sensitivity import WeightFedModel, classify_output
+
+        self.samples = samples
+        self.mode = "downstream"
+        self.note = ""
+        self.runs = 0
+        try:
+            self.impl: Any = DownstreamModel(model_path, graph, cores=cores, layer_ids=layer_ids)
+            self.impl.build_session()
+        except _Unsupported as exc:
+            self.mode = "full"
+            self.note = f"downstream-only runs unavailable ({exc}); the whole model runs for every measurement"
+            if log:
+                log(self.note)
+            self.impl = WeightFedModel(model_path, graph, cores=cores, layer_ids=layer_ids)
+            self.impl.build_session()
+        self.weights: dict[str, FedWeight] = self.impl.weights
+        self.layer_weight: dict[str, str] = self.impl.layer_weight
+        self.skipped: dict[str, str] = dict(self.impl.skipped)
+        self.dense: list[list[np.ndarray]] = []
+        self.boundary: list[dict[str, np.ndarray]] = []
+        for s in samples:
+            if self.mode == "downstream":
+                outs, bnd = self.impl.run_dense(s)
+            else:
+                outs, bnd = self.impl.run(s), {}
+            self.dense.append(outs)
+            self.boundary.append(bnd)
+        self.output_names = list(getattr(self.impl, "model_outputs", None) or self.impl.output_names)
+        self.kinds = {n: classify_output(y) for n, y in zip(self.output_names, self.dense[0])} if self.dense else {}
+        self._ref: dict[str, list[dict[str, np.ndarray]]] = {}
+
+    def _outputs(self, layer_id: str, i: int, weight: np.ndarray) -> dict[str, np.ndarray]:
+        self.runs += 1
+        if self.mode == "downstream":
+            return self.impl.run_cut(layer_id, self.samples[i], self.boundary[i], weight)
+        name = self.layer_weight[layer_id]
+        return dict(zip(self.output_names, self.impl.run(self.samples[i], {name: weight})))
+
+    def reference(self, layer_id: str) -> list[dict[str, np.ndarray]]:
+        if layer_id not in self._ref:
+            if self.mode == "downstream":
+                fw = self.weights[self.layer_weight[layer_id]]
+                self._ref[layer_id] = [self._outputs(layer_id, i, fw.dense) for i in range(len(self.samples))]
+            else:
+                self._ref[layer_id] = [dict(zip(self.output_names, d)) for d in self.dense]
+        return self._ref[layer_id]
+
+    def change(self, layer_id: str, weight: np.ndarray) -> float:
+        from sparsify_tui.profiles.sensitivity import one_output_change, MAX_CHANGE
+
+        ref = self.reference(layer_id)
+        total = 0.0
+        for i in range(len(self.samples)):
+            outs = self._outputs(layer_id, i, weight)
+            v = 0.0
+            for name, y in outs.items():
+                v += one_output_change(ref[i][name], y, self.kinds.get(name, "nse"))
+            total += min(v, MAX_CHANGE)
+        return total / max(1, len(self.samples))
+
+    def finish_layer(self, layer_id: str) -> None:
+        self._ref.pop(layer_id, None)
+        name = self.layer_weight.get(layer_id)
+        if name in self.weights:
+            self.weights[name].order = None
