@@ -93,8 +93,11 @@ def _keep_backup(path: Path) -> None:
     os.replace(tmp_bak, bak)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, backup: bool = False) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, backup: bool = False, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically; with ``backup`` keep the old file as ``<path>.bak``.
+
+    ``durable=False`` skips the fsyncs (still atomic against a killed process,
+    not against a power loss): for caches and lists that are cheap to lose.
 
     Raises ``OSError`` (old content intact, temporary file removed) when the
     write fails, e.g. ``EACCES``, ``EROFS``, ``ENOSPC`` or ``EFBIG``.
@@ -110,7 +113,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, backup: bool = F
             for start in range(0, len(view), CHUNK):
                 f.write(view[start:start + CHUNK])
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if backup and path.exists():
             try:
                 _keep_backup(path)
@@ -119,18 +123,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, backup: bool = F
                 # and the previous backup (if any) is still a complete older version
                 pass
         os.replace(tmp, path)
-        fsync_dir(directory)
+        if durable:
+            fsync_dir(directory)
     except BaseException:
         _unlink_quiet(tmp)
         raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, *, backup: bool = False) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), backup=backup)
+def atomic_write_text(path: str | os.PathLike, text: str, *, backup: bool = False, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), backup=backup, durable=durable)
 
 
-def atomic_write_json(path: str | os.PathLike, doc: Any, *, backup: bool = False) -> None:
-    atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n", backup=backup)
+def atomic_write_json(path: str | os.PathLike, doc: Any, *, backup: bool = False, durable: bool = True) -> None:
+    atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n", backup=backup, durable=durable)
 
 
 def atomic_copy_file(src: str | os.PathLike, dst: str | os.PathLike, *,

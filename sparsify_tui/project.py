@@ -1300,7 +1300,7 @@ def _write_recent(items: list[dict[str, Any]]) -> None:
     path = _recent_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fsutil.atomic_write_json(path, {"schema_version": 1, "projects": items[:RECENT_MAX]})
+        fsutil.atomic_write_json(path, {"schema_version": 1, "projects": items[:RECENT_MAX]}, durable=False)
     except (OSError, ValueError):
         pass  # the list of recent projects is a convenience: never fail a command because of it
 
