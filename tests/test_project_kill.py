@@ -112,6 +112,7 @@ def _tiny_model(path: Path) -> Path:
 def make_kill_project(base: Path) -> Path:
     from sparsify_tui.project import Project
 
+    base.mkdir(parents=True, exist_ok=True)
     m = _tiny_model(base / "m.onnx")
     p = Project.create(m, dir=base / "proj", name="kill", description="save 0", input_shapes={"x": [1, 3, 8, 8]})
     p.close()
