@@ -43,7 +43,7 @@ class SparsifyApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "sparsify-tui"
     COMMANDS = App.COMMANDS | {SparsifyCommands}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide"), (150, "-xwide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     ENABLE_COMMAND_PALETTE = True
 

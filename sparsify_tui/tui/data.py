@@ -276,9 +276,9 @@ def fmt_ms(x: float | None) -> str:
         return f"{x:.1f}"
     if ax >= 1:
         return f"{x:.2f}"
-    if ax >= 0.01 or ax == 0:
-        return f"{x:.3f}"
-    return f"{x:.1e}"
+    if ax == 0:
+        return "0"
+    return f"{x:.2g}" if ax < 1e-4 else f"{x:.3g}"
 
 
 def fmt_sens(x: float | None) -> str:

@@ -90,6 +90,7 @@ class HomeScreen(Screen):
             empty.update("")
             empty.display = False
             opts.display = True
+            opts.highlighted = 0
             opts.focus()
         else:
             empty.update("No recent projects yet. Press [b]n[/b] to create one or [b]d[/b] for the demo.")

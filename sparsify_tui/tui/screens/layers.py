@@ -63,6 +63,7 @@ OP_COLUMNS: list[tuple[str, str, str]] = [
     ("loss", "Loss sens", "sens"),
 ]
 NAME_WIDTH = 34
+OP_WIDTH = 12
 
 
 class Cell(Text):
@@ -228,13 +229,18 @@ class LayersScreen(Screen):
         ms_label = "Base ms" if self.level is None else f"ms@{fmt_level(self.level)}"
         return {"ms": ms_label, "perf": f"Perf@{lvl}", "loss": f"Loss@{lvl}"}
 
-    def _name_width(self, rows: list[LayerRow], table: DataTable) -> int:
-        """Give the name column what the numbers leave (between 16 and 40 columns)."""
-        longest = max([len(r.name) for r in rows] + [8])
-        width = table.size.width or self.size.width or 120
-        op_w = min(max([len(r.op_type) for r in rows] + [7]), 18)
-        others = 5 + op_w + 8 + 8 + 9 + 6 + 10 + 10 + 2 * len(COLUMNS) + 2
-        return max(16, min(40, longest, width - others))
+    def _name_width(self, widths: list[int], name_i: int, table: DataTable) -> int:
+        """Give the name column what the other columns leave (at least 12, at most its longest name)."""
+        avail = table.size.width
+        if not avail:
+            avail = self.size.width or self.app.size.width
+            panel = self.query_one("#attributes-panel")
+            if panel.display:
+                avail -= panel.size.width or 36
+        pad = 2 * table.cell_padding
+        others = sum(w + pad for i, w in enumerate(widths) if i != name_i)
+        room = avail - others - pad - 2  # 2: the vertical scrollbar
+        return max(12, min(widths[name_i], NAME_WIDTH, room))
 
     def rebuild(self) -> None:
         """Refill the table(s) from the data with the current filters and display."""
@@ -267,10 +273,6 @@ class LayersScreen(Screen):
             "loss": sum(v for v in (r.loss_sensitivity(sens_level) for r in all_rows) if v is not None and v > 0),
         }
         cursor_id = self.selected_id
-        table.clear(columns=True)
-        name_w = self._name_width(rows, table)
-        for key, label, _kind in COLUMNS:
-            table.add_column(labels.get(key, label), key=key, width=name_w if key == "name" else None)
         out = []
         for r in rows:
             ms = r.ms_at(level)
@@ -296,9 +298,21 @@ class LayersScreen(Screen):
                 Cell(fmt_value(vals["perf"], disp, "sens"), vals["perf"], justify="right"),
                 Cell(fmt_value(vals["loss"], disp, "sens"), vals["loss"], justify="right"),
             ))
-        keys = [r.id for r in rows]
-        for cells, k in zip(out, keys):
-            table.add_row(*cells, key=k)
+        table.clear(columns=True)
+        name_i = [k for k, _, _ in COLUMNS].index("name")
+        widths = [len(labels.get(k, label)) for k, label, _ in COLUMNS]
+        for cells in out:
+            for i, c in enumerate(cells):
+                n = len(c)
+                if n > widths[i]:
+                    widths[i] = n
+        op_i = [k for k, _, _ in COLUMNS].index("op")
+        widths[op_i] = min(widths[op_i], OP_WIDTH)
+        name_w = self._name_width(widths, name_i, table)
+        for i, (key, label, _kind) in enumerate(COLUMNS):
+            table.add_column(labels.get(key, label), key=key, width=name_w if i == name_i else widths[i])
+        for cells, r in zip(out, rows):
+            table.add_row(*cells, key=r.id)
         if self.sort_column != "depth" or self.sort_reverse:
             table.sort(self.sort_column, key=_sort_key(self.sort_reverse), reverse=self.sort_reverse)
         self._restore_cursor(table, cursor_id)

@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Regenerate ``screenshots/*.svg`` (and ``*.png`` when ``rsvg-convert`` is installed).
+
+Every screen of the app is captured on the demo project with approximated
+profiles (deterministic data: fixed machine description and times), in a
+temporary SPARSIFY_TUI_HOME so nothing of the user's is shown or touched.
+
+    python scripts/screenshots.py [--out screenshots] [--no-png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIXED_MACHINE = {
+    "cpu_model": "Example CPU @ 2.0GHz", "arch": "x86_64", "physical_cores": 8, "logical_cores": 16,
+    "usable_cores": 8, "isa": ["avx2", "avx512", "avx512_vnni"],
+    "engines": {"onnxruntime": "1.18.1", "deepsparse": "1.8.0"}, "fingerprint": "000000000000",
+}
+FIXED_TIME = "2026-01-01T12:00:00Z"
+
+
+def build_demo(directory: Path):
+    """The demo project with approximated perf (from FLOPs, 8 cores) and loss profiles."""
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.analysis.demo import build_demo_model
+    from sparsify_tui.profiles.loss import approx_loss_profile
+    from sparsify_tui.profiles.perf import approx_perf_profile
+    from sparsify_tui.project import Project
+    from sparsify_tui.tui.launch import DEMO_DESCRIPTION
+
+    model = build_demo_model(directory.parent / "demo-src.onnx")
+    project = Project.create(model, dir=directory, name="demo", description=DEMO_DESCRIPTION)
+    graph = analyze(project.model_path)
+    perf = approx_perf_profile(graph, cores=8)
+    perf.update(machine=dict(FIXED_MACHINE), created=FIXED_TIME, model_path="model.onnx")
+    project.add_profile("perf", "approximated b1", {"approximate": True, "batch_size": 1}, perf["engine"], "",
+                        dict(FIXED_MACHINE), perf)
+    loss = approx_loss_profile(graph)
+    project.add_profile("loss", "approx", {"method": "approx"}, "approx", "", dict(FIXED_MACHINE), loss)
+    for entry in project.profiles:
+        entry.created = FIXED_TIME
+    project.save()
+    return project
+
+
+async def capture(out: Path) -> list[Path]:
+    from sparsify_tui.tui.app import SparsifyApp
+
+    written: list[Path] = []
+    project = build_demo(Path(os.environ["SPARSIFY_TUI_HOME"]) / "projects" / "demo")
+
+    async def settle(app, pilot):
+        for _ in range(3):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+
+    def save(app, name: str) -> None:
+        app.save_screenshot(f"{name}.svg", path=str(out))
+        written.append(out / f"{name}.svg")
+
+    # home (the demo project is in the recent list)
+    app = SparsifyApp(machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        save(app, "home")
+        await pilot.press("n")
+        await pilot.pause()
+        app.screen.query_one("#model-path").value = str(project.model_path)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        app.screen.query_one("#name").value = "my model"
+        app.screen.query_one("#directory").value = "~/sparsify/projects/my-model"
+        await pilot.pause()
+        save(app, "setup")
+
+    app = SparsifyApp(project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        save(app, "overview")
+        await pilot.press("l")
+        await settle(app, pilot)
+        await pilot.press("down", "down")
+        await pilot.pause(0.3)
+        save(app, "layers")
+        await pilot.press("t", "t", "t", "t", "t", "t", "b", "b")  # 90 % sparsity, perf sensitivity bars
+        await pilot.press("s", "s", "s", "s", "s", "s", "s")  # sort by perf sensitivity, descending
+        await pilot.pause(0.3)
+        save(app, "layers-sparsity")
+        await pilot.press("g")
+        await pilot.pause()
+        save(app, "layers-by-op-type")
+        await pilot.press("g", "f1")
+        await pilot.pause()
+        save(app, "help")
+        await pilot.press("escape", "ctrl+p")
+        await pilot.pause(0.3)
+        save(app, "command-palette")
+
+    app = SparsifyApp(project, machine=FIXED_MACHINE, initial="layers")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        save(app, "layers-80x24")
+    project.close()
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "screenshots"))
+    parser.add_argument("--no-png", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sparsify-shots-") as tmp:
+        os.environ["SPARSIFY_TUI_HOME"] = tmp
+        os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+        svgs = asyncio.run(capture(out))
+    rsvg = shutil.which("rsvg-convert")
+    for svg in svgs:
+        print(svg.relative_to(out.parent) if out.parent in svg.parents else svg)
+        if rsvg and not args.no_png:
+            png = svg.with_suffix(".png")
+            subprocess.run([rsvg, str(svg), "-o", str(png)], check=True)
+            print(png.relative_to(out.parent) if out.parent in png.parents else png)
+    if not rsvg and not args.no_png:
+        print("rsvg-convert not found (apt-get install librsvg2-bin): SVG only", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
