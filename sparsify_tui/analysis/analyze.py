@@ -237,7 +237,81 @@ def _constant_node_info(node) -> tuple[list[int], int, Any] | None:
     return None
 
 
+# ---------------------------------------------------------------- missing shapes
+_SAME_SHAPE = {
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
+    "Softplus", "Softsign", "Gelu", "Mish", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Ceil",
+    "Floor", "Round", "Sign", "Not", "Clip", "Softmax", "LogSoftmax", "Hardmax", "BatchNormalization",
+    "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization", "LRN", "Cast",
+    "CastLike", "Identity", "Dropout", "QuantizeLinear", "DequantizeLinear", "Shrink", "ThresholdedRelu",
+    "IsNaN", "IsInf", "CumSum", "Trilu",
+}
+_BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
+              "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "BitShift"}
+
+
+def _concrete(s: Any) -> bool:
+    return isinstance(s, list) and all(isinstance(d, int) for d in s)
+
+
+def _fill_missing(node, in_shapes: list[Any], out_shapes: list[Any], shapes: dict[str, Any]) -> list[Any]:
+    """Shapes onnx's inference left unknown, for ops whose rule is obvious (and Loop-carried state)."""
+    op = node.op_type
+    out = list(out_shapes)
+    guess: list[Any] = [None] * len(out)
+    if op in _SAME_SHAPE and in_shapes and _concrete(in_shapes[0]):
+        guess[0] = list(in_shapes[0])
+    elif op in _BROADCAST and in_shapes and all(_concrete(s) for s in in_shapes if s is not None) \
+            and all(s is not None for s in in_shapes):
+        try:
+            guess[0] = [int(d) for d in np.broadcast_shapes(*[tuple(s) for s in in_shapes])]
+        except ValueError:
+            pass
+    elif op == "Loop":
+        # outputs: final values of the loop-carried state (inputs 2...), then scan outputs
+        carried = in_shapes[2:]
+        for k, s in enumerate(carried[: len(out)]):
+            if _concrete(s):
+                guess[k] = list(s)
+    for k, o in enumerate(node.output):
+        if o and not _concrete(out[k]) and guess[k] is not None:
+            out[k] = guess[k]
+            shapes[o] = guess[k]
+    return out
+
+
 # ---------------------------------------------------------------- the walk
+def _topological(g, available: set[str]) -> list:
+    """The graph's nodes in execution order (ONNX requires it; a few exporters don't comply)."""
+    nodes = list(g.node)
+    seen = set(available)
+    ok = True
+    for n in nodes:
+        if any(i and i not in seen for i in n.input):
+            ok = False
+            break
+        seen.update(n.output)
+    if ok:
+        return nodes
+    produced = {o for n in nodes for o in n.output if o}
+    ready = set(available) | {i for n in nodes for i in n.input if i and i not in produced}
+    order: list = []
+    pending = nodes
+    while pending:
+        rest = []
+        for n in pending:
+            if all((not i) or i in ready for i in n.input):
+                order.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):  # a cycle or a dangling input: keep file order for the rest
+            order.extend(rest)
+            break
+        pending = rest
+    return order
+
+
 class _Walker:
     def __init__(self, skel: Skeleton, label: str):
         self.skel = skel
@@ -271,7 +345,7 @@ class _Walker:
         for t in g.initializer:
             kind = "graph_input" if (main and t.name in input_names) else "initializer"
             consts[t.name] = Const(kind, t.name, path, [int(d) for d in t.dims], t.data_type, proto=t)
-        for node in g.node:
+        for node in _topological(g, set(consts) | set(shapes) | input_names):
             self.visit(node, path, consts, shapes)
 
     def _fold(self, node, consts: dict[str, Const], shapes: dict[str, Any], path: str) -> None:
@@ -359,6 +433,8 @@ class _Walker:
 
         in_shapes_all = [(shapes.get(i) if i else None) for i in node.input]
         out_shapes = [(shapes.get(o) if o else None) for o in node.output]
+        if any(o and not _concrete(s) for o, s in zip(node.output, out_shapes)):
+            out_shapes = _fill_missing(node, in_shapes_all, out_shapes, shapes)
         act_shapes = [s for i, s in zip(node.input, in_shapes_all) if i and i not in consts]
         layer = Layer(
             id=lid, name=node.name or lid, op_type=op, depth=depth, domain=domain, graph_path=path,
@@ -541,6 +617,18 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
             + "; ".join(assumed_notes) + "."
         )
 
+    # ---- execution order (onnx's inference needs it too)
+    ordered = _topological(g, {vi.name for vi in g.input} | init_names)
+    if [id(n) for n in ordered] != [id(n) for n in g.node]:
+        copies = []
+        for n in ordered:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            copies.append(c)
+        del g.node[:]
+        g.node.extend(copies)
+        notes.append("The file's nodes were not in execution order; they are analysed in that order.")
+
     # ---- shape inference on the weight-free skeleton
     out_elem = {}
     for vo in g.output:
@@ -625,13 +713,23 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         mg._loader = lambda: onnx.load_from_string(bytes(source))
     else:
         p = skel.path
-        mg._loader = lambda: _load_full(p, label)
+        stamp = skel.stamp
+        mg._loader = lambda: _load_full(p, label, stamp)
     return mg
 
 
-def _load_full(path: str, label: str):
+def _load_full(path: str, label: str, stamp: tuple = ()):
+    import os
+
     import onnx
 
+    from sparsify_tui.analysis.loader import file_stamp
+
+    try:
+        if stamp and file_stamp(os.stat(path)) != stamp:
+            raise ModelError(f"{label} changed since it was analysed; analyse it again")
+    except OSError:
+        raise ModelError(f"{label} is gone since it was analysed") from None
     try:
         return onnx.load(path)
     except Exception as exc:  # pragma: no cover - the skeleton already parsed

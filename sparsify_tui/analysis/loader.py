@@ -64,6 +64,11 @@ class RawRef:
     offset: int
     length: int
     external: bool = False
+    stamp: tuple = ()  # (inode, size, mtime_ns) of the file when analysed
+
+
+def file_stamp(st: os.stat_result) -> tuple:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Skeleton:
     path: str = ""
     file_size: int = 0
     buffer: Any = None  # the mmap (or bytes) the offsets refer to; closed by close()
+    stamp: tuple = ()  # (inode, size, mtime_ns) of the file when read
 
     def close(self) -> None:
         buf = self.buffer
@@ -154,7 +160,8 @@ def _fields(buf, pos: int, end: int):
         raise _Truncated()
 
 
-def _strip_tensor(buf, vstart: int, vend: int, base_file: str, raw: dict[str, RawRef]) -> bytes | None:
+def _strip_tensor(buf, vstart: int, vend: int, base_file: str, raw: dict[str, RawRef],
+                  stamp: tuple = ()) -> bytes | None:
     """A TensorProto's bytes without a large raw_data field (None: keep as is)."""
     name = None
     raw_span = None
@@ -166,16 +173,16 @@ def _strip_tensor(buf, vstart: int, vend: int, base_file: str, raw: dict[str, Ra
     if raw_span is None or name is None:
         return None
     start, a, b = raw_span
-    raw[name] = RawRef(base_file, a, b - a)
+    raw[name] = RawRef(base_file, a, b - a, stamp=stamp)
     return bytes(buf[vstart:start]) + bytes(buf[b:vend])
 
 
-def _strip_graph(buf, vstart: int, vend: int, base_file: str, raw: dict[str, RawRef]) -> bytes:
+def _strip_graph(buf, vstart: int, vend: int, base_file: str, raw: dict[str, RawRef], stamp: tuple = ()) -> bytes:
     parts: list[bytes] = []
     copy_from = vstart
     for fnum, wt, start, a, b in _fields(buf, vstart, vend):
         if fnum == 5 and wt == 2:  # initializer
-            stripped = _strip_tensor(buf, a, b, base_file, raw)
+            stripped = _strip_tensor(buf, a, b, base_file, raw, stamp)
             if stripped is not None:
                 parts.append(bytes(buf[copy_from:start]))
                 parts.append(b"\x2a" + _enc_varint(len(stripped)) + stripped)  # field 5, wire type 2
@@ -184,14 +191,14 @@ def _strip_graph(buf, vstart: int, vend: int, base_file: str, raw: dict[str, Raw
     return b"".join(parts)
 
 
-def _strip_model(buf, size: int, base_file: str, raw: dict[str, RawRef]) -> bytes:
+def _strip_model(buf, size: int, base_file: str, raw: dict[str, RawRef], stamp: tuple = ()) -> bytes:
     parts: list[bytes] = []
     copy_from = 0
     seen_graph = False
     for fnum, wt, start, a, b in _fields(buf, 0, size):
         if fnum == 7 and wt == 2:  # graph
             seen_graph = True
-            g = _strip_graph(buf, a, b, base_file, raw)
+            g = _strip_graph(buf, a, b, base_file, raw, stamp)
             parts.append(bytes(buf[copy_from:start]))
             parts.append(b"\x3a" + _enc_varint(len(g)) + g)  # field 7, wire type 2
             copy_from = b
@@ -233,7 +240,8 @@ def load_skeleton(source: Any) -> Skeleton:
     except OSError as exc:
         raise ModelError(f"{label} cannot be read: {exc.strerror or exc}") from None
     with f:
-        size = os.fstat(f.fileno()).st_size
+        st = os.fstat(f.fileno())
+        size = st.st_size
         if size == 0:
             raise ModelError(f"{label} is empty (0 bytes), not an ONNX model")
         try:
@@ -241,10 +249,10 @@ def load_skeleton(source: Any) -> Skeleton:
         except (OSError, ValueError):  # e.g. a pipe or a special file
             buf = f.read()
             size = len(buf)
-    return _from_buffer(buf, size, label, str(path.resolve()), path)
+    return _from_buffer(buf, size, label, str(path.resolve()), path, file_stamp(st))
 
 
-def _from_buffer(buf, size: int, label: str, abs_path: str, path: Path | None) -> Skeleton:
+def _from_buffer(buf, size: int, label: str, abs_path: str, path: Path | None, stamp: tuple = ()) -> Skeleton:
     import onnx
 
     what = _describe_magic(bytes(buf[:16]))
@@ -253,7 +261,7 @@ def _from_buffer(buf, size: int, label: str, abs_path: str, path: Path | None) -
         raise ModelError(f"{label} is {what}, not an ONNX model")
     raw: dict[str, RawRef] = {}
     try:
-        skel_bytes = _strip_model(buf, size, abs_path, raw)
+        skel_bytes = _strip_model(buf, size, abs_path, raw, stamp)
     except _Truncated:
         _close(buf)
         raise ModelError(f"{label} is truncated or corrupt: its data ends in the middle of a record") from None
@@ -269,7 +277,7 @@ def _from_buffer(buf, size: int, label: str, abs_path: str, path: Path | None) -
     if model.ir_version <= 0 or (len(model.graph.node) == 0 and len(model.graph.input) == 0):
         _close(buf)
         raise ModelError(f"{label} is not an ONNX model (no IR version or no graph)")
-    skel = Skeleton(model=model, raw=raw, path=abs_path, file_size=size, buffer=buf)
+    skel = Skeleton(model=model, raw=raw, path=abs_path, file_size=size, buffer=buf, stamp=stamp)
     if path is not None:
         _attach_external(skel, label, path)
     else:
@@ -300,7 +308,8 @@ def _attach_external(skel: Skeleton, label: str, path: Path) -> None:
             raise ModelError(f"{label} needs its external data file {loc!r}, which is missing next to it")
         try:
             offset = int(info.get("offset", 0))
-            ext_size = ext.stat().st_size
+            ext_st = ext.stat()
+            ext_size = ext_st.st_size
             length = int(info["length"]) if "length" in info else ext_size - offset
         except ValueError:
             raise ModelError(f"{label}: initializer {t.name!r} has a malformed external-data offset or length") from None
@@ -308,7 +317,7 @@ def _attach_external(skel: Skeleton, label: str, path: Path) -> None:
             raise ModelError(
                 f"{label}: external data file {loc!r} is too short for initializer {t.name!r} (truncated?)"
             )
-        skel.raw[t.name] = RawRef(str(ext), offset, length, external=True)
+        skel.raw[t.name] = RawRef(str(ext), offset, length, external=True, stamp=file_stamp(ext_st))
 
 
 # ---------------------------------------------------------------- reading tensors
@@ -368,6 +377,8 @@ def read_raw(ref: RawRef, data_type: int, dims: list[int]) -> np.ndarray:
     arr = np.empty(ref.length // dt.itemsize, dtype=dt)
     try:
         with open(ref.file, "rb") as f:
+            if ref.stamp and file_stamp(os.fstat(f.fileno())) != ref.stamp:
+                raise ModelError(f"{ref.file} changed since it was analysed; analyse it again")
             f.seek(ref.offset)
             n = f.readinto(memoryview(arr).cast("B"))
     except OSError as exc:

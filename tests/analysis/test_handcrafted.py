@@ -430,3 +430,39 @@ def test_parse_input_shapes():
             parse_input_shapes([bad])
     with pytest.raises(InputShapeError):
         parse_input_shapes(["x=1,2", "x=1,3"])
+
+
+def test_loop_body_layers_and_unsorted_nodes(tmp_path):
+    # Loop body: y = MatMul(x_carried, W_body) with W_body a body initializer; 3 iterations
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("MatMul", ["h_in", "w_body"], ["h_out"], name="body_mm")],
+        "body",
+        [vi("iter", [], T.INT64), vi("cond_in", [], T.BOOL), vi("h_in", [2, 8])],
+        [vi("cond_out", [], T.BOOL), vi("h_out", [2, 8])],
+        initializer=[init("w_body", rand(8, 8))])
+    nodes = [
+        # deliberately out of order: the Relu consumes the Loop's output but comes first
+        helper.make_node("Relu", ["h_final"], ["y"], name="relu"),
+        helper.make_node("Loop", ["trips", "cond", "h0"], ["h_final"], body=body, name="loop"),
+    ]
+    p = save(tmp_path, nodes, [vi("h0", [2, 8])], [vi("y", None)],
+             [init("trips", np.array(3, np.int64)), init("cond", np.array(True))])
+    g = analyze(p)
+    assert [layer.id for layer in g.layers] == ["h_final", "cond_out", "h_out", "y"]
+    mm = g.layer("h_out")
+    assert mm.graph_path == "loop/body" and mm.prunable and mm.flops == 2 * 2 * 8 * 8
+    assert g.layer("y").flops == 16
+    assert g.params == 64
+    assert any("Loop/Scan" in n for n in g.notes)
+
+
+def test_changed_file_is_detected_before_reading_weights(tmp_path):
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)
+    p = save(tmp_path, [node], [vi("x", [1, 128])], [vi("y", None)], [init("w", rand(64, 128))])
+    g = analyze(p)
+    save(tmp_path, [node], [vi("x", [1, 128])], [vi("y", None)], [init("w", rand(32, 128))])
+    with pytest.raises(ModelError, match="changed since it was analysed"):
+        read_weight(g, "y")
+    with pytest.raises(ModelError, match="changed since it was analysed"):
+        g.model
