@@ -97,7 +97,9 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
+import functools
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,6 +412,17 @@ def _holder_sentence(info: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- the project
+def _serialized(method: Callable) -> Callable:
+    """Run a mutating method under the project's thread lock (TUI workers share one Project)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Project", *args: Any, **kwargs: Any) -> Any:
+        with self._mutex:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Project:
     """A project directory: ``project.toml``, the model, ``profiles/*.json``, ``optimizations/*.json``.
 
@@ -443,6 +456,8 @@ class Project:
         self._opt_written: dict[str, str] = {}  # file -> JSON text last written/read
         self._bad_opt_entries: list[dict[str, Any]] = []  # unreadable [[optimizations]] rows, kept
         self._problems: dict[str, str] = {}
+        self._mutex = threading.RLock()  # one save at a time when threads share the project
+        self._stamp: tuple[int, int, int] | None = None  # project.toml as last read/written by us
         self._profile_check_cache: dict[str, tuple[Any, str | None]] = {}
 
     # ------------------------------------------------------------ paths
@@ -644,9 +659,12 @@ class Project:
         restore = (f"restore the backup with: cp {self.backup_path} {path}" if self.backup_path.exists()
                    else "no backup exists: fix it by hand")
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
         except OSError as exc:
             raise ProjectError(f"cannot read {path}: {exc.strerror or exc}") from None
+        self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -881,6 +899,7 @@ class Project:
                        "the project is open read-only")
             raise ReadOnlyProjectError(f"cannot save {self.toml_path}: {why}")
 
+    @_serialized
     def save(self, *, _touch: bool = True) -> None:
         """Write project.toml atomically (and changed optimization files); the old one becomes project.toml.bak.
 
@@ -911,7 +930,13 @@ class Project:
                 if self._opt_written.get(f) != otext:
                     self._write(self.dir / f, otext)
                     self._opt_written[f] = otext
+            self._keep_outside_edit()
             self._write(self.toml_path, text, backup=True)
+            try:
+                st = self.toml_path.stat()
+                self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+            except OSError:  # pragma: no cover
+                self._stamp = None
         except BaseException:
             self.modified = old_modified
             raise
@@ -922,6 +947,29 @@ class Project:
             if f not in keep:
                 self._opt_written.pop(f, None)
                 self._remove_owned(f, OPTIMIZATIONS_DIR)
+
+    def _keep_outside_edit(self) -> None:
+        """If project.toml was changed by someone else since we read it, keep that version aside."""
+        try:
+            st = self.toml_path.stat()
+        except OSError:
+            return
+        if self._stamp is None or (st.st_ino, st.st_size, st.st_mtime_ns) == self._stamp:
+            return
+        aside = self.dir / f"{PROJECT_FILE}.outside-edit"
+        try:
+            fsutil.atomic_write_bytes(aside, self.toml_path.read_bytes())
+        except OSError:
+            return
+        self.notices.append(f"{self.toml_path} was changed outside this program while it was open; "
+                            f"that version is kept as {aside}")
+
+    def reload(self) -> None:
+        """Read project.toml again (e.g. after another process saved it); the lock is kept."""
+        with self._mutex:
+            keep = [n for n in self.notices if n.startswith("opened read-only")]
+            self.notices = keep
+            self._load()
 
     def _write(self, path: Path, text: str, *, backup: bool = False) -> None:
         try:
@@ -991,6 +1039,7 @@ class Project:
             n += 1
         return f"{prefix}-{n}"
 
+    @_serialized
     def add_profile(self, kind: str, name: str | None, settings: dict[str, Any], engine: str, engine_version: str,
                     machine: dict[str, Any] | None, data: dict[str, Any]) -> ProfileEntry:
         """Store a profile: ``profiles/<id>.json`` (atomic), then project.toml.
@@ -1039,6 +1088,7 @@ class Project:
                 self._remove_owned(e.file, PROFILES_DIR)
         return entry
 
+    @_serialized
     def remove_profile(self, entry_or_id: ProfileEntry | str) -> None:
         """Remove a profile from project.toml and delete its file."""
         self._check_writable()
@@ -1123,6 +1173,7 @@ class Project:
                 return opt
         return None
 
+    @_serialized
     def set_optimization(self, opt: dict[str, Any]) -> None:
         """Add or replace the optimization named ``opt["name"]`` (position kept on replace), then save()."""
         self._check_writable()
@@ -1145,6 +1196,7 @@ class Project:
             self.optimizations = old
             raise
 
+    @_serialized
     def remove_optimization(self, name: str) -> None:
         """Remove the optimization named ``name`` (ProjectError if there is none), then save()."""
         self._check_writable()

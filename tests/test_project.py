@@ -807,3 +807,38 @@ def test_cli_new_subprocess_prints_path(tmp_path, corpus):
     q = Project.open(path)
     assert q.linked and q.model_path == corpus.path("mobilenetv3").resolve()
     q.close()
+
+
+def test_edit_outside_while_open_is_kept_aside(project):
+    toml = project.dir / "project.toml"
+    time.sleep(0.01)
+    edited = toml.read_text().replace('name = "tiny"', 'name = "renamed by hand"')
+    toml.write_text(edited)
+    project.description = "saved by the program"
+    project.save()
+    aside = project.dir / "project.toml.outside-edit"
+    assert aside.read_text() == edited
+    assert any("changed outside" in n for n in project.notices)
+    project.reload()
+    assert project.name == "tiny" and project.description == "saved by the program"
+    project.save()  # no new outside edit: nothing more kept aside, no new notice
+    assert sum("changed outside" in n for n in project.notices) == 0
+
+
+def test_threads_sharing_a_project_do_not_lose_profiles(project):
+    import threading
+
+    def worker(k):
+        for i in range(5):
+            add_perf(project, name=f"t{k}-{i}", settings={"batch_size": 1, "k": k, "i": i})
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    project.close()
+    q = Project.open(project.dir)
+    assert sorted(e.name for e in q.profiles) == sorted(f"t{k}-{i}" for k in range(3) for i in range(5))
+    assert len({e.id for e in q.profiles}) == 15 and q.profile_problems() == {}
+    q.close()
