@@ -61,6 +61,7 @@ class Const:
     proto: Any = None  # TensorProto holding the data (when in the skeleton), or the Constant/COS node
     transform: list[str] = field(default_factory=list)
     root: "Const | None" = None  # derived: the source constant
+    zero_point: Any = None  # (Const, axis) of the DequantizeLinear zero point on the way, if any
 
     @property
     def source(self) -> "Const":
@@ -382,8 +383,15 @@ class _Walker:
             if all((not i) or i in consts for i in node.input):
                 src = consts[node.input[0]]
                 root = src.source
+                zp = src.zero_point
+                if op == "DequantizeLinear" and len(node.input) > 2 and node.input[2]:
+                    axis = 1
+                    for a in node.attribute:
+                        if a.name == "axis":
+                            axis = int(a.i)
+                    zp = (consts[node.input[2]], axis)
                 consts[out] = Const("derived", root.name, root.graph_path, root.dims, root.data_type,
-                                    transform=list(src.transform) + [op], root=root)
+                                    transform=list(src.transform) + [op], root=root, zero_point=zp)
 
     def _count_param(self, c: Const, layer: Layer) -> None:
         key = c.key
@@ -394,7 +402,8 @@ class _Walker:
         layer.params += n
         self.params += n
 
-    def _zeros(self, c: Const) -> tuple[int, int]:
+    def _zeros(self, c: Const, zero_point: Any = None) -> tuple[int, int]:
+        """(elements, zeros) of a weight; for quantized weights a zero is a stored zero point."""
         src = c.source
         n = prod(src.dims) if src.dims is not None else 0
         if src.kind == "constant_of_shape":
@@ -415,6 +424,20 @@ class _Walker:
             arr = _const_value(src)
         if arr is None:
             return n, 0
+        zp = zero_point if zero_point is not None else c.zero_point
+        if zp is not None:
+            zc, axis = zp
+            zv = _const_value(zc)
+            if zv is not None and np.any(zv != 0):
+                try:
+                    full = arr.reshape(src.dims)
+                    if zv.size > 1:
+                        shape = [1] * full.ndim
+                        shape[axis % full.ndim] = zv.size
+                        zv = zv.reshape(shape)
+                    return n, int(np.count_nonzero(full == zv.astype(full.dtype)))
+                except (ValueError, TypeError):
+                    return n, count_zeros(arr)
         return n, count_zeros(arr)
 
     def visit(self, node, path: str, consts: dict[str, Const], shapes: dict[str, Any]) -> None:
@@ -471,7 +494,13 @@ class _Walker:
             self._count_param(c, layer)
             key = c.key
             if key not in self.prunable_keys:
-                self.prunable_keys[key] = self._zeros(c)
+                # integer ops carry the weight's zero point as an input
+                zk = {"ConvInteger": 3, "QLinearConv": 5, "QLinearMatMul": 5 if widx == 3 else 2,
+                      "MatMulInteger": 3 if widx == 1 else 2}.get(op)
+                zp = None
+                if zk is not None and zk < len(node.input) and node.input[zk] in consts:
+                    zp = (consts[node.input[zk]], 0)
+                self.prunable_keys[key] = self._zeros(c, zp)
             n, z = self.prunable_keys[key]
             layer.sparsity = (z / n) if n else 0.0
             bidx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8}.get(op)

@@ -96,7 +96,7 @@ def print_human(graph, machine: dict[str, Any], *, show_all: bool, out=None) -> 
             _shape(layer.weight_shape) if layer.weight_shape else "", _key_attrs(layer.attributes),
             _pct(layer.sparsity) if layer.prunable else "",
         ])
-    print_table(["Depth", "Layer", "Op", "Params", "FLOPs", "Input", "Output", "Weight", "Attributes", "Sparsity"],
+    print_table(["Layer Depth", "Name", "Op", "Params", "FLOPs", "Input", "Output", "Weight", "Attributes", "Sparsity"],
                 rows, right=(0, 3, 4, 9), file=out)
     if len(layers) < len(graph.layers):
         p(f"... {len(graph.layers) - len(layers)} more layers (use --all to list every layer)")

@@ -187,9 +187,10 @@ def print_quant(doc: dict, file=None) -> None:
     print(file=file)
     rows = []
     for r in doc.get("layers") or []:
+        what = r.get("skipped") or ("weights + activation" if r.get("activation_quantized") else "weights only")
         rows.append([r.get("rank") if r.get("rank") is not None else "-", r["id"][:60], r.get("op_type", ""),
-                     _fmt(r.get("sensitivity")), _fmt(r.get("weight_only")), r.get("skipped", "")])
-    print_table(["Rank", "Layer", "Op", "Sensitivity", "Weights only", ""], rows, right=(0, 3, 4), file=file)
+                     _fmt(r.get("sensitivity")), what])
+    print_table(["Rank", "Layer", "Op", "Sensitivity", "Quantized"], rows, right=(0, 3), file=file)
 
 
 def run_quant(args: argparse.Namespace) -> int:

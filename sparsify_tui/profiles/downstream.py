@@ -45,6 +45,7 @@ from sparsify_tui.errors import EngineError
 from sparsify_tui.profiles.sensitivity import FedWeight, _ort, session_options
 
 _STRIP = 1024
+_EMPTY_F32 = np.empty((0,), dtype=np.float32)
 
 
 def _subgraphs(node):
@@ -123,6 +124,9 @@ class Cut:
     out_names: list[str]  # the If node's output names (what to fetch)
     boundary: list[str]  # original activation names fed from the dense run
     cond: str
+    act_input: str | None = None  # (act_qdq) original name of the layer's activation input
+    act_scale: str | None = None  # (act_qdq) fed input names of the fake-quant scale / zero point
+    act_zp: str | None = None
 
 
 @dataclass
@@ -134,7 +138,9 @@ class DownstreamModel:
     """See the module doc. ``run_dense(sample)`` then ``run_cut(layer_id, sample_index, weight)``."""
 
     def __init__(self, model_path: str | os.PathLike, graph, *, cores: int | None = None,
-                 layer_ids: Iterable[str] | None = None, model=None) -> None:
+                 layer_ids: Iterable[str] | None = None, model=None, act_qdq: bool = False) -> None:
+        """``act_qdq``: also fake-quantize (uint8, per tensor) the studied layer's activation input
+        with a scale and zero point fed per run (:meth:`run_cut` ``act=(scale, zero_point)``)."""
         import onnx
         from onnx import helper, numpy_helper
 
@@ -279,8 +285,46 @@ class DownstreamModel:
                     boundary.add(t)
             for b in boundary:
                 mapping[b] = b + "__sparsify_bnd"
+            layer_copy = None
+            act_orig = None
+            if act_qdq and site.graph_path == "" and layer.id in producer and producer[layer.id] in copy_idx:
+                layer_copy = copies[copy_idx.index(producer[layer.id])]
+                weight_side = {ref.name} | {o for ci in chain for o in nodes[ci].output}
+                cands = [t for j, t in enumerate(layer_copy.input[:2]) if t and t not in weight_side]
+                if layer.op_type in ("Conv", "ConvTranspose"):
+                    cands = [layer_copy.input[0]] if layer_copy.input[0] not in weight_side else []
+                if cands and self._types.get(cands[0]) == onnx.TensorProto.FLOAT:
+                    act_orig = cands[0]
             for c in copies:
                 _rename_node(c, mapping)
+            act_scale = act_zp = None
+            if act_orig is not None and layer_copy is not None:
+                # y = (clip(floor(x / s + zp + 0.5), 0, 255) - zp) * s : uint8 fake quantization with
+                # float ops only (works in every opset)
+                x = mapping.get(act_orig, act_orig)
+                act_scale, act_zp = f"qscale{sfx}", f"qzp{sfx}"
+                t = [f"{x}{sfx}__fq{i}" for i in range(6)]
+                half = f"qhalf{sfx}"
+                qnodes = [
+                    helper.make_node("Constant", [], [half], value=numpy_helper.from_array(np.array(0.5, np.float32), "")),
+                    helper.make_node("Div", [x, act_scale], [t[0]]),
+                    helper.make_node("Add", [t[0], act_zp], [t[1]]),
+                    helper.make_node("Add", [t[1], half], [t[2]]),
+                    helper.make_node("Floor", [t[2]], [t[3]]),
+                    self._clip_node(model, t[3], t[4], 0.0, 255.0, sfx),
+                ]
+                flat_nodes = []
+                for n in qnodes:
+                    flat_nodes.extend(n if isinstance(n, list) else [n])
+                qnodes = flat_nodes
+                sub_out = f"{x}{sfx}__fq_sub"
+                qnodes.append(helper.make_node("Sub", [t[4], act_zp], [sub_out]))
+                qnodes.append(helper.make_node("Mul", [sub_out, act_scale], [t[5]]))
+                for j, inp in enumerate(layer_copy.input):
+                    if inp == x:
+                        layer_copy.input[j] = t[5]
+                pos = copies.index(layer_copy)
+                copies[pos:pos] = qnodes
             outs = [o for o in model_outputs if o in defined]
             if not outs:
                 self.skipped[layer.id] = "no model output depends on it"
@@ -300,7 +344,11 @@ class DownstreamModel:
             new_inputs.append(helper.make_tensor_value_info(
                 fed_name, helper.np_dtype_to_tensor_dtype(dense.dtype), None))
             boundary_all.update(boundary)
-            cut = Cut(suffix_n, fed_name, [layer.id], outs, out_names, sorted(boundary), cond)
+            cut = Cut(suffix_n, fed_name, [layer.id], outs, out_names, sorted(boundary), cond,
+                      act_orig if act_scale else None, act_scale, act_zp)
+            if act_scale:
+                new_inputs.append(helper.make_tensor_value_info(act_scale, onnx.TensorProto.FLOAT, None))
+                new_inputs.append(helper.make_tensor_value_info(act_zp, onnx.TensorProto.FLOAT, None))
             by_weight[ref.name] = cut
             self.layer_cut[layer.id] = cut
             fw = FedWeight(fed_name, ref.name, np.ascontiguousarray(dense), [layer.id])
@@ -380,6 +428,21 @@ class DownstreamModel:
                     return
 
     @staticmethod
+    def _clip_node(model, x: str, y: str, lo: float, hi: float, sfx: str):
+        """Clip(x) to [lo, hi] in the model's opset (attributes before opset 11, inputs after)."""
+        from onnx import helper, numpy_helper
+
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        if opset < 11:
+            return helper.make_node("Clip", [x], [y], min=lo, max=hi)
+        lo_n, hi_n = f"qlo{sfx}", f"qhi{sfx}"
+        return [
+            helper.make_node("Constant", [], [lo_n], value=numpy_helper.from_array(np.array(lo, np.float32), "")),
+            helper.make_node("Constant", [], [hi_n], value=numpy_helper.from_array(np.array(hi, np.float32), "")),
+            helper.make_node("Clip", [x, lo_n, hi_n], [y]),
+        ]
+
+    @staticmethod
     def _empty_branch(name: str, outs: list[str], types: dict, ranks: dict, sfx: str):
         from onnx import helper, numpy_helper
 
@@ -438,6 +501,9 @@ class DownstreamModel:
             feeds[cut.cond] = np.array(False)
             fw = self.weights[cut.fed_name]
             feeds[cut.fed_name] = np.empty((0,), dtype=fw.dense.dtype)
+            if cut.act_scale:
+                feeds[cut.act_scale] = _EMPTY_F32
+                feeds[cut.act_zp] = _EMPTY_F32
         for b in self.boundary:
             feeds[b + "__sparsify_bnd"] = self._empty_of(b)
         return feeds
@@ -461,12 +527,20 @@ class DownstreamModel:
         return [by_name[o] for o in self.model_outputs], {b: by_name[b] for b in self.boundary}
 
     def run_cut(self, layer_id: str, sample: dict[str, np.ndarray], boundary: dict[str, np.ndarray],
-                weight: np.ndarray) -> dict[str, np.ndarray]:
-        """The outputs downstream of ``layer_id`` with its weight replaced by ``weight`` ({output name: array})."""
+                weight: np.ndarray, act: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+        """The outputs downstream of ``layer_id`` with its weight replaced by ``weight`` ({output name: array}).
+
+        ``act``: (scale, zero point) of the activation fake quantization (models built with ``act_qdq``).
+        """
         cut = self.layer_cut[layer_id]
         feeds = self._base_feeds(sample)
         feeds[cut.cond] = np.array(True)
         feeds[cut.fed_name] = weight
+        if cut.act_scale:
+            if act is None:
+                raise ValueError(f"layer {layer_id!r} needs activation quantization parameters")
+            feeds[cut.act_scale] = np.array(act[0], dtype=np.float32)
+            feeds[cut.act_zp] = np.array(act[1], dtype=np.float32)
         for b in cut.boundary:
             feeds[b + "__sparsify_bnd"] = boundary[b]
         try:

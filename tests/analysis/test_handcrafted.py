@@ -466,3 +466,15 @@ def test_changed_file_is_detected_before_reading_weights(tmp_path):
         read_weight(g, "y")
     with pytest.raises(ModelError, match="changed since it was analysed"):
         g.model
+
+
+def test_quantized_sparsity_counts_the_zero_point(tmp_path):
+    """A dequantized weight is zero where the stored value equals its zero point."""
+    wq = np.full((4, 10), 128, np.uint8)
+    wq[:, :7] = RNG.integers(129, 255, size=(4, 7), dtype=np.uint8)  # 12 of 40 at the zero point 128
+    wq[0, 0] = 0  # a stored 0 is -128 * scale, not a zero
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"]), helper.make_node("MatMul", ["x", "w"], ["y"])]
+    inits = [init("wq", wq), init("s", np.array(0.1, np.float32)), init("z", np.array(128, np.uint8))]
+    p = save(tmp_path, nodes, [vi("x", [2, 4])], [vi("y", None)], inits)
+    g = analyze(p)
+    assert g.layer("y").sparsity == pytest.approx(12 / 40)

@@ -57,18 +57,22 @@ def keys_table(screen: Any, app: Any) -> Table:
     groups = [(getattr(screen, "PALETTE_GROUP", "") or "This screen", getattr(screen, "BINDINGS", [])),
               ("Everywhere", getattr(app, "BINDINGS", []))]
     for group, bindings in groups:
-        first = True
+        # one row per action: keys bound to the same action are listed together
+        rows: dict[tuple[str, str], list] = {}
         for b in bindings:
             if isinstance(b, tuple) or not b.description:
                 continue
-            k = (b.key, b.description)
-            if k in seen:
+            k = (b.action, b.description)
+            if (b.key, b.description) in seen:
                 continue
-            seen.add(k)
-            if first:
-                table.add_row(Text(group, style="underline"), "", "")
-                first = False
-            table.add_row(_key_name(b, app), b.description, b.tooltip or "")
+            seen.add((b.key, b.description))
+            rows.setdefault(k, []).append(b)
+        if rows:
+            table.add_row(Text(group, style="underline"), "", "")
+        for (_action, description), bs in rows.items():
+            keys = " / ".join(_key_name(b, app) for b in bs)
+            tooltip = next((b.tooltip for b in bs if b.tooltip), "")
+            table.add_row(keys, description, tooltip)
     table.add_row(Text("Everywhere", style="underline") if not seen else "", "", "")
     table.add_row("ctrl+p", "Command palette", "every action, searchable")
     table.add_row("ctrl+q", "Quit", "")

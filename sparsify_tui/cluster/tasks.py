@@ -1,0 +1,156 @@
+"""The code that runs on a benchmark server, inside a Ray worker.
+
+These are plain functions (no Ray import at module level); :mod:`.sweep` and
+:mod:`.servers` wrap them with ``ray.remote`` and pin them to a server's node.
+The server must have sparsify-tui (with the engines it offers) installed.
+
+* :func:`probe` — the server's machine summary (``machine_info()``), host
+  name and process id; used by ``cluster status`` and to plan a sweep.
+* :func:`measure` — one sweep job: writes the model bytes (which arrive from
+  Ray's object store) to a temporary file and runs exactly the same core
+  function as a local profile (``run_perf_profile`` / ``run_loss_profile`` /
+  ``run_quant_profile``, which measure in a child process). Returns the
+  profile document with the server's machine summary and the wall-clock
+  start and end of the measurement.
+
+A problem with the measurement itself (engine error, model the engine cannot
+run) is *returned* as ``{"error": ..., "error_type": ...}`` so the driver can
+tell it apart from a lost server (a Ray error), which it retries elsewhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def machine_summary() -> dict:
+    """``sparsify_tui.engines.machine.machine_info()`` of the machine this runs on."""
+    os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+    from sparsify_tui.engines.machine import machine_info
+
+    return dict(machine_info())
+
+
+def probe() -> dict:
+    """Who am I: machine summary, host name, pid, Ray node id."""
+    info: dict[str, Any] = {"hostname": socket.gethostname(), "pid": os.getpid()}
+    try:
+        import ray
+
+        info["node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - not inside Ray (unit use)
+        info["node_id"] = None
+    try:
+        info["machine"] = machine_summary()
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal for status
+        info["machine"] = None
+        info["error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def _call_with_known_kwargs(func, *args, **kwargs):
+    """Call ``func`` with only the keyword arguments its signature accepts."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return func(*args, **kwargs)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return func(*args, **kwargs)
+    return func(*args, **{k: v for k, v in kwargs.items() if k in params})
+
+
+def run_profile(model_path: Path, job: dict, cancel: threading.Event | None = None) -> dict:
+    """Run the local profile function that ``job["kind"]`` names on ``model_path``."""
+    kind = job.get("kind", "perf")
+    shapes = job.get("input_shapes") or None
+    if kind == "perf":
+        from sparsify_tui.profiles.perf import run_perf_profile
+
+        return run_perf_profile(
+            model_path,
+            engine=job.get("engine", "auto"),
+            batch_size=int(job.get("batch_size", 1)),
+            cores=job.get("cores"),
+            levels=job.get("levels"),
+            iterations=int(job.get("iterations", 10)),
+            warmup=int(job.get("warmup", 5)),
+            repeats=int(job.get("repeats", 3)),
+            input_shapes=shapes,
+            cancel=cancel,
+        )
+    if kind == "loss":
+        from sparsify_tui.profiles.loss import run_loss_profile
+
+        return _call_with_known_kwargs(
+            run_loss_profile, model_path, job.get("method", "one-shot"),
+            input_shapes=shapes, levels=job.get("levels"), cores=job.get("cores"), cancel=cancel,
+        )
+    if kind == "quant":
+        from sparsify_tui.profiles.quant import run_quant_profile
+
+        return _call_with_known_kwargs(
+            run_quant_profile, model_path, input_shapes=shapes, cores=job.get("cores"), cancel=cancel,
+        )
+    raise ValueError(f"unknown profile kind {kind!r}")
+
+
+def measure(model_bytes: bytes, job: dict) -> dict:
+    """One sweep job on this server (see the module docstring for the result)."""
+    os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+    from sparsify_tui.errors import SparsifyError
+
+    started = time.time()
+    out: dict[str, Any] = {"job": job, "hostname": socket.gethostname(), "pid": os.getpid()}
+    try:
+        import ray
+
+        out["node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001
+        out["node_id"] = None
+
+    box: dict[str, Any] = {}
+    cancel = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="sparsify-sweep-") as tmp:
+        model_path = Path(tmp) / "model.onnx"
+        model_path.write_bytes(model_bytes)
+
+        def work() -> None:
+            try:
+                box["profile"] = run_profile(model_path, job, cancel)
+            except BaseException as exc:  # noqa: BLE001 - handed to the task thread
+                box["exc"] = exc
+
+        # The measurement runs in a helper thread so that a Ray cancellation
+        # (KeyboardInterrupt in this thread) can stop the engine's child
+        # process cleanly through the runner's cancel event.
+        t = threading.Thread(target=work, name="sparsify-measure", daemon=True)
+        t.start()
+        try:
+            while t.is_alive():
+                t.join(0.2)
+        except BaseException:
+            cancel.set()
+            t.join(30)
+            raise
+    out["started"] = started
+    out["finished"] = time.time()
+    exc = box.get("exc")
+    if exc is not None:
+        if isinstance(exc, SparsifyError):
+            out["error"] = str(exc)
+            out["error_type"] = type(exc).__name__
+            return out
+        raise exc
+    try:
+        out["machine"] = machine_summary()
+    except Exception:  # noqa: BLE001
+        out["machine"] = (box["profile"] or {}).get("machine")
+    out["profile"] = box["profile"]
+    return out

@@ -1,0 +1,385 @@
+"""Quantization profile: each prunable layer's sensitivity to INT8, and the whole model quantized.
+
+**Per layer** (simulated, in one ONNX Runtime session): the layer alone is
+quantized as an INT8 kernel would see it, and the change of the model's
+outputs is measured on the samples like the loss profile does (KL divergence
+for probability / classification-logit outputs, normalized squared error
+otherwise; summed over outputs, averaged over samples):
+
+* its weight is quantize-dequantized **per output channel, symmetric, int8**:
+  ``scale_c = max|w_c| / 127``, ``w' = clip(round(w / scale_c), -127, 127) * scale_c``
+  (the channel axis is the output-channel axis of the stored tensor: 0 for
+  Conv and Gemm with transB=1, 1 for ConvTranspose and Gemm without transB,
+  the last axis for MatMul; per tensor when a Transpose/Reshape stands between
+  the stored tensor and the layer). A weight already stored as integers
+  behind DequantizeLinear is already quantized and is left as is.
+* its activation input is fake-quantized **per tensor, asymmetric uint8**,
+  calibrated on the samples: ``min``/``max`` of that input over all samples
+  (widened to include 0), ``scale = (max - min) / 255``,
+  ``zero_point = round(-min / scale)``; ``x' = (clip(floor(x/scale + zp + 0.5), 0, 255) - zp) * scale``.
+  This is inserted before the layer inside the model ONNX Runtime runs (float
+  ops, so it works in every opset). Layers inside If/Loop bodies, or with a
+  non-float32 activation, get the weight part only (``activation_quantized`` false).
+
+It uses the same single session as the loss profile
+(:class:`~sparsify_tui.profiles.downstream.DownstreamModel`: only the part of
+the model downstream of the layer runs; the reference is the dense model).
+
+**Whole model**: ONNX Runtime's ``quantize_static`` (QDQ format, per-channel
+int8 weights, uint8 activations, MinMax calibration with a
+``CalibrationDataReader`` over the samples); ``output_change`` is measured the
+same way against the fp32 model, and ``fp32_ms`` / ``int8_ms`` are medians of
+several timed runs of each model in this process with the same session
+options (``speedup = fp32_ms / int8_ms``). When ONNX Runtime cannot quantize
+the model, ``model`` holds ``error`` and the layers are still measured.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sparsify_tui.errors import ProfileError, UsageError
+from sparsify_tui.profiles import SCHEMA_VERSION
+from sparsify_tui.profiles.sensitivity import (
+    OUTPUT_CHANGE_HELP, check_cancel, classify_output, load_samples_for, output_change, sensitivity_ranks,
+    session_options,
+)
+
+QUANT_HELP = (
+    "INT8 sensitivity: the layer alone is quantized (weights per output channel, symmetric int8; its input "
+    "activation per tensor, uint8, calibrated on the samples' min/max) and the change of the model's outputs "
+    "is measured. " + OUTPUT_CHANGE_HELP
+)
+
+LATENCY_RUNS = 10
+LATENCY_WARMUP = 3
+
+
+# ---------------------------------------------------------------- weight fake quantization
+def weight_channel_axis(layer) -> int | None:
+    """Output-channel axis of the stored weight, or None for per-tensor."""
+    ref = layer.weight
+    transform = [t for t in (ref.transform if ref else []) if t not in ("Identity", "Cast")]
+    if transform:
+        return None
+    shape = layer.weight_shape or []
+    if not shape:
+        return None
+    op = layer.op_type
+    if op in ("Conv", "ConvInteger", "QLinearConv"):
+        return 0
+    if op == "ConvTranspose":
+        return 1 if len(shape) > 1 else 0
+    if op == "Gemm":
+        trans_b = int((layer.attributes or {}).get("transB", 0) or 0)
+        if layer.inputs and len(layer.inputs) > 1 and ref and layer.inputs[1] == ref.name:
+            return 0 if trans_b else (1 if len(shape) > 1 else 0)
+        return None
+    if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+        if layer.inputs and len(layer.inputs) > 1 and ref and layer.inputs[1] == ref.name:
+            return len(shape) - 1
+        return None
+    return None
+
+
+def fake_quant_weight(w: np.ndarray, axis: int | None) -> np.ndarray:
+    """Symmetric int8 quantize-dequantize, per channel along ``axis`` (per tensor when None)."""
+    w = np.asarray(w)
+    wf = w.astype(np.float64)
+    if axis is None or w.ndim == 0:
+        amax = np.max(np.abs(wf)) if wf.size else 0.0
+        scale = amax / 127.0
+        if scale == 0:
+            return w.copy()
+        return (np.clip(np.round(wf / scale), -127, 127) * scale).astype(w.dtype)
+    axis = axis % w.ndim
+    red = tuple(i for i in range(w.ndim) if i != axis)
+    amax = np.max(np.abs(wf), axis=red, keepdims=True) if wf.size else np.zeros([1] * w.ndim)
+    scale = amax / 127.0
+    safe = np.where(scale == 0, 1.0, scale)
+    q = np.clip(np.round(wf / safe), -127, 127) * safe
+    return np.where(scale == 0, wf, q).astype(w.dtype)
+
+
+def activation_qparams(lo: float, hi: float) -> tuple[float, float]:
+    """(scale, zero point) of asymmetric uint8 quantization of the range [lo, hi] (widened to include 0)."""
+    lo, hi = min(0.0, float(lo)), max(0.0, float(hi))
+    if hi - lo <= 0 or not np.isfinite(hi - lo):
+        return 1.0, 0.0
+    scale = (hi - lo) / 255.0
+    zp = float(np.clip(np.round(-lo / scale), 0, 255))
+    return float(np.float32(scale)), zp
+
+
+# ---------------------------------------------------------------- whole model
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over our samples."""
+
+    def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
+        self._it = iter(samples)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):  # pragma: no cover - not used by MinMax
+        pass
+
+
+def _median_ms(session, feeds, runs: int = LATENCY_RUNS, warmup: int = LATENCY_WARMUP) -> float:
+    for _ in range(warmup):
+        session.run(None, feeds)
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        session.run(None, feeds)
+        ts.append((time.perf_counter() - t) * 1000.0)
+    return float(np.median(ts))
+
+
+def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, cores: int | None = None,
+                         runs: int = LATENCY_RUNS) -> dict:
+    """Quantize with ONNX Runtime (QDQ, per channel) and measure output change and latency (see module doc)."""
+    import onnxruntime as ort
+
+    out: dict[str, Any] = {"method": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+                           "per_channel": True, "weight_type": "int8", "activation_type": "uint8"}
+    try:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    except ImportError as exc:  # pragma: no cover - part of onnxruntime
+        out["error"] = f"onnxruntime.quantization is unavailable: {exc}"
+        return out
+    with tempfile.TemporaryDirectory(prefix="sparsify-quant-") as d:
+        qpath = Path(d) / "model.int8.onnx"
+        try:
+            size = Path(model_path).stat().st_size
+            quantize_static(
+                str(model_path), str(qpath), _Reader(samples), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax, use_external_data_format=size > 1_800_000_000,
+            )
+        except Exception as exc:  # noqa: BLE001 - ORT's quantizer raises anything on unsupported models
+            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            out["error"] = f"{type(exc).__name__}: {msg}"
+            return out
+        try:
+            so = session_options(cores)
+            fp32 = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+            int8 = ort.InferenceSession(str(qpath), session_options(cores), providers=["CPUExecutionProvider"])
+            changes = []
+            for s in samples:
+                a = fp32.run(None, s)
+                b = int8.run(None, s)
+                changes.append(output_change(a, b, [classify_output(y) for y in a]))
+            out["output_change"] = float(np.mean(changes))
+            fp32_ms = _median_ms(fp32, samples[0], runs)
+            int8_ms = _median_ms(int8, samples[0], runs)
+            # once more in the other order: the machine warms up / throttles
+            fp32_ms = min(fp32_ms, _median_ms(fp32, samples[0], runs))
+            out.update({"fp32_ms": fp32_ms, "int8_ms": int8_ms,
+                        "speedup": fp32_ms / int8_ms if int8_ms > 0 else None,
+                        "timing_runs": runs, "int8_file_bytes": qpath.stat().st_size})
+        except Exception as exc:  # noqa: BLE001 - a quantized model ORT cannot run
+            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            out["error"] = f"the quantized model could not be run: {msg}"
+    return out
+
+
+# ---------------------------------------------------------------- per layer
+def compute_quant(
+    model_path: str | os.PathLike,
+    *,
+    data=None,
+    samples: int = 4,
+    input_shapes: dict[str, list[int]] | None = None,
+    on_progress: Callable[[dict], Any] | None = None,
+    on_partial: Callable[[dict], Any] | None = None,
+    cancel=None,
+    cores: int | None = None,
+    graph=None,
+    whole_model: bool = True,
+    latency_runs: int = LATENCY_RUNS,
+) -> dict:
+    """Measure the quantization profile in this process (the child process calls this)."""
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.profiles.downstream import DownstreamModel, _Unsupported
+    from sparsify_tui.profiles.sensitivity import MAX_CHANGE, WeightFedModel, one_output_change
+
+    t0 = time.perf_counter()
+    if graph is None:
+        graph = analyze(model_path, input_shapes=input_shapes or None)
+    layers = list(graph.prunable_layers)
+    sample_list = load_samples_for(model_path, graph, data=data, samples=samples, input_shapes=input_shapes)
+    notes: list[str] = []
+    mode = "downstream"
+    try:
+        impl: Any = DownstreamModel(model_path, graph, cores=cores, act_qdq=True)
+        impl.build_session()
+    except _Unsupported as exc:
+        mode = "full"
+        notes.append(f"downstream-only runs unavailable ({exc}); weights only, the whole model runs each time")
+        impl = WeightFedModel(model_path, graph, cores=cores)
+        impl.build_session()
+    dense: list[dict[str, np.ndarray]] = []
+    boundary: list[dict[str, np.ndarray]] = []
+    for s in sample_list:
+        if mode == "downstream":
+            outs, bnd = impl.run_dense(s)
+            dense.append(dict(zip(impl.model_outputs, outs)))
+            boundary.append(bnd)
+        else:
+            dense.append(dict(zip(impl.output_names, impl.run(s))))
+            boundary.append({})
+    names = list(dense[0]) if dense else []
+    kinds = {n: classify_output(dense[0][n]) for n in names}
+    total = len(layers) + (1 if whole_model else 0)
+    rows: list[dict[str, Any]] = []
+    done_weights: dict[str, dict] = {}
+    for i, layer in enumerate(layers):
+        check_cancel(cancel)
+        row: dict[str, Any] = {"id": layer.id, "name": layer.name, "op_type": layer.op_type, "depth": layer.depth}
+        fed = impl.layer_weight.get(layer.id)
+        if fed is None:
+            row.update({"sensitivity": None, "skipped": impl.skipped.get(layer.id, "not measurable")})
+            rows.append(row)
+            continue
+        fw = impl.weights[fed]
+        if fed in done_weights:  # a shared weight: same measurement
+            row.update({k: v for k, v in done_weights[fed].items() if k not in row})
+            rows.append(row)
+            continue
+        if fw.quant is not None or fw.dense.dtype.kind not in "f":
+            wq = fw.dense  # already stored as integers
+            row["weight_quantized"] = "already"
+        else:
+            axis = weight_channel_axis(layer)
+            wq = fake_quant_weight(fw.dense, axis)
+            row["weight_quantized"] = "per-channel" if axis is not None else "per-tensor"
+        act = None
+        cut = impl.layer_cut.get(layer.id) if mode == "downstream" else None
+        if cut is not None and cut.act_scale:
+            lo, hi = np.inf, -np.inf
+            for smp, bnd in zip(sample_list, boundary):
+                x = bnd.get(cut.act_input)
+                if x is None:
+                    x = smp.get(cut.act_input)
+                if x is not None and x.size:
+                    lo = min(lo, float(np.min(x)))
+                    hi = max(hi, float(np.max(x)))
+            act = activation_qparams(lo, hi) if np.isfinite(lo) else (1.0, 0.0)
+            row["activation_scale"] = act[0]
+            row["activation_zero_point"] = act[1]
+        row["activation_quantized"] = act is not None
+        vals = []
+        for j, smp in enumerate(sample_list):
+            if mode == "downstream":
+                outs = impl.run_cut(layer.id, smp, boundary[j], wq, act=act if cut is not None and cut.act_scale else None)
+            else:
+                outs = dict(zip(impl.output_names, impl.run(smp, {fed: wq})))
+            v = 0.0
+            for n, y in outs.items():
+                v += one_output_change(dense[j][n], y, kinds.get(n, "nse"))
+            vals.append(min(v, MAX_CHANGE))
+        row["sensitivity"] = float(np.mean(vals))
+        done_weights[fed] = {k: row[k] for k in row if k not in ("id", "name", "op_type", "depth")}
+        rows.append(row)
+        if on_partial:
+            on_partial({"layer": layer.id, "sensitivity": row["sensitivity"]})
+        if on_progress:
+            on_progress({"event": "progress", "done": i + 1, "total": total, "label": layer.id})
+    for r, k in zip(rows, sensitivity_ranks([r.get("sensitivity") for r in rows])):
+        r["rank"] = k
+    measured = [r["sensitivity"] for r in rows if r.get("sensitivity") is not None]
+    model_part: dict[str, Any] = {}
+    if whole_model:
+        check_cancel(cancel)
+        if on_progress:
+            on_progress({"event": "progress", "done": len(layers), "total": total,
+                         "label": "whole model: quantize_static"})
+        del impl
+        model_part = quantize_whole_model(model_path, sample_list, cores=cores, runs=latency_runs)
+        if on_progress:
+            on_progress({"event": "progress", "done": total, "total": total, "label": "done"})
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        ort_version = None
+    return {
+        "kind": "quant",
+        "schema_version": SCHEMA_VERSION,
+        "samples": len(sample_list),
+        "data": str(data) if data is not None else None,
+        "average_sensitivity": float(np.mean(measured)) if measured else None,
+        "layers": rows,
+        "model": model_part,
+        "engine": "onnxruntime",
+        "engine_version": ort_version,
+        "execution": mode,
+        "output_kinds": [kinds[n] for n in names],
+        "definition": QUANT_HELP,
+        "notes": notes,
+        "elapsed_s": round(time.perf_counter() - t0, 3),
+    }
+
+
+def run_quant_profile(
+    model_path: str | os.PathLike,
+    data=None,
+    samples: int = 4,
+    input_shapes: dict[str, list[int]] | None = None,
+    on_progress: Callable[[dict], Any] | None = None,
+    cancel=None,
+    *,
+    in_process: bool = False,
+    cores: int | None = None,
+    timeout_s: float | None = None,
+    whole_model: bool = True,
+) -> dict:
+    """The quantization profile (``kind: "quant"``), measured in the child process (job kind ``quant``)
+    unless ``in_process``. ``on_progress`` gets the runner's event dicts; ``cancel`` is a threading.Event."""
+    if int(samples) < 1:
+        raise UsageError(f"the number of samples must be at least 1, got {samples}")
+    if data is not None and not Path(data).expanduser().exists():
+        raise UsageError(f"{data}: no such data file or directory")
+    if in_process:
+        def _part(d):
+            if on_progress:
+                on_progress({"event": "partial", "data": d})
+
+        return compute_quant(model_path, data=data, samples=int(samples), input_shapes=input_shapes,
+                             on_progress=on_progress, on_partial=_part, cancel=cancel, cores=cores,
+                             whole_model=whole_model)
+    from sparsify_tui.engines.runner import run_job
+
+    job = {
+        "kind": "quant",
+        "model_path": str(Path(model_path).resolve()),
+        "data": str(Path(data).expanduser().resolve()) if data is not None else None,
+        "samples": int(samples),
+        "input_shapes": input_shapes or None,
+        "whole_model": bool(whole_model),
+    }
+    return run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
+
+
+def quant_job(job: dict, ctx) -> dict:
+    """Worker side of job kind ``quant``."""
+    if not job.get("model_path"):
+        raise ProfileError("the quant job needs a model_path")
+    return compute_quant(
+        job["model_path"],
+        data=job.get("data"),
+        samples=int(job.get("samples") or 4),
+        input_shapes=job.get("input_shapes") or None,
+        on_progress=lambda ev: ctx.progress(ev["done"], ev["total"], ev.get("label", "")),
+        on_partial=ctx.partial,
+        cores=ctx.cores,
+        whole_model=bool(job.get("whole_model", True)),
+    )
