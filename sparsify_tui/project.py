@@ -535,7 +535,7 @@ class Project:
             name = src.stem
         name = str(name)
         target = Path(dir).expanduser() if dir is not None else Path.cwd() / slugify(name)
-        target = target.absolute()
+        target = target.resolve()
         if target.exists() and not target.is_dir():
             raise ProjectError(f"{target} exists and is not a directory: choose another --dir")
         if (target / PROJECT_FILE).exists():
@@ -616,7 +616,7 @@ class Project:
         line, the column and how to restore the backup. Profile files are not
         read here: a bad one never prevents opening (see :meth:`problems`).
         """
-        d = Path(dir).expanduser().absolute()
+        d = Path(dir).expanduser().resolve()
         if not d.exists():
             raise ProjectError(f"project directory {d} does not exist")
         if not d.is_dir():
@@ -654,10 +654,19 @@ class Project:
         remember_project(proj.dir, proj.name)
         return proj
 
+    def _restore_advice(self) -> str:
+        bak = self.backup_path
+        if not bak.exists():
+            return "no backup exists: fix it by hand"
+        try:
+            _toml_reader.loads(bak.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, _toml_reader.TOMLDecodeError):
+            return f"the backup {bak} is damaged too: fix it by hand"
+        return f"restore the backup with: cp {bak} {self.toml_path}"
+
     def _read_doc(self) -> dict[str, Any]:
         path = self.toml_path
-        restore = (f"restore the backup with: cp {self.backup_path} {path}" if self.backup_path.exists()
-                   else "no backup exists: fix it by hand")
+        restore = self._restore_advice()
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())

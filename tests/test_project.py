@@ -842,3 +842,12 @@ def test_threads_sharing_a_project_do_not_lose_profiles(project):
     assert sorted(e.name for e in q.profiles) == sorted(f"t{k}-{i}" for k in range(3) for i in range(5))
     assert len({e.id for e in q.profiles}) == 15 and q.profile_problems() == {}
     q.close()
+
+
+def test_corrupt_toml_with_damaged_backup_says_so(project):
+    project.save()
+    project.close()
+    (project.dir / "project.toml").write_text("schema_version = 1\n[project\n")
+    (project.dir / "project.toml.bak").write_text("[[[\n")
+    with pytest.raises(ProjectError, match=r"line 2, column 9: .*backup .* is damaged too"):
+        Project.open(project.dir)

@@ -35,7 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PAD = "ünïcode \"quoted\" text\n" * 40  # makes each file a few KB so kills land inside writes too
