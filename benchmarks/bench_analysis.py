@@ -50,6 +50,11 @@ def in_process(path: Path, runs: int) -> tuple[float, float, object]:
 def whole_process(path: Path, runs: int) -> tuple[float, int]:
     """Median wall time and max peak RSS (bytes) of `python -m sparsify_tui info --json PATH`."""
     env = dict(os.environ, NM_DISABLE_ANALYTICS="1")
+    # As after `pip install`: our modules' bytecode cached. (This dev environment sets
+    # PYTHONDONTWRITEBYTECODE, which makes every start recompile sparsify_tui: +0.1 s.)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "sparsify_tui", "info", "--json", str(path)], env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm-up: writes the bytecode
     walls, peaks = [], []
     for _ in range(runs):
         t = time.perf_counter()
