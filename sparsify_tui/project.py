@@ -542,19 +542,25 @@ class Project:
             raise ProjectError(f"{target} already holds a project (project.toml): choose another --dir or open it")
         externals = _external_data_files(proto, src)
         src_abs = src.resolve()
-        model_dst = target / MODEL_FILE
-        in_place = model_dst.exists() and model_dst.resolve() == src_abs
+        in_place = (target / MODEL_FILE).exists() and (target / MODEL_FILE).resolve() == src_abs
         if not link and not in_place:
             for rel in [MODEL_FILE, PROFILES_DIR, OPTIMIZATIONS_DIR] + externals:
                 if (target / rel).exists():
                     raise ProjectError(f"{target / rel} already exists: choose another --dir for the new project")
 
-        created_dir = not target.exists()
+        # A new (or empty) directory is built under a hidden staging name and renamed into place at the
+        # end, so an interrupted create never leaves a half-made project behind. An existing non-empty
+        # directory (the model already in it, or other files of the user's) is filled in place.
+        staged = not target.exists() or (target.is_dir() and not any(target.iterdir()))
+        if staged:
+            work = target.parent / f".{target.name}.creating-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+        else:
+            work = target
         made: list[Path] = []
-        proj = cls(target)
+        proj = cls(work)
         try:
             try:
-                target.mkdir(parents=True, exist_ok=True)
+                work.mkdir(parents=True, exist_ok=not staged)
             except OSError as exc:
                 raise ProjectError(f"cannot create the project directory {target}: {exc.strerror or exc}") from None
             try:
@@ -563,6 +569,7 @@ class Project:
                 raise ProjectError(f"cannot write in {target}: {exc.strerror or exc}") from None
             if not got:
                 raise ProjectError(f"{target}: {_holder_sentence(proj._lock.holder())}")
+            model_dst = work / MODEL_FILE
             try:
                 if link:
                     proj.model_file = str(src_abs)
@@ -575,7 +582,7 @@ class Project:
                     made.append(model_dst)
                     sha = fsutil.atomic_copy_file(src_abs, model_dst, on_progress=_stage(on_progress, "copying model"))
                     for rel in externals:
-                        dst = target / rel
+                        dst = work / rel
                         dst.parent.mkdir(parents=True, exist_ok=True)
                         made.append(dst)
                         fsutil.atomic_copy_file(src_abs.parent / rel, dst,
@@ -591,15 +598,25 @@ class Project:
             proj.input_shapes = shapes
             proj._raw = {}
             proj.save(_touch=False)
+            if staged:
+                try:
+                    os.rename(work, target)  # replaces an empty directory atomically
+                except OSError as exc:
+                    raise ProjectError(f"cannot create the project directory {target}: "
+                                       f"{exc.strerror or exc}") from None
+                fsutil.fsync_dir(target.parent)
+                proj.dir = target  # the locked lock file moved with the directory
+                proj._lock.path = target / LOCK_FILE
         except BaseException:
             proj._lock.release()
-            for p in reversed(made):
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
-            if created_dir:
-                shutil.rmtree(target, ignore_errors=True)
+            if staged:
+                shutil.rmtree(work, ignore_errors=True)
+            else:
+                for p in reversed(made):
+                    try:
+                        p.unlink()
+                    except OSError:
+                        pass
             raise
         remember_project(proj.dir, proj.name)
         return proj

@@ -851,3 +851,31 @@ def test_corrupt_toml_with_damaged_backup_says_so(project):
     (project.dir / "project.toml.bak").write_text("[[[\n")
     with pytest.raises(ProjectError, match=r"line 2, column 9: .*backup .* is damaged too"):
         Project.open(project.dir)
+
+
+def test_create_into_empty_dir_and_interrupted_create_leaves_nothing(tmp_path, tiny_model):
+    (tmp_path / "empty").mkdir()
+    p = Project.create(tiny_model, dir=tmp_path / "empty")
+    assert (tmp_path / "empty" / "project.toml").exists() and p.dir == tmp_path / "empty"
+    p.description = "after the rename the lock still works"
+    p.save()
+    assert Project.open(tmp_path / "empty").readonly  # still locked by p
+    p.close()
+    assert not [x for x in os.listdir(tmp_path) if ".creating-" in x]
+    # a create killed half-way leaves only a hidden staging directory, never a half-made project
+    code = """
+import os, signal, sys
+from sparsify_tui import fsutil
+from sparsify_tui.project import Project
+real = fsutil.atomic_copy_file
+def copy_then_die(*a, **k):
+    real(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+fsutil.atomic_copy_file = copy_then_die
+Project.create(sys.argv[1], dir=sys.argv[2])
+"""
+    r = run_py(code, str(tiny_model), str(tmp_path / "killed"))
+    assert r.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed").exists()
+    q = Project.create(tiny_model, dir=tmp_path / "killed")  # so it can simply be created again
+    q.close()
