@@ -1,0 +1,125 @@
+"""Optimizations in a project: which profiles to use, load and save (shared by the CLI and the TUI).
+
+API (stable)::
+
+    ctx = OptimizerContext.for_project(project, graph=None, opt=None)  # analyses the model if graph is None
+    ctx.evaluator            # Evaluator bound to the project's profiles (or their approximations)
+    ctx.profile_ids          # {"perf": id or "", "loss": ..., "quant": ...}
+    ctx.notes                # what was approximated, stale profiles used, ...
+    opt = load_optimization(project, name)          # Optimization or None
+    save_optimization(project, opt)                 # project.set_optimization(opt.to_dict())
+
+Profile choice: the optimization's own profile ids when they still exist and
+load, else the newest readable profile of each kind, preferring ones measured
+on the current model (a stale one is used with a note). With no perf profile
+the FLOPs-based approximation (``profiles.perf.approx_perf_profile``, labelled
+approximated) is used; with no loss profile the weight-magnitude
+approximation (``profiles.loss.approx_loss_profile``); with no quant profile
+none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sparsify_tui.errors import ProfileError
+from sparsify_tui.optim.estimate import Evaluator
+from sparsify_tui.optim.optimization import Optimization
+
+
+def _created(entry: Any) -> str:
+    return str(getattr(entry, "created", "") or "")
+
+
+def pick_profile(project: Any, kind: str, prefer_id: str = "") -> tuple[Any, dict | None, list[str]]:
+    """(entry, document, notes) of the profile of ``kind`` to use, or (None, None, notes)."""
+    notes: list[str] = []
+    # tried in this order: the preferred id, then fresh profiles newest first, then stale ones
+    ordered = sorted(project.profiles_of(kind), key=lambda e: (e.id == prefer_id and bool(prefer_id),
+                                                               not project.is_stale(e), _created(e)))
+    for e in reversed(ordered):
+        try:
+            doc = project.load_profile(e)
+        except ProfileError as exc:
+            notes.append(f"{kind} profile {e.id} cannot be used: {exc}")
+            continue
+        if project.is_stale(e):
+            notes.append(f"{kind} profile {e.id} was measured on an earlier version of the model")
+        return e, doc, notes
+    return None, None, notes
+
+
+@dataclass
+class OptimizerContext:
+    graph: Any
+    evaluator: Evaluator
+    profile_ids: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_project(cls, project: Any, graph: Any = None, opt: Optimization | None = None, *,
+                    approximate_loss: bool = True) -> "OptimizerContext":
+        if graph is None:
+            from sparsify_tui.analysis import analyze
+
+            graph = analyze(project.model_path, project.input_shapes or None)
+        notes: list[str] = []
+        ids: dict[str, str] = {}
+        docs: dict[str, dict | None] = {}
+        for kind in ("perf", "loss", "quant"):
+            prefer = getattr(opt, f"{kind}_profile_id", "") if opt is not None else ""
+            entry, doc, n = pick_profile(project, kind, prefer)
+            notes += n
+            ids[kind] = entry.id if entry is not None else ""
+            docs[kind] = doc
+        if docs["perf"] is None:
+            try:
+                from sparsify_tui.profiles.perf import approx_perf_profile
+
+                docs["perf"] = approx_perf_profile(graph)
+                notes.append("no perf profile in the project: times approximated from FLOPs")
+            except Exception as exc:  # noqa: BLE001 - fall back to the FLOPs ratio inside the Evaluator
+                notes.append(f"no perf profile and no approximation ({exc}): speedup is a FLOPs ratio")
+        if docs["loss"] is None and approximate_loss:
+            try:
+                from sparsify_tui.profiles.loss import approx_loss_profile
+
+                docs["loss"] = approx_loss_profile(graph)
+                notes.append("no loss profile in the project: loss sensitivity approximated from weight magnitudes")
+            except Exception as exc:  # noqa: BLE001
+                notes.append(f"no loss profile and no weight-magnitude approximation ({exc}): Gaussian proxy used")
+        ev = Evaluator(graph, docs["perf"], docs["loss"], docs["quant"])
+        return cls(graph=graph, evaluator=ev, profile_ids=ids, notes=notes)
+
+    def attach(self, opt: Optimization) -> Optimization:
+        """Record the profile ids in the optimization."""
+        opt.perf_profile_id = self.profile_ids.get("perf", "")
+        opt.loss_profile_id = self.profile_ids.get("loss", "")
+        opt.quant_profile_id = self.profile_ids.get("quant", "")
+        return opt
+
+
+def default_quant_layers(graph: Any, quant: dict | None, skip_share: float = 0.05) -> tuple[Any, dict[str, str]]:
+    """("all" or list of layer ids, {skipped id: reason}): skip the most INT8-sensitive share of layers."""
+    if not quant or not isinstance(quant.get("layers"), list):
+        return "all", {}
+    rows = [(str(r.get("id")), float(r["sensitivity"])) for r in quant["layers"]
+            if isinstance(r, dict) and isinstance(r.get("sensitivity"), (int, float))]
+    if not rows:
+        return "all", {}
+    rows.sort(key=lambda x: -x[1])
+    k = max(1, int(round(skip_share * len(rows)))) if len(rows) >= 4 else 0
+    skipped = {lid: f"most sensitive to INT8 (top {skip_share:.0%}: {s:.3g})" for lid, s in rows[:k] if s > 0}
+    return "all", skipped
+
+
+def load_optimization(project: Any, name: str) -> Optimization | None:
+    d = project.get_optimization(name) if hasattr(project, "get_optimization") else next(
+        (o for o in project.optimizations if o.get("name") == name), None)
+    return Optimization.from_dict(d) if d is not None else None
+
+
+def save_optimization(project: Any, opt: Optimization) -> None:
+    opt.touch()
+    project.set_optimization(opt.to_dict())
