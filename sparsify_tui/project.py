@@ -341,6 +341,7 @@ class ProjectLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd: int | None = None
+        self.owner_pid: int | None = None
 
     @property
     def held(self) -> bool:
@@ -374,6 +375,7 @@ class ProjectLock:
                 os.close(fd)
                 continue
             self.fd = fd
+            self.owner_pid = os.getpid()
             info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso()}
             try:
                 os.ftruncate(fd, 0)
@@ -386,11 +388,12 @@ class ProjectLock:
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
-        try:
-            os.unlink(str(self.path))
-        except OSError:
-            pass
-        os.close(fd)  # closing drops the flock
+        if self.owner_pid == os.getpid():  # a forked child must not remove its parent's lock file
+            try:
+                os.unlink(str(self.path))
+            except OSError:
+                pass
+        os.close(fd)  # closing drops the flock (the parent's descriptor keeps it after a fork)
 
     def holder(self) -> dict[str, Any]:
         """What the lock file says about its holder (may be empty while it is being written)."""
@@ -459,6 +462,7 @@ class Project:
         self._mutex = threading.RLock()  # one save at a time when threads share the project
         self._stamp: tuple[int, int, int] | None = None  # project.toml as last read/written by us
         self._profile_check_cache: dict[str, tuple[Any, str | None]] = {}
+        self._closed = False
 
     # ------------------------------------------------------------ paths
     @property
@@ -510,6 +514,7 @@ class Project:
         if self._lock.held:
             self._lock.release()
             self.readonly = True
+            self._closed = True
 
     # ------------------------------------------------------------ create
     @classmethod
@@ -922,7 +927,7 @@ class Project:
     def _check_writable(self) -> None:
         if self.readonly or not self._lock.held:
             why = next((n for n in self.notices if n.startswith("opened read-only")),
-                       "the project is open read-only")
+                       "the project was closed" if self._closed else "the project is open read-only")
             raise ReadOnlyProjectError(f"cannot save {self.toml_path}: {why}")
 
     @_serialized

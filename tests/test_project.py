@@ -879,3 +879,21 @@ Project.create(sys.argv[1], dir=sys.argv[2])
     assert not (tmp_path / "killed").exists()
     q = Project.create(tiny_model, dir=tmp_path / "killed")  # so it can simply be created again
     q.close()
+
+
+def test_save_after_close_is_refused(project):
+    project.close()
+    with pytest.raises(ReadOnlyProjectError, match="the project was closed"):
+        project.save()
+
+
+def test_forked_child_exit_does_not_remove_the_parents_lock(project):
+    pid = os.fork()
+    if pid == 0:  # child: drops its copy of the project as a Python exit would
+        try:
+            project._lock.release()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert (project.dir / "project.lock").exists()
+    assert Project.open(project.dir).readonly  # the parent still holds the lock
