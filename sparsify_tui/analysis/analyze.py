@@ -30,7 +30,9 @@ TRANSFORM_OPS = {
     "Unsqueeze", "Flatten", "Expand", "Tile",
 }
 PRUNABLE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv",
-                "QLinearMatMul"}
+                "QLinearMatMul",
+                # ONNX Runtime's fused forms (com.microsoft), found in models saved after ORT optimization
+                "FusedConv", "FusedGemm", "FusedMatMul"}
 QUANT_WEIGHT_TYPES = {2, 3, 6}  # uint8, int8, int32 (quantized weights / biases)
 
 # which inputs of an op are weights/biases/normalization params (counted as params)
@@ -246,6 +248,9 @@ _SAME_SHAPE = {
     "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization", "LRN", "Cast",
     "CastLike", "Identity", "Dropout", "QuantizeLinear", "DequantizeLinear", "Shrink", "ThresholdedRelu",
     "IsNaN", "IsInf", "CumSum", "Trilu",
+    # com.microsoft (ONNX Runtime contrib ops) that keep their first input's shape
+    "FastGelu", "BiasGelu", "QuickGelu", "SkipLayerNormalization", "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization", "BiasDropout", "BiasSoftmax",
 }
 _BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
               "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "BitShift"}
@@ -253,6 +258,30 @@ _BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Me
 
 def _concrete(s: Any) -> bool:
     return isinstance(s, list) and all(isinstance(d, int) for d in s)
+
+
+def _conv_out_shape(node, x: Any, w: Any) -> list[int] | None:
+    """Output shape of a convolution from its attributes (explicit pads or auto_pad)."""
+    if not (_concrete(x) and _concrete(w)) or len(x) < 3 or len(w) != len(x):
+        return None
+    a: dict[str, Any] = {}
+    for at in node.attribute:
+        a[at.name] = list(at.ints) if at.type == 7 else (at.s.decode() if at.type == 3 else at.i)
+    k = a.get("kernel_shape") or w[2:]
+    nsp = len(x) - 2
+    strides = a.get("strides") or [1] * nsp
+    dil = a.get("dilations") or [1] * nsp
+    pads = a.get("pads") or [0] * (2 * nsp)
+    auto = a.get("auto_pad", "NOTSET")
+    out = [x[0], w[0]]
+    for i in range(nsp):
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            out.append(-(-x[2 + i] // strides[i]))
+        else:
+            pad = 0 if auto == "VALID" else pads[i] + pads[i + nsp]
+            eff = (k[i] - 1) * dil[i] + 1
+            out.append((x[2 + i] + pad - eff) // strides[i] + 1)
+    return out if all(d > 0 for d in out) else None
 
 
 def _fill_missing(node, in_shapes: list[Any], out_shapes: list[Any], shapes: dict[str, Any]) -> list[Any]:
@@ -266,6 +295,23 @@ def _fill_missing(node, in_shapes: list[Any], out_shapes: list[Any], shapes: dic
             and all(s is not None for s in in_shapes):
         try:
             guess[0] = [int(d) for d in np.broadcast_shapes(*[tuple(s) for s in in_shapes])]
+        except ValueError:
+            pass
+    elif op in ("Conv", "FusedConv", "ConvInteger", "QLinearConv"):
+        x = in_shapes[0] if in_shapes else None
+        w = in_shapes[3 if op == "QLinearConv" else 1] if len(in_shapes) > 1 else None
+        guess[0] = _conv_out_shape(node, x, w)
+    elif op in ("MatMul", "FusedMatMul") and len(in_shapes) >= 2 and all(_concrete(s) and len(s) >= 2
+                                                                           for s in in_shapes[:2]):
+        a, b = in_shapes[0], in_shapes[1]
+        attrs = {at.name: at.i for at in node.attribute if at.type == 2}
+        if attrs.get("transA"):
+            a = a[:-2] + [a[-1], a[-2]]
+        if attrs.get("transB"):
+            b = b[:-2] + [b[-1], b[-2]]
+        try:
+            batch = [int(d) for d in np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))]
+            guess[0] = batch + [a[-2], b[-1]]
         except ValueError:
             pass
     elif op == "Loop":
@@ -468,7 +514,7 @@ class _Walker:
         # ---- prunable weight
         widx = None
         if op in PRUNABLE_OPS and domain in ("", "com.microsoft"):
-            if op in ("Conv", "ConvTranspose", "ConvInteger"):
+            if op in ("Conv", "ConvTranspose", "ConvInteger", "FusedConv"):
                 cand = [1]
             elif op == "QLinearConv":
                 cand = [3]
@@ -503,13 +549,13 @@ class _Walker:
                 self.prunable_keys[key] = self._zeros(c, zp)
             n, z = self.prunable_keys[key]
             layer.sparsity = (z / n) if n else 0.0
-            bidx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8}.get(op)
+            bidx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8, "FusedConv": 2, "FusedGemm": 2}.get(op)
             if bidx is not None and bidx < len(node.input) and node.input[bidx] in consts:
                 b = consts[node.input[bidx]]
                 layer.bias_name = b.source.name
                 layer.bias_shape = list(b.source.dims) if b.source.dims is not None else None
                 self._count_param(b, layer)
-            if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv") and "kernel_shape" not in attrs:
+            if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv") and "kernel_shape" not in attrs:
                 dims = shapes.get(node.input[widx]) or src.dims
                 if dims and len(dims) > 2:
                     attrs["kernel_shape"] = list(dims[2:])

@@ -158,6 +158,9 @@ def _zero(s: NodeShapes) -> int:
 
 FORMULAS: dict[str, Callable[[NodeShapes], int | None]] = {
     "Conv": _conv,
+    "FusedConv": _conv,
+    "FusedGemm": lambda s: _gemm(s),
+    "FusedMatMul": _matmul,
     "ConvInteger": lambda s: _conv(s, 1, None),
     "QLinearConv": lambda s: _conv(s, 3, 8),
     "ConvTranspose": _conv_transpose,

@@ -478,3 +478,21 @@ def test_quantized_sparsity_counts_the_zero_point(tmp_path):
     p = save(tmp_path, nodes, [vi("x", [2, 4])], [vi("y", None)], inits)
     g = analyze(p)
     assert g.layer("y").sparsity == pytest.approx(12 / 40)
+
+
+def test_onnxruntime_fused_ops(tmp_path):
+    """A model saved after ORT graph optimization: com.microsoft FusedConv (no onnx schema)."""
+    nodes = [helper.make_node("FusedConv", ["x", "w", "b"], ["c"], domain="com.microsoft", activation="Relu",
+                              kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("FastGelu", ["c"], ["y"], domain="com.microsoft")]
+    g_ = helper.make_graph(nodes, "g", [vi("x", [1, 3, 16, 16])], [vi("y", None)],
+                           initializer=[init("w", rand(8, 3, 3, 3)), init("b", rand(8))])
+    m = helper.make_model(g_, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    p = tmp_path / "fused.onnx"
+    onnx.save(m, str(p))
+    g = analyze(p)
+    fc = g.layer("c")
+    assert fc.prunable and fc.output_shapes == [[1, 8, 8, 8]]
+    assert fc.flops == 2 * 8 * 8 * 8 * 3 * 9 + 8 * 8 * 8
+    assert g.layer("y").output_shapes == [[1, 8, 8, 8]] and g.layer("y").flops == 512
+    assert g.params == 8 * 27 + 8 and g.flops is not None
