@@ -570,7 +570,8 @@ class _Walker:
                     self._count_param(c, layer)
         if op == "Gather" and node.input and node.input[0] in consts:
             c = consts[node.input[0]]
-            if c.data_type in FLOAT_TYPES and c.source.dims and len(c.source.dims) >= 2:
+            dequantized = "DequantizeLinear" in c.transform or "Cast" in c.transform
+            if (c.data_type in FLOAT_TYPES or dequantized) and c.source.dims and len(c.source.dims) >= 2:
                 self._count_param(c, layer)  # embedding table
         if op in BIAS_OPS and not layer.prunable:
             for i in node.input:
