@@ -163,6 +163,16 @@ def _default_dims(shape: list[Any], dtype: int, memo: dict[str, int]) -> tuple[l
 
 
 # ---------------------------------------------------------------- attributes
+def _finite(x: float) -> Any:
+    """A float attribute as JSON can hold it: inf/nan become the strings "inf", "-inf", "nan"."""
+    x = float(x)
+    if x != x:
+        return "nan"
+    if x in (float("inf"), float("-inf")):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
 def _attr_value(a) -> Any:
     from onnx import AttributeProto as A
 
@@ -170,13 +180,13 @@ def _attr_value(a) -> Any:
     if t == A.INT:
         return int(a.i)
     if t == A.FLOAT:
-        return float(a.f)
+        return _finite(a.f)
     if t == A.STRING:
         return a.s.decode("utf-8", "replace")
     if t == A.INTS:
         return [int(x) for x in a.ints]
     if t == A.FLOATS:
-        return [float(x) for x in a.floats]
+        return [_finite(x) for x in a.floats]
     if t == A.STRINGS:
         return [s.decode("utf-8", "replace") for s in a.strings]
     if t == A.TENSOR:

@@ -496,3 +496,13 @@ def test_onnxruntime_fused_ops(tmp_path):
     assert fc.flops == 2 * 8 * 8 * 8 * 3 * 9 + 8 * 8 * 8
     assert g.layer("y").output_shapes == [[1, 8, 8, 8]] and g.layer("y").flops == 512
     assert g.params == 8 * 27 + 8 and g.flops is not None
+
+
+def test_non_finite_attributes_stay_json_safe(tmp_path):
+    import json
+
+    node = helper.make_node("LeakyRelu", ["x"], ["y"], alpha=float("inf"))
+    p = save(tmp_path, [node], [vi("x", [1, 4])], [vi("y", None)])
+    g = analyze(p)
+    assert g.layer("y").attributes["alpha"] == "inf"
+    json.dumps(g.to_dict(), allow_nan=False)
