@@ -294,6 +294,8 @@ class ProfileEntry:
         pid = get_str("id")
         if not pid.strip():
             raise ProjectError(f"{where}.id must not be empty")
+        if "\0" in str(d.get("file", "")):
+            raise ProjectError(f"{where}.file must be a file path (it contains a NUL character)")
         kind = get_str("kind")
         return cls(
             id=pid,
@@ -758,8 +760,8 @@ class Project:
         if not isinstance(model, dict):
             raise bad("[model]", "a table", model)
         mfile = model.get("file", MODEL_FILE)
-        if not isinstance(mfile, str) or not mfile.strip():
-            raise bad("model.file", "a file path string", mfile)
+        if not isinstance(mfile, str) or not mfile.strip() or "\0" in mfile:
+            raise ProjectError(f"{path}: model.file must be the path of the model file, not {mfile!r}")
         self.model_file = mfile
         sha = model.get("sha256", "")
         if not isinstance(sha, str):
@@ -808,8 +810,9 @@ class Project:
                 continue
             f = row["file"]
             oname = row.get("name", "")
-            if not isinstance(f, str) or not isinstance(oname, str):
-                raise bad(f"optimizations[{i}].file/name", "strings", f if not isinstance(f, str) else oname)
+            if not isinstance(f, str) or not isinstance(oname, str) or "\0" in f:
+                raise ProjectError(f"{path}: optimizations[{i}] must have a string name and a file path "
+                                   f"(got name {oname!r}, file {f!r})")
             fpath = self.dir / f
             try:
                 text = fpath.read_text(encoding="utf-8")

@@ -541,7 +541,7 @@ def rt_project(tmp_path_factory):
     p.close()
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(max_size=40), description=st.text(max_size=80), psettings=settings_dicts,
        pname=st.text(max_size=20), engine_version=st.text(max_size=10), opt_extra=json_values,
        shapes=st.dictionaries(st.text(min_size=1, max_size=8),
@@ -897,3 +897,75 @@ def test_forked_child_exit_does_not_remove_the_parents_lock(project):
     os.waitpid(pid, 0)
     assert (project.dir / "project.lock").exists()
     assert Project.open(project.dir).readonly  # the parent still holds the lock
+
+
+# ---------------------------------------------------------------- fuzzing hand edits: ProjectError or a project, never a crash
+@pytest.fixture(scope="module")
+def fuzz_project(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fuzz")
+    p = Project.create(build_tiny_model(base / "m.onnx"), dir=base / "proj", name="fuzz",
+                       input_shapes={"x": [1, 3, 8, 8]})
+    add_perf(p)
+    p.set_optimization({"name": "o", "sparsity": 0.5})
+    p.close()
+    return p.dir, (p.dir / "project.toml").read_text()
+
+
+TOML_VALUES = ["5", "-0", "1.5", "nan", "inf", "true", '"s"', '""', "[]", "[1, 2]", '["a", 1]', "[[1]]", "{}",
+               "{ a = 1 }", "1979-05-27", "1979-05-27T07:32:00Z", "07:32:00", '"""multi\nline"""', "[{ x = 1 }]"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hand_edited_project_toml_never_crashes(fuzz_project, data):
+    d, original = fuzz_project
+    lines = original.splitlines()
+    how = data.draw(st.sampled_from(["value", "bytes", "truncate", "dup"]))
+    if how == "value":
+        i = data.draw(st.sampled_from([n for n, line in enumerate(lines) if " = " in line]))
+        lines[i] = lines[i].split(" = ")[0] + " = " + data.draw(st.sampled_from(TOML_VALUES))
+        text = "\n".join(lines) + "\n"
+    elif how == "bytes":
+        b = bytearray(original.encode())
+        for _ in range(data.draw(st.integers(1, 4))):
+            pos = data.draw(st.integers(0, len(b) - 1))
+            b[pos] = data.draw(st.integers(0, 255))
+        text = bytes(b).decode("utf-8", "surrogateescape")
+    elif how == "truncate":
+        text = original[: data.draw(st.integers(0, len(original)))]
+    else:
+        i = data.draw(st.integers(0, len(lines) - 1))
+        text = "\n".join(lines[: i + 1] + [lines[i]] + lines[i + 1:]) + "\n"
+    (d / "project.toml").write_bytes(text.encode("utf-8", "surrogateescape"))
+    try:
+        q = Project.open(d, readonly=True)
+    except ProjectError as exc:
+        msg = str(exc)
+        assert str(d / "project.toml") in msg or "project" in msg
+        assert "\n" not in msg
+        return
+    # it opened: everything a viewer touches works or fails with a SparsifyError
+    q.to_dict()
+    q.problems()
+    for e in q.profiles:
+        q.is_stale(e)
+        try:
+            q.load_profile(e)
+        except ProfileError:
+            pass
+
+
+@pytest.mark.parametrize("edit, want", [
+    (('file = "model.onnx"', 'file = "mo\\u0000del.onnx"'), "model.file must be the path of the model file"),
+    (('file = "model.onnx"', "file = 3"), "model.file must be the path of the model file, not 3"),
+    (('file = "profiles/perf-1.json"', 'file = "profiles/\\u0000.json"'), r"profiles\[0\]\.file must be a file path"),
+])
+def test_bad_file_paths_in_toml(project, edit, want):
+    add_perf(project)
+    project.close()
+    toml = project.dir / "project.toml"
+    text = toml.read_text()
+    assert edit[0] in text
+    toml.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ProjectError, match=want):
+        Project.open(project.dir)
