@@ -174,24 +174,23 @@ def _finite(x: float) -> Any:
 
 
 def _attr_value(a) -> Any:
-    from onnx import AttributeProto as A
-
-    t = a.type
-    if t == A.INT:
+    t = a.type  # AttributeProto.AttributeType: FLOAT 1, INT 2, STRING 3, TENSOR 4, GRAPH 5, FLOATS 6,
+    #             INTS 7, STRINGS 8, GRAPHS 10
+    if t == 2:
         return int(a.i)
-    if t == A.FLOAT:
+    if t == 1:
         return _finite(a.f)
-    if t == A.STRING:
+    if t == 3:
         return a.s.decode("utf-8", "replace")
-    if t == A.INTS:
+    if t == 7:
         return [int(x) for x in a.ints]
-    if t == A.FLOATS:
+    if t == 6:
         return [_finite(x) for x in a.floats]
-    if t == A.STRINGS:
+    if t == 8:
         return [s.decode("utf-8", "replace") for s in a.strings]
-    if t == A.TENSOR:
+    if t == 4:
         return {"tensor": {"dims": list(a.t.dims), "dtype": ONNX_DTYPES.get(a.t.data_type, str(a.t.data_type))}}
-    if t in (A.GRAPH, A.GRAPHS):
+    if t in (5, 10):
         return "<subgraph>"
     return None
 
@@ -402,15 +401,17 @@ class _Walker:
         for t in g.initializer:
             kind = "graph_input" if (main and t.name in input_names) else "initializer"
             consts[t.name] = Const(kind, t.name, path, [int(d) for d in t.dims], t.data_type, proto=t)
-        for node in _topological(g, set(consts) | set(shapes) | input_names):
+        nodes = list(g.node) if main else _topological(g, set(consts) | set(shapes) | input_names)
+        for node in nodes:  # (the main graph was put in execution order before shape inference)
             self.visit(node, path, consts, shapes)
 
-    def _fold(self, node, consts: dict[str, Const], shapes: dict[str, Any], path: str) -> None:
+    def _fold(self, node, ins: list[str], outs: list[str], consts: dict[str, Const], shapes: dict[str, Any],
+              path: str) -> None:
         """Record the constants a node produces (Constant, ConstantOfShape, transforms of constants)."""
         op = node.op_type
-        if not node.output:
+        if not outs:
             return
-        out = node.output[0]
+        out = outs[0]
         if op == "Constant" and node.domain in ("", "ai.onnx"):
             info = _constant_node_info(node)
             if info is not None:
@@ -423,8 +424,8 @@ class _Walker:
             s = shapes.get(out)
             if s is not None and all(isinstance(d, int) for d in s):
                 dims = list(s)
-            elif node.input and node.input[0] in consts:
-                v = _const_value(consts[node.input[0]])
+            elif ins and ins[0] in consts:
+                v = _const_value(consts[ins[0]])
                 if v is not None:
                     dims = [int(x) for x in np.asarray(v).reshape(-1)]
             if dims is not None:
@@ -435,17 +436,17 @@ class _Walker:
                 consts[out] = Const("constant_of_shape", out, path, dims, dt, proto=node)
                 shapes.setdefault(out, dims)
             return
-        if op in TRANSFORM_OPS and node.input and node.input[0] in consts:
-            if all((not i) or i in consts for i in node.input):
-                src = consts[node.input[0]]
+        if op in TRANSFORM_OPS and ins and ins[0] in consts:
+            if all((not i) or i in consts for i in ins):
+                src = consts[ins[0]]
                 root = src.source
                 zp = src.zero_point
-                if op == "DequantizeLinear" and len(node.input) > 2 and node.input[2]:
+                if op == "DequantizeLinear" and len(ins) > 2 and ins[2]:
                     axis = 1
                     for a in node.attribute:
                         if a.name == "axis":
                             axis = int(a.i)
-                    zp = (consts[node.input[2]], axis)
+                    zp = (consts[ins[2]], axis)
                 consts[out] = Const("derived", root.name, root.graph_path, root.dims, root.data_type,
                                     transform=list(src.transform) + [op], root=root, zero_point=zp)
 
@@ -499,25 +500,28 @@ class _Walker:
     def visit(self, node, path: str, consts: dict[str, Const], shapes: dict[str, Any]) -> None:
         op = node.op_type
         domain = node.domain if node.domain != "ai.onnx" else ""
+        ins = list(node.input)  # (each access to a protobuf repeated field builds a new wrapper)
+        outs = list(node.output)
+        attr_protos = list(node.attribute)
         depth = self.depth
         self.depth += 1
-        lid = node.output[0] if node.output and node.output[0] else ""
+        lid = outs[0] if outs and outs[0] else ""
         if not lid or lid in self.ids:
             base = lid or node.name or op
             lid = f"{base}#{depth}"
         self.ids.add(lid)
-        attrs = {a.name: _attr_value(a) for a in node.attribute}
+        attrs = {a.name: _attr_value(a) for a in attr_protos}
 
-        self._fold(node, consts, shapes, path)
+        self._fold(node, ins, outs, consts, shapes, path)
 
-        in_shapes_all = [(shapes.get(i) if i else None) for i in node.input]
-        out_shapes = [(shapes.get(o) if o else None) for o in node.output]
-        if any(o and not _concrete(s) for o, s in zip(node.output, out_shapes)):
+        in_shapes_all = [(shapes.get(i) if i else None) for i in ins]
+        out_shapes = [(shapes.get(o) if o else None) for o in outs]
+        if any(o and not _concrete(s) for o, s in zip(outs, out_shapes)):
             out_shapes = _fill_missing(node, in_shapes_all, out_shapes, shapes)
-        act_shapes = [s for i, s in zip(node.input, in_shapes_all) if i and i not in consts]
+        act_shapes = [s for i, s in zip(ins, in_shapes_all) if i and i not in consts]
         layer = Layer(
             id=lid, name=node.name or lid, op_type=op, depth=depth, domain=domain, graph_path=path,
-            inputs=list(node.input), outputs=list(node.output), input_shapes=act_shapes,
+            inputs=ins, outputs=outs, input_shapes=act_shapes,
             output_shapes=out_shapes, attributes=attrs,
         )
 
@@ -533,13 +537,13 @@ class _Walker:
             else:  # Gemm, MatMul, MatMulInteger
                 cand = [1, 0]
             for k in cand:
-                if k < len(node.input) and node.input[k] in consts:
-                    c = consts[node.input[k]]
+                if k < len(ins) and ins[k] in consts:
+                    c = consts[ins[k]]
                     if c.source.dims is not None and (c.data_type in FLOAT_TYPES or c.data_type in QUANT_WEIGHT_TYPES):
                         widx = k
                         break
         if widx is not None:
-            c = consts[node.input[widx]]
+            c = consts[ins[widx]]
             src = c.source
             layer.prunable = True
             layer.weight_name = src.name
@@ -554,44 +558,44 @@ class _Walker:
                 zk = {"ConvInteger": 3, "QLinearConv": 5, "QLinearMatMul": 5 if widx == 3 else 2,
                       "MatMulInteger": 3 if widx == 1 else 2}.get(op)
                 zp = None
-                if zk is not None and zk < len(node.input) and node.input[zk] in consts:
-                    zp = (consts[node.input[zk]], 0)
+                if zk is not None and zk < len(ins) and ins[zk] in consts:
+                    zp = (consts[ins[zk]], 0)
                 self.prunable_keys[key] = self._zeros(c, zp)
             n, z = self.prunable_keys[key]
             layer.sparsity = (z / n) if n else 0.0
             bidx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8, "FusedConv": 2, "FusedGemm": 2}.get(op)
-            if bidx is not None and bidx < len(node.input) and node.input[bidx] in consts:
-                b = consts[node.input[bidx]]
+            if bidx is not None and bidx < len(ins) and ins[bidx] in consts:
+                b = consts[ins[bidx]]
                 layer.bias_name = b.source.name
                 layer.bias_shape = list(b.source.dims) if b.source.dims is not None else None
                 self._count_param(b, layer)
             if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv") and "kernel_shape" not in attrs:
-                dims = shapes.get(node.input[widx]) or src.dims
+                dims = shapes.get(ins[widx]) or src.dims
                 if dims and len(dims) > 2:
                     attrs["kernel_shape"] = list(dims[2:])
-        elif op in ("Gemm",) and len(node.input) > 2 and node.input[2] in consts:
-            self._count_param(consts[node.input[2]], layer)
+        elif op in ("Gemm",) and len(ins) > 2 and ins[2] in consts:
+            self._count_param(consts[ins[2]], layer)
 
         # ---- other params
         for k in PARAM_INPUTS.get(op, ()):
-            if k < len(node.input) and node.input[k] in consts and not (layer.prunable and k in (widx,)):
-                c = consts[node.input[k]]
+            if k < len(ins) and ins[k] in consts and not (layer.prunable and k in (widx,)):
+                c = consts[ins[k]]
                 if c.source.dims is not None:
                     self._count_param(c, layer)
-        if op == "Gather" and node.input and node.input[0] in consts:
-            c = consts[node.input[0]]
+        if op == "Gather" and ins and ins[0] in consts:
+            c = consts[ins[0]]
             dequantized = "DequantizeLinear" in c.transform or "Cast" in c.transform
             if (c.data_type in FLOAT_TYPES or dequantized) and c.source.dims and len(c.source.dims) >= 2:
                 self._count_param(c, layer)  # embedding table
         if op in BIAS_OPS and not layer.prunable:
-            for i in node.input:
+            for i in ins:
                 c = consts.get(i)
                 if c is not None and c.data_type in FLOAT_TYPES and c.source.dims and prod(c.source.dims) > 1 \
                         and c.source.kind != "constant_of_shape":  # a filled tensor is not a learned bias
                     self._count_param(c, layer)
 
         # ---- FLOPs
-        if node.output and all(o in consts for o in node.output if o):
+        if outs and all(o in consts for o in outs if o):
             layer.flops = 0  # folded at load time by every engine
         else:
             fl_shapes = NodeShapes(in_shapes_all, out_shapes, attrs)
@@ -604,7 +608,8 @@ class _Walker:
             self.has_if = True
         if op in ("Loop", "Scan"):
             self.has_loop_body = True
-        for a in sorted(node.attribute, key=lambda a: a.name != "then_branch"):  # then before else
+        subgraphs = [a for a in attr_protos if a.type in (5, 10)]
+        for a in sorted(subgraphs, key=lambda a: a.name != "then_branch"):  # then before else
             if a.type == 5:  # GRAPH
                 self.walk(a.g, f"{path + '/' if path else ''}{node.name or lid}/{a.name}", consts, shapes, False)
             elif a.type == 10:  # GRAPHS
