@@ -547,6 +547,8 @@ class Project:
             raise ProjectError(f"{target} exists and is not a directory: choose another --dir")
         if (target / PROJECT_FILE).exists():
             raise ProjectError(f"{target} already holds a project (project.toml): choose another --dir or open it")
+        if dir is None and target.is_dir() and any(target.iterdir()):
+            raise ProjectError(f"{target} already exists and is not empty: give the project a directory with --dir")
         externals = _external_data_files(proto, src)
         src_abs = src.resolve()
         in_place = (target / MODEL_FILE).exists() and (target / MODEL_FILE).resolve() == src_abs

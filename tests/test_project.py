@@ -969,3 +969,15 @@ def test_bad_file_paths_in_toml(project, edit, want):
     toml.write_text(text.replace(edit[0], edit[1], 1))
     with pytest.raises(ProjectError, match=want):
         Project.open(project.dir)
+
+
+def test_default_dir_never_fills_an_existing_directory(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "notes.txt").write_text("mine")
+    with pytest.raises(ProjectError, match="already exists and is not empty"):
+        Project.create(tiny_model)
+    # given explicitly, an existing directory is filled in place (the user's files stay)
+    p = Project.create(tiny_model, dir=tmp_path / "tiny")
+    assert (p.dir / "notes.txt").read_text() == "mine" and (p.dir / "model.onnx").exists()
+    p.close()
