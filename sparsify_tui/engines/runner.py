@@ -5,7 +5,8 @@ process group, writes the job as JSON on its stdin and reads JSON lines from
 its stdout (see :mod:`sparsify_tui.engines.worker` for the protocol).
 
 * ``on_progress(event)`` is called (in the calling thread) with every
-  ``progress``, ``partial``, ``heartbeat`` and ``log`` event as it arrives;
+  ``started`` (carries the child's ``pid``), ``progress``, ``partial``,
+  ``heartbeat`` and ``log`` event as it arrives;
   ``partial`` events carry finished pieces (e.g. one sparsity level) that the
   caller keeps even if the child dies later. The partial ``data`` dicts are
   also attached to the raised exception as ``exc.partials``.

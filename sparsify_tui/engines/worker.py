@@ -3,6 +3,7 @@
 Protocol: the parent writes one job (a JSON object with a ``kind``) on stdin
 and closes it. The worker writes JSON lines on its stdout::
 
+    {"event": "started", "pid": 1234, "kind": "perf"}         # first line
     {"event": "progress", "done": 1, "total": 10, "label": "level 0.4"}
     {"event": "heartbeat", "label": "..."}
     {"event": "partial", "data": {...}}
@@ -91,6 +92,7 @@ def main() -> int:
         return 3
     cores = job.get("cores")
     _apply_cores(cores)
+    emit({"event": "started", "pid": os.getpid(), "kind": str(job["kind"])})
 
     from sparsify_tui.engines.jobs import JobContext, find
     from sparsify_tui.errors import SparsifyError

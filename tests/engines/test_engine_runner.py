@@ -1,0 +1,96 @@
+"""The worker child process and its runner: protocol, crash, time limit, cancel, kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from sparsify_tui.engines.runner import run_job
+from sparsify_tui.errors import CancelledError, EngineError, ProfileError, UsageError
+
+
+@pytest.fixture
+def test_jobs(monkeypatch):
+    monkeypatch.setenv("SPARSIFY_TUI_TEST_JOBS", "1")
+
+
+def test_protocol_survives_stdout_chatter_and_pins_cores(test_jobs):
+    events = []
+    res = run_job({"kind": "_test_echo", "payload": {"x": [1, 2]}, "steps": 3}, on_progress=events.append, cores=1)
+    assert res["echo"] == {"x": [1, 2]}
+    assert len(res["affinity"]) == 1  # pinned to one CPU
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and isinstance(events[0]["pid"], int)
+    assert [e["data"]["step"] for e in events if e["event"] == "partial"] == [1, 2, 3]
+    assert [e["done"] for e in events if e["event"] == "progress"] == [1, 2, 3]
+
+
+def test_segfault_becomes_engine_error_with_output_tail(test_jobs):
+    with pytest.raises(EngineError) as info:
+        run_job({"kind": "_test_crash"})
+    assert "SIGSEGV" in str(info.value)
+    assert "last words of the engine" in info.value.output_tail
+    assert info.value.partials == [{"level": "0.0", "ms": 1.0}]
+
+
+def test_silent_child_is_killed_by_the_time_limit(test_jobs):
+    t0 = time.monotonic()
+    with pytest.raises(EngineError, match="no progress for 1 s"):
+        run_job({"kind": "_test_hang", "seconds": 60}, timeout_s=1)
+    assert time.monotonic() - t0 < 15
+
+
+def test_cancel_kills_the_child(test_jobs):
+    cancel = threading.Event()
+    pids = []
+
+    def on_progress(ev):
+        if ev["event"] == "started":
+            pids.append(ev["pid"])
+        if ev["event"] == "partial" and ev["data"]["step"] == 2:
+            cancel.set()
+
+    with pytest.raises(CancelledError) as info:
+        run_job({"kind": "_test_slow_steps", "steps": 50, "delay": 0.1}, on_progress=on_progress, cancel=cancel)
+    assert [p["step"] for p in info.value.partials] == [1, 2]
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)
+
+
+def test_sigkill_mid_job_keeps_partials(test_jobs):
+    def on_progress(ev):
+        if ev["event"] == "partial" and ev["data"]["step"] == 3:
+            os.kill(ev["data"]["pid"], signal.SIGKILL)
+
+    with pytest.raises(EngineError, match="SIGKILL") as info:
+        run_job({"kind": "_test_slow_steps", "steps": 50, "delay": 0.05}, on_progress=on_progress)
+    assert [p["step"] for p in info.value.partials] == [1, 2, 3]
+
+
+def test_job_errors_keep_their_class(test_jobs):
+    with pytest.raises(ProfileError, match="failed on purpose"):
+        run_job({"kind": "_test_error"})
+    with pytest.raises(EngineError, match="unknown job kind"):
+        run_job({"kind": "no_such_kind"})
+
+
+def test_test_kinds_are_unreachable_without_the_switch(monkeypatch):
+    import json
+    import subprocess
+
+    monkeypatch.delenv("SPARSIFY_TUI_TEST_JOBS", raising=False)
+    with pytest.raises(UsageError):
+        run_job({"kind": "_test_crash"})
+    # the worker itself does not register them either
+    out = subprocess.run([sys.executable, "-m", "sparsify_tui.engines.worker"],
+                         input=json.dumps({"kind": "_test_crash"}), capture_output=True, text=True,
+                         env=dict(os.environ), timeout=60)
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert last["event"] == "error" and "unknown job kind" in last["message"]
+    assert out.returncode != 0
