@@ -494,6 +494,8 @@ class _Allocator:
         reachable = True
         for _round in range(MAX_FILTER_ROUNDS + 1):
             R = X - fixed_params
+            if abs(R) <= 1e-6 * self.N:  # a target rounded to 6 decimals (e.g. an imported recipe's)
+                R = 0.0
             cap_params = float(c.n[free].sum()) * (self.pts[-1] if len(self.pts) else 0.0)
             reachable = -1e-9 * max(self.N, 1.0) <= R <= cap_params * (1 + 1e-12) + 1e-9
             s_free = self._greedy(b, free, R)
