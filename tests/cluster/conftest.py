@@ -1,0 +1,124 @@
+"""Fixtures for the Ray cluster tests.
+
+They need Ray (the ``[cluster]`` extra; run them with ``/work/venv-ray``). Without
+Ray they SKIP, unless ``SPARSIFY_REQUIRE_RAY=1`` is set: then they FAIL, so a CI
+job that installs the extra can never skip them silently.
+
+``ray_cluster`` is one real Ray cluster for the whole session, every address
+127.0.0.1: a head node ``alpha`` and a node ``beta``, each a benchmark server
+with ``num_cpus=1`` and its own name resource. Tests that kill nodes add their
+own extra nodes (``add_server``) and remove them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Keep every Ray address on the loopback interface: with this (Ray's switch for
+# single-machine clusters) Ray resolves "this node" to 127.0.0.1 instead of the
+# machine's network address, so the test cluster is not reachable from outside.
+# It must be set before Ray is imported; subprocesses inherit it.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+
+
+def import_ray_or_skip():
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("SPARSIFY_REQUIRE_RAY") == "1":
+            pytest.fail("Ray is not installed but SPARSIFY_REQUIRE_RAY=1: pip install 'sparsify-tui[cluster]'")
+        pytest.skip("Ray is not installed (pip install 'sparsify-tui[cluster]'; SPARSIFY_REQUIRE_RAY=1 makes this fail)")
+    return ray
+
+
+def server_resources(name: str) -> dict:
+    from sparsify_tui.cluster import BENCH_RESOURCE, server_resource
+
+    return {BENCH_RESOURCE: 1, server_resource(name): 1}
+
+
+class RayTestCluster:
+    def __init__(self, ray) -> None:
+        from ray.cluster_utils import Cluster
+
+        self.ray = ray
+        self.cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
+                            "resources": server_resources("alpha"), "include_dashboard": False},
+        )
+        self.nodes = {"alpha": self.cluster.head_node}
+        self.add_server("beta")
+        self.address = self.cluster.address
+        ray.init(address=self.address, log_to_driver=False, logging_level="WARNING")
+
+    def add_server(self, name: str):
+        node = self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources=server_resources(name))
+        self.nodes[name] = node
+        return node
+
+    def node_id(self, name: str) -> str:
+        return self.nodes[name].node_id
+
+    def remove_server(self, name: str) -> None:
+        node = self.nodes.pop(name)
+        self.cluster.remove_node(node, allow_graceful=False)
+
+    def shutdown(self) -> None:
+        try:
+            self.ray.shutdown()
+        finally:
+            self.cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    ray = import_ray_or_skip()
+    if ray.is_initialized():  # pragma: no cover - another test left Ray running
+        ray.shutdown()
+    c = RayTestCluster(ray)
+    try:
+        yield c
+    finally:
+        c.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory) -> Path:
+    from sparsify_tui.analysis.demo import build_demo_model
+
+    path = tmp_path_factory.mktemp("cluster-model") / "demo.onnx"
+    build_demo_model(path)
+    return path
+
+
+@pytest.fixture
+def make_project(tmp_path, demo_model):
+    """``make_project(name)`` -> a new, open project on the demo model (closed after the test)."""
+    from sparsify_tui.project import Project
+
+    opened = []
+
+    def make(name: str = "proj"):
+        p = Project.create(demo_model, dir=tmp_path / name, name=name)
+        opened.append(p)
+        return p
+
+    yield make
+    for p in opened:
+        try:
+            p.close()
+        except Exception:
+            pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
