@@ -64,6 +64,7 @@ class Step:
     anchors: list[str] = field(default_factory=list)  # layer ids (already resolved) ...
     tensors: list[str] = field(default_factory=list)  # ...or tensor names to resolve
     op_type: str = ""
+    match_name: bool = False  # ONNX Runtime: the step's node name may be an original node's name / <tensor>_nchwc
 
 
 @dataclass
@@ -130,7 +131,13 @@ def attribute(layers: list[LayerRef], steps: list[Step]) -> Attribution:
             for a in step.anchors:
                 if a in by_id and a not in anchors:
                     anchors.append(a)
-            for t in step.tensors:
+            names = list(step.tensors)
+            if step.match_name:
+                if step.name in by_name and by_name[step.name] not in anchors:
+                    anchors.append(by_name[step.name])
+                if step.name.endswith("_nchwc"):
+                    names.append(step.name[: -len("_nchwc")])
+            for t in names:
                 lid = producer.get(t)
                 if lid is not None and lid not in anchors:
                     anchors.append(lid)

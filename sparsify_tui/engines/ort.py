@@ -141,23 +141,12 @@ def profile(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray], *, 
     med_ms = {n: statistics.median([acc.get(n, 0.0) for acc in per_run]) / 1000.0 for n in names}
 
     by_name = {n.name: n for n in opt_nodes if n.name}
-    original_tensors = set()
-    for m in info.layers:
-        original_tensors.update(t for t in m.outputs if t)
-    original_names = {m.name: m.id for m in info.layers if m.name and not m.graph_path}
     steps: list[Step] = []
     for n in names:
         node = by_name.get(n)
         op = node.op_type if node is not None else op_of.get(n, "")
-        anchors, tensors = [], []
-        if not op.startswith("Reorder"):
-            if n in original_names:
-                anchors.append(original_names[n])
-            if node is not None:
-                tensors.extend(t for t in node.output if t in original_tensors)
-            if n.endswith("_nchwc") and n[: -len("_nchwc")] in original_tensors:
-                tensors.append(n[: -len("_nchwc")])
-        steps.append(Step(name=n, ms=med_ms[n], anchors=anchors, tensors=tensors, op_type=op))
+        tensors = list(node.output) if node is not None else []
+        steps.append(Step(name=n, ms=med_ms[n], tensors=tensors, op_type=op, match_name=True))
     att = attribute(info.refs(), steps)
     internal = [{"id": rid, "name": name, "ms": ms} for rid, name, ms in att.internal]
     node_sum = sum(med_ms.values())
