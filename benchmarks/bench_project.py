@@ -56,7 +56,6 @@ def print_table(rows: list[list[str]]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=1000, help="SIGKILLs in the kill loop (default 1000)")
-    ap.add_argument("--max-delay-ms", type=float, default=40.0, help="random kill delay upper bound")
     ap.add_argument("--runs", type=int, default=15, help="runs per timing (default 15)")
     ap.add_argument("--model", default=None, help="ONNX model for the create timing (default: largest corpus model)")
     args = ap.parse_args()
@@ -66,7 +65,7 @@ def main() -> int:
     # -------- kill loop
     d = make_kill_project(base / "kill")
     t = time.perf_counter()
-    stats = run_kill_loop(d, args.kills, max_delay_s=args.max_delay_ms / 1000, seed=7)
+    stats = run_kill_loop(d, args.kills, seed=7)
     dt = time.perf_counter() - t
     print(f"kill loop: {stats['kills']} SIGKILLs in {dt:.1f}s, all checks passed; "
           f"{stats['saves']} saves completed, {stats['torn']} kills left a half-written temporary file, "
