@@ -40,7 +40,7 @@ from sparsify_tui.tui.messages import (
 class SparsifyApp(App[None]):
     """sparsify-tui: profile an ONNX model layer by layer and plan its sparsification."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = ["app.tcss", "optimizer.tcss"]
     TITLE = "sparsify-tui"
     COMMANDS = App.COMMANDS | {SparsifyCommands}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide"), (150, "-xwide")]
@@ -53,6 +53,14 @@ class SparsifyApp(App[None]):
         Binding("x", "cancel_jobs", "Cancel job", id="cancel_jobs",
                 tooltip="Cancel the running and queued profiles"),
         Binding("q", "quit", "Quit", id="quit", tooltip="Leave the app (jobs are cancelled)"),
+        Binding("f2", "show_optimizer", "Optimizer", id="show_optimizer",
+                tooltip="Edit the project's optimization and see its estimates"),
+        Binding("f3", "show_compare", "Compare", show=False, id="show_compare",
+                tooltip="Compare two performance profiles layer by layer"),
+        Binding("f4", "show_export", "Export", show=False, id="show_export",
+                tooltip="Recipe, code sample, validation"),
+        Binding("f5", "show_glossary", "Glossary", show=False, id="show_glossary",
+                tooltip="Searchable glossary of the app's terms"),
     ]
 
     data_version: reactive[int] = reactive(0, init=False)
@@ -455,6 +463,23 @@ class SparsifyApp(App[None]):
 
     def action_start_perf(self) -> None:
         self.start_profile("perf", {})
+
+    # part 2 screens (optimizer, compare, export, glossary: tui/screens/optimizer.py)
+    def action_show_optimizer(self) -> None:
+        from sparsify_tui.tui.screens.optimizer import show_part2
+        show_part2(self, "optimizer")
+
+    def action_show_compare(self) -> None:
+        from sparsify_tui.tui.screens.optimizer import show_part2
+        show_part2(self, "compare")
+
+    def action_show_export(self) -> None:
+        from sparsify_tui.tui.screens.optimizer import show_part2
+        show_part2(self, "export")
+
+    def action_show_glossary(self) -> None:
+        from sparsify_tui.tui.screens.optimizer import show_part2
+        show_part2(self, "glossary")
 
     def action_start_loss(self) -> None:
         self.start_profile("loss", {"method": "approx"})
