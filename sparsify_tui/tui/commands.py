@@ -23,6 +23,10 @@ EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("Start an approximated loss profile", "Weight-magnitude loss sensitivity (no data needed)", "start_loss"),
     ("Cancel running profiles", "Stop the running and queued profile jobs", "cancel_jobs"),
     ("Help", "Keys and definitions", "help"),
+    ("Optimizer", "Edit the optimization: sparsity, schedule, per-layer plan, estimates", "show_optimizer"),
+    ("Compare profiles", "Two performance profiles layer by layer, or dense vs pruned", "show_compare"),
+    ("Export recipe", "Recipe YAML, code sample, name map, validation", "show_export"),
+    ("Glossary", "Searchable definitions of every term the app shows", "show_glossary"),
 ]
 
 
