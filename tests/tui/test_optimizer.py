@@ -1,0 +1,207 @@
+"""Optimizer editor on the demo project (real allocation and estimates on approximated profiles)."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable, Input, Static
+
+from sparsify_tui.optim.optimization import Optimization
+from sparsify_tui.tui.app import SparsifyApp
+from sparsify_tui.tui.screens.optimizer import OptimizerScreen
+from tests.tui.conftest import FIXED_MACHINE, settle, wait_for, widget_text
+
+
+async def open_optimizer(pilot, app) -> OptimizerScreen:
+    await settle(pilot, app)
+    screen = OptimizerScreen()
+    app.push_screen(screen)
+    await wait_for(pilot, lambda: screen.ready)
+    await pilot.pause()
+    return screen
+
+
+def stored(project, name="default") -> Optimization:
+    return Optimization.from_dict(project.get_optimization(name))
+
+
+async def test_target_sparsity_by_keys_changes_estimate_and_saves(demo_project):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        # a fresh project gets the default optimization, allocated and saved
+        assert [o["name"] for o in demo_project.optimizations] == ["default"]
+        assert stored(demo_project).pruning.target_sparsity == 0.85
+        before = screen.est.estimated_speedup
+        text0 = widget_text(screen.query_one("#opt-estimates", Static), 200)
+        assert f"{before:.2f}x" in text0 and "Recovery Confidence" in text0 and "approximated" in text0
+        # target sparsity is the first setting: ] = +5 steps of 0.01
+        assert screen.focused.id == "opt-settings"
+        await pilot.press("right_square_bracket")
+        await pilot.pause()
+        assert screen.opt.pruning.target_sparsity == 0.9
+        after = screen.est.estimated_speedup
+        assert after > before
+        text1 = widget_text(screen.query_one("#opt-estimates", Static), 200)
+        assert f"{after:.2f}x" in text1 and f"{before:.2f}x" not in text1
+        # saved after the debounce
+        await wait_for(pilot, lambda: not screen.dirty, timeout=5)
+        assert stored(demo_project).pruning.target_sparsity == 0.9
+        # the layer table shows the allocated sparsities
+        lt = screen.query_one("#opt-layers", DataTable)
+        assert lt.row_count == len(screen.est.layers) > 0
+        shown = {str(k.value): lt.get_row(k)[3].plain for k in lt.rows}
+        for le in screen.est.layers:
+            assert shown[le.id].startswith(f"{le.sparsity * 100:.1f}%")
+        # undo
+        await pilot.press("u")
+        await pilot.pause()
+        assert screen.opt.pruning.target_sparsity == 0.85
+        assert screen.est.estimated_speedup == before
+        await wait_for(pilot, lambda: not screen.dirty, timeout=5)
+        assert stored(demo_project).pruning.target_sparsity == 0.85
+
+
+async def test_invalid_typed_values_show_error_and_save_nothing(demo_project):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        saved = demo_project.get_optimization("default")
+        for bad, words in (("abc", "must be a number"), ("1.5", "at most 0.99")):
+            await pilot.press("e")
+            inp = screen.query_one("#opt-edit", Input)
+            assert screen.focused is inp
+            inp.value = bad
+            await pilot.press("enter")
+            await pilot.pause()
+            err = widget_text(screen.query_one("#opt-error", Static), 200)
+            assert words in err, err
+            assert screen.opt.pruning.target_sparsity == 0.85
+            await pilot.press("escape")
+            await pilot.pause()
+        # negative epochs (third setting)
+        await pilot.press("down", "down", "e")
+        inp = screen.query_one("#opt-edit", Input)
+        inp.value = "-3"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "Epochs must be at least 1" in widget_text(screen.query_one("#opt-error", Static), 200)
+        await pilot.press("escape")
+        await pilot.pause(0.8)
+        assert not screen.dirty
+        assert demo_project.get_optimization("default") == saved
+        # a valid typed epochs value reschedules
+        await pilot.press("e")
+        inp.value = "50"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.opt.epochs == 50 and screen.opt.pruning.end_epoch <= 50
+        assert not screen.query_one("#opt-error", Static).display
+
+
+async def test_layer_override_typed_and_reset(demo_project):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        lt = screen.query_one("#opt-layers", DataTable)
+        lt.focus()
+        await pilot.press("down")
+        lid = screen.current_layer()
+        await pilot.press("e")
+        screen.query_one("#opt-edit", Input).value = "50%"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.opt.layers[lid].sparsity == 0.5 and screen.opt.layers[lid].overridden
+        row = lt.get_row(lid)
+        assert row[3].plain == "50.0% *"
+        await wait_for(pilot, lambda: not screen.dirty, timeout=5)
+        assert stored(demo_project).pruning.overrides == {lid: 0.5}
+        await pilot.press("r")
+        await pilot.pause()
+        assert lid not in screen.opt.pruning.overrides
+        assert not lt.get_row(lid)[3].plain.endswith("*")
+        # exclude, with the reason in the row
+        await pilot.press("x")
+        await pilot.pause()
+        assert screen.opt.layers[lid].sparsity == 0
+        assert "excluded by user" in lt.get_row(lid)[9].plain
+
+
+async def test_copy_version_and_switch(demo_project):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        await pilot.press("c")
+        await pilot.pause()
+        assert [o["name"] for o in demo_project.optimizations] == ["default", "default-v2"]
+        assert screen.opt.name == "default-v2"
+        await pilot.press("minus")  # only the copy changes
+        await pilot.pause()
+        await wait_for(pilot, lambda: not screen.dirty, timeout=5)
+        assert stored(demo_project, "default-v2").pruning.target_sparsity == 0.84
+        assert stored(demo_project, "default").pruning.target_sparsity == 0.85
+        await pilot.press("n")
+        await pilot.pause()
+        assert screen.opt.name == "default" and screen.opt.pruning.target_sparsity == 0.85
+        assert "version 1 of 2" in widget_text(screen.query_one("#opt-title", Static), 200)
+
+
+async def test_lr_modifiers_add_edit_remove(demo_project):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        n0 = len(screen.opt.lr_modifiers)
+        await pilot.press("2")
+        await pilot.pause()
+        assert screen.focused.id == "opt-lr"
+        await pilot.press("a")
+        inp = screen.query_one("#opt-edit", Input)
+        inp.value = "exponential start=70 end=-1 lr=0.005 gamma=0.9"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert len(screen.opt.lr_modifiers) == n0 + 1
+        assert screen.opt.lr_modifiers[-1].kind == "exponential"
+        lr = screen.query_one("#opt-lr", DataTable)
+        assert lr.row_count == n0 + 1
+        chart = screen.query_one("#opt-lr-chart")
+        xs, ys = chart._args[0], chart._args[1]
+        assert xs and min(ys) < 0.005
+        # a bad edit is refused inline
+        lr.move_cursor(row=n0)
+        await pilot.press("e")
+        inp.value = "step start=70 gamma=2"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "gamma must be in (0, 1]" in widget_text(screen.query_one("#opt-error", Static), 200)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("d")
+        await pilot.pause()
+        assert len(screen.opt.lr_modifiers) == n0
+        # the training summary shows the ranges
+        await pilot.press("3")
+        await pilot.pause()
+        rows = [r[0] for r in screen.query_one("#opt-summary").rows]
+        assert rows[0] == "Epoch Range" and "Stabilization" in rows and "Fine-tuning" in rows
+        assert any(r.startswith("Pruning (") for r in rows)
+
+
+async def test_keys_open_optimizer_and_area_help(demo_project):
+    from sparsify_tui.tui.screens.glossary import GlossaryScreen
+
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: isinstance(app.screen, OptimizerScreen) and app.screen.ready)
+        screen = app.screen
+        screen.query_one("#opt-layers").focus()
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, GlossaryScreen)
+        area = widget_text(app.screen.query_one("#glossary-area", Static), 100)
+        assert "per-layer plan" in area and "Override" in area and "Speedup factor" in area
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, OptimizerScreen)
