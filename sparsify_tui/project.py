@@ -460,6 +460,7 @@ class Project:
         self._opt_files: dict[str, str] = {}  # optimization name -> file (relative)
         self._opt_written: dict[str, str] = {}  # file -> JSON text last written/read
         self._bad_opt_entries: list[dict[str, Any]] = []  # unreadable [[optimizations]] rows, kept
+        self._opt_row_extra: dict[str, dict[str, Any]] = {}  # unknown keys of [[optimizations]] rows, kept
         self._problems: dict[str, str] = {}
         self._mutex = threading.RLock()  # one save at a time when threads share the project
         self._stamp: tuple[int, int, int] | None = None  # project.toml as last read/written by us
@@ -803,6 +804,7 @@ class Project:
         self._opt_files = {}
         self._opt_written = {}
         self._bad_opt_entries = []
+        self._opt_row_extra = {}
         self._problems = {}
         for i, row in enumerate(opts):
             if not isinstance(row, dict):
@@ -831,6 +833,9 @@ class Project:
             self.optimizations.append(opt)
             self._opt_files[str(opt.get("name", oname))] = f
             self._opt_written[f] = text
+            extra = {k: v for k, v in row.items() if k not in ("name", "file")}
+            if extra:
+                self._opt_row_extra[str(opt.get("name", oname))] = extra
 
         self._raw = doc
         self._check_model()
@@ -891,7 +896,10 @@ class Project:
         opt_rows = []
         for opt in self.optimizations:
             oname = str(opt.get("name", ""))
-            opt_rows.append({"name": oname, "file": self._opt_files[oname]})
+            row = {"name": oname, "file": self._opt_files[oname]}
+            for k, v in self._opt_row_extra.get(oname, {}).items():
+                row.setdefault(k, v)
+            opt_rows.append(row)
         opt_rows.extend(self._bad_opt_entries)
         doc["optimizations"] = opt_rows
         for k, v in raw.items():

@@ -407,6 +407,9 @@ def test_unknown_keys_are_preserved(project):
     text = text.replace('[model]\n', '[model]\nsource = "zoo:resnet"\n', 1)
     text = text.replace('[[profiles]]\n', '[[profiles]]\nnote = "measured on battery"\n', 1)
     text += '\n[future]\nthing = [1, 2]\n[future.deeper]\nok = true\n'
+    text += '\n[[optimizations]]\nname = "o"\nfile = "optimizations/o.json"\nreviewed_by = "ana"\n'
+    (project.dir / "optimizations").mkdir()
+    (project.dir / "optimizations" / "o.json").write_text('{"name": "o", "sparsity": 0.5}')
     toml.write_text(text)
     q = Project.open(project.dir)
     q.description = "changed"
@@ -419,6 +422,7 @@ def test_unknown_keys_are_preserved(project):
     assert doc["model"]["source"] == "zoo:resnet"
     assert doc["profiles"][0]["note"] == "measured on battery"
     assert doc["future"] == {"thing": [1, 2], "deeper": {"ok": True}}
+    assert doc["optimizations"] == [{"name": "o", "file": "optimizations/o.json", "reviewed_by": "ana"}]
 
 
 def test_newer_schema_opens_read_only(project):
