@@ -103,6 +103,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, backup: bool = F
     write fails, e.g. ``EACCES``, ``EROFS``, ``ENOSPC`` or ``EFBIG``.
     """
     path = Path(path)
+    if path.is_symlink():  # replace the file the link points to, not the link
+        path = Path(os.path.realpath(path))
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(directory))
     try:
