@@ -1008,6 +1008,15 @@ class Project:
         self.notices.append(f"{self.toml_path} was changed outside this program while it was open; "
                             f"that version is kept as {aside}")
 
+    def changed_on_disk(self) -> bool:
+        """True when project.toml on disk is not the version this object read or wrote last
+        (another process saved it, or it was edited by hand): call :meth:`reload` to see it."""
+        try:
+            st = self.toml_path.stat()
+        except OSError:
+            return True
+        return self._stamp != (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def reload(self) -> None:
         """Read project.toml again (e.g. after another process saved it); the lock is kept."""
         with self._mutex:

@@ -628,7 +628,9 @@ def test_second_writer_opens_read_only_and_lock_is_released(project):
         holder.stdin.write("\n")
         holder.stdin.flush()
         assert holder.stdout.readline().strip() == "saved"
-        assert Project.open(project.dir, readonly=True).description == "written by the holder"
+        assert q.changed_on_disk()  # the read-only viewer can tell, and reload
+        q.reload()
+        assert q.description == "written by the holder" and q.readonly and not q.changed_on_disk()
         # waiting for the lock: times out while held
         t = time.monotonic()
         r = Project.open(project.dir, wait=0.3)
