@@ -843,6 +843,7 @@ class Project:
             self.notices.extend(self._problems.values())
 
     def _check_model(self) -> None:
+        """Find the model's current sha256 (re-hashing only when its size or mtime changed) and say what changed."""
         mp = self.model_path
         self.model_changed = False
         self.model_missing = False
@@ -857,23 +858,25 @@ class Project:
         if (self.recorded_model_sha256 and st.st_size == self.model_size
                 and st.st_mtime_ns == self.model_mtime_ns):
             self.model_sha256 = self.recorded_model_sha256
-            return
-        try:
-            sha = fsutil.sha256_file(mp)
-        except OSError as exc:
-            self.model_missing = True
-            self.model_sha256 = self.recorded_model_sha256
-            self.notices.append(f"cannot read model file {mp}: {exc.strerror or exc}")
-            return
-        self.model_sha256 = sha
-        self.model_size, self.model_mtime_ns = st.st_size, st.st_mtime_ns
-        if self.recorded_model_sha256 and sha != self.recorded_model_sha256:
-            self.model_changed = True
+        else:
+            try:
+                sha = fsutil.sha256_file(mp)
+            except OSError as exc:
+                self.model_missing = True
+                self.model_sha256 = self.recorded_model_sha256
+                self.notices.append(f"cannot read model file {mp}: {exc.strerror or exc}")
+                return
+            self.model_sha256 = sha
+            self.model_size, self.model_mtime_ns = st.st_size, st.st_mtime_ns
+            self.model_changed = bool(self.recorded_model_sha256) and sha != self.recorded_model_sha256
         n = len(self.stale_profiles())
-        if self.model_changed or n:
+        if self.model_changed:
             self.notices.append(
-                f"model file {mp} changed since the project was saved: {n} profile(s) measured on the old "
-                "model are marked stale (kept; measure them again with --force)")
+                f"model file {mp} changed since the project was last saved: {n} profile(s) measured on the "
+                "old model are marked stale (kept; measure them again with --force)")
+        elif n:
+            self.notices.append(f"{n} profile(s) were measured on an earlier version of the model and are "
+                                "marked stale (kept; measure them again with --force)")
 
     # ------------------------------------------------------------ save
     def _doc(self) -> dict[str, Any]:

@@ -311,6 +311,9 @@ def test_changed_model_marks_profiles_stale_and_keeps_them(project, monkeypatch)
     q.close()
     r = Project.open(project.dir)
     assert [r.is_stale(e) for e in r.profiles] == [True, False]
+    assert not r.model_changed  # the new model was accepted by the last save...
+    assert r.notices == ["1 profile(s) were measured on an earlier version of the model and are marked stale "
+                         "(kept; measure them again with --force)"]  # ...the old profile stays stale
     r.close()
 
 
