@@ -98,6 +98,24 @@ def demo_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def swept(ray_cluster, demo_model, tmp_path_factory):
+    """A project swept once on alpha and beta (batch 1, cores 1 and 2, ONNX Runtime, level 0):
+    ``(project, report, events)``. Shared by the tests that only read it."""
+    from sparsify_tui.cluster.sweep import SweepSpec, run_sweep
+    from sparsify_tui.project import Project
+
+    project = Project.create(demo_model, dir=tmp_path_factory.mktemp("swept") / "proj", name="swept")
+    events: list[dict] = []
+    spec = SweepSpec(kind="perf", servers="alpha,beta", engines=["onnxruntime"], batch_sizes=[1], cores=[1, 2],
+                     levels=[0.0], iterations=1, warmup=1, repeats=1)
+    report = run_sweep(project, spec, address=ray_cluster.address, on_event=events.append)
+    try:
+        yield project, report, events
+    finally:
+        project.close()
+
+
 @pytest.fixture
 def make_project(tmp_path, demo_model):
     """``make_project(name)`` -> a new, open project on the demo model (closed after the test)."""

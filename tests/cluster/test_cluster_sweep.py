@@ -42,10 +42,8 @@ def assert_no_overlap(rows):
             assert s2 >= e1, f"two measurements overlapped on {server}: {(s1, e1)} and {(s2, e2)}"
 
 
-def test_jobs_land_on_the_servers_asked_for_one_at_a_time(ray_cluster, make_project):
-    project = make_project("two-servers")
-    events = []
-    report = sweep(project, ray_cluster, on_event=events.append, servers="alpha,beta")
+def test_jobs_land_on_the_servers_asked_for_one_at_a_time(ray_cluster, swept):
+    project, report, events = swept
 
     assert report.failed == [] and report.skipped == [] and report.cached == []
     assert report.total == 4 and len(report.measured) == 4
