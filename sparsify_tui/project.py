@@ -72,6 +72,30 @@ profile is written to its JSON file first, then ``project.toml`` is saved: a
 crash in between leaves an unreferenced file, never a reference to a missing or
 torn one.
 
+Since the optimization file is written before the ``project.toml`` that lists
+it, a crash between the two can leave the *file* one save newer than
+``project.toml``; its ``[[optimizations]]`` row only holds name and file, so
+the project is still consistent.
+
+``project.toml`` changed behind the program's back while it was open (a
+hand edit) is not silently overwritten: the next save keeps that version as
+``project.toml.outside-edit`` and adds a notice. :meth:`Project.changed_on_disk`
+tells a read-only viewer that another process saved; :meth:`Project.reload`
+reads it again.
+
+:meth:`Project.create` builds a new project under a hidden staging directory
+next to the target and renames it into place at the end, so an interrupted
+``sparsify-tui new`` leaves no half-made project.
+
+**Errors.** A corrupt ``project.toml`` raises :class:`ProjectError` naming the
+line and column and the command that restores the backup (or saying the
+backup is damaged too); a wrong value type raises :class:`ProjectError`
+naming the key. A corrupt or missing profile file never stops
+:meth:`Project.open`: :meth:`Project.load_profile` raises :class:`ProfileError`
+for that profile only, and :meth:`Project.profile_problems` lists them. A
+failed write (read-only directory, full disk, file size limit) raises
+:class:`ProjectError` and leaves the previous content intact.
+
 **Locking.** :meth:`Project.open` takes an exclusive ``fcntl.flock`` on
 ``project.lock`` (and writes the pid, host and time into it for messages). The
 kernel releases a flock when its process dies, so a lock left by a dead (even
@@ -83,7 +107,13 @@ project raises :class:`ReadOnlyProjectError`.
 on. When the model file changes on disk the project notices on open
 (``model_changed``; the model is re-hashed only when its size or mtime
 changed), and :meth:`Project.is_stale` is True for the profiles measured on the
-old model. Stale profiles are shown, never deleted.
+old model. Stale profiles are shown, never deleted. A missing model file
+opens the project with a notice (``model_missing``); a ``schema_version``
+newer than :data:`SCHEMA_VERSION` opens it read-only with a notice.
+
+**Recent projects.** :func:`recent_projects` / :func:`remember_project` keep
+the newest 30 project directories in ``paths.recent_projects_file()`` (JSON,
+atomic); ``create`` and ``open`` remember the project.
 """
 
 from __future__ import annotations
