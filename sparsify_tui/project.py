@@ -970,6 +970,13 @@ class Project:
             if oname not in names:
                 del self._opt_files[oname]
 
+    def require_writable(self) -> None:
+        """Raise ReadOnlyProjectError (saying why: lock holder, newer schema, closed) unless saves are possible.
+
+        Commands that will store a result should call it *before* a long measurement.
+        """
+        self._check_writable()
+
     def _check_writable(self) -> None:
         if self.readonly or not self._lock.held:
             why = next((n for n in self.notices if n.startswith("opened read-only")),

@@ -625,6 +625,8 @@ def test_second_writer_opens_read_only_and_lock_is_released(project):
                              f"{info['host']} (since {info['started']})"]
         with pytest.raises(ReadOnlyProjectError, match=f"process {holder.pid}"):
             q.save()
+        with pytest.raises(ReadOnlyProjectError, match=f"process {holder.pid}"):
+            q.require_writable()
         with pytest.raises(ReadOnlyProjectError):
             q.set_optimization({"name": "x"})
         # the holder can still write
