@@ -45,6 +45,7 @@ from sparsify_tui.errors import EngineError
 from sparsify_tui.profiles.sensitivity import FedWeight, _ort, session_options
 
 _STRIP = 1024
+DISABLED_OPTIMIZERS = ["ConvBNFusion", "ConvAddFusion", "ConvMulFusion", "NchwcTransformer", "MatMulScaleFusion"]
 _EMPTY_F32 = np.empty((0,), dtype=np.float32)
 
 
@@ -180,6 +181,7 @@ class DownstreamModel:
 
         # types of every value (for boundary inputs and branch outputs)
         self._types = self._infer_types(model)
+        self._empty_inputs: dict[str, int] = {}
         out_types = {o.name: o.type.tensor_type.elem_type for o in g.output}
         out_rank = {o.name: (len(o.type.tensor_type.shape.dim) if o.type.tensor_type.HasField("shape") else None)
                     for o in g.output}
@@ -197,7 +199,19 @@ class DownstreamModel:
         self.weights: dict[str, FedWeight] = {}
         self.layer_cut: dict[str, Cut] = {}
         self.skipped: dict[str, str] = {}
-        top_nodes: list[Any] = [n for i, n in enumerate(nodes) if is_const[i]]
+        # constant nodes stay at the top level; Constant / ConstantOfShape become initializers
+        # (ONNX Runtime does not fold ConstantOfShape, so it would refill the tensor on every run)
+        top_nodes: list[Any] = []
+        extra_inits: list[Any] = []
+        for i, n in enumerate(nodes):
+            if not is_const[i]:
+                continue
+            if n.op_type in ("Constant", "ConstantOfShape") and len(n.output) == 1:
+                arr = constant_tensor(model, n.output[0])
+                if arr is not None:
+                    extra_inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), n.output[0]))
+                    continue
+            top_nodes.append(n)
         new_inputs: list[Any] = list(real_inputs)
         boundary_all: set[str] = set()
         cut_nodes: list[Any] = []
@@ -385,6 +399,8 @@ class DownstreamModel:
         new_inputs.append(helper.make_tensor_value_info("run__sparsify_dense", onnx.TensorProto.BOOL, []))
         for b in self.boundary:
             new_inputs.append(helper.make_tensor_value_info(b + "__sparsify_bnd", self._types[b], None))
+        for name, elem in self._empty_inputs.items():
+            new_inputs.append(helper.make_tensor_value_info(name, elem, None))
         graph_outputs = [helper.make_tensor_value_info(n, types[o], None)
                          for n, o in zip(self.dense_out_names, dense_outs)]
         for cut in {id(c): c for c in self.layer_cut.values()}.values():
@@ -393,7 +409,7 @@ class DownstreamModel:
         # keep old-IR initializer inputs out of the input list (they are constants here)
         new_graph = helper.make_graph(
             top_nodes + [dense_if] + cut_nodes, g.name or "sparsify", new_inputs, graph_outputs,
-            list(g.initializer))
+            list(g.initializer) + extra_inits)
         new_model = helper.make_model(new_graph, opset_imports=list(model.opset_import))
         new_model.ir_version = max(int(model.ir_version), 4)
         self.model = new_model
@@ -442,20 +458,24 @@ class DownstreamModel:
             helper.make_node("Clip", [x, lo_n, hi_n], [y]),
         ]
 
-    @staticmethod
-    def _empty_branch(name: str, outs: list[str], types: dict, ranks: dict, sfx: str):
-        from onnx import helper, numpy_helper
+    def _empty_branch(self, name: str, outs: list[str], types: dict, ranks: dict, sfx: str):
+        """An else-branch returning empty tensors of unknown shape (Identity of an empty graph input per
+        element type), so the If's shape inference accepts it in every opset."""
+        from onnx import helper
 
         nodes, vis = [], []
         for o in outs:
             elem = types[o]
-            dt = helper.tensor_dtype_to_np_dtype(elem)
-            rank = ranks.get(o)
-            shape = (0,) * rank if rank else (0,)
+            src = self._empty_input(elem)
             out = o + sfx + "__empty"
-            nodes.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.zeros(shape, dt), "")))
+            nodes.append(helper.make_node("Identity", [src], [out]))
             vis.append(helper.make_tensor_value_info(out, elem, None))
         return helper.make_graph(nodes, name, [], vis)
+
+    def _empty_input(self, elem: int) -> str:
+        name = f"sparsify_empty_{elem}"
+        self._empty_inputs[name] = elem
+        return name
 
     @staticmethod
     def _infer_types(model) -> dict[str, int]:
@@ -484,9 +504,15 @@ class DownstreamModel:
     # ---------------------------------------------------------------- running
     def build_session(self):
         ort = _ort()
+        so = session_options(self.cores)
+        # every cut branch reads the same constant weights from the outer scope; optimizers that rewrite
+        # weights (BN / Add / Mul folding into Conv, NCHWc reordering) or pre-pack them would make one
+        # private copy per branch (measured: 12 GB instead of 0.7 GB on the light ResNet-50), so they are off
+        so.add_session_config_entry("session.disable_prepacking", "1")
         try:
-            self.session = ort.InferenceSession(self.model.SerializeToString(), session_options(self.cores),
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(self.model.SerializeToString(), so,
+                                                providers=["CPUExecutionProvider"],
+                                                disabled_optimizers=DISABLED_OPTIMIZERS)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise _Unsupported(str(exc).splitlines()[0][:300]) from None
         return self.session
@@ -506,7 +532,15 @@ class DownstreamModel:
                 feeds[cut.act_zp] = _EMPTY_F32
         for b in self.boundary:
             feeds[b + "__sparsify_bnd"] = self._empty_of(b)
+        for name, elem in self._empty_inputs.items():
+            feeds[name] = self._empty_elem(elem)
         return feeds
+
+    @staticmethod
+    def _empty_elem(elem: int) -> np.ndarray:
+        from onnx import helper
+
+        return np.empty((0,), dtype=helper.tensor_dtype_to_np_dtype(elem))
 
     def _empty_of(self, b: str) -> np.ndarray:
         from onnx import helper
