@@ -20,6 +20,7 @@ import numpy as np
 
 from sparsify_tui.analysis.flops import NodeShapes, node_flops
 from sparsify_tui.analysis.graph import Layer, ModelGraph, TensorInfo, WeightRef
+from sparsify_tui.analysis.shapes import check_conv_ranks
 from sparsify_tui.analysis.shapes import infer as infer_shapes
 from sparsify_tui.analysis.loader import FLOAT_TYPES, ONNX_DTYPES, Skeleton, count_zeros, load_skeleton, raw_view
 from sparsify_tui.errors import InputShapeError, ModelError
@@ -163,6 +164,11 @@ def _default_dims(shape: list[Any], dtype: int, memo: dict[str, int]) -> tuple[l
 
 
 # ---------------------------------------------------------------- attributes
+def _text(x: Any) -> str:
+    """A protobuf string field as text (protobuf hands out bytes when it is not valid UTF-8)."""
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+
+
 def _finite(x: float) -> Any:
     """A float attribute as JSON can hold it: inf/nan become the strings "inf", "-inf", "nan"."""
     x = float(x)
@@ -503,6 +509,10 @@ class _Walker:
         ins = list(node.input)  # (each access to a protobuf repeated field builds a new wrapper)
         outs = list(node.output)
         attr_protos = list(node.attribute)
+        if not all(isinstance(x, str) for x in [op, domain, node.name] + ins + outs + [a.name for a in attr_protos]):
+            # protobuf hands out bytes for strings that are not valid UTF-8
+            raise ModelError(f"{self.label} is corrupt: node {self.depth} has a name or op type that is not "
+                             "valid UTF-8 text")
         depth = self.depth
         self.depth += 1
         lid = outs[0] if outs and outs[0] else ""
@@ -645,19 +655,24 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx"):
             opset = int(o.version)
-    if opset == 0 and not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
-        if len(model.opset_import) == 0:
-            opset = 1
+    if len(model.opset_import) == 0:
+        if model.ir_version >= 3:
+            raise ModelError(f"{label} has no opset version (opset_import is missing): truncated or not a valid "
+                             "ONNX model")
+        opset = 1  # IR 1-2 models predate opset_import and mean opset 1
     known = onnx.defs.onnx_opset_version()
     if opset > known:
         raise ModelError(
             f"{label} uses ONNX opset {opset}, newer than the installed onnx {onnx.__version__} "
             f"supports (up to opset {known}); upgrade onnx to analyse it"
         )
-    custom = sorted({o.domain for o in model.opset_import if o.domain not in ("", "ai.onnx", "ai.onnx.ml")})
+    custom = sorted({_text(o.domain) for o in model.opset_import if o.domain not in ("", "ai.onnx", "ai.onnx.ml")})
     if custom:
         notes.append(f"Custom operator domains {', '.join(custom)}: their ops' shapes and FLOPs may be unknown.")
 
+    for vi in list(g.input) + list(g.output) + list(g.initializer):
+        if not isinstance(vi.name, str):
+            raise ModelError(f"{label} is corrupt: a graph input, output or initializer name is not valid UTF-8 text")
     # ---- inputs: real inputs are graph inputs without an initializer
     init_names = {t.name for t in g.initializer}
     inputs: list[TensorInfo] = []
@@ -727,6 +742,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
             out_elem[vo.name] = _tensor_shape(vo)
             vo.type.tensor_type.ClearField("shape")  # re-inferred for the chosen input sizes
     del g.value_info[:]
+    check_conv_ranks(model, label)  # onnx 1.14 segfaults on these instead of reporting them
     try:
         inferred = infer_shapes(model, opset)
     except Exception as exc:  # onnx.shape_inference.InferenceError, ValidationError, RuntimeError
@@ -777,7 +793,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
     if walker.has_loop_body:
         notes.append("Layers inside Loop/Scan bodies are counted for one iteration.")
 
-    producer = model.producer_name + (f" {model.producer_version}" if model.producer_version else "")
+    producer = _text(model.producer_name) + (f" {_text(model.producer_version)}" if model.producer_version else "")
     mg = ModelGraph(
         path=str(skel.path or label),
         opset=opset,

@@ -314,3 +314,91 @@ def infer(model, opset: int):
         unknown = new_unknown
         model = work
     return inferred
+
+
+# ---------------------------------------------------------------- guarding onnx's inference
+_CONV_W = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3}
+_RANK_SAME = {
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
+    "Softsign", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Ceil", "Floor", "Round", "Sign",
+    "Not", "Clip", "Softmax", "LogSoftmax", "Hardmax", "BatchNormalization", "LayerNormalization",
+    "InstanceNormalization", "GroupNormalization", "LpNormalization", "LRN", "Cast", "CastLike", "Identity",
+    "Dropout", "QuantizeLinear", "DequantizeLinear", "Conv", "ConvTranspose", "ConvInteger", "MaxPool",
+    "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Pad", "Resize", "Upsample",
+    "Slice", "Transpose", "Split", "Concat", "DepthToSpace", "SpaceToDepth", "Tile", "CumSum", "Trilu",
+}
+_RANK_BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
+                   "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "MatMul", "MatMulInteger"}
+
+
+def check_conv_ranks(model, label: str) -> None:
+    """Raise ModelError when a convolution's input rank differs from its weight's.
+
+    onnx 1.14's shape inference crashes the whole process (segmentation fault)
+    on a Conv, ConvTranspose or ConvInteger whose input has fewer dimensions
+    than its weight (e.g. a Flatten feeding a Conv), so that mistake is caught
+    here first with a cheap rank propagation over the main graph.
+    """
+    from sparsify_tui.errors import ModelError
+
+    g = model.graph
+    rank: dict[str, int] = {}
+    for vi in list(g.input):
+        s = _dims(vi)
+        if s is not None:
+            rank[vi.name] = len(s)
+    for t in g.initializer:
+        rank[t.name] = len(t.dims)
+    opset = 0
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            opset = int(o.version)
+    for node in g.node:
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        ins = list(node.input)
+        outs = list(node.output)
+        r_in = [rank.get(i) if i else None for i in ins]
+        if op in _CONV_W and len(ins) > _CONV_W[op]:
+            rx, rw = r_in[0], r_in[_CONV_W[op]]
+            if rx is not None and rw is not None and rx != rw:
+                raise ModelError(
+                    f"{label}: {op} node {node.name or outs[0]!r} gets a {rx}-D input but its weight is {rw}-D "
+                    "(input and weight need the same number of dimensions)")
+        r: int | None = None
+        if op == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    r = len(a.t.dims)
+                elif a.name in ("value_float", "value_int"):
+                    r = 0
+                elif a.name in ("value_floats", "value_ints"):
+                    r = 1
+        elif op in _RANK_SAME:
+            r = r_in[0] if r_in else None
+        elif op in _RANK_BROADCAST:
+            known = [x for x in r_in if x is not None]
+            r = max(known) if known and len(known) == len([i for i in ins if i]) else None
+        elif op in ("Flatten", "Gemm"):
+            r = 2
+        elif op in ("Shape", "NonZero"):
+            r = 1 if op == "Shape" else 2
+        elif op in ("Squeeze", "Unsqueeze") and r_in and r_in[0] is not None:
+            axes = None
+            if opset < 13:
+                for a in node.attribute:
+                    if a.name == "axes":
+                        axes = len(a.ints)
+            elif len(ins) > 1:
+                t = next((t for t in g.initializer if t.name == ins[1]), None)
+                if t is not None and len(t.dims) == 1:
+                    axes = int(t.dims[0])
+            if axes is not None:
+                r = r_in[0] + axes if op == "Unsqueeze" else r_in[0] - axes
+        elif op == "Reshape" and len(ins) > 1:
+            t = next((t for t in g.initializer if t.name == ins[1]), None)
+            if t is not None and len(t.dims) == 1:
+                r = int(t.dims[0])
+        if r is not None and outs and outs[0]:
+            rank[outs[0]] = r

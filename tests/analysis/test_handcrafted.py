@@ -506,3 +506,42 @@ def test_non_finite_attributes_stay_json_safe(tmp_path):
     g = analyze(p)
     assert g.layer("y").attributes["alpha"] == "inf"
     json.dumps(g.to_dict(), allow_nan=False)
+
+
+def test_conv_fed_a_flattened_tensor_is_a_model_error_not_a_crash(tmp_path):
+    """onnx 1.14's shape inference segfaults on this; we report it (the process must survive)."""
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Conv", ["f", "w"], ["y"])]
+    p = save(tmp_path, nodes, [vi("x", [1, 3, 8, 8])], [vi("y", None)], [init("w", rand(4, 3, 3, 3))])
+    with pytest.raises(ModelError, match="gets a 2-D input but its weight is 4-D"):
+        analyze(p)
+
+
+def test_corrupt_bytes_never_escape_as_other_exceptions():
+    """Random byte flips in a small model: either an analysis or one ModelError, nothing else."""
+    import json
+
+    from sparsify_tui.commands.info import info_document
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1)]
+    g_ = helper.make_graph(nodes, "g", [vi("x", ["N", 3, 8, 8])], [vi("y", None)],
+                           initializer=[init("w", np.ones((4, 3, 3, 3), np.float32)),
+                                        init("w2", np.ones((5, 256), np.float32))])
+    good = bytearray(helper.make_model(g_, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    structure = len(good) - (4 * 27 + 5 * 256) * 4  # flip bytes outside the weight payloads mostly
+    rng = np.random.default_rng(3)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(300):
+        bad = bytearray(good)
+        for _ in range(int(rng.integers(1, 4))):
+            pos = int(rng.integers(0, structure)) if rng.random() < 0.8 else int(rng.integers(0, len(bad)))
+            bad[pos] = int(rng.integers(0, 256))
+        try:
+            graph = analyze(bytes(bad))
+        except ModelError as exc:
+            assert "\n" not in str(exc)
+            outcomes["error"] += 1
+            continue
+        json.dumps(info_document(graph, {}), allow_nan=False)
+        outcomes["ok"] += 1
+    assert outcomes["ok"] > 0 and outcomes["error"] > 0
