@@ -13,16 +13,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from math import prod
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sparsify_tui.analysis.flops import NodeShapes, node_flops
 from sparsify_tui.analysis.graph import Layer, ModelGraph, TensorInfo, WeightRef
+from sparsify_tui.analysis.loader import FLOAT_TYPES, ONNX_DTYPES, Skeleton, count_zeros, load_skeleton, raw_view
 from sparsify_tui.analysis.shapes import check_conv_ranks
 from sparsify_tui.analysis.shapes import infer as infer_shapes
-from sparsify_tui.analysis.loader import FLOAT_TYPES, ONNX_DTYPES, Skeleton, count_zeros, load_skeleton, raw_view
 from sparsify_tui.errors import InputShapeError, ModelError
 
 # ops whose output is still "a constant" when all their inputs are constants
