@@ -54,7 +54,8 @@ Algorithm
    ``min_recovery`` is set to 0 with its reason, and the remaining free layers
    are re-allocated (repeated until nothing more is filtered).
 5. Monotone balance: steps 1-4 are run for the 21 candidate balances 0, 0.05,
-   ..., 1. The plan returned for balance b is the candidate minimizing
+   ..., 1 (11 candidates 0, 0.1, ..., 1 when a filter is on, since filtering
+   re-allocates several times). The plan returned for balance b is the candidate minimizing
    ``b*L/L_scale - (1-b)*P/P_scale`` evaluated on the raw (not convexified)
    curves, ties broken toward performance at b=0 and recovery at b=1. Since
    this is an exact minimization over one fixed set of plans, the standard
@@ -104,6 +105,7 @@ def step_grid(m: int) -> np.ndarray:
     return np.round(np.arange(0.0, 1.0, step), 2)
 
 CANDIDATE_BALANCES = tuple(round(i / 20, 2) for i in range(21))
+CANDIDATE_BALANCES_FILTERED = tuple(round(i / 10, 1) for i in range(11))  # filters re-allocate: fewer candidates
 BUCKET_STEP = 0.05
 MAX_FILTER_ROUNDS = 30
 _EPS_B = 1e-6
@@ -308,6 +310,15 @@ class Curves:
         r = np.arange(M.shape[0])
         return M[r, i] + f * (M[r, i + 1] - M[r, i])
 
+    @staticmethod
+    def _at_rows(M: np.ndarray, rows: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """Like :meth:`_at` for the given rows of M only (no copy of the rows)."""
+        x = np.minimum(np.maximum(s, 0.0), 1.0) * 100.0
+        i = np.minimum(x.astype(np.int64), GRID_N - 2)
+        f = x - i
+        a = M[rows, i]
+        return a + f * (M[rows, i + 1] - a)
+
     def loss_at(self, s: np.ndarray) -> np.ndarray:
         return np.maximum(self._at(self.loss, s), 0.0)
 
@@ -337,39 +348,58 @@ class Plan:
 
 
 def _bucketize(s: np.ndarray, w: np.ndarray, k: int, cap: float) -> np.ndarray:
-    """Group values (all > 0) into at most k buckets; each value becomes its bucket's weighted mean."""
+    """Group values (all > 0) into at most k buckets; each value becomes its bucket's weighted mean.
+
+    Values are first grouped by rounding to 0.05; while there are more than k groups, the two
+    adjacent groups whose merge adds the least params-weighted variance are merged. A bucket's
+    value is the params-weighted mean of its members (so the zeroed params are unchanged and the
+    value lies between its members' values), rounded to 6 decimals.
+    """
     if k <= 0 or s.size == 0:
         return np.minimum(np.round(s, 6), cap)
-    key = np.round(s / BUCKET_STEP).astype(np.int64)
-    uk, inv = np.unique(key, return_inverse=True)
-    W = np.bincount(inv, weights=w)
-    S = np.bincount(inv, weights=w * s)
-    groups = [[float(W[g]), float(S[g]), [g]] for g in range(len(uk))]
+    key = np.rint(s / BUCKET_STEP).astype(np.int64)
+    nk = int(key.max()) + 1
+    cnt = np.bincount(key, minlength=nk)
+    W = np.bincount(key, weights=w, minlength=nk)
+    S = np.bincount(key, weights=w * s, minlength=nk)
+    uk = np.nonzero(cnt)[0].tolist()
+    groups = [[float(W[g]), float(S[g]), [g]] for g in uk]
     while len(groups) > k:
         best, bj = None, 0
         for j in range(len(groups) - 1):
             wa, sa, _ = groups[j]
             wb, sb, _ = groups[j + 1]
-            if wa <= 0 or wb <= 0:
-                cost = 0.0
-            else:
-                cost = wa * wb / (wa + wb) * (sa / wa - sb / wb) ** 2
+            cost = 0.0 if wa <= 0 or wb <= 0 else wa * wb / (wa + wb) * (sa / wa - sb / wb) ** 2
             if best is None or cost < best:
                 best, bj = cost, j
         a, b = groups[bj], groups[bj + 1]
         groups[bj] = [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
         del groups[bj + 1]
-    val = np.zeros(len(uk))
+    val = np.zeros(nk)
+    own = np.zeros(nk, dtype=bool)
     for wg, sg, members in groups:
-        v = sg / wg if wg > 0 else 0.0
         for g in members:
-            val[g] = v
-    out = val[inv]
-    # a bucket's mean is a weighted mean of its members (so within [min, max] of them); zero-weight
-    # layers (no params) keep their own value
-    zero = w <= 0
-    out[zero] = s[zero]
+            if wg > 0:
+                val[g] = sg / wg
+            else:
+                own[g] = True
+    out = val[key]
+    keep = own[key] | (w <= 0)  # zero-weight layers keep their own value
+    out[keep] = s[keep]
     return np.minimum(np.round(out, 6), cap)
+
+
+class _FreeSet:
+    """The arrays of one set of free layers, shared by the candidates that allocate over it."""
+
+    def __init__(self, alloc: "_Allocator", free: np.ndarray) -> None:
+        c = alloc.c
+        self.free = free
+        self.n = c.n[free]
+        self.A = alloc.A[free]
+        self.B = alloc.B[free]
+        self.W = (self.n[:, None] * alloc.dpts[None, :]).ravel()
+        self.total = float(self.n.sum()) * (alloc.pts[-1] if len(alloc.pts) else 0.0)
 
 
 class _Allocator:
@@ -430,9 +460,33 @@ class _Allocator:
         # (hulls are convex / concave); b*A + (1-b)*B is then non-decreasing too, even in floating point
         with np.errstate(divide="ignore", invalid="ignore"):
             W = np.maximum(c.n, 1e-300)[:, None] * self.dpts[None, :] if len(self.dpts) else np.zeros((m, 0))
-            self.A = np.maximum.accumulate(np.diff(Lh, axis=1) / c.L_scale / W, axis=1) if m and W.size else W
-            self.B = np.maximum.accumulate(-np.diff(Ph, axis=1) / c.P_scale / W, axis=1) if m and W.size else W
+            A = np.diff(Lh, axis=1) / c.L_scale / W if m and W.size else W
+            B = -np.diff(Ph, axis=1) / c.P_scale / W if m and W.size else W
+            self.A = np.maximum.accumulate(A, axis=1) if m and W.size else W
+            self.B = np.maximum.accumulate(B, axis=1) if m and W.size else W
         self.cache: dict[float, Plan] = {}
+        self._free_cache: dict[bytes, _FreeSet] = {}
+        self._over_idx = np.fromiter(self.overridden, dtype=np.int64, count=len(self.overridden))
+        # layers that cannot pass a filter at any sparsity they may take are filtered up front (the
+        # result is the same as filtering them after a first allocation, in fewer rounds)
+        if len(self.free0) and len(self.pts) > 1:
+            hopeless: dict[int, str] = {}
+            if self.min_speedup > 1.0:
+                top = np.full(len(self.free0), self.pts[-1])
+                t0 = c.t0[self.free0]
+                sv = np.clip(Curves._at(c.save[self.free0], top), 0.0, t0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    fac = np.where(t0 > 0, t0 / np.maximum(t0 - sv, 1e-300), 1.0)
+                for k in np.nonzero(fac < self.min_speedup)[0]:
+                    hopeless[int(self.free0[k])] = REASON_MIN_SPEEDUP.format(self.min_speedup)
+            if self.min_recovery > 0:
+                low = np.full(len(self.free0), self.pts[1])
+                rec = layer_recovery(c, self.free0, low)
+                for k in np.nonzero(rec < self.min_recovery)[0]:
+                    hopeless.setdefault(int(self.free0[k]), REASON_MIN_RECOVERY.format(self.min_recovery))
+            if hopeless:
+                self.reasons.update(hopeless)
+                self.free0 = np.array([i for i in self.free0.tolist() if i not in hopeless], dtype=np.int64)
 
     @staticmethod
     def _cols(M: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -442,33 +496,37 @@ class _Allocator:
         return M[:, i] + f[None, :] * (M[:, i + 1] - M[:, i])
 
     # ------------------------------------------------------------ one greedy solve
-    def _greedy(self, b: float, free: np.ndarray, R: float) -> np.ndarray:
+    def _freeset(self, free: np.ndarray) -> _FreeSet:
+        key = free.tobytes()
+        fs = self._free_cache.get(key)
+        if fs is None:
+            fs = self._free_cache[key] = _FreeSet(self, free)
+        return fs
+
+    def _greedy(self, b: float, fs: _FreeSet, R: float) -> np.ndarray:
         """Sparsities of the free layers that zero R params at the least convexified cost.
 
-        Equivalent to taking the steps of every free layer in order of marginal cost per param
-        (ties in row-major order) until R params are zeroed, the last step fractionally; done by
-        bisection on the marginal cost instead of a full argsort.
+        The steps of every free layer are taken in order of marginal cost per param (ties in
+        row-major order: layer, then step) until R params are zeroed, the last step fractionally.
         """
-        c = self.c
-        pts, dpts = self.pts, self.dpts
-        out = np.zeros(len(free))
-        if len(free) == 0 or R <= 0 or len(dpts) == 0:
+        pts = self.pts
+        f = len(fs.free)
+        out = np.zeros(f)
+        if f == 0 or R <= 0 or len(self.dpts) == 0:
             return out
-        n = c.n[free]
-        total = float(n.sum()) * pts[-1]
-        if R >= total * (1 - 1e-12):
+        n = fs.n
+        if R >= fs.total * (1 - 1e-12):
             out[:] = pts[-1]
             return out
-        S = b * self.A[free] + (1.0 - b) * self.B[free]
-        # cut point: the marginal cost mu at which the cheapest steps add up to R params
+        S = b * fs.A + (1.0 - b) * fs.B
         Sf = S.ravel()
         order = np.argsort(Sf)
-        cw = np.cumsum((n[:, None] * dpts[None, :]).ravel()[order])
+        cw = np.cumsum(fs.W[order])
         p = min(int(np.searchsorted(cw, R, side="left")), len(order) - 1)
         mu = Sf[order[p]]
         c_lt = np.count_nonzero(S < mu, axis=1)
         c_le = np.count_nonzero(S <= mu, axis=1)
-        out = pts[c_lt].copy()
+        out = pts[c_lt]
         rem = R - float(n @ out)
         tr = np.nonzero(c_le > c_lt)[0]
         if len(tr) and rem > 0:
@@ -496,14 +554,13 @@ class _Allocator:
             R = X - fixed_params
             if abs(R) <= 1e-6 * self.N:  # a target rounded to 6 decimals (e.g. an imported recipe's)
                 R = 0.0
-            cap_params = float(c.n[free].sum()) * (self.pts[-1] if len(self.pts) else 0.0)
-            reachable = -1e-9 * max(self.N, 1.0) <= R <= cap_params * (1 + 1e-12) + 1e-9
-            s_free = self._greedy(b, free, R)
+            fs = self._freeset(free)
+            reachable = -1e-9 * max(self.N, 1.0) <= R <= fs.total * (1 + 1e-12) + 1e-9
+            s_free = self._greedy(b, fs, R)
             if len(free):
                 pos = s_free > 0
-                vals = s_free.copy()
-                vals[pos] = _bucketize(s_free[pos], c.n[free][pos], self.buckets, self.cap)
-                s_free = vals
+                if pos.any():
+                    s_free[pos] = _bucketize(s_free[pos], fs.n[pos], self.buckets, self.cap)
             s[:] = self.fixed
             s[free] = s_free
             bad = self._filtered(free, s_free)
@@ -516,11 +573,12 @@ class _Allocator:
                 break
             for i, why in bad.items():
                 reasons[i] = why
-            keep = np.array([i not in bad for i in free], dtype=bool)
-            free = free[keep]
-        for i in reasons:
-            if i not in self.overridden:
-                s[i] = 0.0
+            free = free[~np.isin(free, np.fromiter(bad, dtype=np.int64, count=len(bad)))]
+        if reasons:
+            idx = np.fromiter(reasons, dtype=np.int64, count=len(reasons))
+            if self.overridden:
+                idx = idx[~np.isin(idx, self._over_idx)]
+            s[idx] = 0.0
         achieved = float((c.n * s).sum() / self.N) if self.N > 0 else 0.0
         L, P = c.totals(s)
         return Plan(sparsity=s, reasons=reasons, overridden=set(self.overridden), achieved=achieved,
@@ -533,25 +591,27 @@ class _Allocator:
             return bad
         on = s_free > 0
         if self.min_s > 0:
-            for k in np.nonzero(on & (s_free < self.min_s - 1e-9))[0]:
+            for k in np.nonzero(on & (s_free < self.min_s - 1e-9))[0].tolist():
                 bad[int(free[k])] = REASON_MIN_SPARSITY.format(self.min_s)
         if self.min_speedup > 1.0:
             t0 = c.t0[free]
-            sv = np.clip(Curves._at(c.save[free], s_free), 0.0, t0)
+            sv = np.minimum(np.maximum(Curves._at_rows(c.save, free, s_free), 0.0), t0)
+            rem = t0 - sv
             with np.errstate(divide="ignore", invalid="ignore"):
-                f = np.where(t0 > 0, t0 / np.maximum(t0 - sv, 1e-300), 1.0)
-            for k in np.nonzero(on & (f < self.min_speedup))[0]:
+                f = np.where(t0 > 0, t0 / np.where(rem > 0, rem, 1e-300), 1.0)
+            for k in np.nonzero(on & (f < self.min_speedup))[0].tolist():
                 bad.setdefault(int(free[k]), REASON_MIN_SPEEDUP.format(self.min_speedup))
         if self.min_recovery > 0:
             rec = layer_recovery(c, free, s_free)
-            for k in np.nonzero(on & (rec < self.min_recovery))[0]:
+            for k in np.nonzero(on & (rec < self.min_recovery))[0].tolist():
                 bad.setdefault(int(free[k]), REASON_MIN_RECOVERY.format(self.min_recovery))
         return bad
 
     # ------------------------------------------------------------ candidates and selection
     def candidates(self) -> list[Plan]:
         out = []
-        for b in CANDIDATE_BALANCES:
+        filters = self.min_s > 0 or self.min_speedup > 1.0 or self.min_recovery > 0
+        for b in (CANDIDATE_BALANCES_FILTERED if filters else CANDIDATE_BALANCES):
             if b not in self.cache:
                 beff = min(max(b, _EPS_B), 1.0 - _EPS_B)
                 plan = self._plan(beff)
@@ -581,10 +641,10 @@ class _Allocator:
 def layer_recovery(c: Curves, rows: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Per-layer recovery: 1 - loss(s) / loss(0.99) (1 when the layer's loss at 0.99 is 0)."""
     top = c.loss[rows, TOP]
-    ls = np.maximum(Curves._at(c.loss[rows], s), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(top > 0, 1.0 - ls / np.where(top > 0, top, 1.0), 1.0)
-    return np.clip(r, 0.0, 1.0)
+    ls = np.maximum(Curves._at_rows(c.loss, rows, s), 0.0)
+    pos = top > 0
+    r = np.where(pos, 1.0 - ls / np.where(pos, top, 1.0), 1.0)
+    return np.minimum(np.maximum(r, 0.0), 1.0)
 
 
 def settings_key(opt: Optimization) -> str:
@@ -619,11 +679,12 @@ def allocate_plan(curves: Curves, opt: Optimization) -> Plan:
 
 def apply_plan(curves: Curves, opt: Optimization, plan: Plan) -> Optimization:
     """A copy of ``opt`` whose ``layers`` hold the plan's results."""
-    new = opt.copy()
+    new = opt.copy(with_layers=False)
     layers: dict[str, LayerResult] = {}
+    sp = plan.sparsity.tolist()
+    reasons, over = plan.reasons, plan.overridden
     for i, lid in enumerate(curves.ids):
-        layers[lid] = LayerResult(sparsity=float(plan.sparsity[i]), excluded_reason=plan.reasons.get(i, ""),
-                                  overridden=i in plan.overridden)
+        layers[lid] = LayerResult(sp[i], reasons.get(i, ""), i in over)
     for lid, why in plan.extra.items():
         layers[lid] = LayerResult(sparsity=0.0, excluded_reason=why)
     new.layers = layers

@@ -455,9 +455,18 @@ class Optimization:
             quant_profile_id=_get_str(d, "quant_profile_id", "", ""),
         )
 
-    def copy(self, name: str | None = None) -> "Optimization":
-        """A deep copy (a new version when ``name`` is given: fresh created/modified times)."""
-        new = _copy.deepcopy(self)
+    def copy(self, name: str | None = None, *, with_layers: bool = True) -> "Optimization":
+        """A deep copy (a new version when ``name`` is given: fresh created/modified times).
+
+        ``with_layers=False`` leaves the per-layer results out (the allocation refills them).
+        """
+        layers, self.layers = self.layers, {}
+        try:
+            new = _copy.deepcopy(self)
+        finally:
+            self.layers = layers
+        if with_layers:
+            new.layers = {k: LayerResult(v.sparsity, v.excluded_reason, v.overridden) for k, v in layers.items()}
         if name is not None:
             new.name = name
             new.created = new.modified = now_iso()
