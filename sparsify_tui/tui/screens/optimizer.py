@@ -65,35 +65,37 @@ class Setting:
 
 SETTINGS: list[Setting] = [
     Setting("target_sparsity", "Target sparsity", "float", 0.01, 0.0, 0.99, help="share of prunable weights zeroed"),
-    Setting("balance", "Balance (0 perf, 1 recovery)", "float", 0.05, 0.0, 1.0),
+    Setting("balance", "Balance perf-recov", "float", 0.05, 0.0, 1.0),
     Setting("epochs", "Epochs", "int", 1, 1, 100000, help="rescales the default schedule"),
-    Setting("pruning_start", "Pruning start epoch", "float", 1.0, 0.0, None),
-    Setting("pruning_end", "Pruning end epoch", "float", 1.0, 0.0, None),
-    Setting("update_frequency", "Update frequency (epochs)", "float", 0.25, 0.0, None),
+    Setting("pruning_start", "Pruning start", "float", 1.0, 0.0, None),
+    Setting("pruning_end", "Pruning end", "float", 1.0, 0.0, None),
+    Setting("update_frequency", "Update frequency", "float", 0.25, 0.0, None),
     Setting("init_sparsity", "Initial sparsity", "float", 0.01, 0.0, 0.99),
     Setting("interpolation", "Interpolation", "choice", choices=INTERPOLATIONS),
     Setting("mask_type", "Mask type", "choice", choices=MASK_TYPES),
-    Setting("max_sparsity", "Max sparsity per layer", "float", 0.01, 0.01, 0.99),
-    Setting("min_sparsity", "Filter: min sparsity", "float", 0.05, 0.0, 0.99),
-    Setting("min_speedup", "Filter: min speedup (x)", "float", 0.05, 0.0, 100.0),
-    Setting("min_recovery", "Filter: min recovery", "float", 0.05, 0.0, 1.0),
-    Setting("buckets", "Sparsity buckets", "int", 1, 0, 100),
-    Setting("quantization", "Quantization (INT8 QAT)", "bool"),
+    Setting("max_sparsity", "Max layer sparsity", "float", 0.01, 0.01, 0.99),
+    Setting("min_sparsity", "Min sparsity", "float", 0.05, 0.0, 0.99),
+    Setting("min_speedup", "Min speedup (x)", "float", 0.05, 0.0, 100.0),
+    Setting("min_recovery", "Min recovery", "float", 0.05, 0.0, 1.0),
+    Setting("buckets", "Buckets", "int", 1, 0, 100),
+    Setting("quantization", "INT8 QAT", "bool"),
 ]
 SETTING_BY_KEY = {s.key: s for s in SETTINGS}
 
 LAYER_COLUMNS = [
     ("name", "Layer"),
-    ("op", "Op"),
-    ("params", "Params"),
     ("sparsity", "Sparsity"),
     ("speedup", "Speedup"),
-    ("time", "Est/Base ms"),
+    ("time", "Est ms vs base"),
     ("loss", "Loss sens"),
     ("perf", "Perf sens"),
-    ("recovery", "Recovery"),
     ("note", "Excluded / note"),
+    ("recovery", "Recovery"),
+    ("params", "Params"),
+    ("op", "Op"),
 ]
+LAYER_WIDTHS = {"name": 20, "op": 8, "params": 8, "sparsity": 8, "speedup": 7, "time": 14,
+                "loss": 13, "perf": 13, "recovery": 8, "note": 24}
 LR_COLUMNS = [("n", "#"), ("kind", "Kind"), ("start", "Start"), ("end", "End"), ("lr", "Init LR"), ("args", "Args")]
 
 
@@ -246,7 +248,7 @@ def layer_cells(le: Any) -> dict[str, Text]:
     """The formatted cells of one LayerEstimate."""
     sp = f"{le.sparsity * 100:.1f}%" + (" *" if le.overridden else "")
     if le.est_ms is not None and le.baseline_ms is not None:
-        tm = f"{fmt_ms(le.est_ms)}/{fmt_ms(le.baseline_ms)}"
+        tm = f"{fmt_ms(le.est_ms)} {100 * le.est_ms / le.baseline_ms:.0f}%" if le.baseline_ms > 0 else fmt_ms(le.est_ms)
     elif le.flops_before is not None:
         tm = f"{fmt_count(le.flops_after)}/{fmt_count(le.flops_before)} fl"
     else:
@@ -351,6 +353,9 @@ class OptimizerScreen(Screen):
         Binding("escape", "back", "Back", id="opt_back", tooltip="Save and go back"),
         Binding("q", "leave_app", "Quit", show=False, id="opt_quit"),
     ]
+    # bindings that only make sense in one area (hidden from the footer elsewhere)
+    AREA_ACTIONS = {"reset_override": ("opt-layers",), "toggle_exclude": ("opt-layers",),
+                    "delete_lr": ("opt-lr", "opt-lr-chart")}
 
     def __init__(self, project: Any = None, graph: Any = None, *, context: Any = None,
                  opt_name: str | None = None) -> None:
@@ -398,12 +403,12 @@ class OptimizerScreen(Screen):
     def on_mount(self) -> None:
         st = self.query_one("#opt-settings", DataTable)
         st.add_column("Setting", key="label")
-        st.add_column("Value", key="value")
+        st.add_column("Value", key="value", width=12)
         for s in SETTINGS:
             st.add_row(cell(s.label), cell(""), key=s.key)
         lt = self.query_one("#opt-layers", DataTable)
         for key, label in LAYER_COLUMNS:
-            lt.add_column(label, key=key)
+            lt.add_column(label, key=key, width=LAYER_WIDTHS.get(key))
         lr = self.query_one("#opt-lr", DataTable)
         for key, label in LR_COLUMNS:
             lr.add_column(label, key=key)
@@ -507,9 +512,9 @@ class OptimizerScreen(Screen):
             for le in self.est.layers:
                 cells = layer_cells(le)
                 self._layer_cache[le.id] = {k: v.plain for k, v in cells.items()}
-                rows.append((cell(le.name), cell(le.op_type), cell(fmt_count(le.params), justify="right"),
-                             cells["sparsity"], cells["speedup"], cells["time"], cells["loss"], cells["perf"],
-                             cells["recovery"], cells["note"]))
+                rows.append((cell(le.name), cells["sparsity"], cells["speedup"], cells["time"], cells["loss"],
+                             cells["perf"], cells["note"], cells["recovery"],
+                             cell(fmt_count(le.params), justify="right"), cell(le.op_type)))
             for le, row in zip(self.est.layers, rows):
                 lt.add_row(*row, key=le.id)
             return
@@ -868,6 +873,15 @@ class OptimizerScreen(Screen):
                 pass
 
     # ------------------------------------------------------------ misc
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        areas = self.AREA_ACTIONS.get(action)
+        if areas is not None and self.focused_area() not in areas:
+            return False
+        return True
+
+    def on_descendant_focus(self, event) -> None:  # noqa: ANN001
+        self.refresh_bindings()
+
     def action_tab(self, tab: str) -> None:
         tabs = self.query_one("#opt-tabs", TabbedContent)
         tabs.active = tab

@@ -1,0 +1,292 @@
+"""Profile comparison: two performance profiles of the project side by side, layer by layer.
+
+Pick profile A and B (any two perf profiles of the project: other batch
+sizes, core counts, engines, or one imported with ``profile perf --import``).
+Each layer shows A ms, B ms, the difference B - A and the ratio B / A; the
+totals compare the baselines, items per second and the model time at every
+level both have; the chart draws both per-layer times over Layer Depth.
+Below, the dense vs pruned timings of the optimizations' validations (stored
+by ``optim.validate``), or a sentence saying there is none yet.
+
+Keys: ``s`` swaps A and B, ``o`` cycles the row order (model order, biggest
+difference, biggest ratio), ``escape`` goes back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Select, Static
+from textual_plotext import PlotextPlot
+
+from sparsify_tui.profiles.compare import compare_profiles
+from sparsify_tui.tui.data import fmt_ms
+
+ORDERS = ("model", "diff", "ratio")
+ORDER_LABELS = {"model": "model order", "diff": "largest |B - A| first", "ratio": "largest B / A first"}
+
+
+def profile_label(entry: Any, doc: dict | None = None) -> str:
+    s = entry.settings or {}
+    parts = [entry.name or entry.id, entry.engine or "?"]
+    bs = s.get("batch_size") or (doc or {}).get("batch_size")
+    if bs:
+        parts.append(f"b{bs}")
+    cores = s.get("cores") or (doc or {}).get("cores")
+    if cores:
+        parts.append(f"{cores} cores")
+    if s.get("approximate") or (doc or {}).get("approximated"):
+        parts.append("approximated")
+    if s.get("imported") or s.get("import") or "import" in (entry.name or "").lower():
+        parts.append("imported")
+    return " · ".join(str(p) for p in parts)
+
+
+def validation_rows(project: Any) -> list[dict]:
+    """The validation section of every optimization that has one (dense vs pruned, measured and estimated)."""
+    out = []
+    for o in getattr(project, "optimizations", []) or []:
+        v = o.get("validation") if isinstance(o, dict) else None
+        if isinstance(v, dict) and v:
+            out.append({"optimization": o.get("name", "?"), **v})
+    return out
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def fmt_diff(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return ("+" if x > 0 else "") + fmt_ms(x)
+
+
+def draw_compare(plt: Any, depths: Sequence[int], a: Sequence[float | None], b: Sequence[float | None],
+                 labels: tuple[str, str] = ("A", "B")) -> int:
+    """Both profiles' per-layer times over Layer Depth; returns the number of series drawn."""
+    plt.clear_figure()
+    plt.title("per-layer ms: A and B")
+    n = 0
+    for ys, label in ((a, labels[0]), (b, labels[1])):
+        pts = [(d, y) for d, y in zip(depths, ys) if y is not None]
+        if pts:
+            plt.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker="braille")
+            n += 1
+    if not n:
+        plt.text("no data", x=0.5, y=0.5, alignment="center")
+        plt.xlim(0, 1)
+        plt.ylim(0, 1)
+        return 0
+    plt.xlabel("Layer Depth")
+    return n
+
+
+class CompareChart(PlotextPlot):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._args: tuple = ([], [], [], ("A", "B"))
+        self.series = 0
+
+    def set_data(self, depths, a, b, labels=("A", "B")) -> None:  # noqa: ANN001
+        self._args = (list(depths), list(a), list(b), labels)
+        self.refresh()
+
+    def render(self):
+        self.series = draw_compare(self.plt, *self._args)
+        return super().render()
+
+
+class CompareScreen(Screen):
+    """Two perf profiles layer by layer, with totals, a chart and the validations' dense vs pruned."""
+
+    PALETTE_GROUP = "Compare"
+    AUTO_FOCUS = "#compare-table"
+    BINDINGS = [
+        Binding("s", "swap", "Swap A/B", id="compare_swap", tooltip="Swap profiles A and B"),
+        Binding("o", "cycle_order", "Order", id="compare_order",
+                tooltip="Model order, largest difference or largest ratio first"),
+        Binding("a", "focus_select('#compare-a')", "Pick A", id="compare_pick_a", tooltip="Choose profile A"),
+        Binding("b", "focus_select('#compare-b')", "Pick B", id="compare_pick_b", tooltip="Choose profile B"),
+        Binding("f1,question_mark", "area_help", "Help here", id="compare_help"),
+        Binding("escape", "app.pop_screen", "Back", id="compare_back"),
+    ]
+
+    def __init__(self, project: Any = None) -> None:
+        super().__init__()
+        self.project = project
+        self.entries: list[Any] = []
+        self.docs: dict[str, dict] = {}
+        self.a_id: str | None = None
+        self.b_id: str | None = None
+        self.order = "model"
+        self.result: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="compare-body"):
+            with Horizontal(id="compare-pick"):
+                yield Select([], id="compare-a", prompt="profile A", allow_blank=True)
+                yield Select([], id="compare-b", prompt="profile B", allow_blank=True)
+            yield Static("", id="compare-totals")
+            with Horizontal(id="compare-main"):
+                yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+                yield CompareChart(id="compare-chart")
+            yield Static("", id="compare-validation")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.project is None:
+            self.project = getattr(self.app, "project", None)
+        t = self.query_one("#compare-table", DataTable)
+        for key, label, w in (("name", "Layer", 24), ("op", "Op", 8), ("a", "A ms", 9), ("b", "B ms", 9),
+                              ("diff", "B - A", 9), ("ratio", "B / A", 6)):
+            t.add_column(label, key=key, width=w)
+        self.entries = list(self.project.profiles_of("perf")) if self.project is not None else []
+        self.entries.sort(key=lambda e: str(e.created or ""), reverse=True)
+        options = [(profile_label(e), e.id) for e in self.entries]
+        for sel in ("#compare-a", "#compare-b"):
+            self.query_one(sel, Select).set_options(options)
+        if len(self.entries) >= 2:
+            self.a_id, self.b_id = self.entries[1].id, self.entries[0].id
+        elif self.entries:
+            self.a_id = self.b_id = self.entries[0].id
+        with self.prevent(Select.Changed):
+            if self.a_id:
+                self.query_one("#compare-a", Select).value = self.a_id
+            if self.b_id:
+                self.query_one("#compare-b", Select).value = self.b_id
+        self.refresh_compare()
+        self._show_validation()
+
+    def _doc(self, entry_id: str) -> dict | None:
+        if entry_id not in self.docs:
+            entry = next((e for e in self.entries if e.id == entry_id), None)
+            if entry is None:
+                return None
+            try:
+                self.docs[entry_id] = self.project.load_profile(entry)
+            except Exception as exc:  # noqa: BLE001 - shown inline
+                self.notify(f"profile {entry.name!r} cannot be read: {exc}", severity="error", timeout=8)
+                return None
+        return self.docs[entry_id]
+
+    @on(Select.Changed)
+    def _picked(self, event: Select.Changed) -> None:
+        value = event.value if isinstance(event.value, str) else None
+        if event.select.id == "compare-a":
+            self.a_id = value
+        elif event.select.id == "compare-b":
+            self.b_id = value
+        self.refresh_compare()
+
+    def refresh_compare(self) -> None:
+        totals = self.query_one("#compare-totals", Static)
+        table = self.query_one("#compare-table", DataTable)
+        table.clear()
+        if not self.entries:
+            totals.update(Text("This project has no performance profile yet: start one from the overview (p), "
+                               "or import one with `sparsify-tui profile perf DIR --import FILE`.", style="yellow"))
+            self.result = None
+            return
+        a = self._doc(self.a_id) if self.a_id else None
+        b = self._doc(self.b_id) if self.b_id else None
+        if a is None or b is None:
+            totals.update(Text("pick profiles A and B (keys a and b)", style="yellow"))
+            self.result = None
+            return
+        res = compare_profiles(a, b)
+        self.result = res
+        rows = list(res["layers"])
+        if self.order == "diff":
+            rows.sort(key=lambda r: -abs(r["diff_ms"]) if r["diff_ms"] is not None else 0.0)
+        elif self.order == "ratio":
+            rows.sort(key=lambda r: -(r["ratio"] or 0.0))
+        for r in rows:
+            style = "italic dim" if r.get("engine_internal") else ""
+            table.add_row(Text(r["name"] or r["id"], style=style, no_wrap=True, overflow="ellipsis"),
+                          r["op_type"], Text(fmt_ms(r["a_ms"]), justify="right"),
+                          Text(fmt_ms(r["b_ms"]), justify="right"),
+                          Text(fmt_diff(r["diff_ms"]), justify="right",
+                               style="green" if (r["diff_ms"] or 0) < 0 else "red" if (r["diff_ms"] or 0) > 0 else ""),
+                          Text(fmt_ratio(r["ratio"]), justify="right"), key=r["id"])
+        totals.update(self._totals_table(res, a, b))
+        model_rows = res["layers"]
+        self.query_one("#compare-chart", CompareChart).set_data(
+            list(range(len(model_rows))), [r["a_ms"] for r in model_rows], [r["b_ms"] for r in model_rows])
+
+    def _totals_table(self, res: dict, a: dict, b: dict) -> Table:
+        t = res["totals"]
+        table = Table(box=None, padding=(0, 2), show_header=True, header_style="bold", expand=False)
+        for col in ("", "A", "B", "B - A", "B / A"):
+            table.add_column(col, justify="right" if col else "left")
+        labels = {e.id: profile_label(e) for e in self.entries}
+        table.add_row("profile", Text(labels.get(self.a_id, "?"), overflow="ellipsis"),
+                      Text(labels.get(self.b_id, "?"), overflow="ellipsis"), "", "")
+        table.add_row("Baseline MS", fmt_ms(t["a_ms"]), fmt_ms(t["b_ms"]), fmt_diff(t["diff_ms"]),
+                      fmt_ratio(t["ratio"]))
+        ipa, ipb = t.get("a_items_per_second"), t.get("b_items_per_second")
+        table.add_row("Items per Second", "-" if ipa is None else f"{ipa:,.1f}", "-" if ipb is None else f"{ipb:,.1f}",
+                      "", fmt_ratio(ipb / ipa) if ipa and ipb else "-")
+        table.add_row("sum of layers ms", fmt_ms(t["a_layers_ms"]), fmt_ms(t["b_layers_ms"]),
+                      fmt_diff(t["b_layers_ms"] - t["a_layers_ms"]),
+                      fmt_ratio(t["b_layers_ms"] / t["a_layers_ms"]) if t["a_layers_ms"] else "-")
+        for k, v in list(t.get("by_level", {}).items())[:3]:
+            if k in ("0", "0.0"):
+                continue
+            table.add_row(f"model at {float(k) * 100:g}%", fmt_ms(v["a_ms"]), fmt_ms(v["b_ms"]),
+                          fmt_diff(v["diff_ms"]), fmt_ratio(v["ratio"]))
+        extra = []
+        if res["only_in_a"] or res["only_in_b"]:
+            extra.append(f"{len(res['only_in_a'])} layer(s) only in A, {len(res['only_in_b'])} only in B")
+        extra.append(f"rows: {ORDER_LABELS[self.order]}")
+        table.caption = " · ".join(extra)
+        return table
+
+    def _show_validation(self) -> None:
+        box = self.query_one("#compare-validation", Static)
+        rows = validation_rows(self.project) if self.project is not None else []
+        if not rows:
+            box.update(Text("Dense vs pruned: no validation yet. Run one from the export screen (F4, key v) or "
+                            "with `sparsify-tui prune DIR -o OUT.onnx --validate`.", style="dim"))
+            return
+        table = Table(box=None, padding=(0, 2), header_style="bold", title="Dense vs pruned (validations)",
+                      title_justify="left")
+        for col in ("optimization", "engine", "dense ms", "pruned ms", "measured", "estimated", "error"):
+            table.add_column(col, justify="left" if col in ("optimization", "engine") else "right")
+        for v in rows:
+            def num(key: str, fmt: str = "{:.2f}") -> str:
+                x = v.get(key)
+                return fmt.format(x) if isinstance(x, (int, float)) else "-"
+            table.add_row(str(v["optimization"]), str(v.get("engine", "?")), num("dense_ms", "{:.3f}"),
+                          num("pruned_ms", "{:.3f}"), num("measured_speedup", "{:.2f}x"),
+                          num("estimated_speedup", "{:.2f}x"), num("relative_error", "{:+.0%}"))
+        box.update(table)
+
+    # ------------------------------------------------------------ actions
+    def action_swap(self) -> None:
+        self.a_id, self.b_id = self.b_id, self.a_id
+        with self.prevent(Select.Changed):
+            for sel, v in (("#compare-a", self.a_id), ("#compare-b", self.b_id)):
+                if v:
+                    self.query_one(sel, Select).value = v
+        self.refresh_compare()
+
+    def action_cycle_order(self) -> None:
+        self.order = ORDERS[(ORDERS.index(self.order) + 1) % len(ORDERS)]
+        self.refresh_compare()
+
+    def action_focus_select(self, selector: str) -> None:
+        self.query_one(selector, Select).focus()
+
+    def action_area_help(self) -> None:
+        from sparsify_tui.tui.screens.glossary import GlossaryScreen
+
+        self.app.push_screen(GlossaryScreen(area="compare-table"))
