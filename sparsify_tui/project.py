@@ -368,12 +368,22 @@ class ProjectLock:
     by a dead process is free at once (the stale pid inside is overwritten).
     The lock file is removed on release; an acquirer re-checks that the path
     still names the inode it locked, so removal never lets two writers in.
+
+    On a filesystem without ``flock`` (``ENOLCK``/``EOPNOTSUPP``: some network
+    and FUSE mounts), or with ``SPARSIFY_TUI_LOCK=file``, the lock is the
+    lock file itself, created with ``O_CREAT|O_EXCL``; a lock file naming a
+    process of this host that no longer exists (or an empty one older than
+    30 s) is taken over. A holder on another host cannot be checked: the notice
+    names it, and removing ``project.lock`` by hand frees the project.
     """
+
+    STALE_EMPTY_S = 30.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd: int | None = None
         self.owner_pid: int | None = None
+        self.mode = "file" if os.environ.get("SPARSIFY_TUI_LOCK") == "file" else "flock"
 
     @property
     def held(self) -> bool:
@@ -384,37 +394,88 @@ class ProjectLock:
 
         Raises OSError when the lock file cannot be created (read-only directory...).
         """
+        deadline = time.monotonic() + max(0.0, float(wait))
+        while True:
+            got = self._try_flock() if self.mode == "flock" else self._try_exclusive_file()
+            if got is None:  # flock not supported here: use the lock file itself
+                self.mode = "file"
+                continue
+            if got:
+                self.owner_pid = os.getpid()
+                self._write_info()
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def _try_flock(self) -> bool | None:
         import fcntl
 
-        deadline = time.monotonic() + max(0.0, float(wait))
         while True:
             fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-                if time.monotonic() >= deadline:
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     return False
-                time.sleep(0.05)
-                continue
+                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    return None
+                raise
             try:
                 same = os.fstat(fd).st_ino == os.stat(str(self.path)).st_ino
             except OSError:
                 same = False
-            if not same:  # released and removed between our open and flock: retry on the new file
-                os.close(fd)
-                continue
-            self.fd = fd
-            self.owner_pid = os.getpid()
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso()}
-            try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-            except OSError:  # the lock holds even when the note cannot be written (full disk)
-                pass
+            if same:
+                self.fd = fd
+                return True
+            os.close(fd)  # released and removed between our open and flock: retry on the new file
+
+    def _try_exclusive_file(self) -> bool:
+        try:
+            self.fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             return True
+        except FileExistsError:
+            pass
+        if self._holder_is_gone():
+            try:
+                os.unlink(str(self.path))
+            except FileNotFoundError:
+                pass
+            try:
+                self.fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                return True
+            except FileExistsError:  # someone else took it over first
+                return False
+        return False
+
+    def _holder_is_gone(self) -> bool:
+        info = self.holder()
+        if not info.get("pid"):
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except OSError:
+                return True
+            return age > self.STALE_EMPTY_S  # a creator killed before writing its note
+        if info.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError, TypeError, OverflowError):
+            return False
+        return False
+
+    def _write_info(self) -> None:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso(), "mode": self.mode}
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, (json.dumps(info) + "\n").encode(), 0)
+            if self.mode == "file":
+                os.fsync(self.fd)
+        except OSError:  # the lock holds even when the note cannot be written (full disk)
+            pass
 
     def release(self) -> None:
         if self.fd is None:

@@ -992,3 +992,30 @@ def test_default_dir_never_fills_an_existing_directory(tmp_path, tiny_model, mon
     p = Project.create(tiny_model, dir=tmp_path / "tiny")
     assert (p.dir / "notes.txt").read_text() == "mine" and (p.dir / "model.onnx").exists()
     p.close()
+
+
+def test_exclusive_file_lock_mode(project, monkeypatch):
+    """Where flock is unavailable the lock file itself is the lock; a dead holder is taken over."""
+    project.close()
+    monkeypatch.setenv("SPARSIFY_TUI_LOCK", "file")
+    holder = _start_holder(project.dir)
+    try:
+        info = json.loads((project.dir / "project.lock").read_text())
+        assert info["pid"] == holder.pid and info["mode"] == "file"
+        q = Project.open(project.dir)
+        assert q.readonly and f"process {holder.pid}" in q.notices[0]
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=20)
+        assert (project.dir / "project.lock").exists()  # left behind by the killed holder
+        r = Project.open(project.dir)  # its pid is gone on this host: taken over
+        assert not r.readonly and json.loads((project.dir / "project.lock").read_text())["pid"] == os.getpid()
+        assert Project.open(project.dir).readonly  # and it excludes the next writer
+        r.close()
+        assert not (project.dir / "project.lock").exists()
+        # a lock file of another host is respected (it cannot be checked from here)
+        (project.dir / "project.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+        s = Project.open(project.dir)
+        assert s.readonly and "on host elsewhere" in s.notices[0]
+    finally:
+        holder.kill()
+        holder.wait()
