@@ -67,13 +67,22 @@ def emit(event: dict) -> None:
         _proto.flush()
 
 
-def _apply_cores(cores: int | None) -> None:
-    """Pin this process to ``cores`` CPUs (the first ones it may use) and size thread pools."""
+def _apply_cores(cores: int | None, job: dict) -> None:
+    """Pin this process to ``cores`` CPUs (the first ones it may use) and size thread pools.
+
+    Exception: DeepSparse never finishes compiling sparse kernels (``imposed_ks``)
+    in a process allowed on a single CPU (measured: stuck > 5 min where 2 CPUs
+    take 2 s), so a job that may run DeepSparse keeps at least 2 CPUs in its
+    mask; the engine itself still runs ``num_cores=cores`` worker threads.
+    """
     if not cores:
         return
     try:
         allowed = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, allowed[: max(1, min(int(cores), len(allowed)))])
+        n = max(1, min(int(cores), len(allowed)))
+        if job.get("engine", "auto") != "onnxruntime" and job.get("kind") in ("perf", "benchmark", "prune_validate"):
+            n = max(n, min(2, len(allowed)))
+        os.sched_setaffinity(0, allowed[:n])
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         pass
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NM_NUM_THREADS"):
@@ -91,7 +100,7 @@ def main() -> int:
         emit({"event": "error", "message": f"bad job: {exc}", "type": "EngineError"})
         return 3
     cores = job.get("cores")
-    _apply_cores(cores)
+    _apply_cores(cores, job)
     emit({"event": "started", "pid": os.getpid(), "kind": str(job["kind"])})
 
     from sparsify_tui.engines.jobs import JobContext, find
