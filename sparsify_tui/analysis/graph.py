@@ -113,6 +113,27 @@ class Layer:
         }
 
 
+class _LazyModel:
+    """Descriptor behind ``ModelGraph.model``: loads the full proto on first read."""
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__.get("_model_value")
+        if value is None:
+            loader = obj.__dict__.get("_loader")
+            if loader is not None:
+                value = loader()
+                obj.__dict__["_model_value"] = value
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["_model_value"] = None if value is self else value
+
+
+_LAZY_MODEL = _LazyModel()
+
+
 @dataclass
 class ModelGraph:
     """Everything ``sparsify-tui info`` knows about a model."""
@@ -133,24 +154,19 @@ class ModelGraph:
     op_histogram: dict[str, int]
     notes: list[str] = field(default_factory=list)  # assumptions made, in plain words
     file_size: int = 0
-    # The onnx.ModelProto with its weights, for pruning: ``graph.model``. Loaded
-    # lazily on first access (analysis itself reads a weight-free skeleton and
-    # counts zeros on the memory-mapped file); assignable. Not serialized.
-    _model: Any = field(default=None, repr=False, compare=False)
+    # The onnx.ModelProto with its weights, for pruning. Loaded lazily on first
+    # access (analysis itself reads a weight-free skeleton and counts zeros on
+    # the memory-mapped file); assignable; ``ModelGraph(..., model=proto)`` works.
+    # Not serialized.
+    model: Any = field(default=_LAZY_MODEL, repr=False, compare=False)
     _loader: Any = field(default=None, repr=False, compare=False)
     _skeleton_model: Any = field(default=None, repr=False, compare=False)  # weight-free proto
     _raw: dict = field(default_factory=dict, repr=False, compare=False)  # initializer -> RawRef
 
     @property
-    def model(self) -> Any:
-        """The full ``onnx.ModelProto`` (weights included), loaded on first use."""
-        if self._model is None and self._loader is not None:
-            self._model = self._loader()
-        return self._model
-
-    @model.setter
-    def model(self, value: Any) -> None:
-        self._model = value
+    def _model(self) -> Any:
+        """The model if already loaded (never triggers a load)."""
+        return self.__dict__.get("_model_value")
 
     @property
     def prunable_layers(self) -> list[Layer]:
