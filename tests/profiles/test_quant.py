@@ -1,0 +1,113 @@
+"""INT8 quantization profile: per-layer simulated sensitivity and the whole model through ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from sparsify_tui.analysis import analyze
+from sparsify_tui.profiles.quant import (
+    activation_qparams, compute_quant, fake_quant_weight, run_quant_profile, weight_channel_axis,
+)
+
+RNG = np.random.default_rng(11)
+
+
+def _save(m, path):
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return path
+
+
+def outlier_model(path):
+    """Two parallel MatMuls into the logits; ``wo`` has one huge outlier per output channel, so int8
+    per-channel quantization wipes out its other weights; ``wn`` is well behaved."""
+    wn = RNG.standard_normal((32, 10)).astype(np.float32)
+    wo = RNG.standard_normal((32, 10)).astype(np.float32)
+    wo[0, :] = 500.0  # per output channel (axis -1) the max is 500: every other weight rounds to ~0
+    nodes = [
+        helper.make_node("MatMul", ["x", "wn"], ["n"], name="normal"),
+        helper.make_node("MatMul", ["x", "wo"], ["o"], name="outlier"),
+        helper.make_node("Add", ["n", "o"], ["logits"]),
+    ]
+    g = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+                          [numpy_helper.from_array(wn, "wn"), numpy_helper.from_array(wo, "wo")])
+    return _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def test_fake_quant_weight_per_channel():
+    w = RNG.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    q = fake_quant_weight(w, 0)
+    scale = np.abs(w).reshape(6, -1).max(axis=1) / 127
+    err = np.abs(q - w).reshape(6, -1).max(axis=1)
+    assert np.all(err <= scale / 2 + 1e-7)
+    assert np.all(np.abs(q).reshape(6, -1).max(axis=1) == pytest.approx(np.abs(w).reshape(6, -1).max(axis=1)))
+    steps = (q.reshape(6, -1) / scale[:, None])
+    assert np.allclose(steps, np.round(steps), atol=1e-3)  # on the int8 grid
+    # exactly representable weights do not move
+    grid = (RNG.integers(-127, 128, size=(3, 5)).astype(np.float32)) * 0.5
+    grid[:, 0] = 127 * 0.5
+    assert np.array_equal(fake_quant_weight(grid, 0), grid)
+    assert np.array_equal(fake_quant_weight(np.zeros((2, 3), np.float32), 0), np.zeros((2, 3)))
+
+
+def test_activation_qparams():
+    s, zp = activation_qparams(-1.0, 3.0)
+    assert s == pytest.approx(4.0 / 255, rel=1e-6) and zp == 64.0
+    s, zp = activation_qparams(0.5, 2.0)  # widened to include 0
+    assert s == pytest.approx(2.0 / 255, rel=1e-6) and zp == 0.0
+    assert activation_qparams(0.0, 0.0) == (1.0, 0.0)
+
+
+def test_weight_channel_axis(tmp_path):
+    graph = analyze(outlier_model(tmp_path / "o.onnx"))
+    assert {layer.id: weight_channel_axis(layer) for layer in graph.prunable_layers} == {"n": 1, "o": 1}
+
+
+def test_quant_profile_ranks_the_outlier_layer_first(tmp_path):
+    path = outlier_model(tmp_path / "o.onnx")
+    doc = compute_quant(path, samples=3, latency_runs=3)
+    assert doc["kind"] == "quant" and doc["schema_version"] >= 1 and doc["samples"] == 3
+    rows = {r["id"]: r for r in doc["layers"]}
+    assert rows["o"]["rank"] == 1 and rows["n"]["rank"] == 2
+    assert rows["o"]["sensitivity"] > 10 * rows["n"]["sensitivity"] > 0
+    assert rows["o"]["activation_quantized"] and rows["o"]["weight_quantized"] == "per-channel"
+    m = doc["model"]
+    assert "error" not in m, m
+    assert m["output_change"] > 0 and m["fp32_ms"] > 0 and m["int8_ms"] > 0
+    assert m["speedup"] == pytest.approx(m["fp32_ms"] / m["int8_ms"])
+    json.dumps(doc, allow_nan=False)
+
+
+def test_quant_profile_demo_model_in_child_process(tmp_path):
+    from sparsify_tui.analysis.demo import build_demo_model
+
+    path = build_demo_model(tmp_path / "demo.onnx")
+    events = []
+    doc = run_quant_profile(path, samples=2, on_progress=events.append)
+    graph = analyze(path)
+    assert [r["id"] for r in doc["layers"]] == [layer.id for layer in graph.prunable_layers]
+    assert all(r["sensitivity"] is not None and r["sensitivity"] >= 0 for r in doc["layers"])
+    assert sorted(r["rank"] for r in doc["layers"])[0] == 1
+    assert all(r["activation_quantized"] for r in doc["layers"])
+    assert doc["execution"] == "downstream"
+    m = doc["model"]
+    assert "error" not in m, m
+    assert m["output_change"] > 0 and m["fp32_ms"] > 0 and m["int8_ms"] > 0
+    assert any(e.get("event") == "partial" for e in events)
+
+
+def test_quant_profile_corpus_resnet(corpus):
+    key = "resnet50nhwc"
+    doc = compute_quant(corpus.path(key), samples=1, input_shapes=corpus.input_shapes(key), latency_runs=2)
+    assert len(doc["layers"]) == 54
+    measured = [r for r in doc["layers"] if r["sensitivity"] is not None]
+    assert len(measured) == 54 and all(r["sensitivity"] >= 0 for r in measured)
+    m = doc["model"]
+    assert ("error" in m) or (m["output_change"] >= 0 and m["fp32_ms"] > 0 and m["int8_ms"] > 0)
