@@ -1,0 +1,483 @@
+"""Export: the optimization as a SparseML recipe, its code sample, saving, and the validation.
+
+* the recipe YAML (``optim.recipe.export_recipe``) with syntax highlighting;
+* the framework (pytorch, keras, tensorflow) and the code type (integration
+  or training) of the code sample (``optim.code_samples.code_sample``);
+* a name map path (JSON or CSV, ONNX weight name -> framework name): checked
+  inline, its warnings shown; without one the recipe names ONNX weights;
+* a path to save the recipe to (``ctrl+s`` or enter): checked inline (folder
+  exists, not a directory, writable); the code sample is saved beside it
+  when a code path is given;
+* ``v`` runs the validation (prune one-shot + benchmark dense against pruned,
+  ``optim.validate.validate_optimization``) in an App-level thread worker,
+  so leaving the screen does not stop it; ``x`` cancels it. The result
+  (measured against estimated speedup) is shown here and in a notification.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Select, Static
+
+from sparsify_tui.errors import SparsifyError, UsageError
+from sparsify_tui.optim.code_samples import code_sample
+from sparsify_tui.optim.optimization import Optimization
+
+FRAMEWORKS = ("pytorch", "keras", "tensorflow")
+CODE_KINDS = ("integration", "training")
+NAME_NOTE = ("Recipe params are the model's ONNX weight (initializer) names; they may not match your "
+             "framework's parameter names unless a name map is given.")
+
+
+def check_save_path(text: str, what: str = "recipe") -> Path:
+    """The path to write the ``what`` file to, or UsageError with one sentence."""
+    t = text.strip()
+    if not t:
+        raise UsageError(f"type a path to save the {what} to")
+    p = Path(t).expanduser()
+    if p.exists() and p.is_dir():
+        raise UsageError(f"{p} is a directory: add a file name such as {p / ('recipe.yaml' if what == 'recipe' else 'train.py')}")
+    if not p.parent.exists():
+        raise UsageError(f"folder {p.parent} does not exist")
+    if not p.parent.is_dir():
+        raise UsageError(f"{p.parent} is not a folder")
+    import os
+
+    if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UsageError(f"{p} cannot be written (no permission)")
+    return p
+
+
+def validation_table(v: dict) -> Table:
+    """Measured against estimated speedup of a validation section."""
+    table = Table(box=None, padding=(0, 2), show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+
+    def num(key: str, fmt: str) -> str:
+        x = v.get(key)
+        return fmt.format(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
+
+    table.add_row("Measured speedup", Text(num("measured_speedup", "{:.2f}x"), style="bold green"))
+    table.add_row("Estimated speedup", num("estimated_speedup", "{:.2f}x"))
+    table.add_row("Relative error", num("relative_error", "{:+.0%}"))
+    table.add_row("Dense / pruned ms", f"{num('dense_ms', '{:.3f}')} / {num('pruned_ms', '{:.3f}')}")
+    table.add_row("Output change", num("output_change", "{:.3g}"))
+    eng = v.get("engine")
+    if eng:
+        table.add_row("Engine", f"{eng} {v.get('engine_version', '')}".strip())
+    return table
+
+
+class ExportScreen(Screen):
+    """Recipe, code sample, name map, save, validation."""
+
+    PALETTE_GROUP = "Export"
+    AUTO_FOCUS = "#export-recipe-box"
+    BINDINGS = [
+        Binding("w,ctrl+s", "save", "Save", id="export_save", tooltip="Write the recipe (and code) to the paths"),
+        Binding("p", "focus('#export-path')", "Path", id="export_path", tooltip="Type where to save the recipe"),
+        Binding("m", "focus('#export-namemap')", "Name map", id="export_namemap",
+                tooltip="Type the path of a name map (JSON or CSV)"),
+        Binding("f", "cycle_framework", "Framework", id="export_framework",
+                tooltip="PyTorch, Keras or TensorFlow code sample"),
+        Binding("k", "cycle_kind", "Code type", id="export_kind", tooltip="Integration lines or a training script"),
+        Binding("n", "next_optimization", "Next optimization", id="export_next_opt",
+                tooltip="Export another optimization of the project"),
+        Binding("v", "validate", "Validate", id="export_validate",
+                tooltip="Prune one-shot and benchmark dense against pruned, in the background"),
+        Binding("x", "cancel_validation", "Cancel", show=False, id="export_cancel",
+                tooltip="Cancel the validation (or the running profiles)"),
+        Binding("f1,question_mark", "area_help", "Help here", id="export_help"),
+        Binding("escape", "back", "Back", id="export_back", tooltip="Leave the field, or go back"),
+    ]
+
+    def __init__(self, project: Any = None, graph: Any = None, *, opt_name: str | None = None) -> None:
+        super().__init__()
+        self.project = project
+        self.graph = graph
+        self.opt_name = opt_name
+        self.opt: Optimization | None = None
+        self.framework = "pytorch"
+        self.kind = "integration"
+        self.name_map: dict[str, str] | None = None
+        self.recipe_text = ""
+        self.code_text = ""
+        self.saved: list[Path] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="export-body"):
+            yield Static("", id="export-title")
+            with Vertical(id="export-form"):
+                with Horizontal(classes="export-row"):
+                    yield Static("Framework")
+                    yield Select([(f, f) for f in FRAMEWORKS], value="pytorch", allow_blank=False,
+                                 id="export-framework")
+                    yield Select([(k, k) for k in CODE_KINDS], value="integration", allow_blank=False,
+                                 id="export-kind")
+                with Horizontal(classes="export-row"):
+                    yield Static("Name map")
+                    yield Input(placeholder="optional: ONNX -> framework names (.json or .csv), enter to load",
+                                id="export-namemap")
+                with Horizontal(classes="export-row"):
+                    yield Static("Save recipe to")
+                    yield Input(placeholder="recipe.yaml (enter saves)", id="export-path")
+                with Horizontal(classes="export-row"):
+                    yield Static("Save code to")
+                    yield Input(placeholder="optional: train.py", id="export-code-path")
+            yield Static(Text(NAME_NOTE), id="export-note")
+            yield Static("", id="export-error")
+            yield Static(Text("Validation: v prunes the model one-shot and measures dense against pruned.",
+                              style="dim"), id="export-validation")
+            with Horizontal(id="export-panes"):
+                with VerticalScroll(id="export-recipe-box"):
+                    yield Static("", id="export-recipe")
+                with VerticalScroll(id="export-code-box"):
+                    yield Static("", id="export-code")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.project is None:
+            self.project = getattr(self.app, "project", None)
+        if self.graph is None:
+            self.graph = getattr(getattr(self.app, "model_data", None), "graph", None)
+        self.query_one("#export-recipe-box").border_title = "recipe (YAML)"
+        self.query_one("#export-code-box").border_title = "code sample"
+        default = str(Path(self.project.dir) / "recipe.yaml") if self.project is not None else "recipe.yaml"
+        self.query_one("#export-path", Input).value = default
+        self._load()
+
+    # ------------------------------------------------------------ content
+    def _load(self) -> None:
+        self.run_worker(self._prepare, thread=True, exclusive=True, group="export-load",
+                        exit_on_error=False, description="Preparing the recipe")
+
+    def _prepare(self) -> None:
+        try:
+            if self.project is None:
+                raise UsageError("open a project first")
+            names = [o.get("name") for o in self.project.optimizations]
+            graph = self.graph
+            if graph is None:
+                from sparsify_tui.analysis import analyze
+
+                graph = analyze(self.project.model_path, self.project.input_shapes or None)
+            if not names:
+                from sparsify_tui.optim.optimization import default_optimization
+                from sparsify_tui.optim.project_io import OptimizerContext
+
+                ctx = OptimizerContext.for_project(self.project, graph)
+                opt = ctx.attach(ctx.evaluator.allocate(default_optimization(graph)))
+                notice = "no optimization yet: the default one is shown (open the optimizer, F2, to edit it)"
+            else:
+                name = self.opt_name if self.opt_name in names else names[0]
+                opt = Optimization.from_dict(self.project.get_optimization(name))
+                notice = ""
+                if opt.pruning.enabled and not opt.layers:
+                    from sparsify_tui.optim.project_io import OptimizerContext
+
+                    ctx = OptimizerContext.for_project(self.project, graph, opt)
+                    opt = ctx.evaluator.allocate(opt)
+        except SparsifyError as exc:
+            self.app.call_from_thread(self._error, str(exc))
+            return
+        self.app.call_from_thread(self._loaded, graph, opt, notice)
+
+    def _loaded(self, graph: Any, opt: Optimization, notice: str) -> None:
+        self.graph = graph
+        self.opt = opt
+        self.opt_name = opt.name
+        t = Text()
+        t.append(f"Export optimization {opt.name!r}", style="bold")
+        names = [o.get("name") for o in self.project.optimizations] if self.project is not None else []
+        if len(names) > 1:
+            t.append(f"  ({names.index(opt.name) + 1 if opt.name in names else '?'} of {len(names)}, n: next)",
+                     style="dim")
+        if notice:
+            t.append("\n" + notice, style="yellow")
+        self.query_one("#export-title", Static).update(t)
+        self.render_recipe()
+        self._show_validation((self.project.get_optimization(opt.name) or {}).get("validation")
+                              if self.project is not None else None)
+
+    def render_recipe(self) -> None:
+        if self.opt is None:
+            return
+        from sparsify_tui.optim.recipe import export_recipe
+
+        warnings: list[str] = []
+        try:
+            self.recipe_text = export_recipe(self.opt, self.graph, name_map=self.name_map, warnings=warnings)
+        except SparsifyError as exc:
+            self._error(str(exc))
+            self.recipe_text = ""
+        self.query_one("#export-recipe", Static).update(
+            Syntax(self.recipe_text, "yaml", theme="ansi_dark", word_wrap=False, line_numbers=False))
+        self.render_code()
+        if warnings:
+            self.notify("; ".join(warnings[:3]), severity="warning", timeout=8)
+
+    def render_code(self) -> None:
+        recipe_path = self.query_one("#export-path", Input).value.strip() or "recipe.yaml"
+        try:
+            self.code_text = code_sample(self.framework, self.kind, recipe_path=recipe_path,
+                                         mapped=bool(self.name_map))
+        except SparsifyError as exc:
+            self.code_text = f"# {exc}"
+        self.query_one("#export-code", Static).update(
+            Syntax(self.code_text, "python", theme="ansi_dark", word_wrap=False))
+        self.query_one("#export-code-box").border_title = f"code sample: {self.framework}, {self.kind}"
+
+    def _error(self, message: str) -> None:
+        err = self.query_one("#export-error", Static)
+        err.update(Text(message, style="bold red") if message else "")
+        err.display = bool(message)
+
+    # ------------------------------------------------------------ inputs
+    @on(Select.Changed, "#export-framework")
+    def _framework(self, event: Select.Changed) -> None:
+        self.framework = str(event.value)
+        self.render_code()
+
+    @on(Select.Changed, "#export-kind")
+    def _kind(self, event: Select.Changed) -> None:
+        self.kind = str(event.value)
+        self.render_code()
+
+    def action_cycle_framework(self) -> None:
+        sel = self.query_one("#export-framework", Select)
+        sel.value = FRAMEWORKS[(FRAMEWORKS.index(self.framework) + 1) % len(FRAMEWORKS)]
+
+    def action_cycle_kind(self) -> None:
+        sel = self.query_one("#export-kind", Select)
+        sel.value = CODE_KINDS[(CODE_KINDS.index(self.kind) + 1) % len(CODE_KINDS)]
+
+    @on(Input.Submitted, "#export-namemap")
+    def _namemap(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.load_name_map(event.value)
+
+    def load_name_map(self, text: str) -> bool:
+        from sparsify_tui.optim.recipe import load_name_map
+
+        if not text.strip():
+            self.name_map = None
+            self._error("")
+            self.query_one("#export-note", Static).update(Text(NAME_NOTE))
+            self.render_recipe()
+            return True
+        try:
+            mapping, warns = load_name_map(text.strip(), self.graph)
+        except SparsifyError as exc:
+            self._error(str(exc))
+            return False
+        self._error("")
+        self.name_map = mapping
+        note = Text(f"Name map {Path(text.strip()).name}: {len(mapping)} names mapped.", style="green")
+        for w in warns[:3]:
+            note.append("\n" + w, style="yellow")
+        self.query_one("#export-note", Static).update(note)
+        self.render_recipe()
+        return True
+
+    @on(Input.Submitted, "#export-path")
+    @on(Input.Submitted, "#export-code-path")
+    def _path_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_save()
+
+    @on(Input.Changed, "#export-path")
+    def _path_changed(self, event: Input.Changed) -> None:
+        if self.opt is not None:
+            self.render_code()
+
+    def action_save(self) -> list[Path]:
+        """Write the recipe (and the code sample when a code path is typed); inline error otherwise."""
+        from sparsify_tui.fsutil import atomic_write_text
+
+        if self.opt is None or not self.recipe_text:
+            self._error("nothing to save yet: the recipe could not be built")
+            return []
+        written: list[Path] = []
+        try:
+            path = check_save_path(self.query_one("#export-path", Input).value, "recipe")
+            code_in = self.query_one("#export-code-path", Input).value
+            code_path = check_save_path(code_in, "code sample") if code_in.strip() else None
+            atomic_write_text(path, self.recipe_text)
+            written.append(path)
+            if code_path is not None:
+                self.render_code()
+                atomic_write_text(code_path, self.code_text)
+                written.append(code_path)
+        except SparsifyError as exc:
+            self._error(str(exc))
+            return written
+        except OSError as exc:
+            self._error(f"could not write {exc.filename or 'the file'}: {exc.strerror or exc}")
+            return written
+        self._error("")
+        self.saved = written
+        self.notify("saved " + ", ".join(str(p) for p in written), timeout=5)
+        return written
+
+    def action_next_optimization(self) -> None:
+        names = [o.get("name") for o in self.project.optimizations] if self.project is not None else []
+        if len(names) < 2:
+            self.notify("the project has one optimization: copy it in the optimizer (F2, c)", timeout=3)
+            return
+        i = names.index(self.opt_name) if self.opt_name in names else -1
+        self.opt_name = names[(i + 1) % len(names)]
+        self._load()
+
+    # ------------------------------------------------------------ validation
+    def action_validate(self) -> None:
+        if self.opt is None or self.project is None:
+            return
+        start_validation(self.app, self.project, self.opt.name)
+        self._show_validation(None, running=True)
+
+    def action_cancel_validation(self) -> None:
+        ev = getattr(self.app, "_validation_cancel", None)
+        if ev is not None and getattr(self.app, "_validation_running", False):
+            ev.set()
+            self.notify("cancelling the validation…", timeout=3)
+        else:
+            self.app.run_action("cancel_jobs")
+
+    def action_focus(self, selector: str) -> None:
+        self.query_one(selector).focus()
+
+    def action_back(self) -> None:
+        if isinstance(self.focused, (Input, Select)):
+            self.query_one("#export-recipe-box").focus()
+            return
+        self.app.pop_screen()
+
+    def _show_validation(self, v: dict | None, *, running: bool = False, label: str = "",
+                         error: str = "") -> None:
+        box = self.query_one("#export-validation", Static)
+        if error:
+            box.update(Text(f"Validation failed: {error}", style="bold red"))
+        elif running:
+            box.update(Text(f"Validation running in the background… {label}  (x cancels)", style="yellow"))
+        elif v:
+            box.update(validation_table(v))
+        else:
+            box.update(Text("Validation: v prunes the model one-shot and measures dense against pruned "
+                            "(measured vs estimated speedup).", style="dim"))
+
+    def validation_update(self, opt_name: str, *, v: dict | None = None, label: str = "", error: str = "",
+                          running: bool = False) -> None:
+        if opt_name == self.opt_name:
+            self._show_validation(v, running=running, label=label, error=error)
+
+    def action_area_help(self) -> None:
+        from sparsify_tui.tui.screens.glossary import GlossaryScreen
+
+        f = self.focused
+        area = "export-recipe"
+        if f is not None and f.id in ("export-framework", "export-kind", "export-code-path"):
+            area = "export-code"
+        self.app.push_screen(GlossaryScreen(area=area))
+
+
+# ---------------------------------------------------------------- the App-level validation worker
+def _export_screens(app: Any) -> list[ExportScreen]:
+    out = []
+    for s in app.screen_stack:
+        if isinstance(s, ExportScreen):
+            out.append(s)
+    return out
+
+
+def start_validation(app: Any, project: Any, opt_name: str) -> None:
+    """Run ``optim.validate.validate_optimization`` in a thread worker owned by the App."""
+    if getattr(app, "_validation_running", False):
+        app.notify("a validation is already running", timeout=3)
+        return
+    cancel = threading.Event()
+    app._validation_cancel = cancel
+    app._validation_running = True
+
+    def tell(**kw: Any) -> None:
+        for s in _export_screens(app):
+            s.validation_update(opt_name, **kw)
+
+    def run() -> None:
+        try:
+            from sparsify_tui.optim.validate import validate_optimization
+        except ImportError as exc:
+            app.call_from_thread(tell, error=f"validation is not available in this version ({exc})")
+            app.call_from_thread(setattr, app, "_validation_running", False)
+            return
+
+        def progress(*args: Any, **kwargs: Any) -> None:
+            parts = []
+            for a in list(args) + list(kwargs.values()):
+                if isinstance(a, float) and 0 <= a <= 1:
+                    parts.append(f"{a:.0%}")
+                elif isinstance(a, dict):
+                    lab = a.get("label") or a.get("message") or a.get("stage") or ""
+                    if lab:
+                        parts.append(str(lab))
+                    frac = a.get("fraction")
+                    if isinstance(frac, (int, float)):
+                        parts.append(f"{frac:.0%}")
+                elif isinstance(a, str):
+                    parts.append(a)
+            app.call_from_thread(tell, running=True, label=" ".join(parts))
+
+        lock = None
+        try:
+            from sparsify_tui.tui import jobs as jobs_mod
+
+            lock = getattr(jobs_mod, "MEASURE_LOCK", None)
+        except ImportError:
+            pass
+        try:
+            if lock is not None:
+                while not lock.acquire(timeout=0.2):
+                    if cancel.is_set():
+                        raise _Cancelled()
+            try:
+                result = validate_optimization(project, opt_name, on_progress=progress, cancel=cancel)
+            finally:
+                if lock is not None:
+                    lock.release()
+        except _Cancelled:
+            app.call_from_thread(tell, error="cancelled")
+        except SparsifyError as exc:
+            app.call_from_thread(tell, error=str(exc))
+            app.call_from_thread(app.notify, f"validation of {opt_name!r} failed: {exc}", severity="error",
+                                 timeout=10)
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the app
+            app.call_from_thread(tell, error=f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            v = result if isinstance(result, dict) else {}
+            v = v.get("validation", v) if isinstance(v.get("validation"), dict) else v
+            app.call_from_thread(tell, v=v)
+            ms, es = v.get("measured_speedup"), v.get("estimated_speedup")
+            if isinstance(ms, (int, float)):
+                est = f", estimated {es:.2f}x" if isinstance(es, (int, float)) else ""
+                app.call_from_thread(app.notify, f"validation of {opt_name!r}: measured {ms:.2f}x{est}", timeout=10)
+        finally:
+            app.call_from_thread(setattr, app, "_validation_running", False)
+
+    app.run_worker(run, thread=True, exclusive=False, group="validate", exit_on_error=False,
+                   description="Validating the optimization")
+
+
+class _Cancelled(Exception):
+    pass

@@ -1,0 +1,98 @@
+"""Export screen on the demo project: recipe, code sample, name map, saving with inline validation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from textual.widgets import Input, Static
+
+from sparsify_tui.optim.recipe import import_recipe
+from sparsify_tui.tui.app import SparsifyApp
+from sparsify_tui.tui.screens.export import ExportScreen
+from tests.tui.conftest import FIXED_MACHINE, settle, wait_for, widget_text
+
+
+async def open_export(pilot, app) -> ExportScreen:
+    await settle(pilot, app)
+    await pilot.press("f4")
+    await wait_for(pilot, lambda: isinstance(app.screen, ExportScreen) and app.screen.recipe_text)
+    await pilot.pause()
+    return app.screen
+
+
+async def test_export_recipe_code_and_save(demo_project, tmp_path):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_export(pilot, app)
+        graph = screen.graph
+        assert "!GMPruningModifier" in screen.recipe_text
+        first = graph.prunable_layers[0]
+        assert first.weight_name in screen.recipe_text  # ONNX weight names without a name map
+        assert "ONNX weight" in widget_text(screen.query_one("#export-note", Static), 120)
+        assert "no optimization yet" in widget_text(screen.query_one("#export-title", Static), 120)
+        # framework and code type by keys
+        assert "torch" in screen.code_text
+        await pilot.press("f")
+        await pilot.pause()
+        assert screen.framework == "keras" and "keras" in screen.code_text.lower()
+        await pilot.press("k")
+        await pilot.pause()
+        assert screen.kind == "training"
+        # a missing folder is refused inline and nothing is written
+        bad = tmp_path / "nope" / "r.yaml"
+        await pilot.press("p")
+        path_in = screen.query_one("#export-path", Input)
+        assert screen.focused is path_in
+        path_in.value = str(bad)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "does not exist" in widget_text(screen.query_one("#export-error", Static), 120)
+        assert not bad.parent.exists()
+        # a good path: the file is the recipe, and it imports back to the same plan
+        out = tmp_path / "recipe.yaml"
+        path_in.value = str(out)
+        screen.query_one("#export-code-path", Input).value = str(tmp_path / "train.py")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert out.read_text() == screen.recipe_text
+        assert "keras" in (tmp_path / "train.py").read_text().lower()
+        back = import_recipe(out.read_text(), graph)
+        assert back.layer_sparsities() == screen.opt.layer_sparsities()
+        assert not screen.query_one("#export-error", Static).display
+
+
+async def test_export_name_map(demo_project, tmp_path):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_export(pilot, app)
+        first = screen.graph.prunable_layers[0]
+        await pilot.press("m")
+        inp = screen.query_one("#export-namemap", Input)
+        inp.value = str(tmp_path / "missing.json")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "does not exist" in widget_text(screen.query_one("#export-error", Static), 120)
+        nm = tmp_path / "map.json"
+        nm.write_text(json.dumps({first.weight_name: "features.0.weight"}))
+        inp.value = str(nm)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "features.0.weight" in screen.recipe_text
+        assert "1 names mapped" in widget_text(screen.query_one("#export-note", Static), 120)
+
+
+async def test_validation_key_runs_in_background(demo_project):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_export(pilot, app)
+        await pilot.press("v")
+        await pilot.pause()
+        await wait_for(pilot, lambda: not getattr(app, "_validation_running", False), timeout=240)
+        await pilot.pause()
+        text = widget_text(screen.query_one("#export-validation", Static), 120)
+        if importlib.util.find_spec("sparsify_tui.optim.validate") is None:
+            assert "not available" in text
+        else:
+            v = demo_project.get_optimization(screen.opt_name).get("validation")
+            assert v and f"{v['measured_speedup']:.2f}x" in text, text
