@@ -46,6 +46,11 @@ class TensorInfo:
             "assumed": {str(k): v for k, v in self.assumed.items()},
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorInfo":
+        return cls(name=d["name"], shape=list(d.get("shape") or []), dtype=d.get("dtype", "unknown"),
+                   assumed={int(k): int(v) for k, v in (d.get("assumed") or {}).items()})
+
 
 @dataclass
 class WeightRef:
@@ -64,6 +69,14 @@ class WeightRef:
     kind: str
     graph_path: str = ""
     transform: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "graph_path": self.graph_path, "transform": list(self.transform)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WeightRef":
+        return cls(name=d["name"], kind=d["kind"], graph_path=d.get("graph_path", ""),
+                   transform=list(d.get("transform") or []))
 
 
 @dataclass
@@ -110,7 +123,25 @@ class Layer:
             "output_shapes": self.output_shapes,
             "attributes": self.attributes,
             "sparsity": self.sparsity,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "weight": self.weight.to_dict() if self.weight is not None else None,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Layer":
+        w = d.get("weight")
+        return cls(
+            id=d["id"], name=d.get("name", d["id"]), op_type=d["op_type"], depth=int(d["depth"]),
+            domain=d.get("domain", ""), graph_path=d.get("graph_path", ""), inputs=list(d.get("inputs") or []),
+            outputs=list(d.get("outputs") or []), input_shapes=list(d.get("input_shapes") or []),
+            output_shapes=list(d.get("output_shapes") or []), attributes=dict(d.get("attributes") or {}),
+            params=int(d.get("params", 0)), prunable=bool(d.get("prunable", False)),
+            prunable_params=int(d.get("prunable_params", 0)), weight_name=d.get("weight_name"),
+            weight_shape=d.get("weight_shape"), weight=WeightRef.from_dict(w) if w else None,
+            bias_name=d.get("bias_name"), bias_shape=d.get("bias_shape"), flops=d.get("flops"),
+            sparsity=d.get("sparsity"),
+        )
 
 
 class _LazyModel:
@@ -205,3 +236,18 @@ class ModelGraph:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.totals_dict(), "layers": [layer.to_dict() for layer in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelGraph":
+        """From ``to_dict()`` output (or ``sparsify-tui info --json``); ``model`` is not restored."""
+        m = d["model"]
+        return cls(
+            path=m["path"], opset=int(m["opset"]), ir_version=int(m["ir_version"]), producer=m.get("producer", ""),
+            inputs=[TensorInfo.from_dict(t) for t in m.get("inputs", [])],
+            outputs=[TensorInfo.from_dict(t) for t in m.get("outputs", [])],
+            layers=[Layer.from_dict(x) for x in d.get("layers", [])],
+            params=int(m["params"]), prunable_params=int(m["prunable_params"]), flops=m.get("flops"),
+            flops_known=int(m.get("flops_known", 0)), unknown_flops_layers=int(m.get("unknown_flops_layers", 0)),
+            sparsity=float(m.get("sparsity", 0.0)), op_histogram=dict(m.get("op_histogram") or {}),
+            notes=list(m.get("notes") or []), file_size=int(m.get("file_size", 0)),
+        )

@@ -545,3 +545,18 @@ def test_corrupt_bytes_never_escape_as_other_exceptions():
         json.dumps(info_document(graph, {}), allow_nan=False)
         outcomes["ok"] += 1
     assert outcomes["ok"] > 0 and outcomes["error"] > 0
+
+
+def test_model_graph_round_trips_through_dict(tmp_path):
+    import json
+
+    from sparsify_tui.analysis import ModelGraph
+
+    w = rand(6, 10)
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]), helper.make_node("MatMul", ["x", "wt"], ["y"])]
+    p = save(tmp_path, nodes, [vi("x", ["N", 10])], [vi("y", None)], [init("w", w)])
+    g = analyze(p)
+    back = ModelGraph.from_dict(json.loads(json.dumps(g.to_dict())))
+    assert back.to_dict() == g.to_dict()
+    assert back.layer("y").weight == g.layer("y").weight
+    assert back.inputs[0].assumed == {0: 1}
