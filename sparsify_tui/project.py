@@ -204,6 +204,40 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def clean_text(text: str) -> str:
+    """``text`` made encodable as UTF-8: undecodable bytes (from a non-UTF-8 command line or file
+    name, kept by Python as lone surrogates) become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:  # surrogates standing for undecodable bytes: one U+FFFD per byte run
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # other lone surrogates
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _clean_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_strings(v) for v in value]
+    return value
+
+
+def dumps_json(doc: Any) -> str:
+    """JSON for our files: readable UTF-8 when possible, ASCII escapes when the text holds lone surrogates."""
+    try:
+        text = json.dumps(doc, indent=1, default=_json_default, ensure_ascii=False) + "\n"
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return json.dumps(doc, indent=1, default=_json_default, ensure_ascii=True) + "\n"
+
+
 def canonical_json(value: Any) -> str:
     """Deterministic JSON (sorted keys, no spaces) used for cache keys."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
@@ -632,7 +666,8 @@ class Project:
         proto = _validate_model(src, shapes)
         if name is None or not str(name).strip():
             name = src.stem
-        name = str(name)
+        name = clean_text(str(name))
+        description = clean_text(str(description or ""))
         target = Path(dir).expanduser() if dir is not None else Path.cwd() / slugify(name)
         target = target.resolve()
         if target.exists() and not target.is_dir():
@@ -674,6 +709,10 @@ class Project:
             try:
                 if link:
                     proj.model_file = str(src_abs)
+                    if clean_text(proj.model_file) != proj.model_file:
+                        raise ProjectError(f"the model path {src_abs} is not valid UTF-8 and cannot be written in "
+                                           "project.toml: copy the model into the project (without --link) or "
+                                           "rename it")
                     sha = fsutil.sha256_file(src_abs, on_progress=_stage(on_progress, "hashing model"))
                 elif in_place:
                     proj.model_file = MODEL_FILE
@@ -1003,7 +1042,7 @@ class Project:
             del doc["profiles"]
         if not doc["optimizations"]:
             del doc["optimizations"]
-        return doc
+        return _clean_strings(doc)
 
     def _assign_opt_files(self) -> None:
         used = set(self._opt_files.values())
@@ -1069,7 +1108,7 @@ class Project:
             for opt in self.optimizations:
                 f = self._opt_files[str(opt["name"])]
                 try:
-                    otext = json.dumps(opt, indent=1, default=_json_default, ensure_ascii=False) + "\n"
+                    otext = dumps_json(opt)
                 except (TypeError, ValueError) as exc:
                     raise ProjectError(f"cannot store optimization {opt['name']!r}: {exc}") from None
                 if self._opt_written.get(f) != otext:
@@ -1217,7 +1256,7 @@ class Project:
         doc.setdefault("kind", kind)
         doc["key"] = key
         try:
-            text = json.dumps(doc, indent=1, default=_json_default, ensure_ascii=False) + "\n"
+            text = dumps_json(doc)
         except (TypeError, ValueError) as exc:
             raise ProfileError(f"cannot store the {kind} profile: {exc}") from None
         entry = ProfileEntry(

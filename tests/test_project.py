@@ -1019,3 +1019,26 @@ def test_exclusive_file_lock_mode(project, monkeypatch):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_non_utf8_names_and_paths_from_the_command_line(tmp_path, tiny_model):
+    """Linux argv and file names may hold bytes that are not UTF-8 (lone surrogates in Python)."""
+    from sparsify_tui.cli import main
+
+    bad_model = Path(os.fsdecode(bytes(tmp_path) + b"/m\xfe.onnx"))
+    bad_model.write_bytes(tiny_model.read_bytes())
+    p = Project.create(bad_model, dir=tmp_path / "a", name="bad\udcff name", description="d\udcfe")
+    assert p.name == "bad\ufffd name" and p.description == "d\ufffd"
+    e = add_perf(p, name="\udcff", settings={"k\udcff": "v\udcfe"})
+    p.set_optimization({"name": "o\udcff", "x": "\udcfe"})
+    p.close()
+    q = Project.open(tmp_path / "a")
+    assert q.name == "bad\ufffd name" and q.get_profile(e.id).name == "\ufffd"
+    assert q.load_profile(e.id)["baseline_ms"] == 1.25
+    assert q.optimizations[0]["x"] == "\udcfe"  # JSON keeps it (escaped)
+    q.close()
+    with pytest.raises(ProjectError, match="not valid UTF-8"):
+        Project.create(bad_model, dir=tmp_path / "b", link=True)
+    rc = main(["new", str(bad_model), "--dir", os.fsdecode(bytes(tmp_path) + b"/c\xfd")])
+    assert rc == 0
+    assert Project.open(os.fsdecode(bytes(tmp_path) + b"/c\xfd"), readonly=True).name == "m\ufffd"
