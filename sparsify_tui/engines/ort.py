@@ -37,7 +37,38 @@ def version() -> str:
     return ort.__version__
 
 
-def _session(model_path: str, cores: int | None, tmp: str, profile: bool):
+def _with_batch(model_path: str, inputs: dict[str, np.ndarray] | None):
+    """The model (path, or serialized bytes with a symbolic batch dimension when the
+    inputs' batch differs from a fixed first dimension in the model)."""
+    if not inputs:
+        return model_path
+    import onnx
+
+    proto = onnx.load(model_path, load_external_data=False)
+    inits = {i.name for i in proto.graph.initializer}
+    change = False
+    for vi in proto.graph.input:
+        if vi.name in inits or vi.name not in inputs:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        arr = inputs[vi.name]
+        if len(dims) and arr.ndim and dims[0].HasField("dim_value") and dims[0].dim_value != arr.shape[0]:
+            change = True
+    if not change:
+        return model_path
+    proto = onnx.load(model_path)  # with external data: the bytes must be self-contained
+    for vi in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info):
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    return proto.SerializeToString()
+
+
+def _session(model_path: str, cores: int | None, tmp: str, profile: bool,
+             inputs: dict[str, np.ndarray] | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -51,7 +82,7 @@ def _session(model_path: str, cores: int | None, tmp: str, profile: bool):
         so.profile_file_prefix = os.path.join(tmp, "ort_profile")
         so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
     try:
-        return ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(_with_batch(model_path, inputs), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"onnxruntime could not load {model_path}: {str(exc).strip().splitlines()[0][:300]}") \
             from None
@@ -69,8 +100,9 @@ def _run(sess, feed) -> None:
     try:
         sess.run(None, feed)
     except Exception as exc:  # noqa: BLE001
-        raise EngineError(f"onnxruntime failed to run the model: {str(exc).strip().splitlines()[0][:300]}") \
-            from None
+        batch = next((int(v.shape[0]) for v in feed.values() if getattr(v, "ndim", 0)), None)
+        raise EngineError(f"onnxruntime failed to run the model (batch size {batch}): "
+                          f"{str(exc).strip().splitlines()[0][:300]}") from None
 
 
 def profile(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray], *, cores: int | None = None,
@@ -87,7 +119,7 @@ def profile(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray], *, 
     repeats = max(1, int(repeats))
     with tempfile.TemporaryDirectory(prefix="sparsify-ort-") as tmp:
         t0 = time.perf_counter()
-        sess = _session(model_path, cores, tmp, profile=True)
+        sess = _session(model_path, cores, tmp, profile=True, inputs=inputs)
         feed = _feed(sess, inputs)
         for _ in range(max(0, int(warmup))):
             _run(sess, feed)
@@ -197,7 +229,7 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], *, cores: int | No
     """Plain latency benchmark (no profiler): per-iteration ms, grouped in repeats."""
     with tempfile.TemporaryDirectory(prefix="sparsify-ort-") as tmp:
         t0 = time.perf_counter()
-        sess = _session(model_path, cores, tmp, profile=False)
+        sess = _session(model_path, cores, tmp, profile=False, inputs=inputs)
         compile_s = time.perf_counter() - t0
         feed = _feed(sess, inputs)
         for _ in range(max(0, int(warmup))):
