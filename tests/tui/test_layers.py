@@ -124,7 +124,7 @@ async def test_attributes_charts_and_op_summaries(demo_project):
         screen = await _open_layers(app, pilot)
         table = screen.query_one("#layer-table", DataTable)
         await pilot.press("down", "down")
-        await pilot.pause()
+        await pilot.pause(0.3)  # the charts follow the cursor after a short delay
         assert screen.selected_id == "layer1.0.conv1"
         attrs = widget_text(screen.query_one("#attributes", Static))
         assert "layer1.0.conv1" in attrs and "kernel_shape" in attrs and "weight" in attrs
@@ -155,15 +155,20 @@ async def test_small_terminal_hides_panels_until_asked(demo_project):
     app = SparsifyApp(demo_project)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _open_layers(app, pilot)
-        assert not screen.query_one("#charts").display
-        assert not screen.query_one("#attributes-panel").display
-        assert screen.query_one("#layer-table").size.height >= 8
-        await pilot.press("c")
-        await pilot.pause()
-        assert screen.query_one("#charts").display
+        assert not screen._visible("#charts")
+        assert not screen._visible("#attributes-panel")
+        assert screen.query_one("#layer-table").size.height >= 12
         await pilot.press("i")
         await pilot.pause()
-        assert screen.query_one("#attributes-panel").display
+        assert screen._visible("#attributes-panel") and not screen._visible("#charts")
+        assert screen.query_one("#attributes-panel").size.width > 40
+        await pilot.press("c")
+        await pilot.pause()
+        assert screen._visible("#charts")
+        assert screen.query_one("#bars").size.height >= 8
+        await pilot.press("c", "i")
+        await pilot.pause()
+        assert not screen.query_one("#bottom").display
 
 
 @pytest.mark.corpus

@@ -19,7 +19,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
@@ -35,7 +35,7 @@ from sparsify_tui.tui.data import (
     op_summaries,
     transform,
 )
-from sparsify_tui.tui.widgets.charts import CHART_METRIC_LABELS, CHART_METRICS, LayerBarsChart, SensitivityChart
+from sparsify_tui.tui.widgets.charts import CHART_METRICS, LayerBarsChart, SensitivityChart
 
 ALL_OPS = "__all__"
 
@@ -134,6 +134,7 @@ class LayersScreen(Screen):
         self.visible_rows: list[LayerRow] = []
         self.selected_id: str | None = None
         self._filter_timer = None
+        self._chart_timer = None
         self._ops_in_select: list[str] = []
 
     # ------------------------------------------------------------------ layout
@@ -143,15 +144,16 @@ class LayersScreen(Screen):
             yield Input(placeholder="/ name filter (regex)", id="name-filter")
             yield Select([("all op types", ALL_OPS)], value=ALL_OPS, allow_blank=False, id="op-filter")
         yield Static("", id="layers-status")
-        with Horizontal(id="layers-main"):
+        with Vertical(id="layers-main"):
             yield DataTable(id="layer-table", cursor_type="row", zebra_stripes=True)
             yield DataTable(id="op-table", cursor_type="row", zebra_stripes=True)
-            with Vertical(id="attributes-panel"):
+        with Horizontal(id="bottom"):
+            with Horizontal(id="charts"):
+                yield LayerBarsChart(id="bars")
+                yield SensitivityChart(id="curve")
+            with VerticalScroll(id="attributes-panel"):
                 yield Static("Layer Attributes", classes="section-title")
                 yield Static("", id="attributes")
-        with Horizontal(id="charts"):
-            yield LayerBarsChart(id="bars")
-            yield SensitivityChart(id="curve")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -231,12 +233,7 @@ class LayersScreen(Screen):
 
     def _name_width(self, widths: list[int], name_i: int, table: DataTable) -> int:
         """Give the name column what the other columns leave (at least 12, at most its longest name)."""
-        avail = table.size.width
-        if not avail:
-            avail = self.size.width or self.app.size.width
-            panel = self.query_one("#attributes-panel")
-            if panel.display:
-                avail -= panel.size.width or 36
+        avail = table.size.width or self.size.width or self.app.size.width
         pad = 2 * table.cell_padding
         others = sum(w + pad for i, w in enumerate(widths) if i != name_i)
         room = avail - others - pad - 2  # 2: the vertical scrollbar
@@ -433,7 +430,8 @@ class LayersScreen(Screen):
         panel.update(layer_attributes_text(row, self.data, self.sens_level))
 
     def _update_charts(self) -> None:
-        if not self._ready or self.data is None:
+        self._chart_timer = None
+        if not self._ready or self.data is None or not self._visible("#charts"):
             return
         bars = self.query_one("#bars", LayerBarsChart)
         rows = [r for r in self.visible_rows if r.depth is not None]
@@ -478,7 +476,10 @@ class LayersScreen(Screen):
             return
         self.selected_id = layer_id
         self._update_attributes()
-        self._update_charts()
+        # the charts follow a moment later, so holding an arrow key stays smooth
+        if self._chart_timer is not None:
+            self._chart_timer.stop()
+        self._chart_timer = self.set_timer(0.12, self._update_charts)
 
     @on(DataTable.HeaderSelected)
     def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
@@ -567,20 +568,23 @@ class LayersScreen(Screen):
     def action_cycle_chart(self) -> None:
         i = CHART_METRICS.index(self.chart_metric)
         self.chart_metric = CHART_METRICS[(i + 1) % len(CHART_METRICS)]
-        if self.show_charts is None and self.has_class("-short"):
+        if not self._visible("#charts"):
             self.show_charts = True
             self._apply_panel_classes()
-        self._update_charts()
-        self.notify(f"chart: {CHART_METRIC_LABELS[self.chart_metric]}", timeout=2)
+            self.call_after_refresh(self._update_charts)
+        else:
+            self._update_charts()
+
+    def _visible(self, selector: str) -> bool:
+        return bool(self.query_one("#bottom").display and self.query_one(selector).display)
 
     def action_toggle_charts(self) -> None:
-        visible = self.query_one("#charts").display
-        self.show_charts = not visible
+        self.show_charts = not self._visible("#charts")
         self._apply_panel_classes()
+        self.call_after_refresh(self._update_charts)
 
     def action_toggle_attributes(self) -> None:
-        visible = self.query_one("#attributes-panel").display
-        self.show_attributes = not visible
+        self.show_attributes = not self._visible("#attributes-panel")
         self._apply_panel_classes()
 
     def action_back(self) -> None:

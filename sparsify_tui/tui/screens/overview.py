@@ -131,36 +131,42 @@ class OverviewScreen(Screen):
         data = app.model_data
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True)
-        grid.add_column(justify="right", no_wrap=True)
-        grid.add_column(style="dim", overflow="fold")
+        grid.add_column(overflow="fold")
+
+        def row(label: str, value: str, note: str = "") -> None:
+            text = Text(value)
+            if note:
+                text.append(f"  {note}", style="dim")
+            grid.add_row(label, text)
+
         if data is None:
-            grid.add_row("Model", "analysing…" if app.loading else "not analysed", "")
+            row("Model", "analysing…" if app.loading else "not analysed")
             self.query_one("#totals", Static).update(grid)
             return
         t = totals(data.graph, data.perf, data.loss, app.machine)
-        grid.add_row("Layers", f"{t.layers}", f"{t.prunable_layers} prunable")
-        grid.add_row("Params", fmt_count(t.params), f"{fmt_count(t.prunable_params)} prunable")
+        row("Layers", f"{t.layers}", f"{t.prunable_layers} prunable")
+        row("Params", fmt_count(t.params), f"{fmt_count(t.prunable_params)} prunable")
         flops = fmt_count(t.flops) if t.flops is not None else (
             f">= {fmt_count(t.flops_known)}" if t.flops_known else "unknown")
-        grid.add_row("FLOPs", flops, "per inference")
+        row("FLOPs", flops, "per inference")
         if t.sparsity:
-            grid.add_row("Sparsity", f"{100 * t.sparsity:.1f}%", "of prunable weights")
+            row("Sparsity", f"{100 * t.sparsity:.1f}%", "of prunable weights")
         if data.perf is None:
-            grid.add_row("Baseline MS", "-", "no perf profile yet")
+            row("Baseline MS", "-", "no perf profile yet")
         else:
-            spread = f"min {fmt_ms(t.spread_ms[0])} max {fmt_ms(t.spread_ms[1])}" if t.spread_ms else ""
-            approx = " approximated" if t.approximated else ""
-            grid.add_row("Baseline MS", fmt_ms(t.baseline_ms), (spread + approx).strip())
+            spread = f"min {fmt_ms(t.spread_ms[0])}, max {fmt_ms(t.spread_ms[1])}" if t.spread_ms else ""
+            if t.approximated:
+                spread = (spread + "; approximated").lstrip("; ")
+            row("Baseline MS", fmt_ms(t.baseline_ms), spread)
             ips = f"{t.items_per_second:,.1f}" if t.items_per_second is not None else "-"
-            grid.add_row("Items per Second", ips, f"batch {t.batch_size}" if t.batch_size else "")
+            row("Items per Second", ips, f"batch {t.batch_size}" if t.batch_size else "")
             eng = f"{t.engine or '?'} {t.engine_version or ''}".strip()
-            grid.add_row("Engine", eng, f"{t.cores} cores" if t.cores else "")
+            row("Engine", eng, f"{t.cores} cores" if t.cores else "")
             if t.engine_reason:
-                grid.add_row("", "", Text(str(t.engine_reason)))
-        isa = t.isa or []
-        grid.add_row("Instruction sets", ", ".join(isa[:3]) or "unknown", ", ".join(isa[3:]))
+                row("", "", str(t.engine_reason))
+        row("Instruction sets", " ".join(t.isa) or "unknown")
         if data.loss is not None and t.average_loss_sensitivity is not None:
-            grid.add_row("Avg Sensitivity", f"{t.average_loss_sensitivity:.4g}", f"loss, {t.loss_method}")
+            row("Avg Sensitivity", f"{t.average_loss_sensitivity:.4g}", f"loss profile, {t.loss_method}")
         self.query_one("#totals", Static).update(grid)
 
     def _refresh_jobs(self, *_: Any) -> None:
