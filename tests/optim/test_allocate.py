@@ -84,13 +84,16 @@ def test_target_met_and_cap_respected(model, target, cap, balance, buckets):
 
 
 @HSET
-@given(models(min_layers=2), st.floats(0.05, 0.95), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
-def test_balance_is_monotone(model, target, b1, b2):
+@given(models(min_layers=2), st.floats(0.05, 0.95), st.floats(0.0, 1.0), st.floats(0.0, 1.0),
+       st.sampled_from([0.0, 0.3]), st.sampled_from([0.0, 1.2]), st.sampled_from([0.0, 0.2]), st.sampled_from([0, 6]))
+def test_balance_is_monotone(model, target, b1, b2, min_s, min_speedup, min_rec, buckets):
     graph, perf, loss = model
     b1, b2 = sorted((b1, b2))
     ev = Evaluator(graph, perf, loss)
     opt = default_optimization(graph)
     opt.pruning.target_sparsity = target
+    opt.pruning.min_sparsity, opt.pruning.min_speedup, opt.pruning.min_recovery = min_s, min_speedup, min_rec
+    opt.pruning.buckets = buckets
     opt.pruning.balance = b1
     e1 = ev.evaluate(ev.allocate(opt))
     opt.pruning.balance = b2
