@@ -654,7 +654,9 @@ class Project:
         The model must be analysable (``sparsify_tui.analysis.analyze``). It is
         copied into the project as ``model.onnx`` with its external data files,
         or referenced by its absolute path with ``link=True``. ``dir`` defaults
-        to ``./<slug(name)>``; an existing project there is never overwritten.
+        to ``./<slug(name)>`` and must be new or empty (an existing project or
+        other files are never overwritten), except a directory that already
+        holds this very model as ``model.onnx``: it becomes the project.
         ``on_progress(stage, done, total)`` reports the copy.
         """
         src = Path(model).expanduser()
@@ -674,15 +676,16 @@ class Project:
             raise ProjectError(f"{target} exists and is not a directory: choose another --dir")
         if (target / PROJECT_FILE).exists():
             raise ProjectError(f"{target} already holds a project (project.toml): choose another --dir or open it")
-        if dir is None and target.is_dir() and any(target.iterdir()):
-            raise ProjectError(f"{target} already exists and is not empty: give the project a directory with --dir")
         externals = _external_data_files(proto, src)
         src_abs = src.resolve()
         in_place = (target / MODEL_FILE).exists() and (target / MODEL_FILE).resolve() == src_abs
-        if not link and not in_place:
-            for rel in [MODEL_FILE, PROFILES_DIR, OPTIMIZATIONS_DIR] + externals:
-                if (target / rel).exists():
-                    raise ProjectError(f"{target / rel} already exists: choose another --dir for the new project")
+        # a project goes into a new or empty directory; the one exception is a directory that already
+        # holds this very model as model.onnx (it becomes the project, nothing is copied)
+        if target.is_dir() and not in_place and any(target.iterdir()):
+            how = "give the project a new directory with --dir" if dir is None else "choose a new or empty --dir"
+            raise ProjectError(f"{target} already exists and is not empty: {how}")
+        if in_place and link:
+            link = False
 
         # A new (or empty) directory is built under a hidden staging name and renamed into place at the
         # end, so an interrupted create never leaves a half-made project behind. An existing non-empty

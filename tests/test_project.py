@@ -982,16 +982,17 @@ def test_bad_file_paths_in_toml(project, edit, want):
         Project.open(project.dir)
 
 
-def test_default_dir_never_fills_an_existing_directory(tmp_path, tiny_model, monkeypatch):
+def test_never_fills_an_existing_non_empty_directory(tmp_path, tiny_model, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "notes.txt").write_text("mine")
-    with pytest.raises(ProjectError, match="already exists and is not empty"):
+    with pytest.raises(ProjectError, match="already exists and is not empty: give the project a new directory"):
         Project.create(tiny_model)
-    # given explicitly, an existing directory is filled in place (the user's files stay)
-    p = Project.create(tiny_model, dir=tmp_path / "tiny")
-    assert (p.dir / "notes.txt").read_text() == "mine" and (p.dir / "model.onnx").exists()
-    p.close()
+    for d in (tmp_path / "tiny", "", ".", tmp_path):  # explicit, including the current directory by mistake
+        with pytest.raises(ProjectError, match="already exists and is not empty: choose a new or empty --dir"):
+            Project.create(tiny_model, dir=d)
+    assert sorted(os.listdir(tmp_path / "tiny")) == ["notes.txt"]
+    assert not (tmp_path / "project.toml").exists() and not (tmp_path / "model.onnx").exists()
 
 
 def test_exclusive_file_lock_mode(project, monkeypatch):
