@@ -125,9 +125,6 @@ def list_servers(*, probe: bool = True, timeout_s: float = 120.0) -> list[Server
     A server whose probe fails (sparsify-tui not installed there, no answer
     within ``timeout_s``) is listed with ``error`` set and is not usable.
     """
-    ray = require_ray()
-    from sparsify_tui.cluster import tasks
-
     servers: list[Server] = []
     for node in bench_nodes():
         name, named = _server_name(node)
@@ -152,9 +149,18 @@ def list_servers(*, probe: bool = True, timeout_s: float = 120.0) -> list[Server
     for s in servers:
         if seen[s.name] > 1:
             s.notes.append(f"{seen[s.name]} servers share the name {s.name!r}; give each its own")
-    if not probe or not servers:
-        return servers
+    if probe:
+        probe_servers(servers, timeout_s=timeout_s)
+    return servers
 
+
+def probe_servers(servers: list[Server], *, timeout_s: float = 120.0) -> list[Server]:
+    """Fill in each server's ``machine`` (or ``error``) by running the probe task on its node, all at once."""
+    ray = require_ray()
+    from sparsify_tui.cluster import tasks
+
+    if not servers:
+        return servers
     remote_probe = ray.remote(tasks.probe)
     refs = {}
     for s in servers:

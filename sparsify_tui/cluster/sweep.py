@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sparsify_tui.cluster import BENCH_RESOURCE, require_ray, server_resource
-from sparsify_tui.cluster.servers import Server, alive_node_ids, list_servers, select_servers
+from sparsify_tui.cluster.servers import Server, alive_node_ids, list_servers, probe_servers, select_servers
 from sparsify_tui.errors import CancelledError, ClusterError, UsageError
 
 SCHEMA_VERSION = 1
@@ -420,9 +420,13 @@ class _Runner:
 
     def system_failure(self, job: Job, exc: BaseException) -> None:
         """The task died with its worker or node: retry on the same server or move the server's jobs."""
-        alive = alive_node_ids()
         srv = self.servers[job.run_on]
-        if srv.node_id not in alive:
+        # NodeDiedError: the node died under the running task; TaskUnschedulableError: the node the task
+        # is pinned to is gone. Both say so before the cluster's own view of the node catches up.
+        gone = tuple(getattr(self.ray.exceptions, n) for n in ("NodeDiedError", "TaskUnschedulableError")
+                     if hasattr(self.ray.exceptions, n))
+        node_died = isinstance(exc, gone)
+        if node_died or srv.node_id not in alive_node_ids():
             self.server_lost(srv.name, [job], why=_short_error(exc))
             return
         job.crashes += 1
@@ -559,7 +563,8 @@ def run_sweep(project: Any, spec: SweepSpec, *, address: str | None = None,
         raise ClusterError(f"project {project.dir} is open read-only; a sweep needs to write its profiles")
     t0 = time.monotonic()
     with ray_session(address) as session:
-        servers = select_servers(list_servers(timeout_s=probe_timeout_s), spec.servers)
+        # select by name first, then probe only the selected servers
+        servers = probe_servers(select_servers(list_servers(probe=False), spec.servers), timeout_s=probe_timeout_s)
         if not any(s.usable for s in servers):
             why = "; ".join(f"{s.name}: {s.error}" for s in servers)
             raise ClusterError(f"no selected server can take jobs ({why})")

@@ -66,9 +66,10 @@ class RayTestCluster:
     def node_id(self, name: str) -> str:
         return self.nodes[name].node_id
 
-    def remove_server(self, name: str) -> None:
+    def remove_server(self, name: str, *, graceful: bool = True) -> None:
+        """Kill the node's processes: SIGTERM first with ``graceful``, else SIGKILL at once."""
         node = self.nodes.pop(name)
-        self.cluster.remove_node(node, allow_graceful=False)
+        self.cluster.remove_node(node, allow_graceful=graceful)
 
     def shutdown(self) -> None:
         try:

@@ -144,7 +144,7 @@ def test_node_lost_mid_sweep_is_retried_on_an_equivalent_server(ray_cluster, mak
         # gamma's second job has just been submitted: let it start, then kill the node under it
         if ev["event"] == "start" and ev["server"] == "gamma" and ev["cores"] == 2 and not killed:
             time.sleep(1.0)
-            ray_cluster.remove_server("gamma")
+            ray_cluster.remove_server("gamma", graceful=False)  # SIGKILL, like a server losing power
             killed.append(time.time())
 
     report = sweep(project, ray_cluster, on_event=on_event, servers="alpha,gamma")
