@@ -684,7 +684,8 @@ def test_same_process_second_open_is_read_only(project):
 
 # ---------------------------------------------------------------- disk failures (child processes)
 FAIL_SAVE = """
-import os, sys, resource
+import os, sys, resource, fcntl, json, tomli_w  # all imported before privileges are dropped
+import sparsify_tui.paths
 from sparsify_tui.project import Project
 from sparsify_tui.errors import ProjectError
 d, mode = sys.argv[1], sys.argv[2]
