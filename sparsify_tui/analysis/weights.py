@@ -11,27 +11,28 @@ from sparsify_tui.analysis.loader import read_raw
 from sparsify_tui.errors import ModelError
 
 
-def _find_graph(model_graph: Any, graph_path: str):
-    """The GraphProto at ``graph_path`` ("" = main; "Node/attr/Node2/attr[1]" nested)."""
-    g = model_graph
-    if not graph_path:
-        return g
-    parts = graph_path.split("/")
-    for node_name, attr in zip(parts[0::2], parts[1::2]):
-        idx = None
-        if attr.endswith("]") and "[" in attr:
-            attr, _, i = attr[:-1].partition("[")
-            idx = int(i)
-        node = next((n for n in g.node if (n.name or (n.output[0] if n.output else "")) == node_name), None)
-        if node is None:
-            node = next((n for n in g.node if n.output and n.output[0] == node_name), None)
-        if node is None:
-            return None
-        a = next((a for a in node.attribute if a.name == attr), None)
-        if a is None:
-            return None
-        g = a.graphs[idx] if idx is not None else a.g
-    return g
+def _find_graph(model_graph: Any, graph_path: str, prefix: str = ""):
+    """The GraphProto at ``graph_path`` ("" = main graph).
+
+    Paths are built as the analysis builds them: ``<node name or first output>/<attribute>``
+    (``[i]`` appended for GRAPHS attributes), joined with "/" for nesting. Node names may
+    themselves contain "/", so paths are compared whole rather than split.
+    """
+    if graph_path == prefix:
+        return model_graph
+    for node in model_graph.node:
+        for a in node.attribute:
+            if a.type not in (5, 10):
+                continue
+            owner = node.name or (node.output[0] if node.output else "")
+            base = f"{prefix + '/' if prefix else ''}{owner}/{a.name}"
+            subs = [(base, a.g)] if a.type == 5 else [(f"{base}[{i}]", sg) for i, sg in enumerate(a.graphs)]
+            for p, sg in subs:
+                if graph_path == p or graph_path.startswith(p + "/"):
+                    found = _find_graph(sg, graph_path, p)
+                    if found is not None:
+                        return found
+    return None
 
 
 def _from_graph(g, ref) -> np.ndarray | None:

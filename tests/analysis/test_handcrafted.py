@@ -560,3 +560,27 @@ def test_model_graph_round_trips_through_dict(tmp_path):
     assert back.to_dict() == g.to_dict()
     assert back.layer("y").weight == g.layer("y").weight
     assert back.inputs[0].assumed == {0: 1}
+
+
+def test_weights_in_nested_subgraphs_with_slashes_in_names(tmp_path):
+    inner_then = helper.make_graph([helper.make_node("MatMul", ["x", "w_inner"], ["y_inner"], name="/inner/mm")],
+                                   "it", [], [vi("y_inner", [2, 3])], initializer=[init("w_inner", rand(4, 3))])
+    inner_else = helper.make_graph([helper.make_node("MatMul", ["x", "w_outer"], ["y_inner2"])],
+                                   "ie", [], [vi("y_inner2", [2, 3])])
+    outer_then = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y_then"], then_branch=inner_then, else_branch=inner_else, name="/a/If")],
+        "ot", [], [vi("y_then", [2, 3])])
+    outer_else = helper.make_graph([helper.make_node("MatMul", ["x", "w_outer"], ["y_else"])], "oe", [],
+                                   [vi("y_else", [2, 3])])
+    nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=outer_then, else_branch=outer_else, name="/top/If")]
+    p = save(tmp_path, nodes, [vi("x", [2, 4]), vi("cond", [], T.BOOL)], [vi("y", None)],
+             [init("w_outer", rand(4, 3))])
+    g = analyze(p)
+    inner = g.layer("y_inner")
+    assert inner.graph_path == "/top/If/then_branch//a/If/then_branch"
+    assert read_weight(g, inner).shape == (4, 3)
+    # the outer weight is shared: counted once, at its first consumer in execution order
+    assert g.layer("y_inner2").weight.graph_path == "" and g.layer("y_inner2").params == 12
+    assert g.layer("y_else").params == 0
+    assert g.params == 12 + 12
+    np.testing.assert_array_equal(read_weight(g, "y_inner2"), read_weight(g, "y_else"))
