@@ -747,6 +747,7 @@ def test_read_only_directory_opens_read_only(tmp_path, tiny_model):
         p.close()
         code = """
 import os, sys, json, fcntl
+import sparsify_tui.paths
 from sparsify_tui.project import Project   # import before dropping privileges (stdlib may be under /root)
 if os.geteuid() == 0:
     os.setgid(65534); os.setuid(65534)
