@@ -140,3 +140,27 @@ def test_info_on_project_directory(tmp_path):
     proc = run_info(str(tmp_path / "proj"), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["model"]["prunable_layers"] == 12
+
+
+def test_human_table_lists_200_layers_unless_all(tmp_path):
+    import io
+
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.commands.info import print_human
+    from sparsify_tui.engines.machine import machine_info
+
+    nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name=f"relu{i}") for i in range(250)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("t0", T.FLOAT, [1, 8])],
+                          [helper.make_tensor_value_info("t250", T.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    p = tmp_path / "chain.onnx"
+    onnx.save(m, str(p))
+    graph = analyze(p)
+    out = io.StringIO()
+    print_human(graph, machine_info(), show_all=False, out=out)
+    text = out.getvalue()
+    assert "relu199" in text and "relu200" not in text and "50 more layers (use --all" in text
+    assert "No prunable layer" in text
+    out = io.StringIO()
+    print_human(graph, machine_info(), show_all=True, out=out)
+    assert "relu249" in out.getvalue() and "more layers" not in out.getvalue()
