@@ -147,21 +147,31 @@ def _levels(by_level: Any) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _lower_hull_on_grid(y: np.ndarray) -> np.ndarray:
-    """Greatest convex minorant of points (GRID, y), evaluated on GRID."""
+    """Greatest convex minorant of the piecewise-linear curve (GRID, y), evaluated on GRID.
+
+    The hull of a piecewise-linear curve is the hull of its vertices, so only the kinks
+    (non-zero second differences) and the end points enter the monotone-chain scan.
+    """
     d2 = np.diff(y, 2)
-    if d2.size == 0 or np.all(d2 >= -1e-12 * (1.0 + np.abs(y).max())):
+    tol = 1e-12 * (1.0 + float(np.abs(y).max()))
+    if d2.size == 0 or bool(np.all(d2 >= -tol)):
         return y.copy()
-    hull: list[int] = []
-    for k in range(len(y)):
-        while len(hull) >= 2:
-            i, j = hull[-2], hull[-1]
-            # remove j if it lies on or above the chord i -> k
-            if (y[j] - y[i]) * (GRID[k] - GRID[i]) >= (y[k] - y[i]) * (GRID[j] - GRID[i]):
-                hull.pop()
+    idx = [0] + (np.nonzero(np.abs(d2) > tol)[0] + 1).tolist() + [len(y) - 1]
+    xs = GRID[idx].tolist()
+    ys = y[idx].tolist()
+    hx: list[float] = []
+    hy: list[float] = []
+    for xk, yk in zip(xs, ys):
+        while len(hx) >= 2:
+            # drop the last point if it lies on or above the chord from the one before it to this one
+            if (hy[-1] - hy[-2]) * (xk - hx[-2]) >= (yk - hy[-2]) * (hx[-1] - hx[-2]):
+                hx.pop()
+                hy.pop()
             else:
                 break
-        hull.append(k)
-    return np.interp(GRID, GRID[hull], y[hull])
+        hx.append(xk)
+        hy.append(yk)
+    return np.interp(GRID, hx, hy)
 
 
 @dataclass

@@ -311,3 +311,23 @@ def test_curves_smoothing():
     assert c.save[0, 60] == pytest.approx(0.5)  # running minimum: 0.8 at 0.6 is noise
     assert c.loss[0, 60] == pytest.approx(0.5)  # running maximum, minus the value at 0
     assert math.isclose(c.loss[0, 90], 1.0)
+
+
+def test_hull_is_the_greatest_convex_minorant():
+    from sparsify_tui.optim.allocate import GRID, _lower_hull_on_grid
+
+    rng = np.random.default_rng(0)
+    x = GRID
+    i, j = np.meshgrid(np.arange(len(x)), np.arange(len(x)), indexing="ij")
+    for _ in range(20):
+        y = np.cumsum(rng.random(len(x)) * (rng.random(len(x)) < 0.3))
+        y = y if rng.random() < 0.5 else -y
+        h = _lower_hull_on_grid(y)
+        # brute force: the lowest chord over each point
+        brute = np.empty(len(x))
+        for k in range(len(x)):
+            ok = (i <= k) & (j >= k) & (i < j)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = y[i] + (y[j] - y[i]) * (x[k] - x[i]) / (x[j] - x[i])
+            brute[k] = min(y[k], v[ok].min() if ok.any() else y[k])
+        assert np.allclose(h, brute, atol=1e-9)
