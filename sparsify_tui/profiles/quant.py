@@ -25,7 +25,8 @@ It uses the same single session as the loss profile
 (:class:`~sparsify_tui.profiles.downstream.DownstreamModel`: only the part of
 the model downstream of the layer runs; the reference is the dense model).
 
-**Whole model**: ONNX Runtime's ``quantize_static`` (QDQ format, per-channel
+**Whole model**: ONNX Runtime's ``quantize_static`` (QDQ format, or the
+QOperator format when QDQ fails, e.g. per-channel QDQ before opset 13; per-channel
 int8 weights, uint8 activations, MinMax calibration with a
 ``CalibrationDataReader`` over the samples); ``output_change`` is measured the
 same way against the fp32 model, and ``fp32_ms`` / ``int8_ms`` are medians of
@@ -156,17 +157,26 @@ def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, co
         return out
     with tempfile.TemporaryDirectory(prefix="sparsify-quant-") as d:
         qpath = Path(d) / "model.int8.onnx"
-        try:
-            size = Path(model_path).stat().st_size
-            quantize_static(
-                str(model_path), str(qpath), _Reader(samples), quant_format=QuantFormat.QDQ,
-                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax, use_external_data_format=size > 1_800_000_000,
-            )
-        except Exception as exc:  # noqa: BLE001 - ORT's quantizer raises anything on unsupported models
-            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            out["error"] = f"{type(exc).__name__}: {msg}"
+        size = Path(model_path).stat().st_size
+        errors = []
+        # QDQ first; per-channel QDQ needs opset 13, so older models get the QOperator format
+        for fmt_name, fmt in (("QDQ", QuantFormat.QDQ), ("QOperator", QuantFormat.QOperator)):
+            try:
+                quantize_static(
+                    str(model_path), str(qpath), _Reader(samples), quant_format=fmt,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, use_external_data_format=size > 1_800_000_000,
+                )
+                out["format"] = fmt_name
+                break
+            except Exception as exc:  # noqa: BLE001 - ORT's quantizer raises anything on unsupported models
+                msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                errors.append(f"{fmt_name}: {type(exc).__name__}: {msg}")
+        else:
+            out["error"] = "; ".join(errors)
             return out
+        if errors:
+            out["notes"] = errors
         try:
             so = session_options(cores)
             fp32 = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
