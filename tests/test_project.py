@@ -1045,3 +1045,26 @@ def test_non_utf8_names_and_paths_from_the_command_line(tmp_path, tiny_model):
     rc = main(["new", str(bad_model), "--dir", os.fsdecode(bytes(tmp_path) + b"/c\xfd")])
     assert rc == 0
     assert Project.open(os.fsdecode(bytes(tmp_path) + b"/c\xfd"), readonly=True).name == "m\ufffd"
+
+
+def test_cli_on_a_project_locked_by_another_process(project):
+    """End to end: a second writer (here `profile loss`) gets one clear error line naming the holder."""
+    add_perf(project)
+    project.close()
+    holder = _start_holder(project.dir)
+    try:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        r = subprocess.run([PY, "-m", "sparsify_tui", "profile", "loss", str(project.dir)], capture_output=True,
+                           text=True, timeout=120, env=env)
+        assert r.returncode == 2, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and f"process {holder.pid}" in last and "Traceback" not in r.stderr
+        # reading is fine meanwhile
+        r = subprocess.run([PY, "-m", "sparsify_tui", "info", str(project.dir), "--json"], capture_output=True,
+                           text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(Project.open(project.dir, readonly=True).profiles) == 1  # nothing was half-written
