@@ -16,6 +16,8 @@ inference at the analysed batch size:
 * LSTM / GRU / RNN, per time step, direction and batch item:
   ``2 * gates * H * (I + H)`` for the two matrix products, ``2 * gates * H`` bias adds
   when B is given, and the gate arithmetic (LSTM 9H, GRU 8H, RNN H), with gates = 4, 3, 1.
+* Einsum: ``2 * prod(size of every index)`` when an index is summed over (a
+  multiply-add per combination), else one per output element.
 * Data movement (Reshape, Transpose, Concat, Slice, Gather, Cast, Shape, ...): 0.
 * Anything else, or any needed shape unknown: ``None`` ("unknown"), never 0.
 """
@@ -152,6 +154,28 @@ def _rnn(s: NodeShapes, gates: int, elementwise: int) -> int | None:
     return seq * batch * dirs * per
 
 
+def _einsum(s: NodeShapes) -> int | None:
+    """2 * (product of every index's size) when something is summed over, else one per output element."""
+    eq = str(s.attrs.get("equation", "")).replace(" ", "")
+    if not eq or "..." in eq:
+        return None
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    sizes: dict[str, int] = {}
+    for k, term in enumerate(terms):
+        shape = s.i(k)
+        if not _known(shape) or len(shape) != len(term):
+            return None
+        for letter, d in zip(term, shape):
+            sizes[letter] = max(sizes.get(letter, 1), d)
+    if not rhs and "->" not in eq:  # implicit output: letters that appear once, sorted
+        letters = "".join(terms)
+        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    summed = set(sizes) - set(rhs)
+    total = prod(sizes.values())
+    return 2 * total if summed or len(terms) > 1 else total
+
+
 def _zero(s: NodeShapes) -> int:
     return 0
 
@@ -168,6 +192,7 @@ FORMULAS: dict[str, Callable[[NodeShapes], int | None]] = {
     "MatMul": _matmul,
     "MatMulInteger": _matmul,
     "QLinearMatMul": _matmul,
+    "Einsum": _einsum,
     "LSTM": lambda s: _rnn(s, 4, 9),
     "GRU": lambda s: _rnn(s, 3, 8),
     "RNN": lambda s: _rnn(s, 1, 1),

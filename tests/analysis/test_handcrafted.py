@@ -584,3 +584,13 @@ def test_weights_in_nested_subgraphs_with_slashes_in_names(tmp_path):
     assert g.layer("y_else").params == 0
     assert g.params == 12 + 12
     np.testing.assert_array_equal(read_weight(g, "y_inner2"), read_weight(g, "y_else"))
+
+
+def test_einsum_flops(tmp_path):
+    nodes = [helper.make_node("Einsum", ["a", "b"], ["y"], equation="bij,bjk->bik"),
+             helper.make_node("Einsum", ["y"], ["t"], equation="bik->bki")]
+    p = save(tmp_path, nodes, [vi("a", [2, 3, 4]), vi("b", [2, 4, 5])], [vi("t", None)], opset=13)
+    g = analyze(p)
+    assert g.layer("y").output_shapes == [[2, 3, 5]]
+    assert g.layer("y").flops == 2 * 2 * 3 * 4 * 5  # a batched matmul: 2*M*N*K per batch item
+    assert g.layer("t").flops == 2 * 3 * 5
