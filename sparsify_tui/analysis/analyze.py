@@ -328,6 +328,22 @@ def _fill_missing(node, in_shapes: list[Any], out_shapes: list[Any], shapes: dic
             guess[0] = batch + [a[-2], b[-1]]
         except ValueError:
             pass
+    elif op == "Einsum":
+        eq = next((at.s.decode("utf-8", "replace") for at in node.attribute if at.name == "equation"), "")
+        eq = eq.replace(" ", "")
+        lhs, arrow, rhs = eq.partition("->")
+        terms = lhs.split(",")
+        if eq and "..." not in eq and len(terms) == len(in_shapes) and all(
+                _concrete(sh) and len(sh) == len(t) for sh, t in zip(in_shapes, terms)):
+            sizes: dict[str, int] = {}
+            for t, sh in zip(terms, in_shapes):
+                for c, d in zip(t, sh):
+                    sizes[c] = max(sizes.get(c, 1), d)
+            if not arrow:
+                letters = "".join(terms)
+                rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+            if all(c in sizes for c in rhs):
+                guess[0] = [sizes[c] for c in rhs]
     elif op == "Loop":
         # outputs: final values of the loop-carried state (inputs 2...), then scan outputs
         carried = in_shapes[2:]
