@@ -232,6 +232,7 @@ class Curves:
                 if not r.get("engine_internal") and r.get("id") is not None:
                     rows[str(r["id"])] = (r0, lv)
             missing = 0
+            top_level = 0.0
             for i, lid in enumerate(ids):
                 if lid not in rows:
                     missing += 1
@@ -241,6 +242,7 @@ class Curves:
                 if lv is None:
                     continue
                 xs, ys = lv
+                top_level = max(top_level, float(xs[-1]))
                 if xs[0] > 0.0:
                     xs = np.concatenate([[0.0], xs])
                     ys = np.concatenate([[r0], ys])
@@ -254,6 +256,8 @@ class Curves:
             perf_basis = "approximated" if perf.get("approximated") else "measured"
             if missing:
                 notes.append(f"{missing} prunable layer(s) have no row in the perf profile: no speedup is estimated for them")
+            if 0.0 < top_level < 0.9:
+                notes.append(f"the perf profile stops at sparsity {top_level:g}: savings above it are held at that level's")
         else:
             t0 = flops.copy()
             save = flops[:, None] * GRID[None, :]

@@ -569,6 +569,8 @@ def import_recipe(text: str, graph: Any, name_map: dict[str, str] | None = None,
         pr.init_sparsity = max(inits)
         pr.interpolation = str(first.get("inter_func", "cubic"))
         mt = first.get("mask_type", "unstructured")
+        if not isinstance(mt, str):
+            warns.append(f"mask_type {mt!r} (a block shape) is not supported: unstructured is used")
         pr.mask_type = mt if isinstance(mt, str) else "unstructured"
         if pr.interpolation not in INTERPOLATIONS:
             raise RecipeError(f"{source}: inter_func {pr.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
