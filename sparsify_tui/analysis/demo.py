@@ -4,7 +4,7 @@ No download: ``build_demo_model(path)`` writes it, deterministically (seeded
 weights, same bytes every time). Input ``input`` 1x3x64x64 float32, output
 ``logits`` 1x10. 11 prunable convolutions (BatchNorm folded into their bias)
 with 64 to 256 channels, two residual stages with Add shortcuts, a global
-average pool and a Gemm head ``fc``: about 0.6 GFLOPs and 2.1M params, heavy
+average pool and a Gemm head ``fc``: 0.54 GFLOPs and 1.3M params, heavy
 enough that DeepSparse runs it measurably faster when pruned, light enough to
 profile in seconds. Layer names follow PyTorch: ``stem.conv``,
 ``layer1.0.conv1``, ``layer2.0.downsample``, ``fc``; the id of a conv layer
