@@ -90,25 +90,53 @@ def ray_cluster():
         c.shutdown()
 
 
-@pytest.fixture(scope="session")
-def demo_model(tmp_path_factory) -> Path:
-    from sparsify_tui.analysis.demo import build_demo_model
+def build_tiny_model(path: Path) -> Path:
+    """A small CNN (2 Conv, ReLU, pool, MatMul head) whose batch dimension is dynamic ("N")."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    path = tmp_path_factory.mktemp("cluster-model") / "demo.onnx"
-    build_demo_model(path)
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(np.zeros(16, np.float32), "b1"),
+        numpy_helper.from_array(rng.standard_normal((32, 16, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.standard_normal((32, 10)).astype(np.float32), "w3"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("MatMul", ["f", "w3"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
     return path
 
 
 @pytest.fixture(scope="session")
-def swept(ray_cluster, demo_model, tmp_path_factory):
-    """A project swept once on alpha and beta (batch 1, cores 1 and 2, ONNX Runtime, level 0):
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("cluster-model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def swept(ray_cluster, tiny_model, tmp_path_factory):
+    """A project swept once on alpha and beta (batch 1 and 4, cores 1 and 2, ONNX Runtime, level 0):
     ``(project, report, events)``. Shared by the tests that only read it."""
     from sparsify_tui.cluster.sweep import SweepSpec, run_sweep
     from sparsify_tui.project import Project
 
-    project = Project.create(demo_model, dir=tmp_path_factory.mktemp("swept") / "proj", name="swept")
+    project = Project.create(tiny_model, dir=tmp_path_factory.mktemp("swept") / "proj", name="swept")
     events: list[dict] = []
-    spec = SweepSpec(kind="perf", servers="alpha,beta", engines=["onnxruntime"], batch_sizes=[1], cores=[1, 2],
+    spec = SweepSpec(kind="perf", servers="alpha,beta", engines=["onnxruntime"], batch_sizes=[1, 4], cores=[1, 2],
                      levels=[0.0], iterations=1, warmup=1, repeats=1)
     report = run_sweep(project, spec, address=ray_cluster.address, on_event=events.append)
     try:
@@ -118,14 +146,14 @@ def swept(ray_cluster, demo_model, tmp_path_factory):
 
 
 @pytest.fixture
-def make_project(tmp_path, demo_model):
-    """``make_project(name)`` -> a new, open project on the demo model (closed after the test)."""
+def make_project(tmp_path, tiny_model):
+    """``make_project(name)`` -> a new, open project on the tiny model (closed after the test)."""
     from sparsify_tui.project import Project
 
     opened = []
 
     def make(name: str = "proj"):
-        p = Project.create(demo_model, dir=tmp_path / name, name=name)
+        p = Project.create(tiny_model, dir=tmp_path / name, name=name)
         opened.append(p)
         return p
 

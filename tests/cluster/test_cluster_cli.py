@@ -78,8 +78,8 @@ def test_unreachable_head_fails_fast(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_sweep_needs_a_project(ray_cluster, demo_model):
-    out = cli("sweep", str(demo_model), "--address", ray_cluster.address, timeout=60)
+def test_sweep_needs_a_project(ray_cluster, tiny_model):
+    out = cli("sweep", str(tiny_model), "--address", ray_cluster.address, timeout=60)
     assert out.returncode == 2 and "not a project directory" in out.stderr
 
 
@@ -135,13 +135,13 @@ def test_sweep_command_stores_profiles_and_prints_json(ray_cluster, make_project
 
 
 @pytest.mark.slow
-def test_sweep_without_address_uses_a_local_ray_instance(tmp_path, demo_model):
+def test_sweep_without_address_uses_a_local_ray_instance(tmp_path, tiny_model):
     """~15-25 s: starts (and stops) a whole local Ray instance in the subprocess."""
     import_ray_or_skip()
     from sparsify_tui.cluster.session import local_server_name
     from sparsify_tui.project import Project
 
-    p = Project.create(demo_model, dir=tmp_path / "local", name="local")
+    p = Project.create(tiny_model, dir=tmp_path / "local", name="local")
     p.close()
     out = cli("sweep", str(p.dir), "--cores", "1", "--json")
     assert out.returncode == 0, out.stderr
@@ -149,3 +149,36 @@ def test_sweep_without_address_uses_a_local_ray_instance(tmp_path, demo_model):
     assert doc["address"] == "local"
     assert [s["name"] for s in doc["servers"]] == [local_server_name()]
     assert doc["counts"]["measured"] == 1
+
+
+def test_ctrl_c_stops_the_sweep_and_keeps_finished_profiles(ray_cluster, make_project):
+    import signal
+    import time
+
+    project = make_project("ctrl-c")
+    project.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsify_tui", "sweep", str(project.dir), "--address", ray_cluster.address,
+         "--servers", "beta", "--cores", "1,2", "--batch-sizes", "1,2,3", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    lines = []
+    deadline = time.monotonic() + 240
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if ": done batch" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+            assert time.monotonic() < deadline, "".join(lines)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(lines) + err
+    assert proc.returncode == 130, err
+    assert "error: interrupted; saved work is kept" in err
+    assert "Traceback" not in err
+    from sparsify_tui.project import Project
+
+    kept = Project.open(project.dir, readonly=True).profiles_of("perf")
+    assert 1 <= len(kept) < 6

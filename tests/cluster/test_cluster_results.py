@@ -14,19 +14,20 @@ def test_groups_and_scaling_series_of_a_real_sweep(swept):
     groups = group_sweep_profiles(project)
     assert list(groups) == ["alpha", "beta"]
     for server in ("alpha", "beta"):
-        assert list(groups[server]) == [1]
-        assert list(groups[server][1]) == [1, 2]
-        for cores in (1, 2):
-            (row,) = groups[server][1][cores]
-            assert row["engine"] == "onnxruntime" and row["problem"] is None
-            assert row["items_per_second"] > 0
-    measured = {(r["server"], r["cores"]): r["items_per_second"] for r in report.measured}
+        assert list(groups[server]) == [1, 4]
+        for batch in (1, 4):
+            assert list(groups[server][batch]) == [1, 2]
+            for cores in (1, 2):
+                (row,) = groups[server][batch][cores]
+                assert row["engine"] == "onnxruntime" and row["problem"] is None
+                assert row["items_per_second"] > 0
+    measured = {(r["server"], r["batch_size"], r["cores"]): r["items_per_second"] for r in report.measured}
     series = scaling_series(project)
     assert list(series) == ["alpha", "beta"]
     for server, points in series.items():
-        assert [(c, b) for c, b, _ in points] == [(1, 1), (2, 1)]
-        for cores, _, ips in points:
-            assert ips == pytest.approx(measured[(server, cores)])
+        assert [(c, b) for c, b, _ in points] == [(1, 1), (2, 1), (1, 4), (2, 4)]
+        for cores, batch, ips in points:
+            assert ips == pytest.approx(measured[(server, batch, cores)])
     assert scaling_series(project, engine="deepsparse") == {}
 
 
@@ -36,10 +37,11 @@ def _doc(ips):
 
 def test_several_engines_stale_and_unreadable_profiles(tmp_path):
     """Hand-made entries (the grouping logic only reads settings and two numbers)."""
-    from sparsify_tui.analysis.demo import build_demo_model
     from sparsify_tui.project import Project
 
-    model = build_demo_model(tmp_path / "m.onnx")
+    from .conftest import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "m.onnx")
     p = Project.create(model, dir=tmp_path / "p", name="p")
     machine = {"fingerprint": "abc", "isa": ["avx2"], "cpu_model": "x"}
 

@@ -1,6 +1,6 @@
 """Sweeps on a real Ray cluster of several nodes on this machine (every address 127.0.0.1).
 
-Each job runs a real ONNX Runtime perf profile of the demo model (level 0
+Each job runs a real ONNX Runtime perf profile of the tiny model (level 0
 only, 1 iteration) on the server it was planned for. No time is asserted;
 only where jobs ran, that they never overlapped on one server, what was
 stored in the project, and what a lost server or a resumed sweep does.
@@ -46,9 +46,9 @@ def test_jobs_land_on_the_servers_asked_for_one_at_a_time(ray_cluster, swept):
     project, report, events = swept
 
     assert report.failed == [] and report.skipped == [] and report.cached == []
-    assert report.total == 4 and len(report.measured) == 4
-    combos = sorted((r["server"], r["cores"]) for r in report.measured)
-    assert combos == [("alpha", 1), ("alpha", 2), ("beta", 1), ("beta", 2)]
+    assert report.total == 8 and len(report.measured) == 8
+    combos = sorted((r["server"], r["batch_size"], r["cores"]) for r in report.measured)
+    assert combos == [(s, b, c) for s in ("alpha", "beta") for b in (1, 4) for c in (1, 2)]
     for r in report.measured:
         assert r["measured_on"] == r["server"]
         assert r["node_id"] == ray_cluster.node_id(r["server"]), "a job ran on another node than its server's"
@@ -62,20 +62,20 @@ def test_jobs_land_on_the_servers_asked_for_one_at_a_time(ray_cluster, swept):
 
     # every result is a profile of the project, with the server's machine summary
     entries = [e for e in project.profiles_of("perf")]
-    assert len(entries) == 4
+    assert len(entries) == 8
     for e in entries:
         assert e.settings["sweep"] is True and e.settings["server"] in ("alpha", "beta")
-        assert e.settings["batch_size"] == 1 and e.settings["cores"] in (1, 2)
+        assert e.settings["batch_size"] in (1, 4) and e.settings["cores"] in (1, 2)
         assert e.engine == "onnxruntime" and e.engine_version
         assert e.machine.get("fingerprint") and e.machine.get("isa") is not None
         doc = project.load_profile(e)
         assert doc["kind"] == "perf" and doc["engine"] == "onnxruntime"
-        assert doc["cores"] == e.settings["cores"] and doc["batch_size"] == 1
+        assert doc["cores"] == e.settings["cores"] and doc["batch_size"] == e.settings["batch_size"]
         assert doc["layers"], "a sweep profile has the per-layer timings of a local one"
         assert doc["sweep"]["server"] == e.settings["server"]
         assert doc["sweep"]["node_id"] == ray_cluster.node_id(e.settings["server"])
     # the cache keys differ per server
-    assert len({e.key for e in entries}) == 4
+    assert len({e.key for e in entries}) == 8
 
 
 def test_resumed_sweep_measures_only_what_is_missing(ray_cluster, make_project):
@@ -118,14 +118,14 @@ def test_more_cores_than_a_server_has_are_skipped(ray_cluster, make_project):
     assert "has only" in report.skipped[0]["reason"]
 
 
-def test_ray_never_runs_two_measurements_at_once_on_a_server(ray_cluster, demo_model):
+def test_ray_never_runs_two_measurements_at_once_on_a_server(ray_cluster, tiny_model):
     """Even submitted together (two sweeps sharing the cluster), the bench resource serializes them."""
     from sparsify_tui.cluster.servers import list_servers
     from sparsify_tui.cluster.sweep import submit_measure
 
     ray = ray_cluster.ray
     beta = next(s for s in list_servers() if s.name == "beta")
-    model_ref = ray.put(demo_model.read_bytes())
+    model_ref = ray.put(tiny_model.read_bytes())
     payload = {"kind": "perf", "engine": "onnxruntime", "batch_size": 1, "cores": 1, **FAST}
     refs = [submit_measure(beta, model_ref, payload) for _ in range(3)]
     results = ray.get(refs, timeout=300)
@@ -184,3 +184,28 @@ def test_node_lost_without_equivalent_is_reported_and_finished_work_kept(ray_clu
     project.close()
     reopened = Project.open(project.dir, readonly=True)
     assert [e.settings["server"] for e in reopened.profiles_of("perf")] == ["delta"]
+
+
+def test_cancelled_sweep_keeps_what_finished_and_resumes(ray_cluster, make_project):
+    import threading
+
+    from sparsify_tui.cluster.sweep import run_sweep
+    from sparsify_tui.errors import CancelledError
+
+    project = make_project("cancel")
+    cancel = threading.Event()
+
+    def on_event(ev):
+        if ev["event"] == "done":
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        run_sweep(project, spec(servers="beta", cores=[1, 2], batch_sizes=[1, 2]), address=ray_cluster.address,
+                  on_event=on_event, cancel=cancel)
+    kept = project.profiles_of("perf")
+    assert 1 <= len(kept) < 4, "the finished profile is kept, the rest was not measured"
+    # the same sweep again measures only what is missing
+    report = sweep(project, ray_cluster, servers="beta", cores=[1, 2], batch_sizes=[1, 2])
+    assert len(report.cached) == len(kept)
+    assert len(report.cached) + len(report.measured) == 4 and report.failed == []
+    assert {e.id for e in kept} == {r["profile_id"] for r in report.cached}
