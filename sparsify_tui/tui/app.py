@@ -288,6 +288,7 @@ class SparsifyApp(App[None]):
         def progress(fraction: float, label: str) -> None:
             self.post_message(JobProgress(job.id, fraction, label))
 
+        jobs_mod.lower_thread_priority()  # the engine's child process inherits it: keys stay responsive
         lock = jobs_mod.MEASURE_LOCK if jobs_mod.needs_measure_slot(job) else None
         try:
             if lock is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -13,6 +14,23 @@ from sparsify_tui.tui.data import fmt_count
 from sparsify_tui.tui.screens.layers import LayersScreen
 from sparsify_tui.tui.screens.overview import OverviewScreen
 from tests.tui.conftest import FIXED_MACHINE, settle, wait_for, widget_text
+
+
+def _engine_children() -> list[tuple[int, int]]:
+    """(pid, nice) of this process's engine worker children."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and b"sparsify_tui.engines.worker" in cmd:
+            out.append((int(d), int(fields[16])))
+    return out
 
 
 def _states(table: DataTable) -> dict[str, str]:
@@ -95,6 +113,13 @@ async def test_real_perf_profile_runs_in_background_and_is_saved(mnv3_project):
         before = len(mnv3_project.profiles_of("perf"))
         job = app.start_profile("perf", {"engine": "onnxruntime", "iterations": 3, "warmup": 1, "repeats": 1})
         await wait_for(pilot, lambda: job.state == jobs_mod.RUNNING, timeout=30)
+        # the engine runs in a child process, at a lower priority than the app
+        workers = []
+        await wait_for(pilot, lambda: bool(workers.extend(_engine_children()) or workers) or not job.active,
+                       timeout=30)
+        if workers:
+            print("engine workers (pid, nice):", workers)
+            assert all(nice >= os.getpriority(os.PRIO_PROCESS, 0) + jobs_mod.JOB_NICE for _, nice in workers)
         # the interface answers while the child process measures
         t0 = time.perf_counter()
         await pilot.press("l")

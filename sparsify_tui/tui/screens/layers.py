@@ -15,6 +15,7 @@ import math
 import re
 from typing import Any, Callable
 
+from rich.measure import Measurement
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -67,11 +68,19 @@ OP_WIDTH = 12
 
 
 class Cell(Text):
-    """A table cell that remembers the raw value it was formatted from (for sorting)."""
+    """A table cell that remembers the raw value it was formatted from (for sorting).
+
+    It measures itself in O(1) (one line, its length), which keeps filling a
+    table of thousands of layers fast: the DataTable measures every cell.
+    """
 
     def __init__(self, text: str, value: Any, *, justify: str = "left", style: str = "") -> None:
         super().__init__(text, justify=justify, style=style, no_wrap=True, overflow="ellipsis", end="")
         self.value = value
+        self._measure = Measurement(len(text), len(text))
+
+    def __rich_measure__(self, console: Any, options: Any) -> Measurement:
+        return self._measure
 
 
 def _sort_key(reverse: bool) -> Callable[[Any], Any]:
@@ -135,6 +144,7 @@ class LayersScreen(Screen):
         self.selected_id: str | None = None
         self._filter_timer = None
         self._chart_timer = None
+        self._widths: list[int] = []
         self._ops_in_select: list[str] = []
 
     # ------------------------------------------------------------------ layout
@@ -170,8 +180,22 @@ class LayersScreen(Screen):
     def on_resize(self) -> None:
         width = self.size.width
         if getattr(self, "_last_width", None) not in (None, width) and not self.by_op:
-            self.rebuild()
+            self.call_after_refresh(self._refit_name_column)
         self._last_width = width
+
+    def _refit_name_column(self) -> None:
+        """Give the name column the width the table has now (without refilling the rows)."""
+        table = self.query_one("#layer-table", DataTable)
+        keys = [k for k, _, _ in COLUMNS]
+        if "name" not in table.columns or not self._widths:
+            return
+        name_w = self._name_width(list(self._widths), keys.index("name"), table)
+        column = table.columns["name"]
+        if column.width != name_w:
+            column.width = name_w
+            table._clear_caches()
+            table._require_update_dimensions = True
+            table.refresh()
 
     # ------------------------------------------------------------------ data
     def _on_data(self, *_: Any) -> None:
@@ -305,6 +329,7 @@ class LayersScreen(Screen):
                     widths[i] = n
         op_i = [k for k, _, _ in COLUMNS].index("op")
         widths[op_i] = min(widths[op_i], OP_WIDTH)
+        self._widths = list(widths)
         name_w = self._name_width(widths, name_i, table)
         for i, (key, label, _kind) in enumerate(COLUMNS):
             table.add_column(labels.get(key, label), key=key, width=name_w if i == name_i else widths[i])

@@ -31,13 +31,27 @@ def draw_layer_bars(plt: Any, depths: Sequence[int], values: Sequence[float | No
     plt.clear_figure()
     xs = [d for d, v in zip(depths, values) if v is not None]
     ys = [float(v) for v in values if v is not None]
-    plt.title(title)
     if not xs:
+        plt.title(title)
         plt.text("no data", x=0.5, y=0.5, alignment="center")
         plt.xlim(0, 1)
         plt.ylim(0, 1)
         return 0
-    bar_width = 0.8 if width is None or len(xs) < max(width // 2, 1) else 0.3
+    max_bars = max(8, (width or 80) // 2 - 6)
+    group = 1
+    if len(xs) > max_bars:
+        # more layers than columns: one bar per group of neighbours, its height the group's maximum
+        group = -(-len(xs) // max_bars)
+        gx, gy = [], []
+        for i in range(0, len(xs), group):
+            gx.append(xs[i])
+            gy.append(max(ys[i:i + group]))
+        if highlight is not None and highlight in xs:
+            highlight = xs[(xs.index(highlight) // group) * group]
+        xs, ys = gx, gy
+        title = f"{title} (max of {group} layers per bar)"
+    plt.title(title)
+    bar_width = 0.8 if group == 1 else 0.8 * group
     plt.bar(xs, ys, width=bar_width, marker="hd")
     if highlight is not None and highlight in xs:
         i = xs.index(highlight)
