@@ -273,6 +273,30 @@ def _to_toml_value(value: Any, where: str) -> Any:
     raise ProjectError(f"cannot store {where} in project.toml: a {type(value).__name__} is not a TOML value")
 
 
+def dump_toml(doc: dict[str, Any], aot_keys: tuple[str, ...] = ("profiles", "optimizations")) -> str:
+    """TOML text of ``doc`` with the top-level arrays ``aot_keys`` always written as ``[[key]]`` sections
+    at the end (tomli_w writes short arrays of tables inline, which is harder to edit by hand)."""
+    import tomli_w
+
+    doc = dict(doc)
+    aots = {}
+    for k in aot_keys:
+        v = doc.get(k)
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            aots[k] = doc.pop(k)
+    text = tomli_w.dumps(doc)
+    for k, rows in aots.items():
+        header = f"[{tomli_w.dumps({k: 0}).split(' = ')[0]}]"  # the key as TOML writes it
+        for row in rows:
+            chunk = tomli_w.dumps({k: row})
+            if chunk.startswith(header + "\n"):
+                chunk = "[" + header + "]" + chunk[len(header):]
+            else:  # a row with only sub-tables gets no header line of its own
+                chunk = "[" + header + "]\n" + chunk
+            text += ("\n" if text else "") + chunk
+    return text
+
+
 def _timestr(value: Any) -> Any:
     """A hand-written TOML datetime becomes its ISO string; strings stay as they are."""
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
@@ -1101,9 +1125,7 @@ class Project:
             self._assign_opt_files()
             doc = self._doc()
             try:
-                import tomli_w
-
-                text = tomli_w.dumps(doc)
+                text = dump_toml(doc)
             except (TypeError, ValueError) as exc:
                 raise ProjectError(f"cannot write {self.toml_path}: {exc}") from None
             # optimization files first: a crash before the rename of project.toml leaves the old

@@ -1068,3 +1068,17 @@ def test_cli_on_a_project_locked_by_another_process(project):
         holder.kill()
         holder.wait()
     assert len(Project.open(project.dir, readonly=True).profiles) == 1  # nothing was half-written
+
+
+def test_project_toml_layout_is_hand_editable(project):
+    add_perf(project)
+    project.set_optimization({"name": "default", "sparsity": 0.85})
+    text = (project.dir / "project.toml").read_text()
+    assert text.startswith("schema_version = 1\n\n[project]\n")
+    assert "\n[[profiles]]\nid = \"perf-1\"\n" in text and "\n[profiles.settings]\n" in text
+    assert text.endswith('\n[[optimizations]]\nname = "default"\nfile = "optimizations/default.json"\n')
+    from sparsify_tui.project import dump_toml
+    import tomllib
+
+    doc = {"profiles": [{"settings": {"a": {"b": 1}}}, {}], "optimizations": [{"name": "x"}], "k": 1}
+    assert tomllib.loads(dump_toml(doc)) == doc
