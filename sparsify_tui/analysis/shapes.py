@@ -295,7 +295,7 @@ def infer(model, opset: int):
                 if name and name in vals and name not in const_names:
                     new = name + _SUFFIX
                     if new not in added:
-                        wg.initializer.append(numpy_helper.from_array(np.ascontiguousarray(vals[name]), new))
+                        wg.initializer.append(numpy_helper.from_array(np.array(vals[name], order="C"), new))  # keeps 0-d
                         added.add(new)
                     node.input[k] = new
         if not added:
