@@ -76,3 +76,54 @@ def test_conv_and_pool_shapes_match_onnxruntime(tmp_path, case):
         assert graph.layer("p").flops == n_out * 1 * 1  # one per output element per kernel element
     elif c["pool"] == "global":
         assert graph.layer("p").flops == n_out
+
+
+@st.composite
+def transpose_cases(draw):
+    groups = draw(st.sampled_from([1, 2]))
+    cin = groups * draw(st.integers(1, 3))
+    cout_g = draw(st.integers(1, 3))
+    k = [draw(st.integers(1, 4)), draw(st.integers(1, 4))]
+    s = [draw(st.integers(1, 3)), draw(st.integers(1, 3))]
+    out_pad = [draw(st.integers(0, s[0] - 1)), draw(st.integers(0, s[1] - 1))]
+    pads = [draw(st.integers(0, k[0] - 1)), draw(st.integers(0, k[1] - 1))] * 2
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    return dict(groups=groups, cin=cin, cout_g=cout_g, k=k, s=s, out_pad=out_pad, pads=pads, h=h, w=w)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=transpose_cases(), m=st.integers(1, 4), n=st.integers(1, 6), kk=st.integers(1, 6),
+       trans_a=st.booleans(), trans_b=st.booleans())
+def test_conv_transpose_and_gemm_match_onnxruntime(tmp_path, case, m, n, kk, trans_a, trans_b):
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(1)
+    c = case
+    wt = rng.standard_normal((c["cin"], c["cout_g"], *c["k"])).astype(np.float32)
+    b = rng.standard_normal((n, kk) if trans_b else (kk, n)).astype(np.float32)
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "w"], ["y"], group=c["groups"], kernel_shape=c["k"], strides=c["s"],
+                         output_padding=c["out_pad"], pads=c["pads"]),
+        helper.make_node("Gemm", ["a", "b"], ["g"], transA=int(trans_a), transB=int(trans_b)),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, c["cin"], c["h"], c["w"]]),
+                                       helper.make_tensor_value_info("a", T.FLOAT, [kk, m] if trans_a else [m, kk])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, None),
+                           helper.make_tensor_value_info("g", T.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    p = tmp_path / "t.onnx"
+    onnx.save(model, str(p))
+    feed = {"x": rng.standard_normal((1, c["cin"], c["h"], c["w"])).astype(np.float32),
+            "a": rng.standard_normal((kk, m) if trans_a else (m, kk)).astype(np.float32)}
+    try:
+        y, gy = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["y", "g"], feed)
+    except Exception:
+        return  # a configuration ORT rejects (e.g. an empty output): nothing to compare
+    graph = analyze(p)
+    ct, gemm = graph.layer("y"), graph.layer("g")
+    assert ct.output_shapes == [list(y.shape)]
+    assert ct.flops == 2 * c["cin"] * c["h"] * c["w"] * c["cout_g"] * c["k"][0] * c["k"][1]
+    assert gemm.output_shapes == [list(gy.shape)] == [[m, n]]
+    assert gemm.flops == 2 * m * n * kk and gemm.prunable
