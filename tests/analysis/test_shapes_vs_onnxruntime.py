@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
@@ -120,7 +120,8 @@ def test_conv_transpose_and_gemm_match_onnxruntime(tmp_path, case, m, n, kk, tra
     try:
         y, gy = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["y", "g"], feed)
     except Exception:
-        return  # a configuration ORT rejects (e.g. an empty output): nothing to compare
+        assume(False)  # a configuration ORT rejects (e.g. an empty output); hypothesis fails if that is common
+        return
     graph = analyze(p)
     ct, gemm = graph.layer("y"), graph.layer("g")
     assert ct.output_shapes == [list(y.shape)]
