@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -45,7 +47,8 @@ from sparsify_tui.optim.optimization import (
 from sparsify_tui.tui.data import fmt_count, fmt_ms, fmt_sens
 from sparsify_tui.tui.undo import UndoHistory
 from sparsify_tui.tui.widgets.optim_lr import LRChart
-from sparsify_tui.tui.widgets.optim_training import TrainingSummary
+from sparsify_tui.tui.widgets.optim_table import FastDataTable
+from sparsify_tui.tui.widgets.optim_training import TrainingSummary, training_rows
 
 SAVE_DELAY_S = 0.5
 
@@ -265,32 +268,44 @@ def layer_cells(le: Any) -> dict[str, Text]:
     }
 
 
-def estimates_text(est: Any) -> Text:
-    """The estimates panel: speedup, time vs baseline, FLOPs and params reduction, recovery confidence."""
-    t = Text()
-    t.append("Estimated Speedup ", style="bold")
-    t.append(f"{est.estimated_speedup:.2f}x", style="bold green")
+def estimates_text(est: Any) -> Group:
+    """The estimates panel: speedup, time vs baseline, FLOPs and params reduction, recovery confidence.
+
+    Three columns, two lines, and a third line for notes (approximated, target not reachable, INT8).
+    """
+    def pair(label: str, value: str, style: str = "", extra: str = "") -> Text:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(label + " ", style="bold")
+        t.append(value, style=style)
+        if extra:
+            t.append(" " + extra, style="dim")
+        return t
+
+    grid = Table.grid(expand=True, padding=(0, 2))
+    for r in (10, 13, 10):
+        grid.add_column(ratio=r, no_wrap=True)
     if est.estimated_ms is not None and est.baseline_ms is not None:
-        t.append("   Estimated Time vs Baseline ", style="bold")
-        t.append(f"{fmt_ms(est.estimated_ms)} / {fmt_ms(est.baseline_ms)} ms")
-    t.append("   Recovery Confidence ", style="bold")
-    t.append(f"{est.recovery_confidence:.2f}")
-    t.append("\nFLOPs Reduction ", style="bold")
-    t.append(f"{est.flops_reduction:.2f}x" if est.flops_reduction else "-")
-    t.append(f" ({fmt_count(est.flops_before)} -> {fmt_count(est.flops_after)})", style="dim")
-    t.append("   Params Reduction ", style="bold")
-    t.append(f"{est.compression:.2f}x")
-    t.append(f" ({fmt_count(est.params_before)} -> {fmt_count(est.params_after)})", style="dim")
-    t.append("   sparsity ", style="bold")
-    t.append(f"{est.achieved_sparsity * 100:.1f}% of {est.target_sparsity * 100:.0f}%")
+        tvb = pair("Est. Time vs Baseline", f"{fmt_ms(est.estimated_ms)}/{fmt_ms(est.baseline_ms)} ms",
+                   extra=f"{100 * est.estimated_ms / est.baseline_ms:.0f}%" if est.baseline_ms else "")
+    else:
+        tvb = pair("Est. Time vs Baseline", "- (FLOPs only)")
+    grid.add_row(pair("Estimated Speedup", f"{est.estimated_speedup:.2f}x", "bold green"), tvb,
+                 pair("Recovery Confidence", f"{est.recovery_confidence:.2f}", "bold"))
+    grid.add_row(pair("FLOPs Reduction", f"{est.flops_reduction:.2f}x" if est.flops_reduction else "-",
+                      extra=f"{fmt_count(est.flops_after)}/{fmt_count(est.flops_before)}"),
+                 pair("Params Reduction", f"{est.compression:.2f}x",
+                      extra=f"{fmt_count(est.params_after)}/{fmt_count(est.params_before)}"),
+                 pair("Sparsity", f"{est.achieved_sparsity * 100:.1f}%", extra=f"target {est.target_sparsity * 100:.0f}%"))
+    notes = Text(no_wrap=True, overflow="ellipsis")
     if est.approximated:
-        t.append(f"   approximated ({est.perf_basis} times, {est.loss_basis} loss)", style="bold yellow")
-    if est.quantization.get("estimated_speedup_with_quant"):
-        t.append(f"\nwith INT8: {est.quantization['estimated_speedup_with_quant']:.2f}x (rough)", style="dim")
+        notes.append(f"Approximated Profile: {est.perf_basis} times, {est.loss_basis} loss sensitivity  ",
+                     style="bold yellow")
     if not est.reachable:
-        t.append("\n" + next((n for n in est.notes if "not reachable" in n), "target not reachable"),
-                 style="yellow")
-    return t
+        notes.append(next((n for n in est.notes if "not reachable" in n), "target not reachable") + "  ",
+                     style="yellow")
+    if est.quantization.get("estimated_speedup_with_quant"):
+        notes.append(f"with INT8 {est.quantization['estimated_speedup_with_quant']:.2f}x (rough)", style="dim")
+    return Group(grid, notes)
 
 
 def next_version_name(names: list[str], base: str) -> str:
@@ -373,6 +388,9 @@ class OptimizerScreen(Screen):
         self._save_timer = None
         self._edit_target: tuple[str, Any] | None = None
         self._layer_cache: dict[str, dict[str, str]] = {}
+        self._settings_cache: dict[str, str] = {}
+        self._error_shown = ""
+        self._lr_sig: tuple = ()
         self._lr_shown: list[str] = []
         self.last_update_ms: float | None = None
         self.ready = False
@@ -387,7 +405,7 @@ class OptimizerScreen(Screen):
                 with TabPane("1 Plan", id="tab-plan"):
                     with Horizontal(id="opt-plan"):
                         yield DataTable(id="opt-settings", cursor_type="row", zebra_stripes=True)
-                        yield DataTable(id="opt-layers", cursor_type="row", zebra_stripes=True)
+                        yield FastDataTable(id="opt-layers", cursor_type="row", zebra_stripes=True)
                 with TabPane("2 Learning rate", id="tab-lr"):
                     with Horizontal(id="opt-lr-box"):
                         yield DataTable(id="opt-lr", cursor_type="row")
@@ -403,7 +421,7 @@ class OptimizerScreen(Screen):
     def on_mount(self) -> None:
         st = self.query_one("#opt-settings", DataTable)
         st.add_column("Setting", key="label")
-        st.add_column("Value", key="value", width=12)
+        st.add_column("Value", key="value", width=13)
         for s in SETTINGS:
             st.add_row(cell(s.label), cell(""), key=s.key)
         lt = self.query_one("#opt-layers", DataTable)
@@ -478,11 +496,13 @@ class OptimizerScreen(Screen):
         self.opt_name = self.opt.name
         self.histories.setdefault(self.opt.name, UndoHistory())
         self._update_title()
-        self.query_one("#opt-estimates", Static).update(estimates_text(self.est))
+        self.query_one("#opt-estimates", Static).update(estimates_text(self.est), layout=False)
         self._update_settings()
         self._update_layers(rebuild=first)
         self._update_lr()
-        self.query_one("#opt-summary", TrainingSummary).set_opt(self.opt)
+        summary = self.query_one("#opt-summary", TrainingSummary)
+        if first or training_rows(self.opt) != summary.rows or summary.end != self.opt.end_epoch:
+            summary.set_opt(self.opt)
         self.last_update_ms = (time.perf_counter() - t0) * 1000
 
     def _update_title(self) -> None:
@@ -496,12 +516,15 @@ class OptimizerScreen(Screen):
         t.append(f"  version {idx} of {max(len(names), idx)}  ({state})", style="dim")
         if getattr(self.project, "readonly", False):
             t.append("  read-only project", style="bold red")
-        self.query_one("#opt-title", Static).update(t)
+        self.query_one("#opt-title", Static).update(t, layout=False)
 
     def _update_settings(self) -> None:
         st = self.query_one("#opt-settings", DataTable)
         for s in SETTINGS:
-            st.update_cell(s.key, "value", cell(fmt_setting(self.opt, s), "bold"))
+            v = fmt_setting(self.opt, s)
+            if self._settings_cache.get(s.key) != v:
+                st.update_cell(s.key, "value", cell(v, "bold"))
+                self._settings_cache[s.key] = v
 
     def _update_layers(self, rebuild: bool = False) -> None:
         lt = self.query_one("#opt-layers", DataTable)
@@ -542,7 +565,11 @@ class OptimizerScreen(Screen):
             if lr.row_count:
                 lr.move_cursor(row=min(cur, lr.row_count - 1))
             self._lr_shown = shown
-        self.query_one("#opt-lr-chart", LRChart).set_opt(self.opt)
+        p = self.opt.pruning
+        sig = (tuple(shown), self.opt.start_epoch, self.opt.end_epoch, p.enabled, p.start_epoch, p.end_epoch)
+        if sig != self._lr_sig:
+            self._lr_sig = sig
+            self.query_one("#opt-lr-chart", LRChart).set_opt(self.opt)
 
     # ------------------------------------------------------------ edits
     def apply(self, new: Optimization, label: str) -> bool:
@@ -560,6 +587,9 @@ class OptimizerScreen(Screen):
         return True
 
     def show_error(self, message: str) -> None:
+        if message == self._error_shown:
+            return
+        self._error_shown = message
         err = self.query_one("#opt-error", Static)
         err.update(Text(message, style="bold red") if message else "")
         err.display = bool(message)
