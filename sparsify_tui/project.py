@@ -821,7 +821,8 @@ class Project:
             except OSError as exc:
                 got = None
                 proj.readonly = True
-                proj.notices.append(f"opened read-only: cannot write in {d} ({exc.strerror or exc})")
+                proj.notices.append(f"opened read-only: cannot write in {d} (taking the lock {d / LOCK_FILE}: "
+                                    f"{exc.strerror or exc})")
             if got is False:
                 proj.readonly = True
                 proj.notices.append(f"opened read-only: {_holder_sentence(proj._lock.holder())}")
