@@ -622,6 +622,7 @@ class _Walker:
         # ---- FLOPs
         if outs and all(o in consts for o in outs if o):
             layer.flops = 0  # folded at load time by every engine
+            layer.constant = True
         else:
             fl_shapes = NodeShapes(in_shapes_all, out_shapes, attrs)
             layer.flops = node_flops(op, domain, fl_shapes)

@@ -102,6 +102,7 @@ class Layer:
     bias_shape: list[int] | None = None
     flops: int | None = None
     sparsity: float | None = None  # of the prunable weight; None when not prunable
+    constant: bool = False  # computed from constants only (Constant, weight Transpose/DequantizeLinear...): folded
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +127,7 @@ class Layer:
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
             "weight": self.weight.to_dict() if self.weight is not None else None,
+            "constant": self.constant,
         }
 
     @classmethod
@@ -140,7 +142,7 @@ class Layer:
             prunable_params=int(d.get("prunable_params", 0)), weight_name=d.get("weight_name"),
             weight_shape=d.get("weight_shape"), weight=WeightRef.from_dict(w) if w else None,
             bias_name=d.get("bias_name"), bias_shape=d.get("bias_shape"), flops=d.get("flops"),
-            sparsity=d.get("sparsity"),
+            sparsity=d.get("sparsity"), constant=bool(d.get("constant", False)),
         )
 
 
