@@ -65,6 +65,48 @@ async def test_overview_totals_and_profiles(demo_project):
         assert app.screen is screen
 
 
+async def test_profile_dialog_validates_and_starts_a_real_loss_profile(demo_project):
+    from textual.widgets import Input, Select
+
+    from sparsify_tui.tui.screens.profile_dialog import ProfileDialog
+
+    app = SparsifyApp(demo_project)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        # p: perf dialog; a bad batch size is refused in the dialog, nothing starts
+        await pilot.press("p")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ProfileDialog) and dialog.kind == "perf"
+        dialog.query_one("#batch-size", Input).value = "zero"
+        dialog.query_one("#batch-size", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "batch size" in widget_text(dialog.query_one("#dialog-error", Static))
+        assert app.jobs == []
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen) and app.jobs == []
+        # a: loss dialog; one-shot with 1 sample runs the real measurement in the child process
+        await pilot.press("a")
+        await pilot.pause()
+        dialog = app.screen
+        dialog.query_one("#method", Select).value = "one-shot"
+        dialog.query_one("#samples", Input).value = "1"
+        dialog.query_one("#samples", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [j.settings for j in app.jobs] == [{"method": "one-shot", "samples": 1}]
+        job = app.jobs[0]
+        await wait_for(pilot, lambda: not job.active, timeout=240)
+        await settle(pilot, app)
+        assert job.state == jobs_mod.DONE, job.error
+        assert app.model_data.loss["method"] == "one-shot"
+        # the layer summaries now show measured loss sensitivities of the prunable layers
+        row = next(r for r in app.model_data.rows if r.prunable)
+        assert row.loss_sensitivity(0.9) is not None and row.loss_sensitivity(0.0) == 0.0
+
+
 async def test_stale_profile_is_shown(demo_project):
     # the model changes on disk after the profiles were measured, then the project is opened again
     import onnx

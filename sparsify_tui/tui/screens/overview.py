@@ -46,9 +46,9 @@ class OverviewScreen(Screen):
     BINDINGS = [
         Binding("l", "app.show_layers", "Layers", id="show_layers", tooltip="Layer summaries and charts"),
         Binding("p", "start_perf", "Perf profile", id="start_perf",
-                tooltip="Measure a performance profile (engine auto, batch 1)"),
+                tooltip="Measure a performance profile: engine, batch size, cores, levels"),
         Binding("a", "start_loss", "Loss profile", id="start_loss",
-                tooltip="Compute an approximated (weight magnitude) loss profile"),
+                tooltip="A loss profile: approximated (weight magnitude) or one-shot (measured)"),
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the project and its profiles again"),
         Binding("escape", "app.home", "Home", id="home", tooltip="Back to the home screen"),
     ]
@@ -229,10 +229,19 @@ class OverviewScreen(Screen):
             self.app.select_profile(key.split(":", 1)[1])
 
     def action_start_perf(self) -> None:
-        self.app.start_profile("perf", {})
+        self._ask_and_start("perf")
 
     def action_start_loss(self) -> None:
-        self.app.start_profile("loss", {"method": "approx"})
+        self._ask_and_start("loss")
+
+    def _ask_and_start(self, kind: str) -> None:
+        from sparsify_tui.tui.screens.profile_dialog import ProfileDialog
+
+        def start(settings: dict | None) -> None:
+            if settings is not None:
+                self.app.start_profile(kind, settings)
+
+        self.app.push_screen(ProfileDialog(kind), start)
 
     def action_reload(self) -> None:
         self.app.reload_project()
