@@ -1082,3 +1082,61 @@ def test_project_toml_layout_is_hand_editable(project):
 
     doc = {"profiles": [{"settings": {"a": {"b": 1}}}, {}], "optimizations": [{"name": "x"}], "k": 1}
     assert tomllib.loads(dump_toml(doc)) == doc
+
+
+ENOSPC_SCRIPT = """
+import json, os, subprocess, sys, tempfile
+from sparsify_tui.project import Project
+from sparsify_tui.errors import SparsifyError
+model, mnt = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", mnt], check=True)
+p = Project.create(model, dir=os.path.join(mnt, "p"), description="old")
+p.add_profile("perf", "a", {"x": 1}, "onnxruntime", "1.18.1", {"fingerprint": "f"}, {"v": 1})
+before = open(os.path.join(mnt, "p", "project.toml"), "rb").read()
+with open(os.path.join(mnt, "filler"), "wb", buffering=0) as f:  # fill the disk
+    try:
+        while True:
+            f.write(b"x" * 1024)
+    except OSError:
+        pass
+out = {}
+p.description = "new " * 20000
+try:
+    p.save()
+    out["save"] = "saved?!"
+except SparsifyError as exc:
+    out["save"] = str(exc)
+try:
+    p.add_profile("perf", "b", {"x": 2}, "onnxruntime", "1.18.1", {"fingerprint": "f"}, {"v": "y" * 200000})
+    out["add"] = "added?!"
+except SparsifyError as exc:
+    out["add"] = str(exc)
+out["intact"] = open(os.path.join(mnt, "p", "project.toml"), "rb").read() == before
+out["tmp_files"] = [f for f in os.listdir(os.path.join(mnt, "p")) + os.listdir(os.path.join(mnt, "p", "profiles"))
+                    if f.endswith(".tmp")]
+p.close()
+q = Project.open(os.path.join(mnt, "p"), readonly=True)
+out["reopened"] = [q.description, [e.name for e in q.profiles], q.profile_problems()]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/unshare").exists(),
+                    reason="needs root and unshare to mount a tiny private tmpfs")
+def test_full_disk_keeps_old_content(tmp_path, tiny_model):
+    """A real ENOSPC: a 128 KiB tmpfs mounted in a private mount namespace (gone when the child exits)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", PY, "-c", ENOSPC_SCRIPT,
+                        str(tiny_model), str(mnt)], capture_output=True, text=True, timeout=120, env=env)
+    if r.returncode != 0 and ("mount" in r.stderr or "unshare" in r.stderr):
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip().splitlines()[-1]}")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["save"].startswith("could not save") and "the disk is full" in out["save"]
+    assert "previous version is kept" in out["save"]
+    assert "the disk is full" in out["add"]
+    assert out["intact"] and out["tmp_files"] == []
+    assert out["reopened"] == ["old", ["a"], {}]
+    assert os.listdir(mnt) == []  # the mount never leaked out of the child's namespace
