@@ -77,8 +77,8 @@ def isa_from_flags(flags: set[str], machine: str | None = None) -> list[str]:
             out.append(name)
     if "avx512_vnni" in out or "avx_vnni" in out:
         out.append("vnni")
-    if machine.startswith("aarch64") and "neon" not in out:
-        out.insert(0, "neon")  # Advanced SIMD is mandatory on AArch64
+    if machine.startswith(("aarch64", "arm64")) and "neon" not in out:
+        out.insert(0, "neon")  # Advanced SIMD is mandatory on AArch64 (Linux says aarch64, macOS arm64)
     return out
 
 
