@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from typing import Iterator
@@ -100,7 +101,12 @@ def ray_session(address: str | None = None, *, local_name: str | None = None,
         try:
             ray.init(address=address, **common)
         except Exception as exc:  # noqa: BLE001
-            raise ClusterError(f"could not connect to the Ray cluster at {address}: {_first_line(exc)}") from None
+            hint = None
+            if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                hint = ("if the cluster uses token authentication, set RAY_AUTH_MODE=token and "
+                        "RAY_AUTH_TOKEN to the token 'ray get-auth-token' prints on the head")
+            raise ClusterError(f"could not connect to the Ray cluster at {address}: {_first_line(exc)}",
+                               hint=hint) from None
         session = Session(address=address, local=False)
     try:
         yield session
