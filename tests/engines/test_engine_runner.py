@@ -94,3 +94,35 @@ def test_test_kinds_are_unreachable_without_the_switch(monkeypatch):
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert last["event"] == "error" and "unknown job kind" in last["message"]
     assert out.returncode != 0
+
+
+def test_ctrl_c_in_the_parent_kills_the_child(test_jobs):
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from sparsify_tui.engines.runner import run_job\n"
+        "def cb(ev):\n"
+        "    if ev['event'] == 'started':\n"
+        "        print(ev['pid'], flush=True)\n"
+        "try:\n"
+        "    run_job({'kind': '_test_hang', 'seconds': 120}, on_progress=cb)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    sys.exit(130)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    child_pid = int(parent.stdout.readline())
+    os.kill(child_pid, 0)  # alive
+    parent.send_signal(signal.SIGINT)
+    assert parent.wait(timeout=30) == 130
+    assert parent.stdout.read().strip() == "interrupted"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the worker survived the parent's Ctrl+C")

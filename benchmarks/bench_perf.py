@@ -1,0 +1,98 @@
+"""Speed of perf profiles: overhead over the engine, and against SparseML's own sweep.
+
+usage: python benchmarks/bench_perf.py [--runs N] [--model PATH] [--engine deepsparse]
+
+(a) Overhead: wall time of a 10-level profile (as the caller sees it: child
+    process start, imports, analysis, inputs, mapping, JSON) divided by the
+    time spent inside the engine's own compile+run calls
+    (``model_debug_analysis`` / the ORT session). Target: <= 1.25x.
+(b) Against SparseML: ``pruning_perf_sens_one_shot`` sweeps 10 levels x
+    (10 iterations + 5 warm-up) on the ResNet-50-sized model that
+    ``shared/corpus/build_resnet50.py`` writes, at optimization level 0; it
+    takes 25-34 s on these machines (engines.md section 2). Ours runs the same
+    levels and iterations at optimization level 1, with 1 and with 3 repeats
+    of the dense level (the spread).
+
+Prints medians over ``--runs`` runs. The machine is shared and noisy: the
+load average is printed with every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+
+from sparsify_tui.profiles import PERF_LEVELS  # noqa: E402
+from sparsify_tui.profiles.perf import run_perf_profile  # noqa: E402
+
+BUILD = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "build_resnet50.py"
+SPARSEML_SECONDS = (25.2, 34.4)
+
+
+def resnet50_sized(out_dir: Path) -> Path:
+    path = out_dir / "resnet50.onnx"
+    if not path.exists():
+        subprocess.run([sys.executable, str(BUILD), str(out_dir)], check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def one(model: Path, engine: str, iterations: int, warmup: int, repeats: int) -> dict:
+    t0 = time.perf_counter()
+    doc = run_perf_profile(model, engine=engine, levels=PERF_LEVELS, iterations=iterations, warmup=warmup,
+                           repeats=repeats)
+    wall = time.perf_counter() - t0
+    if doc.get("incomplete"):
+        print(f"  warning: incomplete profile: {doc.get('error')}", file=sys.stderr)
+    return {"wall_s": wall, "engine_s": doc["engine_seconds"], "baseline_ms": doc["baseline_ms"],
+            "ms_09": doc["model_ms_by_level"].get("0.9"), "engine": doc["engine"], "load": os.getloadavg()[0]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--model", default=None, help="default: the ResNet-50-sized model of build_resnet50.py")
+    ap.add_argument("--engine", default="auto")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "sparsify-bench"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model = Path(args.model) if args.model else resnet50_sized(work)
+    print(f"model: {model}  ({model.stat().st_size / 1e6:.1f} MB), 10 levels {list(PERF_LEVELS)}")
+    configs = [("10 it + 5 warm-up, 1 repeat (SparseML's sweep)", 10, 5, 1),
+               ("10 it + 5 warm-up, 3 repeats of the dense level", 10, 5, 3)]
+    rows = []
+    for label, it, wu, rep in configs:
+        runs = []
+        for i in range(args.runs):
+            r = one(model, args.engine, it, wu, rep)
+            runs.append(r)
+            print(f"  {label} run {i + 1}: wall {r['wall_s']:.1f} s, engine {r['engine_s']:.1f} s, "
+                  f"overhead {r['wall_s'] / r['engine_s']:.2f}x, dense {r['baseline_ms']:.1f} ms, "
+                  f"0.9 {r['ms_09']:.1f} ms, load {r['load']:.1f}", flush=True)
+        rows.append((label, runs))
+    print()
+    print(f"{'configuration':52s} {'wall s':>8s} {'engine s':>9s} {'overhead':>9s} {'dense ms':>9s} "
+          f"{'0.9 ms':>8s} {'speedup':>8s}")
+    for label, runs in rows:
+        w = statistics.median(r["wall_s"] for r in runs)
+        e = statistics.median(r["engine_s"] for r in runs)
+        ov = statistics.median(r["wall_s"] / r["engine_s"] for r in runs)
+        d = statistics.median(r["baseline_ms"] for r in runs)
+        s9 = statistics.median(r["ms_09"] for r in runs)
+        print(f"{label:52s} {w:8.1f} {e:9.1f} {ov:8.2f}x {d:9.1f} {s9:8.1f} {d / s9:7.2f}x")
+    print(f"SparseML pruning_perf_sens_one_shot, same sweep (reference, opt level 0): "
+          f"{SPARSEML_SECONDS[0]}-{SPARSEML_SECONDS[1]} s")
+    print(f"engine: {rows[0][1][0]['engine']}; load average now {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
