@@ -599,23 +599,35 @@ class LayerSwapRunner:
     """
 
     def __init__(self, model_path, graph, samples: list[dict[str, np.ndarray]], *, cores: int | None = None,
-                 layer_ids: Iterable[str] | None = None, log=None) -> None:
-        from sparsify_tui.profiles.sensitivity import WeightFedModel, classify_output
+                 layer_ids: Iterable[str] | None = None, log=None, parallel: bool = True) -> None:
+        from sparsify_tui.profiles.sensitivity import WeightFedModel, classify_output, usable_cores
 
         self.samples = samples
         self.mode = "downstream"
         self.note = ""
         self.runs = 0
+        # independent runs go to a pool of single-threaded runs (one per core): better use of the
+        # cores than one run at a time with intra-op threads, which idle on the small late layers
+        self.workers = max(1, int(cores or usable_cores())) if parallel else 1
+        threads = 1 if self.workers > 1 else cores
         try:
-            self.impl: Any = DownstreamModel(model_path, graph, cores=cores, layer_ids=layer_ids)
+            self.impl: Any = DownstreamModel(model_path, graph, cores=threads, layer_ids=layer_ids)
             self.impl.build_session()
         except _Unsupported as exc:
             self.mode = "full"
             self.note = f"downstream-only runs unavailable ({exc}); the whole model runs for every measurement"
             if log:
                 log(self.note)
-            self.impl = WeightFedModel(model_path, graph, cores=cores, layer_ids=layer_ids)
+            self.impl = WeightFedModel(model_path, graph, cores=threads, layer_ids=layer_ids)
             self.impl.build_session()
+        import threading
+
+        self._lock = threading.Lock()
+        self._pool = None
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sparsify-run")
         self.weights: dict[str, FedWeight] = self.impl.weights
         self.layer_weight: dict[str, str] = self.impl.layer_weight
         self.skipped: dict[str, str] = dict(self.impl.skipped)
@@ -633,7 +645,8 @@ class LayerSwapRunner:
         self._ref: dict[str, list[dict[str, np.ndarray]]] = {}
 
     def _outputs(self, layer_id: str, i: int, weight: np.ndarray) -> dict[str, np.ndarray]:
-        self.runs += 1
+        with self._lock:
+            self.runs += 1
         if self.mode == "downstream":
             return self.impl.run_cut(layer_id, self.samples[i], self.boundary[i], weight)
         name = self.layer_weight[layer_id]
@@ -660,6 +673,45 @@ class LayerSwapRunner:
                 v += one_output_change(ref[i][name], y, self.kinds.get(name, "nse"))
             total += min(v, MAX_CHANGE)
         return total / max(1, len(self.samples))
+
+    def changes(self, layer_id: str, weights: list[np.ndarray]) -> list[float]:
+        """:meth:`change` for several weights of the same layer, the runs spread over the worker pool."""
+        from sparsify_tui.profiles.sensitivity import one_output_change, MAX_CHANGE
+
+        n = len(self.samples)
+        need_ref = layer_id not in self._ref
+        fw = self.weights[self.layer_weight[layer_id]]
+        arrays = ([fw.dense] if need_ref and self.mode == "downstream" else []) + list(weights)
+        tasks = [(a, i) for a in range(len(arrays)) for i in range(n)]
+
+        def run(task):
+            a, i = task
+            return self._outputs(layer_id, i, arrays[a])
+
+        results = list(self._pool.map(run, tasks)) if self._pool is not None and len(tasks) > 1 \
+            else [run(t) for t in tasks]
+        if need_ref:
+            if self.mode == "downstream":
+                self._ref[layer_id] = results[:n]
+                results = results[n:]
+            else:
+                self.reference(layer_id)
+        ref = self._ref[layer_id]
+        out = []
+        for w in range(len(weights)):
+            total = 0.0
+            for i in range(n):
+                v = 0.0
+                for name, y in results[w * n + i].items():
+                    v += one_output_change(ref[i][name], y, self.kinds.get(name, "nse"))
+                total += min(v, MAX_CHANGE)
+            out.append(total / max(1, n))
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def finish_layer(self, layer_id: str) -> None:
         self._ref.pop(layer_id, None)

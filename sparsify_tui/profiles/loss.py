@@ -255,52 +255,55 @@ def compute_one_shot(
     done = 0
     if on_progress:
         on_progress({"event": "progress", "done": 0, "total": total, "label": "dense outputs"})
-    raw: dict[str, list[float] | None] = {}
-    by_weight: dict[str, list[float]] = {}
-    for layer in layers:
-        name = runner.layer_weight.get(layer.id)
-        if name is None:
-            raw[layer.id] = None
-            continue
-        check_cancel(cancel)
-        if name in by_weight:  # a weight shared with a layer already measured
-            raw[layer.id] = list(by_weight[name])
-            done += max(1, len(levels) - 1)
-        else:
-            fw = runner.weights[name]
-            values: list[float] = []
-            last_k, last_v = 0, 0.0
-            # levels ascend, so one working copy is pruned further at each level (only the newly
-            # removed elements are written); it is exactly prune_array(dense, s) at every level
-            order = fw.magnitude_order()
-            work = fw.dense.copy()
-            flat = work.reshape(-1)
-            zero_flat = None if np.ndim(fw.zero) == 0 else \
-                np.broadcast_to(np.asarray(fw.zero, dtype=work.dtype), work.shape).reshape(-1)
-            for s in levels:
-                if s == 0:
-                    values.append(0.0)
-                    continue
+    try:
+        raw: dict[str, list[float] | None] = {}
+        by_weight: dict[str, list[float]] = {}
+        for layer in layers:
+            name = runner.layer_weight.get(layer.id)
+            if name is None:
+                raw[layer.id] = None
+                continue
+            check_cancel(cancel)
+            if name in by_weight:  # a weight shared with a layer already measured
+                raw[layer.id] = list(by_weight[name])
+                done += max(1, len(levels) - 1)
+            else:
+                fw = runner.weights[name]
+                # levels ascend: one working copy is pruned further at each level (only the newly removed
+                # elements are written) and snapshotted; each snapshot equals prune_array(dense, s)
+                order = fw.magnitude_order()
+                work = fw.dense.copy()
+                flat = work.reshape(-1)
+                zero_flat = None if np.ndim(fw.zero) == 0 else \
+                    np.broadcast_to(np.asarray(fw.zero, dtype=work.dtype), work.shape).reshape(-1)
+                slot_of_level: list[int | None] = []  # index into `arrays`, or None for an exact 0
+                arrays: list[np.ndarray] = []
+                last_k = 0
+                for s in levels:
+                    k = pruned_count(fw.dense.size, s)
+                    if s == 0 or k <= fw.existing_zeros:
+                        slot_of_level.append(None)  # unchanged weight: exactly 0
+                        continue
+                    if k != last_k or not arrays:
+                        idx = order[last_k:k]
+                        flat[idx] = fw.zero if zero_flat is None else zero_flat[idx]
+                        arrays.append(work.copy())
+                        last_k = k
+                    slot_of_level.append(len(arrays) - 1)
                 check_cancel(cancel)
-                k = pruned_count(fw.dense.size, s)
-                if k == last_k:
-                    values.append(last_v)
-                else:
-                    idx = order[last_k:k]
-                    flat[idx] = fw.zero if zero_flat is None else zero_flat[idx]
-                    v = 0.0 if k <= fw.existing_zeros else runner.change(layer.id, work)
-                    values.append(v)
-                    last_k, last_v = k, v
-                done += 1
+                results = runner.changes(layer.id, arrays) if arrays else []
+                values = [0.0 if slot is None else results[slot] for slot in slot_of_level]
+                del work, flat, arrays
+                done += max(1, len(levels) - 1)
                 if on_progress:
-                    on_progress({"event": "progress", "done": done, "total": total,
-                                 "label": f"{layer.id} @ {s:g}"})
-            del work, flat
-            runner.finish_layer(layer.id)
-            by_weight[name] = values
-            raw[layer.id] = values
-        if on_partial:
-            on_partial({"layer": layer.id, "raw": raw[layer.id]})
+                    on_progress({"event": "progress", "done": done, "total": total, "label": layer.id})
+                runner.finish_layer(layer.id)
+                by_weight[name] = values
+                raw[layer.id] = values
+            if on_partial:
+                on_partial({"layer": layer.id, "raw": raw[layer.id]})
+    finally:
+        runner.close()
     runs = runner.runs
     kinds = [runner.kinds.get(n, "nse") for n in runner.output_names]
     fed = runner

@@ -267,14 +267,23 @@ def _ort():
     return onnxruntime
 
 
-def session_options(cores: int | None = None):
+def session_options(cores: int | None = None, *, spinning: bool = True):
     ort = _ort()
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if cores:
         so.intra_op_num_threads = int(cores)
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _rename_in_graph(graph, old: str, new: str) -> None:
