@@ -49,8 +49,11 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     res = None
     if chosen == "deepsparse":
         try:
-            res = dse.benchmark(path, inputs, names, batch_size=batch_size, cores=cores, iterations=iterations,
-                                warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+            with dse.compatible_model(path) as (ds_path, note):
+                res = dse.benchmark(ds_path, inputs, names, batch_size=batch_size, cores=cores,
+                                    iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+            if note:
+                reason = f"{reason} ({note})"
             version = dse.version()
         except EngineError as exc:
             if (engine or "auto") != "auto":

@@ -15,8 +15,10 @@ original layers by :mod:`sparsify_tui.engines.mapping`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
+import tempfile
 import time
 from typing import Any
 
@@ -55,6 +57,44 @@ def _import():
     except ImportError:
         raise EngineUnavailableError(INSTALL_HINT) from None
     return model_debug_analysis
+
+
+MAX_IR_VERSION = 9  # DeepSparse 1.8 bundles an ONNX Runtime that reads IR <= 9 ...
+MAX_OPSET = 19  # ... which carries opsets up to 19
+
+
+@contextlib.contextmanager
+def compatible_model(model_path: str):
+    """Yield ``(path, note)``: the model itself, or a temporary copy DeepSparse can load.
+
+    Exporters now write IR version 10, which DeepSparse 1.8 refuses although the
+    operators are the same; when the model's default-domain opset is at most
+    ``MAX_OPSET`` the copy only lowers ``ir_version`` to 9 (nothing else changes)
+    and ``note`` says so. Otherwise the original path is yielded unchanged.
+    """
+    import onnx
+
+    try:
+        head = onnx.load(model_path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - the engine will report it
+        yield model_path, ""
+        return
+    opset = max((o.version for o in head.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if head.ir_version <= MAX_IR_VERSION or opset > MAX_OPSET:
+        yield model_path, ""
+        return
+    del head
+    with tempfile.TemporaryDirectory(prefix="sparsify-ds-") as tmp:
+        proto = onnx.load(model_path)
+        old = proto.ir_version
+        proto.ir_version = MAX_IR_VERSION
+        out = os.path.join(tmp, "model_ir9.onnx")
+        if proto.ByteSize() > 1_900_000_000:
+            onnx.save(proto, out, save_as_external_data=True, location="model_ir9.data")
+        else:
+            onnx.save(proto, out)
+        del proto
+        yield out, f"its IR version was lowered from {old} to {MAX_IR_VERSION} in a temporary copy"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,6 +46,7 @@ How the times are obtained:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import statistics
@@ -275,9 +276,25 @@ def perf_job(job: dict, ctx) -> dict:
     notes = []
     if info.source != "analysis":
         notes.append("FLOPs were not available: fused groups were split equally among their layers")
-    parts: list[dict] = []
-    done = 1
-    ctx.progress(done, total, label="compiling")
+    ctx.progress(1, total, label="compiling")
+    setup = None
+    with contextlib.ExitStack() as stack:
+        ds_path, ds_note = path, ""
+        if engine == "deepsparse":
+            ds_path, ds_note = stack.enter_context(dse.compatible_model(path))
+            if ds_note:
+                reason = f"{reason} ({ds_note})"
+        setup, parts, engine, reason = _measure(
+            ctx, engine, reason, job, path, ds_path, info, inputs, names, batch, cores, levels, iterations,
+            warmup, repeats, layers_meta, notes, total)
+    assert setup is not None
+    return assemble(setup, parts, settings, wall_s=time.perf_counter() - t_start)
+
+
+def _measure(ctx, engine, reason, job, path, ds_path, info, inputs, names, batch, cores, levels, iterations,
+             warmup, repeats, layers_meta, notes, total):
+    from sparsify_tui.engines import deepsparse_engine as dse
+    from sparsify_tui.engines import ort
 
     def strip(res: dict, kind: str, lv: float, keep_groups: bool) -> dict:
         out = {"type": kind, "key": level_key(lv), "level": lv, "model_ms": res["model_ms"],
@@ -287,12 +304,14 @@ def perf_job(job: dict, ctx) -> dict:
             out["groups"] = res["groups"]
         return out
 
+    parts: list[dict] = []
     setup = None
+    done = 1
     if engine == "deepsparse":
         for r in range(repeats):
             ctx.heartbeat(f"dense model, repeat {r + 1}/{repeats}")
             try:
-                res = dse.analyze_level(path, info, inputs, names, batch_size=batch, cores=cores,
+                res = dse.analyze_level(ds_path, info, inputs, names, batch_size=batch, cores=cores,
                                         iterations=iterations, warmup=warmup, level=None)
             except EngineError as exc:
                 if r == 0 and job.get("engine", "auto") == "auto":
@@ -318,7 +337,7 @@ def perf_job(job: dict, ctx) -> dict:
             if lv == 0.0:
                 continue
             ctx.heartbeat(f"level {level_key(lv)}")
-            res = dse.analyze_level(path, info, inputs, names, batch_size=batch, cores=cores,
+            res = dse.analyze_level(ds_path, info, inputs, names, batch_size=batch, cores=cores,
                                     iterations=iterations, warmup=warmup, level=lv)
             res["model_ms"] = res["average_total_ms"]
             part = strip(res, "level", lv, keep_groups=False)
@@ -345,8 +364,7 @@ def perf_job(job: dict, ctx) -> dict:
             ctx.partial(part)
         done = total
         ctx.progress(done, total, label=f"dense: {statistics.median(res['repeat_ms']):.2f} ms")
-    assert setup is not None
-    return assemble(setup, parts, settings, wall_s=time.perf_counter() - t_start)
+    return setup, parts, engine, reason
 
 
 # ---------------------------------------------------------------- parent side

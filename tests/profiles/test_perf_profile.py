@@ -56,11 +56,12 @@ def test_every_corpus_model_gets_an_auto_profile(corpus, key):
     if not HAS_DEEPSPARSE:
         assert doc["engine"] == "onnxruntime" and doc["engine_reason"] == "deepsparse not installed"
     elif doc["engine"] == "deepsparse":
-        assert doc["engine_reason"] == "deepsparse installed and compiled the model"
+        assert doc["engine_reason"].startswith("deepsparse installed and compiled the model")
     else:
         assert doc["engine_reason"].startswith("deepsparse could not compile the model: ")
     if key == "yolov8n" and HAS_DEEPSPARSE:  # IR version 10 is beyond DeepSparse 1.8's bundled runtime
-        assert doc["engine"] == "onnxruntime" and "IR version" in doc["engine_reason"]
+        assert doc["engine"] == "deepsparse"
+        assert doc["engine_reason"].endswith("(its IR version was lowered from 10 to 9 in a temporary copy)")
     assert doc["approximated"] == (doc["engine"] == "onnxruntime")
     assert set(doc["model_ms_by_level"]) == {K0, K9}
     assert doc["baseline_ms"] > 0 and doc["spread_ms"][0] <= doc["baseline_ms"] <= doc["spread_ms"][1]
