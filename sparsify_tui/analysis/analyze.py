@@ -402,6 +402,7 @@ class _Walker:
         self.notes: list[str] = []
         self.has_loop_body = False
         self.has_if = False
+        self.main_shapes: dict[str, Any] = {}
 
     # shapes of everything visible in a graph (outer scopes included)
     def graph_shapes(self, g, outer: dict[str, Any]) -> dict[str, Any]:
@@ -415,9 +416,12 @@ class _Walker:
             shapes[t.name] = [int(d) for d in t.dims]
         return shapes
 
-    def walk(self, g, path: str, outer_consts: dict[str, Const], outer_shapes: dict[str, Any], main: bool) -> None:
+    def walk(self, g, path: str, outer_consts: dict[str, Const], outer_shapes: dict[str, Any], main: bool,
+             known_shapes: dict[str, Any] | None = None) -> None:
         consts = dict(outer_consts)
-        shapes = self.graph_shapes(g, outer_shapes)
+        shapes = dict(known_shapes) if known_shapes is not None else self.graph_shapes(g, outer_shapes)
+        if main:
+            self.main_shapes = shapes
         input_names = {i.name for i in g.input}
         for t in g.initializer:
             kind = "graph_input" if (main and t.name in input_names) else "initializer"
@@ -524,10 +528,11 @@ class _Walker:
         ins = list(node.input)  # (each access to a protobuf repeated field builds a new wrapper)
         outs = list(node.output)
         attr_protos = list(node.attribute)
-        if not all(isinstance(x, str) for x in [op, domain, node.name] + ins + outs + [a.name for a in attr_protos]):
-            # protobuf hands out bytes for strings that are not valid UTF-8
+        try:  # protobuf hands out bytes for strings that are not valid UTF-8 ("".join rejects them, fast)
+            "".join(ins), "".join(outs), "".join([op, domain, node.name]), "".join([a.name for a in attr_protos])
+        except TypeError:
             raise ModelError(f"{self.label} is corrupt: node {self.depth} has a name or op type that is not "
-                             "valid UTF-8 text")
+                             "valid UTF-8 text") from None
         depth = self.depth
         self.depth += 1
         lid = outs[0] if outs and outs[0] else ""
@@ -760,7 +765,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
     del g.value_info[:]
     check_conv_ranks(model, label)  # onnx 1.14 segfaults on these instead of reporting them
     try:
-        inferred = infer_shapes(model, opset)
+        inferred, main_shapes = infer_shapes(model, opset)
     except Exception as exc:  # onnx.shape_inference.InferenceError, ValidationError, RuntimeError
         msg = str(exc).strip().splitlines()
         first = next((m for m in msg if m.strip()), type(exc).__name__)
@@ -771,12 +776,12 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         raise ModelError(f"{label} failed ONNX shape inference: {first}") from None
 
     walker = _Walker(skel, label)
-    walker.walk(inferred.graph, "", {}, {}, True)
+    walker.walk(inferred.graph, "", {}, {}, True, main_shapes)
 
     # ---- outputs
     outputs: list[TensorInfo] = []
     ig = inferred.graph
-    shapes_main = walker.graph_shapes(ig, {})
+    shapes_main = walker.main_shapes
     for vo in ig.output:
         s = shapes_main.get(vo.name)
         if s is None:

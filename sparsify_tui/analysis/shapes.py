@@ -263,7 +263,8 @@ def _values(g, shapes: dict[str, list[Any]], opset: int) -> dict[str, np.ndarray
 
 
 def infer(model, opset: int):
-    """Inferred copy of ``model`` (strict onnx inference, then value-driven refinement)."""
+    """``(inferred copy of model, {tensor name: shape} of its main graph)``: strict onnx inference,
+    then value-driven refinement."""
     import onnx
     from onnx import numpy_helper
 
@@ -319,7 +320,7 @@ def infer(model, opset: int):
         shapes = shape_map(g)
         unknown = new_unknown
         model = work
-    return inferred
+    return inferred, shapes
 
 
 # ---------------------------------------------------------------- guarding onnx's inference
@@ -348,6 +349,9 @@ def check_conv_ranks(model, label: str) -> None:
     from sparsify_tui.errors import ModelError
 
     g = model.graph
+    if not any(n.op_type in _CONV_W for n in g.node):
+        return
+    init_by_name = {t.name: t for t in g.initializer}
     rank: dict[str, int] = {}
     for vi in list(g.input):
         s = _dims(vi)
@@ -397,13 +401,13 @@ def check_conv_ranks(model, label: str) -> None:
                     if a.name == "axes":
                         axes = len(a.ints)
             elif len(ins) > 1:
-                t = next((t for t in g.initializer if t.name == ins[1]), None)
+                t = init_by_name.get(ins[1])
                 if t is not None and len(t.dims) == 1:
                     axes = int(t.dims[0])
             if axes is not None:
                 r = r_in[0] + axes if op == "Unsqueeze" else r_in[0] - axes
         elif op == "Reshape" and len(ins) > 1:
-            t = next((t for t in g.initializer if t.name == ins[1]), None)
+            t = init_by_name.get(ins[1])
             if t is not None and len(t.dims) == 1:
                 r = int(t.dims[0])
         if r is not None and outs and outs[0]:
