@@ -613,6 +613,14 @@ def _start_holder(d: Path) -> subprocess.Popen:
     return proc
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None:
+            f.close()
+
+
 def test_second_writer_opens_read_only_and_lock_is_released(project):
     project.close()
     holder = _start_holder(project.dir)
@@ -648,8 +656,7 @@ def test_second_writer_opens_read_only_and_lock_is_released(project):
         s.close()
         assert not (project.dir / "project.lock").exists()  # removed on close
     finally:
-        holder.kill()
-        holder.wait()
+        _stop(holder)
 
 
 def test_lock_of_a_killed_process_is_taken_over(project):
@@ -658,6 +665,7 @@ def test_lock_of_a_killed_process_is_taken_over(project):
     assert Project.open(project.dir).readonly
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=20)
+    _stop(holder)
     assert json.loads((project.dir / "project.lock").read_text())["pid"] == holder.pid  # stale file left behind
     q = Project.open(project.dir)
     assert not q.readonly and q.notices == []
@@ -1020,8 +1028,7 @@ def test_exclusive_file_lock_mode(project, monkeypatch):
         s = Project.open(project.dir)
         assert s.readonly and "on host elsewhere" in s.notices[0]
     finally:
-        holder.kill()
-        holder.wait()
+        _stop(holder)
 
 
 def test_non_utf8_names_and_paths_from_the_command_line(tmp_path, tiny_model):
@@ -1065,8 +1072,7 @@ def test_cli_on_a_project_locked_by_another_process(project):
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)
     finally:
-        holder.kill()
-        holder.wait()
+        _stop(holder)
     assert len(Project.open(project.dir, readonly=True).profiles) == 1  # nothing was half-written
 
 
