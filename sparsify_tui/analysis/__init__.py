@@ -5,7 +5,7 @@
 params, FLOPs, sparsity) used everywhere in sparsify-tui.
 """
 
-from sparsify_tui.analysis.analyze import analyze, parse_input_shapes
+from sparsify_tui.analysis.analyzer import analyze, parse_input_shapes
 from sparsify_tui.analysis.graph import Layer, ModelGraph, TensorInfo, WeightRef
 from sparsify_tui.analysis.weights import read_weight
 
