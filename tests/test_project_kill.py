@@ -236,6 +236,8 @@ def run_kill_loop(d: Path, iterations: int, *, seed: int = 0) -> dict:
         if server.poll() is None:
             server.kill()
             server.wait()
+        server.stdin.close()
+        server.stdout.close()
     return stats
 
 
