@@ -834,7 +834,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         file_size=int(skel.file_size),
     )
     mg._skeleton_model = model  # the weight-free proto (small constants and subgraphs keep their data)
-    mg._raw = dict(skel.raw)
+    mg._raw = dict(skel.raw) if skel.path else {}  # byte offsets into a file (none for in-memory models)
     if isinstance(source, onnx.ModelProto):
         mg.model = source
     elif isinstance(source, (bytes, bytearray)):

@@ -594,3 +594,12 @@ def test_einsum_flops(tmp_path):
     assert g.layer("y").output_shapes == [[2, 3, 5]]
     assert g.layer("y").flops == 2 * 2 * 3 * 4 * 5  # a batched matmul: 2*M*N*K per batch item
     assert g.layer("t").flops == 2 * 3 * 5
+
+
+def test_read_weight_of_a_model_given_as_bytes():
+    w = rand(64, 128)
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)
+    gr = helper.make_graph([node], "g", [vi("x", [1, 128])], [vi("y", None)], initializer=[init("w", w)])
+    data = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    g = analyze(data)
+    np.testing.assert_array_equal(read_weight(g, "y"), w)
