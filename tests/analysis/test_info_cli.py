@@ -164,3 +164,19 @@ def test_human_table_lists_200_layers_unless_all(tmp_path):
     out = io.StringIO()
     print_human(graph, machine_info(), show_all=True, out=out)
     assert "relu249" in out.getvalue() and "more layers" not in out.getvalue()
+
+
+def test_info_does_not_import_engines(tmp_path):
+    """Start-up budget of `info --json` (0.6 s): onnxruntime, deepsparse and textual stay unimported."""
+    p = build_demo_model(tmp_path / "demo.onnx")
+    code = (
+        "import io, sys, contextlib\n"
+        "from sparsify_tui.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    rc = main(['info', '--json', {str(p)!r}])\n"
+        "print(rc, sorted(m for m in ('onnxruntime', 'deepsparse', 'textual', 'sparsify_tui.project') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, NM_DISABLE_ANALYTICS="1"))
+    assert out.stdout.strip() == "0 []", out.stderr
