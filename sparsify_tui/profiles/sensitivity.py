@@ -189,7 +189,10 @@ def load_samples_for(model_path: str | os.PathLike, graph, *, data=None, samples
     src = graph if graph is not None else model_path
     specs = inp.input_specs(src, input_shapes)
     if data is None:
-        return [inp.make_inputs(src, 1, input_shapes, seed=seed + i) for i in range(samples)]
+        # one item per sample, unless the model fixes its batch dimension to another size
+        firsts = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
+        batch = firsts.pop() if len(firsts) == 1 else 1
+        return [inp.make_inputs(src, batch, input_shapes, seed=seed + i) for i in range(samples)]
     data = Path(data).expanduser()
     if not data.exists():
         raise ProfileError(f"{data}: no such data file or directory")
