@@ -144,6 +144,8 @@ class Job:
                      repeats=spec.repeats)
         elif self.kind == "loss":
             p["method"] = spec.method
+        if spec.timeout_s:
+            p["timeout_s"] = spec.timeout_s
         return p
 
     def row(self, **extra: Any) -> dict:
@@ -258,6 +260,28 @@ class SweepReport:
             "cancelled": self.cancelled,
             "elapsed_s": round(self.elapsed_s, 3),
         }
+
+
+def model_files(model_path: Any) -> dict[str, bytes]:
+    """The model file and its external data files, ``{relative name: bytes}`` (the model as ``model.onnx``)."""
+    from pathlib import Path
+
+    path = Path(model_path)
+    files = {MODEL_NAME: path.read_bytes()}
+    try:
+        import onnx
+
+        from sparsify_tui.project import _external_data_files
+
+        proto = onnx.load(str(path), load_external_data=False)
+        for rel in _external_data_files(proto, path):
+            files[rel] = (path.parent / rel).read_bytes()
+    except ImportError:  # pragma: no cover - older project module: embedded weights only
+        pass
+    return files
+
+
+MODEL_NAME = "model.onnx"
 
 
 def measure_options(server: Server) -> dict:
@@ -482,7 +506,13 @@ class _Runner:
     # -- main loop
     def run(self) -> None:
         ray = self.ray
-        self.model_ref = ray.put(self.project.model_path.read_bytes())
+        files = model_files(self.project.model_path)
+        size = sum(len(b) for b in files.values())
+        try:
+            self.model_ref = ray.put(files)
+        except Exception as exc:  # noqa: BLE001 - ObjectStoreFullError and friends
+            raise ClusterError(f"could not send the model {self.project.model_path} ({size / 1e6:.0f} MB) "
+                               f"to Ray's object store: {_short_error(exc)}") from None
         last_check = time.monotonic()
         try:
             while True:

@@ -84,6 +84,7 @@ def run_profile(model_path: Path, job: dict, cancel: threading.Event | None = No
             repeats=int(job.get("repeats", 3)),
             input_shapes=shapes,
             cancel=cancel,
+            **({"timeout_s": float(job["timeout_s"])} if job.get("timeout_s") else {}),
         )
     if kind == "loss":
         from sparsify_tui.profiles.loss import run_loss_profile
@@ -101,8 +102,25 @@ def run_profile(model_path: Path, job: dict, cancel: threading.Event | None = No
     raise ValueError(f"unknown profile kind {kind!r}")
 
 
-def measure(model_bytes: bytes, job: dict) -> dict:
-    """One sweep job on this server (see the module docstring for the result)."""
+def _write_model(files: bytes | dict, directory: Path) -> Path:
+    """Write the model (bytes, or ``{relative name: bytes}`` with its external data) into ``directory``."""
+    if isinstance(files, (bytes, bytearray, memoryview)):
+        files = {"model.onnx": bytes(files)}
+    for rel, data in files.items():
+        target = (directory / rel).resolve()
+        if directory.resolve() not in target.parents:
+            raise ValueError(f"model file {rel!r} would be written outside the job directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return directory / "model.onnx"
+
+
+def measure(model_files: bytes | dict, job: dict) -> dict:
+    """One sweep job on this server (see the module docstring for the result).
+
+    ``model_files``: the model's bytes, or ``{relative name: bytes}`` holding
+    ``model.onnx`` and its external data files.
+    """
     os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
     from sparsify_tui.errors import SparsifyError
 
@@ -118,8 +136,7 @@ def measure(model_bytes: bytes, job: dict) -> dict:
     box: dict[str, Any] = {}
     cancel = threading.Event()
     with tempfile.TemporaryDirectory(prefix="sparsify-sweep-") as tmp:
-        model_path = Path(tmp) / "model.onnx"
-        model_path.write_bytes(model_bytes)
+        model_path = _write_model(model_files, Path(tmp))
 
         def work() -> None:
             try:

@@ -209,3 +209,25 @@ def test_cancelled_sweep_keeps_what_finished_and_resumes(ray_cluster, make_proje
     assert len(report.cached) == len(kept)
     assert len(report.cached) + len(report.measured) == 4 and report.failed == []
     assert {e.id for e in kept} == {r["profile_id"] for r in report.cached}
+
+
+def test_model_with_external_data_travels_whole(ray_cluster, tmp_path, tiny_model):
+    """The object store carries model.onnx and its external data file; the server measures it."""
+    import onnx
+
+    from sparsify_tui.cluster.sweep import model_files
+    from sparsify_tui.project import Project
+
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save(onnx.load(str(tiny_model)), str(src / "ext.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="ext.weights", size_threshold=0)
+    project = Project.create(src / "ext.onnx", dir=tmp_path / "proj", name="ext")
+    try:
+        files = model_files(project.model_path)
+        assert sorted(files) == ["ext.weights", "model.onnx"] and len(files["ext.weights"]) > 10_000
+        report = sweep(project, ray_cluster, servers="beta", cores=[1])
+        assert report.failed == [] and len(report.measured) == 1
+        assert report.measured[0]["items_per_second"] > 0
+    finally:
+        project.close()
