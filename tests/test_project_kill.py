@@ -171,7 +171,7 @@ def run_kill_loop(d: Path, iterations: int, *, seed: int = 0) -> dict:
     """Kill a saving child ``iterations`` times; check the project after each kill. Returns counts.
 
     The kill moment adapts to the machine's speed (a loaded CI box saves slower): let the child
-    complete 0, 1 or 2 saves (chosen at random), then wait a random fraction (0..1.2) of the
+    complete 0 or 1 save (chosen at random), then wait a random fraction (0..1.2) of the
     duration of one save -- so kills land before, inside and just after saves alike.
     """
     rng = random.Random(seed)
@@ -200,7 +200,7 @@ def run_kill_loop(d: Path, iterations: int, *, seed: int = 0) -> dict:
             assert words[0] == "ready", words
             pid = int(words[1])
             t_last = time.monotonic()
-            for _ in range(rng.randint(0, 2)):
+            for _ in range(rng.randint(0, 1)):
                 words = read()
                 assert words[0] == "saved", words
                 n_done = int(words[1])
@@ -249,7 +249,7 @@ def test_sigkill_while_saving_never_loses_the_project(tmp_path):
     # the kills really interrupted saves: some left a half-written temporary file behind (cleaned up
     # by the next open), some came after a save reached the disk but before the child reported it
     assert stats["torn"] >= 5 and stats["in_flight"] >= 5
-    assert stats["final_n"] >= 150
+    assert stats["final_n"] >= 100
 
 
 if __name__ == "__main__":  # pragma: no cover
