@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sparsify_tui.commands.common import Progress, emit_json
 
@@ -34,6 +35,12 @@ def run_new(args: argparse.Namespace) -> int:
             last["stage"] = stage
         progress.update(round(done / (1 << 20), 1), round(total / (1 << 20), 1), "MiB")
 
+    try:
+        big = Path(args.model).expanduser().stat().st_size >= (8 << 20)
+    except (OSError, ValueError):
+        big = False
+    if big:
+        progress.note(f"analysing {args.model} ...")
     project = Project.create(
         args.model,
         dir=getattr(args, "dir", None),
