@@ -37,7 +37,7 @@ def draw_layer_bars(plt: Any, depths: Sequence[int], values: Sequence[float | No
         plt.xlim(0, 1)
         plt.ylim(0, 1)
         return 0
-    max_bars = max(8, (width or 80) // 2 - 6)
+    max_bars = max(8, (width or 80) - 12)  # about one column per bar beside the y axis
     group = 1
     if len(xs) > max_bars:
         # more layers than columns: one bar per group of neighbours, its height the group's maximum
