@@ -46,6 +46,7 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     inputs = make_inputs(path, batch_size, shapes, data=data)
     chosen, reason = resolve_engine(engine, path, batch_size, shapes)
     t0 = time.perf_counter()
+    load_start = _loadavg()
     res = None
     if chosen == "deepsparse":
         try:
@@ -86,4 +87,14 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
         "items_per_second": batch_size * 1000.0 / med if med > 0 else None,
         "compile_s": res.get("compile_s"),
         "wall_s": time.perf_counter() - t0,
+        "load_average": [load_start, _loadavg()],
     }
+
+
+def _loadavg() -> float | None:
+    import os
+
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover
+        return None

@@ -249,6 +249,7 @@ def perf_job(job: dict, ctx) -> dict:
     from sparsify_tui.profiles.inputs import input_specs, make_inputs
 
     t_start = time.perf_counter()
+    load_start = _loadavg()
     path = str(job["model_path"])
     batch = int(job.get("batch_size", 1))
     cores = job.get("cores")
@@ -288,7 +289,29 @@ def perf_job(job: dict, ctx) -> dict:
             ctx, engine, reason, job, path, ds_path, info, inputs, names, batch, cores, levels, iterations,
             warmup, repeats, layers_meta, notes, total)
     assert setup is not None
-    return assemble(setup, parts, settings, wall_s=time.perf_counter() - t_start)
+    doc = assemble(setup, parts, settings, wall_s=time.perf_counter() - t_start)
+    busy_note(doc, load_start)
+    return doc
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover
+        return None
+
+
+def busy_note(doc: dict, load_start: float | None) -> None:
+    """Record the load average around the measurement; warn when other work competed for the cores."""
+    load_end = _loadavg()
+    if load_start is None or load_end is None:
+        return
+    doc["load_average"] = [load_start, load_end]
+    usable = default_cores()
+    if max(load_start, load_end) > usable + 0.5:
+        doc.setdefault("notes", []).append(
+            f"the machine was busy during the measurement (load average {max(load_start, load_end):.1f} "
+            f"on {usable} usable cores): other processes competed for the cores, so times are less reliable")
 
 
 def _measure(ctx, engine, reason, job, path, ds_path, info, inputs, names, batch, cores, levels, iterations,
