@@ -90,6 +90,15 @@ recipe stopped at epoch 59 of 100), the schedule fills the E epochs.
 """
 
 
+def _drop_none(v: Any) -> Any:
+    """TOML has no null: drop None values (recursively)."""
+    if isinstance(v, dict):
+        return {k: _drop_none(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_drop_none(x) for x in v if x is not None]
+    return v
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -406,6 +415,8 @@ class Optimization:
     perf_profile_id: str = ""
     loss_profile_id: str = ""
     quant_profile_id: str = ""
+    # the last measured validation (optim.validate): dense vs one-shot pruned, estimated vs measured
+    validation: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict[str, Any]:
@@ -425,6 +436,7 @@ class Optimization:
             "perf_profile_id": self.perf_profile_id,
             "loss_profile_id": self.loss_profile_id,
             "quant_profile_id": self.quant_profile_id,
+            **({"validation": _drop_none(self.validation)} if self.validation else {}),
         }
 
     @classmethod
@@ -453,6 +465,7 @@ class Optimization:
             perf_profile_id=_get_str(d, "perf_profile_id", "", ""),
             loss_profile_id=_get_str(d, "loss_profile_id", "", ""),
             quant_profile_id=_get_str(d, "quant_profile_id", "", ""),
+            validation=dict(_get_dict(d, "validation", "")),
         )
 
     def copy(self, name: str | None = None, *, with_layers: bool = True) -> "Optimization":
