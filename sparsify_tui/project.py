@@ -1551,7 +1551,7 @@ def recent_projects() -> list[dict[str, Any]]:
     """Recently opened projects, newest first: ``[{"path", "name", "opened", "exists"}]``."""
     try:
         doc = json.loads(_recent_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, ImportError):
         return []
     items = doc.get("projects", []) if isinstance(doc, dict) else []
     out = []
@@ -1568,11 +1568,11 @@ def recent_projects() -> list[dict[str, Any]]:
 
 
 def _write_recent(items: list[dict[str, Any]]) -> None:
-    path = _recent_file()
     try:
+        path = _recent_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         fsutil.atomic_write_json(path, {"schema_version": 1, "projects": items[:RECENT_MAX]}, durable=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, ImportError):
         pass  # the list of recent projects is a convenience: never fail a command because of it
 
 
