@@ -777,6 +777,15 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
 
     walker = _Walker(skel, label)
     walker.walk(inferred.graph, "", {}, {}, True, main_shapes)
+    unknown_out = [o for layer in walker.layers if not layer.graph_path
+                   for o, s in zip(layer.outputs, layer.output_shapes) if o and not _concrete(s)]
+    if unknown_out and skel.path:
+        extra = _shapes_from_onnxruntime(skel.path, inputs, unknown_out, skel.file_size)
+        if extra:
+            walker = _Walker(skel, label)
+            walker.walk(inferred.graph, "", {}, {}, True, {**main_shapes, **extra})
+            notes.append(f"Shapes of {len(extra)} tensors that ONNX shape inference could not infer were taken "
+                         "from one run of ONNX Runtime with random inputs.")
 
     # ---- outputs
     outputs: list[TensorInfo] = []
@@ -844,6 +853,70 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         stamp = skel.stamp
         mg._loader = lambda: _load_full(p, label, stamp)
     return mg
+
+
+ORT_FALLBACK_MAX_BYTES = 1 << 30
+
+
+_ORT_SHAPES_CHILD = r"""
+import json, sys
+import numpy as np
+import onnx, onnxruntime as ort
+path, feed_shapes, names = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+model = onnx.load(path)
+existing = {o.name for o in model.graph.output}
+for n in names:
+    if n not in existing:
+        model.graph.output.append(onnx.ValueInfoProto(name=n))
+so = ort.SessionOptions()
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+so.log_severity_level = 4
+sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+del model
+rng = np.random.default_rng(0)
+feed = {}
+for name, (shape, dtype) in feed_shapes.items():
+    if dtype.startswith("float"):
+        feed[name] = rng.standard_normal(shape).astype(dtype)
+    else:
+        feed[name] = np.zeros(shape, dtype=dtype if dtype != "unknown" else "float32")
+outs = sess.run(names, feed)
+print(json.dumps({n: list(v.shape) for n, v in zip(names, outs) if isinstance(v, np.ndarray)}))
+"""
+
+
+def _shapes_from_onnxruntime(path: str, inputs: list[TensorInfo], names: list[str],
+                             file_size: int) -> dict[str, list[int]]:
+    """Shapes of ``names`` measured by running the model once in ONNX Runtime (contrib ops included).
+
+    Only used when onnx's inference left main-graph shapes unknown (e.g. com.microsoft
+    ops). It runs in a child process, because ONNX Runtime can crash the process on a
+    malformed model; returns {} when ONNX Runtime is missing, the model is large or it
+    cannot run.
+    """
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if file_size > ORT_FALLBACK_MAX_BYTES or importlib.util.find_spec("onnxruntime") is None:
+        return {}
+    feed_shapes = {}
+    for t in inputs:
+        if not t.shape or not all(isinstance(d, int) for d in t.shape):
+            return {}
+        feed_shapes[t.name] = (list(t.shape), t.dtype)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _ORT_SHAPES_CHILD, path, json.dumps(feed_shapes), json.dumps(names)],
+            capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        if proc.returncode != 0:
+            return {}
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return {}
+    return {str(n): [int(d) for d in shape] for n, shape in got.items() if isinstance(shape, list)}
 
 
 def _load_full(path: str, label: str, stamp: tuple = ()):

@@ -603,3 +603,34 @@ def test_read_weight_of_a_model_given_as_bytes():
     data = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
     g = analyze(data)
     np.testing.assert_array_equal(read_weight(g, "y"), w)
+
+
+def test_shapes_onnx_cannot_infer_come_from_onnxruntime(tmp_path):
+    """com.microsoft Inverse has no onnx schema; ONNX Runtime runs it, so the shapes after it are known."""
+    pytest.importorskip("onnxruntime")
+    nodes = [helper.make_node("Inverse", ["x"], ["e"], domain="com.microsoft"),
+             helper.make_node("MatMul", ["e", "w"], ["y"])]
+    g_ = helper.make_graph(nodes, "g", [vi("x", [4, 4])], [vi("y", None)], initializer=[init("w", rand(4, 3))])
+    m = helper.make_model(g_, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    p = tmp_path / "contrib.onnx"
+    onnx.save(m, str(p))
+    g = analyze(p)
+    assert g.layer("e").output_shapes == [[4, 4]]
+    assert g.layer("y").output_shapes == [[4, 3]] and g.layer("y").flops == 2 * 4 * 3 * 4
+    assert g.layer("e").flops is None  # an op we have no formula for stays unknown
+    assert any("ONNX Runtime" in n for n in g.notes)
+
+
+def test_onnxruntime_crash_during_the_shape_fallback_is_survived(tmp_path):
+    """This model makes ONNX Runtime 1.18 segfault; the fallback runs in a child, so we only lose shapes."""
+    pytest.importorskip("onnxruntime")
+    nodes = [helper.make_node("ExpandDims", ["x", "axis"], ["e"], domain="com.microsoft"),
+             helper.make_node("MatMul", ["e", "w"], ["y"])]
+    g_ = helper.make_graph(nodes, "g", [vi("x", [3, 8])], [vi("y", None)],
+                           initializer=[init("axis", np.array(0, np.int32)), init("w", rand(8, 4))])
+    m = helper.make_model(g_, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    p = tmp_path / "crash.onnx"
+    onnx.save(m, str(p))
+    g = analyze(p)
+    assert g.layer("y").prunable and g.layer("y").flops is None and g.flops is None
