@@ -804,7 +804,7 @@ def test_cli_new_json_and_errors(tmp_path, corpus, capsys):
     doc = json.loads(out.out)
     assert doc["path"] == str(tmp_path / "r50") and doc["name"] == "light resnet"
     assert doc["model"] == str(tmp_path / "r50" / "model.onnx")
-    assert doc["sha256"] == fsutil.sha256_file(model)
+    assert doc["sha256"] == fsutil.sha256_file(tmp_path / "r50" / "model.onnx")  # the corpus file may be re-fetched
     assert doc["input_shapes"] == corpus.input_shapes("resnet50")
     q = Project.open(tmp_path / "r50")
     assert q.input_shapes == corpus.input_shapes("resnet50") and not q.readonly
