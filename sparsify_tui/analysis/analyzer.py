@@ -855,7 +855,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
     return mg
 
 
-ORT_FALLBACK_MAX_BYTES = 1 << 30
+ORT_FALLBACK_MAX_BYTES = 300 << 20  # bigger models would make `info` slow; their unknown shapes stay unknown
 
 
 _ORT_SHAPES_CHILD = r"""
@@ -910,7 +910,7 @@ def _shapes_from_onnxruntime(path: str, inputs: list[TensorInfo], names: list[st
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _ORT_SHAPES_CHILD, path, json.dumps(feed_shapes), json.dumps(names)],
-            capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+            capture_output=True, text=True, timeout=60, env=dict(os.environ, OMP_NUM_THREADS="1"))
         if proc.returncode != 0:
             return {}
         got = json.loads(proc.stdout.strip().splitlines()[-1])
