@@ -167,6 +167,8 @@ async def test_real_perf_profile_runs_in_background_and_is_saved(mnv3_project):
         await pilot.press("l")
         await pilot.pause()
         assert isinstance(app.screen, LayersScreen)
+        status = widget_text(app.screen.query_one("#layers-status", Static), width=200)
+        assert not job.active or "perf profile" in status  # progress shown on the layer summaries too
         await pilot.press("p", "v", "o")
         assert time.perf_counter() - t0 < 30  # sanity only: no time is asserted precisely
         await wait_for(pilot, lambda: not job.active, timeout=120)

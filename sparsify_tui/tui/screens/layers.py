@@ -170,6 +170,7 @@ class LayersScreen(Screen):
         self.query_one("#op-table", DataTable).display = False
         self._ready = True
         self.watch(self.app, "data_version", self._on_data, init=False)
+        self.watch(self.app, "jobs_version", self._on_jobs, init=False)
         self._apply_panel_classes()
         self._on_data()
 
@@ -414,17 +415,38 @@ class LayersScreen(Screen):
         self._update_status()
 
     # ------------------------------------------------------------------ side panels
+    def _on_jobs(self, *_: Any) -> None:
+        if self._ready and self.is_current:
+            self._update_status()
+
+    def _jobs_text(self) -> str:
+        """Running profiles of this project, for the status line: "perf 40% (level 0.6)"."""
+        active = self.app.active_jobs()
+        if not active:
+            return ""
+        job = active[0]
+        text = f"{job.kind} profile {'queued' if job.state == 'queued' else f'{100 * job.fraction:.0f}%'}"
+        if job.label:
+            text += f" ({job.label})"
+        if len(active) > 1:
+            text += f" +{len(active) - 1}"
+        return text + ", x cancels"
+
     def _update_status(self) -> None:
         data = self.data
         status = self.query_one("#layers-status", Static)
+        running = self._jobs_text()
         if data is None:
-            status.update("analysing the model…" if self.app.loading else "no model data")
+            msg = "analysing the model…" if self.app.loading else "no model data"
+            status.update(msg + (f"  ·  {running}" if running else ""))
             return
         label = dict((k, lbl) for k, lbl, _ in COLUMNS + OP_COLUMNS).get(self.sort_column, self.sort_column)
         arrow = "↓" if self.sort_reverse else "↑"
         perf = data.perf
         perf_txt = "no perf profile yet"
-        if perf:
+        if running:
+            perf_txt = running
+        elif perf:
             perf_txt = f"perf: {perf.get('engine', '?')}" + (" (approximated)" if perf.get("approximated") else "")
         loss_txt = f"loss: {data.loss.get('method', '?')}" if data.loss else "no loss profile yet"
         scope = "prunable" if self.prunable_only else "all"
