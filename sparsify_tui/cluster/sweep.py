@@ -198,16 +198,7 @@ def plan_sweep(project: Any, servers: list[Server], spec: SweepSpec) -> Plan:
     cached: list[dict] = []
     skipped: list[dict] = []
     for srv in servers:
-        combos: list[Job] = []
-        if spec.kind == "perf":
-            core_list = spec.cores if spec.cores is not None else [srv.cores]
-            for engine in spec.engines:
-                for batch in spec.batch_sizes:
-                    for cores in core_list:
-                        combos.append(Job("perf", srv.name, int(batch), int(cores), engine))
-        else:
-            combos.append(Job(spec.kind, srv.name))
-        for job in combos:
+        for job in _jobs_for(srv.name, spec, list(spec.cores) if spec.cores is not None else [srv.cores]):
             if not srv.usable:
                 skipped.append(job.row(reason=f"server {srv.name} cannot take jobs: {srv.error}"))
                 continue
@@ -219,10 +210,54 @@ def plan_sweep(project: Any, servers: list[Server], spec: SweepSpec) -> Plan:
                 continue
             entry = done.get(combination_id(spec.kind, job.settings(spec, project.input_shapes)))
             if entry is not None:
-                cached.append(job.row(profile_id=entry.id, measured_on=entry.settings.get("measured_on", srv.name)))
+                cached.append(_cached_row(project, job, entry))
                 continue
             jobs.append(job)
     return Plan(servers=servers, jobs=jobs, cached=cached, skipped=skipped)
+
+
+def _cached_row(project: Any, job: Job, entry: Any) -> dict:
+    row = job.row(profile_id=entry.id, measured_on=entry.settings.get("measured_on", job.server))
+    try:
+        doc = project.load_profile(entry)
+        row.update(items_per_second=doc.get("items_per_second"), baseline_ms=doc.get("baseline_ms"))
+    except Exception:  # noqa: BLE001 - unreadable files were filtered out before; stay silent
+        pass
+    row.pop("attempts", None)
+    return row
+
+
+def _jobs_for(name: str, spec: SweepSpec, cores: list[int]) -> list[Job]:
+    if spec.kind != "perf":
+        return [Job(spec.kind, name)]
+    return [Job("perf", name, int(b), int(c), e) for e in spec.engines for b in spec.batch_sizes for c in cores]
+
+
+def all_cached(project: Any, spec: SweepSpec, address: str | None) -> list[dict] | None:
+    """The cached rows when every combination is already in the project (decided without Ray), else None.
+
+    Only possible when the combinations are known without asking the servers:
+    named servers (or the local machine without ``address``) and explicit cores.
+    """
+    if spec.kind == "perf" and spec.cores is None:
+        return None
+    if spec.servers.strip().lower() in ("", "all"):
+        if address is not None:
+            return None
+        from sparsify_tui.cluster.session import local_server_name
+
+        names = [local_server_name()]
+    else:
+        names = list(dict.fromkeys(n.strip() for n in spec.servers.split(",") if n.strip()))
+    done = finished_combinations(project, spec.kind)
+    rows = []
+    for name in names:
+        for job in _jobs_for(name, spec, list(spec.cores or [])):
+            entry = done.get(combination_id(spec.kind, job.settings(spec, project.input_shapes)))
+            if entry is None:
+                return None
+            rows.append(_cached_row(project, job, entry))
+    return rows
 
 
 # ---------------------------------------------------------------- running
@@ -592,6 +627,15 @@ def run_sweep(project: Any, spec: SweepSpec, *, address: str | None = None,
     if getattr(project, "readonly", False):
         raise ClusterError(f"project {project.dir} is open read-only; a sweep needs to write its profiles")
     t0 = time.monotonic()
+    cached = all_cached(project, spec, address)
+    if cached is not None:
+        # a finished sweep run again: nothing to measure, no need to start or reach Ray
+        report = SweepReport(project=str(project.dir), address=address or "local", kind=spec.kind, servers=[],
+                             total=len(cached), cached=cached)
+        _emit_safe(on_event, {"event": "plan", "total": report.total, "to_measure": 0, "cached": len(cached),
+                              "skipped": [], "servers": sorted({r["server"] for r in cached}), "per_server": {}})
+        report.elapsed_s = time.monotonic() - t0
+        return report
     with ray_session(address) as session:
         # select by name first, then probe only the selected servers
         servers = probe_servers(select_servers(list_servers(probe=False), spec.servers), timeout_s=probe_timeout_s)
