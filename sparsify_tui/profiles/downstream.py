@@ -199,14 +199,16 @@ class DownstreamModel:
         self.weights: dict[str, FedWeight] = {}
         self.layer_cut: dict[str, Cut] = {}
         self.skipped: dict[str, str] = {}
-        # constant nodes stay at the top level; Constant / ConstantOfShape become initializers
-        # (ONNX Runtime does not fold ConstantOfShape, so it would refill the tensor on every run)
+        # constant nodes stay at the top level; ConstantOfShape nodes become initializers (ONNX Runtime
+        # does not fold them, so it would refill the tensor on every run). Constant nodes stay nodes:
+        # ORT folds them, and as outer-scope initializers their scalar shapes confused its subgraph
+        # type inference (seen on the CRNN model)
         top_nodes: list[Any] = []
         extra_inits: list[Any] = []
         for i, n in enumerate(nodes):
             if not is_const[i]:
                 continue
-            if n.op_type in ("Constant", "ConstantOfShape") and len(n.output) == 1:
+            if n.op_type == "ConstantOfShape" and len(n.output) == 1:
                 arr = constant_tensor(model, n.output[0])
                 if arr is not None:
                     extra_inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), n.output[0]))

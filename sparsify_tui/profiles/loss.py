@@ -14,7 +14,7 @@ Two methods, one document format (``kind: "loss"``):
   not how the model's outputs react (one-shot measures that). For weights
   stored quantized behind DequantizeLinear the dequantized values are used.
   Computed exactly with one sort of w^2 per layer and segment sums at all
-  levels at once (two threads), so a ResNet-50 takes well under 0.2 s.
+  levels at once, two layers at a time (about 0.2 s for a ResNet-50 on 2 cores).
 
 * ``one-shot`` (measured on data): for each prunable layer and level, that
   layer alone is pruned (exactly round(s*n) smallest-magnitude weights, see
@@ -23,14 +23,24 @@ Two methods, one document format (``kind: "loss"``):
   :data:`sparsify_tui.profiles.sensitivity.OUTPUT_CHANGE_HELP`: KL divergence
   for probability / classification-logit outputs, normalized squared error
   otherwise; summed over outputs, averaged over samples). It does NOT build a
-  session per layer and level: ONE ONNX Runtime session is built in which
-  every prunable weight is a graph input; each run feeds the dense weights
-  except the pruned one (:class:`~sparsify_tui.profiles.sensitivity.WeightFedModel`).
-  The dense reference comes from the same session, so level 0 (and any level
-  that leaves a weight unchanged because it already holds enough zeros) is
-  exactly 0 without running. It runs in the measurement child process
-  (job kind ``loss_one_shot``) with progress, cancel and partial results
-  (one per finished layer).
+  session per layer and level: ONE ONNX Runtime session is built
+  (:class:`~sparsify_tui.profiles.downstream.DownstreamModel`) in which each
+  prunable layer has an ``If`` branch holding a copy of the graph downstream
+  of it, with that layer's weight as a graph input; a measurement runs only
+  that branch, fed with the dense run's upstream activations and the pruned
+  weight, so nothing upstream of the layer is recomputed. The layer's
+  reference outputs come from the same branch fed with the dense weight, so
+  level 0 (and any level that leaves a weight unchanged because it already
+  holds enough zeros) is exactly 0 without running. A layer's levels run
+  concurrently on a pool of single-threaded runs, one per core. When the
+  model cannot be rewritten that way, the fallback is still one session, with
+  every prunable weight a graph input and the whole model run each time
+  (``execution: "full"`` and a note in the document). Weights stored behind
+  DequantizeLinear are fed (and pruned) as the stored integer tensor, pruned
+  elements taking the zero point. Weights inside If/Loop/Scan bodies are
+  handled through their top-level parent node. It runs in the measurement
+  child process (job kind ``loss_one_shot``) with progress, cancel and
+  partial results (one per finished layer).
 
 **Smoothing** (both methods): a layer's curve is made non-decreasing by a
 running maximum over increasing sparsity (``sensitivity_by_level``); the

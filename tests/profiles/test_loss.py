@@ -279,7 +279,7 @@ def test_approx_on_every_corpus_model(corpus):
         assert ranked[0] == 1, key
 
 
-@pytest.mark.parametrize("key", ["wakeword", "mobilenetv3"])
+@pytest.mark.parametrize("key", ["wakeword", pytest.param("mobilenetv3", marks=pytest.mark.slow)])
 def test_one_shot_on_corpus_model(corpus, key):
     levels = [0.5, 0.95] if key == "wakeword" else [0.95]
     doc = run_loss_profile(corpus.path(key), "one-shot", samples=1, levels=levels,

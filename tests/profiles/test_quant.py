@@ -103,6 +103,7 @@ def test_quant_profile_demo_model_in_child_process(tmp_path):
     assert any(e.get("event") == "partial" for e in events)
 
 
+@pytest.mark.slow  # 54 layers quantized alone plus quantize_static + latency of a ResNet-50: ~12 s idle
 def test_quant_profile_corpus_resnet(corpus):
     key = "resnet50nhwc"
     doc = compute_quant(corpus.path(key), samples=1, input_shapes=corpus.input_shapes(key), latency_runs=2)
