@@ -851,7 +851,6 @@ class Project:
 
     def _read_doc(self) -> dict[str, Any]:
         path = self.toml_path
-        restore = self._restore_advice()
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -864,9 +863,10 @@ class Project:
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-            raise ProjectError(f"{path} is corrupt at line {line}, column {col}: not UTF-8 text; {restore}") from None
+            raise ProjectError(f"{path} is corrupt at line {line}, column {col}: not UTF-8 text; "
+                               f"{self._restore_advice()}") from None
         if not text.strip():
-            raise ProjectError(f"{path} is empty; {restore}")
+            raise ProjectError(f"{path} is empty; {self._restore_advice()}")
         try:
             doc = _toml_reader.loads(text)
         except _toml_reader.TOMLDecodeError as exc:
@@ -884,7 +884,8 @@ class Project:
                 where = f"line {lines}, column {len(text) - text.rfind(chr(10))}"
                 if m:
                     msg = msg[: m.start()].strip()
-            raise ProjectError(f"{path} is corrupt at {where}: {msg[:1].lower() + msg[1:]}; {restore}") from None
+            raise ProjectError(f"{path} is corrupt at {where}: {msg[:1].lower() + msg[1:]}; "
+                               f"{self._restore_advice()}") from None
         return doc
 
     def _load(self) -> None:
