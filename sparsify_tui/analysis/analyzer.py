@@ -120,6 +120,22 @@ def _tensor_shape(vi) -> list[Any] | None:
     return [_dim_of(d) for d in t.tensor_type.shape.dim]
 
 
+def _conv_channels(g, name: str, rank: int) -> int | None:
+    """Input channels (NCHW axis 1) required by a Conv that reads graph input ``name`` directly."""
+    if rank < 3:
+        return None
+    inits = None
+    for node in g.node:
+        if node.op_type in ("Conv", "ConvInteger") and node.input and node.input[0] == name and len(node.input) > 1:
+            if inits is None:
+                inits = {t.name: t for t in g.initializer}
+            w = inits.get(node.input[1])
+            if w is not None and len(w.dims) == rank:
+                group = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
+                return int(w.dims[1]) * int(group)
+    return None
+
+
 def _default_dims(shape: list[Any], dtype: int, memo: dict[str, int]) -> tuple[list[int], dict[int, int], list[str]]:
     """Fill unknown dims: batch -> 1, image H/W -> 224, sequence -> 128, other -> 1."""
     rank = len(shape)
@@ -726,7 +742,17 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
             concrete, assumed = None, {}
             notes.append(f"Input {vi.name!r} has no shape in the model; give one with --input-shape.")
         else:
+            channels = _conv_channels(g, vi.name, len(shape))
+            if channels is not None and not isinstance(shape[1], int):
+                shape = list(shape)
+                shape[1] = channels  # what the first convolution's weight requires
+                assumed_channel = True
+            else:
+                assumed_channel = False
             concrete, assumed, why = _default_dims(shape, dt, memo)
+            if assumed_channel:
+                assumed[1] = channels
+                why.insert(0, f"axis 1={channels} (channels the first convolution expects)")
             if why:
                 assumed_notes.append(f"{vi.name}: {', '.join(why)}")
         inputs.append(TensorInfo(vi.name, concrete if concrete is not None else (shape or []), dtype, assumed))

@@ -634,3 +634,13 @@ def test_onnxruntime_crash_during_the_shape_fallback_is_survived(tmp_path):
     onnx.save(m, str(p))
     g = analyze(p)
     assert g.layer("y").prunable and g.layer("y").flops is None and g.flops is None
+
+
+def test_unknown_channel_dim_comes_from_the_first_conv(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], group=1)]
+    p = save(tmp_path, nodes, [vi("x", ["N", "C", "H", "W"])], [vi("y", None)], [init("w", rand(8, 3, 3, 3))])
+    g = analyze(p)
+    assert g.inputs[0].shape == [1, 3, 224, 224]
+    assert g.inputs[0].assumed == {0: 1, 1: 3, 2: 224, 3: 224}
+    assert any("channels the first convolution expects" in n for n in g.notes)
+    assert g.layer("y").output_shapes == [[1, 8, 222, 222]]
