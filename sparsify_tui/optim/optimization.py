@@ -556,6 +556,9 @@ class _Validator:
             self.fail(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {p.interpolation!r}")
         if p.mask_type not in MASK_TYPES:
             self.fail(f"mask type must be one of {', '.join(MASK_TYPES)}, got {p.mask_type!r}")
+        if not p.leave_enabled:
+            self.fail("leave enabled must stay true: SparseML's GMPruningModifier keeps masking the weights "
+                      "after pruning ends (its base class rejects false)")
         if p.buckets < 0 or p.buckets > 100:
             self.fail(f"sparsity buckets must be between 0 (no grouping) and 100, got {p.buckets}")
         if p.enabled:

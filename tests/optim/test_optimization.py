@@ -90,6 +90,7 @@ def test_from_dict_bad_type_is_one_sentence():
     (lambda o: o.lr_modifiers.append(LRModifier("exponential", 10, 5, 0.1, {"gamma": 0.9})), "end epoch must be -1"),
     (lambda o: o.lr_modifiers.append(LRModifier("warmup", 10, 20, 0.1, {})), "kind must be one of"),
     (lambda o: setattr(o.quantization, "bits", 4), "bits must be 8"),
+    (lambda o: setattr(o.pruning, "leave_enabled", False), "leave enabled must stay true"),
     (lambda o: o.pruning.overrides.update(conv0=1.0), "override for layer 'conv0'"),
 ])
 def test_validate_rejects_bad_fields(mutate, message):

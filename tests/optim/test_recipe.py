@@ -35,7 +35,6 @@ def optimizations(draw):
     p.interpolation = draw(st.sampled_from(["linear", "cubic", "inverse_cubic"]))
     p.mask_type = draw(st.sampled_from(["unstructured", "block4", "channel", "filter"]))
     p.init_sparsity = draw(st.floats(0.0, 0.5))
-    p.leave_enabled = draw(st.booleans())
     ids = [lay.id for lay in graph.prunable_layers]
     p.overrides = {i: draw(st.floats(0.0, 0.99)) for i in draw(st.lists(st.sampled_from(ids[:8]), unique=True, max_size=3))}
     p.exclusions = {i: draw(st.sampled_from(["excluded by user", "first layer: keep it dense"]))
@@ -275,3 +274,24 @@ def test_small_floats_stay_floats():
     text = export_recipe(opt, graph)
     assert "learning_rate: 1.0e-05" in text
     assert import_recipe(text, graph).lr_modifiers[0].init_lr == 1e-5
+
+
+@pytest.mark.skipif(not os.environ.get("SPARSEML_PYTHON"),
+                    reason="set SPARSEML_PYTHON to a Python with sparseml 1.8 to load recipes with SparseML itself")
+@HSET
+@given(optimizations())
+def test_recipes_load_in_sparseml(tmp_path_factory, opt):
+    """SparseML's own parser and modifier classes accept every exported recipe (validating every value)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path_factory.mktemp("sparseml") / "recipe.yaml"
+    path.write_text(export_recipe(opt, MODEL[0]))
+    checker = Path(__file__).with_name("sparseml_check.py")
+    r = subprocess.run([os.environ["SPARSEML_PYTHON"], str(checker), str(path)], capture_output=True, text=True,
+                       timeout=120)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["ok"], out.get("error")
+    n_pruned = sum(1 for v in opt.layers.values() if v.sparsity > 0)
+    assert out.get("params", 0) == n_pruned
