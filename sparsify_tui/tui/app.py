@@ -82,6 +82,7 @@ class SparsifyApp(App[None]):
         self.jobs: list[jobs_mod.Job] = []
         self.perf_entry_id: str | None = None
         self.loss_entry_id: str | None = None
+        self.quant_entry_id: str | None = None
         self._machine = machine
         self._initial_project = project
         self._initial_screen = initial
@@ -130,6 +131,7 @@ class SparsifyApp(App[None]):
         self.model_data = None
         self.perf_entry_id = None
         self.loss_entry_id = None
+        self.quant_entry_id = None
         self.load_errors = []
         self._remember(project)
         # fresh project screens, installed so switching between them keeps their state
@@ -174,9 +176,10 @@ class SparsifyApp(App[None]):
             errors.append(f"the model could not be analysed: {exc}")
         perf = _load_selected(project, "perf", perf_id, errors)
         loss = _load_selected(project, "loss", loss_id, errors)
+        quant = _load_selected(project, "quant", self.quant_entry_id, errors)
         if get_current_worker().is_cancelled:
             return
-        data = build_model_data(graph, perf, loss)
+        data = build_model_data(graph, perf, loss, quant)
         self.post_message(ProjectLoaded(project, data, errors))
 
     @on(ProjectLoaded)
@@ -190,6 +193,8 @@ class SparsifyApp(App[None]):
             self.perf_entry_id = message.data.perf.get("_entry_id")
         if message.data.loss is not None:
             self.loss_entry_id = message.data.loss.get("_entry_id")
+        if message.data.quant is not None:
+            self.quant_entry_id = message.data.quant.get("_entry_id")
         if self._open_started is not None:
             self.last_open_ms = (time.perf_counter() - self._open_started) * 1000
         self.data_version += 1
@@ -211,8 +216,9 @@ class SparsifyApp(App[None]):
             self.perf_entry_id = entry.id
         elif entry.kind == "loss":
             self.loss_entry_id = entry.id
+        elif entry.kind == "quant":
+            self.quant_entry_id = entry.id
         else:
-            self.notify(f"{entry.kind} profiles are shown in part 2 of the app", timeout=4)
             return
         self.notify(f"using {entry.kind} profile {entry.name!r}", timeout=3)
         self.reload_project()
@@ -366,6 +372,8 @@ class SparsifyApp(App[None]):
                 self.perf_entry_id = job.entry_id
             elif job.kind == "loss":
                 self.loss_entry_id = job.entry_id
+            elif job.kind == "quant":
+                self.quant_entry_id = job.entry_id
             self.reload_project()
         self._close_if_orphan(job.project)
 

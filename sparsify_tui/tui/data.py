@@ -86,6 +86,7 @@ class LayerRow:
     ms_points: list[tuple[float, float]] = field(default_factory=list)
     loss_points: list[tuple[float, float]] = field(default_factory=list)
     loss_eval: float | None = None  # the loss profile's value at its evaluation sparsity
+    quant_sens: float | None = None  # the quant profile's INT8 sensitivity of this layer
     group: list[str] = field(default_factory=list)
     engine_internal: bool = False
     layer: Any = None  # analysis.graph.Layer when the model was analysed
@@ -119,6 +120,7 @@ class ModelData:
     perf: dict | None = None
     loss: dict | None = None
     graph: Any = None
+    quant: dict | None = None
     perf_levels: list[float] = field(default_factory=list)
     loss_levels: list[float] = field(default_factory=list)
     eval_sparsity: float = DEFAULT_EVAL_SPARSITY
@@ -148,7 +150,8 @@ class ModelData:
         return None
 
 
-def build_model_data(graph: Any = None, perf: dict | None = None, loss: dict | None = None) -> ModelData:
+def build_model_data(graph: Any = None, perf: dict | None = None, loss: dict | None = None,
+                     quant: dict | None = None) -> ModelData:
     """Join the analysed model and the profiles into rows, in Layer Depth order.
 
     Layers come from the graph when it is there (all of them, with params and
@@ -231,6 +234,13 @@ def build_model_data(graph: Any = None, perf: dict | None = None, loss: dict | N
             row.loss_eval = float(entry["sensitivity"]) if entry.get("sensitivity") is not None else None
         except (TypeError, ValueError):
             row.loss_eval = None
+    for entry in (quant or {}).get("layers") or []:
+        row = by_id.get(str(entry.get("id")))
+        if row is not None:
+            try:
+                row.quant_sens = float(entry["sensitivity"]) if entry.get("sensitivity") is not None else None
+            except (TypeError, ValueError):
+                row.quant_sens = None
     perf_levels = sorted(float(x) for x in (perf or {}).get("levels") or [])
     loss_levels = sorted(float(x) for x in (loss or {}).get("levels") or [])
     eval_s = DEFAULT_EVAL_SPARSITY
@@ -239,7 +249,7 @@ def build_model_data(graph: Any = None, perf: dict | None = None, loss: dict | N
             eval_s = float(loss["eval_sparsity"])
         except (TypeError, ValueError):
             pass
-    return ModelData(rows=rows, perf=perf, loss=loss, graph=graph, perf_levels=perf_levels,
+    return ModelData(rows=rows, perf=perf, loss=loss, graph=graph, quant=quant, perf_levels=perf_levels,
                      loss_levels=loss_levels, eval_sparsity=eval_s)
 
 
@@ -376,10 +386,13 @@ class Totals:
     isa: list[str] = field(default_factory=list)
     average_loss_sensitivity: float | None = None
     loss_method: str | None = None
+    quant_output_change: float | None = None
+    fp32_ms: float | None = None
+    int8_ms: float | None = None
 
 
 def totals(graph: Any = None, perf: dict | None = None, loss: dict | None = None,
-           machine: dict | None = None) -> Totals:
+           machine: dict | None = None, quant: dict | None = None) -> Totals:
     t = Totals()
     if graph is not None:
         t.layers = len(graph.layers)
@@ -415,6 +428,10 @@ def totals(graph: Any = None, perf: dict | None = None, loss: dict | None = None
     if loss:
         t.average_loss_sensitivity = _num(loss.get("average_sensitivity"))
         t.loss_method = loss.get("method")
+    if quant and isinstance(quant.get("model"), dict):
+        t.quant_output_change = _num(quant["model"].get("output_change"))
+        t.fp32_ms = _num(quant["model"].get("fp32_ms"))
+        t.int8_ms = _num(quant["model"].get("int8_ms"))
     return t
 
 

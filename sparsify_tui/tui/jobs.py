@@ -194,6 +194,8 @@ def run_profile_job(job: Job, on_progress: Callable[[float, str], None], graph: 
         kwargs = dict(on_progress=cb, cancel=job.cancel)
         if input_shapes:
             kwargs["input_shapes"] = input_shapes
+        if s.get("samples"):
+            kwargs["samples"] = int(s["samples"])
         return quant_mod.run_quant_profile(model_path, **kwargs)
     raise ProfileError(f"unknown profile kind {job.kind!r}")
 
@@ -209,6 +211,8 @@ def profile_name(kind: str, settings: dict[str, Any], doc: dict | None = None) -
             f" c{cores}" if cores else "")
     if kind == "loss":
         return f"{(doc or {}).get('method') or settings.get('method', 'approx')}"
+    if kind == "quant":
+        return f"int8 ({(doc or {}).get('samples') or settings.get('samples', 4)} samples)"
     return kind
 
 

@@ -107,6 +107,38 @@ async def test_profile_dialog_validates_and_starts_a_real_loss_profile(demo_proj
         assert row.loss_sensitivity(0.9) is not None and row.loss_sensitivity(0.0) == 0.0
 
 
+@pytest.mark.slow  # a real INT8 profile: every layer quantized alone, then the whole model (~10-20 s)
+async def test_real_int8_profile_adds_a_column(demo_project):
+    from textual.widgets import Input
+
+    app = SparsifyApp(demo_project)
+    async with app.run_test(size=(150, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("i")
+        await pilot.pause()
+        app.screen.query_one("#samples", Input).value = "1"
+        await pilot.press("enter")
+        await pilot.pause()
+        job = app.jobs[0]
+        assert job.kind == "quant" and job.settings == {"samples": 1}
+        await wait_for(pilot, lambda: not job.active, timeout=240)
+        await settle(pilot, app)
+        assert job.state == jobs_mod.DONE, job.error
+        totals_text = widget_text(app.screen.query_one("#totals", Static), width=100)
+        assert "INT8" in totals_text
+        await pilot.press("l")
+        await pilot.pause()
+        table = app.screen.query_one("#layer-table", DataTable)
+        assert "quant" in [c.value for c in table.columns]
+        doc = app.model_data.quant
+        measured = {e["id"]: e["sensitivity"] for e in doc["layers"] if e.get("sensitivity") is not None}
+        assert measured
+        i = [c.value for c in table.columns].index("quant")
+        cells = {key.value: table.get_row(key)[i].value for key in table.rows}
+        for layer_id, value in measured.items():
+            assert cells[layer_id] == pytest.approx(value)
+
+
 async def test_stale_profile_is_shown(demo_project):
     # the model changes on disk after the profiles were measured, then the project is opened again
     import onnx

@@ -46,7 +46,8 @@ def profile_label(entry: Any, doc: dict | None = None) -> str:
         parts.append("approximated")
     if s.get("imported") or s.get("import") or "import" in (entry.name or "").lower():
         parts.append("imported")
-    return " · ".join(str(p) for p in parts)
+    head = str(parts[0])
+    return " · ".join([head] + [str(p) for p in parts[1:] if p and str(p) not in head])
 
 
 def validation_rows(project: Any) -> list[dict]:
@@ -133,8 +134,8 @@ class CompareScreen(Screen):
         yield Header()
         with Vertical(id="compare-body"):
             with Horizontal(id="compare-pick"):
-                yield Select([], id="compare-a", prompt="profile A", allow_blank=True)
-                yield Select([], id="compare-b", prompt="profile B", allow_blank=True)
+                yield Select([], id="compare-a", prompt="profile A", allow_blank=True, compact=True)
+                yield Select([], id="compare-b", prompt="profile B", allow_blank=True, compact=True)
             yield Static("", id="compare-totals")
             with Horizontal(id="compare-main"):
                 yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
@@ -146,7 +147,7 @@ class CompareScreen(Screen):
         if self.project is None:
             self.project = getattr(self.app, "project", None)
         t = self.query_one("#compare-table", DataTable)
-        for key, label, w in (("name", "Layer", 24), ("op", "Op", 8), ("a", "A ms", 9), ("b", "B ms", 9),
+        for key, label, w in (("name", "Layer", 20), ("op", "Op", 7), ("a", "A ms", 8), ("b", "B ms", 8),
                               ("diff", "B - A", 9), ("ratio", "B / A", 6)):
             t.add_column(label, key=key, width=w)
         self.entries = list(self.project.profiles_of("perf")) if self.project is not None else []
@@ -227,9 +228,6 @@ class CompareScreen(Screen):
         table = Table(box=None, padding=(0, 2), show_header=True, header_style="bold", expand=False)
         for col in ("", "A", "B", "B - A", "B / A"):
             table.add_column(col, justify="right" if col else "left")
-        labels = {e.id: profile_label(e) for e in self.entries}
-        table.add_row("profile", Text(labels.get(self.a_id, "?"), overflow="ellipsis"),
-                      Text(labels.get(self.b_id, "?"), overflow="ellipsis"), "", "")
         table.add_row("Baseline MS", fmt_ms(t["a_ms"]), fmt_ms(t["b_ms"]), fmt_diff(t["diff_ms"]),
                       fmt_ratio(t["ratio"]))
         ipa, ipb = t.get("a_items_per_second"), t.get("b_items_per_second")

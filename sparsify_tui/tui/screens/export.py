@@ -124,19 +124,19 @@ class ExportScreen(Screen):
                 with Horizontal(classes="export-row"):
                     yield Static("Framework")
                     yield Select([(f, f) for f in FRAMEWORKS], value="pytorch", allow_blank=False,
-                                 id="export-framework")
+                                 id="export-framework", compact=True)
                     yield Select([(k, k) for k in CODE_KINDS], value="integration", allow_blank=False,
-                                 id="export-kind")
+                                 id="export-kind", compact=True)
                 with Horizontal(classes="export-row"):
                     yield Static("Name map")
                     yield Input(placeholder="optional: ONNX -> framework names (.json or .csv), enter to load",
-                                id="export-namemap")
+                                id="export-namemap", compact=True, select_on_focus=False)
                 with Horizontal(classes="export-row"):
                     yield Static("Save recipe to")
-                    yield Input(placeholder="recipe.yaml (enter saves)", id="export-path")
+                    yield Input(placeholder="recipe.yaml (enter saves)", id="export-path", compact=True, select_on_focus=False)
                 with Horizontal(classes="export-row"):
                     yield Static("Save code to")
-                    yield Input(placeholder="optional: train.py", id="export-code-path")
+                    yield Input(placeholder="optional: train.py", id="export-code-path", compact=True, select_on_focus=False)
             yield Static(Text(NAME_NOTE), id="export-note")
             yield Static("", id="export-error")
             yield Static(Text("Validation: v prunes the model one-shot and measures dense against pruned.",

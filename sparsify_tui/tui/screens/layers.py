@@ -63,6 +63,7 @@ OP_COLUMNS: list[tuple[str, str, str]] = [
     ("perf", "Perf sens", "sens"),
     ("loss", "Loss sens", "sens"),
 ]
+QUANT_COLUMN = ("quant", "INT8 sens", "sens")
 NAME_WIDTH = 34
 OP_WIDTH = 12
 
@@ -187,8 +188,8 @@ class LayersScreen(Screen):
     def _refit_name_column(self) -> None:
         """Give the name column the width the table has now (without refilling the rows)."""
         table = self.query_one("#layer-table", DataTable)
-        keys = [k for k, _, _ in COLUMNS]
-        if "name" not in table.columns or not self._widths:
+        keys = [k for k, _, _ in self.columns()]
+        if "name" not in table.columns or not self._widths or len(keys) != len(self._widths):
             return
         name_w = self._name_width(list(self._widths), keys.index("name"), table)
         column = table.columns["name"]
@@ -226,6 +227,12 @@ class LayersScreen(Screen):
         with self.prevent(Select.Changed):
             select.set_options([("all op types", ALL_OPS)] + [(op, op) for op in ops])
             select.value = self.op_filter
+
+    def columns(self) -> list[tuple[str, str, str]]:
+        """The layer table's columns: INT8 sensitivity only when a quant profile exists."""
+        if self.data is not None and self.data.quant:
+            return COLUMNS + [QUANT_COLUMN]
+        return COLUMNS
 
     @property
     def sens_level(self) -> float:
@@ -320,19 +327,25 @@ class LayersScreen(Screen):
                 Cell(fmt_value(vals["perf"], disp, "sens"), vals["perf"], justify="right"),
                 Cell(fmt_value(vals["loss"], disp, "sens"), vals["loss"], justify="right"),
             ))
+        columns = self.columns()
+        if len(columns) > len(COLUMNS):  # the INT8 sensitivity of a quant profile
+            tot_q = sum(r.quant_sens for r in all_rows if r.quant_sens is not None and r.quant_sens > 0)
+            for i, r in enumerate(rows):
+                q = transform(r.quant_sens, disp, tot_q)
+                out[i] = out[i] + (Cell(fmt_value(q, disp, "sens"), q, justify="right"),)
         table.clear(columns=True)
-        name_i = [k for k, _, _ in COLUMNS].index("name")
-        widths = [len(labels.get(k, label)) for k, label, _ in COLUMNS]
+        name_i = [k for k, _, _ in columns].index("name")
+        widths = [len(labels.get(k, label)) for k, label, _ in columns]
         for cells in out:
             for i, c in enumerate(cells):
                 n = len(c)
                 if n > widths[i]:
                     widths[i] = n
-        op_i = [k for k, _, _ in COLUMNS].index("op")
+        op_i = [k for k, _, _ in columns].index("op")
         widths[op_i] = min(widths[op_i], OP_WIDTH)
         self._widths = list(widths)
         name_w = self._name_width(widths, name_i, table)
-        for i, (key, label, _kind) in enumerate(COLUMNS):
+        for i, (key, label, _kind) in enumerate(columns):
             table.add_column(labels.get(key, label), key=key, width=name_w if i == name_i else widths[i])
         for cells, r in zip(out, rows):
             table.add_row(*cells, key=r.id)
@@ -440,7 +453,7 @@ class LayersScreen(Screen):
             msg = "analysing the model…" if self.app.loading else "no model data"
             status.update(msg + (f"  ·  {running}" if running else ""))
             return
-        label = dict((k, lbl) for k, lbl, _ in COLUMNS + OP_COLUMNS).get(self.sort_column, self.sort_column)
+        label = dict((k, lbl) for k, lbl, _ in self.columns() + OP_COLUMNS).get(self.sort_column, self.sort_column)
         arrow = "↓" if self.sort_reverse else "↑"
         perf = data.perf
         perf_txt = "no perf profile yet"
@@ -583,7 +596,7 @@ class LayersScreen(Screen):
         self.rebuild()
 
     def action_cycle_sort(self) -> None:
-        cols = [k for k, _, _ in (OP_COLUMNS if self.by_op else COLUMNS)]
+        cols = [k for k, _, _ in (OP_COLUMNS if self.by_op else self.columns())]
         i = cols.index(self.sort_column) if self.sort_column in cols else -1
         col = cols[(i + 1) % len(cols)]
         self.sort_by(col, reverse=col not in ("depth", "name", "op"))
@@ -607,7 +620,7 @@ class LayersScreen(Screen):
         self.by_op = not self.by_op
         if self.by_op and self.sort_column not in {k for k, _, _ in OP_COLUMNS}:
             self.sort_column, self.sort_reverse = "ms", True
-        elif not self.by_op and self.sort_column not in {k for k, _, _ in COLUMNS}:
+        elif not self.by_op and self.sort_column not in {k for k, _, _ in self.columns()}:
             self.sort_column, self.sort_reverse = "depth", False
         self.rebuild()
         self._focus_table()
@@ -689,5 +702,7 @@ def layer_attributes_text(row: LayerRow, data: ModelData | None, sens_level: flo
     ls = row.loss_sensitivity(sens_level)
     if ls is not None:
         line(f"Loss sens @{fmt_level(sens_level)}", f"{ls:.4g}")
+    if row.quant_sens is not None:
+        line("INT8 sens", f"{row.quant_sens:.4g}")
     t.rstrip()
     return t

@@ -268,7 +268,7 @@ def layer_cells(le: Any) -> dict[str, Text]:
     }
 
 
-def estimates_text(est: Any) -> Group:
+def estimates_text(est: Any, width: int = 120) -> Group:
     """The estimates panel: speedup, time vs baseline, FLOPs and params reduction, recovery confidence.
 
     Three columns, two lines, and a third line for notes (approximated, target not reachable, INT8).
@@ -281,21 +281,31 @@ def estimates_text(est: Any) -> Group:
             t.append(" " + extra, style="dim")
         return t
 
-    grid = Table.grid(expand=True, padding=(0, 2))
-    for r in (10, 13, 10):
+    narrow = width < 100
+    grid = Table.grid(expand=True, padding=(0, 1 if narrow else 2))
+    for r in ((1, 1) if narrow else (10, 13, 10)):
         grid.add_column(ratio=r, no_wrap=True)
     if est.estimated_ms is not None and est.baseline_ms is not None:
         tvb = pair("Est. Time vs Baseline", f"{fmt_ms(est.estimated_ms)}/{fmt_ms(est.baseline_ms)} ms",
                    extra=f"{100 * est.estimated_ms / est.baseline_ms:.0f}%" if est.baseline_ms else "")
     else:
         tvb = pair("Est. Time vs Baseline", "- (FLOPs only)")
-    grid.add_row(pair("Estimated Speedup", f"{est.estimated_speedup:.2f}x", "bold green"), tvb,
-                 pair("Recovery Confidence", f"{est.recovery_confidence:.2f}", "bold"))
-    grid.add_row(pair("FLOPs Reduction", f"{est.flops_reduction:.2f}x" if est.flops_reduction else "-",
-                      extra=f"{fmt_count(est.flops_after)}/{fmt_count(est.flops_before)}"),
-                 pair("Params Reduction", f"{est.compression:.2f}x",
-                      extra=f"{fmt_count(est.params_after)}/{fmt_count(est.params_before)}"),
-                 pair("Sparsity", f"{est.achieved_sparsity * 100:.1f}%", extra=f"target {est.target_sparsity * 100:.0f}%"))
+    cells = [
+        pair("Estimated Speedup", f"{est.estimated_speedup:.2f}x", "bold green"), tvb,
+        pair("Recovery Confidence", f"{est.recovery_confidence:.2f}", "bold"),
+        pair("FLOPs Reduction", f"{est.flops_reduction:.2f}x" if est.flops_reduction else "-",
+             extra="" if narrow else f"{fmt_count(est.flops_after)}/{fmt_count(est.flops_before)}"),
+        pair("Params Reduction", f"{est.compression:.2f}x",
+             extra="" if narrow else f"{fmt_count(est.params_after)}/{fmt_count(est.params_before)}"),
+        pair("Sparsity", f"{est.achieved_sparsity * 100:.1f}%", extra=f"target {est.target_sparsity * 100:.0f}%"),
+    ]
+    if narrow:  # speedup, time / recovery, flops / params, sparsity
+        cells = [cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]]
+        for i in range(0, 6, 2):
+            grid.add_row(cells[i], cells[i + 1])
+    else:
+        grid.add_row(*cells[:3])
+        grid.add_row(*cells[3:])
     notes = Text(no_wrap=True, overflow="ellipsis")
     if est.approximated:
         notes.append(f"Approximated Profile: {est.perf_basis} times, {est.loss_basis} loss sensitivity  ",
@@ -496,7 +506,8 @@ class OptimizerScreen(Screen):
         self.opt_name = self.opt.name
         self.histories.setdefault(self.opt.name, UndoHistory())
         self._update_title()
-        self.query_one("#opt-estimates", Static).update(estimates_text(self.est), layout=False)
+        box = self.query_one("#opt-estimates", Static)
+        box.update(estimates_text(self.est, box.size.width or self.app.size.width), layout=False)
         self._update_settings()
         self._update_layers(rebuild=first)
         self._update_lr()
@@ -911,6 +922,11 @@ class OptimizerScreen(Screen):
 
     def on_descendant_focus(self, event) -> None:  # noqa: ANN001
         self.refresh_bindings()
+
+    def on_resize(self, event) -> None:  # noqa: ANN001
+        if self.est is not None:
+            box = self.query_one("#opt-estimates", Static)
+            box.update(estimates_text(self.est, event.size.width - 4))
 
     def action_tab(self, tab: str) -> None:
         tabs = self.query_one("#opt-tabs", TabbedContent)

@@ -49,6 +49,8 @@ class OverviewScreen(Screen):
                 tooltip="Measure a performance profile: engine, batch size, cores, levels"),
         Binding("a", "start_loss", "Loss profile", id="start_loss",
                 tooltip="A loss profile: approximated (weight magnitude) or one-shot (measured)"),
+        Binding("i", "start_quant", "INT8 profile", id="start_quant",
+                tooltip="Measure each layer's sensitivity to INT8 quantization"),
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the project and its profiles again"),
         Binding("escape", "app.home", "Home", id="home", tooltip="Back to the home screen"),
     ]
@@ -143,7 +145,7 @@ class OverviewScreen(Screen):
             row("Model", "analysing…" if app.loading else "not analysed")
             self.query_one("#totals", Static).update(grid)
             return
-        t = totals(data.graph, data.perf, data.loss, app.machine)
+        t = totals(data.graph, data.perf, data.loss, app.machine, data.quant)
         row("Layers", f"{t.layers}", f"{t.prunable_layers} prunable")
         row("Params", fmt_count(t.params), f"{fmt_count(t.prunable_params)} prunable")
         flops = fmt_count(t.flops) if t.flops is not None else (
@@ -167,6 +169,12 @@ class OverviewScreen(Screen):
         row("Instruction sets", " ".join(t.isa) or "unknown")
         if data.loss is not None and t.average_loss_sensitivity is not None:
             row("Avg Sensitivity", f"{t.average_loss_sensitivity:.4g}", f"loss profile, {t.loss_method}")
+        if data.quant is not None:
+            if t.int8_ms is not None and t.fp32_ms:
+                row("INT8 model", f"{fmt_ms(t.int8_ms)} ms", f"fp32 {fmt_ms(t.fp32_ms)} ms, "
+                    f"{t.fp32_ms / t.int8_ms:.2f}x" if t.int8_ms else "")
+            if t.quant_output_change is not None:
+                row("INT8 output change", f"{t.quant_output_change:.4g}", "whole model quantized")
         self.query_one("#totals", Static).update(grid)
 
     def _refresh_jobs(self, *_: Any) -> None:
@@ -233,6 +241,9 @@ class OverviewScreen(Screen):
 
     def action_start_loss(self) -> None:
         self._ask_and_start("loss")
+
+    def action_start_quant(self) -> None:
+        self._ask_and_start("quant")
 
     def _ask_and_start(self, kind: str) -> None:
         from sparsify_tui.tui.screens.profile_dialog import ProfileDialog

@@ -73,6 +73,13 @@ class ProfileDialog(ModalScreen[dict | None]):
                 with Horizontal(classes="field"):
                     yield Label("Levels", classes="field-label")
                     yield Input(DEFAULT_LEVELS, id="levels")
+            elif self.kind == "quant":
+                yield Static("[b]New INT8 quantization profile[/b]  [dim]enter starts, escape cancels[/dim]")
+                yield Static("[dim]each layer quantized alone (weights per channel, activations calibrated on "
+                             "the samples), then the whole model with ONNX Runtime[/dim]")
+                with Horizontal(classes="field"):
+                    yield Label("Samples", classes="field-label")
+                    yield Input("4", id="samples")
             else:
                 yield Static("[b]New loss profile[/b]  [dim]enter starts, escape cancels[/dim]")
                 with Horizontal(classes="field"):
@@ -100,6 +107,9 @@ class ProfileDialog(ModalScreen[dict | None]):
             )
         from sparsify_tui.commands.common import parse_int
 
+        if self.kind == "quant":
+            return {"samples": parse_int("samples", self.query_one("#samples", Input).value,
+                                         minimum=1, maximum=10000)}
         method = str(self.query_one("#method", Select).value)
         settings: dict[str, Any] = {"method": method}
         if method != "approx":

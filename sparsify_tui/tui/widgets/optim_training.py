@@ -54,7 +54,7 @@ def training_rows(opt: Any) -> list[tuple[str, float, float, str]]:
 def render_timeline(rows: list[tuple[str, float, float, str]], end: float, width: int) -> Text:
     """Bars on one epoch axis; labels in a left column. ``width`` is the total width in cells."""
     label_w = min(max((len(r[0]) for r in rows), default=10), max(12, width // 3))
-    bar_w = max(10, width - label_w - 3)
+    bar_w = max(10, width - label_w - 4)
     total = max(float(end), 1e-9)
     out = Text()
 
@@ -64,12 +64,12 @@ def render_timeline(rows: list[tuple[str, float, float, str]], end: float, width
     # axis
     axis = [" "] * (bar_w + 1)
     ticks = [0.0, total / 4, total / 2, 3 * total / 4, total]
-    labels_line = [" "] * (bar_w + 8)
+    labels_line = [" "] * (bar_w + 1)
     for t in ticks:
         c = col(t)
         axis[min(c, bar_w)] = "|"
-        lab = f"{t:g}"
-        start = max(0, min(c - len(lab) // 2, bar_w + 8 - len(lab)))
+        lab = f"{t:.3g}"
+        start = max(0, min(c - len(lab) // 2, bar_w + 1 - len(lab)))
         for j, ch in enumerate(lab):
             labels_line[start + j] = ch
     out.append(" " * (label_w + 2) + "".join(labels_line).rstrip() + "\n", style="dim")
@@ -92,7 +92,8 @@ def render_timeline(rows: list[tuple[str, float, float, str]], end: float, width
 class TrainingSummary(Widget):
     """Rows of modifiers over epochs, redrawn at the widget's width."""
 
-    DEFAULT_CSS = "TrainingSummary { height: auto; }"
+    DEFAULT_CSS = "TrainingSummary { height: auto; } TrainingSummary:focus { background-tint: $foreground 5%; }"
+    can_focus = True  # so the tab keeps the focus (a TabbedContent follows the focused widget)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
