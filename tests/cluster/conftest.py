@@ -51,7 +51,10 @@ class RayTestCluster:
         self.cluster = Cluster(
             initialize_head=True,
             head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
-                            "resources": server_resources("alpha"), "include_dashboard": False},
+                            "resources": server_resources("alpha"), "include_dashboard": False,
+                            # notice a killed node within ~1 s instead of ~15 s (Ray's defaults)
+                            "_system_config": {"health_check_period_ms": 500, "health_check_timeout_ms": 500,
+                                               "health_check_failure_threshold": 2}},
         )
         self.nodes = {"alpha": self.cluster.head_node}
         self.add_server("beta")
