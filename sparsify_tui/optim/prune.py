@@ -243,10 +243,22 @@ def write_site(site: TensorSite, arr: np.ndarray, ir_version: int | None = None)
         return
     # ConstantOfShape: replace the node by an initializer of the same name
     graph, node = site.graph, site.holder
+    shape_name = node.input[0] if node.input else ""
     for i, n in enumerate(graph.node):
         if n is node or (n.output and n.output[0] == site.name and n.op_type == "ConstantOfShape"):
             del graph.node[i]
             break
+    # drop the shape tensor when nothing else reads it (ONNX Runtime warns about unused initializers)
+    # (an old-IR model also lists it as a graph input: that entry goes too, the model stays valid)
+    if shape_name and shape_name not in {vi.name for vi in graph.output}:
+        used = any(shape_name in n.input for _, g in iter_graphs(graph) for n in g.node)
+        idx = next((i for i, init in enumerate(graph.initializer) if init.name == shape_name), None)
+        if not used and idx is not None:
+            del graph.initializer[idx]
+            for i, vi in enumerate(graph.input):
+                if vi.name == shape_name:
+                    del graph.input[i]
+                    break
     graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(arr), site.name))
     if ir_version is not None and ir_version < 4 and not site.graph_path:
         # before IR 4 every main-graph initializer must also be listed as a graph input

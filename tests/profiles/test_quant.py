@@ -112,3 +112,13 @@ def test_quant_profile_corpus_resnet(corpus):
     assert len(measured) == 54 and all(r["sensitivity"] >= 0 for r in measured)
     m = doc["model"]
     assert ("error" in m) or (m["output_change"] >= 0 and m["fp32_ms"] > 0 and m["int8_ms"] > 0)
+
+
+def test_whole_model_failure_is_reported_not_raised(tmp_path):
+    from sparsify_tui.profiles.quant import quantize_whole_model
+
+    path = outlier_model(tmp_path / "o.onnx")
+    # calibration data that does not fit the model: ONNX Runtime's quantizer fails, we report it
+    out = quantize_whole_model(path, [{"x": np.zeros((1, 7), np.float32)}], runs=1)
+    assert "error" in out and out["error"]
+    assert "fp32_ms" not in out
