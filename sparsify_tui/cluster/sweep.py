@@ -625,7 +625,8 @@ def run_sweep(project: Any, spec: SweepSpec, *, address: str | None = None,
 
     spec.validate()
     if getattr(project, "readonly", False):
-        raise ClusterError(f"project {project.dir} is open read-only; a sweep needs to write its profiles")
+        why = "; ".join(getattr(project, "notices", []) or []) or "it was opened read-only"
+        raise ClusterError(f"cannot sweep into project {project.dir}: {why}")
     t0 = time.monotonic()
     cached = all_cached(project, spec, address)
     if cached is not None:

@@ -69,3 +69,18 @@ def test_plan_skips_what_a_server_cannot_run(tmp_path):
 def test_bad_specs(kw, message):
     with pytest.raises(UsageError, match=message):
         SweepSpec(**kw).validate()
+
+
+def test_sweep_into_a_project_another_process_writes_is_refused(tmp_path):
+    from sparsify_tui.cluster.sweep import run_sweep
+    from sparsify_tui.project import Project
+
+    from .conftest import build_tiny_model
+
+    writer = Project.create(build_tiny_model(tmp_path / "m.onnx"), dir=tmp_path / "p", name="p")
+    try:
+        second = Project.open(writer.dir, readonly=True)
+        with pytest.raises(ClusterError, match="cannot sweep into project"):
+            run_sweep(second, SweepSpec(cores=[1]))
+    finally:
+        writer.close()
