@@ -54,8 +54,9 @@ Algorithm
    ``min_recovery`` is set to 0 with its reason, and the remaining free layers
    are re-allocated (repeated until nothing more is filtered).
 5. Monotone balance: steps 1-4 are run for the 21 candidate balances 0, 0.05,
-   ..., 1 (11 candidates 0, 0.1, ..., 1 when a filter is on, since filtering
-   re-allocates several times). The plan returned for balance b is the candidate minimizing
+   ..., 1 (11 candidates 0, 0.1, ..., 1 above 200 prunable layers or when a
+   filter is on, which re-allocates several times: this keeps an edit of a
+   500-layer model within the 50 ms budget). The plan returned for balance b is the candidate minimizing
    ``b*L/L_scale - (1-b)*P/P_scale`` evaluated on the raw (not convexified)
    curves, ties broken toward performance at b=0 and recovery at b=1. Since
    this is an exact minimization over one fixed set of plans, the standard
@@ -105,7 +106,7 @@ def step_grid(m: int) -> np.ndarray:
     return np.round(np.arange(0.0, 1.0, step), 2)
 
 CANDIDATE_BALANCES = tuple(round(i / 20, 2) for i in range(21))
-CANDIDATE_BALANCES_FILTERED = tuple(round(i / 10, 1) for i in range(11))  # filters re-allocate: fewer candidates
+CANDIDATE_BALANCES_COARSE = tuple(round(i / 10, 1) for i in range(11))  # large models, or filters on
 BUCKET_STEP = 0.05
 MAX_FILTER_ROUNDS = 30
 _EPS_B = 1e-6
@@ -625,7 +626,8 @@ class _Allocator:
     def candidates(self) -> list[Plan]:
         out = []
         filters = self.min_s > 0 or self.min_speedup > 1.0 or self.min_recovery > 0
-        for b in (CANDIDATE_BALANCES_FILTERED if filters else CANDIDATE_BALANCES):
+        coarse = filters or len(self.c.ids) > 200
+        for b in (CANDIDATE_BALANCES_COARSE if coarse else CANDIDATE_BALANCES):
             if b not in self.cache:
                 beff = min(max(b, _EPS_B), 1.0 - _EPS_B)
                 plan = self._plan(beff)
