@@ -131,3 +131,14 @@ def test_benchmark_side_by_side(capsys, demo_model):
     assert [r["batch_size"] for r in results] == [1, 2, 1, 2]
     code, out, err = _run(capsys, "benchmark", demo_model, "--batch-size", "0")
     assert code == 2 and "--batch-size must be at least 1" in err
+
+
+def test_deepsparse_requested_but_not_installed(capsys, monkeypatch, demo_model):
+    from sparsify_tui.engines import deepsparse_engine
+
+    monkeypatch.setattr(deepsparse_engine, "available", lambda: False)
+    code, out, err = _run(capsys, "profile", "perf", demo_model, "--engine", "deepsparse")
+    assert code == 2 and out == ""
+    assert err.strip() == "error: deepsparse is not installed; pip install 'sparsify-tui[deepsparse]'"
+    code, out, err = _run(capsys, "benchmark", demo_model, "--engine", "deepsparse")
+    assert code == 2 and "deepsparse is not installed" in err
