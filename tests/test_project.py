@@ -1146,3 +1146,35 @@ def test_full_disk_keeps_old_content(tmp_path, tiny_model):
     assert out["intact"] and out["tmp_files"] == []
     assert out["reopened"] == ["old", ["a"], {}]
     assert os.listdir(mnt) == []  # the mount never leaked out of the child's namespace
+
+
+def _dynamic_batch_model(path: Path) -> Path:
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")], "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16, 32, 32])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.mark.deepsparse
+@pytest.mark.xfail(strict=True, reason="engines/deepsparse_engine.py hands the project's model.onnx to DeepSparse, "
+                   "whose override_onnx_input_shapes(inplace=True) rewrites it: the new profile is stale at once")
+def test_deepsparse_profile_does_not_make_the_project_stale(tmp_path, capsys):
+    from conftest import deepsparse_available
+    from sparsify_tui.cli import main
+
+    if not deepsparse_available():
+        pytest.skip("DeepSparse is not installed")
+    p = Project.create(_dynamic_batch_model(tmp_path / "dyn.onnx"), dir=tmp_path / "p", input_shapes={"x": [1, 3, 32, 32]})
+    p.close()
+    before = fsutil.sha256_file(tmp_path / "p" / "model.onnx")
+    rc = main(["profile", "perf", str(tmp_path / "p"), "--engine", "deepsparse", "--iterations", "2", "--warmup", "1",
+               "--repeats", "1", "--levels", "0,0.9"])
+    assert rc == 0, capsys.readouterr().err
+    q = Project.open(tmp_path / "p", readonly=True)
+    assert fsutil.sha256_file(tmp_path / "p" / "model.onnx") == before, "the engine rewrote the project's model"
+    assert not q.model_changed and [q.is_stale(e) for e in q.profiles] == [False]
