@@ -331,3 +331,21 @@ def test_hull_is_the_greatest_convex_minorant():
                 v = y[i] + (y[j] - y[i]) * (x[k] - x[i]) / (x[j] - x[i])
             brute[k] = min(y[k], v[ok].min() if ok.any() else y[k])
         assert np.allclose(h, brute, atol=1e-9)
+
+
+def test_balance_sweep_on_a_large_model_is_monotone():
+    # above 200 prunable layers the candidate set is coarser (11 balances): still monotone
+    graph, perf, loss = synthetic_model(260, seed=9)
+    ev = Evaluator(graph, perf, loss)
+    opt = default_optimization(graph)
+    opt.pruning.target_sparsity = 0.8
+    speed, lossv = [], []
+    for k in range(21):
+        opt.pruning.balance = k / 20
+        est = ev.evaluate(ev.allocate(opt))
+        assert abs(est.achieved_sparsity - 0.8) <= 0.004
+        speed.append(est.estimated_speedup)
+        lossv.append(est.loss_sensitivity)
+    assert all(a >= b for a, b in zip(speed, speed[1:]))
+    assert all(a >= b for a, b in zip(lossv, lossv[1:]))
+    assert speed[0] > speed[-1] and lossv[0] > lossv[-1]  # the balance does something
