@@ -137,7 +137,8 @@ def analyze_level(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray
         canon = str(entry.get("canonical_name") or "<none>")
         tensors = [] if canon.strip() in ("<none>", "") else [t.strip() for t in canon.split(",") if t.strip()]
         steps.append(Step(name=str(entry.get("name", "step")), ms=float(entry.get("average_run_time_in_ms", 0.0)),
-                          tensors=tensors, op_type=""))
+                          tensors=tensors, op_type="",
+                          fallback=not tensors and str(entry.get("name", "")).startswith("Naive Subgraph")))
     att = attribute(info.refs(), steps)
     iteration_ms = [float(t) for t in res.get("iteration_times", [])]
     avg_total = float(res.get("average_total_time", sum(s.ms for s in steps)))

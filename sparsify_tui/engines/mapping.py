@@ -19,8 +19,8 @@ Rules (engines.md section 3, applied to both engines):
 
 A step's time is shared among its members (anchored + absorbed layers) in
 proportion to their FLOPs; constant-only layers (weights computed from
-constants, folded by every engine) get 0; members with unknown FLOPs get the
-average weight of the others (or an equal share when none is known). So every
+constants, folded by every engine) get 0; members with unknown FLOPs weigh as
+much as the lightest member with known FLOPs (an equal share when none is known). So every
 layer gets a time, the times sum to the steps' total, and each layer records
 its ``group``: the ids of the layers measured together with it. Steps that
 anchor no layer (re-layouts, engine subgraph glue) become **engine-internal**
@@ -65,6 +65,7 @@ class Step:
     tensors: list[str] = field(default_factory=list)  # ...or tensor names to resolve
     op_type: str = ""
     match_name: bool = False  # ONNX Runtime: the step's node name may be an original node's name / <tensor>_nchwc
+    fallback: bool = False  # DeepSparse "Naive Subgraph": ops its own kernels do not run (see NAIVE_ONLY)
 
 
 @dataclass
@@ -92,6 +93,12 @@ def constant_layers(layers: list[LayerRef], initializers: Iterable[str]) -> set[
             const_tensors.update(layer.outputs)
     return out
 
+
+# ops DeepSparse runs only in its fallback ("Naive Subgraph") steps when no step names them
+NAIVE_ONLY = {
+    "LSTM", "GRU", "RNN", "Loop", "Scan", "If", "TopK", "NonMaxSuppression", "NonZero", "Unique", "CumSum",
+    "RoiAlign", "Resize", "Upsample", "ScatterND", "ScatterElements", "GatherND", "Einsum", "ReverseSequence",
+}
 
 _SUFFIX = re.compile(r"_\d+$")
 
@@ -144,6 +151,27 @@ def attribute(layers: list[LayerRef], steps: list[Step]) -> Attribution:
         step_anchors.append(anchors)
         for a in anchors:
             owner.setdefault(a, si)
+
+    # rule 0 (DeepSparse): ops it has no kernels for (recurrent, control flow, ...) that no step names ran in
+    # one of its "Naive Subgraph" steps: the first such step after the steps that own the op's inputs
+    fallback_steps = [si for si, step in enumerate(steps) if step.fallback]
+    if fallback_steps:
+        for layer in layers:
+            if layer.id in owner or layer.op_type not in NAIVE_ONLY or layer.constant:
+                continue
+            upstream, seen_t, todo = -1, set(), [t for t in layer.inputs if t]
+            while todo:
+                t = todo.pop()
+                if t in seen_t or t not in producer:
+                    continue
+                seen_t.add(t)
+                pid = producer[t]
+                if pid in owner:
+                    upstream = max(upstream, owner[pid])
+                else:
+                    todo.extend(x for x in by_id[pid].inputs if x)
+            after = [si for si in fallback_steps if si > upstream]
+            owner[layer.id] = after[0] if after else fallback_steps[-1]
 
     # rules 2 and 3: fused-away layers
     resolving: set[str] = set()
@@ -203,7 +231,7 @@ def attribute(layers: list[LayerRef], steps: list[Step]) -> Attribution:
             continue
         live = [m for m in mem if not by_id[m].constant] or mem
         known = [by_id[m].flops for m in live if by_id[m].flops is not None and by_id[m].flops > 0]
-        fill = (sum(known) / len(known)) if known else 1.0
+        fill = min(known) if known else 1.0
         weights = []
         for m in live:
             f = by_id[m].flops

@@ -44,7 +44,7 @@ def test_fused_group_shares_time_by_flops_and_keeps_the_group():
     assert att.layer_ms["w"] == 0.0 and att.owner["w"] == "pyramid_0"
     assert att.layer_ms["c"] == pytest.approx(10.5 * 900 / 1050)
     assert att.layer_ms["r"] == pytest.approx(10.5 * 50 / 1050)
-    # reshape (unknown FLOPs, not elementwise) goes to its consumer, the gemm, with the average known weight
+    # reshape (unknown FLOPs, not elementwise) goes to its consumer, the gemm, weighing as the lightest known
     assert att.groups["gemm_1"] == ["sh", "g"]
     assert att.layer_ms["sh"] == pytest.approx(2.0 * 400 / 800)
     assert [(rid, ms) for rid, _, ms in att.internal] == [("engine:Naive Subgraph", 0.5), ("engine:shuffle", 0.25)]
@@ -78,3 +78,28 @@ def test_every_layer_gets_an_owner_even_at_the_graph_edges():
     att = attribute(layers, [Step("mm", 3.0, tensors=["m"])])
     assert att.owner == {"t": "mm", "m": "mm", "o": "mm"}
     assert sum(att.layer_ms.values()) == pytest.approx(3.0)
+
+
+def test_ops_deepsparse_cannot_run_go_to_its_naive_subgraph():
+    # conv -> relu -> transpose -> LSTM -> squeeze -> gemm; DeepSparse names the relu and the gemm only
+    layers = [
+        LayerRef("c", "c", "Conv", ["x", "w"], ["c"], flops=1000),
+        LayerRef("r", "r", "Relu", ["c"], ["r"], flops=10),
+        LayerRef("t", "t", "Transpose", ["r"], ["t"], flops=0),  # data movement: 0 FLOPs
+        LayerRef("l", "l", "LSTM", ["t", "W", "R"], ["l", "lh"], flops=5000),
+        LayerRef("s", "s", "Squeeze", ["l"], ["s"], flops=None),
+        LayerRef("g", "g", "Gemm", ["s", "gw"], ["g"], flops=100),
+    ]
+    steps = [
+        Step("Naive Subgraph 0", 0.1, fallback=True),
+        Step("pyramid_0", 3.0, tensors=["r"]),
+        Step("Naive Subgraph 1", 20.0, fallback=True),
+        Step("gemm_1", 1.0, tensors=["g"]),
+    ]
+    att = attribute(layers, steps)
+    assert att.owner["l"] == "Naive Subgraph 1"  # after the step that owns its input
+    assert att.owner["t"] == "Naive Subgraph 1"  # rule 3: its consumer's owner
+    assert att.groups["Naive Subgraph 1"] == ["t", "l"]
+    assert att.layer_ms["l"] == pytest.approx(20.0) and att.layer_ms["t"] == 0.0
+    assert [rid for rid, _, _ in att.internal] == ["engine:Naive Subgraph"]
+    assert att.total_ms == pytest.approx(24.1)
