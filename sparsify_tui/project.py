@@ -1088,7 +1088,8 @@ class Project:
             base = slugify(oname, "optimization")
             f = f"{OPTIMIZATIONS_DIR}/{base}.json"
             if f in used or (self.dir / f).exists():
-                f = f"{OPTIMIZATIONS_DIR}/{base}-{hashlib.sha256(oname.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}.json"
+                digest = hashlib.sha256(oname.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+                f = f"{OPTIMIZATIONS_DIR}/{base}-{digest}.json"
             n = 2
             while f in used:
                 f = f"{OPTIMIZATIONS_DIR}/{base}-{n}.json"
