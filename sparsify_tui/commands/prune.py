@@ -1,4 +1,4 @@
-"""``sparsify-tui prune`` (one-shot pruning; not here yet) and ``sparsify-tui benchmark``."""
+"""``sparsify-tui prune`` (one-shot pruning, optional validation) and ``sparsify-tui benchmark``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,62 @@ from sparsify_tui.errors import ModelError, UsageError
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    raise UsageError("not implemented yet")
+    """``prune PROJECT_DIR -o OUT.onnx [--optimization N] [--validate] [--engine] [--iterations] [--json]``."""
+    import sys
+
+    from sparsify_tui.optim.validate import prune_optimization, validate_optimization
+    from sparsify_tui.profiles.perf import validate_engine
+    from sparsify_tui.project import Project
+
+    engine = validate_engine(args.engine)
+    iterations = parse_int("--iterations", args.iterations, minimum=1)
+    path = Path(args.project).expanduser()
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        raise UsageError(f"{path} is a model file: prune needs a project directory "
+                         f"(create one with 'sparsify-tui new {path}', then 'sparsify-tui optimize')")
+    project = Project.open(path, readonly=not args.validate)
+    try:
+        out = Path(args.output).expanduser()
+        if args.validate:
+            progress = Progress("validate")
+
+            def on_progress(ev: dict) -> None:
+                if ev.get("event") == "progress":
+                    progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
+
+            doc = validate_optimization(project, args.optimization, engine=engine, iterations=iterations,
+                                        out_path=out, on_progress=on_progress)
+            progress.done()
+            if args.json:
+                emit_json(doc)
+                return 0
+            print(f"wrote {out}")
+            rows = [
+                ["Engine", f"{doc['engine']} {doc['engine_version']}".strip()],
+                ["Dense", f"{doc['dense_ms']:.3f} ms"],
+                ["Pruned", f"{doc['pruned_ms']:.3f} ms  (sparsity {doc['achieved_sparsity']:.3f})"],
+                ["Measured speedup", f"{doc['measured_speedup']:.2f}x"],
+                ["Estimated speedup", f"{doc['estimated_speedup']:.2f}x  (from profile {doc['estimate_profile']})"],
+                ["Relative error", "n/a" if doc["relative_error"] is None else f"{doc['relative_error']:+.1%}"],
+                ["Output change", "n/a" if doc["output_change"] is None else f"{doc['output_change']:.4g}"
+                 "  (one-shot, before retraining)"],
+            ]
+            w = max(len(k) for k, _ in rows)
+            for k, v in rows:
+                print(f"{k.ljust(w)}  {v}")
+            return 0
+        info = prune_optimization(project, out, args.optimization)
+        if args.json:
+            emit_json(info)
+        else:
+            q = f", INT8 ({info['quant_format']})" if info.get("quantized") else ""
+            print(f"wrote {out}: {info['layers_pruned']} layers pruned, sparsity {info['sparsity']:.3f}{q}")
+        if project.readonly and project.notices:
+            for n in project.notices:
+                print(f"note: {n}", file=sys.stderr)
+        return 0
+    finally:
+        project.close()
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
@@ -75,4 +130,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
     reasons = {(r["model_name"], r["engine_reason"]) for r in results}
     for name, reason in sorted(reasons):
         print(f"{name}: {reason}")
+    loads = [x for r in results for x in (r.get("load_average") or []) if x is not None]
+    usable = max_cores()
+    if loads and max(loads) > usable + 0.5:
+        print(f"Note: the machine was busy (load average up to {max(loads):.1f} on {usable} usable cores); "
+              "other processes competed for the cores, so these times are less reliable")
     return 0

@@ -289,7 +289,9 @@ def perf_job(job: dict, ctx) -> dict:
             ctx, engine, reason, job, path, ds_path, info, inputs, names, batch, cores, levels, iterations,
             warmup, repeats, layers_meta, notes, total)
     assert setup is not None
-    doc = assemble(setup, parts, settings, wall_s=time.perf_counter() - t_start)
+    failures = setup.get("failures") or []
+    doc = assemble(setup, parts, settings, wall_s=time.perf_counter() - t_start,
+                   error="; ".join(failures) if failures else None)
     busy_note(doc, load_start)
     return doc
 
@@ -328,6 +330,7 @@ def _measure(ctx, engine, reason, job, path, ds_path, info, inputs, names, batch
         return out
 
     parts: list[dict] = []
+    failures: list[str] = []
     setup = None
     done = 1
     if engine == "deepsparse":
@@ -360,8 +363,15 @@ def _measure(ctx, engine, reason, job, path, ds_path, info, inputs, names, batch
             if lv == 0.0:
                 continue
             ctx.heartbeat(f"level {level_key(lv)}")
-            res = dse.analyze_level(ds_path, info, inputs, names, batch_size=batch, cores=cores,
-                                    iterations=iterations, warmup=warmup, level=lv)
+            try:
+                res = dse.analyze_level(ds_path, info, inputs, names, batch_size=batch, cores=cores,
+                                        iterations=iterations, warmup=warmup, level=lv)
+            except EngineError as exc:  # keep going: the other levels may still compile
+                failures.append(f"level {level_key(lv)}: {exc.message}")
+                ctx.log(failures[-1])
+                done += 1
+                ctx.progress(done, total, label=f"level {level_key(lv)} failed")
+                continue
             res["model_ms"] = res["average_total_ms"]
             part = strip(res, "level", lv, keep_groups=False)
             parts.append(part)
@@ -387,6 +397,9 @@ def _measure(ctx, engine, reason, job, path, ds_path, info, inputs, names, batch
             ctx.partial(part)
         done = total
         ctx.progress(done, total, label=f"dense: {statistics.median(res['repeat_ms']):.2f} ms")
+    if failures:
+        setup = dict(setup or {})
+        setup["failures"] = failures
     return setup, parts, engine, reason
 
 
