@@ -21,7 +21,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
-os.environ.setdefault("SPARSIFY_TUI_HOME", tempfile.mkdtemp(prefix="bench-project-home-"))
+if "SPARSIFY_TUI_HOME" not in os.environ:  # keep the user's recent-projects list clean
+    import atexit
+    import shutil
+
+    os.environ["SPARSIFY_TUI_HOME"] = tempfile.mkdtemp(prefix="bench-project-home-")
+    atexit.register(shutil.rmtree, os.environ["SPARSIFY_TUI_HOME"], True)
 
 from sparsify_tui import fsutil  # noqa: E402
 from sparsify_tui.project import Project  # noqa: E402
@@ -61,6 +66,15 @@ def main() -> int:
     args = ap.parse_args()
     rows: list[list[str]] = []
     base = Path(tempfile.mkdtemp(prefix="bench-project-"))
+    try:
+        return _run(args, rows, base)
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, rows: list[list[str]], base: Path) -> int:
 
     # -------- kill loop
     d = make_kill_project(base / "kill")
