@@ -94,6 +94,29 @@ from sparsify_tui.optim.optimization import (
     Optimization,
 )
 
+ALLOCATION_HELP = """\
+Automatic sparsity allocation
+  Target sparsity: the share of all prunable weights (Conv, Gemm, MatMul) set to zero,
+  overridden and excluded layers included. Achieved sparsity is shown next to it; it
+  differs only when the per-layer cap, exclusions, overrides or filters make the target
+  unreachable.
+  Balance: 0 optimizes for performance (prune where the perf profile saves the most time
+  per weight removed), 1 for recovery (prune where the loss profile says the model cares
+  least). Moving it toward performance never lowers the estimated speedup; toward
+  recovery never raises the total loss sensitivity.
+  Max sparsity: the per-layer cap (0.95 by default), respected while allocating.
+  Filters (0 = off): a layer allocated below the minimum sparsity, below the minimum
+  speedup factor or below the minimum recovery is left dense with the reason shown, and
+  the other layers take over its share of the target.
+  Overrides fix a layer's sparsity; exclusions leave it dense. Nothing is excluded
+  silently: the first layer and grouped or depthwise convolutions are allocated like
+  the others.
+  Buckets: the plan is grouped into at most this many sparsity values (one recipe
+  modifier each; 0 = every layer keeps its own value).
+  Without a perf profile times come from FLOPs; without a loss profile sensitivity
+  comes from weight magnitudes: both are labelled approximated.
+"""
+
 GRID_N = 100
 GRID = np.arange(GRID_N, dtype=np.float64) / 100.0  # 0.00 .. 0.99
 TOP = GRID_N - 1  # index of 0.99
