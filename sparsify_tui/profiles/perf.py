@@ -264,9 +264,10 @@ def perf_job(job: dict, ctx) -> dict:
     total = len(levels) - 1 + repeats + 1
     ctx.progress(0, total, label="analysing the model")
     info = load_model_info(path, shapes)
-    specs = input_specs(path, shapes)
+    src = info.graph if info.graph is not None and getattr(info.graph, "model", None) is not None else path
+    specs = input_specs(src, shapes)
     names = [s.name for s in specs]
-    inputs = make_inputs(path, batch, shapes, data=job.get("data"), seed=int(job.get("seed", 0)))
+    inputs = make_inputs(src, batch, shapes, data=job.get("data"), seed=int(job.get("seed", 0)))
     settings = {"model_path": path, "batch_size": batch, "cores": cores, "levels": levels,
                 "iterations": iterations, "warmup": warmup, "repeats": repeats, "input_shapes": shapes}
     layers_meta = [
