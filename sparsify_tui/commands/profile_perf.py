@@ -72,6 +72,11 @@ def find_cached(project, settings: dict, machine: dict) -> Any:
             continue
         if project.profile_problem(entry) if hasattr(project, "profile_problem") else False:
             continue
+        try:
+            if project.load_profile(entry).get("incomplete"):
+                continue  # finished levels were kept, but a complete measurement is wanted again
+        except ProfileError:
+            continue
         return entry
     return None
 
