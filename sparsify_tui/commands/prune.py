@@ -122,11 +122,18 @@ def run_benchmark(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"results": results})
         return 0
-    rows = [[r["model_name"], f"{r['engine']} {r.get('engine_version') or ''}".strip(), r["batch_size"], r["cores"],
-             f"{r['median_ms']:.3f}", f"{r['min_ms']:.3f}", f"{r['max_ms']:.3f}",
-             f"{r['items_per_second']:.1f}" if r.get("items_per_second") else ""] for r in results]
-    print_table(["Model", "Engine", "Batch", "Cores", "Median ms", "Min ms", "Max ms", "Items/s"], rows,
-                right=(2, 3, 4, 5, 6, 7))
+    first = {(r["batch_size"], r["cores"]): r["median_ms"] for r in results[: len(batches) * len(cores_list)]}
+    rows = []
+    for r in results:
+        ref = first.get((r["batch_size"], r["cores"]))
+        rows.append([
+            r["model_name"], f"{r['engine']} {r.get('engine_version') or ''}".strip(), r["batch_size"], r["cores"],
+            f"{r['median_ms']:.3f}", f"{r['min_ms']:.3f}", f"{r['max_ms']:.3f}",
+            f"{r['items_per_second']:.1f}" if r.get("items_per_second") else "",
+            f"{ref / r['median_ms']:.2f}x" if ref and r["median_ms"] > 0 and len(models) > 1 else "",
+        ])
+    print_table(["Model", "Engine", "Batch", "Cores", "Median ms", "Min ms", "Max ms", "Items/s",
+                 "Speedup vs first"], rows, right=(2, 3, 4, 5, 6, 7, 8))
     reasons = {(r["model_name"], r["engine_reason"]) for r in results}
     for name, reason in sorted(reasons):
         print(f"{name}: {reason}")
