@@ -1,0 +1,149 @@
+"""Job kind ``ab_benchmark``: dense against pruned, timed in one process, interleaved.
+
+On a noisy 2-core machine two separate benchmarks can disagree by 20% just
+from the neighbours' load. This job compiles both models with the same engine
+and settings, then alternates timed blocks (dense, pruned, dense, pruned...),
+so each repeat's ratio is measured under the same conditions; the speedup is
+the median of the per-repeat ratios. It also runs both models once more with
+ONNX Runtime on the same samples and reports the output change of the pruned
+model (the loss proxy of ``profiles.sensitivity.output_change``).
+
+Job keys: ``model_a``, ``model_b``, ``engine`` (auto|deepsparse|onnxruntime),
+``batch_size``, ``cores``, ``iterations``, ``warmup``, ``repeats``,
+``input_shapes``, ``data``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from sparsify_tui.engines.jobs import register
+
+
+def _runner(engine: str, path: str, inputs: dict[str, np.ndarray], names: list[str], batch_size: int,
+            cores: int | None, tmp: str) -> Callable[[], None]:
+    """A zero-argument function running one inference of ``path`` on ``engine``."""
+    if engine == "deepsparse":
+        from sparsify_tui.engines import deepsparse_engine as dse
+        from sparsify_tui.errors import EngineError
+
+        dse._import()
+        from deepsparse import compile_model
+
+        xs = [np.ascontiguousarray(inputs[n]) for n in names]
+        try:
+            eng = compile_model(path, batch_size=int(batch_size), num_cores=cores,
+                                input_shapes=[list(x.shape) for x in xs])
+        except Exception as exc:  # noqa: BLE001
+            raise EngineError(f"deepsparse could not compile {path}: {str(exc).strip().splitlines()[0][:300]}") \
+                from None
+        return lambda: eng.run(xs)
+    from sparsify_tui.engines import ort
+
+    sess = ort._session(path, cores, tmp, profile=False, inputs=inputs)
+    feed = ort._feed(sess, inputs)
+    return lambda: ort._run(sess, feed)
+
+
+def _time_block(fn: Callable[[], None], iterations: int) -> float:
+    times = []
+    for _ in range(iterations):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000.0)
+    return statistics.median(times)
+
+
+def _outputs(path: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
+    return [np.asarray(y) for y in sess.run(None, feed)]
+
+
+@register("ab_benchmark")
+def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
+    from sparsify_tui.engines.bench import resolve_engine
+    from sparsify_tui.engines import deepsparse_engine as dse
+    from sparsify_tui.engines import ort as ort_engine
+    from sparsify_tui.errors import EngineError
+    from sparsify_tui.profiles.inputs import input_specs, make_inputs
+    from sparsify_tui.profiles.sensitivity import classify_output, output_change
+
+    a, b = str(job["model_a"]), str(job["model_b"])
+    batch = int(job.get("batch_size", 1))
+    cores = job.get("cores")
+    iterations = max(1, int(job.get("iterations", 20)))
+    warmup = max(0, int(job.get("warmup", 5)))
+    repeats = max(1, int(job.get("repeats", 5)))
+    shapes = job.get("input_shapes") or {}
+    requested = job.get("engine", "auto")
+    names = [s.name for s in input_specs(a, shapes)]
+    inputs = make_inputs(a, batch, shapes, data=job.get("data"))
+    engine, reason = resolve_engine(requested, a, batch, shapes)
+    total = 2 + 2 * repeats + 1
+    with tempfile.TemporaryDirectory(prefix="sparsify-ab-") as tmp:
+        ctx.progress(0, total, label=f"compiling the dense model ({engine})")
+        try:
+            if engine == "deepsparse":
+                with dse.compatible_model(a) as (pa, note_a), dse.compatible_model(b) as (pb, _):
+                    run_a = _runner(engine, pa, inputs, names, batch, cores, tmp)
+                    ctx.progress(1, total, label="compiling the pruned model")
+                    run_b = _runner(engine, pb, inputs, names, batch, cores, tmp)
+                if note_a:
+                    reason = f"{reason} ({note_a})"
+            else:
+                run_a = _runner(engine, a, inputs, names, batch, cores, tmp)
+                ctx.progress(1, total, label="compiling the pruned model")
+                run_b = _runner(engine, b, inputs, names, batch, cores, tmp)
+        except EngineError as exc:
+            if requested != "auto" or engine == "onnxruntime":
+                raise
+            engine, reason = "onnxruntime", exc.message
+            run_a = _runner(engine, a, inputs, names, batch, cores, tmp)
+            run_b = _runner(engine, b, inputs, names, batch, cores, tmp)
+        version = dse.version() if engine == "deepsparse" else ort_engine.version()
+        for _ in range(warmup):
+            run_a()
+            run_b()
+        a_ms: list[float] = []
+        b_ms: list[float] = []
+        step = 2
+        for r in range(repeats):
+            # alternate the order too, so neither model always runs right after the other
+            if r % 2 == 0:
+                a_ms.append(_time_block(run_a, iterations))
+                b_ms.append(_time_block(run_b, iterations))
+            else:
+                b_ms.append(_time_block(run_b, iterations))
+                a_ms.append(_time_block(run_a, iterations))
+            step += 2
+            ctx.progress(step, total, label=f"repeat {r + 1}/{repeats}: dense {a_ms[-1]:.2f} ms, "
+                                            f"pruned {b_ms[-1]:.2f} ms")
+        del run_a, run_b
+    ratios = [x / y for x, y in zip(a_ms, b_ms) if y > 0]
+    change = None
+    change_error = None
+    try:
+        ya, yb = _outputs(a, inputs), _outputs(b, inputs)
+        change = float(output_change(ya, yb, [classify_output(y) for y in ya]))
+    except Exception as exc:  # noqa: BLE001 - the timing is still worth reporting
+        change_error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    ctx.progress(total, total, label="done")
+    return {
+        "engine": engine, "engine_version": version, "engine_reason": reason,
+        "batch_size": batch, "cores": cores, "iterations": iterations, "warmup": warmup, "repeats": repeats,
+        "dense_ms": statistics.median(a_ms), "pruned_ms": statistics.median(b_ms),
+        "dense_repeat_ms": a_ms, "pruned_repeat_ms": b_ms,
+        "measured_speedup": statistics.median(ratios) if ratios else None,
+        "speedup_spread": [min(ratios), max(ratios)] if ratios else None,
+        "output_change": change, "output_change_error": change_error,
+    }

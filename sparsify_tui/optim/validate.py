@@ -1,0 +1,238 @@
+"""One-shot pruning of an optimization's plan, and its measured speedup.
+
+``prune_optimization`` writes the plan as an ONNX file: every layer's weight
+pruned by unstructured magnitude to exactly round(s*n) zeros, and, when the
+optimization quantizes, INT8 through ONNX Runtime's ``quantize_static``
+(QDQ, per channel, calibrated on the samples).
+
+``validate_optimization`` checks the estimate against the engine: it prunes,
+then benchmarks dense against pruned with the same engine and settings in one
+child process, alternating the two (job kind ``ab_benchmark``), and stores
+beside the optimization:
+
+* ``estimated_speedup``: the optimizer's estimate from a perf profile measured
+  with the SAME engine (one is measured and stored in the project if missing,
+  at the levels the plan uses);
+* ``measured_speedup``: median over repeats of dense ms / pruned ms;
+* ``relative_error`` = (estimated - measured) / measured;
+* ``output_change``: how far the pruned model's outputs move from the dense
+  model's on the samples (KL divergence for probabilities and logits,
+  otherwise ||y - y'||^2 / ||y||^2): one-shot, before any retraining.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from sparsify_tui.errors import UsageError
+
+VALIDATION_LEVEL_STEP = 0.05
+MAX_VALIDATION_LEVELS = 8
+
+
+def _safe_name(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return s or "optimization"
+
+
+def load_plan(project: Any, opt_name: str | None = None):
+    """(graph, optimization with per-layer sparsities, optimizer context) of a project's optimization."""
+    from sparsify_tui.optim.project_io import OptimizerContext, load_optimization
+
+    if not project.optimizations:
+        raise UsageError(f"project {project.dir} has no optimization yet: run "
+                         f"'sparsify-tui optimize {project.dir}' first")
+    name = opt_name or str(project.optimizations[0].get("name"))
+    opt = load_optimization(project, name)
+    if opt is None:
+        names = ", ".join(repr(str(o.get("name"))) for o in project.optimizations)
+        raise UsageError(f"project {project.dir} has no optimization named {name!r} (it has {names})")
+    ctx = OptimizerContext.for_project(project, None, opt)
+    if not opt.layers:
+        opt = ctx.evaluator.allocate(opt)
+    return ctx.graph, opt, ctx
+
+
+def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict:
+    """INT8-quantize ``src`` into ``dst`` with ONNX Runtime (QDQ per channel; QOperator for old opsets)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from sparsify_tui.errors import ModelError
+    from sparsify_tui.profiles.quant import _Reader
+
+    errors = []
+    for fmt_name, fmt in (("QDQ", QuantFormat.QDQ), ("QOperator", QuantFormat.QOperator)):
+        try:
+            quantize_static(str(src), str(dst), _Reader(samples), quant_format=fmt, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+            return {"format": fmt_name}
+        except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on unsupported models
+            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            errors.append(f"{fmt_name}: {msg}")
+    raise ModelError(f"ONNX Runtime could not quantize {src} to INT8 ({'; '.join(errors)})")
+
+
+def prune_optimization(project: Any, out_path: str | Path, opt_name: str | None = None, *,
+                       quantize: bool | None = None) -> dict:
+    """Write the optimization's plan as a pruned (and maybe INT8) ONNX file; return what was done."""
+    import os
+
+    out = Path(out_path).expanduser()
+    if out.exists() and out.is_dir():
+        raise UsageError(f"{out} is a directory: give the pruned model's file name, e.g. {out}/pruned.onnx")
+    if not out.parent.exists():
+        raise UsageError(f"cannot write {out}: the directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise UsageError(f"cannot write {out}: the directory {out.parent} is not writable")
+    graph, opt, _ctx = load_plan(project, opt_name)
+    return _write_plan(project, graph, opt, out, quantize)
+
+
+def _write_plan(project: Any, graph: Any, opt: Any, out: Path, quantize: bool | None) -> dict:
+    import os
+    import tempfile
+
+    from sparsify_tui.optim.prune import prune_model
+
+    plan = opt.layer_sparsities()
+    do_quant = opt.quantization.enabled if quantize is None else quantize
+    info: dict[str, Any] = {"optimization": opt.name, "output": str(out), "layers_pruned": len(plan),
+                            "quantized": False}
+    if not do_quant:
+        prune_model(project.model_path, plan, out, graph=graph)
+    else:
+        from sparsify_tui.profiles.inputs import make_inputs
+
+        with tempfile.TemporaryDirectory(prefix="sparsify-prune-", dir=str(out.parent)) as tmp:
+            pruned = Path(tmp) / "pruned.onnx"
+            prune_model(project.model_path, plan, pruned, graph=graph)
+            samples = [make_inputs(project.model_path, 1, project.input_shapes or {}, seed=i) for i in range(4)]
+            q = quantize_file(pruned, Path(tmp) / "int8.onnx", samples)
+            os.replace(Path(tmp) / "int8.onnx", out)
+        info.update(quantized=True, quant_format=q["format"])
+    n = sum(lay.prunable_params for lay in graph.prunable_layers)
+    zeros = sum(round(plan.get(lay.id, 0.0) * lay.prunable_params) for lay in graph.prunable_layers)
+    info["sparsity"] = zeros / n if n else 0.0
+    return info
+
+
+def _levels_for(plan: dict[str, float]) -> list[float]:
+    """The perf levels an estimate of ``plan`` needs: 0, its sparsities rounded to 0.05, and 0.9."""
+    lv = {0.0}
+    for s in plan.values():
+        lv.add(round(round(s / VALIDATION_LEVEL_STEP) * VALIDATION_LEVEL_STEP, 4))
+    lv = sorted(x for x in lv if 0.0 <= x < 1.0)
+    if len(lv) > MAX_VALIDATION_LEVELS:
+        from sparsify_tui.profiles import PERF_LEVELS
+
+        lv = sorted(set(PERF_LEVELS))
+    return lv
+
+
+def _same_engine_profile(project: Any, engine: str, batch: int, cores: int | None, plan: dict[str, float]):
+    """(entry, doc) of the newest usable perf profile measured with ``engine`` at this batch size."""
+    best = None
+    for e in project.profiles_of("perf"):
+        if e.engine != engine or project.is_stale(e):
+            continue
+        s = e.settings or {}
+        if int(s.get("batch_size", 1) or 1) != batch:
+            continue
+        if cores and s.get("cores") and int(s["cores"]) != int(cores):
+            continue
+        try:
+            doc = project.load_profile(e)
+        except Exception:  # noqa: BLE001 - an unreadable profile is skipped
+            continue
+        if doc.get("approximated"):
+            continue
+        have = [float(x) for x in doc.get("levels", [])]
+        top = max(plan.values(), default=0.0)
+        if have and max(have) + 1e-9 < min(top, 0.9):
+            continue
+        if best is None or str(e.created) > str(best[0].created):
+            best = (e, doc)
+    return best
+
+
+def validate_optimization(project: Any, opt_name: str | None = None, *, engine: str = "auto",
+                          iterations: int = 20, warmup: int = 5, repeats: int = 5, batch_size: int = 1,
+                          cores: int | None = None, out_path: str | Path | None = None,
+                          on_progress: Callable[[dict], Any] | None = None,
+                          cancel: threading.Event | None = None) -> dict:
+    """Prune, benchmark dense against pruned, store and return the validation (see module doc)."""
+    from sparsify_tui.engines.bench import resolve_engine
+    from sparsify_tui.engines.runner import run_job
+    from sparsify_tui.optim.estimate import Evaluator
+    from sparsify_tui.optim.optimization import now_iso
+    from sparsify_tui.optim.project_io import save_optimization
+    from sparsify_tui.profiles.perf import default_cores, machine_summary, run_perf_profile, validate_engine
+
+    project.require_writable() if hasattr(project, "require_writable") else None
+    engine = validate_engine(engine)
+    cores = int(cores) if cores else default_cores()
+    graph, opt, ctx = load_plan(project, opt_name)
+    plan = opt.layer_sparsities()
+    if not plan:
+        raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to validate")
+
+    def note(label: str) -> None:
+        if on_progress:
+            on_progress({"event": "progress", "done": 0, "total": 1, "label": label})
+
+    out = Path(out_path) if out_path else project.dir / "validation" / f"{_safe_name(opt.name)}.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    note(f"pruning {len(plan)} layers")
+    pruned_info = _write_plan(project, graph, opt, out, None)
+    chosen, _reason = resolve_engine(engine, str(project.model_path), batch_size, project.input_shapes or {})
+
+    # the estimate, from a perf profile measured with the same engine
+    found = _same_engine_profile(project, chosen, batch_size, cores, plan)
+    if found is None:
+        levels = _levels_for(plan)
+        note(f"measuring a {chosen} perf profile at levels {', '.join(f'{x:g}' for x in levels)}")
+        doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
+                               levels=levels, iterations=max(10, iterations // 2), warmup=warmup, repeats=3,
+                               input_shapes=project.input_shapes or {}, on_progress=on_progress, cancel=cancel)
+        settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
+                    "iterations": max(10, iterations // 2), "warmup": warmup, "repeats": 3,
+                    "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
+                    "purpose": "validation"}
+        entry = project.add_profile("perf", f"{chosen} b{batch_size} (validation)", settings, doc["engine"],
+                                    doc.get("engine_version") or "", doc.get("machine") or machine_summary(), doc)
+        found = (entry, doc)
+    perf_entry, perf_doc = found
+    loss_doc = ctx.evaluator.loss
+    est = Evaluator(graph, perf_doc, loss_doc, ctx.evaluator.quant).evaluate(opt)
+
+    note("benchmarking dense against pruned")
+    job = {"kind": "ab_benchmark", "model_a": str(project.model_path), "model_b": str(out),
+           "engine": chosen, "batch_size": batch_size, "cores": cores, "iterations": iterations,
+           "warmup": warmup, "repeats": repeats, "input_shapes": {k: list(v) for k, v in
+                                                                   (project.input_shapes or {}).items()}}
+    res = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)
+    measured = res.get("measured_speedup")
+    estimated = float(est.estimated_speedup)
+    validation = {
+        "created": now_iso(),
+        "engine": res["engine"], "engine_version": res.get("engine_version") or "",
+        "engine_reason": res.get("engine_reason") or "",
+        "batch_size": batch_size, "cores": cores, "iterations": iterations, "repeats": repeats,
+        "dense_ms": res["dense_ms"], "pruned_ms": res["pruned_ms"],
+        "dense_repeat_ms": res["dense_repeat_ms"], "pruned_repeat_ms": res["pruned_repeat_ms"],
+        "measured_speedup": measured, "speedup_spread": res.get("speedup_spread"),
+        "estimated_speedup": estimated, "estimated_ms": est.estimated_ms, "baseline_ms": est.baseline_ms,
+        "estimate_profile": perf_entry.id,
+        "relative_error": (estimated - measured) / measured if measured else None,
+        "output_change": res.get("output_change"),
+        "output_change_error": res.get("output_change_error"),
+        "achieved_sparsity": pruned_info["sparsity"], "quantized": pruned_info["quantized"],
+        "pruned_file": str(out),
+    }
+    opt.validation = validation
+    save_optimization(project, opt)
+    return {"optimization": opt.name, **validation}

@@ -1,0 +1,113 @@
+"""One-shot pruning of a project's plan and its measured speedup (issue 8), on real engines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import deepsparse_available
+
+PY = sys.executable
+
+
+def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "sparsify_tui", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def r50_project(tmp_path, corpus):
+    d = tmp_path / "r50"
+    p = cli("new", str(corpus.path("resnet50")), "--name", "r50", "--dir", str(d))
+    assert p.returncode == 0, p.stderr
+    return d
+
+
+def _prunable_ids(project_dir) -> list[str]:
+    p = cli("info", str(project_dir), "--json")
+    assert p.returncode == 0, p.stderr
+    return [lay["id"] for lay in json.loads(p.stdout)["layers"] if lay["prunable"]]
+
+
+def _uniform(project_dir, name: str, s: float) -> None:
+    args = []
+    for lid in _prunable_ids(project_dir):
+        args += ["--override", f"{lid}={s}"]
+    p = cli("optimize", str(project_dir), "--name", name, *args, "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["achieved_sparsity"] == pytest.approx(s, abs=1e-6)
+
+
+def test_prune_matches_the_plan_to_the_element(r50_project, tmp_path):
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.optim.optimization import Optimization
+    from sparsify_tui.project import Project
+
+    p = cli("optimize", str(r50_project), "--sparsity", "0.8", "--json")
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "pruned.onnx"
+    p = cli("prune", str(r50_project), "-o", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert info["layers_pruned"] > 10
+    onnx.checker.check_model(str(out))
+    project = Project.open(r50_project, readonly=True)
+    opt = Optimization.from_dict(project.optimizations[0])
+    project.close()
+    g = analyze(out)
+    by_id = {lay.id: lay for lay in g.prunable_layers}
+    for lid, res in opt.layers.items():
+        lay = by_id[lid]
+        want = round(res.sparsity * lay.prunable_params)
+        got = round((lay.sparsity or 0.0) * lay.prunable_params)
+        assert got == want, (lid, got, want)
+    assert g.sparsity == pytest.approx(info["sparsity"], abs=1e-9)
+
+
+def test_prune_at_zero_is_bit_identical(r50_project, tmp_path, corpus):
+    _uniform(r50_project, "dense", 0.0)
+    out = tmp_path / "same.onnx"
+    p = cli("prune", str(r50_project), "--optimization", "dense", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    name = "gpu_0/data_0"
+    a = ort.InferenceSession(str(corpus.path("resnet50")), providers=["CPUExecutionProvider"]).run(None, {name: x})
+    b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {name: x})
+    for ya, yb in zip(a, b):
+        assert np.array_equal(ya, yb)
+
+
+def test_prune_needs_an_optimization(r50_project, tmp_path):
+    p = cli("prune", str(r50_project), "-o", str(tmp_path / "x.onnx"))
+    assert p.returncode == 2
+    assert p.stderr.startswith("error: ") and "optimize" in p.stderr
+    p = cli("prune", str(r50_project), "-o", str(tmp_path / "missing" / "x.onnx"))
+    assert p.returncode == 2 and p.stderr.startswith("error: ")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not deepsparse_available(), reason="needs DeepSparse")
+def test_uniform_90_on_deepsparse_measures_2x_and_the_estimate_holds(r50_project, tmp_path):
+    _uniform(r50_project, "uniform90", 0.9)
+    out = tmp_path / "r50_90.onnx"
+    p = cli("prune", str(r50_project), "--optimization", "uniform90", "-o", str(out), "--validate",
+            "--engine", "deepsparse", "--iterations", "15", "--json")
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    assert v["engine"] == "deepsparse"
+    assert v["measured_speedup"] >= 2.0, v
+    assert abs(v["relative_error"]) <= 0.15, v
+    assert v["achieved_sparsity"] == pytest.approx(0.9, abs=1e-6)
+    assert v["output_change"] is not None and v["output_change"] >= 0
+    # stored beside the optimization
+    from sparsify_tui.project import Project
+
+    project = Project.open(r50_project, readonly=True)
+    opt = next(o for o in project.optimizations if o["name"] == "uniform90")
+    project.close()
+    assert opt["validation"]["measured_speedup"] == pytest.approx(v["measured_speedup"])
