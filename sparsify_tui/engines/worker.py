@@ -80,7 +80,7 @@ def _apply_cores(cores: int | None, job: dict) -> None:
     try:
         allowed = sorted(os.sched_getaffinity(0))
         n = max(1, min(int(cores), len(allowed)))
-        if job.get("engine", "auto") != "onnxruntime" and job.get("kind") in ("perf", "benchmark", "prune_validate"):
+        if job.get("engine", "auto") != "onnxruntime" and not str(job.get("kind", "")).startswith("_"):
             n = max(n, min(2, len(allowed)))
         os.sched_setaffinity(0, allowed[:n])
     except (AttributeError, OSError):  # pragma: no cover - not Linux
