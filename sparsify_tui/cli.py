@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cores", default=None, help="e.g. 1,2,4")
     p.add_argument("--engines", default="onnxruntime", help="e.g. deepsparse,onnxruntime")
     p.add_argument("--kind", default="perf", help="perf, loss or quant")
+    p.add_argument("--levels", default=None, help="sparsity levels, e.g. 0,0.4,0.6,0.9")
+    p.add_argument("--iterations", default="10", help="timed iterations per level (default 10)")
+    p.add_argument("--warmup", default="5", help="warm-up iterations per level (default 5)")
+    p.add_argument("--repeats", default="3", help="repeats of the baseline for the spread (default 3)")
     _add_json(p)
 
     return parser
