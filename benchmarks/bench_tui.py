@@ -98,36 +98,54 @@ def make_project(root: Path):
 
 
 # ---------------------------------------------------------------- 1. cold start
-def bench_cold_start(runs: int) -> list[float]:
+def bench_cold_start(runs: int) -> tuple[list[float], list[float]]:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its .pyc files
     with tempfile.TemporaryDirectory() as home:
         env["SPARSIFY_TUI_HOME"] = home
-        times = []
+        import resource
+
+        times, cpu = [], []
         for i in range(runs + 1):
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             proc = subprocess.Popen([sys.executable, "-c", COLD_CHILD], stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, env=env, cwd=str(REPO), text=True)
             line = proc.stdout.readline()
             t1 = time.perf_counter()
             proc.wait(timeout=60)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             if "READY" not in line:
                 raise RuntimeError("the app did not start")
             if i:  # the first run is a warm-up (bytecode and OS file cache)
                 times.append((t1 - t0) * 1000)
-    return times
+                # CPU of the whole child (it exits right after READY): what an idle machine would wait
+                cpu.append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) * 1000)
+    return times, cpu
 
 
 # ---------------------------------------------------------------- 2-4 in one app
+async def key_latency(app, pilot, key: str) -> float:
+    """ms from the key press until the app has handled it and is idle again (cursor moved, the
+    attributes panel updated); the charts follow 120 ms later by design and are not counted."""
+    await pilot.pause(0.3)  # let the previous key's deferred chart update finish first
+    t0 = time.perf_counter()
+    await app._press_keys([key])
+    return (time.perf_counter() - t0) * 1000
+
+
+
 async def bench_project(project_dir: Path, runs: int, profile: bool) -> dict[str, list[float]]:
     from sparsify_tui.project import Project
     from sparsify_tui.tui import jobs as jobs_mod
     from sparsify_tui.tui.app import SparsifyApp
     from textual.widgets import DataTable
 
-    out: dict[str, list[float]] = {"open": [], "sort": [], "sort_drawn": [], "key_idle": [], "key_busy": []}
+    out: dict[str, list[float]] = {"open": [], "open_cpu": [], "sort": [], "sort_drawn": [], "key_idle": [],
+                                   "key_busy": []}
     for run in range(runs):
         project = Project.open(project_dir)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         app = SparsifyApp(project, initial="layers")
         async with app.run_test(size=(120, 40)) as pilot:
@@ -137,6 +155,7 @@ async def bench_project(project_dir: Path, runs: int, profile: bool) -> dict[str
                 await asyncio.sleep(0.005)
             await pilot.pause()
             out["open"].append((time.perf_counter() - t0) * 1000)
+            out["open_cpu"].append((time.process_time() - c0) * 1000)
             if run:
                 continue
             for col in ("ms", "flops", "params", "name", "perf", "loss", "share", "op", "depth") * 2:
@@ -150,9 +169,7 @@ async def bench_project(project_dir: Path, runs: int, profile: bool) -> dict[str
             table.focus()
             await pilot.pause(0.3)
             for i in range(20):
-                t1 = time.perf_counter()
-                await pilot.press("down" if i % 2 == 0 else "up")
-                out["key_idle"].append((time.perf_counter() - t1) * 1000)
+                out["key_idle"].append(await key_latency(app, pilot, "down" if i % 2 == 0 else "up"))
             if profile:
                 job = app.start_profile("perf", {"engine": "onnxruntime", "iterations": 2000, "warmup": 5,
                                                  "repeats": 3})
@@ -162,10 +179,7 @@ async def bench_project(project_dir: Path, runs: int, profile: bool) -> dict[str
                 for i in range(20):
                     if not job.active:
                         break
-                    t1 = time.perf_counter()
-                    await pilot.press("down" if i % 2 == 0 else "up")
-                    out["key_busy"].append((time.perf_counter() - t1) * 1000)
-                    await asyncio.sleep(0.1)
+                    out["key_busy"].append(await key_latency(app, pilot, "down" if i % 2 == 0 else "up"))
                 still_running = job.active
                 app.action_cancel_jobs()
                 while job.active:
@@ -182,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-profile", action="store_true", help="skip the key-press-during-a-profile part")
     args = parser.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores here: anything above ~1 means noise)")
-    cold = bench_cold_start(args.runs)
+    cold, cold_cpu = bench_cold_start(args.runs)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SPARSIFY_TUI_HOME"] = str(Path(tmp) / "home")
         project_dir = make_project(Path(tmp))
@@ -190,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'measurement (ms)':44s} {'':>10s}")
     print(f"{'1. cold start to the home screen':44s} {stats(cold)}   (target <= 1000)")
+    print(f"{'   its CPU time (process start to exit)':44s} {stats(cold_cpu)}")
     print(f"{'2. open 1,000-layer project (cached)':44s} {stats(res['open'])}   (target <= 1500)")
+    print(f"{'   its CPU time (app start included)':44s} {stats(res['open_cpu'])}")
     print(f"{'3. re-sort the table: handler':44s} {stats(res['sort'])}   (target <= 150)")
     print(f"{'   re-sort the table: until drawn':44s} {stats(res['sort_drawn'])}")
     print(f"{'4. key press, idle':44s} {stats(res['key_idle'])}")

@@ -473,6 +473,9 @@ class LayersScreen(Screen):
             ("", perf_txt),
             ("", loss_txt),
         ]
+        if running:  # a running profile matters most: first, so a narrow terminal shows it
+            items.remove(("", perf_txt))
+            items.insert(0, ("⟳ ", perf_txt))
         for i, (k, v) in enumerate(items):
             if i:
                 text.append("  ·  ", style="dim")
