@@ -47,6 +47,10 @@ from sparsify_tui.profiles.sensitivity import FedWeight, _ort, session_options
 _STRIP = 1024
 DISABLED_OPTIMIZERS = ["ConvBNFusion", "ConvAddFusion", "ConvMulFusion", "NchwcTransformer", "MatMulScaleFusion"]
 _EMPTY_F32 = np.empty((0,), dtype=np.float32)
+WHICH = "sparsify_which"
+TRUE = "sparsify_true"
+_TRUE = np.array(True)
+_FALSE = np.array(False)
 
 
 def _subgraphs(node):
@@ -139,7 +143,8 @@ class DownstreamModel:
     """See the module doc. ``run_dense(sample)`` then ``run_cut(layer_id, sample_index, weight)``."""
 
     def __init__(self, model_path: str | os.PathLike, graph, *, cores: int | None = None,
-                 layer_ids: Iterable[str] | None = None, model=None, act_qdq: bool = False) -> None:
+                 layer_ids: Iterable[str] | None = None, model=None, act_qdq: bool = False,
+                 use_tree: bool = False) -> None:
         """``act_qdq``: also fake-quantize (uint8, per tensor) the studied layer's activation input
         with a scale and zero point fed per run (:meth:`run_cut` ``act=(scale, zero_point)``)."""
         import onnx
@@ -217,6 +222,11 @@ class DownstreamModel:
         new_inputs: list[Any] = list(real_inputs)
         boundary_all: set[str] = set()
         cut_nodes: list[Any] = []
+        # leaf 0 computes nothing (taken by the dense run); leaf i is the i-th cut
+        if not all(out_types.get(o) for o in model_outputs):
+            raise _Unsupported("an output of the model has no element type")
+        self.tree_out_names = [f"{o}__sparsify_cut" for o in model_outputs]
+        leaves: list[Any] = [self._empty_branch("none", model_outputs, out_types, out_rank, "__sparsify_none")]
         by_weight: dict[str, Cut] = {}
         suffix_n = 0
         for layer in graph.layers:
@@ -348,19 +358,23 @@ class DownstreamModel:
             missing = [b for b in boundary if b not in self._types] + [o for o in outs if not out_types.get(o)]
             if missing:
                 raise _Unsupported(f"no type known for {missing[0]!r}")
-            cond = f"run{sfx}"
-            then_g = helper.make_graph(
-                copies, f"cut{suffix_n}", [],
-                [helper.make_tensor_value_info(o + sfx, out_types[o], None) for o in outs])
-            else_g = self._empty_branch(f"skip{suffix_n}", outs, out_types, out_rank, sfx)
-            out_names = [o + sfx + "__out" for o in outs]
-            cut_nodes.append(helper.make_node("If", [cond], out_names, then_branch=then_g, else_branch=else_g,
-                                              name=f"sparsify_cut{suffix_n}"))
-            new_inputs.append(helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []))
+            cond = ""
+            # every leaf of the selection tree returns all model outputs, in model order: the ones
+            # downstream of this layer computed, the others empty placeholders
+            leaf_outs = []
+            for o in model_outputs:
+                if o in outs:
+                    leaf_outs.append(helper.make_tensor_value_info(o + sfx, out_types[o], None))
+                else:
+                    ph = f"{o}{sfx}__none"
+                    copies.append(helper.make_node("Identity", [self._empty_input(out_types[o])], [ph]))
+                    leaf_outs.append(helper.make_tensor_value_info(ph, out_types[o], None))
+            leaves.append(helper.make_graph(copies, f"cut{suffix_n}", [], leaf_outs))
+            out_names = list(self.tree_out_names)
             new_inputs.append(helper.make_tensor_value_info(
                 fed_name, helper.np_dtype_to_tensor_dtype(dense.dtype), None))
             boundary_all.update(boundary)
-            cut = Cut(suffix_n, fed_name, [layer.id], outs, out_names, sorted(boundary), cond,
+            cut = Cut(len(leaves) - 1, fed_name, [layer.id], outs, out_names, sorted(boundary), cond,
                       act_orig if act_scale else None, act_scale, act_zp)
             if act_scale:
                 new_inputs.append(helper.make_tensor_value_info(act_scale, onnx.TensorProto.FLOAT, None))
@@ -401,13 +415,38 @@ class DownstreamModel:
         new_inputs.append(helper.make_tensor_value_info("run__sparsify_dense", onnx.TensorProto.BOOL, []))
         for b in self.boundary:
             new_inputs.append(helper.make_tensor_value_info(b + "__sparsify_bnd", self._types[b], None))
-        for name, elem in self._empty_inputs.items():
-            new_inputs.append(helper.make_tensor_value_info(name, elem, None))
         graph_outputs = [helper.make_tensor_value_info(n, types[o], None)
                          for n, o in zip(self.dense_out_names, dense_outs)]
-        for cut in {id(c): c for c in self.layer_cut.values()}.values():
+        # One If per cut (default): a run also executes the other cuts' empty else-branches (measured
+        # ~37 ms per run for MobileNetV3's 54 layers on a heavily loaded 2-core machine).
+        # ``use_tree=True`` selects the cut through a balanced tree of If nodes instead (~log2(layers)
+        # If nodes per run) but ONNX Runtime's session set-up grows with the nesting depth (MobileNetV3:
+        # 49 s instead of 7 s, same load), which costs more than it saves on a 10-level profile.
+        self.use_tree = bool(use_tree)
+        self.flat_conds: dict[int, str] = {}
+        self.flat_outs: dict[int, list[str]] = {}
+        if len(leaves) > 1 and self.use_tree:
+            cut_nodes = self._selection_tree(leaves, model_outputs, out_types)
             graph_outputs += [helper.make_tensor_value_info(n, out_types[o], None)
-                              for n, o in zip(cut.out_names, cut.outputs)]
+                              for n, o in zip(self.tree_out_names, model_outputs)]
+            new_inputs.append(helper.make_tensor_value_info(WHICH, onnx.TensorProto.FLOAT, []))
+            new_inputs.append(helper.make_tensor_value_info(TRUE, onnx.TensorProto.BOOL, []))
+        elif len(leaves) > 1:
+            for i in range(1, len(leaves)):
+                cond = f"sparsify_run{i}"
+                outs_i = [f"{o}__sparsify_c{i}_out" for o in model_outputs]
+                cut_nodes.append(helper.make_node(
+                    "If", [cond], outs_i, then_branch=leaves[i],
+                    else_branch=self._empty_branch(f"skip{i}", model_outputs, out_types, {}, f"__sparsify_s{i}"),
+                    name=f"sparsify_cut{i}"))
+                new_inputs.append(helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []))
+                graph_outputs += [helper.make_tensor_value_info(n, out_types[o], None)
+                                  for n, o in zip(outs_i, model_outputs)]
+                self.flat_conds[i] = cond
+                self.flat_outs[i] = outs_i
+        for name, elem in self._empty_inputs.items():
+            new_inputs.append(helper.make_tensor_value_info(name, elem, None))
+
         # keep old-IR initializer inputs out of the input list (they are constants here)
         new_graph = helper.make_graph(
             top_nodes + [dense_if] + cut_nodes, g.name or "sparsify", new_inputs, graph_outputs,
@@ -444,6 +483,46 @@ class DownstreamModel:
             for sg in _subgraphs(c):
                 if drop(sg):
                     return
+
+    def _selection_tree(self, leaves: list, model_outputs: list[str], out_types: dict) -> list:
+        """Top-level nodes choosing leaf ``which`` through a balanced tree of If nodes (log2 depth),
+        so a run executes a handful of If nodes whatever the number of layers."""
+        import onnx
+        from onnx import helper, numpy_helper
+
+        counter = [0]
+
+        def node_for(lo: int, hi: int, outputs: list[str]) -> list:
+            """Nodes computing ``outputs`` as leaf ``which`` in [lo, hi)."""
+            if hi - lo == 1:
+                # the leaf as the then-branch of an If that is always taken (inlining its nodes into
+                # the selection branch confused ONNX Runtime's shape planning on nested If models)
+                return [helper.make_node("If", [TRUE], outputs, then_branch=leaves[lo],
+                                         else_branch=self._empty_branch(f"never{lo}", model_outputs, out_types,
+                                                                        {}, f"__sparsify_never{lo}"),
+                                         name=f"sparsify_leaf{lo}")]
+            mid = (lo + hi) // 2
+            counter[0] += 1
+            k = counter[0]
+            cond = f"sparsify_sel{k}"
+            mid_name = f"sparsify_mid{k}"
+            branch_outs = [f"{o}__sparsify_t{k}" for o in model_outputs]
+            else_outs = [f"{o}__sparsify_e{k}" for o in model_outputs]
+            then_g = helper.make_graph(node_for(lo, mid, branch_outs), f"sel{k}_lo", [],
+                                       [helper.make_tensor_value_info(n, out_types[o], None)
+                                        for n, o in zip(branch_outs, model_outputs)])
+            else_g = helper.make_graph(node_for(mid, hi, else_outs), f"sel{k}_hi", [],
+                                       [helper.make_tensor_value_info(n, out_types[o], None)
+                                        for n, o in zip(else_outs, model_outputs)])
+            return [
+                helper.make_node("Constant", [], [mid_name],
+                                 value=numpy_helper.from_array(np.array(mid - 0.5, np.float32), "")),
+                helper.make_node("Less", [WHICH, mid_name], [cond]),
+                helper.make_node("If", [cond], outputs, then_branch=then_g, else_branch=else_g,
+                                 name=f"sparsify_select{k}"),
+            ]
+
+        return node_for(0, len(leaves), list(self.tree_out_names))
 
     @staticmethod
     def _clip_node(model, x: str, y: str, lo: float, hi: float, sfx: str):
@@ -525,8 +604,12 @@ class DownstreamModel:
                 self._dummy[inp.name] = None
         feeds: dict[str, Any] = dict(sample)
         feeds["run__sparsify_dense"] = np.array(False)
+        if len(self._cuts) and self.use_tree:
+            feeds[WHICH] = np.array(0.0, dtype=np.float32)
+            feeds[TRUE] = np.array(True)
+        for cond in self.flat_conds.values():
+            feeds[cond] = _FALSE
         for cut in self._cuts:
-            feeds[cut.cond] = np.array(False)
             fw = self.weights[cut.fed_name]
             feeds[cut.fed_name] = np.empty((0,), dtype=fw.dense.dtype)
             if cut.act_scale:
@@ -570,7 +653,12 @@ class DownstreamModel:
         """
         cut = self.layer_cut[layer_id]
         feeds = self._base_feeds(sample)
-        feeds[cut.cond] = np.array(True)
+        if self.use_tree:
+            feeds[WHICH] = np.array(float(cut.index), dtype=np.float32)
+            fetch = self.tree_out_names
+        else:
+            feeds[self.flat_conds[cut.index]] = _TRUE
+            fetch = self.flat_outs[cut.index]
         feeds[cut.fed_name] = weight
         if cut.act_scale:
             if act is None:
@@ -580,10 +668,11 @@ class DownstreamModel:
         for b in cut.boundary:
             feeds[b + "__sparsify_bnd"] = boundary[b]
         try:
-            res = self.session.run(cut.out_names, feeds)
+            res = self.session.run(fetch, feeds)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EngineError(f"ONNX Runtime failed to run {self.path.name}: {str(exc).splitlines()[0][:300]}") from None
-        return dict(zip(cut.outputs, res))
+        by_name = dict(zip(self.model_outputs, res))
+        return {o: by_name[o] for o in cut.outputs}
 
 
 class _Unsupported(Exception):

@@ -141,3 +141,24 @@ def test_one_shot_on_subgraph_and_shared_weights(tmp_path):
     rows2 = {r["id"]: r for r in doc2["layers"]}
     assert rows2["h"]["sensitivity_by_level"] == rows2["h2"]["sensitivity_by_level"]  # one shared weight
     assert rows2["out"]["sensitivity"] > 0
+
+
+@pytest.mark.parametrize("builder", [if_model, shared_cos_model])
+def test_selection_tree_equals_one_if_per_cut(tmp_path, builder):
+    from sparsify_tui.profiles.downstream import DownstreamModel
+
+    path = builder(tmp_path / "m.onnx")
+    graph = analyze(path)
+    sample = load_samples_for(path, graph, samples=1)[0]
+    got = {}
+    for tree in (False, True):
+        dm = DownstreamModel(path, graph, use_tree=tree)
+        dm.build_session()
+        outs, bnd = dm.run_dense(sample)
+        got[tree] = [dm.run_cut(lid, sample, bnd, dm.weights[dm.layer_weight[lid]].pruned(0.5)
+                                if dm.weights[dm.layer_weight[lid]].pruned(0.5) is not None
+                                else dm.weights[dm.layer_weight[lid]].dense)
+                     for lid in sorted(dm.layer_cut)]
+    assert len(got[False]) >= 2
+    for a, b in zip(got[False], got[True]):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
