@@ -59,7 +59,6 @@ from sparsify_tui.errors import (
     EngineError,
     EngineUnavailableError,
     ProfileError,
-    SparsifyError,
     UsageError,
 )
 from sparsify_tui.profiles import PERF_LEVELS, SCHEMA_VERSION, level_key
@@ -538,5 +537,4 @@ def validate_perf_document(doc: Any, source: str = "the profile") -> dict:
     return doc
 
 
-__all__ = ["run_perf_profile", "approx_perf_profile", "assemble", "perf_job", "validate_perf_document",
-           "SparsifyError"]
+__all__ = ["run_perf_profile", "approx_perf_profile", "assemble", "perf_job", "validate_perf_document"]
