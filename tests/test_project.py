@@ -1161,8 +1161,6 @@ def _dynamic_batch_model(path: Path) -> Path:
 
 
 @pytest.mark.deepsparse
-@pytest.mark.xfail(strict=True, reason="engines/deepsparse_engine.py hands the project's model.onnx to DeepSparse, "
-                   "whose override_onnx_input_shapes(inplace=True) rewrites it: the new profile is stale at once")
 def test_deepsparse_profile_does_not_make_the_project_stale(tmp_path, capsys):
     from conftest import deepsparse_available
     from sparsify_tui.cli import main

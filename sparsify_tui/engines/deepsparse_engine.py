@@ -65,30 +65,56 @@ MAX_OPSET = 19  # ... which carries opsets up to 19
 
 @contextlib.contextmanager
 def compatible_model(model_path: str):
-    """Yield ``(path, note)``: the model itself, or a temporary copy DeepSparse can load.
+    """Yield ``(path, note)``: a private copy of the model that DeepSparse may load and rewrite.
+
+    DeepSparse 1.8 overwrites the model file IN PLACE when it is given input
+    shapes (``deepsparse.utils.onnx.override_onnx_input_shapes`` defaults to
+    ``inplace=True``): handing it the user's file would silently change the
+    user's model. So DeepSparse always gets a copy in a temporary directory
+    (with its external data files), removed afterwards.
 
     Exporters now write IR version 10, which DeepSparse 1.8 refuses although the
     operators are the same; when the model's default-domain opset is at most
-    ``MAX_OPSET`` the copy only lowers ``ir_version`` to 9 (nothing else changes)
-    and ``note`` says so. Otherwise the original path is yielded unchanged.
+    ``MAX_OPSET`` the copy also lowers ``ir_version`` to 9 (nothing else
+    changes) and ``note`` says so.
     """
+    import shutil
+
     import onnx
 
     try:
         head = onnx.load(model_path, load_external_data=False)
-    except Exception:  # noqa: BLE001 - the engine will report it
-        yield model_path, ""
-        return
-    opset = max((o.version for o in head.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if head.ir_version <= MAX_IR_VERSION or opset > MAX_OPSET:
-        yield model_path, ""
-        return
-    del head
+    except Exception:  # noqa: BLE001 - the engine will report it (on a copy, see below)
+        head = None
+    opset = 0 if head is None else max((o.version for o in head.opset_import if o.domain in ("", "ai.onnx")),
+                                       default=0)
+    lower = head is not None and head.ir_version > MAX_IR_VERSION and opset <= MAX_OPSET
+    locations: set[str] = set()
+    if head is not None and not lower:
+        for t in head.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                for kv in t.external_data:
+                    if kv.key == "location":
+                        locations.add(kv.value)
     with tempfile.TemporaryDirectory(prefix="sparsify-ds-") as tmp:
+        out = os.path.join(tmp, "model.onnx")
+        if not lower:
+            del head
+            shutil.copyfile(model_path, out)
+            src_dir = os.path.dirname(os.path.abspath(model_path))
+            for loc in locations:
+                src = os.path.normpath(os.path.join(src_dir, loc))
+                dst = os.path.normpath(os.path.join(tmp, loc))
+                if not dst.startswith(tmp + os.sep) or not os.path.isfile(src):
+                    continue  # the engine reports a missing or odd external file itself
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(src, dst)
+            yield out, ""
+            return
+        del head
         proto = onnx.load(model_path)
         old = proto.ir_version
         proto.ir_version = MAX_IR_VERSION
-        out = os.path.join(tmp, "model_ir9.onnx")
         if proto.ByteSize() > 1_900_000_000:
             onnx.save(proto, out, save_as_external_data=True, location="model_ir9.data")
         else:
