@@ -100,6 +100,8 @@ def resolve_target(target: str, input_shape_args: list[str] | None = None, *, re
         from sparsify_tui.project import Project
 
         project = Project.open(path, readonly=readonly)
+        for notice in getattr(project, "notices", []) or []:
+            print(f"note: {notice}", file=sys.stderr)
         merged = dict(project.input_shapes)
         merged.update(shapes)
         return Target(model_path=project.model_path, input_shapes=merged, project=project)
