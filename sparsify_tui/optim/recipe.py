@@ -467,7 +467,7 @@ def import_recipe(text: str, graph: Any, name_map: dict[str, str] | None = None,
             fs = props.get("final_sparsity")
             if isinstance(fs, dict):  # {sparsity: [params]} form
                 for s, ps in fs.items():
-                    p2 = dict(props, final_sparsity=float(s))
+                    p2 = dict(props, final_sparsity=_num({"s": s}, "s", tag, source))
                     prunes.append((p2, _resolve_params(ps, graph, inverse, tag, source, warns)))
             else:
                 prunes.append((props, _resolve_params(props.get("params", []), graph, inverse, tag, source, warns)))
@@ -485,14 +485,17 @@ def import_recipe(text: str, graph: Any, name_map: dict[str, str] | None = None,
                 raise RecipeError(f"{source}: !LearningRateModifier lr_kwargs must be a mapping")
             args: dict[str, Any] = {}
             if "gamma" in kw:
-                args["gamma"] = float(kw["gamma"])
+                args["gamma"] = _num(kw, "gamma", "LearningRateModifier lr_kwargs", source)
             if kind == "step":
-                args["step_size"] = float(kw.get("step_size", 1))
+                args["step_size"] = _num(kw, "step_size", "LearningRateModifier lr_kwargs", source, 1.0)
             if kind == "multi_step":
-                args["milestones"] = [float(x) for x in kw.get("milestones", [])]
+                ms = kw.get("milestones", [])
+                if not isinstance(ms, list):
+                    raise RecipeError(f"{source}: !LearningRateModifier milestones must be a list of epochs")
+                args["milestones"] = [_num({"m": x}, "m", "LearningRateModifier milestones", source) for x in ms]
             if kind == "cosine":
-                args["lr_min"] = float(kw.get("lr_min", 0.0))
-                args["cycle_epochs"] = float(kw.get("cycle_epochs", 1.0))
+                args["lr_min"] = _num(kw, "lr_min", "LearningRateModifier lr_kwargs", source, 0.0)
+                args["cycle_epochs"] = _num(kw, "cycle_epochs", "LearningRateModifier lr_kwargs", source, 1.0)
             lrs.append(LRModifier(kind=kind, start_epoch=max(_num(props, "start_epoch", tag, source, 0.0), 0.0),
                                   end_epoch=_num(props, "end_epoch", tag, source, -1.0),
                                   init_lr=_num(props, "init_lr", tag, source), args=args))
@@ -502,6 +505,8 @@ def import_recipe(text: str, graph: Any, name_map: dict[str, str] | None = None,
             ign = props.get("ignore") or []
             if isinstance(ign, str):
                 ign = [ign]
+            if not isinstance(ign, list):
+                raise RecipeError(f"{source}: !QuantizationModifier ignore must be a list of module names")
             if ign:
                 names = _weight_names(graph)
                 ignored = set()

@@ -295,3 +295,37 @@ def test_recipes_load_in_sparseml(tmp_path_factory, opt):
     assert out["ok"], out.get("error")
     n_pruned = sum(1 for v in opt.layers.values() if v.sparsity > 0)
     assert out.get("params", 0) == n_pruned
+
+
+_TAGS = ["GMPruningModifier", "EpochRangeModifier", "SetLearningRateModifier", "LearningRateModifier",
+         "QuantizationModifier", "pytorch.GMPruningModifier", "Unknown"]
+_KEYS = ["params", "final_sparsity", "init_sparsity", "start_epoch", "end_epoch", "update_frequency", "inter_func",
+         "mask_type", "leave_enabled", "learning_rate", "lr_class", "lr_kwargs", "init_lr", "ignore"]
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 200), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["abc", "eval(1+)", "eval(x)", "eval(x * 2)", "__ALL__", "re:(", "re:layer1.*", "StepLR",
+                     "MultiStepLR", "CosineAnnealingWarmRestarts", "cubic", "block4", "layer1.weight"]),
+    st.lists(st.sampled_from(["layer1.weight", "nope", 1, 2.5]), max_size=3),
+    st.dictionaries(st.sampled_from(["gamma", "milestones", "step_size", "lr_min", "cycle_epochs", "0.5"]),
+                    st.one_of(st.floats(-1, 2), st.text(max_size=3), st.lists(st.floats(0, 100), max_size=3)),
+                    max_size=3),
+)
+
+
+@HSET
+@given(st.lists(st.tuples(st.sampled_from(_TAGS), st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=7)),
+                max_size=5),
+       st.sampled_from(["modifiers", "training_modifiers", "x: eval(2)\nmodifiers"]))
+def test_any_recipe_text_imports_or_fails_with_one_sentence(mods, top):
+    parts = []
+    for tag, props in mods:
+        body = "".join(f"    {k}: {json.dumps(v, allow_nan=True).replace('NaN', '.nan').replace('-Infinity', '-.inf').replace('Infinity', '.inf')}\n"
+                       for k, v in props.items())
+        parts.append(f"  - !{tag}\n{body}" if body else f"  - !{tag}\n")
+    text = f"{top}:\n" + "".join(parts) if parts else f"{top}: []\n"
+    try:
+        opt = import_recipe(text, MODEL[0])
+    except (RecipeError, UsageError) as exc:
+        assert "\n" not in str(exc)
+    else:
+        opt.validate()
