@@ -79,6 +79,10 @@ class Const:
 _SHAPE_RE = re.compile(r"^\s*(.+?)\s*=\s*([0-9,\sx]+)\s*$")
 
 
+MAX_INPUT_DIM = 2**31 - 1  # larger dimensions overflow the engines' int32/int64 arithmetic
+MAX_INPUT_ELEMENTS = 2**40  # 4 TB of float32: no machine can feed that
+
+
 def parse_input_shapes(args: list[str] | None) -> dict[str, list[int]]:
     """``["x=1,3,224,224", ...]`` -> ``{"x": [1, 3, 224, 224]}``; InputShapeError if malformed."""
     shapes: dict[str, list[int]] = {}
@@ -91,7 +95,7 @@ def parse_input_shapes(args: list[str] | None) -> dict[str, list[int]]:
         name, _, dims_s = text.rpartition("=")
         name = name.strip()
         parts = [p.strip() for p in dims_s.replace("x", ",").split(",")]
-        if not name or not parts or any(not p.isdigit() for p in parts):
+        if not name or not parts or any(not (p.isascii() and p.isdigit()) for p in parts):
             raise InputShapeError(
                 f"--input-shape {text!r} is malformed: expected NAME=D1,D2,... with whole numbers, "
                 f"such as input=1,3,224,224"
@@ -99,6 +103,11 @@ def parse_input_shapes(args: list[str] | None) -> dict[str, list[int]]:
         dims = [int(p) for p in parts]
         if any(d <= 0 for d in dims):
             raise InputShapeError(f"--input-shape {text!r} has a dimension of 0; every dimension must be at least 1")
+        if any(d > MAX_INPUT_DIM for d in dims) or prod(dims) > MAX_INPUT_ELEMENTS:
+            raise InputShapeError(
+                f"--input-shape {text!r} is absurdly large: each dimension must be at most {MAX_INPUT_DIM} "
+                f"and the whole tensor at most {MAX_INPUT_ELEMENTS} elements"
+            )
         if name in shapes and shapes[name] != dims:
             raise InputShapeError(f"--input-shape gives two different shapes for {name!r}")
         shapes[name] = dims
