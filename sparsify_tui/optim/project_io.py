@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sparsify_tui.errors import ProfileError
+from sparsify_tui.errors import ProfileError, ProjectError, UsageError
 from sparsify_tui.optim.estimate import Evaluator
 from sparsify_tui.optim.optimization import Optimization
 
@@ -115,9 +115,16 @@ def default_quant_layers(graph: Any, quant: dict | None, skip_share: float = 0.0
 
 
 def load_optimization(project: Any, name: str) -> Optimization | None:
+    """The project's optimization ``name`` (None if there is none); ProjectError if its stored form is bad."""
     d = project.get_optimization(name) if hasattr(project, "get_optimization") else next(
         (o for o in project.optimizations if o.get("name") == name), None)
-    return Optimization.from_dict(d) if d is not None else None
+    if d is None:
+        return None
+    try:
+        return Optimization.from_dict(d)
+    except UsageError as exc:
+        raise ProjectError(f"optimization {name!r} in project {getattr(project, 'dir', '')} cannot be read: "
+                           f"{exc.message}") from None
 
 
 def save_optimization(project: Any, opt: Optimization) -> None:

@@ -191,3 +191,14 @@ def test_cli_subprocess_prints_one_json_document(project):
     r = subprocess.run([sys.executable, "-m", "sparsify_tui", "optimize", str(project), "--balance", "-1"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and r.stdout == "" and r.stderr.startswith("error: --balance")
+
+
+def test_a_hand_broken_optimization_is_one_sentence(project, capsys):
+    run_json(capsys, "optimize", str(project))
+    f = project / "optimizations" / "default.json"
+    d = json.loads(f.read_text())
+    d["pruning"]["balance"] = "lots"
+    f.write_text(json.dumps(d))
+    msg = run_err(capsys, "optimize", str(project))
+    assert "optimization 'default'" in msg and "pruning.balance must be a number" in msg
+    assert "cannot be read" in run_err(capsys, "export", str(project))
