@@ -146,6 +146,7 @@ class LayersScreen(Screen):
         self._filter_timer = None
         self._chart_timer = None
         self._widths: list[int] = []
+        self._attr_lines = -1
         self._ops_in_select: list[str] = []
 
     # ------------------------------------------------------------------ layout
@@ -487,10 +488,13 @@ class LayersScreen(Screen):
     def _update_attributes(self) -> None:
         panel = self.query_one("#attributes", Static)
         row = self.data.row(self.selected_id) if (self.data and self.selected_id) else None
-        if row is None:
-            panel.update("no layer selected")
-            return
-        panel.update(layer_attributes_text(row, self.data, self.sens_level))
+        text = layer_attributes_text(row, self.data, self.sens_level) if row is not None else Text("no layer selected")
+        # a fixed height per line count: moving the cursor then redraws the panel without a new layout
+        lines = len(text.wrap(self.app.console, max(panel.size.width, 20)))
+        if lines != self._attr_lines:
+            self._attr_lines = lines
+            panel.styles.height = lines
+        panel.update(text, layout=False)
 
     def _update_charts(self) -> None:
         self._chart_timer = None

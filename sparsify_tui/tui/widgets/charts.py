@@ -52,10 +52,10 @@ def draw_layer_bars(plt: Any, depths: Sequence[int], values: Sequence[float | No
         title = f"{title} (max of {group} layers per bar)"
     plt.title(title)
     bar_width = 0.8 if group == 1 else 0.8 * group
-    plt.bar(xs, ys, width=bar_width, marker="hd")
+    plt.bar(xs, ys, width=bar_width)
     if highlight is not None and highlight in xs:
         i = xs.index(highlight)
-        plt.bar([xs[i]], [ys[i]], width=bar_width, marker="hd", color="red")
+        plt.bar([xs[i]], [ys[i]], width=bar_width, color="red")
     plt.xlabel("Layer Depth")
     if ylabel:
         plt.ylabel(ylabel)
