@@ -227,8 +227,17 @@ class SparsifyApp(App[None]):
         """Open a project directory or an ONNX file (quick look) typed by the user."""
         from sparsify_tui.errors import SparsifyError
 
+        path = Path(text.strip()).expanduser()
+        if self.project is not None and path.is_dir():
+            try:
+                same = path.resolve() == Path(self.project.dir).resolve()
+            except OSError:
+                same = False
+            if same:  # already open here (it holds its own lock): just show it
+                self._show("overview")
+                return
         try:
-            project, jobs = resolve_open_target(Path(text.strip()).expanduser())
+            project, jobs = resolve_open_target(path)
         except SparsifyError as exc:
             self.notify(str(exc), severity="error", timeout=8)
             return

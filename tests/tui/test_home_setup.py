@@ -37,6 +37,15 @@ async def test_home_lists_recent_projects_and_opens_by_key(tmp_path, tui_home):
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, HomeScreen)
+        # opening the project that is already open shows it again, still writable
+        opened = app.project
+        recent = app.screen.query_one("#recent", OptionList)
+        recent.highlighted = [recent.get_option_at_index(i).id for i in range(recent.option_count)].index(str(a.dir))
+        recent.focus()
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert isinstance(app.screen, OverviewScreen)
+        assert app.project is opened and not opened.readonly
 
 
 async def test_home_open_typed_path_and_errors(tmp_path, tui_home):
