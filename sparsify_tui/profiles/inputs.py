@@ -278,8 +278,29 @@ def make_inputs(model_path_or_graph: Any, batch_size: int = 1,
     specs = input_specs(model_path_or_graph, input_shapes)
     if data is not None:
         return load_samples(model_path_or_graph, data, batch_size, specs=specs)[0]
+    shapes = {s.name: concrete_shape(s, batch_size) for s in specs}
+    _check_memory(specs, shapes, batch_size)
     rng = np.random.default_rng(seed)
-    return {s.name: random_input(s, concrete_shape(s, batch_size), rng) for s in specs}
+    return {s.name: random_input(s, shapes[s.name], rng) for s in specs}
+
+
+def _check_memory(specs: list[InputSpec], shapes: dict[str, list[int]], batch_size: int) -> None:
+    """UsageError when one batch of inputs cannot fit in half of this machine's memory (absurd batch sizes)."""
+    import math
+
+    need = 0
+    for s in specs:
+        itemsize = np.dtype(s.dtype if s.dtype != "bfloat16" else "float32").itemsize
+        need += math.prod(shapes[s.name]) * max(itemsize, 8)  # random floats are drawn as float64 first
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        mem = 2**40
+    if need > mem // 2:
+        raise UsageError(
+            f"batch size {batch_size} needs {need / 2**30:.3g} GB of input data, more than half of this "
+            f"machine's {mem / 2**30:.3g} GB of memory; use a smaller --batch-size or --input-shape"
+        )
 
 
 def save_inputs(path: str | os.PathLike, inputs: dict[str, np.ndarray]) -> None:
