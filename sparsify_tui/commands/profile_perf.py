@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
             data=args.data, on_progress=on_progress, timeout_s=timeout,
         )
         progress.done()
+        if engine == "auto" and doc.get("engine") != "deepsparse":
+            progress.note(f"note: using {doc.get('engine')} instead of deepsparse: {doc.get('engine_reason')}")
         if doc.get("incomplete"):
             progress.note(f"warning: the profile is incomplete: {doc.get('error')}")
         if project is not None:
