@@ -19,6 +19,9 @@ from sparsify_tui.errors import UsageError
 from sparsify_tui.profiles import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, level_key
 
 
+NO_LAYERS = "The model has no prunable layers (Conv, ConvTranspose, Gemm or MatMul with a constant weight)."
+
+
 def _canon(value: Any) -> str:
     from sparsify_tui.project import drop_none
 
@@ -109,6 +112,9 @@ def print_loss(doc: dict, file=None) -> None:
     for note in doc.get("notes") or []:
         print(f"Note: {note}", file=file)
     print(file=file)
+    if not doc.get("layers"):
+        print(NO_LAYERS, file=file)
+        return
     k = level_key(doc.get("eval_sparsity", 0.9))
     rows = []
     for r in doc.get("layers") or []:
@@ -185,6 +191,9 @@ def print_quant(doc: dict, file=None) -> None:
     for note in doc.get("notes") or []:
         print(f"Note: {note}", file=file)
     print(file=file)
+    if not doc.get("layers"):
+        print(NO_LAYERS, file=file)
+        return
     rows = []
     for r in doc.get("layers") or []:
         what = r.get("skipped") or ("weights + activation" if r.get("activation_quantized") else "weights only")

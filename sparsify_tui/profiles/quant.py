@@ -160,8 +160,13 @@ def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, co
         size = Path(model_path).stat().st_size
         errors = []
         # QDQ first; per-channel QDQ needs opset 13, so older models get the QOperator format
+        import logging
+
+        root = logging.getLogger()
+        level = root.level
         for fmt_name, fmt in (("QDQ", QuantFormat.QDQ), ("QOperator", QuantFormat.QOperator)):
             try:
+                root.setLevel(logging.ERROR)  # the quantizer logs advice ("pre-process ...") on the root logger
                 quantize_static(
                     str(model_path), str(qpath), _Reader(samples), quant_format=fmt,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -172,6 +177,8 @@ def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, co
             except Exception as exc:  # noqa: BLE001 - ORT's quantizer raises anything on unsupported models
                 msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                 errors.append(f"{fmt_name}: {type(exc).__name__}: {msg}")
+            finally:
+                root.setLevel(level)
         else:
             out["error"] = "; ".join(errors)
             return out
