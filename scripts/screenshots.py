@@ -120,10 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="sparsify-shots-") as tmp:
-        os.environ["SPARSIFY_TUI_HOME"] = tmp
+    # a fixed scratch directory, so the paths shown in the screenshots do not change between runs
+    tmp = Path(tempfile.gettempdir()) / "sparsify-screenshots"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        os.environ["SPARSIFY_TUI_HOME"] = str(tmp)
         os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
         svgs = asyncio.run(capture(out))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     rsvg = shutil.which("rsvg-convert")
     for svg in svgs:
         print(svg.relative_to(out.parent) if out.parent in svg.parents else svg)
