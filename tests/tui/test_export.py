@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from textual.widgets import Input, Static
 
 from sparsify_tui.optim.recipe import import_recipe
@@ -82,11 +84,16 @@ async def test_export_name_map(demo_project, tmp_path):
         assert "1 names mapped" in widget_text(screen.query_one("#export-note", Static), 120)
 
 
+@pytest.mark.slow
 async def test_validation_key_runs_in_background(demo_project):
+    """v: real one-shot pruning + dense/pruned benchmark (and a same-engine perf profile) in an App worker."""
     app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_export(pilot, app)
+        screen.validation_kw = {"iterations": 4, "warmup": 1, "repeats": 2}
         await pilot.press("v")
+        await pilot.pause()
+        assert "running" in widget_text(screen.query_one("#export-validation", Static), 120)
         await pilot.pause()
         await wait_for(pilot, lambda: not getattr(app, "_validation_running", False), timeout=240)
         await pilot.pause()

@@ -115,6 +115,7 @@ class ExportScreen(Screen):
         self.recipe_text = ""
         self.code_text = ""
         self.saved: list[Path] = []
+        self.validation_kw: dict[str, Any] = {}  # extra arguments of validate_optimization (tests: fewer iterations)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -345,7 +346,13 @@ class ExportScreen(Screen):
     def action_validate(self) -> None:
         if self.opt is None or self.project is None:
             return
-        start_validation(self.app, self.project, self.opt.name)
+        if self.project.get_optimization(self.opt.name) is None:  # the default one shown: store it first
+            try:
+                self.project.set_optimization(self.opt.to_dict())
+            except Exception as exc:  # noqa: BLE001 - read-only project
+                self._show_validation(None, error=f"the optimization could not be saved: {exc}")
+                return
+        start_validation(self.app, self.project, self.opt.name, **self.validation_kw)
         self._show_validation(None, running=True)
 
     def action_cancel_validation(self) -> None:
@@ -402,7 +409,7 @@ def _export_screens(app: Any) -> list[ExportScreen]:
     return out
 
 
-def start_validation(app: Any, project: Any, opt_name: str) -> None:
+def start_validation(app: Any, project: Any, opt_name: str, **kwargs: Any) -> None:
     """Run ``optim.validate.validate_optimization`` in a thread worker owned by the App."""
     if getattr(app, "_validation_running", False):
         app.notify("a validation is already running", timeout=3)
@@ -452,7 +459,7 @@ def start_validation(app: Any, project: Any, opt_name: str) -> None:
                     if cancel.is_set():
                         raise _Cancelled()
             try:
-                result = validate_optimization(project, opt_name, on_progress=progress, cancel=cancel)
+                result = validate_optimization(project, opt_name, on_progress=progress, cancel=cancel, **kwargs)
             finally:
                 if lock is not None:
                     lock.release()
