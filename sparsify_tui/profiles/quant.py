@@ -119,7 +119,7 @@ def activation_qparams(lo: float, hi: float) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- whole model
-class _Reader:
+class CalibrationReader:
     """ONNX Runtime CalibrationDataReader over our samples."""
 
     def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
@@ -168,7 +168,7 @@ def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, co
             try:
                 root.setLevel(logging.ERROR)  # the quantizer logs advice ("pre-process ...") on the root logger
                 quantize_static(
-                    str(model_path), str(qpath), _Reader(samples), quant_format=fmt,
+                    str(model_path), str(qpath), CalibrationReader(samples), quant_format=fmt,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, use_external_data_format=size > 1_800_000_000,
                 )
@@ -207,6 +207,9 @@ def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, co
     return out
 
 
+_Reader = CalibrationReader  # the name other modules imported first
+
+
 # ---------------------------------------------------------------- per layer
 def compute_quant(
     model_path: str | os.PathLike,
@@ -234,13 +237,17 @@ def compute_quant(
     sample_list = load_samples_for(model_path, graph, data=data, samples=samples, input_shapes=input_shapes)
     notes: list[str] = []
     mode = "downstream"
+    from sparsify_tui.profiles.sensitivity import usable_cores
+
+    workers = max(1, int(cores or usable_cores()))
+    threads = 1 if workers > 1 else cores
     try:
-        impl: Any = DownstreamModel(model_path, graph, cores=cores, act_qdq=True)
+        impl: Any = DownstreamModel(model_path, graph, cores=threads, act_qdq=True)
         impl.build_session()
     except _Unsupported as exc:
         mode = "full"
         notes.append(f"downstream-only runs unavailable ({exc}); weights only, the whole model runs each time")
-        impl = WeightFedModel(model_path, graph, cores=cores)
+        impl = WeightFedModel(model_path, graph, cores=threads)
         impl.build_session()
     dense: list[dict[str, np.ndarray]] = []
     boundary: list[dict[str, np.ndarray]] = []
@@ -256,20 +263,16 @@ def compute_quant(
     kinds = {n: classify_output(dense[0][n]) for n in names}
     total = len(layers) + (1 if whole_model else 0)
     rows: list[dict[str, Any]] = []
-    done_weights: dict[str, dict] = {}
-    for i, layer in enumerate(layers):
-        check_cancel(cancel)
+    def measure(layer) -> dict[str, Any]:
         row: dict[str, Any] = {"id": layer.id, "name": layer.name, "op_type": layer.op_type, "depth": layer.depth}
         fed = impl.layer_weight.get(layer.id)
         if fed is None:
             row.update({"sensitivity": None, "skipped": impl.skipped.get(layer.id, "not measurable")})
-            rows.append(row)
-            continue
+            return row
+        if stop.is_set() or (cancel is not None and cancel.is_set()):
+            row["sensitivity"] = None
+            return row
         fw = impl.weights[fed]
-        if fed in done_weights:  # a shared weight: same measurement
-            row.update({k: v for k, v in done_weights[fed].items() if k not in row})
-            rows.append(row)
-            continue
         if fw.quant is not None or fw.dense.dtype.kind not in "f":
             wq = fw.dense  # already stored as integers
             row["weight_quantized"] = "already"
@@ -303,12 +306,31 @@ def compute_quant(
                 v += one_output_change(dense[j][n], y, kinds.get(n, "nse"))
             vals.append(min(v, MAX_CHANGE))
         row["sensitivity"] = float(np.mean(vals))
-        done_weights[fed] = {k: row[k] for k in row if k not in ("id", "name", "op_type", "depth")}
-        rows.append(row)
-        if on_partial:
-            on_partial({"layer": layer.id, "sensitivity": row["sensitivity"]})
-        if on_progress:
-            on_progress({"event": "progress", "done": i + 1, "total": total, "label": layer.id})
+        return row
+
+    # layers are measured concurrently, one single-threaded run per core (see LayerSwapRunner)
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = threading.Event()
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsify-quant") as ex:
+        futures = [ex.submit(measure, layer) for layer in layers]
+        try:
+            for i, (layer, fut) in enumerate(zip(layers, futures)):
+                check_cancel(cancel)
+                row = fut.result()
+                check_cancel(cancel)
+                rows.append(row)
+                if on_partial and row.get("sensitivity") is not None:
+                    on_partial({"layer": layer.id, "sensitivity": row["sensitivity"]})
+                if on_progress:
+                    on_progress({"event": "progress", "done": i + 1, "total": total, "label": layer.id})
+        except BaseException:
+            stop.set()  # the remaining layers return at once
+            for fut in futures:
+                fut.cancel()
+            raise
     for r, k in zip(rows, sensitivity_ranks([r.get("sensitivity") for r in rows])):
         r["rank"] = k
     measured = [r["sensitivity"] for r in rows if r.get("sensitivity") is not None]

@@ -122,3 +122,14 @@ def test_whole_model_failure_is_reported_not_raised(tmp_path):
     out = quantize_whole_model(path, [{"x": np.zeros((1, 7), np.float32)}], runs=1)
     assert "error" in out and out["error"]
     assert "fp32_ms" not in out
+
+
+def test_quant_profile_cancel(tmp_path):
+    import threading
+
+    from sparsify_tui.errors import CancelledError
+
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(CancelledError):
+        compute_quant(outlier_model(tmp_path / "o.onnx"), samples=1, cancel=ev)
