@@ -162,3 +162,16 @@ def test_selection_tree_equals_one_if_per_cut(tmp_path, builder):
     assert len(got[False]) >= 2
     for a, b in zip(got[False], got[True]):
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_approx_on_a_quantized_weight_uses_dequantized_magnitudes(tmp_path):
+    from sparsify_tui.profiles.loss import approx_loss_profile
+
+    path = quant_model(tmp_path / "q.onnx")
+    doc = approx_loss_profile(analyze(path))
+    row = next(r for r in doc["layers"] if r["id"] == "c")
+    q = onnx.numpy_helper.to_array(next(i for i in onnx.load(str(path)).graph.initializer if i.name == "wq"))
+    zp = np.array([0, 3, -2, 0, 1, 0], np.float64).reshape(6, 1, 1, 1)
+    sq = np.sort(((q.astype(np.float64) - zp) * 0.02).ravel() ** 2)
+    k = round(0.5 * q.size)
+    assert row["sensitivity_by_level"]["0.5"] == pytest.approx(sq[:k].sum() / sq.sum(), rel=1e-5)
