@@ -36,6 +36,13 @@ from sparsify_tui.tui.data import (
     op_summaries,
     transform,
 )
+from sparsify_tui.tui.widgets.optim_summary import (
+    column_labels,
+    current_values,
+    cycle_summary,
+    refresh_optimized,
+    summary_label,
+)
 from sparsify_tui.tui.widgets.charts import CHART_METRICS, LayerBarsChart, SensitivityChart
 
 ALL_OPS = "__all__"
@@ -132,6 +139,7 @@ class LayersScreen(Screen):
         self.prunable_only = False
         self.display_mode = "measured"
         self.level: float | None = None  # None = baseline
+        self.optimized = None  # Summary Type "optimized": tui.widgets.optim_summary.OptimizedSummary (part 2)
         self.sort_column = "depth"
         self.sort_reverse = False
         self.op_filter = ALL_OPS
@@ -214,6 +222,7 @@ class LayersScreen(Screen):
             levels = data.summary_levels
             if self.level is not None and self.level not in levels:
                 self.level = None
+            refresh_optimized(self)  # part 2: Summary Type "optimized"
             self._fill_op_select()
         self.rebuild()
 
@@ -262,7 +271,7 @@ class LayersScreen(Screen):
     def _column_labels(self) -> dict[str, str]:
         lvl = fmt_level(self.sens_level)
         ms_label = "Base ms" if self.level is None else f"ms@{fmt_level(self.level)}"
-        return {"ms": ms_label, "perf": f"Perf@{lvl}", "loss": f"Loss@{lvl}"}
+        return column_labels(self, {"ms": ms_label, "perf": f"Perf@{lvl}", "loss": f"Loss@{lvl}"})
 
     def _name_width(self, widths: list[int], name_i: int, table: DataTable) -> int:
         """Give the name column what the other columns leave (at least 12, at most its longest name)."""
@@ -306,11 +315,12 @@ class LayersScreen(Screen):
         out = []
         for r in rows:
             ms = r.ms_at(level)
+            ms, params_v, flops_v = current_values(self, r, ms)  # part 2: Summary Type "optimized"
             perf = r.perf_sensitivity(sens_level)
             loss = r.loss_sensitivity(sens_level)
             vals = {
-                "params": transform(r.params, disp, tot["params"]) if r.params is not None else None,
-                "flops": transform(r.flops, disp, tot["flops"]),
+                "params": transform(params_v, disp, tot["params"]) if params_v is not None else None,
+                "flops": transform(flops_v, disp, tot["flops"]),
                 "ms": transform(ms, disp, tot["ms"]),
                 "perf": transform(perf, disp, tot["perf"]),
                 "loss": transform(loss, disp, tot["loss"]),
@@ -466,7 +476,7 @@ class LayersScreen(Screen):
         scope = "prunable" if self.prunable_only else "all"
         text = Text(no_wrap=True, overflow="ellipsis")
         items = [
-            ("Summary Type ", fmt_level(self.level)),
+            ("Summary Type ", summary_label(self, fmt_level(self.level))),
             ("Value Display ", VALUE_DISPLAY_LABELS[self.display_mode]),
             ("sort ", f"{label} {arrow}"),
             ("", f"{len(self.visible_rows)}/{len(data.rows)} layers ({scope}"
@@ -593,6 +603,9 @@ class LayersScreen(Screen):
         self.rebuild()
 
     def action_cycle_summary(self) -> None:
+        if cycle_summary(self):  # part 2: with an optimization, the cycle ends with "optimized"
+            self.rebuild()
+            return
         levels = self.data.summary_levels if self.data else []
         if not levels:
             self.notify("no profile with sparsity levels yet: the Summary Type stays baseline", timeout=3)
