@@ -177,7 +177,7 @@ def find_tensor_site(model, name: str, graph_path: str = "") -> TensorSite | Non
 
 def _constant_value(node, model=None, graph=None) -> np.ndarray:
     """The value of a Constant node as an array."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     for attr in node.attribute:
         if attr.name == "value":
@@ -191,7 +191,6 @@ def _constant_value(node, model=None, graph=None) -> np.ndarray:
         if attr.name == "value_ints":
             return np.array(list(attr.ints), dtype=np.int64)
     raise ModelError(f"Constant node {node.output[0]!r} has no tensor value")  # pragma: no cover
-    _ = helper  # noqa
 
 
 def constant_tensor(model, name: str, graph_path: str = "") -> np.ndarray | None:

@@ -459,7 +459,6 @@ class DownstreamModel:
         self._dummy: dict[str, np.ndarray] = {}
         self._cuts = list({id(c): c for c in self.layer_cut.values()}.values())
         self.layer_weight = {lid: cut.fed_name for lid, cut in self.layer_cut.items()}
-        _ = numpy_helper
 
     # ---------------------------------------------------------------- helpers
     @staticmethod

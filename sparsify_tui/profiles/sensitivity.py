@@ -328,7 +328,6 @@ class WeightFedModel:
 
     def __init__(self, model_path: str | os.PathLike, graph, *, cores: int | None = None,
                  layer_ids: Iterable[str] | None = None, model=None) -> None:
-        import onnx
         from onnx import helper
 
         from sparsify_tui.optim.prune import (
@@ -414,7 +413,6 @@ class WeightFedModel:
         self.session = None
         self.output_names: list[str] = []
         self._dense_feeds = {name: fw.dense for name, fw in self.weights.items()}
-        _ = onnx
 
     def build_session(self):
         ort = _ort()
