@@ -82,10 +82,12 @@ def _session(model_path: str, cores: int | None, tmp: str, profile: bool,
         so.profile_file_prefix = os.path.join(tmp, "ort_profile")
         so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
     try:
-        return ort.InferenceSession(_with_batch(model_path, inputs), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(_with_batch(model_path, inputs), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"onnxruntime could not load {model_path}: {str(exc).strip().splitlines()[0][:300]}") \
             from None
+    sess._sparsify_model_path = str(model_path)  # named in run errors
+    return sess
 
 
 def _feed(sess, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -101,7 +103,8 @@ def _run(sess, feed) -> None:
         sess.run(None, feed)
     except Exception as exc:  # noqa: BLE001
         batch = next((int(v.shape[0]) for v in feed.values() if getattr(v, "ndim", 0)), None)
-        raise EngineError(f"onnxruntime failed to run the model (batch size {batch}): "
+        model = getattr(sess, "_sparsify_model_path", "the model")
+        raise EngineError(f"onnxruntime failed to run {model} (batch size {batch}): "
                           f"{str(exc).strip().splitlines()[0][:300]}") from None
 
 
