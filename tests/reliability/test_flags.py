@@ -1,0 +1,82 @@
+"""Bad flag values and a missing engine, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import assert_user_error, cli_env, run_cli
+
+FAST = ("--iterations", "1", "--warmup", "0", "--repeats", "1")
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--batch-size", "-1"], "--batch-size must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--batch-size", "4611686018427387904"], "smaller --batch-size"),
+    (["--batch-size", "two"], "--batch-size must be a whole number"),
+    (["--cores", "0"], "--cores must be at least 1"),
+    (["--cores", "4096"], "--cores must be at most"),
+    (["--levels", "0,1.0"], "--levels must be below 1"),
+    (["--levels", "0,-0.1"], "--levels must be at least 0"),
+    (["--levels", "0.5,1.5"], "--levels must be below 1"),
+    (["--levels", "nan"], "finite"),
+    (["--levels", "0.4;0.6"], "--levels must be a number"),
+    (["--engine", "tensorrt"], "--engine must be one of"),
+    (["--iterations", "0"], "--iterations must be at least 1"),
+    (["--timeout", "-5"], "--timeout must be at least"),
+])
+def test_bad_perf_flag(model, flags, words):
+    assert_user_error(run_cli("profile", "perf", model, *FAST, *flags), words)
+
+
+@pytest.mark.parametrize("shape,words", [
+    ("x", "malformed"),
+    ("x=", "malformed"),
+    ("=1,3,8,8", "malformed"),
+    ("x=1,3,eight,8", "malformed"),
+    ("x=1,3,-8,8", "malformed"),
+    ("x=1,0,8,8", "dimension of 0"),
+    ("x=1,3,8", "expects 4 dimensions"),
+    ("nosuch=1,3,8,8", "no input called"),
+    ("x=4611686018427387904,3,8,8", "absurdly large"),
+    ("x=1,3,8²,8", "malformed"),
+])
+def test_bad_input_shape(model, shape, words):
+    assert_user_error(run_cli("info", model, "--input-shape", shape), "--input-shape", words)
+
+
+def test_bad_optimize_flags(project):
+    before = (project / "project.toml").read_bytes()
+    for flags, words in ((["--sparsity", "1.5"], "--sparsity"), (["--epochs", "-3"], "--epochs"),
+                         (["--balance", "two"], "--balance")):
+        assert_user_error(run_cli("optimize", project, *flags), words)
+    assert (project / "project.toml").read_bytes() == before
+
+
+@pytest.fixture
+def no_deepsparse_env(tmp_path):
+    """An environment (parent and worker processes) where ``import deepsparse`` fails: it is not installed."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['deepsparse'] = None\n")
+    return cli_env(PYTHONPATH=str(shim) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def test_engine_deepsparse_not_installed(model, no_deepsparse_env):
+    assert_user_error(run_cli("profile", "perf", model, "--engine", "deepsparse", *FAST, env=no_deepsparse_env),
+                      "deepsparse is not installed")
+    assert_user_error(run_cli("benchmark", model, "--engine", "deepsparse", env=no_deepsparse_env),
+                      "deepsparse is not installed")
+
+
+def test_engine_auto_falls_back_when_deepsparse_is_missing(model, no_deepsparse_env):
+    res = run_cli("profile", "perf", model, *FAST, "--levels", "0,0.5", "--json", env=no_deepsparse_env)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["engine"] == "onnxruntime"
+    assert "deepsparse" in doc["engine_reason"] and "not installed" in doc["engine_reason"]
+    assert "note: using onnxruntime instead of deepsparse" in res.stderr
+    assert doc["baseline_ms"] > 0 and set(doc["model_ms_by_level"]) == {"0.0", "0.5"}
