@@ -110,7 +110,65 @@ async def capture(out: Path) -> list[Path]:
         await settle(app, pilot)
         save(app, "layers-80x24")
     project.close()
+    written += await capture_part2(project.dir, save)
     return written
+
+
+async def capture_part2(project_dir: Path, save) -> list[Path]:
+    """Part 2 screens (optimizer, training summary, learning rate, compare, export, glossary)."""
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.profiles.perf import approx_perf_profile
+    from sparsify_tui.project import Project
+    from sparsify_tui.tui.app import SparsifyApp
+
+    project = Project.open(project_dir)
+    perf = approx_perf_profile(analyze(project.model_path), cores=4)
+    perf.update(machine=dict(FIXED_MACHINE), created=FIXED_TIME, model_path="model.onnx")
+    entry = project.add_profile("perf", "approximated 4 cores", {"approximate": True, "cores": 4},
+                                perf["engine"], "", dict(FIXED_MACHINE), perf)
+    entry.created = "2026-01-02T12:00:00Z"
+    project.save()
+
+    async def wait(app, pilot, ready):
+        for _ in range(400):
+            if ready(app.screen):
+                break
+            await pilot.pause(0.05)
+        for _ in range(3):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+
+    for size, suffix in (((120, 36), ""), ((80, 24), "-80x24")):
+        app = SparsifyApp(project, machine=FIXED_MACHINE)
+        async with app.run_test(size=size) as pilot:
+            await wait(app, pilot, lambda s: True)
+            await pilot.press("f2")
+            await wait(app, pilot, lambda s: getattr(s, "ready", False))
+            if suffix:
+                save(app, "optimizer" + suffix)
+                continue
+            await pilot.press("right_square_bracket", "tab", "down", "down")
+            await pilot.pause(0.8)
+            save(app, "optimizer")
+            await pilot.press("2")
+            await pilot.pause(0.3)
+            save(app, "optimizer-learning-rate")
+            await pilot.press("3")
+            await pilot.pause(0.3)
+            save(app, "optimizer-training-summary")
+            await pilot.press("f4")
+            await wait(app, pilot, lambda s: bool(getattr(s, "recipe_text", "")))
+            app.screen.query_one("#export-path").value = "recipe.yaml"
+            await pilot.pause(0.3)
+            save(app, "export")
+            await pilot.press("f3")
+            await wait(app, pilot, lambda s: type(s).__name__ == "CompareScreen")
+            save(app, "compare")
+            await pilot.press("f5", *"speedup")
+            await pilot.pause(0.3)
+            save(app, "glossary")
+    project.close()
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
