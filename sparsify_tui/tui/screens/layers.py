@@ -451,7 +451,7 @@ class LayersScreen(Screen):
         job = active[0]
         text = f"{job.kind} profile {'queued' if job.state == 'queued' else f'{100 * job.fraction:.0f}%'}"
         if job.label:
-            text += f" ({job.label})"
+            text += f" ({job.label if len(job.label) <= 28 else job.label[:27] + '…'})"
         if len(active) > 1:
             text += f" +{len(active) - 1}"
         return text + ", x cancels"
