@@ -205,3 +205,30 @@ async def test_keys_open_optimizer_and_area_help(demo_project):
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, OptimizerScreen)
+
+
+async def test_unsaved_changes_ask_before_quitting(demo_project):
+    from sparsify_tui.project import Project
+    from sparsify_tui.tui.screens.optimizer import ConfirmLeave
+
+    ro = Project.open(demo_project.dir, readonly=True)
+    app = SparsifyApp(ro, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        await pilot.press("right_square_bracket")
+        await pilot.pause(0.8)
+        assert screen.dirty  # a read-only project cannot be saved
+        title = widget_text(screen.query_one("#opt-title", Static), 200)
+        assert "not saved" in title and "read-only" in title
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmLeave)
+        await pilot.press("escape")  # stay
+        await pilot.pause()
+        assert app.screen is screen and screen.opt.pruning.target_sparsity == 0.9
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("d")  # leave without saving
+        await pilot.pause()
+        assert app.return_code == 0  # the app exited
+    assert "optimizations" not in (demo_project.dir / "project.toml").read_text()  # nothing was written

@@ -38,8 +38,9 @@ AREA_ALIASES = {"opt-lr-chart": "opt-lr"}
 
 def entries_table(entries: list[glossary.Entry]) -> Table:
     table = Table(box=None, padding=(0, 1), show_header=False, expand=True)
-    table.add_column(style="bold cyan", no_wrap=True, ratio=1)
-    table.add_column(ratio=4)
+    width = min(28, max((len(e.term) for e in entries), default=10))
+    table.add_column(style="bold cyan", no_wrap=True, min_width=width, max_width=width)
+    table.add_column(ratio=1)
     for e in entries:
         table.add_row(e.term, e.text)
     return table
