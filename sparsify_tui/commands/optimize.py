@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from sparsify_tui.commands.common import emit_json, fmt_count, parse_float, parse_int, print_table
-from sparsify_tui.errors import ProjectError, RecipeError, UsageError
+from sparsify_tui.errors import RecipeError, UsageError
 
 
 def _open_project(path: str, *, readonly: bool = False):
@@ -64,10 +63,6 @@ def _check_layer(graph, lid: str, flag: str) -> None:
 
 def _default_name(project) -> str:
     return str(project.optimizations[0].get("name")) if project.optimizations else "default"
-
-
-def _layer_json(lay) -> dict[str, Any]:
-    return lay.to_dict()
 
 
 def _document(est, opt, ctx_notes: list[str], profile_ids: dict[str, str], warnings: list[str] | None = None) -> dict:
@@ -303,7 +298,5 @@ def run_export(args: argparse.Namespace) -> int:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
         return 0
-    except ProjectError:
-        raise
     finally:
         project.close()

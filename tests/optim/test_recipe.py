@@ -283,7 +283,6 @@ def test_small_floats_stay_floats():
 def test_recipes_load_in_sparseml(tmp_path_factory, opt):
     """SparseML's own parser and modifier classes accept every exported recipe (validating every value)."""
     import subprocess
-    import sys
     from pathlib import Path
 
     path = tmp_path_factory.mktemp("sparseml") / "recipe.yaml"
