@@ -454,6 +454,9 @@ def import_recipe(text: str, graph: Any, name_map: dict[str, str] | None = None,
 
     inverse = {fw: onnx for onnx, fw in (name_map or {}).items()}
     meta = _read_meta(text)
+    if meta is not None and meta.get("mapped") and not name_map:
+        raise RecipeError(f"{source} was exported with a name map (framework parameter names): "
+                          "import it with the same --name-map")
     body = text[text.index("version:"):] if meta is not None and "version:" in text else None
     opt = Optimization(name="imported", epochs=0)
     prunes: list[tuple[dict, list[str]]] = []

@@ -227,6 +227,8 @@ def test_name_map_json_and_csv(tmp_path):
     assert "framework parameter names" in text.splitlines()[1]
     back = import_recipe(text, graph, nm)
     assert back.to_dict() == opt.to_dict()
+    with pytest.raises(RecipeError, match="import it with the same --name-map"):
+        import_recipe(text, graph)
     csvp = tmp_path / "map.csv"
     csvp.write_text("onnx_name,framework_name\n" + "".join(f"{k},{v}\n" for k, v in list(mapping.items())[:5]))
     nm2, warns2 = load_name_map(csvp, graph)
