@@ -330,3 +330,26 @@ def test_any_recipe_text_imports_or_fails_with_one_sentence(mods, top):
         assert "\n" not in str(exc)
     else:
         opt.validate()
+
+
+def test_final_sparsity_mapping_form_and_framework_prefixed_tags():
+    text = """
+modifiers:
+  - !pytorch.EpochRangeModifier
+    start_epoch: 0.0
+    end_epoch: 20.0
+  - !pytorch.GMPruningModifier
+    params: []
+    final_sparsity: {0.6: ['layer1.weight', 'layer2.weight'], 0.9: ['layer5.weight']}
+    init_sparsity: 0.05
+    start_epoch: 2.0
+    end_epoch: 12.0
+    update_frequency: 0.5
+    mask_type: [1, 4]
+"""
+    warns: list[str] = []
+    opt = import_recipe(text, MODEL[0], warnings=warns)
+    s = {k: v.sparsity for k, v in opt.layers.items() if v.sparsity}
+    assert s == {"conv1": 0.6, "conv2": 0.6, "conv5": 0.9}
+    assert (opt.pruning.start_epoch, opt.pruning.end_epoch, opt.end_epoch) == (2.0, 12.0, 20.0)
+    assert any("block shape" in w for w in warns)
