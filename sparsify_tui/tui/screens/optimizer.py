@@ -399,6 +399,7 @@ class OptimizerScreen(Screen):
         self._edit_target: tuple[str, Any] | None = None
         self._layer_cache: dict[str, dict[str, str]] = {}
         self._settings_cache: dict[str, str] = {}
+        self._layer_sigs: dict[str, tuple] = {}
         self._error_shown = ""
         self._lr_sig: tuple = ()
         self._lr_shown: list[str] = []
@@ -542,6 +543,7 @@ class OptimizerScreen(Screen):
         if rebuild or lt.row_count != len(self.est.layers):
             lt.clear()
             self._layer_cache = {}
+            self._layer_sigs = {}
             rows = []
             for le in self.est.layers:
                 cells = layer_cells(le)
@@ -553,7 +555,13 @@ class OptimizerScreen(Screen):
                 lt.add_row(*row, key=le.id)
             return
         changed = 0
+        sigs = self._layer_sigs
         for le in self.est.layers:
+            sig = (le.sparsity, le.overridden, le.est_speedup, le.est_ms, le.loss_sensitivity,
+                   le.perf_sensitivity, le.recovery, le.excluded_reason, le.loss_rank, le.perf_rank)
+            if sigs.get(le.id) == sig:
+                continue  # nothing this row shows changed: skip formatting
+            sigs[le.id] = sig
             cells = layer_cells(le)
             old = self._layer_cache[le.id]
             for k, v in cells.items():
