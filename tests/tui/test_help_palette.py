@@ -61,7 +61,7 @@ async def test_palette_runs_screen_actions(demo_project):
         await pilot.press("ctrl+p")
         await pilot.pause()
         assert isinstance(app.screen, CommandPalette)
-        await pilot.press(*"prunable only")
+        await pilot.press(*"prunab")
         await pilot.pause(0.5)
         await pilot.press("enter")
         await pilot.pause(0.3)
@@ -69,7 +69,7 @@ async def test_palette_runs_screen_actions(demo_project):
         # an App-level entry: the overview
         await pilot.press("ctrl+p")
         await pilot.pause()
-        await pilot.press(*"project overview")
+        await pilot.press(*"project ov")
         await pilot.pause(0.5)
         await pilot.press("enter")
         await pilot.pause(0.3)

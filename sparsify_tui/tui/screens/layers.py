@@ -501,7 +501,7 @@ class LayersScreen(Screen):
         text = layer_attributes_text(row, self.data, self.sens_level) if row is not None else Text("no layer selected")
         # a fixed height per line count: moving the cursor then redraws the panel without a new layout
         lines = len(text.wrap(self.app.console, max(panel.size.width, 20)))
-        if lines != self._attr_lines:
+        if lines > self._attr_lines:  # only grows: most cursor moves need no new layout
             self._attr_lines = lines
             panel.styles.height = lines
         panel.update(text, layout=False)
