@@ -415,10 +415,10 @@ class WeightFedModel:
         self._dense_feeds = {name: fw.dense for name, fw in self.weights.items()}
 
     def build_session(self):
-        ort = _ort()
-        data = self.model.SerializeToString()
+        from sparsify_tui.profiles.downstream import session_from_model
+
         try:
-            self.session = ort.InferenceSession(data, session_options(self.cores), providers=["CPUExecutionProvider"])
+            self.session = session_from_model(self.model, session_options(self.cores))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EngineError(
                 f"ONNX Runtime could not load {self.path.name} with its weights as inputs: {str(exc).splitlines()[0][:300]}"
