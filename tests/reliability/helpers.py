@@ -1,4 +1,4 @@
-"""Helpers for the reliability suite: the real CLI in a subprocess, small handcrafted models, projects.
+"""Helpers and fixtures for the reliability suite: the real CLI in a subprocess, small handcrafted models, projects.
 
 Every case asserts what the user sees: ``error: <one sentence>`` on stderr,
 exit status 2 and no traceback (or an in-app message), and that no data was

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RNG, T, assert_user_error, helper, np, numpy_helper, onnx, run_cli, save_model, vi
+from .helpers import RNG, T, assert_user_error, helper, np, numpy_helper, onnx, run_cli, save_model, vi
 
 PERF = ("--engine", "onnxruntime", "--iterations", "1", "--warmup", "0", "--repeats", "1", "--levels", "0,0.5")
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import assert_user_error, cli_env, run_cli
+from .helpers import assert_user_error, cli_env, run_cli
 
 FAST = ("--iterations", "1", "--warmup", "0", "--repeats", "1")
 

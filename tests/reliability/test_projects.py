@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import PY, assert_user_error, cli_env, run_cli, sha, snapshot_dir
+from .helpers import PY, assert_user_error, cli_env, run_cli, sha, snapshot_dir
 
 
 def _main(*args) -> int:
@@ -88,7 +88,7 @@ def test_corrupt_profile_file_is_kept_and_noted(profiled):
 
 
 def test_model_changed_on_disk_marks_profiles_stale(profiled, tmp_path):
-    from conftest import tiny_conv
+    from .helpers import tiny_conv
 
     tiny_conv(tmp_path / "other.onnx")  # same graph, new random weights
     import numpy as np
