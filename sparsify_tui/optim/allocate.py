@@ -52,7 +52,13 @@ Algorithm
 4. Filters: a layer with 0 < s < ``min_sparsity`` ("filtered: below minimum
    sparsity"), a speedup factor below ``min_speedup`` or a recovery below
    ``min_recovery`` is set to 0 with its reason, and the remaining free layers
-   are re-allocated (repeated until nothing more is filtered).
+   are re-allocated (repeated until nothing more is filtered). To need few
+   rounds, the minimum sparsity and the minimum speedup are also entry points
+   of the allocation (a layer gets 0 or at least the sparsity where it meets
+   them, that first stretch priced at its average marginal cost), layers that
+   cannot meet a filter anywhere under the cap are filtered up front, and a
+   layer that meets a filter with its own value but not with its bucket's
+   keeps its own value.
 5. Monotone balance: steps 1-4 are run for the 21 candidate balances 0, 0.05,
    ..., 1 (11 candidates 0, 0.1, ..., 1 above 200 prunable layers or when a
    filter is on, which re-allocates several times: this keeps an edit of a
@@ -105,9 +111,9 @@ Automatic sparsity allocation
   least). Moving it toward performance never lowers the estimated speedup; toward
   recovery never raises the total loss sensitivity.
   Max sparsity: the per-layer cap (0.95 by default), respected while allocating.
-  Filters (0 = off): a layer allocated below the minimum sparsity, below the minimum
-  speedup factor or below the minimum recovery is left dense with the reason shown, and
-  the other layers take over its share of the target.
+  Filters (0 = off): every pruned layer ends at or above the minimum sparsity, at or above
+  the minimum speedup factor and at or above the minimum recovery; a layer that cannot is
+  left dense with the reason shown, and the other layers take over its share of the target.
   Overrides fix a layer's sparsity; exclusions leave it dense. Nothing is excluded
   silently: the first layer and grouped or depthwise convolutions are allocated like
   the others.
@@ -385,7 +391,7 @@ class Plan:
     extra: dict[str, str] = field(default_factory=dict)  # non-prunable layer ids named by the user -> reason
 
 
-def _bucketize(s: np.ndarray, w: np.ndarray, k: int, cap: float) -> np.ndarray:
+def _bucketize(s: np.ndarray, w: np.ndarray, k: int, cap: float, violates: Any = None) -> np.ndarray:
     """Group values (all > 0) into at most k buckets; each value becomes its bucket's weighted mean.
 
     Values are first grouped by rounding to 0.05; while there are more than k groups, the two
@@ -424,6 +430,23 @@ def _bucketize(s: np.ndarray, w: np.ndarray, k: int, cap: float) -> np.ndarray:
     out = val[key]
     keep = own[key] | (w <= 0)  # zero-weight layers keep their own value
     out[keep] = s[keep]
+    if violates is not None:
+        # a layer that met a filter with its own value but not with its bucket's keeps its own value;
+        # its bucket's mean is recomputed without it (each bucket keeps its zeroed params)
+        gid = np.zeros(nk, dtype=np.int64)
+        for gi, (_, _, members) in enumerate(groups):
+            gid[members] = gi
+        g_of = gid[key]
+        for _ in range(3):
+            bad = ~keep & violates(out) & ~violates(s)
+            if not bad.any():
+                break
+            keep |= bad
+            rest = ~keep
+            Wg = np.bincount(g_of[rest], weights=w[rest], minlength=len(groups))
+            Sg = np.bincount(g_of[rest], weights=(w * s)[rest], minlength=len(groups))
+            gv = np.where(Wg > 0, Sg / np.where(Wg > 0, Wg, 1.0), 0.0)
+            out = np.where(keep, s, gv[g_of])
     return np.minimum(np.round(out, 6), cap)
 
 
@@ -500,10 +523,26 @@ class _Allocator:
             W = np.maximum(c.n, 1e-300)[:, None] * self.dpts[None, :] if len(self.dpts) else np.zeros((m, 0))
             A = np.diff(Lh, axis=1) / c.L_scale / W if m and W.size else W
             B = -np.diff(Ph, axis=1) / c.P_scale / W if m and W.size else W
+            if self.min_speedup > 1.0 and m and W.size:
+                # min speedup as a per-layer lower bound: a layer takes 0 or at least the first point where
+                # its speedup factor reaches the minimum; the steps up to that point act as one step (their
+                # chord: the row's marginal costs stay non-decreasing because the hulls are convex / concave)
+                t0 = c.t0[:, None]
+                sv = np.minimum(np.maximum(self._cols(c.save, self.pts), 0.0), t0)
+                rem = t0 - sv
+                fac = np.where(t0 > 0, t0 / np.where(rem > 0, rem, 1e-300), 1.0)
+                ok = fac >= self.min_speedup
+                ok[:, 0] = False
+                first = np.where(ok.any(axis=1), ok.argmax(axis=1), 0)
+                for i in np.nonzero(first > 1)[0].tolist():
+                    j = int(first[i])
+                    A[i, :j] = (Lh[i, j] - Lh[i, 0]) / c.L_scale / (c.n[i] * self.pts[j])
+                    B[i, :j] = -(Ph[i, j] - Ph[i, 0]) / c.P_scale / (c.n[i] * self.pts[j])
             self.A = np.maximum.accumulate(A, axis=1) if m and W.size else W
             self.B = np.maximum.accumulate(B, axis=1) if m and W.size else W
         self.cache: dict[float, Plan] = {}
         self._free_cache: dict[bytes, _FreeSet] = {}
+        self._point_filters = self.min_speedup > 1.0 or self.min_recovery > 0
         self._over_idx = np.fromiter(self.overridden, dtype=np.int64, count=len(self.overridden))
         # layers that cannot pass a filter at any sparsity they may take are filtered up front (the
         # result is the same as filtering them after a first allocation, in fewer rounds)
@@ -598,7 +637,9 @@ class _Allocator:
             if len(free):
                 pos = s_free > 0
                 if pos.any():
-                    s_free[pos] = _bucketize(s_free[pos], fs.n[pos], self.buckets, self.cap)
+                    rows = fs.free[pos]
+                    s_free[pos] = _bucketize(s_free[pos], fs.n[pos], self.buckets, self.cap,
+                                             (lambda v, r=rows: self._violates(r, v)) if self._point_filters else None)
             s[:] = self.fixed
             s[free] = s_free
             bad = self._filtered(free, s_free)
@@ -621,6 +662,20 @@ class _Allocator:
         L, P = c.totals(s)
         return Plan(sparsity=s, reasons=reasons, overridden=set(self.overridden), achieved=achieved,
                     reachable=bool(reachable), balance=b, L=L, P=P, extra=dict(self.extra))
+
+    def _violates(self, rows: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Which layers (rows, at sparsities v > 0) fail the min speedup or min recovery filter."""
+        c = self.c
+        bad = np.zeros(len(rows), dtype=bool)
+        if self.min_speedup > 1.0:
+            t0 = c.t0[rows]
+            sv = np.minimum(np.maximum(Curves._at_rows(c.save, rows, v), 0.0), t0)
+            rem = t0 - sv
+            f = np.where(t0 > 0, t0 / np.where(rem > 0, rem, 1e-300), 1.0)
+            bad |= f < self.min_speedup
+        if self.min_recovery > 0:
+            bad |= layer_recovery(c, rows, v) < self.min_recovery
+        return bad
 
     def _filtered(self, free: np.ndarray, s_free: np.ndarray) -> dict[int, str]:
         c = self.c
