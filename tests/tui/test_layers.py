@@ -95,6 +95,18 @@ async def test_summary_type_sort_filters(demo_project):
         await pilot.press("r")
         col = [c.value for c in _column(table, "ms")]
         assert col == sorted(col)
+        # a click on a column header sorts by that column (numbers: largest first)
+        x = 0
+        for column in table.ordered_columns:
+            if column.key.value == "flops":
+                break
+            x += column.get_render_width(table)
+        await pilot.click("#layer-table", offset=(x + 2, 0))
+        await pilot.pause()
+        assert screen.sort_column == "flops" and screen.sort_reverse
+        col = [c.value for c in _column(table, "flops")]
+        assert col == sorted(col, reverse=True)
+        screen.sort_by("ms", reverse=False)
         # the 's' key moves to the next column and sorts by it
         await pilot.press("s")
         assert screen.sort_column == "share"
