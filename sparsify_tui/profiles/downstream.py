@@ -778,9 +778,10 @@ class LayerSwapRunner:
             total += min(v, MAX_CHANGE)
         return total / max(1, len(self.samples))
 
-    def changes(self, layer_id: str, weights: list[np.ndarray]) -> list[float]:
-        """:meth:`change` for several weights of the same layer, the runs spread over the worker pool."""
-        from sparsify_tui.profiles.sensitivity import one_output_change, MAX_CHANGE
+    def changes(self, layer_id: str, weights: list[np.ndarray], cancel=None) -> list[float]:
+        """:meth:`change` for several weights of the same layer, the runs spread over the worker pool
+        (``cancel``, a threading.Event, is checked before every run)."""
+        from sparsify_tui.profiles.sensitivity import MAX_CHANGE, check_cancel, one_output_change
 
         n = len(self.samples)
         need_ref = layer_id not in self._ref
@@ -789,6 +790,7 @@ class LayerSwapRunner:
         tasks = [(a, i) for a in range(len(arrays)) for i in range(n)]
 
         def run(task):
+            check_cancel(cancel)
             a, i = task
             return self._outputs(layer_id, i, arrays[a])
 

@@ -301,7 +301,7 @@ def compute_one_shot(
                         last_k = k
                     slot_of_level.append(len(arrays) - 1)
                 check_cancel(cancel)
-                results = runner.changes(layer.id, arrays) if arrays else []
+                results = runner.changes(layer.id, arrays, cancel=cancel) if arrays else []
                 values = [0.0 if slot is None else results[slot] for slot in slot_of_level]
                 del work, flat, arrays
                 done += max(1, len(levels) - 1)

@@ -292,3 +292,18 @@ def test_one_shot_on_corpus_model(corpus, key):
     assert sum(r["sensitivity"] > 0 for r in measured) >= len(measured) * 0.8
     assert all(r["sensitivity_by_level"][level_key(0.0)] == 0.0 for r in measured)
     assert doc["rank_correlation"] is not None
+
+
+def test_one_shot_cancel_while_running(chain):
+    ev = threading.Event()
+    seen = []
+
+    def on_progress(e):
+        seen.append(e)
+        if e.get("done", 0) >= 1:
+            ev.set()  # cancel after the first layer
+
+    with pytest.raises(CancelledError):
+        run_loss_profile(chain, "one-shot", samples=1, levels=[0.5, 0.9], in_process=True, cancel=ev,
+                         on_progress=on_progress)
+    assert any(e.get("event") == "partial" for e in seen)  # the finished layer was reported
