@@ -1,0 +1,178 @@
+"""The TUI under bad input and a tiny terminal (Textual Pilot on the demo project).
+
+Typed nonsense in numeric fields gets an inline message and nothing is saved
+(project.toml on disk byte for byte unchanged); shrinking the terminal to
+40x10 and back never crashes a screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("textual")
+
+from textual.widgets import Input, Static  # noqa: E402
+
+from .helpers import sha  # noqa: E402
+
+MACHINE = {
+    "cpu_model": "Example CPU", "arch": "x86_64", "physical_cores": 2, "logical_cores": 2, "usable_cores": 2,
+    "isa": ["avx2"], "engines": {"onnxruntime": "1.18.1", "deepsparse": None}, "fingerprint": "000000000000",
+}
+
+
+@pytest.fixture
+def tui_project(tmp_path, demo_model, monkeypatch):
+    """The demo model as a project with approximated perf and loss profiles (real core calls)."""
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.profiles.loss import approx_loss_profile
+    from sparsify_tui.profiles.perf import approx_perf_profile
+    from sparsify_tui.project import Project
+
+    monkeypatch.setenv("SPARSIFY_TUI_HOME", str(tmp_path / "home"))
+    project = Project.create(demo_model, dir=tmp_path / "demo", name="demo")
+    graph = analyze(project.model_path)
+    doc = approx_perf_profile(graph, cores=2)
+    project.add_profile("perf", "approximated", {"approximate": True}, doc["engine"], "", MACHINE, doc)
+    project.add_profile("loss", "approx", {"method": "approx"}, "approx", "", MACHINE, approx_loss_profile(graph))
+    yield project
+    project.close()
+
+
+async def settle(pilot, app) -> None:
+    for _ in range(3):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+async def wait_for(pilot, predicate, timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached in time"
+        await pilot.pause(0.05)
+
+
+def text_of(widget) -> str:
+    content = widget.content if hasattr(widget, "content") else widget.renderable
+    return getattr(content, "plain", str(content))
+
+
+async def type_into(pilot, inp: Input, text: str) -> None:
+    inp.value = ""
+    inp.focus()
+    await pilot.pause()
+    await pilot.press(*[{" ": "space", "-": "minus", ".": "full_stop", ",": "comma"}.get(c, c) for c in text])
+
+
+async def open_optimizer(pilot, app):
+    from sparsify_tui.tui.screens.optimizer import OptimizerScreen
+
+    await settle(pilot, app)
+    screen = OptimizerScreen()
+    app.push_screen(screen)
+    await wait_for(pilot, lambda: screen.ready)
+    await wait_for(pilot, lambda: not screen.dirty, timeout=10)
+    await pilot.pause(0.6)
+    return screen
+
+
+@pytest.mark.parametrize("value,words", [("abc", "must be a number"), ("1.5", "at most"),
+                                         ("-0.2", "at least")])
+async def test_optimizer_rejects_bad_sparsity_and_saves_nothing(tui_project, value, words):
+    from sparsify_tui.tui.app import SparsifyApp
+
+    app = SparsifyApp(tui_project, machine=MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        toml = tui_project.dir / "project.toml"
+        before = sha(toml)
+        target = screen.opt.pruning.target_sparsity
+        await pilot.press("e")  # the first setting is the target sparsity
+        inp = screen.query_one("#opt-edit", Input)
+        await type_into(pilot, inp, value)
+        await pilot.press("enter")
+        await pilot.pause()
+        err = screen.query_one("#opt-error", Static)
+        assert err.display and words in text_of(err), text_of(err)
+        assert screen.opt.pruning.target_sparsity == target
+        await pilot.press("escape")
+        await pilot.pause(0.8)  # longer than the save debounce
+        assert not screen.dirty and sha(toml) == before
+
+
+async def test_optimizer_rejects_negative_and_letter_epochs(tui_project):
+    from sparsify_tui.tui.app import SparsifyApp
+
+    app = SparsifyApp(tui_project, machine=MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        toml = tui_project.dir / "project.toml"
+        before = sha(toml)
+        epochs = screen.opt.epochs
+        await pilot.press("down", "down")  # third setting: epochs
+        for value, words in (("-3", "at least 1"), ("ten", "")):
+            await pilot.press("e")
+            await type_into(pilot, screen.query_one("#opt-edit", Input), value)
+            await pilot.press("enter")
+            await pilot.pause()
+            err = screen.query_one("#opt-error", Static)
+            assert err.display and "Epochs" in text_of(err) and words in text_of(err), text_of(err)
+            assert screen.opt.epochs == epochs
+            await pilot.press("escape")
+            await pilot.pause(0.8)
+        assert sha(toml) == before
+
+
+async def test_profile_dialog_rejects_letters_and_starts_nothing(tui_project):
+    from sparsify_tui.tui.app import SparsifyApp
+    from sparsify_tui.tui.screens.profile_dialog import ProfileDialog
+
+    app = SparsifyApp(tui_project, machine=MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        before = sha(tui_project.dir / "project.toml")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProfileDialog))
+        dialog = app.screen
+        for field, value, words in (("#batch-size", "abc", "batch size must be a whole number"),
+                                    ("#iterations", "-5", "iterations must be at least 1"),
+                                    ("#levels", "0.5,1.5", "levels must be below 1")):
+            for f, v in (("#batch-size", "1"), ("#iterations", "10"), ("#levels", "0.5")):
+                dialog.query_one(f, Input).value = v
+            await type_into(pilot, dialog.query_one(field, Input), value)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert app.screen is dialog  # still open: nothing started
+            assert words in text_of(dialog.query_one("#dialog-error", Static))
+        assert not app.jobs
+        await pilot.press("escape")
+        await pilot.pause()
+        assert sha(tui_project.dir / "project.toml") == before
+
+
+@pytest.mark.parametrize("screen_name", ["overview", "layers", "optimizer", "help"])
+async def test_resize_to_40x10_and_back(tui_project, screen_name):
+    from sparsify_tui.tui.app import SparsifyApp
+
+    app = SparsifyApp(tui_project, machine=MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        if screen_name == "layers":
+            await pilot.press("l")
+        elif screen_name == "optimizer":
+            await open_optimizer(pilot, app)
+        elif screen_name == "help":
+            await pilot.press("f1")
+        await pilot.pause()
+        shown = type(app.screen).__name__
+        for size in ((40, 10), (20, 5), (40, 10), (120, 40)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            await pilot.pause()
+            assert app.size == size and type(app.screen).__name__ == shown
+        await pilot.press("down", "tab", "down")  # still takes keys
+        await pilot.pause()
+        assert app.is_running
