@@ -277,7 +277,10 @@ def load_recipe_yaml(text: str, source: str = "recipe") -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{source} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+        problem = str(getattr(exc, "problem", None) or exc).strip().splitlines()[0]
+        raise RecipeError(f"{source} is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise RecipeError(f"{source} is not a recipe: its YAML is nested too deeply") from None
     if isinstance(doc, list):
         doc = {"modifiers": doc}
     if not isinstance(doc, dict):
@@ -289,6 +292,17 @@ def load_recipe_yaml(text: str, source: str = "recipe") -> dict[str, Any]:
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.Mod: operator.mod}
 _FUNCS = {"abs": abs, "float": float, "int": int, "min": min, "max": max, "round": round}
+_MAX_EXPR_CHARS = 2000  # a recipe's eval() is a short formula; longer input is rejected, not evaluated
+
+
+def _safe_pow(a: Any, b: Any) -> Any:
+    """``a ** b`` that refuses results too large to compute quickly (``9**9**9`` would never end)."""
+    if abs(b) > 1000 and abs(a) > 1:
+        raise OverflowError(f"{a!r} ** {b!r} is too large")
+    return operator.pow(a, b)
+
+
+_BINOPS[ast.Pow] = _safe_pow
 
 
 def _eval_expr(expr: str, variables: dict[str, Any], source: str) -> float:
@@ -314,13 +328,15 @@ def _eval_expr(expr: str, variables: dict[str, Any], source: str) -> float:
         raise RecipeError(f"{source}: eval({expr}) uses something other than numbers, variables, + - * / // ** % "
                           "and abs/float/int/min/max/round")
 
+    if len(expr) > _MAX_EXPR_CHARS:
+        raise RecipeError(f"{source}: an eval() expression is longer than {_MAX_EXPR_CHARS} characters")
     try:
         tree = ast.parse(expr.strip(), mode="eval")
         return ev(tree)
-    except SyntaxError:
-        raise RecipeError(f"{source}: eval({expr}) is not a valid expression") from None
+    except (SyntaxError, RecursionError, MemoryError):
+        raise RecipeError(f"{source}: eval({expr[:80]}) is not a valid expression") from None
     except (ZeroDivisionError, OverflowError, TypeError, ValueError) as exc:
-        raise RecipeError(f"{source}: eval({expr}) failed: {exc}") from None
+        raise RecipeError(f"{source}: eval({expr[:80]}) failed: {exc}") from None
 
 
 _EVAL_RE = re.compile(r"^\s*eval\((.*)\)\s*$", re.S)
