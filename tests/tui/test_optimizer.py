@@ -6,6 +6,7 @@ from textual.widgets import DataTable, Input, Static
 
 from sparsify_tui.optim.optimization import Optimization
 from sparsify_tui.tui.app import SparsifyApp
+from sparsify_tui.tui.data import fmt_ms
 from sparsify_tui.tui.screens.optimizer import OptimizerScreen
 from tests.tui.conftest import FIXED_MACHINE, settle, wait_for, widget_text
 
@@ -232,3 +233,26 @@ async def test_unsaved_changes_ask_before_quitting(demo_project):
         await pilot.pause()
         assert app.return_code == 0  # the app exited
     assert "optimizations" not in (demo_project.dir / "project.toml").read_text()  # nothing was written
+
+
+async def test_new_profile_recomputes_estimates(demo_project):
+    """A perf profile landing while the editor is open replaces the approximated one in the estimates."""
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        approx = demo_project.load_profile(demo_project.profiles_of("perf")[0])
+        assert abs(screen.est.baseline_ms - approx["baseline_ms"]) < 1e-9
+        job = app.start_profile("perf", {"engine": "onnxruntime", "iterations": 2, "warmup": 1, "repeats": 1,
+                                         "levels": [0.0, 0.9]})
+        await wait_for(pilot, lambda: not job.active, timeout=120)
+        await wait_for(pilot, lambda: screen.ready and screen.ctx.profile_ids.get("perf") == job.entry_id,
+                       timeout=60)
+        await pilot.pause()
+        ort = demo_project.load_profile(job.entry_id)
+        assert ort["engine"] == "onnxruntime"
+        assert screen.opt.perf_profile_id == job.entry_id
+        assert abs(screen.est.baseline_ms - ort["baseline_ms"]) < 1e-9  # estimates now use the measured baseline
+        text = widget_text(screen.query_one("#opt-estimates", Static), 200)
+        assert f"{screen.est.estimated_speedup:.2f}x" in text and f"/{fmt_ms(ort['baseline_ms'])} ms" in text
+        await wait_for(pilot, lambda: not screen.dirty, timeout=5)
+        assert stored(demo_project).perf_profile_id == job.entry_id

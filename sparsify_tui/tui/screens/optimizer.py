@@ -405,6 +405,8 @@ class OptimizerScreen(Screen):
         self._lr_shown: list[str] = []
         self.last_update_ms: float | None = None
         self.ready = False
+        self._reloading = False
+        self._seen_profiles: tuple = ()
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -451,6 +453,19 @@ class OptimizerScreen(Screen):
             self._setup(self.ctx)
         else:
             self._load_context()
+        self.watch(self.app, "data_version", self._on_app_data, init=False)
+
+    def _profile_ids(self) -> tuple:
+        return tuple(e.id for e in getattr(self.project, "profiles", []) or [])
+
+    def _on_app_data(self, *_: Any) -> None:
+        """A profile finished (or was removed) while the editor is open: re-estimate with the new profiles."""
+        if not self.ready or self.project is None or self._profile_ids() == self._seen_profiles:
+            return
+        self._save_now()
+        self.ready = False
+        self._reloading = True
+        self._load_context()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="optimizer-load",
           description="Preparing the optimizer")
@@ -466,6 +481,8 @@ class OptimizerScreen(Screen):
             elif self.project.optimizations:
                 stored = self.project.optimizations[0]
             opt = Optimization.from_dict(stored) if stored else None
+            if self._reloading:  # new profiles arrived: use the newest ones, not the plan's recorded ids
+                opt = None
             ctx = OptimizerContext.for_project(self.project, self.graph, opt)
         except SparsifyError as exc:
             self.app.call_from_thread(self._fail, str(exc))
@@ -482,6 +499,16 @@ class OptimizerScreen(Screen):
         self.ctx = ctx
         self.graph = ctx.graph
         self.layer_ids = {lay.id for lay in ctx.graph.layers}
+        self._seen_profiles = self._profile_ids()
+        if self._reloading and self.opt is not None:  # new profiles: same optimization, new estimates
+            self._reloading = False
+            opt = ctx.attach(self.opt.copy())
+            self.dirty = True
+            self._show_opt(opt)
+            self._schedule_save()
+            self.ready = True
+            self.notify("profiles changed: estimates recomputed", timeout=3)
+            return
         names = [o.get("name") for o in self.project.optimizations] if self.project is not None else []
         name = self.opt_name or (names[0] if names else None)
         stored = self.project.get_optimization(name) if (self.project is not None and name) else None
