@@ -437,8 +437,12 @@ def _bucketize(s: np.ndarray, w: np.ndarray, k: int, cap: float, violates: Any =
         for gi, (_, _, members) in enumerate(groups):
             gid[members] = gi
         g_of = gid[key]
+        fine_alone = ~violates(s)
         for _ in range(3):
-            bad = ~keep & violates(out) & ~violates(s)
+            cand = ~keep & fine_alone
+            if not cand.any():
+                break
+            bad = cand & violates(out)
             if not bad.any():
                 break
             keep |= bad
