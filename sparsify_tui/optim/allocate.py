@@ -786,6 +786,10 @@ def apply_plan(curves: Curves, opt: Optimization, plan: Plan) -> Optimization:
     for lid, why in plan.extra.items():
         layers[lid] = LayerResult(sparsity=0.0, excluded_reason=why)
     new.layers = layers
+    validation = getattr(new, "validation", None)
+    if validation and opt.layers and any(
+            opt.layers.get(lid) is None or opt.layers[lid].sparsity != r.sparsity for lid, r in layers.items()):
+        new.validation = {}  # measured for another plan: no longer describes this one
     return new
 
 

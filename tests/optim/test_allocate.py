@@ -349,3 +349,13 @@ def test_balance_sweep_on_a_large_model_is_monotone():
     assert all(a >= b for a, b in zip(speed, speed[1:]))
     assert all(a >= b for a, b in zip(lossv, lossv[1:]))
     assert speed[0] > speed[-1] and lossv[0] > lossv[-1]  # the balance does something
+
+
+def test_a_measured_validation_is_dropped_when_the_plan_changes():
+    graph, perf, loss = synthetic_model(20, seed=1)
+    ev = Evaluator(graph, perf, loss)
+    opt = ev.allocate(default_optimization(graph))
+    opt.validation = {"measured_speedup": 2.0, "estimated_speedup": 2.1}
+    assert ev.allocate(opt).validation == opt.validation  # same plan: kept
+    opt.pruning.target_sparsity = 0.5
+    assert ev.allocate(opt).validation == {}
