@@ -83,10 +83,15 @@ def quick_look_project(model: Path) -> tuple[Any, list[tuple[str, dict]]]:
     else:
         from sparsify_tui.analysis import analyze
 
-        analyze(model)  # a clear ModelError now rather than inside the app
+        graph = analyze(model)  # a clear ModelError now rather than inside the app
+        # dynamic dimensions: the values the analysis assumed (shown in its notes), so the
+        # perf profile can run at once; a real project sets them in the setup screen
+        concrete = graph.input_shapes()
+        shapes = {t.name: concrete[t.name] for t in graph.inputs if t.assumed and t.name in concrete}
         d.parent.mkdir(parents=True, exist_ok=True)
         project = Project.create(model.resolve(), dir=d, name=model.stem,
-                                 description=f"quick look at {model.name}", link=True)
+                                 description=f"quick look at {model.name}", link=True,
+                                 input_shapes=shapes or None)
     jobs: list[tuple[str, dict]] = []
     if not getattr(project, "readonly", False) and not project.profiles_of("perf"):
         jobs.append(("perf", {}))

@@ -86,7 +86,8 @@ def mnv3_project(tmp_path, tui_home, corpus):
     """The corpus MobileNetV3 (weights in Constant nodes) with approximated profiles."""
     from sparsify_tui.project import Project
 
-    project = Project.create(corpus.path("mobilenetv3"), dir=tmp_path / "mnv3", name="mnv3")
+    project = Project.create(corpus.path("mobilenetv3"), dir=tmp_path / "mnv3", name="mnv3",
+                             input_shapes=corpus.input_shapes("mobilenetv3"))
     add_approx_profiles(project)
     yield project
     project.close()

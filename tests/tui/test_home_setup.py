@@ -138,11 +138,13 @@ async def test_setup_validates_model_and_prefills_dynamic_shapes(tmp_path, tui_h
         await wait_for(pilot, lambda: screen.graph is not None, timeout=60)
         assert "ok" in widget_text(status)
         assert screen.query_one("#name", Input).value == "mnv3-dynamic"
-        # the dynamic input's shape field is prefilled with the assumed concrete numbers
+        # the dynamic input's shape field is prefilled with the analysis' concrete numbers
+        from sparsify_tui.analysis import analyze
+
         await pilot.pause()
         shape = screen.query_one("#shape-0", Input)
         assert screen._shape_names == ["x"]
-        assert [int(x) for x in shape.value.split(",")] == [1, 3, 48, 192]
+        assert [int(x) for x in shape.value.split(",")] == analyze(dyn).input_shapes()["x"]
         # a malformed shape is refused with a clear message, nothing is created
         shape.value = "1,3,abc"
         await pilot.press("f2")
@@ -170,6 +172,9 @@ async def test_setup_creates_project_and_starts_profiles(tmp_path, tui_home, cor
         screen.query_one("#directory", Input).value = str(target)
         screen.query_one("#engine", Select).value = "onnxruntime"
         screen.query_one("#cores", Input).value = "1"
+        await pilot.pause()
+        shape = ",".join(map(str, corpus.input_shapes("mobilenetv3")["x"]))
+        screen.query_one("#shape-0", Input).value = shape  # the corpus model's input is dynamic
         assert screen.query_one("#start-profiles", Checkbox).value
         await pilot.press("f2")
         await wait_for(pilot, lambda: app.project is not None, timeout=60)
@@ -178,6 +183,7 @@ async def test_setup_creates_project_and_starts_profiles(tmp_path, tui_home, cor
         project = app.project
         assert project.dir == target and project.name == "my mnv3"
         assert project.description == "created by a test"
+        assert project.input_shapes == corpus.input_shapes("mobilenetv3")
         kinds = {j.kind: j for j in app.jobs}
         assert set(kinds) == {"perf", "loss"}
         assert kinds["perf"].settings["engine"] == "onnxruntime" and kinds["perf"].settings["cores"] == 1

@@ -74,6 +74,11 @@ def test_quick_look_uses_a_scratch_project_per_model(tui_home, corpus):
         assert project.dir.parent == tui_home / "cache" / "scratch"
         assert project.model_path.resolve() == corpus.path("mobilenetv3").resolve()  # linked, not copied
         assert jobs == [("perf", {})]
+        # its dynamic input dimensions get the values the analysis assumed, so the profile can run
+        from sparsify_tui.analysis import analyze
+
+        graph = analyze(corpus.path("mobilenetv3"))
+        assert project.input_shapes == {t.name: graph.input_shapes()[t.name] for t in graph.inputs if t.assumed}
     finally:
         project.close()
     again, _, _ = app_cmd.prepare(args)
