@@ -71,6 +71,7 @@ OP_COLUMNS: list[tuple[str, str, str]] = [
     ("loss", "Loss sens", "sens"),
 ]
 QUANT_COLUMN = ("quant", "INT8 sens", "sens")
+ATTRIBUTES_MIN_WIDTH = 34  # the attributes panel's text width at its narrowest (app.tcss)
 NAME_WIDTH = 34
 OP_WIDTH = 12
 
@@ -500,7 +501,8 @@ class LayersScreen(Screen):
         row = self.data.row(self.selected_id) if (self.data and self.selected_id) else None
         text = layer_attributes_text(row, self.data, self.sens_level) if row is not None else Text("no layer selected")
         # a fixed height per line count: moving the cursor then redraws the panel without a new layout
-        lines = len(text.wrap(self.app.console, max(panel.size.width, 20)))
+        # counted at the narrowest panel width, so the height does not depend on when the panel was laid out
+        lines = len(text.wrap(self.app.console, ATTRIBUTES_MIN_WIDTH))
         if lines > self._attr_lines:  # only grows: most cursor moves need no new layout
             self._attr_lines = lines
             panel.styles.height = lines
