@@ -77,3 +77,37 @@ async def test_compare_shows_validation_section(demo_project):
         # only one perf profile: A = B, ratio 1
         table = app.screen.query_one("#compare-table", DataTable)
         assert all(table.get_row_at(i)[5].plain in ("1.00", "-") for i in range(table.row_count))
+
+
+async def test_compare_with_an_imported_profile(demo_project, tmp_path):
+    """A profile measured elsewhere (``profile perf --json``) and imported with ``--import`` is offered."""
+    import json
+
+    from sparsify_tui.cli import main
+    from sparsify_tui.profiles.perf import approx_perf_profile
+    from sparsify_tui.analysis import analyze
+
+    doc = approx_perf_profile(analyze(demo_project.model_path), cores=8)
+    src = tmp_path / "other-server.json"
+    src.write_text(json.dumps(doc))
+    demo_project.close()
+    assert main(["profile", "perf", str(demo_project.dir), "--import", str(src)]) == 0
+    from sparsify_tui.project import Project
+
+    project = Project.open(demo_project.dir)
+    try:
+        app = SparsifyApp(project, machine=FIXED_MACHINE)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            app.push_screen(CompareScreen(project))
+            await pilot.pause()
+            screen = app.screen
+            imported = next(e for e in project.profiles_of("perf") if e.settings.get("imported_from"))
+            assert screen.b_id == imported.id  # the newest
+            labels = [str(o[0]) for o in screen.query_one("#compare-b")._options]
+            assert any("imported" in lab for lab in labels)
+            totals = widget_text(screen.query_one("#compare-totals", Static), 120)
+            approx = project.load_profile(project.profiles_of("perf")[0])
+            assert f"{doc['baseline_ms'] / approx['baseline_ms']:.2f}" in totals
+    finally:
+        project.close()

@@ -44,7 +44,7 @@ def profile_label(entry: Any, doc: dict | None = None) -> str:
         parts.append(f"{cores} cores")
     if s.get("approximate") or (doc or {}).get("approximated"):
         parts.append("approximated")
-    if s.get("imported") or s.get("import") or "import" in (entry.name or "").lower():
+    if s.get("imported_from") or s.get("imported") or "import" in (entry.name or "").lower():
         parts.append("imported")
     head = str(parts[0])
     return " · ".join([head] + [str(p) for p in parts[1:] if p and str(p) not in head])
