@@ -16,6 +16,19 @@ from sparsify_tui.commands.common import (
 from sparsify_tui.errors import ModelError, UsageError
 
 
+def _refuse_project_file(project, out: Path) -> None:
+    """UsageError when ``-o`` would overwrite the project's model or one of its own files (data loss)."""
+    target = out.resolve()
+    pdir = Path(project.dir).resolve()
+    own = {Path(project.model_path).resolve(), pdir / "project.toml", pdir / "project.toml.bak",
+           pdir / "project.lock"}
+    if target in own or (pdir / "profiles") in target.parents or (pdir / "optimizations") in target.parents:
+        raise UsageError(f"-o {out} would overwrite the project's own {target.name}; "
+                         f"write the pruned model elsewhere, e.g. {pdir / 'pruned.onnx'}")
+    if target.is_dir():
+        raise UsageError(f"-o {out} is a directory; give the file to write, e.g. {target / 'pruned.onnx'}")
+
+
 def run_prune(args: argparse.Namespace) -> int:
     """``prune PROJECT_DIR -o OUT.onnx [--optimization N] [--validate] [--engine] [--iterations] [--json]``."""
     import sys
@@ -33,6 +46,7 @@ def run_prune(args: argparse.Namespace) -> int:
     project = Project.open(path, readonly=not args.validate)
     try:
         out = Path(args.output).expanduser()
+        _refuse_project_file(project, out)
         if args.validate:
             progress = Progress("validate")
 
