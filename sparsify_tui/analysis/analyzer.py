@@ -691,6 +691,38 @@ def analyze(path: Any, input_shapes: dict[str, list[int]] | None = None) -> Mode
         skel.close()
 
 
+def _check_wiring(g, label: str) -> None:
+    """ModelError when the main graph reads a tensor nothing produces (a dangling input) or has a cycle."""
+    available = {vi.name for vi in g.input} | {t.name for t in g.initializer} | {""}
+    available |= {t.values.name for t in g.sparse_initializer}
+    produced = {o for node in g.node for o in node.output if o}
+    consumers: dict[str, list[int]] = {}
+    indeg: list[int] = []
+    for idx, node in enumerate(g.node):
+        deps = list(dict.fromkeys(i for i in node.input if i not in available))
+        for i in deps:
+            if i not in produced:
+                raise ModelError(f"{label} is not a valid graph: node {_text(node.name or node.op_type)!r} reads "
+                                 f"{_text(i)!r}, "
+                                 "which no graph input, initializer or node produces (a dangling input)")
+            consumers.setdefault(i, []).append(idx)
+        indeg.append(len(deps))
+    queue = [i for i, d in enumerate(indeg) if d == 0]
+    done = 0
+    while queue:
+        idx = queue.pop()
+        done += 1
+        for o in g.node[idx].output:
+            for c in consumers.pop(o, ()) if o else ():
+                indeg[c] -= 1
+                if indeg[c] == 0:
+                    queue.append(c)
+    if done < len(g.node):
+        stuck = next(n for i, n in enumerate(g.node) if indeg[i] > 0)
+        raise ModelError(f"{label} is not a valid graph: it has a cycle through node "
+                         f"{_text(stuck.name or stuck.op_type)!r}")
+
+
 def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], source: Any) -> ModelGraph:
     import onnx
 
@@ -712,6 +744,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
             f"{label} uses ONNX opset {opset}, newer than the installed onnx {onnx.__version__} "
             f"supports (up to opset {known}); upgrade onnx to analyse it"
         )
+    _check_wiring(g, label)
     custom = sorted({_text(o.domain) for o in model.opset_import if o.domain not in ("", "ai.onnx", "ai.onnx.ml")})
     if custom:
         notes.append(f"Custom operator domains {', '.join(custom)}: their ops' shapes and FLOPs may be unknown.")
