@@ -136,12 +136,13 @@ def test_graph_with_a_cycle(tmp_path):
                                               helper.make_node("Relu", ["a"], ["b"], name="r2"),
                                               helper.make_node("Add", ["x", "a"], ["y"], name="add")],
                    [vi("x", [1, 4])], [vi("y", [1, 4])])
-    assert_user_error(run_cli("info", p), "cycle.onnx")
-    assert_user_error(run_cli("new", p, "--dir", tmp_path / "p"), "cycle.onnx")
+    assert_user_error(run_cli("info", p), "cycle.onnx", "has a cycle")
+    assert_user_error(run_cli("new", p, "--dir", tmp_path / "p"), "cycle.onnx", "has a cycle")
     assert not (tmp_path / "p" / "project.toml").exists()
 
 
 def test_dangling_input(tmp_path):
     p = save_model(tmp_path / "dangle.onnx", [helper.make_node("Add", ["x", "ghost"], ["y"], name="add")],
                    [vi("x", [1, 4])], [vi("y", [1, 4])])
+    assert_user_error(run_cli("info", p), "dangle.onnx", "'ghost'", "dangling input")
     assert_user_error(run_cli("profile", "perf", p, *PERF), "dangle.onnx", "ghost")
