@@ -86,6 +86,11 @@ async def capture(out: Path) -> list[Path]:
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(app, pilot)
         save(app, "overview")
+        await pilot.press("p")  # the new performance profile dialog
+        await pilot.pause(0.3)
+        save(app, "new-profile-dialog")
+        await pilot.press("escape")
+        await pilot.pause()
         await pilot.press("l")
         await settle(app, pilot)
         await pilot.press("down", "down")
