@@ -108,6 +108,16 @@ def resolve_target(target: str, input_shape_args: list[str] | None = None, *, re
     return Target(model_path=path, input_shapes=shapes)
 
 
+def refuse_project_file(project: Any, out: Path, flag: str) -> None:
+    """UsageError when writing ``out`` would overwrite the project's model or one of its own files."""
+    target = Path(out).expanduser().resolve()
+    pdir = Path(project.dir).resolve()
+    own = {Path(project.model_path).resolve(), pdir / "project.toml", pdir / "project.toml.bak",
+           pdir / "project.lock"}
+    if target in own or (pdir / "profiles") in target.parents or (pdir / "optimizations") in target.parents:
+        raise UsageError(f"{flag} {out} would overwrite the project's own {target.name}; write it elsewhere")
+
+
 # ---------------------------------------------------------------- output
 def _default(o: Any) -> Any:
     if hasattr(o, "to_dict"):

@@ -203,10 +203,13 @@ def run_optimize(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- export / import
-def _write(path: str, text: str, what: str) -> Path:
+def _write(path: str, text: str, what: str, project=None) -> Path:
+    from sparsify_tui.commands.common import refuse_project_file
     from sparsify_tui.fsutil import atomic_write_text
 
     p = Path(path).expanduser()
+    if project is not None:
+        refuse_project_file(project, p, f"the {what}")
     if p.is_dir():
         raise UsageError(f"{what} {p} is a directory: give a file name")
     if not p.parent.exists():
@@ -274,9 +277,9 @@ def run_export(args: argparse.Namespace) -> int:
             if not project.readonly:
                 save_optimization(project, opt)
         recipe = export_recipe(opt, graph, name_map, warnings)
-        recipe_path = _write(args.recipe, recipe, "recipe") if args.recipe else None
+        recipe_path = _write(args.recipe, recipe, "recipe", project) if args.recipe else None
         code = code_sample(framework, code_type, str(recipe_path or "recipe.yaml"), mapped=bool(name_map))
-        code_path = _write(args.code, code, "code sample") if args.code else None
+        code_path = _write(args.code, code, "code sample", project) if args.code else None
         if args.json:
             emit_json({
                 "optimization": opt.name, "recipe_path": str(recipe_path) if recipe_path else None,
