@@ -68,14 +68,3 @@ class SparsifyCommands(Provider):
             score = matcher.match(name)
             if score > 0:
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
-
-
-def palette_command_names(screen: Any, app: Any) -> list[str]:
-    """The names the palette offers on ``screen`` (for tests and the help screen)."""
-    names = []
-    label = _screen_label(screen)
-    for b in getattr(screen, "BINDINGS", []):
-        if not isinstance(b, tuple) and b.description:
-            names.append(f"{label}: {b.description}")
-    names += [n for n, _, _ in EXTRA_COMMANDS]
-    return names
