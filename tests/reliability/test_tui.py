@@ -8,6 +8,8 @@ Typed nonsense in numeric fields gets an inline message and nothing is saved
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import pytest
 
@@ -176,3 +178,56 @@ async def test_resize_to_40x10_and_back(tui_project, screen_name):
         await pilot.press("down", "tab", "down")  # still takes keys
         await pilot.pause()
         assert app.is_running
+
+
+def _engine_workers() -> list[int]:
+    """Engine worker processes started by this test process."""
+    from pathlib import Path
+
+    me = os.getpid()
+    out = []
+    for kid in Path(f"/proc/{me}/task").glob("*/children"):
+        for pid in kid.read_text().split():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sparsify_tui.engines.worker" in cmd:
+                out.append(int(pid))
+    return out
+
+
+async def test_engine_killed_during_a_tui_profile_keeps_the_app_and_finished_levels(tui_project):
+    import importlib.util
+
+    if importlib.util.find_spec("deepsparse") is None:
+        pytest.skip("DeepSparse is not installed")
+    from sparsify_tui.tui.app import SparsifyApp
+
+    app = SparsifyApp(tui_project, machine=MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        job = app.start_profile("perf", {"engine": "deepsparse", "levels": [0.5, 0.9], "iterations": 3,
+                                         "warmup": 1, "repeats": 1})
+        assert job is not None
+        # the progress label after the dense level was sent (the heartbeat before it says "dense model")
+        await wait_for(pilot, lambda: "dense, repeat" in (job.label or "") or "level" in (job.label or "")
+                       or not job.active, timeout=90)
+        assert job.active, job.error
+        workers = _engine_workers()
+        assert workers, "no engine worker found"
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        await wait_for(pilot, lambda: not job.active, timeout=60)
+        await settle(pilot, app)
+        messages = [str(n.message) for n in app._notifications]
+        assert any("incomplete (finished levels kept)" in m or "failed" in m for m in messages), messages
+        assert app.is_running
+        tui_project.reload()
+        perf = [e for e in tui_project.profiles_of("perf") if e.engine == "deepsparse"]
+        assert len(perf) == 1, ("the finished dense level was not kept", messages, job.label, job.error, [(e.id, e.engine, e.name) for e in tui_project.profiles])
+        doc = tui_project.load_profile(perf[0])
+        assert doc["incomplete"] is True and doc["baseline_ms"] > 0
+        await pilot.press("l")  # the app still works: open the layers screen
+        await pilot.pause()
+        assert type(app.screen).__name__ == "LayersScreen"
