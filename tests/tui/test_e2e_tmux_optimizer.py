@@ -13,6 +13,8 @@ import shlex
 import sys
 import time
 
+import pytest
+
 from tests.tui.test_e2e_tmux import Tmux, tmux  # noqa: F401 - the fixture
 
 SPEEDUP = re.compile(r"Estimated Speedup (\d+\.\d\d)x")
@@ -24,6 +26,7 @@ def _speedup(screen: str) -> str:
     return m.group(1)
 
 
+@pytest.mark.slow  # the real app in tmux: creates the demo, its profiles run meanwhile (~15 s)
 def test_demo_optimizer_by_keys_then_export(tmp_path, tmux: Tmux):  # noqa: F811
     home = tmp_path / "home"
     out = tmp_path / "out" / "demo-recipe.yaml"
