@@ -143,7 +143,9 @@ async def capture_part2(project_dir: Path, save) -> list[Path]:
             await app.workers.wait_for_complete()
             await pilot.pause()
 
+    project.close()
     for size, suffix in (((120, 36), ""), ((80, 24), "-80x24")):
+        project = Project.open(project_dir)  # the App closes its project when it exits
         app = SparsifyApp(project, machine=FIXED_MACHINE)
         async with app.run_test(size=size) as pilot:
             await wait(app, pilot, lambda s: True)
