@@ -205,3 +205,24 @@ def test_two_writers_at_once(profiled):
     assert "default" in names  # the earlier optimization survived both writers
     for e in p.profiles:
         p.load_profile(e)
+
+
+def test_file_size_limit_keeps_the_project(demo_project):
+    """RLIMIT_FSIZE (a quota-like limit): the profile cannot be written, nothing else changes."""
+    import resource
+
+    from sparsify_tui.project import Project
+
+    assert _main("optimize", demo_project, "--sparsity", "0.6") == 0
+    before = snapshot_dir(demo_project)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    res = subprocess.run([PY, "-m", "sparsify_tui", "profile", "loss", str(demo_project)], capture_output=True,
+                         text=True, env=cli_env(), preexec_fn=limit, timeout=120)
+    assert_user_error(res, "file size limit", "previous version is kept")
+    assert snapshot_dir(demo_project) == before
+    p = Project.open(demo_project)
+    assert not p.readonly and [o["name"] for o in p.optimizations] == ["default"]
+    p.close()
