@@ -231,3 +231,22 @@ async def test_engine_killed_during_a_tui_profile_keeps_the_app_and_finished_lev
         await pilot.press("l")  # the app still works: open the layers screen
         await pilot.pause()
         assert type(app.screen).__name__ == "LayersScreen"
+
+
+async def test_project_locked_by_another_writer_opens_read_only_in_the_tui(tui_project):
+    from sparsify_tui.project import Project
+    from sparsify_tui.tui.app import SparsifyApp
+
+    ro = Project.open(tui_project.dir)  # tui_project (another writer) holds the lock
+    assert ro.readonly and ro.notices
+    before = sha(tui_project.dir / "project.toml")
+    app = SparsifyApp(ro, machine=MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        assert app.start_profile("loss", {"method": "approx"}) is None
+        await pilot.pause()
+        messages = [str(n.message) for n in app._notifications]
+        assert any("read-only" in m for m in messages), messages
+        assert not app.jobs and app.is_running
+    ro.close()
+    assert sha(tui_project.dir / "project.toml") == before
