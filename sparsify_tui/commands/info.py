@@ -60,11 +60,84 @@ def _key_attrs(attrs: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+NAME_WIDTH = 32
+OP_WIDTH = 18
+SHAPE_WIDTH = 20
+ATTR_WIDTH = 24
+CONSTANT_OPS = frozenset({"Constant", "ConstantOfShape"})
+
+
+def is_constant_layer(layer) -> bool:
+    """True for a layer that only produces a constant (a weight): Constant, ConstantOfShape or a folded transform."""
+    return bool(getattr(layer, "constant", False)) or layer.op_type in CONSTANT_OPS
+
+
+def ellipsize(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, an ellipsis replacing the middle (keeps more of the end: the most specific part)."""
+    text = str(text)
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 3
+    tail = width - 1 - head
+    return text[:head] + "\u2026" + text[len(text) - tail:]
+
+
+def terminal_width() -> int:
+    """Columns to fit the table in: the terminal's width (``COLUMNS`` if set); no limit (10,000) when
+    stdout is a file or a pipe, so saved or piped output keeps every column."""
+    import shutil
+
+    try:
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty:
+        return 10_000
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
+def _table_width(headers: list[str], rows: list[list[Any]]) -> int:
+    widths = [max([len(str(h))] + [len("" if r[i] is None else str(r[i])) for r in rows]) for i, h in enumerate(headers)]
+    return sum(widths) + 2 * (len(widths) - 1)
+
+
+def fit_columns(headers: list[str], rows: list[list[Any]], width: int, *, drop_order: tuple[str, ...],
+                shrink: str = "Name", min_width: int = 28):
+    """Leave out the columns named in ``drop_order`` (in that order) until the table fits in ``width``,
+    then shorten the ``shrink`` column (down to ``min_width``, with an ellipsis) if it is still too wide."""
+    headers = list(headers)
+    rows = [list(r) for r in rows]
+    dropped: list[str] = []
+    for name in drop_order:
+        if _table_width(headers, rows) <= width or name not in headers:
+            continue
+        i = headers.index(name)
+        headers.pop(i)
+        for r in rows:
+            r.pop(i)
+        dropped.append(name)
+    excess = _table_width(headers, rows) - width
+    if excess > 0 and shrink in headers:
+        i = headers.index(shrink)
+        current = max([len(headers[i])] + [len(str(r[i])) for r in rows])
+        new_width = max(min_width, current - excess)
+        for r in rows:
+            r[i] = ellipsize(str(r[i]), new_width)
+    return headers, rows, dropped
+
+
+def _wrap(label: str, text: str, width: int) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=width, initial_indent=label, subsequent_indent=" " * len(label),
+                         break_on_hyphens=False, break_long_words=False)
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}%"
 
 
-def print_human(graph, machine: dict[str, Any], *, show_all: bool, out=None) -> None:
+def print_human(graph, machine: dict[str, Any], *, show_all: bool, out=None, width: int | None = None) -> None:
     out = out or sys.stdout
     p = lambda *a: print(*a, file=out)  # noqa: E731
     p(f"Model     {graph.path}")
@@ -82,24 +155,44 @@ def print_human(graph, machine: dict[str, Any], *, show_all: bool, out=None) -> 
     p(f"FLOPs     {flops}" + (f" ({graph.flops:,})" if graph.flops is not None else ""))
     p(f"Sparsity  {_pct(graph.sparsity)} of prunable weights are zero")
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram.items())
-    p(f"Ops       {len(graph.layers)} layers: {hist}")
+    wrap_width = max(60, (width if width is not None else terminal_width()))
+    p(_wrap("Ops       ", f"{len(graph.layers)} layers: {hist}", wrap_width))
     for n in graph.notes:
-        p(f"Note      {n}")
+        p(_wrap("Note      ", n, wrap_width))
     p("")
-    layers = graph.layers if show_all else graph.layers[:MAX_ROWS]
+    if show_all:
+        layers = list(graph.layers)
+        hidden = 0
+    else:
+        compute = [layer for layer in graph.layers if not is_constant_layer(layer)]
+        hidden = len(graph.layers) - len(compute)
+        layers = compute[:MAX_ROWS]
     rows = []
     for layer in layers:
         name = layer.name if not layer.graph_path else f"{layer.graph_path}/{layer.name}"
         rows.append([
-            layer.depth, name, layer.op_type, fmt_count(layer.params) if layer.params else "",
-            fmt_count(layer.flops), _shapes(layer.input_shapes), _shapes(layer.output_shapes),
-            _shape(layer.weight_shape) if layer.weight_shape else "", _key_attrs(layer.attributes),
+            layer.depth, ellipsize(name, NAME_WIDTH), ellipsize(layer.op_type, OP_WIDTH),
+            fmt_count(layer.params) if layer.params else "", fmt_count(layer.flops),
+            ellipsize(_shapes(layer.input_shapes), SHAPE_WIDTH), ellipsize(_shapes(layer.output_shapes), SHAPE_WIDTH),
+            ellipsize(_shape(layer.weight_shape), SHAPE_WIDTH) if layer.weight_shape else "",
+            ellipsize(_key_attrs(layer.attributes), ATTR_WIDTH),
             _pct(layer.sparsity) if layer.prunable else "",
         ])
-    print_table(["Layer Depth", "Name", "Op", "Params", "FLOPs", "Input", "Output", "Weight", "Attributes", "Sparsity"],
-                rows, right=(0, 3, 4, 9), file=out)
-    if len(layers) < len(graph.layers):
-        p(f"... {len(graph.layers) - len(layers)} more layers (use --all to list every layer)")
+    headers = ["Depth", "Name", "Op", "Params", "FLOPs", "Input", "Output", "Weight", "Attributes", "Sparsity"]
+    headers, rows, dropped = fit_columns(headers, rows, width if width is not None else terminal_width(),
+                                         drop_order=("Input", "Attributes", "Weight"))
+    title = "Layers" if show_all else "Compute layers"
+    p(f"{title} (execution order; Layer Depth = position in that order)")
+    right_names = {"Depth", "Params", "FLOPs", "Sparsity"}
+    print_table(headers, rows, right=[i for i, h in enumerate(headers) if h in right_names], file=out)
+    if dropped:
+        p(f"({', '.join(dropped)} hidden at {width if width is not None else terminal_width()} columns: "
+          "set COLUMNS=200 or use --json)")
+    more = (len(graph.layers) - hidden) - len(layers) if not show_all else 0
+    if hidden:
+        p(f"{hidden} constant layers (Constant, ConstantOfShape, ...) hidden; --all lists them")
+    if more > 0:
+        p(f"... {more} more layers (use --all to list every layer, --json for all details)")
     p("")
     p(f"Machine   {machine['cpu_model']} ({machine.get('arch', '')})")
     p(f"Cores     {machine['physical_cores']} physical, {machine['logical_cores']} logical, "

@@ -1,0 +1,164 @@
+"""The command line as a new user meets it: real ``sparsify-tui`` runs in a subprocess, real models.
+
+Regression tests for the polish pass (engineer K): what the human output shows,
+that ``--json`` stays one complete document, and that a locked project fails
+before any measurement starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NM_DISABLE_ANALYTICS="1")
+    return subprocess.run([sys.executable, "-m", "sparsify_tui", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def run_tty(*args: str, columns: int = 80, timeout: float = 120) -> str:
+    """Run the CLI with stdout on a pseudo-terminal (what a user sees); returns what it printed there."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, NM_DISABLE_ANALYTICS="1", COLUMNS=str(columns))
+    chunks: list[bytes] = []
+
+    def reader() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sparsify_tui", *map(str, args)], stdout=slave,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout, env=env)
+    finally:
+        os.close(slave)
+    t.join(timeout=10)
+    os.close(master)
+    assert proc.returncode == 0, proc.stderr
+    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+
+
+def table_rows(stdout: str, title: str) -> tuple[str, list[str]]:
+    """The header line and the data rows of the layer table that follows ``title``."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    header = lines[start + 1]
+    assert set(lines[start + 2].replace(" ", "")) == {"-"}
+    rows = []
+    for line in lines[start + 3:]:
+        if not re.match(r"^ *\d+  \S", line):  # a row: the right-aligned depth, two spaces, the name
+            break
+        rows.append(line)
+    return header, rows
+
+
+@pytest.fixture(scope="module")
+def demo_project(tmp_path_factory) -> Path:
+    from sparsify_tui.analysis.demo import build_demo_model
+
+    d = tmp_path_factory.mktemp("polish")
+    model = d / "demo.onnx"
+    build_demo_model(model)
+    p = run("new", model, "--dir", d / "proj")
+    assert p.returncode == 0, p.stderr
+    return d / "proj"
+
+
+# ---------------------------------------------------------------- info
+def test_info_hides_constant_producers_and_says_how_many(corpus):
+    model = corpus.path("resnet50")
+    human = run("info", model)
+    assert human.returncode == 0, human.stderr
+    full = run("info", model, "--json")
+    assert full.returncode == 0, full.stderr
+    doc = json.loads(full.stdout)  # exactly one document, nothing else on stdout
+    layers = doc["layers"]
+    constant = [la for la in layers if la.get("constant") or la["op_type"] in ("Constant", "ConstantOfShape")]
+    assert len(constant) >= 200  # the light ResNet-50 makes its weights with ConstantOfShape
+    assert len(layers) == 415  # --json keeps every layer, constants included
+    assert any(la["op_type"] == "ConstantOfShape" for la in layers)
+
+    header, rows = table_rows(human.stdout, "Compute layers")
+    assert header.split()[:3] == ["Depth", "Name", "Op"]
+    assert not any(r.split()[2] in ("Constant", "ConstantOfShape") for r in rows)
+    assert rows[0].split()[2] == "Conv"  # the first row a user sees is the stem convolution
+    assert len(rows) == len(layers) - len(constant)  # 176 compute layers: all fit under the 200-row limit
+    assert f"{len(constant)} constant layers (Constant, ConstantOfShape, ...) hidden" in human.stdout
+    assert "--all lists them" in human.stdout
+
+
+def test_info_all_lists_constants_and_table_fits_80_columns(corpus):
+    model = corpus.path("resnet50")
+    everything = run("info", model, "--all")
+    assert everything.returncode == 0, everything.stderr
+    _, rows = table_rows(everything.stdout, "Layers")
+    assert len(rows) == 415
+    assert rows[0].split()[2] == "ConstantOfShape"
+    assert "constant layers" not in everything.stdout
+
+    narrow = run_tty("info", model, columns=80)
+    model_part = narrow.split("\nMachine")[0]  # totals, notes and the layer table
+    assert max(len(line) for line in model_part.splitlines()) <= 80
+    assert "(Input, Attributes, Weight hidden at 80 columns" in narrow
+    _, narrow_rows = table_rows(narrow, "Compute layers")
+    assert len(narrow_rows) == 176
+    for text in (run_tty("info", model, columns=220), run("info", model).stdout):  # wide terminal; a pipe
+        header, rows = table_rows(text, "Compute layers")
+        assert {"Input", "Weight", "Attributes"} <= set(header.split())
+        assert "k=7,7 s=2,2 p=3,3,3,3" in rows[0]
+
+
+def test_info_long_names_end_in_ellipsis_and_keep_their_end(corpus):
+    _, rows = table_rows(run_tty("info", corpus.path("minilm"), columns=80), "Compute layers")
+    names = [r.split()[1] for r in rows]
+    cut = [n for n in names if "\u2026" in n]
+    assert cut, "minilm's long /model/... names should be shortened"
+    assert all(len(n) <= 28 for n in cut)
+    assert any(n.endswith("/MatMul") for n in cut)  # the specific end of the name survives
+    assert not any(r.split()[2] in ("Constant", "ConstantOfShape") for r in rows)
+
+
+# ---------------------------------------------------------------- locked projects
+@pytest.mark.parametrize("argv,title", [
+    (["profile", "perf", "{p}", "--force", "--levels", "0,0.9", "--iterations", "2", "--warmup", "0",
+      "--repeats", "1"], "profile perf ["),
+    (["profile", "loss", "{p}", "--force"], "profile loss"),
+    (["profile", "quant", "{p}", "--force", "--samples", "1"], "profile quant ["),
+])
+def test_locked_project_fails_before_measuring(demo_project, argv, title):
+    from sparsify_tui.project import Project
+
+    holder = Project.open(demo_project)
+    try:
+        assert not holder.readonly
+        before = sorted(p.name for p in (demo_project / "profiles").glob("*.json")) \
+            if (demo_project / "profiles").exists() else []
+        p = run(*[a.format(p=demo_project) for a in argv])
+        after = sorted(p.name for p in (demo_project / "profiles").glob("*.json")) \
+            if (demo_project / "profiles").exists() else []
+    finally:
+        holder.close()
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "read-only" in errors[0] and str(demo_project) in errors[0]
+    assert title not in p.stderr  # no progress bar: nothing was measured
+    assert "Traceback" not in p.stderr
+    assert p.stdout == ""
+    assert after == before
