@@ -159,6 +159,8 @@ def run_loss(args: argparse.Namespace) -> int:
                 doc["profile_id"] = entry.id
                 _out(args, doc, print_loss)
                 return 0
+        if project is not None:
+            project.require_writable()  # a locked project fails now, not after the measurement
         doc = run_loss_profile(
             target.model_path, method, data=args.data, samples=samples, levels=levels,
             input_shapes=target.input_shapes or None, eval_sparsity=eval_s, on_progress=_on_progress(progress),
@@ -225,6 +227,8 @@ def run_quant(args: argparse.Namespace) -> int:
                 doc["profile_id"] = entry.id
                 _out(args, doc, print_quant)
                 return 0
+        if project is not None:
+            project.require_writable()  # a locked project fails now, not after the measurement
         doc = run_quant_profile(
             target.model_path, data=args.data, samples=samples, input_shapes=target.input_shapes or None,
             on_progress=_on_progress(progress),

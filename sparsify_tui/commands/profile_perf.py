@@ -177,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
                 _output(args, doc)
                 return 0
 
+        if project is not None:
+            project.require_writable()  # a locked project fails now, not after the measurement
+
         def on_progress(ev: dict) -> None:
             if ev.get("event") == "progress":
                 progress.update(ev.get("done", 0), ev.get("total", 1), ev.get("label", ""))
@@ -226,6 +229,7 @@ def _run_import(args: argparse.Namespace) -> int:
         raise UsageError("--import needs a project directory as TARGET (the profile is stored in it)")
     project = target.project
     try:
+        project.require_writable()
         known = {layer.id for layer in _analyse_ids(project)}
         ids = {r["id"] for r in doc["layers"] if not r.get("engine_internal")}
         if known and ids and not (ids & known):
