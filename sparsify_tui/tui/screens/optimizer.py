@@ -417,11 +417,11 @@ class OptimizerScreen(Screen):
             with TabbedContent(id="opt-tabs", initial="tab-plan"):
                 with TabPane("1 Plan", id="tab-plan"):
                     with Horizontal(id="opt-plan"):
-                        yield DataTable(id="opt-settings", cursor_type="row", zebra_stripes=True)
+                        yield FastDataTable(id="opt-settings", cursor_type="row", zebra_stripes=True)
                         yield FastDataTable(id="opt-layers", cursor_type="row", zebra_stripes=True)
                 with TabPane("2 Learning rate", id="tab-lr"):
                     with Horizontal(id="opt-lr-box"):
-                        yield DataTable(id="opt-lr", cursor_type="row")
+                        yield FastDataTable(id="opt-lr", cursor_type="row")
                         yield LRChart(id="opt-lr-chart")
                 with TabPane("3 Training summary", id="tab-summary"):
                     yield TrainingSummary(id="opt-summary")

@@ -66,6 +66,8 @@ class FastDataTable(DataTable):
         if t.cell_len < inner:
             t.pad_right(inner - t.cell_len)
         pre = base_style + component_style + Style.from_meta({"row": row_index, "column": column_index})
+        if text.style:  # Text.render leaves the Text's own style to the caller when it has no spans
+            pre = pre + (self.app.console.get_style(text.style) if isinstance(text.style, str) else text.style)
         segs = [Segment(" " * pad)] + list(t.render(self.app.console, end="")) + [Segment(" " * pad)]
         line = list(Segment.apply_style(segs, pre, post_style))
         lines = [line]
