@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
 import os
 import statistics
 import threading
@@ -527,13 +528,26 @@ def validate_perf_document(doc: Any, source: str = "the profile") -> dict:
     for key in ("engine", "batch_size", "levels", "baseline_ms", "model_ms_by_level", "layers"):
         if key not in doc:
             raise ProfileError(f"{source} has no {key!r} key: not a sparsify-tui perf profile")
-    if not isinstance(doc["layers"], list) or not all(isinstance(x, dict) and "id" in x for x in doc["layers"]):
+    if not isinstance(doc["layers"], list) or not all(isinstance(x, dict) and isinstance(x.get("id"), str)
+                                                      for x in doc["layers"]):
         raise ProfileError(f"{source} has a malformed 'layers' list")
-    if not isinstance(doc["baseline_ms"], (int, float)) or doc["baseline_ms"] <= 0:
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not number(doc["baseline_ms"]) or doc["baseline_ms"] <= 0:
         raise ProfileError(f"{source} has no positive baseline_ms")
     for row in doc["layers"]:
-        if not isinstance(row.get("baseline_ms", 0), (int, float)):
+        if not number(row.get("baseline_ms", 0)):
             raise ProfileError(f"{source}: layer {row['id']!r} has a non-numeric baseline_ms")
+        for key in ("name", "op_type"):
+            if not isinstance(row.get(key, ""), str):
+                raise ProfileError(f"{source}: layer {row['id']!r} has a non-text {key}")
+    by_level = doc["model_ms_by_level"]
+    if not isinstance(by_level, dict) or not all(number(v) for v in by_level.values()):
+        raise ProfileError(f"{source} has a malformed 'model_ms_by_level' (level -> ms)")
+    if doc.get("items_per_second") is not None and not number(doc["items_per_second"]):
+        raise ProfileError(f"{source} has a non-numeric items_per_second")
     return doc
 
 
