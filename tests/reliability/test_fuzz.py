@@ -247,3 +247,94 @@ def test_input_shape_structured(items):
         return
     for n, dims, _ in items:
         assert shapes[n.strip()] == dims  # accepted means parsed exactly
+
+
+# ---------------------------------------------------------------- flag values and profile documents
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=20), st.integers(), st.floats(), st.none()), st.sampled_from(["int", "float",
+                                                                                               "levels", "cores"]))
+def test_flag_parsers_raise_only_usage_error(value, which):
+    from sparsify_tui.commands import common
+    from sparsify_tui.errors import UsageError
+
+    try:
+        if which == "int":
+            n = common.parse_int("--batch-size", value, minimum=1)
+            assert isinstance(n, int) and n >= 1
+        elif which == "float":
+            x = common.parse_float("--sparsity", value, minimum=0.0, maximum=1.0, max_exclusive=True)
+            assert 0.0 <= x < 1.0
+        elif which == "levels":
+            lv = common.parse_levels("--levels", None if value is None else str(value), [0.5])
+            assert lv[0] == 0.0 and all(0.0 <= x < 1.0 for x in lv) and lv == sorted(set(lv))
+        else:
+            c = common.parse_cores("--cores", value)
+            assert c is None or 1 <= c <= common.max_cores()
+    except UsageError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def perf_doc(project_template):
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.profiles.perf import approx_perf_profile
+
+    return approx_perf_profile(analyze(project_template / "model.onnx"), cores=1)
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
+                                     st.text(max_size=6)),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                       max_size=3),
+                           max_leaves=5)
+
+
+def _paths(doc, prefix=()):
+    yield prefix
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc[:3]):
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data())
+def test_compare_mutated_profiles_raises_only_sparsify_errors(perf_doc, data):
+    import argparse
+    import contextlib
+    import copy
+    import io
+    import json
+    import tempfile
+
+    from sparsify_tui.commands import compare
+    from sparsify_tui.errors import SparsifyError
+
+    doc = copy.deepcopy(perf_doc)
+    paths = [p for p in _paths(doc) if p]
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths))
+        node = doc
+        try:
+            for k in path[:-1]:
+                node = node[k]
+            if data.draw(st.booleans()):
+                node[path[-1]] = data.draw(json_values)
+            elif isinstance(node, dict):
+                node.pop(path[-1], None)
+        except (KeyError, IndexError, TypeError):
+            continue
+    with tempfile.TemporaryDirectory() as d:
+        a = Path(d) / "a.json"
+        b = Path(d) / "b.json"
+        a.write_text(json.dumps(perf_doc))
+        b.write_text(json.dumps(doc))  # NaN/Infinity allowed: such files exist in the wild
+        for x, y in ((a, b), (b, a)):
+            args = argparse.Namespace(profile_a=str(x), profile_b=str(y), json=data.draw(st.booleans()))
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    compare.run(args)
+            except SparsifyError as exc:
+                assert "\n" not in str(exc)
