@@ -116,9 +116,10 @@ def test_hung_worker_is_stopped_by_the_time_limit(demo_project):
 
 
 def test_ctrl_c_during_a_profile(demo_project):
-    _deepsparse()
     before = snapshot_dir(demo_project)
-    cli = Cli("profile", "perf", demo_project, *DS)
+    # many iterations: the profile is still running when Ctrl+C comes
+    cli = Cli("profile", "perf", demo_project, "--engine", "onnxruntime", "--iterations", "2000", "--warmup", "1",
+              "--repeats", "1")
     cli.wait_line("compiling")
     worker = cli.worker()
     os.killpg(cli.proc.pid, signal.SIGINT)  # the terminal's Ctrl+C goes to the foreground process group
