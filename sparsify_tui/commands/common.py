@@ -213,3 +213,20 @@ class Progress:
         if self.tty and self._last:
             sys.stderr.write("\n")
         self._last = ""
+
+
+def ellipsize(text: Any, width: int) -> str:
+    """``text`` cut to ``width`` characters; an ellipsis replaces part of the middle (keeps more of the end,
+    the most specific part of a long layer name)."""
+    text = "" if text is None else str(text)
+    if width < 2 or len(text) <= width:
+        return text
+    head = (width - 1) // 3
+    tail = width - 1 - head
+    return text[:head] + "\u2026" + text[len(text) - tail:]
+
+
+def next_steps(*commands: str) -> None:
+    """Tell a user what to run next (stderr, after the human output; never with --json)."""
+    for i, c in enumerate(commands):
+        print(("next: " if i == 0 else "      ") + c, file=sys.stderr)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from sparsify_tui.commands.common import emit_json, fmt_count, print_table, resolve_target
+from sparsify_tui.commands.common import ellipsize, emit_json, fmt_count, print_table, resolve_target
 
 MAX_ROWS = 200
 LAYER_KEYS = ("id", "name", "op_type", "depth", "params", "prunable", "flops", "weight_shape",
@@ -70,16 +70,6 @@ CONSTANT_OPS = frozenset({"Constant", "ConstantOfShape"})
 def is_constant_layer(layer) -> bool:
     """True for a layer that only produces a constant (a weight): Constant, ConstantOfShape or a folded transform."""
     return bool(getattr(layer, "constant", False)) or layer.op_type in CONSTANT_OPS
-
-
-def ellipsize(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters, an ellipsis replacing the middle (keeps more of the end: the most specific part)."""
-    text = str(text)
-    if len(text) <= width:
-        return text
-    head = (width - 1) // 3
-    tail = width - 1 - head
-    return text[:head] + "\u2026" + text[len(text) - tail:]
 
 
 def terminal_width() -> int:

@@ -14,7 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sparsify_tui.commands.common import Progress, emit_json, parse_float, parse_int, print_table, resolve_target
+from sparsify_tui.commands.common import (
+    Progress,
+    ellipsize,
+    emit_json,
+    next_steps,
+    parse_float,
+    parse_int,
+    print_table,
+    resolve_target,
+)
 from sparsify_tui.errors import UsageError
 from sparsify_tui.profiles import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, level_key
 
@@ -118,9 +127,12 @@ def print_loss(doc: dict, file=None) -> None:
     k = level_key(doc.get("eval_sparsity", 0.9))
     rows = []
     for r in doc.get("layers") or []:
-        rows.append([r.get("rank") if r.get("rank") is not None else "-", r["id"][:60], r.get("op_type", ""),
+        rows.append([r.get("rank") if r.get("rank") is not None else "-", ellipsize(r["id"], 40), r.get("op_type", ""),
                      _fmt(r.get("sensitivity")), r.get("skipped", "")])
-    print_table(["Rank", "Layer", "Op", f"Sensitivity @{k}", ""], rows, right=(0, 3), file=file)
+    headers = ["Rank", "Layer", "Op", f"Sensitivity @{k}", "Note"]
+    if not any(r[4] for r in rows):  # no skipped layer: no empty column
+        headers, rows = headers[:4], [r[:4] for r in rows]
+    print_table(headers, rows, right=(0, 3), file=file)
 
 
 def run_loss(args: argparse.Namespace) -> int:
@@ -140,6 +152,7 @@ def run_loss(args: argparse.Namespace) -> int:
         raise UsageError("--data is only used by --method one-shot (the approximation needs no data)")
     target = resolve_target(args.target, args.input_shape)
     project = target.project
+    args._project_dir = str(project.dir) if project is not None else None
     try:
         engine = "onnxruntime" if method == "one-shot" else "none"
         engine_version = _ort_version() if method == "one-shot" else ""
@@ -199,7 +212,7 @@ def print_quant(doc: dict, file=None) -> None:
     rows = []
     for r in doc.get("layers") or []:
         what = r.get("skipped") or ("weights + activation" if r.get("activation_quantized") else "weights only")
-        rows.append([r.get("rank") if r.get("rank") is not None else "-", r["id"][:60], r.get("op_type", ""),
+        rows.append([r.get("rank") if r.get("rank") is not None else "-", ellipsize(r["id"], 40), r.get("op_type", ""),
                      _fmt(r.get("sensitivity")), what])
     print_table(["Rank", "Layer", "Op", "Sensitivity", "Quantized"], rows, right=(0, 3), file=file)
 
@@ -211,6 +224,7 @@ def run_quant(args: argparse.Namespace) -> int:
     _check_data(args.data)
     target = resolve_target(args.target, args.input_shape)
     project = target.project
+    args._project_dir = str(project.dir) if project is not None else None
     try:
         engine_version = _ort_version()
         settings: dict[str, Any] = {
@@ -250,3 +264,10 @@ def _out(args: argparse.Namespace, doc: dict, printer) -> None:
         emit_json(doc)
     else:
         printer(doc)
+        project_dir = getattr(args, "_project_dir", None)
+        if project_dir and printer is print_quant:
+            next_steps(f"sparsify-tui optimize {project_dir} --quantize   (plan pruning + INT8)")
+        elif project_dir:
+            next_steps(f"sparsify-tui optimize {project_dir}   (per-layer sparsities and estimates)")
+        elif getattr(args, "target", None):
+            next_steps(f"sparsify-tui new {args.target}   (a project keeps profiles and plans a sparsification)")

@@ -10,7 +10,9 @@ from typing import Any
 
 from sparsify_tui.commands.common import (
     Progress,
+    ellipsize,
     emit_json,
+    next_steps,
     parse_cores,
     parse_float,
     parse_int,
@@ -88,8 +90,8 @@ def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
     isa = ", ".join(m.get("isa") or []) or "unknown"
     print(f"Engine:           {doc['engine']} {doc.get('engine_version') or ''}".rstrip()
           + f" ({doc.get('engine_reason', '')})", file=file)
-    print(f"Batch size:       {doc['batch_size']}    cores: {doc.get('cores')}    "
-          f"CPU: {m.get('cpu_model', '?')}    ISA: {isa}", file=file)
+    print(f"Batch size:       {doc['batch_size']}    cores: {doc.get('cores')}", file=file)
+    print(f"CPU:              {m.get('cpu_model', '?')}    ISA: {isa}", file=file)
     spread = doc.get("spread_ms") or [doc["baseline_ms"], doc["baseline_ms"]]
     print(f"Baseline MS:      {doc['baseline_ms']:.3f} ms per batch (min {spread[0]:.3f}, max {spread[1]:.3f} "
           f"over {len(doc.get('repeat_ms') or [0])} repeats of {doc.get('iterations')} iterations)", file=file)
@@ -117,7 +119,7 @@ def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
         group = r.get("group") or []
         row = [
             "" if r.get("depth") is None else r["depth"],
-            name[:60],
+            ellipsize(name, 36),
             "engine-internal" if r.get("engine_internal") else r.get("op_type", ""),
             f"{r['baseline_ms']:.3f}",
             f"{100 * r.get('share', 0):.1f}%",
@@ -162,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
 
     cores = cores or default_cores()
     project = target.project
+    args._project_dir = str(project.dir) if project is not None else None
     try:
         machine = machine_summary()
         settings = _settings(engine, batch, cores, levels, iterations, warmup, repeats, target.input_shapes,
@@ -211,6 +214,12 @@ def _output(args: argparse.Namespace, doc: dict) -> None:
         emit_json(doc)
     else:
         print_profile(doc)
+        project_dir = getattr(args, "_project_dir", None)
+        if project_dir:
+            next_steps(f"sparsify-tui profile loss {project_dir}   (loss sensitivity)",
+                       f"sparsify-tui optimize {project_dir}      (per-layer sparsities and estimates)")
+        elif getattr(args, "target", None):
+            next_steps(f"sparsify-tui new {args.target}   (a project keeps profiles and plans a sparsification)")
 
 
 def _run_import(args: argparse.Namespace) -> int:
@@ -228,6 +237,7 @@ def _run_import(args: argparse.Namespace) -> int:
     if target.project is None:
         raise UsageError("--import needs a project directory as TARGET (the profile is stored in it)")
     project = target.project
+    args._project_dir = str(project.dir)
     try:
         project.require_writable()
         known = {layer.id for layer in _analyse_ids(project)}

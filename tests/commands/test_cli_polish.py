@@ -162,3 +162,33 @@ def test_locked_project_fails_before_measuring(demo_project, argv, title):
     assert "Traceback" not in p.stderr
     assert p.stdout == ""
     assert after == before
+
+
+# ---------------------------------------------------------------- human output: what next, --json stays clean
+def test_perf_and_loss_say_what_to_run_next_and_json_stays_one_document(demo_project):
+    perf = ["profile", "perf", demo_project, "--levels", "0,0.9", "--iterations", "2", "--warmup", "0",
+            "--repeats", "1", "--engine", "onnxruntime"]
+    human = run(*perf)
+    assert human.returncode == 0, human.stderr
+    assert f"next: sparsify-tui profile loss {demo_project}" in human.stderr
+    assert f"sparsify-tui optimize {demo_project}" in human.stderr
+    assert "next:" not in human.stdout  # hints are notes: stderr
+    lines = human.stdout.splitlines()
+    batch = next(line for line in lines if line.startswith("Batch size:"))
+    assert "CPU" not in batch and len(batch) <= 80
+    assert any(line.startswith("CPU:") for line in lines)
+    assert "Engine:           onnxruntime" in human.stdout
+
+    again = run(*perf, "--json")  # cached now: the same settings are reused
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert doc["engine"] == "onnxruntime" and doc["profile_id"]
+    assert "reused cached profile" in again.stderr and "next:" not in again.stderr
+
+    loss = run("profile", "loss", demo_project)
+    assert loss.returncode == 0, loss.stderr
+    assert f"next: sparsify-tui optimize {demo_project}" in loss.stderr
+    table = loss.stdout[loss.stdout.index("Rank"):].splitlines()
+    assert table[0].split() == ["Rank", "Layer", "Op", "Sensitivity", "@0.9"]
+    assert all(line == line.rstrip() for line in table)  # no empty column, no trailing blanks
+    assert len([line for line in table[2:] if line.strip()]) == 12  # the demo's 12 prunable layers
