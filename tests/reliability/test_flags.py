@@ -80,3 +80,24 @@ def test_engine_auto_falls_back_when_deepsparse_is_missing(model, no_deepsparse_
     assert "deepsparse" in doc["engine_reason"] and "not installed" in doc["engine_reason"]
     assert "note: using onnxruntime instead of deepsparse" in res.stderr
     assert doc["baseline_ms"] > 0 and set(doc["model_ms_by_level"]) == {"0.0", "0.5"}
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--batch-size", "1,0"], "--batch-size must be at least 1"),
+    (["--cores", "0"], "--cores"),
+    (["--cores", "1,4096"], "--cores"),
+    (["--engine", "tvm"], "--engine must be one of"),
+    (["--iterations", "-1"], "--iterations must be at least 1"),
+])
+def test_bad_benchmark_flag(model, flags, words):
+    assert_user_error(run_cli("benchmark", model, *flags), words)
+
+
+def test_new_with_an_absurd_input_shape_leaves_nothing(tmp_path):
+    from .helpers import helper, save_model, vi
+
+    p = save_model(tmp_path / "dyn.onnx", [helper.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", ["N", 4])],
+                   [vi("y", ["N", 4])])
+    assert_user_error(run_cli("new", p, "--dir", tmp_path / "proj", "--input-shape", f"x={2**62},4"),
+                      "absurdly large")
+    assert not (tmp_path / "proj").exists()
