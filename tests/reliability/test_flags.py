@@ -101,3 +101,26 @@ def test_new_with_an_absurd_input_shape_leaves_nothing(tmp_path):
     assert_user_error(run_cli("new", p, "--dir", tmp_path / "proj", "--input-shape", f"x={2**62},4"),
                       "absurdly large")
     assert not (tmp_path / "proj").exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["open", "{tmp}/nonexistent"], "does not exist"),
+    (["open", "{tmp}"], "not a sparsify-tui project"),
+    (["{tmp}/nonexistent.onnx"], "does not exist"),
+    (["profile", "loss", "{proj}", "--method", "one-shot", "--samples", "0"], "--samples must be at least 1"),
+    (["profile", "loss", "{proj}", "--method", "magic"], "--method must be"),
+    (["profile", "loss", "{proj}", "--eval-sparsity", "1.5"], "--eval-sparsity must be below 1"),
+    (["profile", "quant", "{proj}", "--samples", "-1"], "--samples must be at least 1"),
+    (["optimize", "{proj}", "--override", "nosuch=0.5"], "not in the model"),
+    (["optimize", "{proj}", "--override", "c=1.5"], "below 1"),
+    (["optimize", "{proj}", "--override", "c"], "LAYER=SPARSITY"),
+    (["optimize", "{proj}", "--exclude", "nosuch"], "not in the model"),
+    (["optimize", "{proj}", "--min-speedup", "abc"], "must be a number"),
+    (["export", "{proj}", "--framework", "cobol"], "--framework must be one of"),
+])
+def test_bad_flags_of_other_commands(project, tmp_path, args, words):
+    before = (project / "project.toml").read_bytes()
+    argv = [a.replace("{tmp}", str(tmp_path / "empty")).replace("{proj}", str(project)) for a in args]
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run_cli(*argv, stdin=__import__("subprocess").DEVNULL), words)
+    assert (project / "project.toml").read_bytes() == before
