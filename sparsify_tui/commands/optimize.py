@@ -117,6 +117,21 @@ def _print_estimates(est, opt, notes: list[str], *, file=None) -> None:
         print(f"note: {n}", file=sys.stderr)
 
 
+def _next_after_optimize(project, opt) -> None:
+    from sparsify_tui.commands.common import next_steps
+
+    d = str(project.dir)
+    sel = "" if _default_name(project) == opt.name else f" --optimization {opt.name}"
+    steps = []
+    if not project.profiles_of("perf"):
+        steps.append(f"sparsify-tui profile perf {d}   (measured timings instead of FLOPs estimates)")
+    if not project.profiles_of("loss"):
+        steps.append(f"sparsify-tui profile loss {d}   (loss sensitivity per layer)")
+    steps.append(f"sparsify-tui export {d}{sel} --recipe recipe.yaml --code train.py")
+    steps.append(f"sparsify-tui prune {d}{sel} -o pruned.onnx --validate   (measured speedup)")
+    next_steps(*steps)
+
+
 # ---------------------------------------------------------------- optimize
 def run_optimize(args: argparse.Namespace) -> int:
     from sparsify_tui.optim.optimization import default_optimization, reschedule
@@ -197,6 +212,7 @@ def run_optimize(args: argparse.Namespace) -> int:
             emit_json(_document(est, opt, notes, ctx.profile_ids))
         else:
             _print_estimates(est, opt, notes)
+            _next_after_optimize(project, opt)
         return 0
     finally:
         project.close()

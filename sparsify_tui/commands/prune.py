@@ -81,6 +81,9 @@ def run_prune(args: argparse.Namespace) -> int:
         else:
             q = f", INT8 ({info['quant_format']})" if info.get("quantized") else ""
             print(f"wrote {out}: {info['layers_pruned']} layers pruned, sparsity {info['sparsity']:.3f}{q}")
+            from sparsify_tui.commands.common import next_steps
+
+            next_steps(f"sparsify-tui benchmark {project.model_path} {out}   (dense and pruned side by side)")
         if project.readonly and project.notices:
             for n in project.notices:
                 print(f"note: {n}", file=sys.stderr)
