@@ -250,3 +250,63 @@ async def test_project_locked_by_another_writer_opens_read_only_in_the_tui(tui_p
         assert not app.jobs and app.is_running
     ro.close()
     assert sha(tui_project.dir / "project.toml") == before
+
+
+def _odd_model(kind: str, d):
+    from .helpers import T, helper, np, numpy_helper, save_model, tiny_conv, vi
+
+    if kind == "no_prunable":
+        return save_model(d / "act.onnx", [helper.make_node("Relu", ["x"], ["a"], name="r"),
+                                           helper.make_node("Sigmoid", ["a"], ["y"], name="s")],
+                          [vi("x", [1, 4])], [vi("y", [1, 4])])
+    if kind == "integer_only":
+        k = numpy_helper.from_array(np.arange(4, dtype=np.int64).reshape(1, 4), "k")
+        return save_model(d / "int.onnx", [helper.make_node("Add", ["x", "k"], ["y"], name="add")],
+                          [vi("x", [1, 4], T.INT64)], [vi("y", [1, 4], T.INT64)], [k])
+    if kind == "unknown_domain":
+        return save_model(d / "dom.onnx", [helper.make_node("FancyOp", ["x"], ["y"], domain="com.x", name="f")],
+                          [vi("x", [1, 4])], [vi("y", [1, 4])], domains=["com.x"])
+    return tiny_conv(d / "t.onnx")
+
+
+@pytest.mark.parametrize("kind", ["no_prunable", "integer_only", "unknown_domain", "corrupt_profile"])
+async def test_odd_projects_in_every_screen_at_80x24(tmp_path, monkeypatch, kind):
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.profiles.loss import approx_loss_profile
+    from sparsify_tui.project import Project
+    from sparsify_tui.tui.app import SparsifyApp
+    from sparsify_tui.tui.screens.optimizer import OptimizerScreen
+
+    monkeypatch.setenv("SPARSIFY_TUI_HOME", str(tmp_path / "home"))
+    p = Project.create(_odd_model(kind, tmp_path), dir=tmp_path / "p")
+    p.add_profile("loss", "approx", {"method": "approx"}, "approx", "", {}, approx_loss_profile(analyze(p.model_path)))
+    if kind == "corrupt_profile":
+        (tmp_path / "p" / "profiles" / "loss-1.json").write_text("{garbage")
+    app = SparsifyApp(p, machine=MACHINE)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            assert type(app.screen).__name__ == "OverviewScreen"
+            await pilot.press("l")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "LayersScreen"
+            await pilot.press("escape")
+            await pilot.pause()
+            screen = OptimizerScreen()
+            app.push_screen(screen)
+            await wait_for(pilot, lambda: screen.ready, timeout=30)
+            await pilot.press("right_square_bracket", "down", "e")
+            await pilot.pause()
+            await pilot.press("escape", "escape")
+            await pilot.resize_terminal(40, 10)
+            await pilot.pause()
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause(0.6)
+            messages = [str(n.message) for n in app._notifications]
+            if kind == "corrupt_profile":
+                assert any("loss profile loss-1 cannot be used" in m for m in messages), messages
+            assert app.is_running
+    finally:
+        p.close()
+    if kind == "corrupt_profile":
+        assert (tmp_path / "p" / "profiles" / "loss-1.json").read_text() == "{garbage"  # never overwritten
