@@ -230,3 +230,40 @@ def next_steps(*commands: str) -> None:
     """Tell a user what to run next (stderr, after the human output; never with --json)."""
     for i, c in enumerate(commands):
         print(("next: " if i == 0 else "      ") + c, file=sys.stderr)
+
+
+def shape_hint(model_path: Any, input_shapes: dict | None = None) -> str:
+    """``--input-shape`` flags for the dynamic inputs of a model, with the values ``info`` assumes; "" if none."""
+    try:
+        from sparsify_tui.analysis import analyze
+
+        graph = analyze(Path(model_path), input_shapes or None)
+    except Exception:  # noqa: BLE001 - only a hint; the caller's error stands on its own
+        return ""
+    flags = [f"--input-shape {t.name}={','.join(str(d) for d in t.shape)}"
+             for t in graph.inputs if t.assumed and t.shape and all(isinstance(d, int) for d in t.shape)]
+    return " ".join(flags)
+
+
+class dynamic_shape_hint:
+    """Context manager: a missing dynamic dimension becomes one error naming the model and the flags to add."""
+
+    def __init__(self, model_path: Any, input_shapes: dict | None = None) -> None:
+        self.model_path = model_path
+        self.input_shapes = input_shapes
+
+    def __enter__(self) -> "dynamic_shape_hint":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from sparsify_tui.errors import InputShapeError
+
+        if exc is None or not isinstance(exc, InputShapeError) or "dynamic dimension" not in str(exc):
+            return False
+        if str(self.model_path) in str(exc):
+            return False
+        hint = shape_hint(self.model_path, self.input_shapes)
+        msg = f"{self.model_path}: {str(exc).split('; give its shape')[0]}"
+        msg += f"; add {hint} (the shape 'sparsify-tui info' assumes) or your own" if hint else \
+            "; give its shape with --input-shape NAME=D1,D2,..."
+        raise InputShapeError(msg) from None

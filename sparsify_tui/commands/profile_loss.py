@@ -16,6 +16,7 @@ from typing import Any
 
 from sparsify_tui.commands.common import (
     Progress,
+    dynamic_shape_hint,
     ellipsize,
     emit_json,
     next_steps,
@@ -174,10 +175,11 @@ def run_loss(args: argparse.Namespace) -> int:
                 return 0
         if project is not None:
             project.require_writable()  # a locked project fails now, not after the measurement
-        doc = run_loss_profile(
-            target.model_path, method, data=args.data, samples=samples, levels=levels,
-            input_shapes=target.input_shapes or None, eval_sparsity=eval_s, on_progress=_on_progress(progress),
-        )
+        with dynamic_shape_hint(target.model_path, target.input_shapes):
+            doc = run_loss_profile(
+                target.model_path, method, data=args.data, samples=samples, levels=levels,
+                input_shapes=target.input_shapes or None, eval_sparsity=eval_s, on_progress=_on_progress(progress),
+            )
         progress.done()
         if project is not None:
             entry = project.add_profile("loss", args.name, settings, engine, engine_version, _machine(), doc)
@@ -243,10 +245,11 @@ def run_quant(args: argparse.Namespace) -> int:
                 return 0
         if project is not None:
             project.require_writable()  # a locked project fails now, not after the measurement
-        doc = run_quant_profile(
-            target.model_path, data=args.data, samples=samples, input_shapes=target.input_shapes or None,
-            on_progress=_on_progress(progress),
-        )
+        with dynamic_shape_hint(target.model_path, target.input_shapes):
+            doc = run_quant_profile(
+                target.model_path, data=args.data, samples=samples, input_shapes=target.input_shapes or None,
+                on_progress=_on_progress(progress),
+            )
         progress.done()
         if project is not None:
             entry = project.add_profile("quant", args.name, settings, "onnxruntime", engine_version, machine, doc)

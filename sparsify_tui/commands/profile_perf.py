@@ -10,6 +10,7 @@ from typing import Any
 
 from sparsify_tui.commands.common import (
     Progress,
+    dynamic_shape_hint,
     ellipsize,
     emit_json,
     next_steps,
@@ -187,11 +188,12 @@ def run(args: argparse.Namespace) -> int:
             if ev.get("event") == "progress":
                 progress.update(ev.get("done", 0), ev.get("total", 1), ev.get("label", ""))
 
-        doc = run_perf_profile(
-            target.model_path, engine=engine, batch_size=batch, cores=cores, levels=levels,
-            iterations=iterations, warmup=warmup, repeats=repeats, input_shapes=target.input_shapes,
-            data=args.data, on_progress=on_progress, timeout_s=timeout,
-        )
+        with dynamic_shape_hint(target.model_path, target.input_shapes):
+            doc = run_perf_profile(
+                target.model_path, engine=engine, batch_size=batch, cores=cores, levels=levels,
+                iterations=iterations, warmup=warmup, repeats=repeats, input_shapes=target.input_shapes,
+                data=args.data, on_progress=on_progress, timeout_s=timeout,
+            )
         progress.done()
         if engine == "auto" and doc.get("engine") != "deepsparse":
             progress.note(f"note: using {doc.get('engine')} instead of deepsparse: {doc.get('engine_reason')}")

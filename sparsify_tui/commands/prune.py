@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sparsify_tui.commands.common import (
     Progress,
+    dynamic_shape_hint,
     emit_json,
     max_cores,
     parse_int,
@@ -117,7 +118,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         if not p.is_file():
             raise ModelError(f"{p}: no such file")
         # fail fast on a bad model / bad shapes before any child starts
-        make_inputs(p, batches[0], {k: v for k, v in shapes.items()})
+        with dynamic_shape_hint(p, shapes):
+            make_inputs(p, batches[0], {k: v for k, v in shapes.items()})
         models.append(p)
     progress = Progress("benchmark")
     results = []

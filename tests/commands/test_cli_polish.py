@@ -192,3 +192,24 @@ def test_perf_and_loss_say_what_to_run_next_and_json_stays_one_document(demo_pro
     assert table[0].split() == ["Rank", "Layer", "Op", "Sensitivity", "@0.9"]
     assert all(line == line.rstrip() for line in table)  # no empty column, no trailing blanks
     assert len([line for line in table[2:] if line.strip()]) == 12  # the demo's 12 prunable layers
+
+
+@pytest.mark.parametrize("argv", [["profile", "perf", "{m}", "--engine", "onnxruntime"], ["benchmark", "{m}"]])
+def test_dynamic_input_error_names_the_model_and_the_flag_to_add(corpus, argv):
+    model = corpus.path("yolov8n")  # images: [batch, 3, height, width]
+    p = run(*[a.format(m=model) for a in argv])
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert p.stdout == ""
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in p.stderr
+    assert str(model) in errors[0] and "dynamic dimension 'height'" in errors[0]
+    info = json.loads(run("info", model, "--json").stdout)
+    shape = next(t for t in info["model"]["inputs"] if t["name"] == "images")["shape"]
+    assert f"--input-shape images={','.join(map(str, shape))}" in errors[0]
+    # the suggested flag works: the same command with it gets past the shape check
+    fixed = run("benchmark", model, "--input-shape", f"images={','.join(map(str, shape))}", "--iterations", "1",
+                "--warmup", "0", "--repeats", "1", "--engine", "onnxruntime", "--json") if argv[0] == "benchmark" \
+        else None
+    if fixed is not None:
+        assert fixed.returncode == 0, fixed.stderr
+        assert json.loads(fixed.stdout)["results"][0]["batch_size"] == 1
