@@ -100,8 +100,10 @@ def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
     print(f"Items per Second: {ips:.1f}" if ips else "Items per Second: unknown", file=file)
     if doc.get("approximated"):
         print("Note: the times at sparsity levels above 0 are APPROXIMATED from FLOPs, not measured.", file=file)
+    from sparsify_tui.commands.info import _wrap, terminal_width
+
     for note in doc.get("notes") or []:
-        print(f"Note: {note}", file=file)
+        print(_wrap("Note: ", str(note), terminal_width() if file is sys.stdout else 10_000), file=file)
     if doc.get("incomplete"):
         print(f"INCOMPLETE: {doc.get('error')}", file=file)
     print(file=file)
@@ -132,8 +134,14 @@ def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
         rows.append(row)
     if max_rows is not None and len(rows) > max_rows:
         rows = rows[:max_rows]
-    print("Layer Timings (execution order)", file=file)
-    print_table(headers, rows, right=(0, 3, 4, 5) if has9 else (0, 3, 4), file=file)
+    from sparsify_tui.commands.info import fit_columns, terminal_width
+
+    width = terminal_width() if file is sys.stdout else 10_000
+    headers, rows, dropped = fit_columns(headers, rows, width, drop_order=("Group",), shrink="Layer", min_width=24)
+    print("Layer Timings (execution order)" + (f"; {', '.join(dropped)} column in --json" if dropped else ""),
+          file=file)
+    right_names = {"Depth", "ms", "Share", "ms @0.9"}
+    print_table(headers, rows, right=[i for i, h in enumerate(headers) if h in right_names], file=file)
     if hidden:
         print(f"({hidden} constant-folded layers with 0 ms not shown)", file=file)
     print(file=file)
