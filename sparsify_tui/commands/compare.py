@@ -16,6 +16,9 @@ def load_perf_profile(spec: str) -> tuple[dict, str]:
 
     path = Path(spec).expanduser()
     if path.is_file():
+        if path.suffix.lower() == ".onnx":
+            raise UsageError(f"{path} is an ONNX model, not a profile: compare takes two perf profile JSON files "
+                             f"or PROJECT_DIR:PROFILE_ID (measure one with 'sparsify-tui profile perf')")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -39,7 +42,7 @@ def load_perf_profile(spec: str) -> tuple[dict, str]:
         else:
             matches = [e for e in perf if e.id == pid] or [e for e in perf if e.name == pid]
             if not matches:
-                ids = ", ".join(f"{e.id} ({e.name})" for e in perf) or "none"
+                ids = ", ".join(e.id if e.name in ("", e.id) else f"{e.id} ({e.name})" for e in perf) or "none"
                 raise ProfileError(f"project {project_dir} has no perf profile {pid!r} (perf profiles: {ids})")
             entry = matches[-1]
         doc = project.load_profile(entry)

@@ -219,3 +219,12 @@ def test_dynamic_input_error_names_the_model_and_the_flag_to_add(corpus, argv):
     if fixed is not None:
         assert fixed.returncode == 0, fixed.stderr
         assert json.loads(fixed.stdout)["results"][0]["batch_size"] == 1
+
+
+def test_compare_given_an_onnx_model_says_it_wants_profiles(demo_project):
+    model = demo_project / "model.onnx"
+    p = run("compare", model, f"{demo_project}:nosuch")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [
+        f"error: {model} is an ONNX model, not a profile: compare takes two perf profile JSON files or "
+        "PROJECT_DIR:PROFILE_ID (measure one with 'sparsify-tui profile perf')"]
