@@ -13,7 +13,8 @@ beside the optimization:
 * ``estimated_speedup``: the optimizer's estimate from a perf profile measured
   with the SAME engine (one is measured and stored in the project if missing,
   at the levels the plan uses);
-* ``measured_speedup``: median over repeats of dense ms / pruned ms;
+* ``measured_speedup``: dense ms / pruned ms, each the fastest of its
+  alternating repeats (``median_ratio``: the median of the per-repeat ratios);
 * ``relative_error`` = (estimated - measured) / measured;
 * ``output_change``: how far the pruned model's outputs move from the dense
   model's on the samples (KL divergence for probabilities and logits,
@@ -224,7 +225,8 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         "batch_size": batch_size, "cores": cores, "iterations": iterations, "repeats": repeats,
         "dense_ms": res["dense_ms"], "pruned_ms": res["pruned_ms"],
         "dense_repeat_ms": res["dense_repeat_ms"], "pruned_repeat_ms": res["pruned_repeat_ms"],
-        "measured_speedup": measured, "speedup_spread": res.get("speedup_spread"),
+        "measured_speedup": measured, "median_ratio": res.get("median_ratio"),
+        "speedup_spread": res.get("speedup_spread"),
         "estimated_speedup": estimated, "estimated_ms": est.estimated_ms, "baseline_ms": est.baseline_ms,
         "estimate_profile": perf_entry.id,
         "relative_error": (estimated - measured) / measured if measured else None,
