@@ -151,8 +151,17 @@ def run_benchmark(args: argparse.Namespace) -> int:
             f"{r['items_per_second']:.1f}" if r.get("items_per_second") else "",
             f"{ref / r['median_ms']:.2f}x" if ref and r["median_ms"] > 0 and len(models) > 1 else "",
         ])
-    print_table(["Model", "Engine", "Batch", "Cores", "Median ms", "Min ms", "Max ms", "Items/s",
-                 "Speedup vs first"], rows, right=(2, 3, 4, 5, 6, 7, 8))
+    from sparsify_tui.commands.info import fit_columns, terminal_width
+
+    headers = ["Model", "Engine", "Batch", "Cores", "Median ms", "Min ms", "Max ms", "Items/s", "Speedup vs first"]
+    if len(models) < 2:  # nothing to compare against: no empty column
+        headers, rows = headers[:-1], [r[:-1] for r in rows]
+    headers, rows, dropped = fit_columns(headers, rows, terminal_width(), drop_order=("Min ms", "Max ms"),
+                                         shrink="Model", min_width=20)
+    right_names = {"Batch", "Cores", "Median ms", "Min ms", "Max ms", "Items/s", "Speedup vs first"}
+    print_table(headers, rows, right=[i for i, h in enumerate(headers) if h in right_names])
+    if dropped:
+        print(f"({', '.join(dropped)} in --json)")
     reasons = {(r["model_name"], r["engine_reason"]) for r in results}
     for name, reason in sorted(reasons):
         print(f"{name}: {reason}")

@@ -228,3 +228,14 @@ def test_compare_given_an_onnx_model_says_it_wants_profiles(demo_project):
     assert p.stderr.strip().splitlines() == [
         f"error: {model} is an ONNX model, not a profile: compare takes two perf profile JSON files or "
         "PROJECT_DIR:PROFILE_ID (measure one with 'sparsify-tui profile perf')"]
+
+
+def test_benchmark_of_one_model_has_no_empty_speedup_column(demo_project):
+    p = run("benchmark", demo_project / "model.onnx", "--engine", "onnxruntime", "--iterations", "1",
+            "--warmup", "0", "--repeats", "1")
+    assert p.returncode == 0, p.stderr
+    header = p.stdout.splitlines()[0]
+    assert header.split()[:2] == ["Model", "Engine"] and "Speedup" not in header
+    row = p.stdout.splitlines()[2].split()
+    assert row[0] == "model.onnx" and row[1:3] == ["onnxruntime", __import__("onnxruntime").__version__]
+    assert float(row[5]) > 0  # median ms
