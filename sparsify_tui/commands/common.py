@@ -267,3 +267,18 @@ class dynamic_shape_hint:
         msg += f"; add {hint} (the shape 'sparsify-tui info' assumes) or your own" if hint else \
             "; give its shape with --input-shape NAME=D1,D2,..."
         raise InputShapeError(msg) from None
+
+
+def shorten_names(names: list[str], width: int) -> tuple[str, list[str]]:
+    """Long layer names for a table column: a path prefix shared by all of them is taken out (returned, to be
+    said once above the table), then each is cut to ``width`` with an ellipsis."""
+    names = [str(n) for n in names]
+    prefix = ""
+    if len(names) > 1 and any(len(n) > width for n in names):
+        import os.path
+
+        common = os.path.commonprefix(names)
+        cut = common.rfind("/") + 1
+        if cut >= 8 and all(len(n) > cut for n in names):
+            prefix = common[:cut]
+    return prefix, [ellipsize(n[len(prefix):], width) for n in names]

@@ -104,11 +104,16 @@ def _print_estimates(est, opt, notes: list[str], *, file=None) -> None:
     print(file=file)
     layers = sorted(est.layers, key=lambda x: -(x.params or 0))
     shown = layers[:30]
+    from sparsify_tui.commands.common import shorten_names
+
+    prefix, names = shorten_names([x.id for x in shown], 36)
+    if prefix:
+        print(f"(layer ids below start with {prefix})", file=file)
     print_table(
         ["layer", "op", "params", "sparsity", "speedup", "loss sens.", "recovery", "note"],
-        [[x.id[:40], x.op_type, fmt_count(x.params), f"{x.sparsity:.3f}", f"{x.est_speedup:.2f}x",
+        [[name, x.op_type, fmt_count(x.params), f"{x.sparsity:.3f}", f"{x.est_speedup:.2f}x",
           f"{x.loss_sensitivity:.4g}", f"{x.recovery:.2f}", x.excluded_reason or ("override" if x.overridden else "")]
-         for x in shown],
+         for name, x in zip(names, shown)],
         right=(2, 3, 4, 5, 6), file=file,
     )
     if len(layers) > len(shown):

@@ -17,13 +17,13 @@ from typing import Any
 from sparsify_tui.commands.common import (
     Progress,
     dynamic_shape_hint,
-    ellipsize,
     emit_json,
     next_steps,
     parse_float,
     parse_int,
     print_table,
     resolve_target,
+    shorten_names,
 )
 from sparsify_tui.errors import UsageError
 from sparsify_tui.profiles import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, level_key
@@ -107,6 +107,14 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _names(doc: dict, file) -> tuple[str, list[str]]:
+    """Layer ids for the table: a shared path prefix said once above it, long ids cut with an ellipsis."""
+    prefix, names = shorten_names([r["id"] for r in doc.get("layers") or []], 40)
+    if prefix:
+        print(f"(layer ids below start with {prefix})", file=file)
+    return prefix, names
+
+
 # ---------------------------------------------------------------- loss
 def print_loss(doc: dict, file=None) -> None:
     file = file or sys.stdout
@@ -127,8 +135,9 @@ def print_loss(doc: dict, file=None) -> None:
         return
     k = level_key(doc.get("eval_sparsity", 0.9))
     rows = []
-    for r in doc.get("layers") or []:
-        rows.append([r.get("rank") if r.get("rank") is not None else "-", ellipsize(r["id"], 40), r.get("op_type", ""),
+    prefix, names = _names(doc, file)
+    for name, r in zip(names, doc.get("layers") or []):
+        rows.append([r.get("rank") if r.get("rank") is not None else "-", name, r.get("op_type", ""),
                      _fmt(r.get("sensitivity")), r.get("skipped", "")])
     headers = ["Rank", "Layer", "Op", f"Sensitivity @{k}", "Note"]
     if not any(r[4] for r in rows):  # no skipped layer: no empty column
@@ -212,9 +221,10 @@ def print_quant(doc: dict, file=None) -> None:
         print(NO_LAYERS, file=file)
         return
     rows = []
-    for r in doc.get("layers") or []:
+    prefix, names = _names(doc, file)
+    for name, r in zip(names, doc.get("layers") or []):
         what = r.get("skipped") or ("weights + activation" if r.get("activation_quantized") else "weights only")
-        rows.append([r.get("rank") if r.get("rank") is not None else "-", ellipsize(r["id"], 40), r.get("op_type", ""),
+        rows.append([r.get("rank") if r.get("rank") is not None else "-", name, r.get("op_type", ""),
                      _fmt(r.get("sensitivity")), what])
     print_table(["Rank", "Layer", "Op", "Sensitivity", "Quantized"], rows, right=(0, 3), file=file)
 

@@ -239,3 +239,16 @@ def test_benchmark_of_one_model_has_no_empty_speedup_column(demo_project):
     row = p.stdout.splitlines()[2].split()
     assert row[0] == "model.onnx" and row[1:3] == ["onnxruntime", __import__("onnxruntime").__version__]
     assert float(row[5]) > 0  # median ms
+
+
+def test_loss_table_tells_long_ids_apart(corpus, tmp_path):
+    """minilm's ids share '/model/model.0/auto_model/encoder/': cut from the front they were all alike."""
+    model = corpus.path("minilm")
+    shapes = [f"--input-shape={k}={','.join(map(str, v))}" for k, v in corpus.input_shapes("minilm").items()]
+    p = run("profile", "loss", model, *shapes)
+    assert p.returncode == 0, p.stderr
+    assert "(layer ids below start with /model/model.0/auto_model/encoder/)" in p.stdout
+    table = p.stdout[p.stdout.index("Rank"):].splitlines()[2:]
+    names = [line.split()[1] for line in table if line.strip()]
+    assert len(names) == 18 and len(set(names)) == 18  # 18 prunable MatMuls, 18 different names
+    assert all(len(n) <= 40 for n in names) and any(n.startswith("layer.2/") for n in names)
