@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from sparsify_tui.commands.common import ellipsize, emit_json, fmt_count, print_table, resolve_target
+from sparsify_tui.commands.common import ellipsize, emit_json, fmt_count, next_steps, print_table, resolve_target
 
 MAX_ROWS = 200
 LAYER_KEYS = ("id", "name", "op_type", "depth", "params", "prunable", "flops", "weight_shape",
@@ -207,4 +207,8 @@ def run(args: argparse.Namespace) -> int:
         emit_json(info_document(graph, machine))
     else:
         print_human(graph, machine, show_all=getattr(args, "all", False))
+        if target.project is not None:
+            next_steps(f"sparsify-tui profile perf {target.project.dir}   (time each layer on this machine)")
+        else:
+            next_steps(f"sparsify-tui new {args.target}   (a project to profile it and plan its sparsification)")
     return 0

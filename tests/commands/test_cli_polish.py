@@ -102,6 +102,8 @@ def test_info_hides_constant_producers_and_says_how_many(corpus):
     assert len(rows) == len(layers) - len(constant)  # 176 compute layers: all fit under the 200-row limit
     assert f"{len(constant)} constant layers (Constant, ConstantOfShape, ...) hidden" in human.stdout
     assert "--all lists them" in human.stdout
+    assert human.stderr == f"next: sparsify-tui new {model}   (a project to profile it and plan its sparsification)\n"
+    assert full.stderr == ""  # --json: the document and nothing else
 
 
 def test_info_all_lists_constants_and_table_fits_80_columns(corpus):
