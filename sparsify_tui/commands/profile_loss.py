@@ -209,9 +209,10 @@ def print_quant(doc: dict, file=None) -> None:
     if m.get("error"):
         print(f"Whole model: could not be quantized: {m['error']}", file=file)
     else:
-        print(f"Whole model (ONNX Runtime static quantization, {m.get('format', 'QDQ')}): "
-              f"output change {_fmt(m.get('output_change'))}, fp32 {_fmt(m.get('fp32_ms'), 2)} ms, "
-              f"int8 {_fmt(m.get('int8_ms'), 2)} ms, speedup {_fmt(m.get('speedup'), 2)}x", file=file)
+        print(f"Whole model: ONNX Runtime static quantization ({m.get('format', 'QDQ')}), "
+              f"output change {_fmt(m.get('output_change'))}", file=file)
+        print(f"             fp32 {_fmt(m.get('fp32_ms'), 2)} ms -> int8 {_fmt(m.get('int8_ms'), 2)} ms, "
+              f"speedup {_fmt(m.get('speedup'), 2)}x", file=file)
     if doc.get("average_sensitivity") is not None:
         print(f"Average Sensitivity: {_fmt(doc.get('average_sensitivity'))}", file=file)
     for note in doc.get("notes") or []:

@@ -254,3 +254,13 @@ def test_loss_table_tells_long_ids_apart(corpus, tmp_path):
     names = [line.split()[1] for line in table if line.strip()]
     assert len(names) == 18 and len(set(names)) == 18  # 18 prunable MatMuls, 18 different names
     assert all(len(n) <= 40 for n in names) and any(n.startswith("layer.2/") for n in names)
+
+
+def test_quant_summary_lines_fit_80_columns(demo_project):
+    p = run("profile", "quant", demo_project, "--samples", "1")
+    assert p.returncode == 0, p.stderr
+    head = p.stdout.split("\n\n")[0].splitlines()
+    assert head[1].startswith("Whole model: ONNX Runtime static quantization (QDQ), output change ")
+    assert " ms -> int8 " in head[2] and head[2].rstrip().endswith("x")
+    assert max(len(line) for line in head) <= 80
+    assert f"next: sparsify-tui optimize {demo_project} --quantize" in p.stderr
