@@ -171,3 +171,18 @@ def test_ctrl_c_during_a_save(project, n):
     assert not [f for f in project.rglob("*") if f.name.endswith(".tmp")]
     new_toml = (project / "project.toml").read_text()
     assert new_toml == old_toml or "loss" in new_toml
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_ctrl_c_during_new_leaves_no_half_project(tmp_path, demo_model, n):
+    dest = tmp_path / "proj"
+    res = Cli("new", demo_model, "--dir", dest, pre=SIGINT_AT_FSYNC.replace("{n}", str(n))).finish()
+    assert "Traceback" not in res.stderr and res.returncode == 130, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("error:")] == \
+        ["error: interrupted; saved work is kept"]
+    assert not dest.exists() or not (dest / "project.toml").exists()
+    res = Cli("new", demo_model, "--dir", dest).finish()  # trying again just works
+    assert res.returncode == 0, res.stderr
+    from sparsify_tui.project import Project
+
+    Project.open(dest, readonly=True)
