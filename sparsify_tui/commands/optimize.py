@@ -164,6 +164,9 @@ def run_optimize(args: argparse.Namespace) -> int:
 
     project = _open_project(args.project)
     try:
+        for notice in project.notices:
+            print(f"note: {notice}", file=sys.stderr)
+        project.require_writable()  # optimize stores the plan: a locked project fails before the analysis
         graph = _analyze(project)
         name = args.name or _default_name(project)
         opt = load_optimization(project, name)

@@ -264,3 +264,17 @@ def test_quant_summary_lines_fit_80_columns(demo_project):
     assert " ms -> int8 " in head[2] and head[2].rstrip().endswith("x")
     assert max(len(line) for line in head) <= 80
     assert f"next: sparsify-tui optimize {demo_project} --quantize" in p.stderr
+
+
+def test_optimize_on_a_locked_project_fails_with_the_reason(demo_project):
+    from sparsify_tui.project import Project
+
+    holder = Project.open(demo_project)
+    try:
+        p = run("optimize", demo_project, "--sparsity", "0.7")
+    finally:
+        holder.close()
+    assert p.returncode == 2 and p.stdout == ""
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "read-only" in errors[0] and f"process {os.getpid()}" in errors[0]
+    assert p.stderr.startswith("note: opened read-only")
