@@ -148,14 +148,15 @@ os.fsync = _fsync_then_ctrl_c
 """
 
 
-@pytest.mark.parametrize("n", [1, 2, 3])
-def test_ctrl_c_during_a_save(project, n):
+@pytest.mark.parametrize("command,n", [("loss", 1), ("loss", 2), ("loss", 3), ("optimize", 1), ("optimize", 2)])
+def test_ctrl_c_during_a_save(project, command, n):
     from sparsify_tui.cli import main
     from sparsify_tui.project import Project
 
     assert main(["optimize", str(project), "--sparsity", "0.5"]) == 0
     old_toml = (project / "project.toml").read_text()
-    cli = Cli("profile", "loss", project, pre=SIGINT_AT_FSYNC.replace("{n}", str(n)))
+    args = ("profile", "loss", project) if command == "loss" else ("optimize", project, "--sparsity", "0.7")
+    cli = Cli(*args, pre=SIGINT_AT_FSYNC.replace("{n}", str(n)))
     res = cli.finish()
     assert "Traceback" not in res.stderr
     assert res.returncode == 130, res.stderr
@@ -170,7 +171,12 @@ def test_ctrl_c_during_a_save(project, n):
     p.close()
     assert not [f for f in project.rglob("*") if f.name.endswith(".tmp")]
     new_toml = (project / "project.toml").read_text()
-    assert new_toml == old_toml or "loss" in new_toml
+    assert new_toml == old_toml or ("loss" in new_toml if command == "loss" else new_toml != old_toml)
+    if command == "optimize":  # the optimization is the old one (0.5) or the new one (0.7), complete
+        from sparsify_tui.project import Project as P
+
+        q = P.open(project, readonly=True)
+        assert q.get_optimization("default")["pruning"]["target_sparsity"] in (0.5, 0.7)
 
 
 @pytest.mark.parametrize("n", [1, 2])
