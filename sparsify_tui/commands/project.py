@@ -64,7 +64,14 @@ def run_new(args: argparse.Namespace) -> int:
             })
         else:
             print(project.dir)
-            print(f"next: sparsify-tui profile perf {project.dir}   (or: sparsify-tui open {project.dir})",
+            from sparsify_tui.commands.common import shape_hint
+
+            hint = shape_hint(project.model_path, project.input_shapes)
+            if hint:
+                print(f"note: the model has dynamic input dimensions; measurements need their sizes, e.g. {hint} "
+                      "(or create the project with --input-shape to store them)", file=sys.stderr)
+            extra = f" {hint}" if hint else ""
+            print(f"next: sparsify-tui profile perf {project.dir}{extra}   (or: sparsify-tui open {project.dir})",
                   file=sys.stderr)
     finally:
         project.close()

@@ -278,3 +278,18 @@ def test_optimize_on_a_locked_project_fails_with_the_reason(demo_project):
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "read-only" in errors[0] and f"process {os.getpid()}" in errors[0]
     assert p.stderr.startswith("note: opened read-only")
+
+
+def test_new_on_a_dynamic_model_says_which_input_shape_to_give(corpus, tmp_path):
+    model = corpus.path("yolov8n")
+    p = run("new", model, "--dir", tmp_path / "y", "--link")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(tmp_path / "y")
+    assert "note: the model has dynamic input dimensions" in p.stderr
+    nxt = [line for line in p.stderr.splitlines() if line.startswith("next:")]
+    assert nxt == [f"next: sparsify-tui profile perf {tmp_path / 'y'} --input-shape images=1,3,224,224   "
+                   f"(or: sparsify-tui open {tmp_path / 'y'})"]
+    # with the shape stored, no note
+    q = run("new", model, "--dir", tmp_path / "y2", "--link", "--input-shape", "images=1,3,320,320")
+    assert q.returncode == 0, q.stderr
+    assert "dynamic input" not in q.stderr and "--input-shape" not in q.stderr
