@@ -45,8 +45,21 @@ def pruned_count(n: int, sparsity: float) -> int:
 
 
 def magnitude_order(magnitude: np.ndarray) -> np.ndarray:
-    """Indices of the flattened array, smallest magnitude first (stable: ties keep C order)."""
-    return np.argsort(np.abs(np.asarray(magnitude)).ravel(), kind="stable")
+    """Indices of the flattened array, smallest magnitude first.
+
+    Ties are broken by a fixed pseudo-random permutation (seeded by the size),
+    not by position: a tensor of equal weights (a ConstantOfShape fill, a
+    quantized weight with few levels) then loses zeros spread over all its
+    channels, as trained weights do, instead of whole leading channels; the
+    latter would leave the sparse kernels of an engine with a few dense
+    channels and no speedup. The order is the same on every run.
+    """
+    mag = np.abs(np.asarray(magnitude)).ravel()
+    n = mag.size
+    if n < 2:
+        return np.arange(n)
+    perm = np.random.default_rng(n).permutation(n)
+    return perm[np.argsort(mag[perm], kind="stable")]
 
 
 def prune_array(

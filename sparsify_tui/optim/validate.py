@@ -197,10 +197,10 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         levels = _levels_for(plan)
         note(f"measuring a {chosen} perf profile at levels {', '.join(f'{x:g}' for x in levels)}")
         doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
-                               levels=levels, iterations=max(10, iterations // 2), warmup=warmup, repeats=3,
+                               levels=levels, iterations=max(20, iterations), warmup=warmup, repeats=3,
                                input_shapes=project.input_shapes or {}, on_progress=on_progress, cancel=cancel)
         settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
-                    "iterations": max(10, iterations // 2), "warmup": warmup, "repeats": 3,
+                    "iterations": max(20, iterations), "warmup": warmup, "repeats": 3,
                     "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
                     "purpose": "validation"}
         entry = project.add_profile("perf", f"{chosen} b{batch_size} (validation)", settings, doc["engine"],

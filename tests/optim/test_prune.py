@@ -156,8 +156,17 @@ def test_prune_array_ties_are_deterministic_and_exact():
     w = np.full((10, 10), 0.02, dtype=np.float32)  # every weight equal (like ConstantOfShape)
     out = prune_array(w, 0.37)
     assert _zeros(out) == 37
-    assert np.array_equal(out.reshape(-1)[:37], np.zeros(37))  # stable: first in C order go first
-    assert np.array_equal(prune_array(w, 0.37), out)
+    assert np.array_equal(prune_array(w, 0.37), out)  # the same on every run
+
+
+def test_prune_array_spreads_ties_over_the_channels():
+    # equal weights (ConstantOfShape) must not lose whole leading channels: every output
+    # channel keeps about 10% of its weights, as an engine's sparse kernels expect
+    w = np.full((64, 32, 3, 3), 0.02, dtype=np.float32)
+    out = prune_array(w, 0.9)
+    assert _zeros(out) == round(0.9 * w.size)
+    kept = np.count_nonzero(out.reshape(64, -1), axis=1) / (32 * 9)
+    assert kept.min() > 0.03 and kept.max() < 0.2, (kept.min(), kept.max())
 
 
 def test_prune_array_existing_zeros_count_naturally():
