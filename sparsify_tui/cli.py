@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="analyse a model: totals, layers, this machine")
     p.add_argument("target", help="ONNX file or project directory")
-    p.add_argument("--all", action="store_true", help="list every layer, not only the first 200")
+    p.add_argument("--all", action="store_true",
+                   help="list every layer (constant producers included), not only the first 200 compute layers")
     _add_input_shape(p)
     _add_json(p)
 
@@ -256,6 +257,12 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     positionals = [a for a in argv if not a.startswith("-")]
     if positionals and positionals[0] not in COMMANDS:
         model = positionals[0]
+        if not os.path.exists(model) and not model.lower().endswith(".onnx"):
+            import difflib
+
+            close = difflib.get_close_matches(model, COMMANDS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (commands: {', '.join(COMMANDS)})"
+            raise UsageError(f"unknown command or missing file {model!r}{hint}")
         rest = list(argv)
         rest.remove(model)
         args = parser.parse_args(rest)

@@ -30,7 +30,8 @@ def test_version():
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["frobnicate", "--x"], "unrecognized arguments"),
+        (["frobnicate", "--x"], "unknown command or missing file"),
+        (["prfile", "perf", "x.onnx"], "did you mean 'profile'"),
         (["profile"], "KIND"),
         (["profile", "perf"], "target"),
         (["info"], "target"),
