@@ -547,13 +547,25 @@ class ProjectLock:
         os.close(fd)  # closing drops the flock (the parent's descriptor keeps it after a fork)
 
     def holder(self) -> dict[str, Any]:
-        """What the lock file says about its holder (may be empty while it is being written)."""
-        try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
-            info = json.loads(text)
-            return info if isinstance(info, dict) else {}
-        except (OSError, ValueError):
-            return {}
+        """What the lock file says about its holder.
+
+        The holder writes it right after taking the lock: when it is still
+        empty, wait a moment (at most 0.5 s) for it to appear.
+        """
+        import time as _time
+
+        deadline = _time.monotonic() + 0.5
+        while True:
+            try:
+                text = self.path.read_text(encoding="utf-8", errors="replace")
+                info = json.loads(text)
+                if isinstance(info, dict) and info.get("pid"):
+                    return info
+            except (OSError, ValueError):
+                pass
+            if _time.monotonic() >= deadline:
+                return {}
+            _time.sleep(0.02)
 
 
 def _holder_sentence(info: dict[str, Any]) -> str:

@@ -130,7 +130,12 @@ def _pct(x: float | None) -> str:
 def print_human(graph, machine: dict[str, Any], *, show_all: bool, out=None, width: int | None = None) -> None:
     out = out or sys.stdout
     p = lambda *a: print(*a, file=out)  # noqa: E731
-    p(f"Model     {graph.path}")
+    path = str(graph.path)
+    if width and len(path) > width - 10:  # a narrow terminal: keep the file name, shorten the directory
+        from sparsify_tui.commands.common import ellipsize as _shorten
+
+        path = _shorten(path, width - 10)
+    p(f"Model     {path}")
     p(f"          opset {graph.opset}, IR {graph.ir_version}, producer {graph.producer or 'unknown'}, "
       f"{graph.file_size / 1e6:.1f} MB")
     for t in graph.inputs:
