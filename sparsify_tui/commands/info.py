@@ -131,7 +131,8 @@ def print_human(graph, machine: dict[str, Any], *, show_all: bool, out=None, wid
     out = out or sys.stdout
     p = lambda *a: print(*a, file=out)  # noqa: E731
     path = str(graph.path)
-    if width and len(path) > width - 10:  # a narrow terminal: keep the file name, shorten the directory
+    width = width or terminal_width()
+    if len(path) > width - 10:  # a narrow terminal: keep the file name, shorten the directory
         from sparsify_tui.commands.common import ellipsize as _shorten
 
         path = _shorten(path, width - 10)
