@@ -18,14 +18,11 @@ from sparsify_tui.errors import ModelError, UsageError
 
 
 def _refuse_project_file(project, out: Path) -> None:
-    """UsageError when ``-o`` would overwrite the project's model or one of its own files (data loss)."""
+    """UsageError when ``-o`` would overwrite the project's own files (data loss) or names a directory."""
+    from sparsify_tui.commands.common import refuse_project_file
+
+    refuse_project_file(project, out, "-o")
     target = out.resolve()
-    pdir = Path(project.dir).resolve()
-    own = {Path(project.model_path).resolve(), pdir / "project.toml", pdir / "project.toml.bak",
-           pdir / "project.lock"}
-    if target in own or (pdir / "profiles") in target.parents or (pdir / "optimizations") in target.parents:
-        raise UsageError(f"-o {out} would overwrite the project's own {target.name}; "
-                         f"write the pruned model elsewhere, e.g. {pdir / 'pruned.onnx'}")
     if target.is_dir():
         raise UsageError(f"-o {out} is a directory; give the file to write, e.g. {target / 'pruned.onnx'}")
 
