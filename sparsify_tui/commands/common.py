@@ -120,20 +120,10 @@ def refuse_project_file(project: Any, out: Path, flag: str) -> None:
 
 # ---------------------------------------------------------------- output
 def _default(o: Any) -> Any:
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if isinstance(o, Path):
-        return str(o)
-    try:
-        import numpy as np
+    """JSON for what ``json`` cannot write itself: the same rules as the project files."""
+    from sparsify_tui.project import _json_default
 
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+    return _json_default(o)
 
 
 def emit_json(doc: Any) -> None:
