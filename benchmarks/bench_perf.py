@@ -1,6 +1,7 @@
 """Speed of perf profiles: overhead over the engine, and against SparseML's own sweep.
 
 usage: python benchmarks/bench_perf.py [--runs N] [--model PATH] [--engine deepsparse]
+                                      [--sparseml-python PATH]
 
 (a) Overhead: wall time of a 10-level profile (as the caller sees it: child
     process start, imports, analysis, inputs, mapping, JSON) divided by the
@@ -12,6 +13,12 @@ usage: python benchmarks/bench_perf.py [--runs N] [--model PATH] [--engine deeps
     takes 25-34 s on these machines (engines.md section 2). Ours runs the same
     levels and iterations at optimization level 1, with 1 and with 3 repeats
     of the dense level (the spread).
+
+(c) With ``--sparseml-python PATH`` (a Python that has sparseml 1.8 and
+    deepsparse 1.8; SparseML is not one of our dependencies), SparseML's own
+    ``pruning_perf_sens_one_shot`` (``sparseml_perf_sweep.py``) and ours run
+    turn about, ``--runs`` times each, so both are timed on the same machine in
+    the same minutes; the ratio is the median of the per-pair ratios.
 
 Prints medians over ``--runs`` runs; ``extra s`` is the wall time outside the
 engine calls (process start, imports, analysis, inputs, mapping). The machine is shared and noisy: the
@@ -56,17 +63,51 @@ def one(model: Path, engine: str, iterations: int, warmup: int, repeats: int) ->
             "ms_09": doc["model_ms_by_level"].get("0.9"), "engine": doc["engine"], "load": os.getloadavg()[0]}
 
 
+def sparseml_once(python: str, model: Path, iterations: int, warmup: int) -> float:
+    import json
+
+    script = Path(__file__).with_name("sparseml_perf_sweep.py")
+    proc = subprocess.run([python, str(script), str(model), "--iterations", str(iterations), "--warmup", str(warmup)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: SparseML's sweep failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["wall_s"])
+
+
+def head_to_head(model: Path, engine: str, python: str, runs: int) -> None:
+    ours, theirs, ratios = [], [], []
+    for i in range(runs):
+        s = sparseml_once(python, model, 10, 5)
+        r = one(model, engine, 10, 5, 1)
+        theirs.append(s)
+        ours.append(r["wall_s"])
+        ratios.append(r["wall_s"] / s)
+        print(f"  pair {i + 1}: SparseML (opt level 0) {s:.1f} s, ours (opt level 1, {r['engine']}) "
+              f"{r['wall_s']:.1f} s, ours/SparseML {r['wall_s'] / s:.2f}, load {r['load']:.1f}", flush=True)
+    med = statistics.median
+    print(f"(c) 10 levels x (10 + 5) iterations, {runs} pairs: SparseML {med(theirs):.1f} s, ours {med(ours):.1f} s, "
+          f"ours/SparseML {med(ratios):.2f} (<= 1.00: no slower)")
+    print()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--model", default=None, help="default: the ResNet-50-sized model of build_resnet50.py")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "sparsify-bench"))
+    ap.add_argument("--sparseml-python", default=None,
+                    help="a Python with sparseml+deepsparse 1.8: time SparseML's sweep turn about with ours")
+    ap.add_argument("--only-vs-sparseml", action="store_true", help="skip (a) and (b), run only (c)")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else resnet50_sized(work)
     print(f"model: {model}  ({model.stat().st_size / 1e6:.1f} MB), 10 levels {list(PERF_LEVELS)}")
+    if args.sparseml_python:
+        head_to_head(model, args.engine, args.sparseml_python, args.runs)
+        if args.only_vs_sparseml:
+            return 0
     configs = [("10 it + 5 warm-up, 1 repeat (SparseML's sweep)", 10, 5, 1),
                ("10 it + 5 warm-up, 3 repeats of the dense level", 10, 5, 3)]
     rows = []

@@ -283,7 +283,8 @@ def perf_job(job: dict, ctx) -> dict:
     with contextlib.ExitStack() as stack:
         ds_path, ds_note = path, ""
         if engine == "deepsparse":
-            ds_path, ds_note = stack.enter_context(dse.compatible_model(path))
+            ds_path, ds_note = stack.enter_context(
+                dse.compatible_model(path, {n: list(inputs[n].shape) for n in names}))
             if ds_note:
                 reason = f"{reason} ({ds_note})"
         setup, parts, engine, reason = _measure(
@@ -339,7 +340,8 @@ def _measure(ctx, engine, reason, job, path, ds_path, info, inputs, names, batch
             ctx.heartbeat(f"dense model, repeat {r + 1}/{repeats}")
             try:
                 res = dse.analyze_level(ds_path, info, inputs, names, batch_size=batch, cores=cores,
-                                        iterations=iterations, warmup=warmup, level=None)
+                                        iterations=iterations, warmup=warmup, level=None,
+                                        shapes_fixed=True)
             except EngineError as exc:
                 if r == 0 and job.get("engine", "auto") == "auto":
                     engine = "onnxruntime"
@@ -366,7 +368,8 @@ def _measure(ctx, engine, reason, job, path, ds_path, info, inputs, names, batch
             ctx.heartbeat(f"level {level_key(lv)}")
             try:
                 res = dse.analyze_level(ds_path, info, inputs, names, batch_size=batch, cores=cores,
-                                        iterations=iterations, warmup=warmup, level=lv)
+                                        iterations=iterations, warmup=warmup, level=lv,
+                                        shapes_fixed=True)
             except EngineError as exc:  # keep going: the other levels may still compile
                 failures.append(f"level {level_key(lv)}: {exc.message}")
                 ctx.log(failures[-1])
