@@ -20,7 +20,10 @@ its stdout (see :mod:`sparsify_tui.engines.worker` for the protocol).
   and sizes the engines' thread pools to it.
 * A crash (segfault, abort, non-zero exit, or exit without a result) raises
   :class:`EngineError` whose ``output_tail`` holds the last ~20 lines the
-  child wrote on stderr (engine messages included).
+  child wrote on stderr (engine messages included), and whose message ends
+  with the engine's own last telling line (``Assertion at ...``, ``Segmentation
+  fault``, ``...Error: ...``), which a long native backtrace would otherwise
+  push out of the tail.
 * Ctrl+C (KeyboardInterrupt) in the parent kills the child before propagating.
 """
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -42,6 +46,15 @@ from sparsify_tui import errors
 from sparsify_tui.errors import CancelledError, EngineError, SparsifyError
 
 TAIL_LINES = 20
+# A line of an engine's dying output that says what went wrong (not a backtrace frame).
+_TELLING = re.compile(r"(Assertion|assert|Segmentation fault|Abort|Fatal|FATAL|Killed|MemoryError|"
+                      r"[A-Za-z]+Error\b|[A-Za-z]+Exception\b|error:|what\(\))")
+_FRAME = re.compile(r"^\s*(\d+#|\[[0-9a-f]{16,}\]|File \"|at 0x|#\d+ )")
+
+
+def telling_line(line: str) -> bool:
+    """True for an output line that says why an engine died (and is not a backtrace frame)."""
+    return bool(_TELLING.search(line)) and not _FRAME.match(line)
 _PKG_PARENT = str(Path(__file__).resolve().parent.parent.parent)
 
 
@@ -116,6 +129,7 @@ def run_job(
         start_new_session=True,  # own process group: we kill it whole; a terminal's Ctrl+C reaches us only
     )
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    telling: list[str] = []  # the last telling line of the child's stderr
 
     def read_stderr() -> None:
         assert proc.stderr is not None
@@ -123,6 +137,8 @@ def run_job(
             line = raw.decode("utf-8", "replace").rstrip("\n")
             if line.strip():
                 tail.append(line)
+                if telling_line(line):
+                    telling[:] = [line.strip()[:200]]
 
     err_thread = threading.Thread(target=read_stderr, name="worker-stderr", daemon=True)
     err_thread.start()
@@ -209,9 +225,11 @@ def run_job(
             if isinstance(exc, EngineError):
                 exc.output_tail = output_tail()
             raise fail(exc)
+        tail_text = output_tail()
+        said = f"; it said: {telling[0]}" if telling else ""
         raise fail(EngineError(
-            f"the {kind} job's engine process {_describe_exit(code)} before finishing",
-            output_tail=output_tail(),
+            f"the {kind} job's engine process {_describe_exit(code)} before finishing{said}",
+            output_tail=tail_text,
         ))
     except KeyboardInterrupt:
         _kill_group(proc)

@@ -126,3 +126,35 @@ def test_ctrl_c_in_the_parent_kills_the_child(test_jobs):
         time.sleep(0.05)
     else:
         pytest.fail("the worker survived the parent's Ctrl+C")
+
+
+def test_real_engine_abort_names_its_assertion_in_one_line(corpus):
+    """DeepSparse 1.8 aborts (assertion + ~30 native backtrace frames) compiling the light ResNet-50,
+    whose Reshape hard-codes batch 1, at batch size 2. The user's one error line names the assertion,
+    which the backtrace would have pushed out of the output tail."""
+    import subprocess
+
+    from tests.conftest import deepsparse_available
+
+    if not deepsparse_available():
+        pytest.skip("needs DeepSparse")
+    p = subprocess.run([sys.executable, "-m", "sparsify_tui", "benchmark", str(corpus.path("resnet50")),
+                        "--engine", "deepsparse", "--batch-size", "2", "--iterations", "2", "--warmup", "1",
+                        "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, p.stderr
+    assert "exited with status" in errors[0] and "it said: Assertion at " in errors[0], errors[0]
+
+
+def test_telling_line_skips_backtrace_frames():
+    from sparsify_tui.engines.runner import telling_line
+
+    assert telling_line("Assertion at ./src/include/wand/engine/compute/planner.hpp:70")
+    assert telling_line("RuntimeError: NM: error: cannot compile")
+    assert telling_line("Segmentation fault (core dumped)")
+    assert not telling_line(" 2# wand::engine::compiler::compiler::compile(wand::engine::intake::graph&&) const")
+    assert not telling_line("    [4518488b4d104c8d4d806a00488bb5f8feffff4489e24889c74989c5e874ebff]")
+    assert not telling_line('  File "/x/y.py", line 3, in f')
+    assert not telling_line("Cores/sockets/threads: [2, 1, 2]")
