@@ -19,6 +19,7 @@ Everything is keyboard driven:
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -244,11 +245,17 @@ def cell(text: str, style: str = "", justify: str = "left") -> Text:
     return Text(text, style=style, justify=justify, no_wrap=True, overflow="ellipsis", end="")
 
 
+# The layer table's changing cells repeat the same few thousand values ("85.3%", "1.42x"):
+# one shared Text per value (never mutated: the tables copy before padding) saves most of
+# the ~1000 Text constructions an edit on a 500-layer plan would need.
+shared_cell = functools.lru_cache(maxsize=8192)(cell)
+
+
 RANK_STYLE = {"top 5%": "bold red", "high": "yellow", "medium": "", "low": "dim"}
 
 
-def layer_cells(le: Any) -> dict[str, Text]:
-    """The formatted cells of one LayerEstimate."""
+def layer_specs(le: Any) -> dict[str, tuple[str, str, str]]:
+    """(text, style, justify) of the cells of one LayerEstimate that change with the plan."""
     sp = f"{le.sparsity * 100:.1f}%" + (" *" if le.overridden else "")
     if le.est_ms is not None and le.baseline_ms is not None:
         tm = f"{fmt_ms(le.est_ms)} {100 * le.est_ms / le.baseline_ms:.0f}%" if le.baseline_ms > 0 else fmt_ms(le.est_ms)
@@ -258,14 +265,26 @@ def layer_cells(le: Any) -> dict[str, Text]:
         tm = "-"
     perf = "-" if le.perf_sensitivity is None else fmt_sens(le.perf_sensitivity)
     return {
-        "sparsity": cell(sp, "bold" if le.overridden else "", "right"),
-        "speedup": cell(f"{le.est_speedup:.2f}x", "", "right"),
-        "time": cell(tm, "", "right"),
-        "loss": cell(f"{fmt_sens(le.loss_sensitivity)} {le.loss_rank}", RANK_STYLE.get(le.loss_rank, "")),
-        "perf": cell(f"{perf} {le.perf_rank}", RANK_STYLE.get(le.perf_rank, "")),
-        "recovery": cell(f"{le.recovery:.2f}", "", "right"),
-        "note": cell(le.excluded_reason or "", "italic yellow" if le.excluded_reason else ""),
+        "sparsity": (sp, "bold" if le.overridden else "", "right"),
+        "speedup": (f"{le.est_speedup:.2f}x", "", "right"),
+        "time": (tm, "", "right"),
+        "loss": (f"{fmt_sens(le.loss_sensitivity)} {le.loss_rank}", RANK_STYLE.get(le.loss_rank, ""), "left"),
+        "perf": (f"{perf} {le.perf_rank}", RANK_STYLE.get(le.perf_rank, ""), "left"),
+        "recovery": (f"{le.recovery:.2f}", "", "right"),
+        "note": (le.excluded_reason or "", "italic yellow" if le.excluded_reason else "", "left"),
     }
+
+
+def layer_cells(le: Any) -> dict[str, Text]:
+    """The formatted cells of one LayerEstimate."""
+    return {k: cell(*spec) for k, spec in layer_specs(le).items()}
+
+
+def layer_sig(le: Any) -> tuple:
+    """Everything a layer row shows that an edit can change (equal: the row needs no formatting)."""
+    return (le.sparsity, le.overridden, le.est_speedup, le.est_ms, le.baseline_ms, le.flops_after,
+            le.loss_sensitivity, le.perf_sensitivity, le.recovery, le.excluded_reason, le.loss_rank,
+            le.perf_rank)
 
 
 def estimates_text(est: Any, width: int = 120) -> Group:
@@ -397,7 +416,8 @@ class OptimizerScreen(Screen):
         self.save_error = ""
         self._save_timer = None
         self._edit_target: tuple[str, Any] | None = None
-        self._layer_cache: dict[str, dict[str, str]] = {}
+        self._layer_cache: dict[str, dict[str, tuple[str, str, str]]] = {}
+        self._layer_keys: dict[str, Any] = {}
         self._settings_cache: dict[str, str] = {}
         self._layer_sigs: dict[str, tuple] = {}
         self._error_shown = ""
@@ -432,7 +452,11 @@ class OptimizerScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        st = self.query_one("#opt-settings", DataTable)
+        # the widgets every edit touches, looked up once
+        self._settings_table = st = self.query_one("#opt-settings", FastDataTable)
+        self._layers_table = self.query_one("#opt-layers", FastDataTable)
+        self._estimates_box = self.query_one("#opt-estimates", Static)
+        self._title_box = self.query_one("#opt-title", Static)
         st.add_column("Setting", key="label")
         st.add_column("Value", key="value", width=13)
         for s in SETTINGS:
@@ -534,7 +558,7 @@ class OptimizerScreen(Screen):
         self.opt_name = self.opt.name
         self.histories.setdefault(self.opt.name, UndoHistory())
         self._update_title()
-        box = self.query_one("#opt-estimates", Static)
+        box = self._estimates_box
         box.update(estimates_text(self.est, box.size.width or self.app.size.width), layout=False)
         self._update_settings()
         self._update_layers(rebuild=first)
@@ -555,49 +579,51 @@ class OptimizerScreen(Screen):
         t.append(f"  version {idx} of {max(len(names), idx)}  ({state})", style="dim")
         if getattr(self.project, "readonly", False):
             t.append("  read-only project", style="bold red")
-        self.query_one("#opt-title", Static).update(t, layout=False)
+        self._title_box.update(t, layout=False)
 
     def _update_settings(self) -> None:
-        st = self.query_one("#opt-settings", DataTable)
+        changes = []
         for s in SETTINGS:
             v = fmt_setting(self.opt, s)
             if self._settings_cache.get(s.key) != v:
-                st.update_cell(s.key, "value", cell(v, "bold"))
+                changes.append((s.key, "value", cell(v, "bold")))
                 self._settings_cache[s.key] = v
+        self._settings_table.set_cells(changes)
 
     def _update_layers(self, rebuild: bool = False) -> None:
-        lt = self.query_one("#opt-layers", DataTable)
+        lt = self._layers_table
         if rebuild or lt.row_count != len(self.est.layers):
             lt.clear()
             self._layer_cache = {}
             self._layer_sigs = {}
             rows = []
             for le in self.est.layers:
-                cells = layer_cells(le)
-                self._layer_cache[le.id] = {k: v.plain for k, v in cells.items()}
+                specs = layer_specs(le)
+                self._layer_cache[le.id] = specs
+                self._layer_sigs[le.id] = layer_sig(le)
+                cells = {k: cell(*spec) for k, spec in specs.items()}
                 rows.append((cell(le.name), cells["sparsity"], cells["speedup"], cells["time"], cells["loss"],
                              cells["perf"], cells["note"], cells["recovery"],
                              cell(fmt_count(le.params), justify="right"), cell(le.op_type)))
+            self._layer_keys = {}
             for le, row in zip(self.est.layers, rows):
-                lt.add_row(*row, key=le.id)
+                self._layer_keys[le.id] = lt.add_row(*row, key=le.id)
             return
-        changed = 0
+        changes = []
         sigs = self._layer_sigs
+        cache = self._layer_cache
+        keys = self._layer_keys
         for le in self.est.layers:
-            sig = (le.sparsity, le.overridden, le.est_speedup, le.est_ms, le.loss_sensitivity,
-                   le.perf_sensitivity, le.recovery, le.excluded_reason, le.loss_rank, le.perf_rank)
+            sig = layer_sig(le)
             if sigs.get(le.id) == sig:
                 continue  # nothing this row shows changed: skip formatting
             sigs[le.id] = sig
-            cells = layer_cells(le)
-            old = self._layer_cache[le.id]
-            for k, v in cells.items():
-                if old.get(k) != v.plain:
-                    lt.update_cell(le.id, k, v)
-                    old[k] = v.plain
-                    changed += 1
-        if changed:
-            lt.refresh()
+            old = cache[le.id]
+            for k, spec in layer_specs(le).items():
+                if old.get(k) != spec:
+                    old[k] = spec
+                    changes.append((keys[le.id], k, shared_cell(*spec)))
+        lt.set_cells(changes)  # one refresh for all changed cells
 
     def _update_lr(self) -> None:
         lr = self.query_one("#opt-lr", DataTable)
