@@ -174,31 +174,47 @@ def run_loss(args: argparse.Namespace) -> int:
             settings["samples"] = samples
             settings["data"] = _data_setting(args.data)
         progress = Progress(f"profile loss ({method})")
-        if project is not None and not args.force:
-            entry = _find_cached(project, "loss", settings, engine_version)
-            if entry is not None:
-                doc = project.load_profile(entry)
-                progress.note(f"reused cached profile {entry.id} (measure again with --force)")
-                doc["profile_id"] = entry.id
-                _out(args, doc, print_loss)
-                return 0
-        if project is not None:
-            project.require_writable()  # a locked project fails now, not after the measurement
-        with dynamic_shape_hint(target.model_path, target.input_shapes):
-            doc = run_loss_profile(
+
+        def measure() -> dict:
+            return run_loss_profile(
                 target.model_path, method, data=args.data, samples=samples, levels=levels,
                 input_shapes=target.input_shapes or None, eval_sparsity=eval_s, on_progress=_on_progress(progress),
             )
-        progress.done()
-        if project is not None:
-            entry = project.add_profile("loss", args.name, settings, engine, engine_version, _machine(), doc)
-            doc["profile_id"] = entry.id
-            progress.note(f"stored profile {entry.id} in {project.dir}")
-        _out(args, doc, print_loss)
-        return 0
+
+        return _measure_or_reuse(args, target, "loss", settings, engine, engine_version, _machine(), progress,
+                                 measure, print_loss, same_machine=False)
     finally:
         if project is not None:
             project.close()
+
+
+def _measure_or_reuse(args: argparse.Namespace, target: Any, kind: str, settings: dict, engine: str,
+                      engine_version: str, machine: dict, progress: Progress, measure: Any, printer: Any, *,
+                      same_machine: bool) -> int:
+    """Print the project's cached profile of these settings, or measure, store and print a new one."""
+    project = target.project
+    if project is not None and not args.force:
+        entry = _find_cached(project, kind, settings, engine_version)
+        if entry is not None and same_machine and \
+                (entry.machine or {}).get("fingerprint") != machine.get("fingerprint"):
+            entry = None
+        if entry is not None:
+            doc = project.load_profile(entry)
+            progress.note(f"reused cached profile {entry.id} (measure again with --force)")
+            doc["profile_id"] = entry.id
+            _out(args, doc, printer)
+            return 0
+    if project is not None:
+        project.require_writable()  # a locked project fails now, not after the measurement
+    with dynamic_shape_hint(target.model_path, target.input_shapes):
+        doc = measure()
+    progress.done()
+    if project is not None:
+        entry = project.add_profile(kind, args.name, settings, engine, engine_version, machine, doc)
+        doc["profile_id"] = entry.id
+        progress.note(f"stored profile {entry.id} in {project.dir}")
+    _out(args, doc, printer)
+    return 0
 
 
 # ---------------------------------------------------------------- quant
@@ -245,29 +261,16 @@ def run_quant(args: argparse.Namespace) -> int:
             "input_shapes": {k: [int(d) for d in v] for k, v in sorted(target.input_shapes.items())},
         }
         progress = Progress("profile quant")
-        machine = _machine()
-        if project is not None and not args.force:
-            entry = _find_cached(project, "quant", settings, engine_version)
-            if entry is not None and (entry.machine or {}).get("fingerprint") == machine.get("fingerprint"):
-                doc = project.load_profile(entry)
-                progress.note(f"reused cached profile {entry.id} (measure again with --force)")
-                doc["profile_id"] = entry.id
-                _out(args, doc, print_quant)
-                return 0
-        if project is not None:
-            project.require_writable()  # a locked project fails now, not after the measurement
-        with dynamic_shape_hint(target.model_path, target.input_shapes):
-            doc = run_quant_profile(
+
+        def measure() -> dict:
+            return run_quant_profile(
                 target.model_path, data=args.data, samples=samples, input_shapes=target.input_shapes or None,
                 on_progress=_on_progress(progress),
             )
-        progress.done()
-        if project is not None:
-            entry = project.add_profile("quant", args.name, settings, "onnxruntime", engine_version, machine, doc)
-            doc["profile_id"] = entry.id
-            progress.note(f"stored profile {entry.id} in {project.dir}")
-        _out(args, doc, print_quant)
-        return 0
+
+        # quantized speed depends on the machine (VNNI, AMX): reuse only a profile measured on this one
+        return _measure_or_reuse(args, target, "quant", settings, "onnxruntime", engine_version, _machine(),
+                                 progress, measure, print_quant, same_machine=True)
     finally:
         if project is not None:
             project.close()
