@@ -58,6 +58,14 @@ ENTRIES: list[Entry] = [
     Entry("Profile comparison", "Two performance profiles side by side, layer by layer: B minus A (difference "
           "in ms) and B / A (ratio; below 1 means B is faster). Use it for batch sizes, core counts, engines, "
           "machines, or the dense and pruned models of a validation.", ("compare", "ratio", "difference"), "perf"),
+    Entry("Sweep profile", "A performance profile measured by a sweep (`sparsify-tui sweep`): the same model on "
+          "every benchmark server of a Ray cluster (or this machine), for each batch size, core count and engine "
+          "asked for. It records which server measured it and that server's machine summary. The comparison "
+          "offers sweep profiles grouped by server, batch size and cores.", ("sweep", "sweep profiles"), "perf"),
+    Entry("Scaling chart", "Items per Second of the sweep profiles against the core count (for one batch size) "
+          "or against the batch size (for one core count), one line per server. Lines that keep rising use the "
+          "added cores or the bigger batches well; a flat or falling line means they buy nothing there.",
+          ("scaling", "scaling view"), "perf"),
     # ---------------------------------------------------------------- loss
     Entry("Loss Sensitivity", "How much the model's output moves when one layer alone is pruned to a "
           "sparsity. The approximated profile uses a weight-magnitude proxy; the one-shot profile measures the "
@@ -163,6 +171,7 @@ AREA_TERMS: dict[str, list[str]] = {
                     "Learning-rate modifiers"],
     "opt-edit": ["Target sparsity", "Override", "Learning-rate modifiers"],
     "compare-table": ["Profile comparison", "Baseline MS", "Engine-internal rows", "Validation"],
+    "compare-scaling": ["Scaling chart", "Sweep profile", "Items per Second", "Baseline MS"],
     "export-recipe": ["Recipe", "Name map", "Code sample"],
     "export-code": ["Code sample", "Name map"],
     "export-validation": ["Validation", "Estimated Speedup"],

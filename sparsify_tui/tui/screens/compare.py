@@ -8,8 +8,17 @@ level both have; the chart draws both per-layer times over Layer Depth.
 Below, the dense vs pruned timings of the optimizations' validations (stored
 by ``optim.validate``), or a sentence saying there is none yet.
 
+Profiles measured by a sweep (``sparsify-tui sweep PROJECT_DIR``, settings
+``sweep = true``) are offered after the others, grouped by server, then batch
+size, then cores, under a header line per server and batch size (type a
+server name in the open list to jump to it).
+
 Keys: ``s`` swaps A and B, ``o`` cycles the row order (model order, biggest
-difference, biggest ratio), ``escape`` goes back.
+difference, biggest ratio), ``g`` switches to the scaling view of the sweep
+(Items per Second against cores or batch size, one line per server:
+``c`` switches the x axis, ``[`` / ``]`` the batch size or core count it is
+drawn for, ``e`` the engine; ``g`` or ``escape`` back to the layers),
+``escape`` goes back.
 """
 
 from __future__ import annotations
@@ -23,11 +32,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Select, Static
+from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Select, Static
 from textual_plotext import PlotextPlot
 
+from sparsify_tui.cluster.results import group_sweep_profiles, is_sweep_entry
 from sparsify_tui.profiles.compare import compare_profiles
 from sparsify_tui.tui.data import fmt_ms
+from sparsify_tui.tui.widgets.scaling import ScalingView
 
 ORDERS = ("model", "diff", "ratio")
 ORDER_LABELS = {"model": "model order", "diff": "largest |B - A| first", "ratio": "largest B / A first"}
@@ -48,6 +59,73 @@ def profile_label(entry: Any, doc: dict | None = None) -> str:
         parts.append("imported")
     head = str(parts[0])
     return " · ".join([head] + [str(p) for p in parts[1:] if p and str(p) not in head])
+
+
+GROUP_PREFIX = "\x00group:"  # value of a picker's group header line (never a profile id)
+
+
+def sweep_label(row: dict) -> str:
+    """A sweep profile in the pickers: ``alpha · b16 · 4 cores · onnxruntime`` (+ stale / measured on)."""
+    cores = row.get("cores")
+    parts = [str(row.get("server") or "?"), f"b{row.get('batch_size', '?')}",
+             f"{cores} core{'' if cores == 1 else 's'}", str(row.get("engine") or "?")]
+    if row.get("measured_on") and row.get("measured_on") != row.get("server"):
+        parts.append(f"on {row['measured_on']}")
+    if row.get("stale"):
+        parts.append("stale")
+    return " · ".join(parts)
+
+
+def picker_options(project: Any, entries: Sequence[Any]) -> tuple[list[tuple[Any, str]], set[str]]:
+    """The pickers' options and the values of their group header lines.
+
+    ``entries`` (perf profiles, newest first) that are not sweep profiles come
+    first, as before; then the sweep profiles grouped by server, batch size and
+    cores (:func:`sparsify_tui.cluster.results.group_sweep_profiles`), a header
+    line before each server and batch size.
+    """
+    options: list[tuple[Any, str]] = [(profile_label(e), e.id) for e in entries if not is_sweep_entry(e)]
+    headers: set[str] = set()
+    if project is None or not any(is_sweep_entry(e) for e in entries):
+        return options, headers
+    known = {e.id for e in entries}
+    groups = group_sweep_profiles(project, include_stale=True, load=False)
+    for server, by_batch in groups.items():
+        for batch, by_cores in by_batch.items():
+            value = f"{GROUP_PREFIX}{server}:{batch}"
+            headers.add(value)
+            options.append((Text(f"── {server} · batch {batch} ──", style="bold"), value))
+            for rows in by_cores.values():
+                options.extend((sweep_label(r), r["id"]) for r in rows if r["id"] in known)
+    return options, headers
+
+
+class GroupedSelect(Select):
+    """A Select whose group header lines (values in ``header_values``) cannot be chosen."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_values: set[str] = set()
+
+    def set_grouped_options(self, options: list[tuple[Any, str]], headers: set[str]) -> None:
+        self.header_values = set(headers)
+        self.set_options(options)
+
+    def _setup_options_renderables(self) -> None:
+        super()._setup_options_renderables()
+        self._disable_headers()
+
+    def _disable_headers(self) -> None:
+        if not self.header_values:
+            return
+        try:
+            overlay = self.query_one("SelectOverlay")  # the Select's drop-down list (an OptionList)
+            disable = overlay.disable_option_at_index
+        except Exception:  # noqa: BLE001 - not composed yet, or another Textual: headers stay inert
+            return
+        for i, (_, value) in enumerate(self._options):
+            if value in self.header_values:
+                disable(i)
 
 
 def validation_rows(project: Any) -> list[dict]:
@@ -116,8 +194,19 @@ class CompareScreen(Screen):
                 tooltip="Model order, largest difference or largest ratio first"),
         Binding("a", "focus_select('#compare-a')", "Pick A", id="compare_pick_a", tooltip="Choose profile A"),
         Binding("b", "focus_select('#compare-b')", "Pick B", id="compare_pick_b", tooltip="Choose profile B"),
+        Binding("g", "toggle_scaling", "Scaling", id="compare_scaling",
+                tooltip="Scaling view of the sweep: Items per Second against cores or batch size, per server"),
+        Binding("c", "scaling_axis", "X axis", id="compare_scaling_axis",
+                tooltip="Scaling chart: cores or batch size on the x axis"),
+        Binding("right_square_bracket", "scaling_fixed(1)", "Next", key_display="]", id="compare_scaling_next",
+                tooltip="Scaling chart: next batch size (x = cores) or core count (x = batch size)"),
+        Binding("left_square_bracket", "scaling_fixed(-1)", "Prev", key_display="[", id="compare_scaling_prev",
+                tooltip="Scaling chart: previous batch size or core count"),
+        Binding("e", "scaling_engine", "Engine", id="compare_scaling_engine",
+                tooltip="Scaling chart: every engine, or one of them"),
         Binding("f1,question_mark", "area_help", "Help here", id="compare_help"),
-        Binding("escape", "app.pop_screen", "Back", id="compare_back"),
+        Binding("escape", "back", "Back", id="compare_back",
+                tooltip="From the scaling view: back to the layers; else leave the comparison"),
     ]
 
     def __init__(self, project: Any = None) -> None:
@@ -130,18 +219,47 @@ class CompareScreen(Screen):
         self.order = "model"
         self.result: dict | None = None
 
+    DEFAULT_CSS = """
+    CompareScreen #compare-views { height: 1fr; }
+    """
+
+    LAYER_ACTIONS = frozenset({"swap", "cycle_order", "focus_select"})
+    SCALING_ACTIONS = frozenset({"scaling_axis", "scaling_fixed", "scaling_engine"})
+
     def compose(self) -> ComposeResult:
         yield Header()
-        with Vertical(id="compare-body"):
-            with Horizontal(id="compare-pick"):
-                yield Select([], id="compare-a", prompt="profile A", allow_blank=True, compact=True)
-                yield Select([], id="compare-b", prompt="profile B", allow_blank=True, compact=True)
-            yield Static("", id="compare-totals")
-            with Horizontal(id="compare-main"):
-                yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
-                yield CompareChart(id="compare-chart")
-            yield Static("", id="compare-validation")
+        with ContentSwitcher(initial="compare-body", id="compare-views"):
+            with Vertical(id="compare-body"):
+                with Horizontal(id="compare-pick"):
+                    yield GroupedSelect([], id="compare-a", prompt="profile A", allow_blank=True, compact=True)
+                    yield GroupedSelect([], id="compare-b", prompt="profile B", allow_blank=True, compact=True)
+                yield Static("", id="compare-totals")
+                with Horizontal(id="compare-main"):
+                    yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+                    yield CompareChart(id="compare-chart")
+                yield Static("", id="compare-validation")
+            yield ScalingView(id="compare-scaling")
         yield Footer()
+
+    @property
+    def scaling_shown(self) -> bool:
+        return self.query_one("#compare-views", ContentSwitcher).current == "compare-scaling"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The layer keys in the layer view, the chart keys in the scaling view (the footer follows)."""
+        try:
+            scaling = self.scaling_shown
+        except Exception:  # noqa: BLE001 - before compose
+            return True
+        if action in self.LAYER_ACTIONS:
+            return not scaling
+        if action in self.SCALING_ACTIONS:
+            if not scaling:
+                return False
+            if action == "scaling_engine":
+                return len(self.query_one(ScalingView).engines) > 1
+            return self.query_one(ScalingView).has_sweep
+        return True
 
     def on_mount(self) -> None:
         if self.project is None:
@@ -152,9 +270,9 @@ class CompareScreen(Screen):
             t.add_column(label, key=key, width=w)
         self.entries = list(self.project.profiles_of("perf")) if self.project is not None else []
         self.entries.sort(key=lambda e: str(e.created or ""), reverse=True)
-        options = [(profile_label(e), e.id) for e in self.entries]
+        options, headers = picker_options(self.project, self.entries)
         for sel in ("#compare-a", "#compare-b"):
-            self.query_one(sel, Select).set_options(options)
+            self.query_one(sel, GroupedSelect).set_grouped_options(options, headers)
         if len(self.entries) >= 2:
             self.a_id, self.b_id = self.entries[1].id, self.entries[0].id
         elif self.entries:
@@ -182,6 +300,15 @@ class CompareScreen(Screen):
     @on(Select.Changed)
     def _picked(self, event: Select.Changed) -> None:
         value = event.value if isinstance(event.value, str) else None
+        if value is not None and value.startswith(GROUP_PREFIX):
+            # a group header line (only reachable if the Select could not disable it): keep the old pick
+            old = self.a_id if event.select.id == "compare-a" else self.b_id
+            with self.prevent(Select.Changed):
+                if old:
+                    event.select.value = old
+                else:
+                    event.select.clear()
+            return
         if event.select.id == "compare-a":
             self.a_id = value
         elif event.select.id == "compare-b":
@@ -284,7 +411,36 @@ class CompareScreen(Screen):
     def action_focus_select(self, selector: str) -> None:
         self.query_one(selector, Select).focus()
 
+    def action_toggle_scaling(self) -> None:
+        """Switch between the layer comparison and the scaling view of the sweep."""
+        switcher = self.query_one("#compare-views", ContentSwitcher)
+        if switcher.current == "compare-scaling":
+            switcher.current = "compare-body"
+            self.query_one("#compare-table", DataTable).focus()
+        else:
+            view = self.query_one(ScalingView)
+            view.load(self.project)
+            switcher.current = "compare-scaling"
+            self.query_one("#scaling-table", DataTable).focus()
+        self.refresh_bindings()
+
+    def action_back(self) -> None:
+        if self.scaling_shown:
+            self.action_toggle_scaling()
+        else:
+            self.app.pop_screen()
+
+    def action_scaling_axis(self) -> None:
+        self.query_one(ScalingView).toggle_axis()
+
+    def action_scaling_fixed(self, step: int) -> None:
+        self.query_one(ScalingView).step_fixed(step)
+
+    def action_scaling_engine(self) -> None:
+        self.query_one(ScalingView).cycle_engine()
+        self.refresh_bindings()
+
     def action_area_help(self) -> None:
         from sparsify_tui.tui.screens.glossary import GlossaryScreen
 
-        self.app.push_screen(GlossaryScreen(area="compare-table"))
+        self.app.push_screen(GlossaryScreen(area="compare-scaling" if self.scaling_shown else "compare-table"))

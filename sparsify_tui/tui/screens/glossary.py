@@ -28,6 +28,7 @@ AREA_TITLES = {
     "opt-summary": "Optimizer: training summary",
     "opt-edit": "Optimizer: typed value",
     "compare-table": "Profile comparison",
+    "compare-scaling": "Profile comparison: scaling of the sweep",
     "export-recipe": "Export: recipe",
     "export-code": "Export: code sample",
     "export-validation": "Export: validation",
