@@ -5,7 +5,14 @@ Every screen of the app is captured on the demo project with approximated
 profiles (deterministic data: fixed machine description and times), in a
 temporary SPARSIFY_TUI_HOME so nothing of the user's is shown or touched.
 
-    python scripts/screenshots.py [--out screenshots] [--no-png]
+The exception is the scaling view of a profile sweep (``compare-scaling*``):
+it shows a real sweep of the demo model (``sparsify-tui sweep``, ONNX Runtime)
+on a two-server Ray cluster started on 127.0.0.1 (servers ``alpha`` and
+``beta``, two Ray nodes of this machine, swept one after the other so they do
+not share the CPU). It needs Ray (the ``[cluster]`` extra) and is skipped
+without it; its numbers change from run to run.
+
+    python scripts/screenshots.py [--out screenshots] [--no-png] [--only NAME,NAME]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ FIXED_MACHINE = {
     "engines": {"onnxruntime": "1.18.1", "deepsparse": "1.8.0"}, "fingerprint": "000000000000",
 }
 FIXED_TIME = "2026-01-01T12:00:00Z"
+ONLY: set[str] = set()  # --only: the screenshots to write (empty: all)
 
 
 def build_demo(directory: Path):
@@ -56,7 +64,9 @@ async def capture(out: Path) -> list[Path]:
     from sparsify_tui.tui.app import SparsifyApp
 
     written: list[Path] = []
-    project = build_demo(Path(os.environ["SPARSIFY_TUI_HOME"]) / "projects" / "demo")
+    projects = Path(os.environ["SPARSIFY_TUI_HOME"]) / "projects"
+    scaling_only = bool(ONLY) and all(n.startswith("compare-scaling") for n in ONLY)
+    project = None if scaling_only else build_demo(projects / "demo")
 
     async def settle(app, pilot):
         for _ in range(3):
@@ -64,8 +74,14 @@ async def capture(out: Path) -> list[Path]:
             await pilot.pause()
 
     def save(app, name: str) -> None:
+        if ONLY and name not in ONLY:
+            return
         app.save_screenshot(f"{name}.svg", path=str(out))
         written.append(out / f"{name}.svg")
+
+    if scaling_only:
+        await capture_scaling(projects, save)
+        return written
 
     # home (the demo project is in the recent list)
     app = SparsifyApp(machine=FIXED_MACHINE)
@@ -116,7 +132,92 @@ async def capture(out: Path) -> list[Path]:
         save(app, "layers-80x24")
     project.close()
     written += await capture_part2(project.dir, save)
+    if not ONLY or any(n.startswith("compare-scaling") for n in ONLY):
+        await capture_scaling(projects, save)
     return written
+
+
+# the Ray cluster of the scaling screenshots, in its own process (stopped when stdin closes)
+CLUSTER_HELPER = r"""
+import sys
+from pathlib import Path
+from ray.cluster_utils import Cluster
+from sparsify_tui.cluster import BENCH_RESOURCE, server_resource
+
+def res(name):
+    return {BENCH_RESOURCE: 1, server_resource(name): 1}
+
+c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
+            "resources": res("alpha"), "include_dashboard": False})
+c.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources=res("beta"))
+Path(sys.argv[1]).write_text(c.address)
+sys.stdin.read()
+c.shutdown()
+"""
+
+
+def sweep_demo(directory: Path) -> bool:
+    """A demo project swept on servers alpha and beta of a local two-node Ray cluster (False without Ray)."""
+    import importlib.util
+    import time
+
+    from sparsify_tui.analysis.demo import build_demo_model
+    from sparsify_tui.project import Project
+
+    if importlib.util.find_spec("ray") is None:
+        print("Ray is not installed (pip install 'sparsify-tui[cluster]'): no compare-scaling screenshots",
+              file=sys.stderr)
+        return False
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    model = build_demo_model(directory.parent / "sweep-src.onnx")
+    Project.create(model, dir=directory, name="demo").close()
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    address_file = directory.parent / "ray-address"
+    helper = subprocess.Popen([sys.executable, "-c", CLUSTER_HELPER, str(address_file)], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, env=env, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not address_file.exists():
+            if helper.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the Ray cluster for the scaling screenshots did not start")
+            time.sleep(0.2)
+        address = address_file.read_text().strip()
+        for server in ("alpha", "beta"):  # one server after the other: they share this machine's cores
+            subprocess.run([sys.executable, "-m", "sparsify_tui", "sweep", str(directory), "--address", address,
+                            "--servers", server, "--batch-sizes", "1,2,4,8", "--cores", "1,2",
+                            "--engines", "onnxruntime", "--levels", "0", "--iterations", "20", "--warmup", "5",
+                            "--repeats", "3", "--json"], check=True, stdout=subprocess.DEVNULL, env=env)
+    finally:
+        helper.stdin.close()
+        try:
+            helper.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+    return True
+
+
+async def capture_scaling(projects: Path, save) -> None:
+    """The compare screen's scaling view of a real sweep, at 120x36 and 80x24, batch size on the x axis."""
+    from sparsify_tui.project import Project
+    from sparsify_tui.tui.app import SparsifyApp
+
+    directory = projects / "sweep-demo"
+    if not sweep_demo(directory):
+        return
+    for size, suffix, keys in (((120, 36), "", ("c",)), ((80, 24), "-80x24", ("c",))):
+        app = SparsifyApp(Project.open(directory), machine=FIXED_MACHINE)
+        async with app.run_test(size=size) as pilot:
+            for _ in range(3):
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+            await pilot.press("f3")
+            for _ in range(400):
+                if type(app.screen).__name__ == "CompareScreen":
+                    break
+                await pilot.pause(0.05)
+            await pilot.press("g", *keys)
+            await pilot.pause(0.3)
+            save(app, "compare-scaling" + suffix)
 
 
 async def capture_part2(project_dir: Path, save) -> list[Path]:
@@ -182,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "screenshots"))
     parser.add_argument("--no-png", action="store_true")
+    parser.add_argument("--only", default="", help="write only these screenshots (names without .svg, commas)")
     args = parser.parse_args(argv)
+    ONLY.update(n.strip() for n in args.only.split(",") if n.strip())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # a fixed scratch directory, so the paths shown in the screenshots do not change between runs
