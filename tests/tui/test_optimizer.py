@@ -256,3 +256,84 @@ async def test_new_profile_recomputes_estimates(demo_project):
         assert f"{screen.est.estimated_speedup:.2f}x" in text and f"/{fmt_ms(ort['baseline_ms'])} ms" in text
         await wait_for(pilot, lambda: not screen.dirty, timeout=5)
         assert stored(demo_project).perf_profile_id == job.entry_id
+
+
+def chain_project(directory, n_convs: int):
+    """A project on a chain of ``n_convs`` 1x1 Conv + Relu (more layers than the table shows)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sparsify_tui.project import Project
+    from tests.tui.conftest import add_approx_profiles
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "input"
+    for i in range(n_convs):
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal((8, 8, 1, 1)) * (0.5 + (i % 7) / 7)).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", [x, f"w{i}"], [f"conv{i}"], name=f"conv{i}"))
+        nodes.append(helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"], name=f"relu{i}"))
+        x = f"relu{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8, 4, 4])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 8, 4, 4])], inits)
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(directory / "chain.onnx"))
+    project = Project.create(directory / "chain.onnx", dir=directory / "proj", name="chain")
+    add_approx_profiles(project)
+    return project
+
+
+def table_lines(table) -> list[str]:
+    from textual.geometry import Region
+
+    return ["".join(seg.text for seg in strip)
+            for strip in table.render_lines(Region(0, 0, table.size.width, table.size.height))]
+
+
+async def test_long_layer_table_rows_out_of_view_follow_each_edit(tmp_path, tui_home):
+    """Rows out of view are updated right after the frame with the estimates: all rows right, also scrolled."""
+    project = chain_project(tmp_path, 120)
+    app = SparsifyApp(project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        lt = screen.query_one("#opt-layers", DataTable)
+        assert lt.row_count == len(screen.est.layers) == 120 > lt.size.height
+
+        def check_rows() -> None:
+            shown = {str(k.value): lt.get_row(k) for k in lt.rows}
+            for le in screen.est.layers:
+                assert shown[le.id][1].plain.startswith(f"{le.sparsity * 100:.1f}%"), le.id
+                assert shown[le.id][2].plain == f"{le.est_speedup:.2f}x", le.id
+
+        for key in ("minus", "right_square_bracket", "plus"):
+            before = {le.id: le.sparsity for le in screen.est.layers}
+            await pilot.press(key)
+            await pilot.pause()
+            assert any(le.sparsity != before[le.id] for le in screen.est.layers[60:])  # rows out of view changed
+            check_rows()
+        # what the table draws at the bottom is the current plan too
+        lt.focus()
+        lt.move_cursor(row=lt.row_count - 1)
+        await pilot.pause()
+        assert lt.scroll_offset.y > 0 and lt.scroll_offset.x == 0
+        lines = table_lines(lt)
+        last = screen.est.layers[-1]
+        assert any(last.name in line and f"{last.sparsity * 100:.1f}%" in line for line in lines), lines
+        # an override typed near the bottom, then undo: the rows at the top (out of view now) follow
+        top_before = {le.id: le.sparsity for le in screen.est.layers[:10]}
+        await pilot.press("plus")
+        await pilot.pause()
+        assert screen.opt.pruning.overrides
+        check_rows()
+        await pilot.press("u")
+        await pilot.pause()
+        check_rows()
+        lt.move_cursor(row=0)
+        await pilot.pause()
+        assert lt.scroll_offset.y == 0
+        lines = table_lines(lt)
+        for le in screen.est.layers[:10]:
+            assert le.sparsity == top_before[le.id]
+            assert any(le.name in line and f"{le.sparsity * 100:.1f}%" in line for line in lines), (le.name, lines)
+    project.close()

@@ -13,8 +13,10 @@ Everything is keyboard driven:
 * ``u`` / ``ctrl+z`` undo, ``ctrl+y`` redo; ``c`` copies the optimization as a
   new version, ``n`` switches to the next version;
 * every change re-runs the allocation and the estimates (the Evaluator caches
-  its curves, a few ms) and updates only the cells that changed; the project
-  is saved after 0.5 s without edits. Leaving with unsaved changes asks first.
+  its curves, a few ms) and updates only the cells that changed: the rows in
+  view in the same frame as the estimates, the other rows right after that
+  frame is drawn; the project is saved after 0.5 s without edits. Leaving
+  with unsaved changes asks first.
 """
 
 from __future__ import annotations
@@ -418,6 +420,7 @@ class OptimizerScreen(Screen):
         self._edit_target: tuple[str, Any] | None = None
         self._layer_cache: dict[str, dict[str, tuple[str, str, str]]] = {}
         self._layer_keys: dict[str, Any] = {}
+        self._layers_pending: list | None = None
         self._settings_cache: dict[str, str] = {}
         self._layer_sigs: dict[str, tuple] = {}
         self._error_shown = ""
@@ -593,6 +596,7 @@ class OptimizerScreen(Screen):
     def _update_layers(self, rebuild: bool = False) -> None:
         lt = self._layers_table
         if rebuild or lt.row_count != len(self.est.layers):
+            self._layers_pending = None
             lt.clear()
             self._layer_cache = {}
             self._layer_sigs = {}
@@ -609,11 +613,32 @@ class OptimizerScreen(Screen):
             for le, row in zip(self.est.layers, rows):
                 self._layer_keys[le.id] = lt.add_row(*row, key=le.id)
             return
+        # rows in view (and a few around) now, in this frame; the others right after it is drawn
+        self._layers_pending = None
+        top = int(lt.scroll_offset.y) - 5
+        bottom = top + lt.size.height + 10
+        index = lt._row_locations.get
+        now, later = [], []
+        for le in self.est.layers:
+            i = index(le.id)
+            (now if i is not None and top <= i < bottom else later).append(le)
+        self._apply_layer_rows(now)
+        if later:
+            self._layers_pending = later
+            self.call_after_refresh(self._flush_layer_rows, later)
+
+    def _flush_layer_rows(self, pending: list) -> None:
+        if self._layers_pending is pending:  # else a newer edit superseded it (and did all rows again)
+            self._layers_pending = None
+            self._apply_layer_rows(pending)
+
+    def _apply_layer_rows(self, layers: list) -> None:
+        """Put the changed cells of these layers' rows in the table (rows that show no change are skipped)."""
         changes = []
         sigs = self._layer_sigs
         cache = self._layer_cache
         keys = self._layer_keys
-        for le in self.est.layers:
+        for le in layers:
             sig = layer_sig(le)
             if sigs.get(le.id) == sig:
                 continue  # nothing this row shows changed: skip formatting
@@ -623,7 +648,7 @@ class OptimizerScreen(Screen):
                 if old.get(k) != spec:
                     old[k] = spec
                     changes.append((keys[le.id], k, shared_cell(*spec)))
-        lt.set_cells(changes)  # one refresh for all changed cells
+        self._layers_table.set_cells(changes)  # repaints only changed rows in view
 
     def _update_lr(self) -> None:
         lr = self.query_one("#opt-lr", DataTable)
