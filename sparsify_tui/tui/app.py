@@ -434,6 +434,14 @@ class SparsifyApp(App[None]):
             return
         self.push_screen(HelpScreen(self.screen))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_jobs":  # the footer offers it only while a profile runs or waits
+            return any(j.active for j in self.jobs)
+        return True
+
+    def watch_jobs_version(self) -> None:
+        self.refresh_bindings()
+
     def action_cancel_jobs(self) -> None:
         active = [j for j in self.jobs if j.active]
         if not active:
