@@ -117,3 +117,19 @@ def test_loss_and_quant_bad_target(tmp_path, capsys):
         rc = main(["profile", kind, str(bad)])
         err = capsys.readouterr().err
         assert rc == 2 and err.startswith("error: ") and "bad.onnx" in err and "Traceback" not in err
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("argv", [["profile", "loss", "--method", "one-shot", "--samples", "1", "--levels", "0.9"],
+                                  ["profile", "quant", "--samples", "1"]])
+def test_dynamic_dims_need_an_input_shape_like_perf(corpus, capsys, argv):
+    """yolov8n's height and width are dynamic: random samples need them given, not the size analysis assumes."""
+    path = str(corpus.path("yolov8n"))
+    rc = main(argv[:2] + [path] + argv[2:])
+    err = capsys.readouterr().err
+    assert rc == 2
+    line = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "dynamic dimension" in line[0] and "--input-shape images=" in line[0], err
+    # the approximate loss profile reads only weights: no shape needed
+    assert main(["profile", "loss", path, "--method", "approx", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layers"]
