@@ -82,6 +82,9 @@ def plain(renderable) -> str:
 ANSI = re.compile(r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
+SYNC_MARKS = ("\x1b[?2026h", "\x1b[?2026l")
+
+
 class FrameProbe:
     """Stands in for the terminal: every frame the app writes lands in ``write``, time-stamped."""
 
@@ -100,7 +103,7 @@ class FrameProbe:
 
     def write(self, data: str) -> None:
         now = time.perf_counter()
-        if not data.strip("\x1b[?2026hl"):  # synchronized-output brackets only
+        if data in SYNC_MARKS:  # the synchronized-output brackets around a frame
             return
         self.frames += 1
         self.bytes += len(data)
@@ -260,7 +263,8 @@ async def run(n_layers: int, edits: int) -> dict:
             r["override_ms"].append((time.perf_counter() - t0) * 1000)
         await pilot.pause(0.8)  # let the debounced save run
     project.close()
-    r.update(layers=n_layers, prunable=n_layers // 2, frames=probe.frames, frame_bytes=probe.bytes)
+    r.update(layers=n_layers, prunable=n_layers // 2, frames=probe.frames, frame_bytes=probe.bytes,
+             color_system=app.console.color_system)
     return r
 
 
@@ -285,7 +289,7 @@ def run_tmux(n_layers: int, edits: int) -> dict:
     base = ["tmux", "-L", f"bench-opt-{os.getpid()}"]
 
     def tmux(*args: str) -> str:
-        return subprocess.run(base + list(args), capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run(base + list(args), capture_output=True, text=True, timeout=30, check=False).stdout
 
     def capture() -> str:
         return tmux("capture-pane", "-p", "-t", "bench")
@@ -372,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         row("  target sparsity +/-: send-keys -> pane shows it", r["tmux_ms"])
         row("  one capture-pane (the polling step)", r["tmux_poll_ms"])
     load1 = os.getloadavg()[0]
+    print(f"frames rendered as for a {r['color_system']}-colour terminal (TERM/COLORTERM); "
+          f"{r['frames']} frames, {r['frame_bytes'] / max(1, r['frames']) / 1024:.1f} KiB each on average")
     print(f"load average (1 min) before / after: {load0:.2f} / {load1:.2f} on {os.cpu_count()} CPUs")
     ok = med(r["frame_ms"]) <= 100
     print("target: median key -> frame with the new estimate <= 100 ms:", "met" if ok else "NOT met")

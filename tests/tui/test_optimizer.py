@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from textual.widgets import DataTable, Input, Static
 
 from sparsify_tui.optim.optimization import Optimization
@@ -299,6 +301,7 @@ async def test_long_layer_table_rows_out_of_view_follow_each_edit(tmp_path, tui_
         screen = await open_optimizer(pilot, app)
         lt = screen.query_one("#opt-layers", DataTable)
         assert lt.row_count == len(screen.est.layers) == 120 > lt.size.height
+        assert gc.get_freeze_count() > 0  # the loaded heap is left out of full collections while editing
 
         def check_rows() -> None:
             shown = {str(k.value): lt.get_row(k) for k in lt.rows}
@@ -336,4 +339,20 @@ async def test_long_layer_table_rows_out_of_view_follow_each_edit(tmp_path, tui_
         for le in screen.est.layers[:10]:
             assert le.sparsity == top_before[le.id]
             assert any(le.name in line and f"{le.sparsity * 100:.1f}%" in line for line in lines), (le.name, lines)
+        # an edit while the table is hidden (training summary tab), then back to the plan
+        await pilot.press("3")
+        await pilot.pause()
+        before = {le.id: le.sparsity for le in screen.est.layers[:10]}
+        await pilot.press("minus")
+        await pilot.pause()
+        assert any(le.sparsity != before[le.id] for le in screen.est.layers[:10])
+        await pilot.press("1")
+        await pilot.pause()
+        lines = table_lines(lt)
+        for le in screen.est.layers[:10]:
+            assert any(le.name in line and f"{le.sparsity * 100:.1f}%" in line for line in lines), (le.name, lines)
+        await pilot.press("escape")  # leaving the editor hands the frozen objects back to the collector
+        await pilot.pause()
+        assert not isinstance(app.screen, OptimizerScreen)
+        assert gc.get_freeze_count() == 0
     project.close()

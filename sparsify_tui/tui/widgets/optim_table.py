@@ -28,17 +28,18 @@ Three more costs of the stock table are avoided:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import chain
-from typing import Any, Iterable
+from typing import Any
 
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual._segment_tools import line_crop
 from textual.color import Color
 from textual.coordinate import Coordinate
 from textual.geometry import Region
-from textual._segment_tools import line_crop
 from textual.strip import Strip
 from textual.widgets import DataTable
 
