@@ -72,6 +72,8 @@ def run_prune(args: argparse.Namespace) -> int:
             w = max(len(k) for k, _ in rows)
             for k, v in rows:
                 print(f"{k.ljust(w)}  {v}")
+            for n in doc.get("notes") or []:
+                print(f"Note: {n}")
             return 0
         info = prune_optimization(project, out, args.optimization)
         if args.json:

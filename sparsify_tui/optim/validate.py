@@ -149,11 +149,11 @@ def _same_engine_profile(project: Any, engine: str, batch: int, cores: int | Non
             doc = project.load_profile(e)
         except Exception:  # noqa: BLE001 - an unreadable profile is skipped
             continue
-        if doc.get("approximated"):
+        if doc.get("approximated") and engine != "onnxruntime":  # ONNX Runtime's are always approximated
             continue
         have = [float(x) for x in doc.get("levels", [])]
-        top = max(plan.values(), default=0.0)
-        if have and max(have) + 1e-9 < min(top, 0.9):
+        top = min(max(_levels_for(plan)), 0.9)  # the highest level the estimate needs (as measured for it)
+        if have and max(have) + 1e-9 < top:
             continue
         if best is None or str(e.created) > str(best[0].created):
             best = (e, doc)
@@ -168,6 +168,7 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
     """Prune, benchmark dense against pruned, store and return the validation (see module doc)."""
     from sparsify_tui.engines.bench import resolve_engine
     from sparsify_tui.engines.runner import run_job
+    from sparsify_tui.errors import EngineError
     from sparsify_tui.optim.estimate import Evaluator
     from sparsify_tui.optim.optimization import now_iso
     from sparsify_tui.optim.project_io import save_optimization
@@ -191,31 +192,52 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
     pruned_info = _write_plan(project, graph, opt, out, None)
     chosen, _reason = resolve_engine(engine, str(project.model_path), batch_size, project.input_shapes or {})
 
-    # the estimate, from a perf profile measured with the same engine
-    found = _same_engine_profile(project, chosen, batch_size, cores, plan)
-    if found is None:
-        levels = _levels_for(plan)
-        note(f"measuring a {chosen} perf profile at levels {', '.join(f'{x:g}' for x in levels)}")
-        doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
-                               levels=levels, iterations=max(20, iterations), warmup=warmup, repeats=3,
-                               input_shapes=project.input_shapes or {}, on_progress=on_progress, cancel=cancel)
-        settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
-                    "iterations": max(20, iterations), "warmup": warmup, "repeats": 3,
-                    "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
-                    "purpose": "validation"}
-        entry = project.add_profile("perf", f"{chosen} b{batch_size} (validation)", settings, doc["engine"],
-                                    doc.get("engine_version") or "", doc.get("machine") or machine_summary(), doc)
-        found = (entry, doc)
-    perf_entry, perf_doc = found
-    loss_doc = ctx.evaluator.loss
-    est = Evaluator(graph, perf_doc, loss_doc, ctx.evaluator.quant).evaluate(opt)
+    def estimate_and_measure(chosen: str) -> tuple[Any, dict, Any, dict]:
+        # the estimate, from a perf profile measured with the same engine
+        found = _same_engine_profile(project, chosen, batch_size, cores, plan)
+        if found is None:
+            levels = _levels_for(plan)
+            note(f"measuring a {chosen} perf profile at levels {', '.join(f'{x:g}' for x in levels)}")
+            doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
+                                   levels=levels, iterations=max(20, iterations), warmup=warmup, repeats=3,
+                                   input_shapes=project.input_shapes or {}, on_progress=on_progress,
+                                   cancel=cancel)
+            settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
+                        "iterations": max(20, iterations), "warmup": warmup, "repeats": 3,
+                        "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
+                        "purpose": "validation"}
+            entry = project.add_profile("perf", f"{chosen} b{batch_size} (validation)", settings, doc["engine"],
+                                        doc.get("engine_version") or "", doc.get("machine") or machine_summary(),
+                                        doc)
+            found = (entry, doc)
+        perf_entry, perf_doc = found
+        est = Evaluator(graph, perf_doc, ctx.evaluator.loss, ctx.evaluator.quant).evaluate(opt)
+        note("benchmarking dense against pruned")
+        job = {"kind": "ab_benchmark", "model_a": str(project.model_path), "model_b": str(out),
+               "engine": chosen, "batch_size": batch_size, "cores": cores, "iterations": iterations,
+               "warmup": warmup, "repeats": repeats, "input_shapes": {k: list(v) for k, v in
+                                                                       (project.input_shapes or {}).items()}}
+        res = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)
+        return perf_entry, perf_doc, est, res
 
-    note("benchmarking dense against pruned")
-    job = {"kind": "ab_benchmark", "model_a": str(project.model_path), "model_b": str(out),
-           "engine": chosen, "batch_size": batch_size, "cores": cores, "iterations": iterations,
-           "warmup": warmup, "repeats": repeats, "input_shapes": {k: list(v) for k, v in
-                                                                   (project.input_shapes or {}).items()}}
-    res = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)
+    try:
+        perf_entry, perf_doc, est, res = estimate_and_measure(chosen)
+    except EngineError as exc:
+        # DeepSparse may compile the dense model and still fail, or crash, on the pruned one: with engine
+        # "auto" the validation is then measured with ONNX Runtime, saying why
+        if engine != "auto" or chosen == "onnxruntime":
+            raise
+        why = f"deepsparse failed on the pruned model ({exc.message})"
+        note(f"{why}; measuring with onnxruntime")
+        perf_entry, perf_doc, est, res = estimate_and_measure("onnxruntime")
+        res["engine_reason"] = why
+    notes = []
+    if res.get("engine") != chosen:
+        notes.append(f"measured with {res.get('engine')}: {res.get('engine_reason')}")
+    if perf_doc.get("approximated"):
+        notes.append(f"{res.get('engine')} runs sparse weights no faster: the estimate comes from FLOPs "
+                     f"(what a sparsity-aware engine such as DeepSparse would gain), the measurement shows "
+                     f"{res.get('engine')}'s own speed")
     measured = res.get("measured_speedup")
     estimated = float(est.estimated_speedup)
     validation = {
@@ -234,6 +256,8 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         "output_change_error": res.get("output_change_error"),
         "achieved_sparsity": pruned_info["sparsity"], "quantized": pruned_info["quantized"],
         "pruned_file": str(out),
+        "estimate_approximated": bool(perf_doc.get("approximated")),
+        "notes": notes,
     }
     opt.validation = validation
     save_optimization(project, opt)

@@ -120,3 +120,28 @@ def test_uniform_90_on_deepsparse_pays_and_the_estimate_holds(r50_project, tmp_p
     opt = next(o for o in project.optimizations if o["name"] == "uniform90")
     project.close()
     assert opt["validation"]["measured_speedup"] == pytest.approx(v["measured_speedup"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not deepsparse_available(), reason="needs DeepSparse")
+def test_engine_crash_on_the_pruned_model_falls_back_to_onnxruntime_and_says_why(tmp_path, corpus):
+    """DeepSparse 1.8 compiles the dense CRNN but segfaults compiling its pruned copy: with engine auto the
+    validation is measured with ONNX Runtime, says why, and that the ORT estimate is FLOPs-approximated;
+    a second validation reuses the ORT profile instead of measuring another."""
+    d = tmp_path / "crnn"
+    shape = ",".join(str(x) for x in corpus.input_shapes("crnn")["input1"])
+    p = cli("new", str(corpus.path("crnn")), "--dir", str(d), "--input-shape", f"input1={shape}")
+    assert p.returncode == 0, p.stderr
+    assert cli("optimize", str(d), "--sparsity", "0.85", "--json").returncode == 0
+    runs = []
+    for _ in range(2):
+        p = cli("prune", str(d), "-o", str(tmp_path / "pruned.onnx"), "--validate", "--iterations", "5", "--json")
+        assert p.returncode == 0, p.stderr
+        assert "Traceback" not in p.stderr
+        runs.append(json.loads(p.stdout))
+    v = runs[0]
+    assert v["engine"] == "onnxruntime"
+    assert v["estimate_approximated"] is True
+    assert any("deepsparse failed on the pruned model" in n and "Segmentation fault" in n for n in v["notes"])
+    assert v["measured_speedup"] > 0 and v["estimated_speedup"] > 0
+    assert runs[1]["estimate_profile"] == v["estimate_profile"]  # reused, not measured again

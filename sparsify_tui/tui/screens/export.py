@@ -77,6 +77,8 @@ def validation_table(v: dict) -> Table:
     eng = v.get("engine")
     if eng:
         table.add_row("Engine", f"{eng} {v.get('engine_version', '')}".strip())
+    for n in v.get("notes") or []:
+        table.add_row("Note", Text(str(n), style="italic"))
     return table
 
 
