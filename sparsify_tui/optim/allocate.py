@@ -624,7 +624,6 @@ class _Allocator:
     # ------------------------------------------------------------ one candidate with filters
     def _plan(self, b: float) -> Plan:
         c = self.c
-        m = len(c.ids)
         reasons = dict(self.reasons)
         free = self.free0.copy()
         s = self.fixed.copy()

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from sparsify_tui.errors import UsageError
 
 VALIDATION_LEVEL_STEP = 0.05
+MIN_LEVEL_MS = 250.0  # each level of the estimate's profile runs at least this long (tiny models: more iterations)
 MAX_VALIDATION_LEVELS = 8
 
 
@@ -201,7 +202,7 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
             doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
                                    levels=levels, iterations=max(20, iterations), warmup=warmup, repeats=3,
                                    input_shapes=project.input_shapes or {}, on_progress=on_progress,
-                                   cancel=cancel)
+                                   cancel=cancel, min_level_ms=MIN_LEVEL_MS)
             settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
                         "iterations": max(20, iterations), "warmup": warmup, "repeats": 3,
                         "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
@@ -245,6 +246,7 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         "engine": res["engine"], "engine_version": res.get("engine_version") or "",
         "engine_reason": res.get("engine_reason") or "",
         "batch_size": batch_size, "cores": cores, "iterations": iterations, "repeats": repeats,
+        "iterations_used": res.get("iterations"),
         "dense_ms": res["dense_ms"], "pruned_ms": res["pruned_ms"],
         "dense_repeat_ms": res["dense_repeat_ms"], "pruned_repeat_ms": res["pruned_repeat_ms"],
         "measured_speedup": measured, "median_ratio": res.get("median_ratio"),

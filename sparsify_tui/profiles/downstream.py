@@ -486,7 +486,6 @@ class DownstreamModel:
     def _selection_tree(self, leaves: list, model_outputs: list[str], out_types: dict) -> list:
         """Top-level nodes choosing leaf ``which`` through a balanced tree of If nodes (log2 depth),
         so a run executes a handful of If nodes whatever the number of layers."""
-        import onnx
         from onnx import helper, numpy_helper
 
         counter = [0]
@@ -583,7 +582,7 @@ class DownstreamModel:
 
     # ---------------------------------------------------------------- running
     def build_session(self):
-        ort = _ort()
+        _ort()
         so = session_options(self.cores)
         # every cut branch reads the same constant weights from the outer scope; optimizers that rewrite
         # weights (BN / Add / Mul folding into Conv, NCHWc reordering) or pre-pack them would make one

@@ -203,6 +203,7 @@ def assemble(setup: dict, parts: list[dict], settings: dict, *, error: str | Non
         "levels": levels,
         "levels_measured": [lv for lv in levels if level_key(lv) in model_by_level],
         "iterations": settings.get("iterations"),
+        "iterations_used": setup.get("iterations_used", settings.get("iterations")),
         "warmup": settings.get("warmup"),
         "repeats": settings.get("repeats"),
         "input_shapes": setup.get("input_shapes") or settings.get("input_shapes") or {},
@@ -244,7 +245,6 @@ def _choose_engine(requested: str) -> tuple[str, str]:
 def perf_job(job: dict, ctx) -> dict:
     """Job kind ``perf``: measure every level, sending each finished one as a partial."""
     from sparsify_tui.engines import deepsparse_engine as dse
-    from sparsify_tui.engines import ort
     from sparsify_tui.engines.modelinfo import load_model_info
     from sparsify_tui.profiles.inputs import input_specs, make_inputs
 
@@ -350,9 +350,13 @@ def _measure(ctx, engine, reason, job, path, ds_path, info, inputs, names, batch
                     break
                 raise
             res["model_ms"] = res["average_total_ms"]
+            min_ms = float(job.get("min_level_ms") or 0.0)
+            if r == 0 and min_ms > 0 and res["model_ms"] > 0:
+                iterations = max(iterations, min(5000, math.ceil(min_ms / res["model_ms"])))
             if setup is None:
                 setup = {"type": "setup", "engine": "deepsparse", "engine_version": dse.version(),
                          "engine_reason": reason, "approximated": False, "layers": layers_meta,
+                         "iterations_used": iterations,
                          "input_shapes": {n: list(inputs[n].shape) for n in names},
                          "machine": machine_summary(), "notes": notes}
                 ctx.partial(setup)
@@ -424,8 +428,14 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
                      levels=None, iterations: int = 10, warmup: int = 5, repeats: int = 3,
                      input_shapes: dict | None = None, data=None,
                      on_progress: Callable[[dict], Any] | None = None,
-                     cancel: threading.Event | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> dict:
+                     cancel: threading.Event | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                     min_level_ms: float = 0.0) -> dict:
     """Measure a perf profile in a child process; return the perf document.
+
+    ``min_level_ms`` > 0: with DeepSparse, once the first dense run shows the
+    model's time, the other runs use enough iterations to last at least this
+    long each (tiny models are otherwise timed over a few ms of a noisy
+    machine); the document's ``iterations_used`` says how many.
 
     ``on_progress(event)`` receives the worker's progress/partial events. If
     the child fails after some levels finished, the document of the finished
@@ -447,6 +457,8 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
         "repeats": int(repeats), "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
         "data": None if data is None else str(data),
     }
+    if min_level_ms:
+        job["min_level_ms"] = float(min_level_ms)
     _validate_locally(job)
     t0 = time.perf_counter()
     try:

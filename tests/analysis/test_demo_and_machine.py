@@ -6,7 +6,6 @@ import hashlib
 import os
 
 import numpy as np
-import pytest
 
 from sparsify_tui.analysis import analyze, read_weight
 from sparsify_tui.analysis.demo import INPUT_SHAPE, build_demo_model

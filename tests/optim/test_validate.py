@@ -145,3 +145,28 @@ def test_engine_crash_on_the_pruned_model_falls_back_to_onnxruntime_and_says_why
     assert any("deepsparse failed on the pruned model" in n and "Segmentation fault" in n for n in v["notes"])
     assert v["measured_speedup"] > 0 and v["estimated_speedup"] > 0
     assert runs[1]["estimate_profile"] == v["estimate_profile"]  # reused, not measured again
+
+
+@pytest.mark.skipif(not deepsparse_available(), reason="needs DeepSparse")
+def test_tiny_models_are_timed_over_blocks_long_enough(tmp_path):
+    """The demo CNN runs in well under a millisecond: 5 requested iterations would time a block of about
+    1 ms on a noisy machine, so the A/B blocks and the estimate's levels are stretched to >= 250 ms."""
+    from sparsify_tui.analysis.demo import build_demo_model
+
+    model = build_demo_model(tmp_path / "demo.onnx")
+    d = tmp_path / "demo"
+    assert cli("new", str(model), "--dir", str(d)).returncode == 0
+    assert cli("optimize", str(d), "--sparsity", "0.8", "--json").returncode == 0
+    p = cli("prune", str(d), "-o", str(tmp_path / "p.onnx"), "--validate", "--engine", "deepsparse",
+            "--iterations", "5", "--json")
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    assert v["iterations"] == 5
+    assert v["iterations_used"] * v["dense_ms"] >= 150, v  # ~250 ms a block (less if the machine got faster)
+    from sparsify_tui.project import Project
+
+    project = Project.open(d, readonly=True)
+    doc = project.load_profile(next(e for e in project.profiles_of("perf") if e.id == v["estimate_profile"]))
+    project.close()
+    assert doc["iterations_used"] > doc["iterations"]
+    assert doc["iterations_used"] * doc["baseline_ms"] >= 150

@@ -12,11 +12,13 @@ model (the loss proxy of ``profiles.sensitivity.output_change``).
 
 Job keys: ``model_a``, ``model_b``, ``engine`` (auto|deepsparse|onnxruntime),
 ``batch_size``, ``cores``, ``iterations``, ``warmup``, ``repeats``,
-``input_shapes``, ``data``.
+``input_shapes``, ``data``, ``min_block_ms`` (each timed block runs at least this long:
+``iterations`` grows for fast models, 250 ms by default).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
 import time
@@ -25,6 +27,9 @@ from typing import Any, Callable
 import numpy as np
 
 from sparsify_tui.engines.jobs import register
+
+MIN_BLOCK_MS = 250.0  # the shortest timed block (job key min_block_ms; 0 = exactly `iterations`)
+MAX_ITERATIONS = 5000
 
 
 def _runner(engine: str, path: str, inputs: dict[str, np.ndarray], names: list[str], batch_size: int,
@@ -116,6 +121,12 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
         for _ in range(warmup):
             run_a()
             run_b()
+        # a timed block of a sub-millisecond model is over in a few ms, shorter than this machine's noise:
+        # stretch blocks to at least MIN_BLOCK_MS (the iterations actually used are reported)
+        min_block = float(job.get("min_block_ms", MIN_BLOCK_MS))
+        one = min(_time_block(run_a, 3), _time_block(run_b, 3))
+        if min_block > 0 and one > 0:
+            iterations = max(iterations, min(MAX_ITERATIONS, math.ceil(min_block / one)))
         a_ms: list[float] = []
         b_ms: list[float] = []
         step = 2
