@@ -137,8 +137,9 @@ class OverviewScreen(Screen):
 
         def row(label: str, value: str, note: str = "") -> None:
             text = Text(value)
-            if note:
-                text.append(f"  {note}", style="dim")
+            if note:  # the gap belongs to the value: SVG exports drop the leading spaces of a styled run
+                text.append("  ")
+                text.append(note, style="dim")
             grid.add_row(label, text)
 
         if data is None:
