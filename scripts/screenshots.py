@@ -137,31 +137,12 @@ async def capture(out: Path) -> list[Path]:
     return written
 
 
-# the Ray cluster of the scaling screenshots, in its own process (stopped when stdin closes)
-CLUSTER_HELPER = r"""
-import sys
-from pathlib import Path
-from ray.cluster_utils import Cluster
-from sparsify_tui.cluster import BENCH_RESOURCE, server_resource
-
-def res(name):
-    return {BENCH_RESOURCE: 1, server_resource(name): 1}
-
-c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
-            "resources": res("alpha"), "include_dashboard": False})
-c.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources=res("beta"))
-Path(sys.argv[1]).write_text(c.address)
-sys.stdin.read()
-c.shutdown()
-"""
-
-
 def sweep_demo(directory: Path) -> bool:
     """A demo project swept on servers alpha and beta of a local two-node Ray cluster (False without Ray)."""
     import importlib.util
-    import time
 
     from sparsify_tui.analysis.demo import build_demo_model
+    from sparsify_tui.cluster.local import local_cluster
     from sparsify_tui.project import Project
 
     if importlib.util.find_spec("ray") is None:
@@ -172,27 +153,12 @@ def sweep_demo(directory: Path) -> bool:
     model = build_demo_model(directory.parent / "sweep-src.onnx")
     Project.create(model, dir=directory, name="demo").close()
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    address_file = directory.parent / "ray-address"
-    helper = subprocess.Popen([sys.executable, "-c", CLUSTER_HELPER, str(address_file)], stdin=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, env=env, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not address_file.exists():
-            if helper.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the Ray cluster for the scaling screenshots did not start")
-            time.sleep(0.2)
-        address = address_file.read_text().strip()
+    with local_cluster(directory.parent, ("alpha", "beta"), env=env, timeout_s=180) as address:
         for server in ("alpha", "beta"):  # one server after the other: they share this machine's cores
             subprocess.run([sys.executable, "-m", "sparsify_tui", "sweep", str(directory), "--address", address,
                             "--servers", server, "--batch-sizes", "1,2,4,8", "--cores", "1,2",
                             "--engines", "onnxruntime", "--levels", "0", "--iterations", "20", "--warmup", "5",
                             "--repeats", "3", "--json"], check=True, stdout=subprocess.DEVNULL, env=env)
-    finally:
-        helper.stdin.close()
-        try:
-            helper.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            helper.kill()
     return True
 
 

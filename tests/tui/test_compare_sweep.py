@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from textual.widgets import DataTable, Static
@@ -42,50 +41,6 @@ SERVERS = ("alpha", "beta")
 BATCHES = (1, 2)
 CORES = (1, 2)
 
-# the cluster lives in its own process: this test process never calls ray.init (other tests may have)
-CLUSTER_HELPER = r"""
-import sys
-from pathlib import Path
-from ray.cluster_utils import Cluster
-from sparsify_tui.cluster import BENCH_RESOURCE, server_resource
-
-def res(name):
-    return {BENCH_RESOURCE: 1, server_resource(name): 1}
-
-c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
-            "resources": res("alpha"), "include_dashboard": False})
-c.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources=res("beta"))
-Path(sys.argv[1]).write_text(c.address)
-sys.stdin.read()  # until the test closes stdin
-c.shutdown()
-"""
-
-
-@contextlib.contextmanager
-def two_server_cluster(workdir, env):
-    """A Ray cluster with servers alpha and beta (each one node, 1 CPU) in a helper process; yields its address."""
-    address_file = workdir / "ray-address"
-    proc = subprocess.Popen([sys.executable, "-c", CLUSTER_HELPER, str(address_file)], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not address_file.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"the Ray test cluster did not start: {proc.stderr.read()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("the Ray test cluster did not start within 120 s")
-            time.sleep(0.2)
-        yield address_file.read_text().strip()
-    finally:
-        with contextlib.suppress(Exception):
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def swept_dir(tmp_path_factory):
     """The demo project with an approximated profile and a real two-server sweep: ``(dir, sweep report)``."""
@@ -101,7 +56,10 @@ def swept_dir(tmp_path_factory):
     project = Project.create(build_demo_model(work / "demo.onnx"), dir=work / "demo", name="demo")
     add_approx_profiles(project, fixed=True, loss=False)  # a profile that is not from the sweep
     project.close()  # the sweep command takes the project's lock
-    with two_server_cluster(work, env) as address:
+    from sparsify_tui.cluster.local import local_cluster
+
+    # the cluster lives in its own process: this test process never calls ray.init (other tests may have)
+    with local_cluster(work, SERVERS, env=env) as address:
         out = subprocess.run(
             [sys.executable, "-m", "sparsify_tui", "sweep", str(project.dir), "--address", address,
              "--servers", ",".join(SERVERS), "--batch-sizes", ",".join(map(str, BATCHES)),
