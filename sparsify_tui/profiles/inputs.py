@@ -119,10 +119,16 @@ def input_specs(model: Any, input_shapes: dict[str, list[int]] | None = None) ->
             continue
         tt = vi.type.tensor_type
         dtype = _ONNX_DTYPES.get(tt.elem_type, "float32")
+        declared = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+        shape = declared
         if vi.name in by_name:
-            shape = list(by_name[vi.name].shape)
-        else:
-            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+            t = by_name[vi.name]
+            shape = list(t.shape)
+            # a size the analysis only assumed stays dynamic (the batch axis is the caller's batch size):
+            # measurements need it given (--input-shape), not guessed
+            for ax in t.assumed:
+                if 0 < ax < len(shape) and ax < len(declared):
+                    shape[ax] = declared[ax]
         spec = InputSpec(vi.name, shape, dtype)
         if dtype.startswith(("int", "uint")):
             spec.vocab = vocab_of(vi.name)

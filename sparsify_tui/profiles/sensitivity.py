@@ -188,16 +188,6 @@ def load_samples_for(model_path: str | os.PathLike, graph, *, data=None, samples
 
     src = graph if graph is not None else model_path
     specs = inp.input_specs(src, input_shapes)
-    if data is None and graph is not None:
-        # like perf profiles: random data needs every dimension given, not the size analysis assumed
-        from sparsify_tui.errors import InputShapeError
-
-        for t in graph.inputs:
-            dims = {ax: d for ax, d in t.assumed.items() if ax != 0}
-            if dims and t.name not in (input_shapes or {}):
-                ax = min(dims)
-                raise InputShapeError(f"input {t.name!r} has a dynamic dimension at axis {ax}; "
-                                      f"give its shape with --input-shape {t.name}=...")
     if data is None:
         # one item per sample, unless the model fixes its batch dimension to another size
         firsts = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
