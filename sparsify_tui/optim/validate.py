@@ -138,6 +138,7 @@ def _levels_for(plan: dict[str, float]) -> list[float]:
 def _same_engine_profile(project: Any, engine: str, batch: int, cores: int | None, plan: dict[str, float]):
     """(entry, doc) of the newest usable perf profile measured with ``engine`` at this batch size."""
     best = None
+    top = min(max(_levels_for(plan)), 0.9)  # the highest level the estimate needs (as measured for it)
     for e in project.profiles_of("perf"):
         if e.engine != engine or project.is_stale(e):
             continue
@@ -153,7 +154,6 @@ def _same_engine_profile(project: Any, engine: str, batch: int, cores: int | Non
         if doc.get("approximated") and engine != "onnxruntime":  # ONNX Runtime's are always approximated
             continue
         have = [float(x) for x in doc.get("levels", [])]
-        top = min(max(_levels_for(plan)), 0.9)  # the highest level the estimate needs (as measured for it)
         if have and max(have) + 1e-9 < top:
             continue
         if best is None or str(e.created) > str(best[0].created):
