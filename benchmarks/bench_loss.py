@@ -50,7 +50,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from sparsify_tui.analysis import analyze
-    from sparsify_tui.profiles import LOSS_ONE_SHOT_LEVELS
+    from sparsify_tui.settings import LOSS_ONE_SHOT_LEVELS
     from sparsify_tui.profiles.loss import approx_loss_profile, compute_one_shot
 
     with tempfile.TemporaryDirectory(prefix="bench-loss-") as d:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 
-from sparsify_tui.profiles import PERF_LEVELS  # noqa: E402
+from sparsify_tui.settings import PERF_LEVELS  # noqa: E402
 from sparsify_tui.profiles.perf import run_perf_profile  # noqa: E402
 
 BUILD = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "build_resnet50.py"

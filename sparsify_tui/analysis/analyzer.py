@@ -23,6 +23,7 @@ from sparsify_tui.analysis.loader import FLOAT_TYPES, ONNX_DTYPES, Skeleton, cou
 from sparsify_tui.analysis.shapes import check_conv_ranks
 from sparsify_tui.analysis.shapes import infer as infer_shapes
 from sparsify_tui.errors import InputShapeError, ModelError
+from sparsify_tui.onnxkit.tensors import constant_node_info, constant_node_value
 
 # ops whose output is still "a constant" when all their inputs are constants
 TRANSFORM_OPS = {
@@ -239,43 +240,9 @@ def _const_value(c: Const) -> np.ndarray | None:
                 return numpy_helper.to_array(src.proto)
             return None
         if src.kind == "constant" and src.proto is not None:
-            return _constant_node_value(src.proto)
+            return constant_node_value(src.proto)
     except Exception:
         return None
-    return None
-
-
-def _constant_node_value(node) -> np.ndarray | None:
-    from onnx import numpy_helper
-
-    for a in node.attribute:
-        if a.name == "value":
-            return numpy_helper.to_array(a.t)
-        if a.name == "value_float":
-            return np.array(a.f, dtype=np.float32)
-        if a.name == "value_floats":
-            return np.array(list(a.floats), dtype=np.float32)
-        if a.name == "value_int":
-            return np.array(a.i, dtype=np.int64)
-        if a.name == "value_ints":
-            return np.array(list(a.ints), dtype=np.int64)
-    return None
-
-
-def _constant_node_info(node) -> tuple[list[int], int, Any] | None:
-    for a in node.attribute:
-        if a.name == "value":
-            return list(a.t.dims), a.t.data_type, a.t
-        if a.name == "value_float":
-            return [], 1, None
-        if a.name == "value_floats":
-            return [len(a.floats)], 1, None
-        if a.name == "value_int":
-            return [], 7, None
-        if a.name == "value_ints":
-            return [len(a.ints)], 7, None
-        if a.name == "sparse_value":
-            return list(a.sparse_tensor.dims), a.sparse_tensor.values.data_type, None
     return None
 
 
@@ -463,7 +430,7 @@ class _Walker:
             return
         out = outs[0]
         if op == "Constant" and node.domain in ("", "ai.onnx"):
-            info = _constant_node_info(node)
+            info = constant_node_info(node)
             if info is not None:
                 dims, dt, _ = info
                 consts[out] = Const("constant", out, path, dims, dt, proto=node)
@@ -881,7 +848,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
     if not any(layer.prunable for layer in layers):
         notes.append("No prunable layer: no Conv, Gemm or MatMul here has a constant weight, so there is nothing to prune.")
     if unknown:
-        ops = sorted({f"{l.op_type}" for l in unknown})
+        ops = sorted({layer.op_type for layer in unknown})
         notes.append(
             f"FLOPs unknown for {len(unknown)} layer(s) ({', '.join(ops[:8])}{'...' if len(ops) > 8 else ''}): "
             "unsupported op or shape not inferred; totals count the known layers only."

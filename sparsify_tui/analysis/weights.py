@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
 from sparsify_tui.analysis.graph import Layer, ModelGraph
 from sparsify_tui.analysis.loader import read_raw
 from sparsify_tui.errors import ModelError
-
-
-def _find_graph(model_graph: Any, graph_path: str, prefix: str = ""):
-    """The GraphProto at ``graph_path`` ("" = main graph).
-
-    Paths are built as the analysis builds them: ``<node name or first output>/<attribute>``
-    (``[i]`` appended for GRAPHS attributes), joined with "/" for nesting. Node names may
-    themselves contain "/", so paths are compared whole rather than split.
-    """
-    if graph_path == prefix:
-        return model_graph
-    for node in model_graph.node:
-        for a in node.attribute:
-            if a.type not in (5, 10):
-                continue
-            owner = node.name or (node.output[0] if node.output else "")
-            base = f"{prefix + '/' if prefix else ''}{owner}/{a.name}"
-            subs = [(base, a.g)] if a.type == 5 else [(f"{base}[{i}]", sg) for i, sg in enumerate(a.graphs)]
-            for p, sg in subs:
-                if graph_path == p or graph_path.startswith(p + "/"):
-                    found = _find_graph(sg, graph_path, p)
-                    if found is not None:
-                        return found
-    return None
+from sparsify_tui.onnxkit.graphs import graph_at
+from sparsify_tui.onnxkit.tensors import constant_node_value, fill_value
 
 
 def _from_graph(g, ref) -> np.ndarray | None:
@@ -51,13 +28,8 @@ def _from_graph(g, ref) -> np.ndarray | None:
     for n in g.node:
         if n.output and n.output[0] == ref.name:
             if ref.kind == "constant":
-                for a in n.attribute:
-                    if a.name == "value":
-                        return numpy_helper.to_array(a.t).copy()
-                    if a.name == "value_floats":
-                        return np.array(list(a.floats), dtype=np.float32)
-                    if a.name == "value_float":
-                        return np.array(a.f, dtype=np.float32)
+                value = constant_node_value(n)
+                return None if value is None else np.array(value, copy=True)
             if ref.kind == "constant_of_shape":
                 return None
     return None
@@ -78,15 +50,11 @@ def read_weight(graph: ModelGraph, layer: Layer | str) -> np.ndarray:
     if ref is None:
         raise ModelError(f"layer {layer.id!r} of {graph.path} has no constant weight (it is not prunable)")
     if ref.kind == "constant_of_shape":
-        from onnx import numpy_helper
-
         fill = np.zeros(1, dtype=np.float32)
-        g = _find_graph((graph._skeleton_model or graph.model).graph, ref.graph_path)
+        g = graph_at((graph._skeleton_model or graph.model).graph, ref.graph_path)
         for n in (g.node if g is not None else []):
             if n.output and n.output[0] == ref.name:
-                for a in n.attribute:
-                    if a.name == "value":
-                        fill = numpy_helper.to_array(a.t).reshape(-1)
+                fill = fill_value(n)
         return np.full(layer.weight_shape or [], fill[0], dtype=fill.dtype)
 
     # fast path: read just this tensor's bytes from the file
@@ -97,13 +65,13 @@ def read_weight(graph: ModelGraph, layer: Layer | str) -> np.ndarray:
             return read_raw(raw, t.data_type, list(t.dims))
     # small tensors kept in the skeleton
     if graph._model is None and graph._skeleton_model is not None:
-        arr = _from_graph(_find_graph(graph._skeleton_model.graph, ref.graph_path), ref)
+        arr = _from_graph(graph_at(graph._skeleton_model.graph, ref.graph_path), ref)
         if arr is not None:
             return arr
     model = graph.model
     if model is None:
         raise ModelError(f"{graph.path}: the model's weights are not available")
-    arr = _from_graph(_find_graph(model.graph, ref.graph_path), ref)
+    arr = _from_graph(graph_at(model.graph, ref.graph_path), ref)
     if arr is None:
         raise ModelError(f"{graph.path}: weight {ref.name!r} of layer {layer.id!r} was not found")
     return arr

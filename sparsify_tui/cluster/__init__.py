@@ -1,7 +1,7 @@
 """Profile sweeps across a fleet of benchmark servers, on a Ray cluster.
 
 Ray is an optional extra (``pip install 'sparsify-tui[cluster]'``) and is
-imported lazily: importing this package (or :mod:`sparsify_tui.cluster.results`,
+imported lazily: importing this package (or :mod:`sparsify_tui.actions.sweeps`,
 which the TUI uses) never imports Ray. Only :func:`require_ray` and the modules
 that call it need Ray.
 

@@ -69,7 +69,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def _usable_cpus() -> int:
-    from sparsify_tui.commands.common import max_cores
+    from sparsify_tui.settings import usable_cores as max_cores
 
     return max_cores()
 

@@ -93,7 +93,7 @@ class SweepSpec:
             raise UsageError("--cores must list whole numbers of at least 1")
 
     def level_list(self) -> list[float]:
-        from sparsify_tui.profiles import PERF_LEVELS
+        from sparsify_tui.settings import PERF_LEVELS
 
         levels = PERF_LEVELS if self.levels is None else self.levels
         return sorted({round(float(x), 6) for x in levels} | {0.0})
@@ -575,7 +575,7 @@ class _Runner:
             self.stop_inflight()
             raise
         finally:
-            for name, q in self.queues.items():
+            for q in self.queues.values():
                 for job in q:
                     self.report.failed.append(job.row(reason="not run: the sweep was cancelled"))
                 q.clear()

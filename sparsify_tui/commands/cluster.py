@@ -13,7 +13,8 @@ import sys
 import time
 from typing import Any
 
-from sparsify_tui.commands.common import emit_json, parse_int, parse_int_list, print_table
+from sparsify_tui.commands.common import emit_json, print_table
+from sparsify_tui.settings import parse_int, parse_int_list
 from sparsify_tui.errors import ClusterError, UsageError
 
 
@@ -65,8 +66,8 @@ def _parse_list(flag: str, value: str) -> list[str]:
 
 def build_spec(args: argparse.Namespace) -> Any:
     from sparsify_tui.cluster.sweep import ENGINES, KINDS, SweepSpec
-    from sparsify_tui.commands.common import parse_levels
-    from sparsify_tui.profiles import PERF_LEVELS
+    from sparsify_tui.settings import parse_levels
+    from sparsify_tui.settings import PERF_LEVELS
 
     kind = str(args.kind).strip().lower()
     if kind not in KINDS:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -15,67 +14,6 @@ from sparsify_tui.errors import ProjectError, UsageError
 
 
 # ---------------------------------------------------------------- flag values
-def parse_int(flag: str, value: Any, *, minimum: int | None = 1, maximum: int | None = None) -> int:
-    """An integer flag value, or a UsageError naming the flag."""
-    try:
-        n = int(str(value).strip())
-    except (TypeError, ValueError):
-        raise UsageError(f"{flag} must be a whole number, got {value!r}") from None
-    if minimum is not None and n < minimum:
-        raise UsageError(f"{flag} must be at least {minimum}, got {n}")
-    if maximum is not None and n > maximum:
-        raise UsageError(f"{flag} must be at most {maximum}, got {n}")
-    return n
-
-
-def parse_float(flag: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
-                max_exclusive: bool = False) -> float:
-    try:
-        x = float(str(value).strip())
-    except (TypeError, ValueError):
-        raise UsageError(f"{flag} must be a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise UsageError(f"{flag} must be a finite number, got {value!r}")
-    if minimum is not None and x < minimum:
-        raise UsageError(f"{flag} must be at least {minimum}, got {x:g}")
-    if maximum is not None and (x >= maximum if max_exclusive else x > maximum):
-        bound = "below" if max_exclusive else "at most"
-        raise UsageError(f"{flag} must be {bound} {maximum}, got {x:g}")
-    return x
-
-
-def parse_int_list(flag: str, value: Any, *, minimum: int = 1) -> list[int]:
-    parts = [p for p in str(value).replace(" ", "").split(",") if p != ""]
-    if not parts:
-        raise UsageError(f"{flag} needs at least one value")
-    return [parse_int(flag, p, minimum=minimum) for p in parts]
-
-
-def parse_levels(flag: str, value: str | None, default: Iterable[float]) -> list[float]:
-    """Sparsity levels: numbers in [0, 1), sorted, de-duplicated; 0 is always included."""
-    if value is None:
-        levels = list(default)
-    else:
-        parts = [p for p in str(value).replace(" ", "").split(",") if p != ""]
-        if not parts:
-            raise UsageError(f"{flag} needs at least one level")
-        levels = [parse_float(flag, p, minimum=0.0, maximum=1.0, max_exclusive=True) for p in parts]
-    levels = sorted(set(round(x, 6) for x in levels) | {0.0})
-    return levels
-
-
-def max_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def parse_cores(flag: str, value: Any) -> int | None:
-    """A core count between 1 and the cores this process may use; None = all."""
-    if value is None:
-        return None
-    return parse_int(flag, value, minimum=1, maximum=max_cores())
 
 
 # ---------------------------------------------------------------- targets

@@ -21,7 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sparsify_tui.commands.common import emit_json, fmt_count, parse_float, parse_int, print_table
+from sparsify_tui.commands.common import emit_json, fmt_count, print_table
+from sparsify_tui.settings import parse_float, parse_int
 from sparsify_tui.errors import RecipeError, UsageError
 
 
@@ -140,7 +141,7 @@ def _next_after_optimize(project, opt) -> None:
 # ---------------------------------------------------------------- optimize
 def run_optimize(args: argparse.Namespace) -> int:
     from sparsify_tui.optim.optimization import default_optimization, reschedule
-    from sparsify_tui.optim.project_io import OptimizerContext, default_quant_layers, load_optimization, save_optimization
+    from sparsify_tui.actions.optimizer import OptimizerContext, default_quant_layers, load_optimization, save_optimization
 
     # flag values first: a bad flag never touches the project
     sparsity = None if args.sparsity is None else parse_float("--sparsity", args.sparsity, minimum=0.0, maximum=1.0,
@@ -247,7 +248,7 @@ def _write(path: str, text: str, what: str, project=None) -> Path:
 
 def run_export(args: argparse.Namespace) -> int:
     from sparsify_tui.optim.code_samples import code_sample
-    from sparsify_tui.optim.project_io import OptimizerContext, load_optimization, save_optimization
+    from sparsify_tui.actions.optimizer import OptimizerContext, load_optimization, save_optimization
     from sparsify_tui.optim.recipe import export_recipe, import_recipe, load_name_map
 
     framework = str(args.framework or "pytorch")

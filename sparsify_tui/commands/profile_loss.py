@@ -14,19 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sparsify_tui.commands.common import (
-    Progress,
-    dynamic_shape_hint,
-    emit_json,
-    next_steps,
-    parse_float,
-    parse_int,
-    print_table,
-    resolve_target,
-    shorten_names,
-)
+from sparsify_tui.commands.common import Progress, dynamic_shape_hint, emit_json, next_steps, print_table, resolve_target, shorten_names
+from sparsify_tui.settings import parse_float, parse_int
 from sparsify_tui.errors import UsageError
-from sparsify_tui.profiles import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, level_key
+from sparsify_tui.settings import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, level_key
 
 
 NO_LAYERS = "The model has no prunable layers (Conv, ConvTranspose, Gemm or MatMul with a constant weight)."
@@ -39,7 +30,7 @@ def _canon(value: Any) -> str:
 
 
 def _machine() -> dict:
-    from sparsify_tui.profiles.perf import machine_summary
+    from sparsify_tui.engines.machine import machine_summary
 
     return machine_summary()
 

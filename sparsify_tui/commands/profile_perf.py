@@ -8,21 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sparsify_tui.commands.common import (
-    Progress,
-    dynamic_shape_hint,
-    ellipsize,
-    emit_json,
-    next_steps,
-    parse_cores,
-    parse_float,
-    parse_int,
-    parse_levels,
-    print_table,
-    resolve_target,
-)
+from sparsify_tui.commands.common import Progress, dynamic_shape_hint, ellipsize, emit_json, next_steps, print_table, resolve_target
+from sparsify_tui.settings import parse_cores, parse_float, parse_int, parse_levels
 from sparsify_tui.errors import ProfileError, UsageError
-from sparsify_tui.profiles import PERF_LEVELS, level_key
+from sparsify_tui.settings import PERF_LEVELS, level_key
 
 
 def _settings(engine: str, batch: int, cores: int, levels: list[float], iterations: int, warmup: int,
@@ -169,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and not Path(args.data).expanduser().exists():
         raise UsageError(f"{args.data}: no such data file or directory")
     target = resolve_target(args.target, args.input_shape)
-    from sparsify_tui.profiles.perf import default_cores, machine_summary
+    from sparsify_tui.settings import usable_cores as default_cores
+    from sparsify_tui.engines.machine import machine_summary
 
     cores = cores or default_cores()
     project = target.project

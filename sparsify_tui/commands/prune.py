@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparsify_tui.commands.common import (
-    Progress,
-    dynamic_shape_hint,
-    emit_json,
-    max_cores,
-    parse_int,
-    parse_int_list,
-    print_table,
-)
+from sparsify_tui.commands.common import Progress, dynamic_shape_hint, emit_json, print_table
+from sparsify_tui.settings import usable_cores as max_cores, parse_int, parse_int_list
 from sparsify_tui.errors import ModelError, UsageError
 
 
@@ -31,7 +24,7 @@ def run_prune(args: argparse.Namespace) -> int:
     """``prune PROJECT_DIR -o OUT.onnx [--optimization N] [--validate] [--engine] [--iterations] [--json]``."""
     import sys
 
-    from sparsify_tui.optim.validate import prune_optimization, validate_optimization
+    from sparsify_tui.actions.validate import prune_optimization, validate_optimization
     from sparsify_tui.profiles.perf import validate_engine
     from sparsify_tui.project import Project
 
@@ -95,8 +88,9 @@ def run_prune(args: argparse.Namespace) -> int:
 def run_benchmark(args: argparse.Namespace) -> int:
     from sparsify_tui.analysis import parse_input_shapes
     from sparsify_tui.engines.runner import run_job
-    from sparsify_tui.profiles.inputs import make_inputs
-    from sparsify_tui.profiles.perf import default_cores, validate_engine
+    from sparsify_tui.engines.inputs import make_inputs
+    from sparsify_tui.settings import usable_cores as default_cores
+    from sparsify_tui.profiles.perf import validate_engine
 
     engine = validate_engine(args.engine)
     batches = parse_int_list("--batch-size", args.batch_size, minimum=1)

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sparsify_tui.engines.machine import loadavg
+
 
 def resolve_engine(engine: str, model_path: str, batch_size: int, shapes: dict | None) -> tuple[str, str]:
     from sparsify_tui.engines import deepsparse_engine as dse
@@ -37,7 +39,7 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     from sparsify_tui.engines import deepsparse_engine as dse
     from sparsify_tui.engines import ort
     from sparsify_tui.errors import EngineError
-    from sparsify_tui.profiles.inputs import input_specs, make_inputs
+    from sparsify_tui.engines.inputs import input_specs, make_inputs
 
     path = str(path)
     shapes = input_shapes or {}
@@ -46,7 +48,7 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     inputs = make_inputs(path, batch_size, shapes, data=data)
     chosen, reason = resolve_engine(engine, path, batch_size, shapes)
     t0 = time.perf_counter()
-    load_start = _loadavg()
+    load_start = loadavg()
     res = None
     if chosen == "deepsparse":
         try:
@@ -87,14 +89,7 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
         "items_per_second": batch_size * 1000.0 / med if med > 0 else None,
         "compile_s": res.get("compile_s"),
         "wall_s": time.perf_counter() - t0,
-        "load_average": [load_start, _loadavg()],
+        "load_average": [load_start, loadavg()],
     }
 
 
-def _loadavg() -> float | None:
-    import os
-
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):  # pragma: no cover
-        return None

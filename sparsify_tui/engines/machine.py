@@ -170,3 +170,28 @@ def machine_info() -> dict[str, Any]:
         "engines": engine_versions(),
         "fingerprint": fingerprint_of(model, isa, physical, logical, usable),
     }
+
+
+def machine_summary() -> dict[str, Any]:
+    """:func:`machine_info`, or a minimal summary when it fails (it must never break a measurement)."""
+    try:
+        return machine_info()
+    except Exception:  # noqa: BLE001 - machine info must never break a profile
+        import platform
+
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover
+            cores = os.cpu_count() or 1
+        return {"cpu_model": platform.processor() or platform.machine(), "usable_cores": cores,
+                "isa": [], "fingerprint": None}
+
+
+def loadavg() -> float | None:
+    """The 1-minute load average, or None where the system has none."""
+    import os
+
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover
+        return None

@@ -22,6 +22,7 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -249,3 +250,38 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], *, cores: int | No
             if heartbeat:
                 heartbeat(f"repeat {r + 1}")
     return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": compile_s}
+
+
+def _ort():
+    os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
+def session_options(cores: int | None = None, *, spinning: bool = True):
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if cores:
+        so.intra_op_num_threads = int(cores)
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def session_from_model(model, so, **kwargs):
+    """An ONNX Runtime CPU session for an in-memory model; models over ~1.8 GB of tensors go through a
+    temporary file with external data (a protobuf cannot exceed 2 GB)."""
+    import tempfile
+
+    from sparsify_tui.onnxkit.modelio import EXTERNAL_DATA_THRESHOLD, tensor_bytes as _tensor_bytes, save_model_atomic
+
+    ort = _ort()
+    if _tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"], **kwargs)
+    with tempfile.TemporaryDirectory(prefix="sparsify-session-") as d:
+        path = Path(d) / "model.onnx"
+        save_model_atomic(model, path, external=True)
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], **kwargs)

@@ -1,8 +1,8 @@
 """Run a measurement job in a child process and stream its events.
 
-:func:`run_job` starts ``python -m sparsify_tui.engines.worker`` in its own
+:func:`run_job` starts ``python -m sparsify_tui.jobs.worker`` in its own
 process group, writes the job as JSON on its stdin and reads JSON lines from
-its stdout (see :mod:`sparsify_tui.engines.worker` for the protocol).
+its stdout (see :mod:`sparsify_tui.jobs.worker` for the protocol).
 
 * ``on_progress(event)`` is called (in the calling thread) with every
   ``started`` (carries the child's ``pid``), ``progress``, ``partial``,
@@ -121,7 +121,7 @@ def run_job(
         child_env.update(env)
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sparsify_tui.engines.worker"],
+        [sys.executable, "-m", "sparsify_tui.jobs.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,8 +8,8 @@
   Recovery Confidence (``RECOVERY_HELP``) for the model and each layer.
 * :mod:`.recipe` -- SparseML recipe export / import, name maps.
 * :mod:`.code_samples` -- PyTorch / Keras / TensorFlow code applying a recipe.
-* :mod:`.project_io` -- which project profiles an optimization uses; load / save in a project.
 * :mod:`.prune` -- one-shot magnitude pruning of the ONNX model.
+* :mod:`.synthetic` -- a synthetic model graph and profiles for tests and benchmarks.
 
 Nothing here imports Textual; importing this package imports none of its modules.
 """

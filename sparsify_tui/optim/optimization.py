@@ -415,7 +415,7 @@ class Optimization:
     perf_profile_id: str = ""
     loss_profile_id: str = ""
     quant_profile_id: str = ""
-    # the last measured validation (optim.validate): dense vs one-shot pruned, estimated vs measured
+    # the last measured validation (actions.validate): dense vs one-shot pruned, estimated vs measured
     validation: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------ (de)serialization
@@ -538,7 +538,7 @@ class _Validator:
 
     def pruning(self, ids: set[str] | None) -> None:
         p = self.o.pruning
-        for key, lo_incl in (("target_sparsity", True), ("init_sparsity", True), ("min_sparsity", True)):
+        for key in ("target_sparsity", "init_sparsity", "min_sparsity"):
             v = getattr(p, key)
             if not (0.0 <= v < 1.0):
                 self.fail(f"pruning {key.replace('_', ' ')} must be in [0, 1), got {v:g}")

@@ -12,7 +12,7 @@ import random
 from typing import Any
 
 from sparsify_tui.analysis.graph import Layer, ModelGraph, TensorInfo
-from sparsify_tui.profiles import LOSS_ONE_SHOT_LEVELS, PERF_LEVELS, level_key
+from sparsify_tui.settings import LOSS_ONE_SHOT_LEVELS, PERF_LEVELS, level_key
 
 
 def synthetic_graph(params: list[int], flops: list[int | None] | None = None, *, extra_params: int = 1000,

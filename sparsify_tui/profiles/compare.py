@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparsify_tui.profiles import level_key
+from sparsify_tui.settings import level_key
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

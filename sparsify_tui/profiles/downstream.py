@@ -28,7 +28,7 @@ change and are not computed.
 
 When the model cannot be rewritten this way (missing type information, an
 unusual graph), :func:`build_runner` falls back to
-:class:`~sparsify_tui.profiles.sensitivity.WeightFedModel`: one session with
+:class:`~sparsify_tui.profiles.fedmodel.WeightFedModel`: one session with
 every prunable weight as an input, running the whole model each time.
 """
 
@@ -42,7 +42,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from sparsify_tui.errors import EngineError
-from sparsify_tui.profiles.sensitivity import FedWeight, _ort, session_options
+from sparsify_tui.profiles.fedmodel import FedWeight
+from sparsify_tui.engines.ort import _ort, session_from_model, session_options
 
 _STRIP = 1024
 DISABLED_OPTIMIZERS = ["ConvBNFusion", "ConvAddFusion", "ConvMulFusion", "NchwcTransformer", "MatMulScaleFusion"]
@@ -150,9 +151,8 @@ class DownstreamModel:
         import onnx
         from onnx import helper, numpy_helper
 
-        from sparsify_tui.optim.prune import (
-            constant_tensor, find_dequant, find_tensor_site, load_model_copy, quant_magnitude_and_zero,
-        )
+        from sparsify_tui.onnxkit.tensors import constant_tensor, find_dequant, find_tensor_site, quant_magnitude_and_zero
+        from sparsify_tui.onnxkit.modelio import load_model_copy
 
         self.path = Path(model_path)
         if model is None:
@@ -671,22 +671,6 @@ class DownstreamModel:
         return {o: by_name[o] for o in cut.outputs}
 
 
-def session_from_model(model, so, **kwargs):
-    """An ONNX Runtime CPU session for an in-memory model; models over ~1.8 GB of tensors go through a
-    temporary file with external data (a protobuf cannot exceed 2 GB)."""
-    import tempfile
-
-    from sparsify_tui.optim.prune import EXTERNAL_DATA_THRESHOLD, _tensor_bytes, save_model_atomic
-
-    ort = _ort()
-    if _tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"], **kwargs)
-    with tempfile.TemporaryDirectory(prefix="sparsify-session-") as d:
-        path = Path(d) / "model.onnx"
-        save_model_atomic(model, path, external=True)
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], **kwargs)
-
-
 class _Unsupported(Exception):
     """The model cannot be rewritten into the downstream form (the caller falls back)."""
 
@@ -703,7 +687,9 @@ class LayerSwapRunner:
 
     def __init__(self, model_path, graph, samples: list[dict[str, np.ndarray]], *, cores: int | None = None,
                  layer_ids: Iterable[str] | None = None, log=None, parallel: bool = True) -> None:
-        from sparsify_tui.profiles.sensitivity import WeightFedModel, classify_output, usable_cores
+        from sparsify_tui.profiles.fedmodel import WeightFedModel
+        from sparsify_tui.metrics import classify_output
+        from sparsify_tui.settings import usable_cores
 
         self.samples = samples
         self.mode = "downstream"
@@ -765,7 +751,7 @@ class LayerSwapRunner:
         return self._ref[layer_id]
 
     def change(self, layer_id: str, weight: np.ndarray) -> float:
-        from sparsify_tui.profiles.sensitivity import one_output_change, MAX_CHANGE
+        from sparsify_tui.metrics import one_output_change, MAX_CHANGE
 
         ref = self.reference(layer_id)
         total = 0.0
@@ -780,7 +766,8 @@ class LayerSwapRunner:
     def changes(self, layer_id: str, weights: list[np.ndarray], cancel=None) -> list[float]:
         """:meth:`change` for several weights of the same layer, the runs spread over the worker pool
         (``cancel``, a threading.Event, is checked before every run)."""
-        from sparsify_tui.profiles.sensitivity import MAX_CHANGE, check_cancel, one_output_change
+        from sparsify_tui.metrics import MAX_CHANGE, one_output_change
+        from sparsify_tui.progress import check_cancel
 
         n = len(self.samples)
         need_ref = layer_id not in self._ref

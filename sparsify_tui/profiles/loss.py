@@ -20,7 +20,7 @@ Two methods, one document format (``kind: "loss"``):
   layer alone is pruned (exactly round(s*n) smallest-magnitude weights, see
   :mod:`sparsify_tui.optim.prune`), the model is run on the samples and the
   outputs are compared with the dense model's (see
-  :data:`sparsify_tui.profiles.sensitivity.OUTPUT_CHANGE_HELP`: KL divergence
+  :data:`sparsify_tui.profiles.fedmodel.OUTPUT_CHANGE_HELP`: KL divergence
   for probability / classification-logit outputs, normalized squared error
   otherwise; summed over outputs, averaged over samples). It does NOT build a
   session per layer and level: ONE ONNX Runtime session is built
@@ -63,11 +63,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sparsify_tui.errors import ProfileError, UsageError
-from sparsify_tui.profiles import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, SCHEMA_VERSION, level_key
-from sparsify_tui.profiles.sensitivity import (
-    OUTPUT_CHANGE_HELP, check_cancel, load_samples_for, rank_correlation, running_max, sensitivity_ranks,
-)
+from sparsify_tui.errors import UsageError
+from sparsify_tui.settings import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, level_key
+from sparsify_tui.profiles import SCHEMA_VERSION
+from sparsify_tui.metrics import OUTPUT_CHANGE_HELP
+from sparsify_tui.progress import check_cancel
+from sparsify_tui.engines.inputs import load_samples_for
+from sparsify_tui.profiles.ranks import rank_correlation, running_max, sensitivity_ranks
 
 LOSS_APPROX_HELP = (
     "Approximate loss sensitivity (weight magnitude, no data): for a layer with n weights, the value at "
@@ -106,7 +108,7 @@ def magnitude_proxy(w: np.ndarray, levels, magnitude: np.ndarray | None = None, 
 
     ``overwrite`` lets it square and sort ``w`` (or ``magnitude``) in place.
     """
-    from sparsify_tui.optim.prune import pruned_count
+    from sparsify_tui.onnxkit.sparsity import pruned_count
 
     m = np.asarray(w if magnitude is None else magnitude)
     n = m.size
@@ -142,7 +144,8 @@ def _layer_weight_for_approx(graph, layer, full_model_cache: dict) -> tuple[np.n
     w = np.asarray(read_weight(graph, layer))
     ref = layer.weight
     if ref is not None and "DequantizeLinear" in (ref.transform or []) and w.dtype.kind in "iu":
-        from sparsify_tui.optim.prune import find_dequant, load_model_copy, quant_magnitude_and_zero
+        from sparsify_tui.onnxkit.tensors import find_dequant, quant_magnitude_and_zero
+        from sparsify_tui.onnxkit.modelio import load_model_copy
 
         if "model" not in full_model_cache:
             full_model_cache["model"] = load_model_copy(graph.path)[0] if graph.path else None
@@ -258,7 +261,7 @@ def compute_one_shot(
     layers = list(graph.prunable_layers)
     sample_list = load_samples_for(model_path, graph, data=data, samples=samples, input_shapes=input_shapes)
     from sparsify_tui.profiles.downstream import LayerSwapRunner
-    from sparsify_tui.optim.prune import pruned_count
+    from sparsify_tui.onnxkit.sparsity import pruned_count
 
     runner = LayerSwapRunner(model_path, graph, sample_list, cores=cores)
     total = sum(1 for layer in layers if layer.id in runner.layer_weight) * max(1, len(levels) - 1)
@@ -413,20 +416,3 @@ def run_loss_profile(
         "eval_sparsity": float(eval_sparsity),
     }
     return run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
-
-
-def loss_one_shot_job(job: dict, ctx) -> dict:
-    """Worker side of job kind ``loss_one_shot``."""
-    if not job.get("model_path"):
-        raise ProfileError("the loss_one_shot job needs a model_path")
-    return compute_one_shot(
-        job["model_path"],
-        data=job.get("data"),
-        samples=int(job.get("samples") or 4),
-        levels=job.get("levels"),
-        input_shapes=job.get("input_shapes") or None,
-        eval_sparsity=float(job.get("eval_sparsity", 0.9)),
-        on_progress=lambda ev: ctx.progress(ev["done"], ev["total"], ev.get("label", "")),
-        on_partial=ctx.partial,
-        cores=ctx.cores,
-    )

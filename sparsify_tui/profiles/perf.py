@@ -1,7 +1,7 @@
 """Performance profiles: per-layer timings and performance sensitivity.
 
 :func:`run_perf_profile` measures a model in a child process (job kind
-``perf``, see :mod:`sparsify_tui.engines.jobs.perf`) and returns the perf JSON
+``perf``, see :mod:`sparsify_tui.jobs.perf`) and returns the perf JSON
 document; :func:`approx_perf_profile` estimates one from FLOPs alone.
 
 Document keys (``kind: "perf"``):
@@ -46,10 +46,8 @@ How the times are obtained:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import math
-import os
 import statistics
 import threading
 import time
@@ -62,7 +60,10 @@ from sparsify_tui.errors import (
     ProfileError,
     UsageError,
 )
-from sparsify_tui.profiles import PERF_LEVELS, SCHEMA_VERSION, level_key
+from sparsify_tui.settings import PERF_LEVELS, level_key
+from sparsify_tui.profiles import SCHEMA_VERSION
+from sparsify_tui.settings import usable_cores
+from sparsify_tui.engines.machine import machine_summary
 
 ENGINES = ("auto", "deepsparse", "onnxruntime")
 ASSUMED_GFLOPS_PER_CORE = 100.0
@@ -71,30 +72,6 @@ DEFAULT_TIMEOUT_S = 600.0
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def machine_summary() -> dict[str, Any]:
-    try:
-        from sparsify_tui.engines.machine import machine_info
-
-        return machine_info()
-    except Exception:  # noqa: BLE001 - machine info must never break a profile
-        import platform
-
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover
-            cores = os.cpu_count() or 1
-        return {"cpu_model": platform.processor() or platform.machine(), "usable_cores": cores,
-                "isa": [], "fingerprint": None}
-
-
-def default_cores() -> int:
-    """All the cores this process may use (the child is pinned to them)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------- document assembly
@@ -227,190 +204,6 @@ def assemble(setup: dict, parts: list[dict], settings: dict, *, error: str | Non
     return doc
 
 
-# ---------------------------------------------------------------- the job (runs in the worker)
-def _choose_engine(requested: str) -> tuple[str, str]:
-    from sparsify_tui.engines import deepsparse_engine as dse
-
-    if requested == "onnxruntime":
-        return "onnxruntime", "requested with --engine onnxruntime"
-    if requested == "deepsparse":
-        if not dse.available():
-            raise EngineUnavailableError(dse.INSTALL_HINT)
-        return "deepsparse", "requested with --engine deepsparse"
-    if not dse.available():
-        return "onnxruntime", "deepsparse not installed"
-    return "deepsparse", "deepsparse installed and compiled the model"
-
-
-def perf_job(job: dict, ctx) -> dict:
-    """Job kind ``perf``: measure every level, sending each finished one as a partial."""
-    from sparsify_tui.engines import deepsparse_engine as dse
-    from sparsify_tui.engines.modelinfo import load_model_info
-    from sparsify_tui.profiles.inputs import input_specs, make_inputs
-
-    t_start = time.perf_counter()
-    load_start = _loadavg()
-    path = str(job["model_path"])
-    batch = int(job.get("batch_size", 1))
-    cores = job.get("cores")
-    levels = [float(x) for x in job.get("levels") or PERF_LEVELS]
-    if 0.0 not in levels:
-        levels = [0.0] + levels
-    iterations = int(job.get("iterations", 10))
-    warmup = int(job.get("warmup", 5))
-    repeats = max(1, int(job.get("repeats", 3)))
-    shapes = job.get("input_shapes") or {}
-    engine, reason = _choose_engine(str(job.get("engine", "auto")))
-    total = len(levels) - 1 + repeats + 1
-    ctx.progress(0, total, label="analysing the model")
-    info = load_model_info(path, shapes)
-    src = info.graph if info.graph is not None and getattr(info.graph, "model", None) is not None else path
-    specs = input_specs(src, shapes)
-    names = [s.name for s in specs]
-    inputs = make_inputs(src, batch, shapes, data=job.get("data"), seed=int(job.get("seed", 0)))
-    settings = {"model_path": path, "batch_size": batch, "cores": cores, "levels": levels,
-                "iterations": iterations, "warmup": warmup, "repeats": repeats, "input_shapes": shapes}
-    layers_meta = [
-        {"id": m.id, "name": m.name, "op_type": m.op_type, "depth": m.depth, "flops": m.flops,
-         "prunable": m.prunable, "bias_flops": m.bias_flops, "constant": m.constant}
-        for m in info.layers
-    ]
-    notes = []
-    if info.source != "analysis":
-        notes.append("FLOPs were not available: fused groups were split equally among their layers")
-    ctx.progress(1, total, label="compiling")
-    setup = None
-    with contextlib.ExitStack() as stack:
-        ds_path, ds_note = path, ""
-        if engine == "deepsparse":
-            ds_path, ds_note = stack.enter_context(
-                dse.compatible_model(path, {n: list(inputs[n].shape) for n in names}))
-            if ds_note:
-                reason = f"{reason} ({ds_note})"
-        setup, parts, engine, reason = _measure(
-            ctx, engine, reason, job, path, ds_path, info, inputs, names, batch, cores, levels, iterations,
-            warmup, repeats, layers_meta, notes, total)
-    assert setup is not None
-    failures = setup.get("failures") or []
-    doc = assemble(setup, parts, settings, wall_s=time.perf_counter() - t_start,
-                   error="; ".join(failures) if failures else None)
-    busy_note(doc, load_start)
-    return doc
-
-
-def _loadavg() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):  # pragma: no cover
-        return None
-
-
-def busy_note(doc: dict, load_start: float | None) -> None:
-    """Record the load average around the measurement; warn when other work competed for the cores."""
-    load_end = _loadavg()
-    if load_start is None or load_end is None:
-        return
-    doc["load_average"] = [load_start, load_end]
-    usable = default_cores()
-    if max(load_start, load_end) > usable + 0.5:
-        doc.setdefault("notes", []).append(
-            f"the machine was busy during the measurement (load average {max(load_start, load_end):.1f} "
-            f"on {usable} usable cores): other processes competed for the cores, so times are less reliable")
-
-
-def _measure(ctx, engine, reason, job, path, ds_path, info, inputs, names, batch, cores, levels, iterations,
-             warmup, repeats, layers_meta, notes, total):
-    from sparsify_tui.engines import deepsparse_engine as dse
-    from sparsify_tui.engines import ort
-
-    def strip(res: dict, kind: str, lv: float, keep_groups: bool) -> dict:
-        out = {"type": kind, "key": level_key(lv), "level": lv, "model_ms": res["model_ms"],
-               "layer_ms": res["layer_ms"], "internal": res["internal"], "engine_s": res["engine_s"]}
-        if keep_groups:
-            out["owner"] = res["owner"]
-            out["groups"] = res["groups"]
-        return out
-
-    parts: list[dict] = []
-    failures: list[str] = []
-    setup = None
-    done = 1
-    if engine == "deepsparse":
-        for r in range(repeats):
-            ctx.heartbeat(f"dense model, repeat {r + 1}/{repeats}")
-            try:
-                res = dse.analyze_level(ds_path, info, inputs, names, batch_size=batch, cores=cores,
-                                        iterations=iterations, warmup=warmup, level=None,
-                                        shapes_fixed=True)
-            except EngineError as exc:
-                if r == 0 and job.get("engine", "auto") == "auto":
-                    engine = "onnxruntime"
-                    reason = exc.message.replace("deepsparse could not compile or run the model",
-                                                 "deepsparse could not compile the model")
-                    break
-                raise
-            res["model_ms"] = res["average_total_ms"]
-            min_ms = float(job.get("min_level_ms") or 0.0)
-            if r == 0 and min_ms > 0 and res["model_ms"] > 0:
-                iterations = max(iterations, min(5000, math.ceil(min_ms / res["model_ms"])))
-            if setup is None:
-                setup = {"type": "setup", "engine": "deepsparse", "engine_version": dse.version(),
-                         "engine_reason": reason, "approximated": False, "layers": layers_meta,
-                         "iterations_used": iterations,
-                         "input_shapes": {n: list(inputs[n].shape) for n in names},
-                         "machine": machine_summary(), "notes": notes}
-                ctx.partial(setup)
-            part = strip(res, "baseline", 0.0, keep_groups=True)
-            parts.append(part)
-            ctx.partial(part)
-            done += 1
-            ctx.progress(done, total, label=f"dense, repeat {r + 1}/{repeats}: {res['model_ms']:.2f} ms")
-    if engine == "deepsparse":
-        for lv in levels:
-            if lv == 0.0:
-                continue
-            ctx.heartbeat(f"level {level_key(lv)}")
-            try:
-                res = dse.analyze_level(ds_path, info, inputs, names, batch_size=batch, cores=cores,
-                                        iterations=iterations, warmup=warmup, level=lv,
-                                        shapes_fixed=True)
-            except EngineError as exc:  # keep going: the other levels may still compile
-                failures.append(f"level {level_key(lv)}: {exc.message}")
-                ctx.log(failures[-1])
-                done += 1
-                ctx.progress(done, total, label=f"level {level_key(lv)} failed")
-                continue
-            res["model_ms"] = res["average_total_ms"]
-            part = strip(res, "level", lv, keep_groups=False)
-            parts.append(part)
-            ctx.partial(part)
-            done += 1
-            ctx.progress(done, total, label=f"level {level_key(lv)}: {res['model_ms']:.2f} ms")
-    else:
-        setup = {"type": "setup", "engine": "onnxruntime", "engine_version": ort.version(),
-                 "engine_reason": reason, "approximated": True, "layers": layers_meta,
-                 "input_shapes": {n: list(inputs[n].shape) for n in names},
-                 "machine": machine_summary(),
-                 "notes": notes + ["onnxruntime does not run sparse weights faster: the times at each "
-                                   "sparsity level are approximated from FLOPs"]}
-        ctx.partial(setup)
-        res = ort.profile(path, info, inputs, cores=cores, iterations=iterations, warmup=warmup,
-                          repeats=repeats, heartbeat=ctx.heartbeat)
-        for r, ms in enumerate(res["repeat_ms"]):
-            part = {"type": "baseline", "key": level_key(0.0), "level": 0.0, "model_ms": ms,
-                    "layer_ms": res["layer_ms"], "internal": res["internal"],
-                    "engine_s": res["engine_s"] if r == 0 else 0.0,
-                    "owner": res["owner"], "groups": res["groups"]}
-            parts.append(part)
-            ctx.partial(part)
-        done = total
-        ctx.progress(done, total, label=f"dense: {statistics.median(res['repeat_ms']):.2f} ms")
-    if failures:
-        setup = dict(setup or {})
-        setup["failures"] = failures
-    return setup, parts, engine, reason
-
-
 # ---------------------------------------------------------------- parent side
 def validate_engine(engine: str) -> str:
     engine = (engine or "auto").strip().lower()
@@ -446,7 +239,7 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
     from sparsify_tui.engines.runner import run_job
 
     engine = validate_engine(engine)
-    cores = int(cores) if cores else default_cores()
+    cores = int(cores) if cores else usable_cores()
     levels = sorted(set(float(x) for x in (levels if levels is not None else PERF_LEVELS)) | {0.0})
     for lv in levels:
         if not 0.0 <= lv < 1.0:
@@ -482,7 +275,7 @@ def _validate_locally(job: dict) -> None:
     """Fail fast in the parent on bad user input (missing model, bad shapes, bad data)."""
     from pathlib import Path
 
-    from sparsify_tui.profiles.inputs import make_inputs
+    from sparsify_tui.engines.inputs import make_inputs
 
     p = Path(job["model_path"])
     if not p.exists():
@@ -500,7 +293,7 @@ def approx_perf_profile(graph, batch_size: int = 1, levels=None, cores: int | No
     unknown FLOPs get 0 and are listed in ``notes``.
     """
     levels = sorted(set(float(x) for x in (levels if levels is not None else PERF_LEVELS)) | {0.0})
-    cores = int(cores) if cores else default_cores()
+    cores = int(cores) if cores else usable_cores()
     rate = ASSUMED_GFLOPS_PER_CORE * 1e9 * cores / 1000.0  # FLOPs per ms
     metas, layer_ms = [], {}
     unknown = 0
@@ -566,4 +359,4 @@ def validate_perf_document(doc: Any, source: str = "the profile") -> dict:
     return doc
 
 
-__all__ = ["run_perf_profile", "approx_perf_profile", "assemble", "perf_job", "validate_perf_document"]
+__all__ = ["run_perf_profile", "approx_perf_profile", "assemble", "validate_perf_document"]

@@ -45,12 +45,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sparsify_tui.errors import ProfileError, UsageError
+from sparsify_tui.errors import UsageError
 from sparsify_tui.profiles import SCHEMA_VERSION
-from sparsify_tui.profiles.sensitivity import (
-    OUTPUT_CHANGE_HELP, check_cancel, classify_output, load_samples_for, output_change, sensitivity_ranks,
-    session_options,
-)
+from sparsify_tui.metrics import OUTPUT_CHANGE_HELP, classify_output, output_change
+from sparsify_tui.progress import check_cancel
+from sparsify_tui.engines.inputs import load_samples_for
+from sparsify_tui.profiles.ranks import sensitivity_ranks
+from sparsify_tui.engines.ort import session_options
 
 QUANT_HELP = (
     "INT8 sensitivity: the layer alone is quantized (weights per output channel, symmetric int8; its input "
@@ -228,7 +229,8 @@ def compute_quant(
     """Measure the quantization profile in this process (the child process calls this)."""
     from sparsify_tui.analysis import analyze
     from sparsify_tui.profiles.downstream import DownstreamModel, _Unsupported
-    from sparsify_tui.profiles.sensitivity import MAX_CHANGE, WeightFedModel, one_output_change
+    from sparsify_tui.metrics import MAX_CHANGE, one_output_change
+    from sparsify_tui.profiles.fedmodel import WeightFedModel
 
     t0 = time.perf_counter()
     if graph is None:
@@ -237,7 +239,7 @@ def compute_quant(
     sample_list = load_samples_for(model_path, graph, data=data, samples=samples, input_shapes=input_shapes)
     notes: list[str] = []
     mode = "downstream"
-    from sparsify_tui.profiles.sensitivity import usable_cores
+    from sparsify_tui.settings import usable_cores
 
     workers = max(1, int(cores or usable_cores()))
     threads = 1 if workers > 1 else cores
@@ -406,19 +408,3 @@ def run_quant_profile(
         "whole_model": bool(whole_model),
     }
     return run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
-
-
-def quant_job(job: dict, ctx) -> dict:
-    """Worker side of job kind ``quant``."""
-    if not job.get("model_path"):
-        raise ProfileError("the quant job needs a model_path")
-    return compute_quant(
-        job["model_path"],
-        data=job.get("data"),
-        samples=int(job.get("samples") or 4),
-        input_shapes=job.get("input_shapes") or None,
-        on_progress=lambda ev: ctx.progress(ev["done"], ev["total"], ev.get("label", "")),
-        on_partial=ctx.partial,
-        cores=ctx.cores,
-        whole_model=bool(job.get("whole_model", True)),
-    )

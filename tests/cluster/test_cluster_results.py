@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from sparsify_tui.cluster.results import group_sweep_profiles, scaling_series, sweep_rows
+from sparsify_tui.actions.sweeps import group_sweep_profiles, scaling_series, sweep_rows
 
 
 def test_groups_and_scaling_series_of_a_real_sweep(swept):
@@ -86,7 +86,7 @@ def test_several_engines_stale_and_unreadable_profiles(tmp_path):
 def test_results_module_does_not_import_ray_or_textual():
     import subprocess
 
-    code = ("import sys, sparsify_tui.cluster.results, sparsify_tui.cluster\n"
+    code = ("import sys, sparsify_tui.actions.sweeps, sparsify_tui.cluster\n"
             "print('ray' in sys.modules, 'textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr

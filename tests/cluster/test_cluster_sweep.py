@@ -108,7 +108,7 @@ def test_servers_flag_selects_servers(ray_cluster, make_project):
 
 
 def test_more_cores_than_a_server_has_are_skipped(ray_cluster, make_project):
-    from sparsify_tui.commands.common import max_cores
+    from sparsify_tui.settings import usable_cores as max_cores
 
     project = make_project("skip")
     too_many = max_cores() + 1

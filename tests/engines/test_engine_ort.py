@@ -8,7 +8,7 @@ import pytest
 
 from sparsify_tui.engines import ort
 from sparsify_tui.engines.modelinfo import load_model_info
-from sparsify_tui.profiles.inputs import make_inputs
+from sparsify_tui.engines.inputs import make_inputs
 
 
 @pytest.fixture(scope="module")

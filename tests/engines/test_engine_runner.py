@@ -88,7 +88,7 @@ def test_test_kinds_are_unreachable_without_the_switch(monkeypatch):
     with pytest.raises(UsageError):
         run_job({"kind": "_test_crash"})
     # the worker itself does not register them either
-    out = subprocess.run([sys.executable, "-m", "sparsify_tui.engines.worker"],
+    out = subprocess.run([sys.executable, "-m", "sparsify_tui.jobs.worker"],
                          input=json.dumps({"kind": "_test_crash"}), capture_output=True, text=True,
                          env=dict(os.environ), timeout=60)
     last = json.loads(out.stdout.strip().splitlines()[-1])

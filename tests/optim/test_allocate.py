@@ -14,7 +14,7 @@ from sparsify_tui.optim.allocate import Curves, allocate
 from sparsify_tui.optim.estimate import Evaluator, evaluate
 from sparsify_tui.optim.optimization import default_optimization
 from sparsify_tui.optim.synthetic import loss_profile, perf_profile, synthetic_graph, synthetic_model
-from sparsify_tui.profiles import LOSS_ONE_SHOT_LEVELS, PERF_LEVELS, level_key
+from sparsify_tui.settings import LOSS_ONE_SHOT_LEVELS, PERF_LEVELS, level_key
 
 HSET = settings(max_examples=int(os.environ.get("OPTIM_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,7 +8,7 @@ import pytest
 from sparsify_tui.optim.allocate import GAUSSIAN_PROXY
 from sparsify_tui.optim.estimate import RECOVERY_HELP, Evaluator, evaluate
 from sparsify_tui.optim.optimization import LayerResult, default_optimization
-from sparsify_tui.optim.project_io import OptimizerContext, default_quant_layers, pick_profile
+from sparsify_tui.actions.optimizer import OptimizerContext, default_quant_layers, pick_profile
 from sparsify_tui.optim.synthetic import loss_profile, perf_profile, synthetic_graph, synthetic_model
 
 

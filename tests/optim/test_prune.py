@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sparsify_tui.analysis import analyze
 from sparsify_tui.errors import ModelError, UsageError
-from sparsify_tui.optim.prune import layer_sparsities, prune_array, prune_model, pruned_count
+from sparsify_tui.optim.prune import layer_sparsities, prune_model
+from sparsify_tui.onnxkit.sparsity import prune_array, pruned_count
 
 RNG = np.random.default_rng(42)
 

@@ -13,13 +13,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sparsify_tui.analysis import analyze
 from sparsify_tui.errors import CancelledError, ProfileError, UsageError
-from sparsify_tui.profiles import LOSS_APPROX_LEVELS, level_key
+from sparsify_tui.settings import LOSS_APPROX_LEVELS, level_key
 from sparsify_tui.profiles.loss import (
     LOSS_APPROX_HELP, approx_loss_profile, magnitude_proxy, run_loss_profile,
 )
-from sparsify_tui.profiles.sensitivity import (
-    average_ranks, classify_output, one_output_change, rank_correlation, sensitivity_ranks,
-)
+from sparsify_tui.profiles.ranks import average_ranks, rank_correlation, sensitivity_ranks
+from sparsify_tui.metrics import classify_output, one_output_change
 
 RNG = np.random.default_rng(7)
 
@@ -173,7 +172,8 @@ def test_one_shot_builds_one_session(chain, monkeypatch):
 def test_downstream_runs_match_whole_model_runs(chain):
     """The If-branch rewrite gives the same measurements as feeding weights to the whole model."""
     from sparsify_tui.profiles.downstream import LayerSwapRunner
-    from sparsify_tui.profiles.sensitivity import WeightFedModel, load_samples_for
+    from sparsify_tui.profiles.fedmodel import WeightFedModel
+    from sparsify_tui.engines.inputs import load_samples_for
 
     graph = analyze(chain)
     samples = load_samples_for(chain, graph, samples=2)

@@ -12,7 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 from sparsify_tui.analysis import analyze
 from sparsify_tui.profiles.downstream import LayerSwapRunner
 from sparsify_tui.profiles.loss import run_loss_profile
-from sparsify_tui.profiles.sensitivity import WeightFedModel, classify_output, load_samples_for, one_output_change
+from sparsify_tui.profiles.fedmodel import WeightFedModel
+from sparsify_tui.metrics import classify_output, one_output_change
+from sparsify_tui.engines.inputs import load_samples_for
 
 RNG = np.random.default_rng(5)
 

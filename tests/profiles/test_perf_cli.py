@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sparsify_tui.cli import main
-from sparsify_tui.profiles import level_key
+from sparsify_tui.settings import level_key
 
 
 @pytest.fixture(scope="module")

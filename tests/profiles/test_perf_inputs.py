@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from sparsify_tui.errors import InputShapeError, ProfileError, UsageError
-from sparsify_tui.profiles.inputs import input_specs, load_samples, make_inputs
+from sparsify_tui.engines.inputs import input_specs, load_samples, make_inputs
 
 
 def test_bert_style_ids_stay_below_the_vocabulary(corpus):

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from sparsify_tui.engines.modelinfo import load_model_info
-from sparsify_tui.profiles import level_key
+from sparsify_tui.settings import level_key
 from sparsify_tui.profiles.perf import approx_perf_profile, run_perf_profile
 
 HAS_DEEPSPARSE = importlib.util.find_spec("deepsparse") is not None

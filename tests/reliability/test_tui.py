@@ -192,7 +192,7 @@ def _engine_workers() -> list[int]:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"sparsify_tui.engines.worker" in cmd:
+            if b"sparsify_tui.jobs.worker" in cmd:
                 out.append(int(pid))
     return out
 

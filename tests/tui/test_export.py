@@ -98,7 +98,7 @@ async def test_validation_key_runs_in_background(demo_project):
         await wait_for(pilot, lambda: not getattr(app, "_validation_running", False), timeout=240)
         await pilot.pause()
         text = widget_text(screen.query_one("#export-validation", Static), 120)
-        if importlib.util.find_spec("sparsify_tui.optim.validate") is None:
+        if importlib.util.find_spec("sparsify_tui.actions.validate") is None:
             assert "not available" in text
         else:
             v = demo_project.get_optimization(screen.opt_name).get("validation")

@@ -28,7 +28,7 @@ def _engine_children() -> list[tuple[int, int]]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == os.getpid() and b"sparsify_tui.engines.worker" in cmd:
+        if int(fields[1]) == os.getpid() and b"sparsify_tui.jobs.worker" in cmd:
             out.append((int(d), int(fields[16])))
     return out
 

@@ -6,7 +6,7 @@ Each layer shows A ms, B ms, the difference B - A and the ratio B / A; the
 totals compare the baselines, items per second and the model time at every
 level both have; the chart draws both per-layer times over Layer Depth.
 Below, the dense vs pruned timings of the optimizations' validations (stored
-by ``optim.validate``), or a sentence saying there is none yet.
+by ``actions.validate``), or a sentence saying there is none yet.
 
 Profiles measured by a sweep (``sparsify-tui sweep PROJECT_DIR``, settings
 ``sweep = true``) are offered after the others, grouped by server, then batch
@@ -35,7 +35,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Select, Static
 from textual_plotext import PlotextPlot
 
-from sparsify_tui.cluster.results import group_sweep_profiles, is_sweep_entry
+from sparsify_tui.actions.sweeps import group_sweep_profiles, is_sweep_entry
 from sparsify_tui.profiles.compare import compare_profiles
 from sparsify_tui.tui.data import fmt_ms
 from sparsify_tui.tui.widgets.scaling import ScalingView
@@ -81,7 +81,7 @@ def picker_options(project: Any, entries: Sequence[Any]) -> tuple[list[tuple[Any
 
     ``entries`` (perf profiles, newest first) that are not sweep profiles come
     first, as before; then the sweep profiles grouped by server, batch size and
-    cores (:func:`sparsify_tui.cluster.results.group_sweep_profiles`), a header
+    cores (:func:`sparsify_tui.actions.sweeps.group_sweep_profiles`), a header
     line before each server and batch size.
     """
     options: list[tuple[Any, str]] = [(profile_label(e), e.id) for e in entries if not is_sweep_entry(e)]
@@ -387,7 +387,7 @@ class CompareScreen(Screen):
         for col in ("optimization", "engine", "dense ms", "pruned ms", "measured", "estimated", "error"):
             table.add_column(col, justify="left" if col in ("optimization", "engine") else "right")
         for v in rows:
-            def num(key: str, fmt: str = "{:.2f}") -> str:
+            def num(key: str, fmt: str = "{:.2f}", v: dict = v) -> str:
                 x = v.get(key)
                 return fmt.format(x) if isinstance(x, (int, float)) else "-"
             table.add_row(str(v["optimization"]), str(v.get("engine", "?")), num("dense_ms", "{:.3f}"),

@@ -9,7 +9,7 @@
   exists, not a directory, writable); the code sample is saved beside it
   when a code path is given;
 * ``v`` runs the validation (prune one-shot + benchmark dense against pruned,
-  ``optim.validate.validate_optimization``) in an App-level thread worker,
+  ``actions.validate.validate_optimization``) in an App-level thread worker,
   so leaving the screen does not stop it; ``x`` cancels it. The result
   (measured against estimated speedup) is shown here and in a notification.
 """
@@ -179,7 +179,7 @@ class ExportScreen(Screen):
                 graph = analyze(self.project.model_path, self.project.input_shapes or None)
             if not names:
                 from sparsify_tui.optim.optimization import default_optimization
-                from sparsify_tui.optim.project_io import OptimizerContext
+                from sparsify_tui.actions.optimizer import OptimizerContext
 
                 ctx = OptimizerContext.for_project(self.project, graph)
                 opt = ctx.attach(ctx.evaluator.allocate(default_optimization(graph)))
@@ -189,7 +189,7 @@ class ExportScreen(Screen):
                 opt = Optimization.from_dict(self.project.get_optimization(name))
                 notice = ""
                 if opt.pruning.enabled and not opt.layers:
-                    from sparsify_tui.optim.project_io import OptimizerContext
+                    from sparsify_tui.actions.optimizer import OptimizerContext
 
                     ctx = OptimizerContext.for_project(self.project, graph, opt)
                     opt = ctx.evaluator.allocate(opt)
@@ -412,7 +412,7 @@ def _export_screens(app: Any) -> list[ExportScreen]:
 
 
 def start_validation(app: Any, project: Any, opt_name: str, **kwargs: Any) -> None:
-    """Run ``optim.validate.validate_optimization`` in a thread worker owned by the App."""
+    """Run ``actions.validate.validate_optimization`` in a thread worker owned by the App."""
     if getattr(app, "_validation_running", False):
         app.notify("a validation is already running", timeout=3)
         return
@@ -426,7 +426,7 @@ def start_validation(app: Any, project: Any, opt_name: str, **kwargs: Any) -> No
 
     def run() -> None:
         try:
-            from sparsify_tui.optim.validate import validate_optimization
+            from sparsify_tui.actions.validate import validate_optimization
         except ImportError as exc:
             app.call_from_thread(tell, error=f"validation is not available in this version ({exc})")
             app.call_from_thread(setattr, app, "_validation_running", False)

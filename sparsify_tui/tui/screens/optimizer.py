@@ -494,7 +494,7 @@ class OptimizerScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="optimizer-load",
           description="Preparing the optimizer")
     def _load_context(self) -> None:
-        from sparsify_tui.optim.project_io import OptimizerContext
+        from sparsify_tui.actions.optimizer import OptimizerContext
 
         try:
             if self.project is None:

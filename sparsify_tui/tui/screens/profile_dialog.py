@@ -23,7 +23,7 @@ DEFAULT_LEVELS = "0.4,0.6,0.7,0.8,0.85,0.9,0.95,0.975,0.99"
 def parse_perf_settings(engine: str, batch: str, cores: str, iterations: str, levels: str,
                         max_cores: int) -> dict[str, Any]:
     """Validate the perf dialog's fields (UsageError naming the field otherwise)."""
-    from sparsify_tui.commands.common import parse_int, parse_levels
+    from sparsify_tui.settings import parse_int, parse_levels
 
     settings: dict[str, Any] = {
         "engine": engine,
@@ -105,7 +105,7 @@ class ProfileDialog(ModalScreen[dict | None]):
                 self.query_one("#levels", Input).value,
                 usable_cores(self.app.machine),
             )
-        from sparsify_tui.commands.common import parse_int
+        from sparsify_tui.settings import parse_int
 
         if self.kind == "quant":
             return {"samples": parse_int("samples", self.query_one("#samples", Input).value,

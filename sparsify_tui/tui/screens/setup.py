@@ -257,7 +257,7 @@ class SetupScreen(Screen):
         from sparsify_tui.analysis import parse_input_shapes
 
         shapes = parse_input_shapes(shape_args) if shape_args else {}
-        from sparsify_tui.commands.common import parse_int
+        from sparsify_tui.settings import parse_int
 
         batch = parse_int("batch size", self.query_one("#batch-size", Input).value, minimum=1, maximum=4096)
         max_c = usable_cores(self.app.machine)

@@ -2,7 +2,7 @@
 
 A *sweep* (``sparsify-tui sweep PROJECT_DIR``, :mod:`sparsify_tui.cluster.sweep`)
 stores one perf profile per server x batch size x cores x engine. This view
-reads them through :mod:`sparsify_tui.cluster.results` (pure, no Ray) and shows
+reads them through :mod:`sparsify_tui.actions.sweeps` (pure, no Ray) and shows
 
 * a plotext chart: x is the core count (for one chosen batch size) or the
   batch size (for one chosen core count), y the measured Items per Second,
@@ -150,7 +150,7 @@ class ScalingChart(PlotextPlot):
 
 
 class _ReadOnce:
-    """A project seen by :mod:`sparsify_tui.cluster.results` whose profile files are read once per load."""
+    """A project seen by :mod:`sparsify_tui.actions.sweeps` whose profile files are read once per load."""
 
     def __init__(self, project: Any) -> None:
         self._project = project
@@ -235,7 +235,7 @@ class ScalingView(Vertical):
 
     def load(self, project: Any, *, force: bool = False) -> None:
         """Read the project's sweep profiles (again only when its profile list changed, or ``force``)."""
-        from sparsify_tui.cluster.results import sweep_rows
+        from sparsify_tui.actions.sweeps import sweep_rows
 
         key = (id(project), tuple((e.id, e.file) for e in getattr(project, "profiles", []) or []))
         if not force and key == self.loaded_key:
@@ -263,7 +263,7 @@ class ScalingView(Vertical):
                 and r["cores"] is not None and r["batch_size"] is not None)
 
     def _load_series(self) -> None:
-        from sparsify_tui.cluster.results import scaling_series
+        from sparsify_tui.actions.sweeps import scaling_series
 
         self.series = scaling_series(self.project, engine=self.engine) if self.project is not None else {}
 

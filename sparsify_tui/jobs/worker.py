@@ -1,4 +1,4 @@
-"""The measurement child process: ``python -m sparsify_tui.engines.worker``.
+"""The measurement child process: ``python -m sparsify_tui.jobs.worker``.
 
 Protocol: the parent writes one job (a JSON object with a ``kind``) on stdin
 and closes it. The worker writes JSON lines on its stdout::
@@ -16,7 +16,7 @@ thing the worker does is keep a private duplicate of the real stdout for the
 protocol and point file descriptor 1 at stderr: anything an engine prints
 ends up in stderr, which the parent keeps as the output tail of a crash.
 
-Job kinds live in :mod:`sparsify_tui.engines.jobs` (see there how to add one).
+Job kinds live in :mod:`sparsify_tui.jobs` (see there how to add one).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> int:
     _apply_cores(cores, job)
     emit({"event": "started", "pid": os.getpid(), "kind": str(job["kind"])})
 
-    from sparsify_tui.engines.jobs import JobContext, find
+    from sparsify_tui.jobs import JobContext, find
     from sparsify_tui.errors import SparsifyError
 
     kind = str(job["kind"])

@@ -8,7 +8,7 @@ fastest block (the median of ``iterations`` runs, minimum over the repeats):
 the least-disturbed block of each, measured minutes apart at most; the median
 of the per-repeat ratios is reported too (``median_ratio``). It also runs
 both models once more with ONNX Runtime on the same samples and reports the output change of the pruned
-model (the loss proxy of ``profiles.sensitivity.output_change``).
+model (the loss proxy of ``metrics.output_change``).
 
 Job keys: ``model_a``, ``model_b``, ``engine`` (auto|deepsparse|onnxruntime),
 ``batch_size``, ``cores``, ``iterations``, ``warmup``, ``repeats``,
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sparsify_tui.engines.jobs import register
+from sparsify_tui.jobs import register
 
 MIN_BLOCK_MS = 250.0  # the shortest timed block (job key min_block_ms; 0 = exactly `iterations`)
 MAX_ITERATIONS = 5000
@@ -82,8 +82,8 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     from sparsify_tui.engines import deepsparse_engine as dse
     from sparsify_tui.engines import ort as ort_engine
     from sparsify_tui.errors import EngineError
-    from sparsify_tui.profiles.inputs import input_specs, make_inputs
-    from sparsify_tui.profiles.sensitivity import classify_output, output_change
+    from sparsify_tui.engines.inputs import input_specs, make_inputs
+    from sparsify_tui.metrics import classify_output, output_change
 
     a, b = str(job["model_a"]), str(job["model_b"])
     batch = int(job.get("batch_size", 1))

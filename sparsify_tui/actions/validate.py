@@ -42,7 +42,7 @@ def _safe_name(name: str) -> str:
 
 def load_plan(project: Any, opt_name: str | None = None):
     """(graph, optimization with per-layer sparsities, optimizer context) of a project's optimization."""
-    from sparsify_tui.optim.project_io import OptimizerContext, load_optimization
+    from sparsify_tui.actions.optimizer import OptimizerContext, load_optimization
 
     if not project.optimizations:
         raise UsageError(f"project {project.dir} has no optimization yet: run "
@@ -107,7 +107,7 @@ def _write_plan(project: Any, graph: Any, opt: Any, out: Path, quantize: bool | 
     if not do_quant:
         prune_model(project.model_path, plan, out, graph=graph)
     else:
-        from sparsify_tui.profiles.inputs import make_inputs
+        from sparsify_tui.engines.inputs import make_inputs
 
         with tempfile.TemporaryDirectory(prefix="sparsify-prune-", dir=str(out.parent)) as tmp:
             pruned = Path(tmp) / "pruned.onnx"
@@ -129,7 +129,7 @@ def _levels_for(plan: dict[str, float]) -> list[float]:
         lv.add(round(round(s / VALIDATION_LEVEL_STEP) * VALIDATION_LEVEL_STEP, 4))
     lv = sorted(x for x in lv if 0.0 <= x < 1.0)
     if len(lv) > MAX_VALIDATION_LEVELS:
-        from sparsify_tui.profiles import PERF_LEVELS
+        from sparsify_tui.settings import PERF_LEVELS
 
         lv = sorted(set(PERF_LEVELS))
     return lv
@@ -172,8 +172,10 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
     from sparsify_tui.errors import EngineError
     from sparsify_tui.optim.estimate import Evaluator
     from sparsify_tui.optim.optimization import now_iso
-    from sparsify_tui.optim.project_io import save_optimization
-    from sparsify_tui.profiles.perf import default_cores, machine_summary, run_perf_profile, validate_engine
+    from sparsify_tui.actions.optimizer import save_optimization
+    from sparsify_tui.settings import usable_cores as default_cores
+    from sparsify_tui.engines.machine import machine_summary
+    from sparsify_tui.profiles.perf import run_perf_profile, validate_engine
 
     project.require_writable() if hasattr(project, "require_writable") else None
     engine = validate_engine(engine)

@@ -1,10 +1,10 @@
-"""Job kinds the worker (``python -m sparsify_tui.engines.worker``) can run.
+"""Job kinds the worker (``python -m sparsify_tui.jobs.worker``) can run.
 
 A job is a JSON object ``{"kind": "...", ...}``. Each kind is a function
 registered with :func:`register`::
 
-    # sparsify_tui/engines/jobs/quant.py
-    from sparsify_tui.engines.jobs import register
+    # sparsify_tui/jobs/quant.py
+    from sparsify_tui.jobs import register
 
     @register("quant")
     def quant_job(job: dict, ctx: JobContext) -> dict:

@@ -315,3 +315,56 @@ def save_inputs(path: str | os.PathLike, inputs: dict[str, np.ndarray]) -> None:
 
 def iter_names(specs: Iterable[InputSpec]) -> list[str]:
     return [s.name for s in specs]
+
+
+def load_samples_for(model_path: str | os.PathLike, graph, *, data=None, samples: int = 4,
+                     input_shapes: dict[str, list[int]] | None = None, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """``samples`` single-item batches: random data fitting the inputs, or rows of ``data``.
+
+    ``data``: a ``.npz`` (arrays named like the inputs; a leading batch axis of
+    B rows gives B samples), a ``.npy`` (single-input models) or a directory of
+    such files (each file one or more samples). The first ``samples`` rows are used.
+    """
+    src = graph if graph is not None else model_path
+    specs = input_specs(src, input_shapes)
+    if data is None:
+        # one item per sample, unless the model fixes its batch dimension to another size
+        firsts = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
+        batch = firsts.pop() if len(firsts) == 1 else 1
+        return [make_inputs(src, batch, input_shapes, seed=seed + i) for i in range(samples)]
+    data = Path(data).expanduser()
+    if not data.exists():
+        raise ProfileError(f"{data}: no such data file or directory")
+    files = sorted(p for p in data.iterdir() if p.suffix in (".npz", ".npy") and p.is_file()) if data.is_dir() else [data]
+    if not files:
+        raise ProfileError(f"{data} contains no .npz or .npy files")
+    out: list[dict[str, np.ndarray]] = []
+    for f in files:
+        rows = _rows_in(f, specs)
+        batch = load_samples(src, f, batch_size=max(1, rows), input_shapes=input_shapes, specs=specs)
+        for b in batch:
+            for r in range(max(1, rows)):
+                out.append({k: np.ascontiguousarray(v[r:r + 1]) if v.ndim else v for k, v in b.items()})
+                if len(out) >= samples:
+                    return out
+    return out
+
+
+def _rows_in(f: Path, specs) -> int:
+    """How many samples (rows of the batch axis) the file ``f`` holds."""
+    try:
+        if f.suffix == ".npy":
+            arr = np.load(str(f), mmap_mode="r", allow_pickle=False)
+            arrays = {specs[0].name: arr} if specs else {}
+        else:
+            with np.load(str(f), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - numpy raises many kinds on a bad file
+        raise ProfileError(f"{f} is not a readable .npz/.npy file ({type(exc).__name__})") from None
+    for s in specs:
+        a = arrays.get(s.name)
+        if a is None and len(arrays) == 1 and len(specs) == 1:
+            a = next(iter(arrays.values()))
+        if a is not None and a.ndim == len(s.shape) and a.ndim >= 1:
+            return int(a.shape[0])
+    return 1

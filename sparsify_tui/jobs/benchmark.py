@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sparsify_tui.engines.jobs import register
+from sparsify_tui.jobs import register
 
 
 @register("benchmark")

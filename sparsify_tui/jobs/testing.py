@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 
-from sparsify_tui.engines.jobs import register
+from sparsify_tui.jobs import register
 
 
 @register("_test_echo")

@@ -1,0 +1,235 @@
+"""Job kind ``perf``: measure a performance profile in the worker.
+
+Every level is measured and sent to the parent as a ``partial`` event as soon
+as it is finished (so a crash later keeps it); the result is the document
+:func:`sparsify_tui.profiles.perf.assemble` builds from the parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sparsify_tui.engines.machine import loadavg, machine_summary
+from sparsify_tui.errors import EngineError, EngineUnavailableError
+from sparsify_tui.jobs import JobContext, register
+from sparsify_tui.profiles.perf import assemble
+from sparsify_tui.settings import PERF_LEVELS, level_key, usable_cores
+
+
+def choose_engine(requested: str) -> tuple[str, str]:
+    """(engine, reason) for ``--engine requested``; ``auto`` prefers DeepSparse when installed."""
+    from sparsify_tui.engines import deepsparse_engine as dse
+
+    if requested == "onnxruntime":
+        return "onnxruntime", "requested with --engine onnxruntime"
+    if requested == "deepsparse":
+        if not dse.available():
+            raise EngineUnavailableError(dse.INSTALL_HINT)
+        return "deepsparse", "requested with --engine deepsparse"
+    if not dse.available():
+        return "onnxruntime", "deepsparse not installed"
+    return "deepsparse", "deepsparse installed and compiled the model"
+
+
+def busy_note(doc: dict, load_start: float | None) -> None:
+    """Record the load average around the measurement; warn when other work competed for the cores."""
+    load_end = loadavg()
+    if load_start is None or load_end is None:
+        return
+    doc["load_average"] = [load_start, load_end]
+    usable = usable_cores()
+    if max(load_start, load_end) > usable + 0.5:
+        doc.setdefault("notes", []).append(
+            f"the machine was busy during the measurement (load average {max(load_start, load_end):.1f} "
+            f"on {usable} usable cores): other processes competed for the cores, so times are less reliable")
+
+
+def _part(res: dict, kind: str, lv: float, keep_groups: bool) -> dict:
+    """The part of an engine result that goes into the document (and to the parent)."""
+    out = {"type": kind, "key": level_key(lv), "level": lv, "model_ms": res["model_ms"],
+           "layer_ms": res["layer_ms"], "internal": res["internal"], "engine_s": res["engine_s"]}
+    if keep_groups:
+        out["owner"] = res["owner"]
+        out["groups"] = res["groups"]
+    return out
+
+
+@dataclass
+class PerfRun:
+    """One perf profile being measured: the settings, the prepared model and inputs, and the parts so far."""
+
+    ctx: JobContext
+    job: dict
+    engine: str
+    reason: str
+    path: str
+    info: Any
+    inputs: dict
+    names: list[str]
+    batch: int
+    cores: int | None
+    levels: list[float]
+    iterations: int
+    warmup: int
+    repeats: int
+    layers_meta: list[dict]
+    notes: list[str]
+    total: int
+    ds_path: str = ""
+    parts: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    setup: dict | None = None
+    done: int = 1
+
+    def _step(self, label: str) -> None:
+        self.done += 1
+        self.ctx.progress(self.done, self.total, label=label)
+
+    def _keep(self, part: dict) -> None:
+        self.parts.append(part)
+        self.ctx.partial(part)
+
+    def _setup(self, engine: str, version: Any, approximated: bool, notes: list[str], **extra: Any) -> None:
+        self.setup = {"type": "setup", "engine": engine, "engine_version": version,
+                      "engine_reason": self.reason, "approximated": approximated, "layers": self.layers_meta,
+                      **extra,
+                      "input_shapes": {n: list(self.inputs[n].shape) for n in self.names},
+                      "machine": machine_summary(), "notes": notes}
+        self.ctx.partial(self.setup)
+
+    def _analyze(self, level: float | None) -> dict:
+        from sparsify_tui.engines import deepsparse_engine as dse
+
+        res = dse.analyze_level(self.ds_path, self.info, self.inputs, self.names, batch_size=self.batch,
+                                cores=self.cores, iterations=self.iterations, warmup=self.warmup, level=level,
+                                shapes_fixed=True)
+        res["model_ms"] = res["average_total_ms"]
+        return res
+
+    def deepsparse_dense(self) -> bool:
+        """The dense model ``repeats`` times; False when DeepSparse failed on it and ``auto`` falls back."""
+        from sparsify_tui.engines import deepsparse_engine as dse
+
+        for r in range(self.repeats):
+            self.ctx.heartbeat(f"dense model, repeat {r + 1}/{self.repeats}")
+            try:
+                res = self._analyze(None)
+            except EngineError as exc:
+                if r == 0 and self.job.get("engine", "auto") == "auto":
+                    self.engine = "onnxruntime"
+                    self.reason = exc.message.replace("deepsparse could not compile or run the model",
+                                                      "deepsparse could not compile the model")
+                    return False
+                raise
+            min_ms = float(self.job.get("min_level_ms") or 0.0)
+            if r == 0 and min_ms > 0 and res["model_ms"] > 0:
+                self.iterations = max(self.iterations, min(5000, math.ceil(min_ms / res["model_ms"])))
+            if self.setup is None:
+                self._setup("deepsparse", dse.version(), False, self.notes, iterations_used=self.iterations)
+            self._keep(_part(res, "baseline", 0.0, keep_groups=True))
+            self._step(f"dense, repeat {r + 1}/{self.repeats}: {res['model_ms']:.2f} ms")
+        return True
+
+    def deepsparse_levels(self) -> None:
+        """Each sparsity level once; a level that fails is recorded and the others go on."""
+        for lv in self.levels:
+            if lv == 0.0:
+                continue
+            self.ctx.heartbeat(f"level {level_key(lv)}")
+            try:
+                res = self._analyze(lv)
+            except EngineError as exc:
+                self.failures.append(f"level {level_key(lv)}: {exc.message}")
+                self.ctx.log(self.failures[-1])
+                self._step(f"level {level_key(lv)} failed")
+                continue
+            self._keep(_part(res, "level", lv, keep_groups=False))
+            self._step(f"level {level_key(lv)}: {res['model_ms']:.2f} ms")
+
+    def onnxruntime(self) -> None:
+        """ONNX Runtime's profiler on the dense model; the levels are approximated from FLOPs."""
+        from sparsify_tui.engines import ort
+
+        self._setup("onnxruntime", ort.version(), True,
+                    self.notes + ["onnxruntime does not run sparse weights faster: the times at each "
+                                  "sparsity level are approximated from FLOPs"])
+        res = ort.profile(self.path, self.info, self.inputs, cores=self.cores, iterations=self.iterations,
+                          warmup=self.warmup, repeats=self.repeats, heartbeat=self.ctx.heartbeat)
+        for r, ms in enumerate(res["repeat_ms"]):
+            self._keep({"type": "baseline", "key": level_key(0.0), "level": 0.0, "model_ms": ms,
+                        "layer_ms": res["layer_ms"], "internal": res["internal"],
+                        "engine_s": res["engine_s"] if r == 0 else 0.0,
+                        "owner": res["owner"], "groups": res["groups"]})
+        self.done = self.total
+        self.ctx.progress(self.done, self.total, label=f"dense: {statistics.median(res['repeat_ms']):.2f} ms")
+
+    def measure(self) -> dict:
+        if self.engine == "deepsparse" and self.deepsparse_dense():
+            self.deepsparse_levels()
+        if self.engine != "deepsparse":
+            self.onnxruntime()
+        setup = dict(self.setup or {})
+        if self.failures:
+            setup["failures"] = self.failures
+        return setup
+
+
+def _layers_meta(info: Any) -> list[dict]:
+    return [
+        {"id": m.id, "name": m.name, "op_type": m.op_type, "depth": m.depth, "flops": m.flops,
+         "prunable": m.prunable, "bias_flops": m.bias_flops, "constant": m.constant}
+        for m in info.layers
+    ]
+
+
+@register("perf")
+def perf_job(job: dict, ctx: JobContext) -> dict:
+    """Measure every level of a perf profile, sending each finished one as a partial."""
+    from sparsify_tui.engines import deepsparse_engine as dse
+    from sparsify_tui.engines.inputs import input_specs, make_inputs
+    from sparsify_tui.engines.modelinfo import load_model_info
+
+    t_start = time.perf_counter()
+    load_start = loadavg()
+    path = str(job["model_path"])
+    batch = int(job.get("batch_size", 1))
+    cores = job.get("cores")
+    levels = [float(x) for x in job.get("levels") or PERF_LEVELS]
+    if 0.0 not in levels:
+        levels = [0.0] + levels
+    repeats = max(1, int(job.get("repeats", 3)))
+    shapes = job.get("input_shapes") or {}
+    engine, reason = choose_engine(str(job.get("engine", "auto")))
+    total = len(levels) - 1 + repeats + 1
+    ctx.progress(0, total, label="analysing the model")
+    info = load_model_info(path, shapes)
+    src = info.graph if info.graph is not None and getattr(info.graph, "model", None) is not None else path
+    names = [s.name for s in input_specs(src, shapes)]
+    inputs = make_inputs(src, batch, shapes, data=job.get("data"), seed=int(job.get("seed", 0)))
+    settings = {"model_path": path, "batch_size": batch, "cores": cores, "levels": levels,
+                "iterations": int(job.get("iterations", 10)), "warmup": int(job.get("warmup", 5)),
+                "repeats": repeats, "input_shapes": shapes}
+    notes = []
+    if info.source != "analysis":
+        notes.append("FLOPs were not available: fused groups were split equally among their layers")
+    ctx.progress(1, total, label="compiling")
+    run = PerfRun(ctx, job, engine, reason, path, info, inputs, names, batch, cores, levels,
+                  settings["iterations"], settings["warmup"], repeats, _layers_meta(info), notes, total,
+                  ds_path=path)
+    with contextlib.ExitStack() as stack:
+        if engine == "deepsparse":
+            run.ds_path, ds_note = stack.enter_context(
+                dse.compatible_model(path, {n: list(inputs[n].shape) for n in names}))
+            if ds_note:
+                run.reason = f"{run.reason} ({ds_note})"
+        setup = run.measure()
+    failures = setup.get("failures") or []
+    doc = assemble(setup, run.parts, settings, wall_s=time.perf_counter() - t_start,
+                   error="; ".join(failures) if failures else None)
+    busy_note(doc, load_start)
+    return doc
