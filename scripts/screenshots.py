@@ -131,7 +131,7 @@ async def capture(out: Path) -> list[Path]:
         await settle(app, pilot)
         save(app, "layers-80x24")
     project.close()
-    written += await capture_part2(project.dir, save)
+    written += await capture_plan_screens(project.dir, save)
     if not ONLY or any(n.startswith("compare-scaling") for n in ONLY):
         await capture_scaling(projects, save)
     return written
@@ -186,8 +186,8 @@ async def capture_scaling(projects: Path, save) -> None:
             save(app, "compare-scaling" + suffix)
 
 
-async def capture_part2(project_dir: Path, save) -> list[Path]:
-    """Part 2 screens (optimizer, training summary, learning rate, compare, export, glossary)."""
+async def capture_plan_screens(project_dir: Path, save) -> list[Path]:
+    """The plan screens (optimizer, training summary, learning rate, compare, export, glossary)."""
     from sparsify_tui.analysis import analyze
     from sparsify_tui.profiles.perf import approx_perf_profile
     from sparsify_tui.project import Project

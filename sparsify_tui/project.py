@@ -712,7 +712,7 @@ class Project:
             raise ProjectError(f"{target} exists and is not a directory: choose another --dir")
         if (target / PROJECT_FILE).exists():
             raise ProjectError(f"{target} already holds a project (project.toml): choose another --dir or open it")
-        externals = _external_data_files(proto, src)
+        externals = external_data_files(proto, src)
         src_abs = src.resolve()
         in_place = (target / MODEL_FILE).exists() and (target / MODEL_FILE).resolve() == src_abs
         # a project goes into a new or empty directory; the one exception is a directory that already
@@ -1494,12 +1494,9 @@ def _check_input_shapes(shapes: Any) -> dict[str, list[int]]:
 
 def _validate_model(path: Path, input_shapes: dict[str, list[int]]) -> Any:
     """Check that ``path`` is an analysable ONNX model; return its proto (external data not loaded)."""
-    try:
-        from sparsify_tui.analysis import analyze  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - analysis not available: fall back to the parse check below
-        analyze = None
-    if analyze is not None:
-        analyze(str(path), input_shapes or None)  # raises ModelError / InputShapeError with a clear sentence
+    from sparsify_tui.analysis import analyze
+
+    analyze(str(path), input_shapes or None)  # raises ModelError / InputShapeError with a clear sentence
     import onnx
 
     try:
@@ -1511,7 +1508,7 @@ def _validate_model(path: Path, input_shapes: dict[str, list[int]]) -> Any:
     return proto
 
 
-def _external_data_files(proto: Any, model_path: Path) -> list[str]:
+def external_data_files(proto: Any, model_path: Path) -> list[str]:
     """Relative paths of the external data files the model's tensors point to (checked to exist)."""
     import onnx
 

@@ -63,12 +63,12 @@ def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from sparsify_tui.errors import ModelError
-    from sparsify_tui.profiles.quant import _Reader
+    from sparsify_tui.profiles.quant import CalibrationReader
 
     errors = []
     for fmt_name, fmt in (("QDQ", QuantFormat.QDQ), ("QOperator", QuantFormat.QOperator)):
         try:
-            quantize_static(str(src), str(dst), _Reader(samples), quant_format=fmt, per_channel=True,
+            quantize_static(str(src), str(dst), CalibrationReader(samples), quant_format=fmt, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax)
             return {"format": fmt_name}

@@ -303,16 +303,13 @@ def model_files(model_path: Any) -> dict[str, bytes]:
 
     path = Path(model_path)
     files = {MODEL_NAME: path.read_bytes()}
-    try:
-        import onnx
+    import onnx
 
-        from sparsify_tui.project import _external_data_files
+    from sparsify_tui.project import external_data_files
 
-        proto = onnx.load(str(path), load_external_data=False)
-        for rel in _external_data_files(proto, path):
-            files[rel] = (path.parent / rel).read_bytes()
-    except ImportError:  # pragma: no cover - older project module: embedded weights only
-        pass
+    proto = onnx.load(str(path), load_external_data=False)
+    for rel in external_data_files(proto, path):
+        files[rel] = (path.parent / rel).read_bytes()
     return files
 
 

@@ -9,13 +9,13 @@ stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from sparsify_tui.commands.common import Progress, dynamic_shape_hint, emit_json, next_steps, print_table, resolve_target, shorten_names
-from sparsify_tui.settings import parse_float, parse_int
+from sparsify_tui.settings import parse_float, parse_int, parse_levels
+from sparsify_tui.actions import profiles as profiles_action
 from sparsify_tui.errors import UsageError
 from sparsify_tui.settings import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, level_key
 
@@ -23,59 +23,9 @@ from sparsify_tui.settings import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, leve
 NO_LAYERS = "The model has no prunable layers (Conv, ConvTranspose, Gemm or MatMul with a constant weight)."
 
 
-def _canon(value: Any) -> str:
-    from sparsify_tui.project import drop_none
-
-    return json.dumps(drop_none(value), sort_keys=True, default=str)
-
-
-def _machine() -> dict:
-    from sparsify_tui.engines.machine import machine_summary
-
-    return machine_summary()
-
-
-def _ort_version() -> str:
-    try:
-        import onnxruntime
-
-        return onnxruntime.__version__
-    except ImportError:  # pragma: no cover
-        return ""
-
-
-def _data_setting(data: str | None) -> str | None:
-    return str(Path(data).expanduser().resolve()) if data else None
-
-
-def _parse_levels(value: str | None, default) -> list[float]:
-    if value is None:
-        return [float(x) for x in default]
-    parts = [p for p in str(value).replace(" ", "").split(",") if p != ""]
-    if not parts:
-        raise UsageError("--levels needs at least one level")
-    levels = [parse_float("--levels", p, minimum=0.0, maximum=1.0, max_exclusive=True) for p in parts]
-    return sorted(set(round(x, 6) for x in levels) | {0.0})
-
-
 def _check_data(data: str | None) -> None:
     if data is not None and not Path(data).expanduser().exists():
         raise UsageError(f"{data}: no such data file or directory")
-
-
-def _find_cached(project, kind: str, settings: dict, engine_version: str):
-    want = _canon(settings)
-    for entry in reversed(project.profiles_of(kind)):
-        if _canon(entry.settings) != want:
-            continue
-        if project.is_stale(entry):
-            continue
-        if entry.engine_version and engine_version and entry.engine_version != engine_version:
-            continue
-        if hasattr(project, "profile_problem") and project.profile_problem(entry):
-            continue
-        return entry
-    return None
 
 
 def _on_progress(progress: Progress):
@@ -137,7 +87,7 @@ def print_loss(doc: dict, file=None) -> None:
 
 
 def run_loss(args: argparse.Namespace) -> int:
-    from sparsify_tui.profiles.loss import METHODS, run_loss_profile
+    from sparsify_tui.profiles.loss import METHODS
 
     method = str(args.method or "approx").strip().lower()
     if method == "oneshot" or method == "one_shot":
@@ -147,65 +97,41 @@ def run_loss(args: argparse.Namespace) -> int:
     samples = parse_int("--samples", args.samples, minimum=1, maximum=10000)
     eval_s = parse_float("--eval-sparsity", getattr(args, "eval_sparsity", 0.9), minimum=0.0, maximum=1.0,
                          max_exclusive=True)
-    levels = _parse_levels(args.levels, LOSS_APPROX_LEVELS if method == "approx" else LOSS_ONE_SHOT_LEVELS)
+    levels = parse_levels("--levels", args.levels, LOSS_APPROX_LEVELS if method == "approx" else LOSS_ONE_SHOT_LEVELS)
     _check_data(args.data)
     if method == "approx" and args.data is not None:
         raise UsageError("--data is only used by --method one-shot (the approximation needs no data)")
     target = resolve_target(args.target, args.input_shape)
+    settings = profiles_action.loss_settings(method=method, levels=levels, eval_sparsity=eval_s, samples=samples,
+                                             data=args.data, input_shapes=target.input_shapes)
+    return _measure_or_reuse(args, target, "loss", settings, Progress(f"profile loss ({method})"), print_loss)
+
+
+def _measure_or_reuse(args: argparse.Namespace, target: Any, kind: str, settings: dict, progress: Progress,
+                      printer: Any) -> int:
+    """Print the project's stored profile of these settings, or measure (store) and print a new one."""
     project = target.project
     args._project_dir = str(project.dir) if project is not None else None
     try:
-        engine = "onnxruntime" if method == "one-shot" else "none"
-        engine_version = _ort_version() if method == "one-shot" else ""
-        settings: dict[str, Any] = {
-            "method": method, "levels": levels, "eval_sparsity": eval_s,
-            "input_shapes": {k: [int(d) for d in v] for k, v in sorted(target.input_shapes.items())},
-        }
-        if method == "one-shot":
-            settings["samples"] = samples
-            settings["data"] = _data_setting(args.data)
-        progress = Progress(f"profile loss ({method})")
-
-        def measure() -> dict:
-            return run_loss_profile(
-                target.model_path, method, data=args.data, samples=samples, levels=levels,
-                input_shapes=target.input_shapes or None, eval_sparsity=eval_s, on_progress=_on_progress(progress),
-            )
-
-        return _measure_or_reuse(args, target, "loss", settings, engine, engine_version, _machine(), progress,
-                                 measure, print_loss, same_machine=False)
+        with dynamic_shape_hint(target.model_path, target.input_shapes):
+            if project is None:
+                doc = profiles_action.measure(target.model_path, kind, settings, on_progress=_on_progress(progress))
+            else:
+                res = profiles_action.measure_or_reuse(project, kind, settings, force=args.force, name=args.name,
+                                                       on_progress=_on_progress(progress))
+                doc = res.doc
+                if res.reused:
+                    progress.note(f"reused cached profile {res.entry.id} (measure again with --force)")
+                    _out(args, doc, printer)
+                    return 0
+        progress.done()
+        if project is not None:
+            progress.note(f"stored profile {doc['profile_id']} in {project.dir}")
+        _out(args, doc, printer)
+        return 0
     finally:
         if project is not None:
             project.close()
-
-
-def _measure_or_reuse(args: argparse.Namespace, target: Any, kind: str, settings: dict, engine: str,
-                      engine_version: str, machine: dict, progress: Progress, measure: Any, printer: Any, *,
-                      same_machine: bool) -> int:
-    """Print the project's cached profile of these settings, or measure, store and print a new one."""
-    project = target.project
-    if project is not None and not args.force:
-        entry = _find_cached(project, kind, settings, engine_version)
-        if entry is not None and same_machine and \
-                (entry.machine or {}).get("fingerprint") != machine.get("fingerprint"):
-            entry = None
-        if entry is not None:
-            doc = project.load_profile(entry)
-            progress.note(f"reused cached profile {entry.id} (measure again with --force)")
-            doc["profile_id"] = entry.id
-            _out(args, doc, printer)
-            return 0
-    if project is not None:
-        project.require_writable()  # a locked project fails now, not after the measurement
-    with dynamic_shape_hint(target.model_path, target.input_shapes):
-        doc = measure()
-    progress.done()
-    if project is not None:
-        entry = project.add_profile(kind, args.name, settings, engine, engine_version, machine, doc)
-        doc["profile_id"] = entry.id
-        progress.note(f"stored profile {entry.id} in {project.dir}")
-    _out(args, doc, printer)
-    return 0
 
 
 # ---------------------------------------------------------------- quant
@@ -238,33 +164,13 @@ def print_quant(doc: dict, file=None) -> None:
 
 
 def run_quant(args: argparse.Namespace) -> int:
-    from sparsify_tui.profiles.quant import run_quant_profile
 
     samples = parse_int("--samples", args.samples, minimum=1, maximum=10000)
     _check_data(args.data)
     target = resolve_target(args.target, args.input_shape)
-    project = target.project
-    args._project_dir = str(project.dir) if project is not None else None
-    try:
-        engine_version = _ort_version()
-        settings: dict[str, Any] = {
-            "samples": samples, "data": _data_setting(args.data),
-            "input_shapes": {k: [int(d) for d in v] for k, v in sorted(target.input_shapes.items())},
-        }
-        progress = Progress("profile quant")
-
-        def measure() -> dict:
-            return run_quant_profile(
-                target.model_path, data=args.data, samples=samples, input_shapes=target.input_shapes or None,
-                on_progress=_on_progress(progress),
-            )
-
-        # quantized speed depends on the machine (VNNI, AMX): reuse only a profile measured on this one
-        return _measure_or_reuse(args, target, "quant", settings, "onnxruntime", engine_version, _machine(),
-                                 progress, measure, print_quant, same_machine=True)
-    finally:
-        if project is not None:
-            project.close()
+    settings = profiles_action.quant_settings(samples=samples, data=args.data, input_shapes=target.input_shapes)
+    # quantized speed depends on the machine (VNNI, AMX): a stored profile is reused only on the same machine
+    return _measure_or_reuse(args, target, "quant", settings, Progress("profile quant"), print_quant)
 
 
 def _out(args: argparse.Namespace, doc: dict, printer) -> None:

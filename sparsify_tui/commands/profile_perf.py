@@ -6,71 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from sparsify_tui.commands.common import Progress, dynamic_shape_hint, ellipsize, emit_json, next_steps, print_table, resolve_target
 from sparsify_tui.settings import parse_cores, parse_float, parse_int, parse_levels
+from sparsify_tui.actions import profiles as profiles_action
 from sparsify_tui.errors import ProfileError, UsageError
 from sparsify_tui.settings import PERF_LEVELS, level_key
-
-
-def _settings(engine: str, batch: int, cores: int, levels: list[float], iterations: int, warmup: int,
-              repeats: int, shapes: dict, data: str | None) -> dict[str, Any]:
-    """The settings that identify a cached perf profile (engine = the one requested)."""
-    s: dict[str, Any] = {
-        "engine": engine, "batch_size": batch, "cores": cores, "levels": [float(x) for x in levels],
-        "iterations": iterations, "warmup": warmup, "repeats": repeats,
-        "input_shapes": {k: [int(d) for d in v] for k, v in sorted(shapes.items())},
-    }
-    if data:
-        s["data"] = str(Path(data).expanduser().resolve())
-    return s
-
-
-def _canon(value: Any) -> str:
-    from sparsify_tui.project import drop_none
-
-    return json.dumps(drop_none(value), sort_keys=True, default=str)
-
-
-def _fingerprint(machine: dict | None) -> str | None:
-    return (machine or {}).get("fingerprint")
-
-
-def _installed_version(engine: str) -> str | None:
-    if engine == "deepsparse":
-        from sparsify_tui.engines import deepsparse_engine as dse
-
-        return dse.version()
-    if engine == "onnxruntime":
-        from sparsify_tui.engines import ort
-
-        return ort.version()
-    return None
-
-
-def find_cached(project, settings: dict, machine: dict) -> Any:
-    """A stored perf profile with the same settings, machine and engine version, not stale; or None."""
-    want = _canon(settings)
-    fp = _fingerprint(machine)
-    for entry in reversed(project.profiles_of("perf")):
-        if _canon(entry.settings) != want:
-            continue
-        if (entry.machine or {}).get("fingerprint") != fp:
-            continue
-        if project.is_stale(entry):
-            continue
-        if entry.engine and entry.engine_version and _installed_version(entry.engine) != entry.engine_version:
-            continue
-        if project.profile_problem(entry) if hasattr(project, "profile_problem") else False:
-            continue
-        try:
-            if project.load_profile(entry).get("incomplete"):
-                continue  # finished levels were kept, but a complete measurement is wanted again
-        except ProfileError:
-            continue
-        return entry
-    return None
 
 
 def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
@@ -143,7 +84,7 @@ def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsify_tui.profiles.perf import run_perf_profile, validate_engine, validate_perf_document
+    from sparsify_tui.profiles.perf import validate_engine, validate_perf_document
 
     if getattr(args, "import_file", None):
         return _run_import(args)
@@ -158,50 +99,38 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and not Path(args.data).expanduser().exists():
         raise UsageError(f"{args.data}: no such data file or directory")
     target = resolve_target(args.target, args.input_shape)
-    from sparsify_tui.settings import usable_cores as default_cores
-    from sparsify_tui.engines.machine import machine_summary
-
-    cores = cores or default_cores()
     project = target.project
     args._project_dir = str(project.dir) if project is not None else None
+    settings = profiles_action.perf_settings(
+        engine=engine, batch_size=batch, cores=cores, levels=levels, iterations=iterations, warmup=warmup,
+        repeats=repeats, input_shapes=target.input_shapes, data=args.data)
+    progress = Progress("profile perf")
+
+    def on_progress(ev: dict) -> None:
+        if ev.get("event") == "progress":
+            progress.update(ev.get("done", 0), ev.get("total", 1), ev.get("label", ""))
+
     try:
-        machine = machine_summary()
-        settings = _settings(engine, batch, cores, levels, iterations, warmup, repeats, target.input_shapes,
-                             args.data)
-        progress = Progress("profile perf")
-        if project is not None and not args.force:
-            entry = find_cached(project, settings, machine)
-            if entry is not None:
-                doc = project.load_profile(entry)
-                validate_perf_document(doc, f"cached profile {entry.id}")
-                progress.note(f"reused cached profile {entry.id} (measure again with --force)")
-                doc["profile_id"] = entry.id
-                _output(args, doc)
-                return 0
-
-        if project is not None:
-            project.require_writable()  # a locked project fails now, not after the measurement
-
-        def on_progress(ev: dict) -> None:
-            if ev.get("event") == "progress":
-                progress.update(ev.get("done", 0), ev.get("total", 1), ev.get("label", ""))
-
         with dynamic_shape_hint(target.model_path, target.input_shapes):
-            doc = run_perf_profile(
-                target.model_path, engine=engine, batch_size=batch, cores=cores, levels=levels,
-                iterations=iterations, warmup=warmup, repeats=repeats, input_shapes=target.input_shapes,
-                data=args.data, on_progress=on_progress, timeout_s=timeout,
-            )
+            if project is None:
+                doc = profiles_action.measure(target.model_path, "perf", settings, on_progress=on_progress,
+                                              timeout_s=timeout)
+            else:
+                res = profiles_action.measure_or_reuse(project, "perf", settings, force=args.force, name=args.name,
+                                                       on_progress=on_progress, timeout_s=timeout)
+                doc = res.doc
+                if res.reused:
+                    validate_perf_document(doc, f"cached profile {res.entry.id}")
+                    progress.note(f"reused cached profile {res.entry.id} (measure again with --force)")
+                    _output(args, doc)
+                    return 0
         progress.done()
         if engine == "auto" and doc.get("engine") != "deepsparse":
             progress.note(f"note: using {doc.get('engine')} instead of deepsparse: {doc.get('engine_reason')}")
         if doc.get("incomplete"):
             progress.note(f"warning: the profile is incomplete: {doc.get('error')}")
         if project is not None:
-            entry = project.add_profile("perf", args.name, settings, doc["engine"], doc.get("engine_version") or "",
-                                        doc.get("machine") or machine, doc)
-            doc["profile_id"] = entry.id
-            progress.note(f"stored profile {entry.id} in {project.dir}")
+            progress.note(f"stored profile {doc['profile_id']} in {project.dir}")
         _output(args, doc)
         return 0
     finally:

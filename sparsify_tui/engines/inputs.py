@@ -14,7 +14,7 @@
   (single-input models), or a directory of such files (samples); shapes and
   dtypes are validated and the batch is sliced or tiled to ``batch_size``.
 
-:func:`load_samples` returns every sample batch of ``data`` (engineer D's
+:func:`load_samples` returns every sample batch of ``data`` (the
 loss and quantization profiles use it).
 """
 

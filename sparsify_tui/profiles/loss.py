@@ -342,12 +342,9 @@ def compute_one_shot(
 
 
 def _ort_version() -> str | None:
-    try:
-        import onnxruntime
+    from sparsify_tui.engines.ort import version
 
-        return onnxruntime.__version__
-    except ImportError:  # pragma: no cover
-        return None
+    return version()
 
 
 # ---------------------------------------------------------------- public entry

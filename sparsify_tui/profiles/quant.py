@@ -208,7 +208,6 @@ def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, co
     return out
 
 
-_Reader = CalibrationReader  # the name other modules imported first
 
 
 # ---------------------------------------------------------------- per layer
@@ -346,12 +345,9 @@ def compute_quant(
         model_part = quantize_whole_model(model_path, sample_list, cores=cores, runs=latency_runs)
         if on_progress:
             on_progress({"event": "progress", "done": total, "total": total, "label": "done"})
-    try:
-        import onnxruntime
+    from sparsify_tui.engines.ort import version as ort_version_of
 
-        ort_version = onnxruntime.__version__
-    except ImportError:  # pragma: no cover
-        ort_version = None
+    ort_version = ort_version_of()
     return {
         "kind": "quant",
         "schema_version": SCHEMA_VERSION,

@@ -21,6 +21,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from sparsify_tui.errors import SparsifyError
 from sparsify_tui.tui import jobs as jobs_mod
 from sparsify_tui.tui.commands import SparsifyCommands
 from sparsify_tui.tui.data import ModelData, build_model_data
@@ -283,10 +284,25 @@ class SparsifyApp(App[None]):
         if getattr(self.project, "readonly", False):
             self.notify("this project is open read-only: profiles cannot be saved", severity="error")
             return None
-        base = dict(jobs_mod.DEFAULT_PERF_SETTINGS if kind == "perf" else
-                    jobs_mod.DEFAULT_LOSS_SETTINGS if kind == "loss" else {})
-        base.update(settings or {})
-        job = jobs_mod.Job(kind=kind, settings=base, project=self.project, name=name)
+        try:
+            full = jobs_mod.canonical_settings(kind, settings or {}, self.project)
+        except SparsifyError as exc:
+            self.notify(str(exc), severity="error")
+            return None
+        return self.start_job(jobs_mod.Job(kind=kind, settings=full, project=self.project, name=name))
+
+    def start_validation(self, opt_name: str, **kwargs: Any) -> jobs_mod.Job | None:
+        """Validate an optimization of the current project (prune one-shot, measure against the dense model)."""
+        if self.project is None:
+            return None
+        if any(j.kind == "validate" and j.active for j in self.jobs):
+            self.notify("a validation is already running", timeout=3)
+            return None
+        return self.start_job(jobs_mod.Job(kind="validate", settings={"optimization": opt_name, **kwargs},
+                                           project=self.project))
+
+    def start_job(self, job: jobs_mod.Job) -> jobs_mod.Job:
+        """Start any background job; its progress and end come back as Job* messages."""
         self.jobs.append(job)
         self.jobs_version += 1
         self._run_job(job)
@@ -312,7 +328,7 @@ class SparsifyApp(App[None]):
                         raise CancelledError("cancelled while queued")
             try:
                 self.post_message(JobStarted(job.id))
-                doc = jobs_mod.run_profile_job(job, progress, graph=graph)
+                doc = jobs_mod.run_job(job, progress, graph=graph)
             finally:
                 if lock is not None:
                     lock.release()
@@ -322,9 +338,6 @@ class SparsifyApp(App[None]):
             return
         except SparsifyError as exc:
             self.post_message(JobFailed(job.id, str(exc), partial=getattr(exc, "partial", None)))
-            return
-        except ImportError as exc:
-            self.post_message(JobFailed(job.id, f"this profile kind is not available yet ({exc})"))
             return
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the app
             self.post_message(JobFailed(job.id, f"internal error: {type(exc).__name__}: {exc}"))
@@ -358,6 +371,10 @@ class SparsifyApp(App[None]):
         if job is None:
             return
         job.ended = time.monotonic()
+        job.result = message.doc
+        if job.kind not in jobs_mod.PROFILE_KINDS:
+            self._finish_validation(job)
+            return
         try:
             entry = jobs_mod.save_job_result(job, message.doc)
         except Exception as exc:  # noqa: BLE001 - report, keep the app alive
@@ -369,6 +386,7 @@ class SparsifyApp(App[None]):
         job.state = jobs_mod.DONE
         job.fraction = 1.0
         job.entry_id = getattr(entry, "id", None)
+        job.name = getattr(entry, "name", job.name)
         self.jobs_version += 1
         if message.doc.get("incomplete"):
             why = message.doc.get("error") or "stopped early"
@@ -386,6 +404,19 @@ class SparsifyApp(App[None]):
             self.reload_project()
         self._close_if_orphan(job.project)
 
+    def _finish_validation(self, job: jobs_mod.Job) -> None:
+        job.state = jobs_mod.DONE
+        job.fraction = 1.0
+        self.jobs_version += 1
+        v = job.result or {}
+        v = v.get("validation", v) if isinstance(v.get("validation"), dict) else v
+        ms, es = v.get("measured_speedup"), v.get("estimated_speedup")
+        if isinstance(ms, (int, float)):
+            est = f", estimated {es:.2f}x" if isinstance(es, (int, float)) else ""
+            self.notify(f"{job.title}: measured {ms:.2f}x{est}", timeout=10)
+        if job.project is self.project:
+            self.reload_project()
+
     @on(JobFailed)
     def _on_job_failed(self, message: JobFailed) -> None:
         job = self._job(message.job_id)
@@ -394,18 +425,23 @@ class SparsifyApp(App[None]):
         job.ended = time.monotonic()
         job.state = jobs_mod.CANCELLED if message.cancelled else jobs_mod.FAILED
         job.error = message.error
-        if message.partial:
+        # finished levels are kept, but never in place of a complete profile of the same settings
+        keep_partial = message.partial and job.kind in jobs_mod.PROFILE_KINDS and \
+            jobs_mod.profiles_action.find_cached(job.project, job.kind, job.settings,
+                                                 message.partial.get("machine")) is None
+        if keep_partial:
             try:
-                job.name = (job.name or jobs_mod.profile_name(job.kind, job.settings, message.partial)) + " (partial)"
+                job.name = (job.name or jobs_mod.profiles_action.profile_name(job.kind, job.settings, message.partial)) \
+                    + " (partial)"
                 entry = jobs_mod.save_job_result(job, message.partial)
                 job.entry_id = getattr(entry, "id", None)
             except Exception:  # noqa: BLE001
                 pass
         self.jobs_version += 1
         if message.cancelled:
-            self.notify(f"{job.kind} profile cancelled", timeout=4)
+            self.notify(f"{job.title} cancelled", timeout=4)
         else:
-            self.notify(f"{job.kind} profile failed: {message.error}", severity="error", timeout=12)
+            self.notify(f"{job.title} failed: {message.error}", severity="error", timeout=12)
         self._close_if_orphan(job.project)
 
     def _close_if_orphan(self, project: Any) -> None:
@@ -490,22 +526,22 @@ class SparsifyApp(App[None]):
     def action_start_perf(self) -> None:
         self.start_profile("perf", {})
 
-    # part 2 screens (optimizer, compare, export, glossary: tui/screens/optimizer.py)
+    # the optimizer, compare, export and glossary screens (tui/navigation.py)
     def action_show_optimizer(self) -> None:
-        from sparsify_tui.tui.screens.optimizer import show_part2
-        show_part2(self, "optimizer")
+        from sparsify_tui.tui.navigation import show_project_screen
+        show_project_screen(self, "optimizer")
 
     def action_show_compare(self) -> None:
-        from sparsify_tui.tui.screens.optimizer import show_part2
-        show_part2(self, "compare")
+        from sparsify_tui.tui.navigation import show_project_screen
+        show_project_screen(self, "compare")
 
     def action_show_export(self) -> None:
-        from sparsify_tui.tui.screens.optimizer import show_part2
-        show_part2(self, "export")
+        from sparsify_tui.tui.navigation import show_project_screen
+        show_project_screen(self, "export")
 
     def action_show_glossary(self) -> None:
-        from sparsify_tui.tui.screens.optimizer import show_part2
-        show_part2(self, "glossary")
+        from sparsify_tui.tui.navigation import show_project_screen
+        show_project_screen(self, "glossary")
 
     def action_start_loss(self) -> None:
         self.start_profile("loss", {"method": "approx"})

@@ -1,12 +1,18 @@
-"""Background jobs of the app: what a profile job is, and the blocking function it runs.
+"""Background jobs of the app: what a job is, and the blocking function each kind runs.
 
-The App starts each job in a thread worker (``SparsifyApp._run_job``); the
-thread calls :func:`run_profile_job`, which calls the core functions
-(``profiles.perf.run_perf_profile`` and the loss ones). Those run the engine
-in a child process through ``engines.runner``, so a crash there ends in an
+Every long piece of work the app starts — a perf, loss or INT8 profile, a
+validation — is a :class:`Job`. The App runs it in a thread worker
+(``SparsifyApp._run_job``) and reports it with the same messages
+(``JobStarted``, ``JobProgress``, ``JobFinished``, ``JobFailed``); screens
+watch ``app.jobs_version`` and read the jobs' attributes. The thread calls
+:func:`run_job`, which calls the core functions of :mod:`sparsify_tui.actions`;
+those run the engine in a child process, so a crash there ends in an
 ``EngineError`` here, never in a dead app. Measurements run one at a time
-(``MEASURE_LOCK``): two profiles timing on the same cores would spoil each
-other's numbers; the second waits in the "queued" state.
+(``MEASURE_LOCK``): two timing on the same cores would spoil each other's
+numbers; the second waits in the "queued" state.
+
+Progress events have one shape, :mod:`sparsify_tui.progress`'s
+``{"done", "total", "label"}``.
 
 Nothing here touches Textual: the worker forwards progress with messages.
 """
@@ -19,28 +25,38 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from sparsify_tui.actions import profiles as profiles_action
+
 MEASURE_LOCK = threading.Lock()
 _ids = itertools.count(1)
 
 # job states
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 
-DEFAULT_PERF_SETTINGS: dict[str, Any] = {
-    "engine": "auto",
-    "batch_size": 1,
-    "cores": None,
-    "levels": None,
-    "iterations": 10,
-    "warmup": 5,
-}
-DEFAULT_LOSS_SETTINGS: dict[str, Any] = {"method": "approx"}
+PROFILE_KINDS = ("perf", "loss", "quant")
+
+
+def canonical_settings(kind: str, settings: dict[str, Any], project: Any) -> dict[str, Any]:
+    """The full settings of a profile the app asks for, exactly as the command line would store them."""
+    shapes = dict(getattr(project, "input_shapes", {}) or {})
+    s = dict(settings or {})
+    if kind == "perf":
+        keys = ("engine", "batch_size", "cores", "levels", "iterations", "warmup", "repeats", "data", "approximate")
+        return profiles_action.perf_settings(input_shapes=shapes, **{k: s[k] for k in keys if s.get(k) is not None})
+    if kind == "loss":
+        keys = ("method", "levels", "eval_sparsity", "samples", "data")
+        return profiles_action.loss_settings(input_shapes=shapes, **{k: s[k] for k in keys if s.get(k) is not None})
+    if kind == "quant":
+        keys = ("samples", "data")
+        return profiles_action.quant_settings(input_shapes=shapes, **{k: s[k] for k in keys if s.get(k) is not None})
+    return s
 
 
 @dataclass
 class Job:
-    """One profile job of one project."""
+    """One background job of one project: a profile (``perf``, ``loss``, ``quant``) or a ``validate``."""
 
-    kind: str  # perf | loss | quant
+    kind: str
     settings: dict[str, Any]
     project: Any
     name: str = ""
@@ -53,6 +69,7 @@ class Job:
     ended: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     entry_id: str | None = None  # the project's profile id once saved
+    result: dict | None = None  # the finished document (profiles and validations alike)
 
     @property
     def active(self) -> bool:
@@ -62,15 +79,16 @@ class Job:
     def title(self) -> str:
         if self.name:
             return self.name
-        if self.kind == "perf":
-            s = self.settings
-            return f"perf {s.get('engine', 'auto')} b{s.get('batch_size', 1)}"
-        return f"{self.kind} {self.settings.get('method', '')}".strip()
+        if self.kind in PROFILE_KINDS:
+            return profiles_action.profile_name(self.kind, self.settings)
+        if self.kind == "validate":
+            return f"validation of {self.settings.get('optimization', '')}".strip()
+        return self.kind
 
     def status_text(self) -> str:
         if self.state == RUNNING:
             pct = f"{100 * self.fraction:.0f}%"
-            return f"running {pct}" + (f" ({self.label})" if self.label else "")
+            return f"running {pct}" + (f": {self.label}" if self.label else "")
         if self.state == FAILED:
             return f"failed: {self.error}"
         return self.state
@@ -107,39 +125,22 @@ def needs_measure_slot(job: Job) -> bool:
 
 
 def progress_fraction(event: Any) -> tuple[float | None, str]:
-    """Read a progress event of the core functions: a dict (``done``/``total``,
-    ``fraction``, ``level``/``index``/``count``...) or a number in [0, 1]."""
-    if isinstance(event, (int, float)):
-        return max(0.0, min(1.0, float(event))), ""
+    """(fraction done or None, label) of a progress event ``{"done", "total", "label"}``."""
     if not isinstance(event, dict):
         return None, ""
-    label = str(event.get("label") or event.get("message") or event.get("stage") or "")
-    if "level" in event and not label:
-        try:
-            label = f"level {float(event['level']) * 100:g}%"
-        except (TypeError, ValueError):
-            label = f"level {event['level']}"
-    for key in ("fraction", "progress"):
-        if isinstance(event.get(key), (int, float)):
-            return max(0.0, min(1.0, float(event[key]))), label
-    for done_k, total_k in (("done", "total"), ("index", "count"), ("step", "steps"), ("i", "n"),
-                            ("level_index", "levels_total"), ("current", "total")):
-        d, t = event.get(done_k), event.get(total_k)
-        if isinstance(d, (int, float)) and isinstance(t, (int, float)) and t > 0:
-            return max(0.0, min(1.0, float(d) / float(t))), label
+    label = str(event.get("label") or "")
+    done, total = event.get("done"), event.get("total")
+    if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+        return max(0.0, min(1.0, float(done) / float(total))), label
     return None, label
 
 
-def run_profile_job(job: Job, on_progress: Callable[[float, str], None], graph: Any = None) -> dict:
-    """Run the job's profile (blocking) and return its document.
+def run_job(job: Job, on_progress: Callable[[float, str], None], graph: Any = None) -> dict:
+    """Run the job (blocking) and return its document.
 
     Raises ``SparsifyError`` subclasses (``EngineError``, ``CancelledError``...) on failure.
     """
-    from sparsify_tui.errors import CancelledError, ProfileError
-
-    project = job.project
-    model_path = project.model_path
-    input_shapes = dict(getattr(project, "input_shapes", {}) or {})
+    from sparsify_tui.errors import CancelledError, UsageError
 
     def cb(event: Any) -> None:
         frac, label = progress_fraction(event)
@@ -148,85 +149,21 @@ def run_profile_job(job: Job, on_progress: Callable[[float, str], None], graph: 
 
     if job.cancel.is_set():
         raise CancelledError("the job was cancelled before it started")
-    s = job.settings
-    if job.kind == "perf":
-        from sparsify_tui.profiles import perf as perf_mod
+    if job.kind in PROFILE_KINDS:
+        return profiles_action.measure(job.project.model_path, job.kind, job.settings, graph=graph,
+                                       on_progress=cb, cancel=job.cancel)
+    if job.kind == "validate":
+        from sparsify_tui.actions.validate import validate_optimization
 
-        if s.get("approximate"):
-            if graph is None:
-                from sparsify_tui.analysis import analyze
-
-                graph = analyze(model_path, input_shapes or None)
-            return perf_mod.approx_perf_profile(graph)
-        kwargs: dict[str, Any] = dict(
-            engine=s.get("engine") or "auto",
-            batch_size=int(s.get("batch_size") or 1),
-            cores=s.get("cores"),
-            levels=s.get("levels"),
-            iterations=int(s.get("iterations") or 10),
-            warmup=int(s.get("warmup") if s.get("warmup") is not None else 5),
-            input_shapes=input_shapes or None,
-            on_progress=cb,
-            cancel=job.cancel,
-        )
-        if s.get("repeats") is not None:
-            kwargs["repeats"] = int(s["repeats"])
-        return perf_mod.run_perf_profile(model_path, **kwargs)
-    if job.kind == "loss":
-        from sparsify_tui.profiles import loss as loss_mod
-
-        method = s.get("method") or "approx"
-        if method == "approx":
-            if graph is None:
-                from sparsify_tui.analysis import analyze
-
-                graph = analyze(model_path, input_shapes or None)
-            return loss_mod.approx_loss_profile(graph)
-        kwargs = dict(on_progress=cb, cancel=job.cancel)
-        if input_shapes:
-            kwargs["input_shapes"] = input_shapes
-        if s.get("samples"):
-            kwargs["samples"] = int(s["samples"])
-        return loss_mod.run_loss_profile(model_path, method, **kwargs)
-    if job.kind == "quant":
-        from sparsify_tui.profiles import quant as quant_mod
-
-        kwargs = dict(on_progress=cb, cancel=job.cancel)
-        if input_shapes:
-            kwargs["input_shapes"] = input_shapes
-        if s.get("samples"):
-            kwargs["samples"] = int(s["samples"])
-        return quant_mod.run_quant_profile(model_path, **kwargs)
-    raise ProfileError(f"unknown profile kind {job.kind!r}")
-
-
-def profile_name(kind: str, settings: dict[str, Any], doc: dict | None = None) -> str:
-    """A short readable name for a profile entry."""
-    if kind == "perf":
-        engine = (doc or {}).get("engine") or settings.get("engine") or "auto"
-        if settings.get("approximate") or (doc or {}).get("approximated") and engine in ("flops", None):
-            return f"approximated b{settings.get('batch_size', 1)}"
-        cores = (doc or {}).get("cores") or settings.get("cores")
-        return f"{engine} b{(doc or {}).get('batch_size') or settings.get('batch_size', 1)}" + (
-            f" c{cores}" if cores else "")
-    if kind == "loss":
-        return f"{(doc or {}).get('method') or settings.get('method', 'approx')}"
-    if kind == "quant":
-        return f"int8 ({(doc or {}).get('samples') or settings.get('samples', 4)} samples)"
-    return kind
+        kwargs = {k: v for k, v in job.settings.items() if k != "optimization"}
+        return validate_optimization(job.project, job.settings["optimization"], on_progress=cb,
+                                     cancel=job.cancel, **kwargs)
+    raise UsageError(f"unknown job kind {job.kind!r}")
 
 
 def save_job_result(job: Job, doc: dict) -> Any:
-    """Store a finished job's document as a profile of its project; returns the entry."""
-    project = job.project
-    name = job.name or profile_name(job.kind, job.settings, doc)
-    if doc.get("incomplete") and "(incomplete)" not in name:
-        name += " (incomplete)"
-    settings = {k: v for k, v in job.settings.items() if v is not None}
-    machine = doc.get("machine") if isinstance(doc.get("machine"), dict) else {}
-    engine = str(doc.get("engine") or doc.get("method") or job.kind)
-    engine_version = str(doc.get("engine_version") or "")
-    return project.add_profile(job.kind, name, settings, engine, engine_version, machine, doc)
+    """Store a finished profile job's document as a profile of its project; returns the entry."""
+    return profiles_action.store(job.project, job.kind, job.settings, doc, name=job.name or None)
 
 
 def elapsed_text(job: Job) -> str:

@@ -1,6 +1,6 @@
 """The command line as a new user meets it: real ``sparsify-tui`` runs in a subprocess, real models.
 
-Regression tests for the polish pass (engineer K): what the human output shows,
+What the human output shows,
 that ``--json`` stays one complete document, and that a locked project fails
 before any measurement starts.
 """

@@ -14,7 +14,7 @@ from sparsify_tui.tui.screens.optimizer import LAYER_COLUMNS, SETTINGS
 from sparsify_tui.tui.undo import UndoHistory
 from tests.tui.conftest import FIXED_MACHINE, settle, widget_text
 
-# every term the part-2 screens show in labels and panels must have an entry
+# every term the optimizer, compare and export screens show in labels and panels must have an entry
 SHOWN_TERMS = [
     "Baseline MS", "Items per Second", "Layer Depth", "Performance Sensitivity", "Loss Sensitivity",
     "Recovery Confidence", "Estimated Speedup", "FLOPs", "Params", "Sparsity", "Balance", "Epoch Range",

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +159,7 @@ class ExportScreen(Screen):
         self.query_one("#export-code-box").border_title = "code sample"
         default = str(Path(self.project.dir) / "recipe.yaml") if self.project is not None else "recipe.yaml"
         self.query_one("#export-path", Input).value = default
+        self.watch(self.app, "jobs_version", self._on_jobs, init=False)
         self._load()
 
     # ------------------------------------------------------------ content
@@ -354,13 +354,21 @@ class ExportScreen(Screen):
             except Exception as exc:  # noqa: BLE001 - read-only project
                 self._show_validation(None, error=f"the optimization could not be saved: {exc}")
                 return
-        start_validation(self.app, self.project, self.opt.name, **self.validation_kw)
+        self.app.start_validation(self.opt.name, **self.validation_kw)
         self._show_validation(None, running=True)
 
+    def _validation_job(self, active_only: bool = False) -> Any:
+        """The app's newest validation job of the optimization shown."""
+        for job in reversed(getattr(self.app, "jobs", [])):
+            if job.kind == "validate" and job.settings.get("optimization") == self.opt_name \
+                    and (job.active or not active_only):
+                return job
+        return None
+
     def action_cancel_validation(self) -> None:
-        ev = getattr(self.app, "_validation_cancel", None)
-        if ev is not None and getattr(self.app, "_validation_running", False):
-            ev.set()
+        job = self._validation_job(active_only=True)
+        if job is not None:
+            job.cancel.set()
             self.notify("cancelling the validation…", timeout=3)
         else:
             self.app.run_action("cancel_jobs")
@@ -387,10 +395,19 @@ class ExportScreen(Screen):
             box.update(Text("Validation: v prunes the model one-shot and measures dense against pruned "
                             "(measured vs estimated speedup).", style="dim"))
 
-    def validation_update(self, opt_name: str, *, v: dict | None = None, label: str = "", error: str = "",
-                          running: bool = False) -> None:
-        if opt_name == self.opt_name:
-            self._show_validation(v, running=running, label=label, error=error)
+    def _on_jobs(self) -> None:
+        """A job moved on: show the state of this optimization's validation."""
+        job = self._validation_job()
+        if job is None:
+            return
+        if job.active:
+            label = job.label or ("queued behind another measurement" if job.state == "queued" else "")
+            self._show_validation(None, running=True, label=label)
+        elif job.state == "done":
+            v = job.result or {}
+            self._show_validation(v.get("validation", v) if isinstance(v.get("validation"), dict) else v)
+        elif job.state in ("failed", "cancelled"):
+            self._show_validation(None, error=job.error or job.state)
 
     def action_area_help(self) -> None:
         from sparsify_tui.tui.screens.glossary import GlossaryScreen
@@ -400,93 +417,3 @@ class ExportScreen(Screen):
         if f is not None and f.id in ("export-framework", "export-kind", "export-code-path"):
             area = "export-code"
         self.app.push_screen(GlossaryScreen(area=area))
-
-
-# ---------------------------------------------------------------- the App-level validation worker
-def _export_screens(app: Any) -> list[ExportScreen]:
-    out = []
-    for s in app.screen_stack:
-        if isinstance(s, ExportScreen):
-            out.append(s)
-    return out
-
-
-def start_validation(app: Any, project: Any, opt_name: str, **kwargs: Any) -> None:
-    """Run ``actions.validate.validate_optimization`` in a thread worker owned by the App."""
-    if getattr(app, "_validation_running", False):
-        app.notify("a validation is already running", timeout=3)
-        return
-    cancel = threading.Event()
-    app._validation_cancel = cancel
-    app._validation_running = True
-
-    def tell(**kw: Any) -> None:
-        for s in _export_screens(app):
-            s.validation_update(opt_name, **kw)
-
-    def run() -> None:
-        try:
-            from sparsify_tui.actions.validate import validate_optimization
-        except ImportError as exc:
-            app.call_from_thread(tell, error=f"validation is not available in this version ({exc})")
-            app.call_from_thread(setattr, app, "_validation_running", False)
-            return
-
-        def progress(*args: Any, **kwargs: Any) -> None:
-            parts = []
-            for a in list(args) + list(kwargs.values()):
-                if isinstance(a, float) and 0 <= a <= 1:
-                    parts.append(f"{a:.0%}")
-                elif isinstance(a, dict):
-                    lab = a.get("label") or a.get("message") or a.get("stage") or ""
-                    if lab:
-                        parts.append(str(lab))
-                    frac = a.get("fraction")
-                    if isinstance(frac, (int, float)):
-                        parts.append(f"{frac:.0%}")
-                elif isinstance(a, str):
-                    parts.append(a)
-            app.call_from_thread(tell, running=True, label=" ".join(parts))
-
-        lock = None
-        try:
-            from sparsify_tui.tui import jobs as jobs_mod
-
-            lock = getattr(jobs_mod, "MEASURE_LOCK", None)
-        except ImportError:
-            pass
-        try:
-            if lock is not None:
-                while not lock.acquire(timeout=0.2):
-                    if cancel.is_set():
-                        raise _Cancelled()
-            try:
-                result = validate_optimization(project, opt_name, on_progress=progress, cancel=cancel, **kwargs)
-            finally:
-                if lock is not None:
-                    lock.release()
-        except _Cancelled:
-            app.call_from_thread(tell, error="cancelled")
-        except SparsifyError as exc:
-            app.call_from_thread(tell, error=str(exc))
-            app.call_from_thread(app.notify, f"validation of {opt_name!r} failed: {exc}", severity="error",
-                                 timeout=10)
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the app
-            app.call_from_thread(tell, error=f"internal error: {type(exc).__name__}: {exc}")
-        else:
-            v = result if isinstance(result, dict) else {}
-            v = v.get("validation", v) if isinstance(v.get("validation"), dict) else v
-            app.call_from_thread(tell, v=v)
-            ms, es = v.get("measured_speedup"), v.get("estimated_speedup")
-            if isinstance(ms, (int, float)):
-                est = f", estimated {es:.2f}x" if isinstance(es, (int, float)) else ""
-                app.call_from_thread(app.notify, f"validation of {opt_name!r}: measured {ms:.2f}x{est}", timeout=10)
-        finally:
-            app.call_from_thread(setattr, app, "_validation_running", False)
-
-    app.run_worker(run, thread=True, exclusive=False, group="validate", exit_on_error=False,
-                   description="Validating the optimization")
-
-
-class _Cancelled(Exception):
-    pass

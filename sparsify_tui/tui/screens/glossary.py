@@ -1,7 +1,7 @@
 """Glossary: every term the app shows, searchable, and help for the focused area.
 
 ``GlossaryScreen(area="opt-layers")`` opens with the terms explaining that
-area at the top (F1 / ``?`` on the part-2 screens); with no area it lists the
+area at the top (F1 / ``?`` on the optimizer, compare and export screens); with no area it lists the
 whole glossary. Typing in the search field filters terms and texts
 (``sparsify_tui.glossary.search``).
 """

@@ -140,7 +140,7 @@ class LayersScreen(Screen):
         self.prunable_only = False
         self.display_mode = "measured"
         self.level: float | None = None  # None = baseline
-        self.optimized = None  # Summary Type "optimized": tui.widgets.optim_summary.OptimizedSummary (part 2)
+        self.optimized = None  # Summary Type "optimized": tui.widgets.optim_summary.OptimizedSummary
         self.sort_column = "depth"
         self.sort_reverse = False
         self.op_filter = ALL_OPS
@@ -223,7 +223,7 @@ class LayersScreen(Screen):
             levels = data.summary_levels
             if self.level is not None and self.level not in levels:
                 self.level = None
-            refresh_optimized(self)  # part 2: Summary Type "optimized"
+            refresh_optimized(self)  # Summary Type "optimized"
             self._fill_op_select()
         self.rebuild()
 
@@ -316,7 +316,7 @@ class LayersScreen(Screen):
         out = []
         for r in rows:
             ms = r.ms_at(level)
-            ms, params_v, flops_v = current_values(self, r, ms)  # part 2: Summary Type "optimized"
+            ms, params_v, flops_v = current_values(self, r, ms)  # Summary Type "optimized"
             perf = r.perf_sensitivity(sens_level)
             loss = r.loss_sensitivity(sens_level)
             vals = {
@@ -605,7 +605,7 @@ class LayersScreen(Screen):
         self.rebuild()
 
     def action_cycle_summary(self) -> None:
-        if cycle_summary(self):  # part 2: with an optimization, the cycle ends with "optimized"
+        if cycle_summary(self):  # with an optimization, the cycle ends with "optimized"
             self.rebuild()
             return
         levels = self.data.summary_levels if self.data else []

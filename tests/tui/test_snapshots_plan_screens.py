@@ -1,7 +1,7 @@
-"""SVG snapshots of the part-2 screens (optimizer, compare, export, glossary) on the demo project.
+"""SVG snapshots of the plan screens (optimizer, compare, export, glossary) on the demo project.
 
 Regenerate after an intended change with
-``pytest tests/tui/test_snapshots_part2.py --snapshot-update`` and look at the SVGs.
+``pytest tests/tui/test_snapshots_plan_screens.py --snapshot-update`` and look at the SVGs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""End to end, part 2: the real ``sparsify-tui --demo`` in tmux: optimizer by keys, then export a recipe.
+"""End to end: the real ``sparsify-tui --demo`` in tmux: optimizer by keys, then export a recipe.
 
 Reuses the tmux helpers of ``test_e2e_tmux.py``: F2 opens the optimizer, ``]``
 raises the target sparsity by 0.05 and the Estimated Speedup on screen
