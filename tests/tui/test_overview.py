@@ -8,6 +8,7 @@ import time
 import pytest
 from textual.widgets import DataTable, Static
 
+from sparsify_tui.actions import profiles as profiles_action
 from sparsify_tui.tui import jobs as jobs_mod
 from sparsify_tui.tui.app import SparsifyApp
 from sparsify_tui.tui.data import fmt_count
@@ -96,7 +97,9 @@ async def test_profile_dialog_validates_and_starts_a_real_loss_profile(demo_proj
         dialog.query_one("#samples", Input).focus()
         await pilot.press("enter")
         await pilot.pause()
-        assert [j.settings for j in app.jobs] == [{"method": "one-shot", "samples": 1}]
+        # the settings the command line would store for `profile loss --method one-shot --samples 1`
+        cli = profiles_action.loss_settings(method="one-shot", samples=1, input_shapes=app.project.input_shapes)
+        assert [j.settings for j in app.jobs] == [cli]
         job = app.jobs[0]
         await wait_for(pilot, lambda: not job.active, timeout=240)
         await settle(pilot, app)
@@ -120,7 +123,8 @@ async def test_real_int8_profile_adds_a_column(demo_project):
         await pilot.press("enter")
         await pilot.pause()
         job = app.jobs[0]
-        assert job.kind == "quant" and job.settings == {"samples": 1}
+        assert job.kind == "quant"
+        assert job.settings == profiles_action.quant_settings(samples=1, input_shapes=app.project.input_shapes)
         await wait_for(pilot, lambda: not job.active, timeout=240)
         await settle(pilot, app)
         assert job.state == jobs_mod.DONE, job.error
