@@ -39,6 +39,12 @@ def _add_input_shape(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_precision(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--precision", default=None, metavar="P",
+                   help=f"fp32, bf16, fp16 or int8{what}: bf16/fp16 with --engine openvino where the CPU has them; "
+                        "int8 runs a quantized (QDQ) model as is (default fp32)")
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
@@ -80,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = psub.add_parser("perf", help="per-layer timings and performance sensitivity")
     pp.add_argument("target", help="ONNX file or project directory")
-    pp.add_argument("--engine", default="auto", help="auto, deepsparse or onnxruntime (default auto)")
+    pp.add_argument("--engine", default="auto", help="auto, deepsparse, onnxruntime or openvino (default auto)")
+    _add_precision(pp)
     pp.add_argument("--batch-size", default="1", help="batch size (default 1)")
     pp.add_argument("--cores", default=None, help="cores to use (default: all physical cores)")
     pp.add_argument("--levels", default=None, help="sparsity levels, e.g. 0,0.4,0.6,0.9")
@@ -153,13 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="pruned ONNX file to write")
     p.add_argument("--optimization", default=None, help="optimization name (default: the first)")
     p.add_argument("--validate", action="store_true", help="benchmark dense against pruned and store it")
-    p.add_argument("--engine", default="auto", help="engine for --validate")
+    p.add_argument("--engine", default="auto", help="engine for --validate: auto, deepsparse, onnxruntime or openvino")
+    _add_precision(p, " for --validate")
     p.add_argument("--iterations", default="20", help="timed iterations for --validate")
     _add_json(p)
 
     p = sub.add_parser("benchmark", help="latency and throughput of models, side by side")
     p.add_argument("models", nargs="+", help="ONNX files")
-    p.add_argument("--engine", default="auto", help="auto, deepsparse or onnxruntime")
+    p.add_argument("--engine", default="auto", help="auto, deepsparse, onnxruntime or openvino")
+    _add_precision(p)
     p.add_argument("--batch-size", default="1", help="batch sizes, e.g. 1,16")
     p.add_argument("--cores", default=None, help="core counts, e.g. 1,2")
     p.add_argument("--iterations", default="20", help="timed iterations (default 20)")
@@ -186,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", default="all", help="all, or server names separated by commas")
     p.add_argument("--batch-sizes", default="1", help="e.g. 1,16,64")
     p.add_argument("--cores", default=None, help="e.g. 1,2,4")
-    p.add_argument("--engines", default="onnxruntime", help="e.g. deepsparse,onnxruntime")
+    p.add_argument("--engines", default="onnxruntime", help="e.g. deepsparse,onnxruntime,openvino")
+    p.add_argument("--precision", default=None, metavar="P",
+                   help="precision of the openvino jobs: fp32, bf16, fp16 or int8 (default fp32)")
     p.add_argument("--kind", default="perf", help="perf, loss or quant")
     p.add_argument("--levels", default=None, help="sparsity levels, e.g. 0,0.4,0.6,0.9")
     p.add_argument("--iterations", default="10", help="timed iterations per level (default 10)")

@@ -46,8 +46,9 @@ def _data(data: Any) -> str | None:
 
 def perf_settings(*, engine: str = "auto", batch_size: int = 1, cores: int | None = None, levels: Any = None,
                   iterations: int = 10, warmup: int = 5, repeats: int = 3, input_shapes: dict | None = None,
-                  data: Any = None, approximate: bool = False) -> dict[str, Any]:
-    """The settings that identify a perf profile, every default filled in (``engine`` as requested)."""
+                  data: Any = None, approximate: bool = False, precision: str | None = None) -> dict[str, Any]:
+    """The settings that identify a perf profile, every default filled in (``engine`` as requested;
+    ``precision`` only when one is asked for: openvino's, or int8)."""
     if approximate:
         return {"approximate": True, "batch_size": int(batch_size), "input_shapes": _shapes(input_shapes)}
     s: dict[str, Any] = {
@@ -57,6 +58,8 @@ def perf_settings(*, engine: str = "auto", batch_size: int = 1, cores: int | Non
     }
     if data:
         s["data"] = _data(data)
+    if precision:
+        s["precision"] = str(precision)
     return s
 
 
@@ -93,7 +96,9 @@ def profile_name(kind: str, settings: dict[str, Any], doc: dict | None = None) -
             return f"approximated b{batch}"
         engine = doc.get("engine") or settings.get("engine") or "auto"
         cores = doc.get("cores") or settings.get("cores")
-        return f"{engine} b{batch}" + (f" c{cores}" if cores else "")
+        precision = doc.get("precision") or settings.get("precision")
+        return f"{engine} b{batch}" + (f" c{cores}" if cores else "") + (
+            f" {precision}" if precision and precision != "fp32" else "")
     if kind == "loss":
         return f"loss {doc.get('method') or settings.get('method', 'approx')}"
     if kind == "quant":
@@ -117,6 +122,10 @@ def installed_version(engine: str) -> str | None:
         from sparsify_tui.engines import ort
 
         return ort.version()
+    if engine == "openvino":
+        from sparsify_tui.engines import openvino_engine as ove
+
+        return ove.version()
     return None
 
 
@@ -136,7 +145,7 @@ def find_cached(project: Any, kind: str, settings: dict, machine: dict | None = 
             continue
         if project.is_stale(entry) or project.profile_problem(entry):
             continue
-        if entry.engine and entry.engine_version and entry.engine in ("deepsparse", "onnxruntime") \
+        if entry.engine and entry.engine_version and entry.engine in ("deepsparse", "onnxruntime", "openvino") \
                 and installed_version(entry.engine) != entry.engine_version:
             continue
         try:
@@ -167,7 +176,7 @@ def measure(model_path: Any, kind: str, settings: dict, *, graph: Any = None,
             model_path, engine=settings["engine"], batch_size=settings["batch_size"], cores=settings["cores"],
             levels=settings["levels"], iterations=settings["iterations"], warmup=settings["warmup"],
             repeats=settings["repeats"], input_shapes=shapes, data=settings.get("data"),
-            on_progress=on_progress, cancel=cancel, **kw)
+            on_progress=on_progress, cancel=cancel, precision=settings.get("precision"), **kw)
     if kind == "loss":
         from sparsify_tui.profiles import loss
 

@@ -19,7 +19,8 @@ def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
     file = file or sys.stdout
     m = doc.get("machine") or {}
     isa = ", ".join(m.get("isa") or []) or "unknown"
-    print(f"Engine:           {doc['engine']} {doc.get('engine_version') or ''}".rstrip()
+    prec = f" {doc['precision']}" if doc.get("precision") and doc["precision"] != "fp32" else ""
+    print(f"Engine:           {doc['engine']} {doc.get('engine_version') or ''}".rstrip() + prec
           + f" ({doc.get('engine_reason', '')})", file=file)
     print(f"Batch size:       {doc['batch_size']}    cores: {doc.get('cores')}", file=file)
     print(f"CPU:              {m.get('cpu_model', '?')}    ISA: {isa}", file=file)
@@ -39,7 +40,9 @@ def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
     print(file=file)
     k9 = level_key(0.9)
     has9 = any(k9 in (r.get("ms_by_level") or {}) for r in doc["layers"])
-    headers = ["Depth", "Layer", "Op", "ms", "Share"] + (["ms @0.9"] if has9 else []) + ["Group"]
+    has_kernel = any(r.get("kernel") for r in doc["layers"])
+    headers = ["Depth", "Layer", "Op", "ms", "Share"] + (["ms @0.9"] if has9 else []) + ["Group"] + (
+        ["Kernel"] if has_kernel else [])
     rows = []
     hidden = 0
     for r in doc["layers"]:
@@ -61,13 +64,15 @@ def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
             v = (r.get("ms_by_level") or {}).get(k9)
             row.append("" if v is None else f"{v:.3f}")
         row.append(f"{r.get('group_name') or ''} ({len(group)})" if len(group) > 1 else "")
+        if has_kernel:
+            row.append(r.get("kernel") or "")
         rows.append(row)
     if max_rows is not None and len(rows) > max_rows:
         rows = rows[:max_rows]
     from sparsify_tui.commands.info import fit_columns, terminal_width
 
     width = terminal_width() if file is sys.stdout else 10_000
-    headers, rows, dropped = fit_columns(headers, rows, width, drop_order=("Group",), shrink="Layer", min_width=24)
+    headers, rows, dropped = fit_columns(headers, rows, width, drop_order=("Group", "Kernel"), shrink="Layer", min_width=24)
     print("Layer Timings (execution order)" + (f"; {', '.join(dropped)} column in --json" if dropped else ""),
           file=file)
     right_names = {"Depth", "ms", "Share", "ms @0.9"}
@@ -84,11 +89,12 @@ def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsify_tui.profiles.perf import validate_engine, validate_perf_document
+    from sparsify_tui.profiles.perf import validate_engine, validate_perf_document, validate_precision
 
     if getattr(args, "import_file", None):
         return _run_import(args)
     engine = validate_engine(args.engine)
+    precision = validate_precision(engine, getattr(args, "precision", None))
     batch = parse_int("--batch-size", args.batch_size, minimum=1)
     cores = parse_cores("--cores", args.cores)
     levels = parse_levels("--levels", args.levels, PERF_LEVELS)
@@ -103,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     args._project_dir = str(project.dir) if project is not None else None
     settings = profiles_action.perf_settings(
         engine=engine, batch_size=batch, cores=cores, levels=levels, iterations=iterations, warmup=warmup,
-        repeats=repeats, input_shapes=target.input_shapes, data=args.data)
+        repeats=repeats, input_shapes=target.input_shapes, data=args.data, precision=precision)
     progress = Progress("profile perf")
 
     def on_progress(ev: dict) -> None:

@@ -10,9 +10,12 @@ OpenVINO reads ONNX files directly. Every compile here asks for:
   ``int8`` -> the QDQ (QuantizeLinear/DequantizeLinear) file runs as is, the
   layers left in float in f32. The precision the compiled model reports is
   checked against the request;
-* **cores**: ``INFERENCE_NUM_THREADS=cores``, one stream, the latency hint,
-  threads pinned (``ENABLE_CPU_PINNING``) inside the process's CPU mask (the
-  worker child sets it, see :mod:`sparsify_tui.engines.worker`);
+* **cores**: ``INFERENCE_NUM_THREADS=cores``, one stream, the latency hint;
+  the threads run inside the process's CPU mask (the worker child sets it,
+  see :mod:`sparsify_tui.engines.worker`) without being pinned one per CPU
+  (``ENABLE_CPU_PINNING=False``: on a machine shared with other processes a
+  pinned thread waits for its busy CPU: pinned runs were 8x slower than
+  unpinned ones, interleaved, on a loaded 2-core machine);
 * **static shapes**: the model is reshaped to the inputs' shapes (the batch
   size is their first dimension) before compiling.
 
@@ -152,7 +155,9 @@ def _config(precision: str, cores: int | None, profile: bool) -> dict:
     }
     if cores:
         cfg[props.inference_num_threads] = int(cores)
-        cfg[hints.enable_cpu_pinning] = True
+    # threads stay inside the process's CPU mask but are not pinned to one CPU each: on a machine
+    # shared with other work, pinned threads wait for their busy CPU (measured 8x slower here)
+    cfg[hints.enable_cpu_pinning] = False
     return cfg
 
 
@@ -350,3 +355,187 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], *, precision: str 
             heartbeat(f"repeat {r + 1}")
     return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": run.compile_s,
             "precision": run.precision, "inference_precision": run.inference_precision, "threads": run.cores}
+
+
+# ---------------------------------------------------------------- per-layer profile
+_INTERNAL_TYPES = ("Reorder", "Convert")  # re-layouts and precision changes OpenVINO inserted
+_AUTO_ID = re.compile(r"_\d{3,}")  # instance counters in names OpenVINO generated (change between compiles)
+
+
+def _clean(name: str) -> str:
+    return _AUTO_ID.sub("", name) or name
+
+
+def _runtime_nodes(compiled) -> dict[str, dict]:
+    """Runtime graph node name -> {type, names (fused original names), precision, consumers, producers}."""
+    nodes: dict[str, dict] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        ri = op.get_rt_info()
+
+        def get(key: str, ri=ri) -> str:
+            try:
+                return str(ri[key].astype(str))
+            except Exception:  # noqa: BLE001 - a key this version does not set
+                return ""
+
+        name = op.get_friendly_name()
+        consumers = []
+        for out in op.outputs():
+            for t in out.get_target_inputs():
+                consumers.append(t.get_node().get_friendly_name())
+        producers = [op.input_value(i).get_node().get_friendly_name() for i in range(op.get_input_size())]
+        nodes[name] = {"type": get("layerType"), "names": [n for n in get("originalLayersNames").split(",") if n],
+                       "precision": get("runtimePrecision"), "consumers": consumers, "producers": producers}
+    return nodes
+
+
+def _resolver(info) -> Callable[[str], str | None]:
+    """OpenVINO node name -> ONNX layer id (by node name or output tensor, known suffixes removed)."""
+    by_name: dict[str, str] = {}
+    producer: dict[str, str] = {}
+    for m in info.layers:
+        if m.graph_path:
+            continue
+        if m.name:
+            by_name.setdefault(m.name, m.id)
+        for t in m.outputs:
+            if t:
+                producer.setdefault(t, m.id)
+
+    def resolve(name: str) -> str | None:
+        for cand in (name, _SUFFIXES.sub("", name)):
+            lid = by_name.get(cand) or producer.get(cand)
+            if lid is not None:
+                return lid
+        return None
+
+    return resolve
+
+
+def _step_anchors(names: list[str], nodes: dict[str, dict], resolve) -> dict[str, list[str]]:
+    """Executed node -> the ONNX layer ids it anchors.
+
+    A node anchors the layers its own or fused names resolve to. A node without any (an OpenVINO-made
+    name such as ``MVN_77``, the first half of a LayerNormalization) that is not a Reorder/Convert
+    takes the anchors of the nearest executed node downstream in the runtime graph (upstream if none),
+    so its time counts for the layer it computes, not as an engine-internal row.
+    """
+    own: dict[str, list[str]] = {}
+    for n in names:
+        node = nodes.get(n, {})
+        ids: list[str] = []
+        for cand in [n] + list(node.get("names", [])):
+            lid = resolve(cand)
+            if lid is not None and lid not in ids:
+                ids.append(lid)
+        own[n] = ids
+    executed = set(names)
+
+    def nearest(start: str, key: str) -> list[str]:
+        seen, todo = {start}, list(nodes.get(start, {}).get(key, []))
+        while todo:
+            n = todo.pop(0)
+            if n in seen:
+                continue
+            seen.add(n)
+            if own.get(n) and n in executed:
+                return own[n]
+            if n not in executed or not own.get(n):
+                todo.extend(nodes.get(n, {}).get(key, []))
+        return []
+
+    out: dict[str, list[str]] = {}
+    for n in names:
+        if own[n] or nodes.get(n, {}).get("type") in _INTERNAL_TYPES:
+            out[n] = own[n]
+        else:
+            out[n] = nearest(n, "consumers") or nearest(n, "producers")
+    return out
+
+
+def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: str = "fp32",
+            cores: int | None = None, iterations: int = 10, warmup: int = 5, repeats: int = 1,
+            heartbeat: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Profile the model with the performance counters; per-layer medians and the model time per repeat.
+
+    Returns the keys of :func:`sparsify_tui.engines.ort.profile` (``repeat_ms``, ``iteration_ms``,
+    ``layer_ms``, ``owner``, ``groups``, ``internal``, ``steps``, ``engine_s``) and:
+    ``kernels`` {layer or engine-internal row id: exec_type of the node that computed it},
+    ``layer_precision`` {same ids: runtime precision of that node}, ``step_info`` [{name, type, exec_type, precision, ms, layers}]
+    for every executed node, ``precision`` (requested), ``inference_precision`` (applied: f32|bf16|f16),
+    ``threads``. The model time of an iteration is the wall time of one synchronous inference; what no
+    node accounts for becomes the engine-internal row ``engine:run overhead``.
+    """
+    from sparsify_tui.engines.mapping import Step, attribute
+
+    iterations = max(1, int(iterations))
+    repeats = max(1, int(repeats))
+    t0 = time.perf_counter()
+    batch = next((int(np.shape(v)[0]) for v in inputs.values() if np.ndim(v)), 1)
+    run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs,
+                      profile=True)
+    for _ in range(max(0, int(warmup))):
+        run()
+    run_ms: list[float] = []
+    per_run: list[dict[str, float]] = []
+    kind: dict[str, tuple[str, str]] = {}  # node name -> (node_type, exec_type)
+    order: list[str] = []
+    for r in range(repeats):
+        for _ in range(iterations):
+            t = time.perf_counter()
+            run()
+            run_ms.append((time.perf_counter() - t) * 1000.0)
+            acc: dict[str, float] = {}
+            for e in run.profiling_info():
+                if e.status != e.Status.EXECUTED:
+                    continue
+                n = e.node_name
+                acc[n] = acc.get(n, 0.0) + e.real_time.total_seconds() * 1000.0
+                if n not in kind:
+                    kind[n] = (str(e.node_type), str(e.exec_type))
+                    order.append(n)
+            per_run.append(acc)
+        if heartbeat:
+            heartbeat(f"repeat {r + 1}/{repeats}")
+    med = {n: statistics.median([acc.get(n, 0.0) for acc in per_run]) for n in order}
+    nodes = _runtime_nodes(run._compiled)
+    anchors = _step_anchors(order, nodes, _resolver(info))
+    steps = []
+    for n in order:
+        node_type = nodes.get(n, {}).get("type") or kind[n][0]
+        label = n if anchors[n] else f"{node_type}: {_clean(n)}" if _clean(n) != node_type else node_type
+        steps.append(Step(name=label, ms=med[n], anchors=list(anchors[n]), op_type=node_type))
+    att = attribute(info.refs(), steps)
+    engine_s = time.perf_counter() - t0
+    internal = [{"id": rid, "name": name, "ms": ms} for rid, name, ms in att.internal]
+    node_sum = sum(med.values())
+    model_med = statistics.median(run_ms) if run_ms else node_sum
+    if model_med - node_sum > 0:
+        internal.append({"id": "engine:run overhead", "name": "run overhead (not in any node)",
+                         "ms": model_med - node_sum})
+    # the kernel that computed each layer: its primary owner's
+    step_of_key: dict[str, int] = {}
+    used: dict[str, int] = {}
+    for i, s in enumerate(steps):
+        used[s.name] = used.get(s.name, 0) + 1
+        step_of_key[s.name if used[s.name] == 1 else f"{s.name}#{used[s.name]}"] = i
+    kernels, layer_precision = {}, {}
+    for lid, key in att.owner.items():
+        i = step_of_key.get(key)
+        if i is not None:
+            kernels[lid] = kind[order[i]][1]
+            layer_precision[lid] = nodes.get(order[i], {}).get("precision", "")
+    unanchored = [i for i, s in enumerate(steps) if not s.anchors]
+    for (rid, _, _), i in zip(att.internal, unanchored):
+        kernels[rid] = kind[order[i]][1]
+        layer_precision[rid] = nodes.get(order[i], {}).get("precision", "")
+    step_info = [{"name": order[i], "type": s.op_type, "exec_type": kind[order[i]][1],
+                  "precision": nodes.get(order[i], {}).get("precision", ""), "ms": s.ms, "layers": list(s.anchors)}
+                 for i, s in enumerate(steps)]
+    repeat_ms = [statistics.median(run_ms[r * iterations:(r + 1) * iterations]) for r in range(repeats)]
+    return {
+        "repeat_ms": repeat_ms, "iteration_ms": run_ms, "layer_ms": att.layer_ms, "owner": att.owner,
+        "groups": att.groups, "internal": internal, "steps": len(steps), "engine_s": engine_s,
+        "kernels": kernels, "layer_precision": layer_precision, "step_info": step_info,
+        "precision": run.precision, "inference_precision": run.inference_precision, "threads": run.cores,
+    }

@@ -6,9 +6,11 @@ document; :func:`approx_perf_profile` estimates one from FLOPs alone.
 
 Document keys (``kind: "perf"``):
 
-* ``engine`` (``deepsparse``, ``onnxruntime`` or ``flops-estimate``),
+* ``engine`` (``deepsparse``, ``onnxruntime``, ``openvino`` or ``flops-estimate``),
   ``engine_version``, ``engine_reason`` (why this engine), ``approximated``
-  (true when the per-level times are not measured);
+  (true when the per-level times are not measured); ``precision`` (the one
+  asked for: fp32 unless ``--precision``) and, with OpenVINO,
+  ``inference_precision`` (what the compiled model reports: f32, bf16, f16);
 * settings: ``batch_size``, ``cores``, ``levels``, ``iterations``, ``warmup``,
   ``repeats``, ``input_shapes``;
 * ``baseline_ms``: median over ``repeats`` of the dense model's time per batch;
@@ -18,6 +20,8 @@ Document keys (``kind: "perf"``):
   (level 0 is ``baseline_ms``);
 * ``layers``: every ONNX layer in execution order (Layer Depth), then the
   engine-internal rows: ``id`` (same as ``info``), ``name``, ``op_type``,
+  (OpenVINO) ``kernel`` (the ``exec_type`` of the node that computed it) and
+  ``runtime_precision``,
   ``depth``, ``baseline_ms``, ``share`` (of the sum of rows),
   ``ms_by_level``, ``group`` (ids of the layers the engine measured together
   with this one, itself included), ``group_name`` (the engine's step),
@@ -40,6 +44,10 @@ How the times are obtained:
   ``t_layer(s) = t_layer(0) * (1 - s * p)`` with ``p`` the share of the
   layer's FLOPs that use its prunable weight (0 for other layers), and
   ``approximated`` is true.
+* OpenVINO: its performance counters on the dense model at the chosen
+  precision (:func:`sparsify_tui.engines.openvino_engine.profile`); like ONNX
+  Runtime it runs unstructured sparse weights no faster, so the levels are
+  approximated the same way.
 * FLOPs estimate (no engine): ``t_layer = flops / (ASSUMED_GFLOPS_PER_CORE * cores)``,
   levels as for ONNX Runtime.
 """
@@ -65,7 +73,7 @@ from sparsify_tui.profiles import SCHEMA_VERSION
 from sparsify_tui.settings import usable_cores
 from sparsify_tui.engines.machine import machine_summary
 
-ENGINES = ("auto", "deepsparse", "onnxruntime")
+ENGINES = ("auto", "deepsparse", "onnxruntime", "openvino")
 ASSUMED_GFLOPS_PER_CORE = 100.0
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -101,6 +109,7 @@ def _layer_rows(setup: dict, base: dict, level_parts: dict[str, dict], approxima
         }
         if meta.get("constant"):
             row["constant_folded"] = True
+        _add_kernel(row, base, lid)
         for lv in levels:
             k = level_key(lv)
             if approximated:
@@ -125,6 +134,7 @@ def _layer_rows(setup: dict, base: dict, level_parts: dict[str, dict], approxima
             "baseline_ms": b, "share": 0.0, "ms_by_level": {}, "group": [rid], "group_name": internal_names[rid],
             "engine_internal": True, "prunable": False, "flops": None,
         }
+        _add_kernel(row, base, rid)
         for lv in levels:
             k = level_key(lv)
             if approximated:
@@ -137,6 +147,16 @@ def _layer_rows(setup: dict, base: dict, level_parts: dict[str, dict], approxima
     for r in rows:
         r["share"] = (r["baseline_ms"] / total) if total > 0 else 0.0
     return rows
+
+
+def _add_kernel(row: dict, base: dict, rid: str) -> None:
+    """OpenVINO: the kernel (``exec_type``) and runtime precision of the node that computed the row."""
+    kernel = (base.get("kernels") or {}).get(rid)
+    if kernel:
+        row["kernel"] = kernel
+        prec = (base.get("layer_precision") or {}).get(rid)
+        if prec:
+            row["runtime_precision"] = prec
 
 
 def assemble(setup: dict, parts: list[dict], settings: dict, *, error: str | None = None,
@@ -197,6 +217,9 @@ def assemble(setup: dict, parts: list[dict], settings: dict, *, error: str | Non
         doc["wall_seconds"] = round(wall_s, 3)
     if setup.get("notes"):
         doc["notes"] = list(setup["notes"])
+    doc["precision"] = setup.get("precision") or settings.get("precision") or "fp32"
+    if setup.get("inference_precision"):
+        doc["inference_precision"] = setup["inference_precision"]
     missing = [lv for lv in levels if level_key(lv) not in model_by_level]
     if error is not None or missing:
         doc["incomplete"] = True
@@ -214,7 +237,31 @@ def validate_engine(engine: str) -> str:
 
         if not dse.available():
             raise EngineUnavailableError(dse.INSTALL_HINT)
+    if engine == "openvino":
+        from sparsify_tui.engines import openvino_engine as ove
+
+        if not ove.available():
+            raise EngineUnavailableError(ove.INSTALL_HINT)
     return engine
+
+
+def validate_precision(engine: str, precision: str | None) -> str | None:
+    """The precision to run ``engine`` at: None (the engine's fp32 default) or a checked name.
+
+    OpenVINO runs fp32, bf16, fp16 (each only where this CPU has it) and int8 (a QDQ file as is);
+    ONNX Runtime and DeepSparse run fp32, and int8 for a QDQ file (what the file holds).
+    """
+    if precision is None or str(precision).strip() == "":
+        return "fp32" if engine == "openvino" else None
+    from sparsify_tui.engines import openvino_engine as ove
+
+    p = ove.normalize_precision(str(precision))
+    if engine == "openvino":
+        return ove.check_precision(p)
+    if p in ("bf16", "fp16"):
+        name = "onnxruntime and deepsparse run" if engine == "auto" else f"{engine} runs"
+        raise UsageError(f"--precision {p} needs --engine openvino ({name} fp32 on the CPU here)")
+    return None if p == "fp32" else p
 
 
 def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, cores: int | None = None,
@@ -222,7 +269,7 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
                      input_shapes: dict | None = None, data=None,
                      on_progress: Callable[[dict], Any] | None = None,
                      cancel: threading.Event | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                     min_level_ms: float = 0.0) -> dict:
+                     min_level_ms: float = 0.0, precision: str | None = None) -> dict:
     """Measure a perf profile in a child process; return the perf document.
 
     ``min_level_ms`` > 0: with DeepSparse, once the first dense run shows the
@@ -239,6 +286,7 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
     from sparsify_tui.engines.runner import run_job
 
     engine = validate_engine(engine)
+    precision = validate_precision(engine, precision)
     cores = int(cores) if cores else usable_cores()
     levels = sorted(set(float(x) for x in (levels if levels is not None else PERF_LEVELS)) | {0.0})
     for lv in levels:
@@ -252,6 +300,8 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
     }
     if min_level_ms:
         job["min_level_ms"] = float(min_level_ms)
+    if precision:
+        job["precision"] = precision
     _validate_locally(job)
     t0 = time.perf_counter()
     try:
@@ -283,6 +333,12 @@ def _validate_locally(job: dict) -> None:
 
         raise ModelError(f"{p}: no such file")
     make_inputs(p, job["batch_size"], job["input_shapes"], data=job["data"])
+    if job.get("precision") == "int8":
+        from sparsify_tui.engines.openvino_engine import has_qdq
+
+        if not has_qdq(str(p)):
+            raise UsageError(f"--precision int8 runs a quantized (QDQ) model as is, and {p} has no "
+                             "QuantizeLinear/DequantizeLinear nodes: quantize it first")
 
 
 def approx_perf_profile(graph, batch_size: int = 1, levels=None, cores: int | None = None) -> dict:
