@@ -135,8 +135,10 @@ def _levels_for(plan: dict[str, float]) -> list[float]:
     return lv
 
 
-def _same_engine_profile(project: Any, engine: str, batch: int, cores: int | None, plan: dict[str, float]):
-    """(entry, doc) of the newest usable perf profile measured with ``engine`` at this batch size."""
+def _same_engine_profile(project: Any, engine: str, batch: int, cores: int | None, plan: dict[str, float],
+                         precision: str | None = None):
+    """(entry, doc) of the newest usable perf profile measured with ``engine`` at this batch size
+    (and precision: None matches profiles measured without one)."""
     best = None
     top = min(max(_levels_for(plan)), 0.9)  # the highest level the estimate needs (as measured for it)
     for e in project.profiles_of("perf"):
@@ -147,11 +149,13 @@ def _same_engine_profile(project: Any, engine: str, batch: int, cores: int | Non
             continue
         if cores and s.get("cores") and int(s["cores"]) != int(cores):
             continue
+        if (s.get("precision") or None) != (precision or None):
+            continue
         try:
             doc = project.load_profile(e)
         except Exception:  # noqa: BLE001 - an unreadable profile is skipped
             continue
-        if doc.get("approximated") and engine != "onnxruntime":  # ONNX Runtime's are always approximated
+        if doc.get("approximated") and engine not in ("onnxruntime", "openvino"):  # theirs always are
             continue
         have = [float(x) for x in doc.get("levels", [])]
         if have and max(have) + 1e-9 < top:
@@ -165,7 +169,7 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
                           iterations: int = 20, warmup: int = 5, repeats: int = 5, batch_size: int = 1,
                           cores: int | None = None, out_path: str | Path | None = None,
                           on_progress: Callable[[dict], Any] | None = None,
-                          cancel: threading.Event | None = None) -> dict:
+                          cancel: threading.Event | None = None, precision: str | None = None) -> dict:
     """Prune, benchmark dense against pruned, store and return the validation (see module doc)."""
     from sparsify_tui.engines.bench import resolve_engine
     from sparsify_tui.engines.runner import run_job
@@ -175,10 +179,11 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
     from sparsify_tui.actions.optimizer import save_optimization
     from sparsify_tui.settings import usable_cores as default_cores
     from sparsify_tui.engines.machine import machine_summary
-    from sparsify_tui.profiles.perf import run_perf_profile, validate_engine
+    from sparsify_tui.profiles.perf import run_perf_profile, validate_engine, validate_precision
 
     project.require_writable() if hasattr(project, "require_writable") else None
     engine = validate_engine(engine)
+    precision = validate_precision(engine, precision)
     cores = int(cores) if cores else default_cores()
     graph, opt, ctx = load_plan(project, opt_name)
     plan = opt.layer_sparsities()
@@ -197,18 +202,19 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
 
     def estimate_and_measure(chosen: str) -> tuple[Any, dict, Any, dict]:
         # the estimate, from a perf profile measured with the same engine
-        found = _same_engine_profile(project, chosen, batch_size, cores, plan)
+        prec = precision if chosen == "openvino" or precision == "int8" else None
+        found = _same_engine_profile(project, chosen, batch_size, cores, plan, prec)
         if found is None:
             levels = _levels_for(plan)
             note(f"measuring a {chosen} perf profile at levels {', '.join(f'{x:g}' for x in levels)}")
             doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
                                    levels=levels, iterations=max(20, iterations), warmup=warmup, repeats=3,
                                    input_shapes=project.input_shapes or {}, on_progress=on_progress,
-                                   cancel=cancel, min_level_ms=MIN_LEVEL_MS)
+                                   cancel=cancel, min_level_ms=MIN_LEVEL_MS, precision=prec)
             settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
                         "iterations": max(20, iterations), "warmup": warmup, "repeats": 3,
                         "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
-                        "purpose": "validation"}
+                        "purpose": "validation", **({"precision": prec} if prec else {})}
             entry = project.add_profile("perf", f"{chosen} b{batch_size} (validation)", settings, doc["engine"],
                                         doc.get("engine_version") or "", doc.get("machine") or machine_summary(),
                                         doc)
@@ -220,6 +226,8 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
                "engine": chosen, "batch_size": batch_size, "cores": cores, "iterations": iterations,
                "warmup": warmup, "repeats": repeats, "input_shapes": {k: list(v) for k, v in
                                                                        (project.input_shapes or {}).items()}}
+        if prec:
+            job["precision"] = prec
         res = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)
         return perf_entry, perf_doc, est, res
 
@@ -247,6 +255,7 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         "created": now_iso(),
         "engine": res["engine"], "engine_version": res.get("engine_version") or "",
         "engine_reason": res.get("engine_reason") or "",
+        "precision": res.get("precision") or "fp32",
         "batch_size": batch_size, "cores": cores, "iterations": iterations, "repeats": repeats,
         "iterations_used": res.get("iterations"),
         "dense_ms": res["dense_ms"], "pruned_ms": res["pruned_ms"],

@@ -36,7 +36,8 @@ Scheduling
 Settings stored with each profile
 ---------------------------------
 ``{"sweep": true, "server": NAME, "batch_size": B, "cores": C, "engine": E,
-"levels": [...], "iterations": N, "warmup": W, "repeats": R}`` plus
+"levels": [...], "iterations": N, "warmup": W, "repeats": R}`` (openvino jobs
+also ``"precision": P``, from ``--precision``, default fp32) plus
 ``"measured_on": OTHER`` when the job was retried on an equivalent server. The
 profile document gets a ``"sweep"`` object with the server, node id, host
 name, the server that measured it and the wall-clock start and end.
@@ -57,7 +58,7 @@ from sparsify_tui.errors import CancelledError, ClusterError, UsageError
 
 SCHEMA_VERSION = 1
 KINDS = ("perf", "loss", "quant")
-ENGINES = ("deepsparse", "onnxruntime")
+ENGINES = ("deepsparse", "onnxruntime", "openvino")
 MAX_CRASH_ATTEMPTS = 2      # a worker crash on a live server is retried once there
 CANCEL_GRACE_S = 10.0       # after Ctrl+C, wait this long for tasks in flight to stop (and store finishers)
 LIVENESS_EVERY_S = 3.0      # how often the driver checks that the servers are alive
@@ -80,6 +81,7 @@ class SweepSpec:
     repeats: int = 3
     method: str = "one-shot"          # loss profiles only
     timeout_s: float | None = None    # per-level time limit passed to the runner, if supported
+    precision: str | None = None      # openvino jobs: fp32 (default), bf16, fp16 or int8
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -128,6 +130,8 @@ class Job:
             s.update(batch_size=self.batch_size, cores=self.cores, engine=self.engine,
                      levels=spec.level_list(), iterations=spec.iterations, warmup=spec.warmup,
                      repeats=spec.repeats)
+            if self.engine == "openvino":
+                s["precision"] = spec.precision or "fp32"
         if input_shapes:
             s["input_shapes"] = {k: [int(d) for d in v] for k, v in sorted(input_shapes.items())}
         elif self.kind == "loss":
@@ -142,6 +146,8 @@ class Job:
             p.update(engine=self.engine, batch_size=self.batch_size, cores=self.cores,
                      levels=spec.level_list(), iterations=spec.iterations, warmup=spec.warmup,
                      repeats=spec.repeats)
+            if self.engine == "openvino":
+                p["precision"] = spec.precision or "fp32"
         elif self.kind == "loss":
             p["method"] = spec.method
         if spec.timeout_s:

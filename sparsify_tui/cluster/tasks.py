@@ -85,6 +85,7 @@ def run_profile(model_path: Path, job: dict, cancel: threading.Event | None = No
             input_shapes=shapes,
             cancel=cancel,
             **({"timeout_s": float(job["timeout_s"])} if job.get("timeout_s") else {}),
+            **({"precision": job["precision"]} if job.get("precision") else {}),
         )
     if kind == "loss":
         from sparsify_tui.profiles.loss import run_loss_profile

@@ -84,8 +84,15 @@ def build_spec(args: argparse.Namespace) -> Any:
     warmup = parse_int("--warmup", getattr(args, "warmup", None) or 5, minimum=0)
     repeats = parse_int("--repeats", getattr(args, "repeats", None) or 3)
     servers = str(args.servers or "all").strip() or "all"
+    precision = getattr(args, "precision", None)
+    if precision is not None:
+        from sparsify_tui.engines.openvino_engine import normalize_precision
+
+        precision = normalize_precision(precision)
+        if "openvino" not in engines:
+            raise UsageError("--precision applies to the openvino jobs: add openvino to --engines")
     return SweepSpec(kind=kind, servers=servers, batch_sizes=batch_sizes, cores=cores, engines=engines,
-                     levels=levels, iterations=iterations, warmup=warmup, repeats=repeats)
+                     levels=levels, iterations=iterations, warmup=warmup, repeats=repeats, precision=precision)
 
 
 class SweepProgress:

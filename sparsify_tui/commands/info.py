@@ -193,7 +193,9 @@ def print_human(graph, machine: dict[str, Any], *, show_all: bool, out=None, wid
     p(f"Machine   {machine['cpu_model']} ({machine.get('arch', '')})")
     p(f"Cores     {machine['physical_cores']} physical, {machine['logical_cores']} logical, "
       f"{machine['usable_cores']} usable by this process")
-    p(f"ISA       {', '.join(machine['isa']) or 'none of avx2/avx512/vnni/amx/neon'}")
+    from sparsify_tui.engines.machine import capability_line
+
+    p(f"ISA       {', '.join(machine['isa']) or 'none of avx2/avx512/vnni/amx/neon'}  ({capability_line(machine)})")
     eng = ", ".join(f"{k} {v}" if v else f"{k} (not installed)" for k, v in machine["engines"].items())
     p(f"Engines   {eng}")
 

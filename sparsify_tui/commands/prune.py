@@ -25,10 +25,11 @@ def run_prune(args: argparse.Namespace) -> int:
     import sys
 
     from sparsify_tui.actions.validate import prune_optimization, validate_optimization
-    from sparsify_tui.profiles.perf import validate_engine
+    from sparsify_tui.profiles.perf import validate_engine, validate_precision
     from sparsify_tui.project import Project
 
     engine = validate_engine(args.engine)
+    precision = validate_precision(engine, getattr(args, "precision", None))
     iterations = parse_int("--iterations", args.iterations, minimum=1)
     path = Path(args.project).expanduser()
     if path.is_file() and path.suffix.lower() == ".onnx":
@@ -46,14 +47,14 @@ def run_prune(args: argparse.Namespace) -> int:
                     progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
 
             doc = validate_optimization(project, args.optimization, engine=engine, iterations=iterations,
-                                        out_path=out, on_progress=on_progress)
+                                        out_path=out, on_progress=on_progress, precision=precision)
             progress.done()
             if args.json:
                 emit_json(doc)
                 return 0
             print(f"wrote {out}")
             rows = [
-                ["Engine", f"{doc['engine']} {doc['engine_version']}".strip()],
+                ["Engine", _engine_label(doc)],
                 ["Dense", f"{doc['dense_ms']:.3f} ms"],
                 ["Pruned", f"{doc['pruned_ms']:.3f} ms  (sparsity {doc['achieved_sparsity']:.3f})"],
                 ["Measured speedup", f"{doc['measured_speedup']:.2f}x"],
@@ -85,14 +86,23 @@ def run_prune(args: argparse.Namespace) -> int:
         project.close()
 
 
+def _engine_label(r: dict) -> str:
+    """``onnxruntime 1.18.1``; with a precision other than fp32 (or OpenVINO's): ``openvino 2026.4.1 bf16``."""
+    label = f"{r['engine']} {r.get('engine_version') or ''}".strip()
+    if r.get("engine") == "openvino" or (r.get("precision") or "fp32") != "fp32":
+        label += f" {r.get('precision') or 'fp32'}"
+    return label
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
     from sparsify_tui.analysis import parse_input_shapes
     from sparsify_tui.engines.runner import run_job
     from sparsify_tui.engines.inputs import make_inputs
     from sparsify_tui.settings import usable_cores as default_cores
-    from sparsify_tui.profiles.perf import validate_engine
+    from sparsify_tui.profiles.perf import validate_engine, validate_precision
 
     engine = validate_engine(args.engine)
+    precision = validate_precision(engine, getattr(args, "precision", None))
     batches = parse_int_list("--batch-size", args.batch_size, minimum=1)
     if args.cores is None:
         cores_list = [default_cores()]
@@ -126,6 +136,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 job = {"kind": "benchmark", "model_path": str(p), "engine": engine, "batch_size": b,
                        "iterations": iterations, "warmup": warmup, "repeats": repeats,
                        "input_shapes": {k: list(v) for k, v in shapes.items()}}
+                if precision:
+                    job["precision"] = precision
                 res = run_job(job, cores=c, timeout_s=600)
                 results.append(res)
                 done += 1
@@ -139,7 +151,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     for r in results:
         ref = first.get((r["batch_size"], r["cores"]))
         rows.append([
-            r["model_name"], f"{r['engine']} {r.get('engine_version') or ''}".strip(), r["batch_size"], r["cores"],
+            r["model_name"], _engine_label(r), r["batch_size"], r["cores"],
             f"{r['median_ms']:.3f}", f"{r['min_ms']:.3f}", f"{r['max_ms']:.3f}",
             f"{r['items_per_second']:.1f}" if r.get("items_per_second") else "",
             f"{ref / r['median_ms']:.2f}x" if ref and r["median_ms"] > 0 and len(models) > 1 else "",

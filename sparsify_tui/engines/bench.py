@@ -1,7 +1,8 @@
 """Latency benchmark of one model (runs inside the worker; job kind ``benchmark``).
 
-:func:`benchmark_model` compiles the model once (DeepSparse ``compile_model``
-or an ONNX Runtime session at ``ORT_ENABLE_ALL``), runs ``warmup`` iterations,
+:func:`benchmark_model` compiles the model once (DeepSparse ``compile_model``,
+an ONNX Runtime session at ``ORT_ENABLE_ALL``, or OpenVINO at the chosen
+precision, :mod:`sparsify_tui.engines.openvino_engine`), runs ``warmup`` iterations,
 then ``repeats`` blocks of ``iterations`` timed runs. ``median_ms`` is the
 median of the per-block medians; ``min_ms`` / ``max_ms`` are the extremes of
 the block medians (the spread between repeats); ``items_per_second`` is
@@ -27,6 +28,8 @@ def resolve_engine(engine: str, model_path: str, batch_size: int, shapes: dict |
         return "onnxruntime", "requested with --engine onnxruntime"
     if engine == "deepsparse":
         return "deepsparse", "requested with --engine deepsparse"
+    if engine == "openvino":
+        return "openvino", "requested with --engine openvino"
     if not dse.available():
         return "onnxruntime", "deepsparse not installed"
     return "deepsparse", "deepsparse installed and compiled the model"
@@ -34,8 +37,10 @@ def resolve_engine(engine: str, model_path: str, batch_size: int, shapes: dict |
 
 def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores: int | None = None,
                     iterations: int = 20, warmup: int = 5, repeats: int = 3,
-                    input_shapes: dict | None = None, data: str | None = None, heartbeat=None) -> dict[str, Any]:
-    """Benchmark ``path``; returns model, engine, engine_reason, batch_size, cores, median/min/max ms, items/s."""
+                    input_shapes: dict | None = None, data: str | None = None, heartbeat=None,
+                    precision: str | None = None) -> dict[str, Any]:
+    """Benchmark ``path``; returns model, engine, engine_reason, batch_size, cores, median/min/max ms, items/s,
+    precision (and, with OpenVINO, inference_precision: what the compiled model runs)."""
     from sparsify_tui.engines import deepsparse_engine as dse
     from sparsify_tui.engines import ort
     from sparsify_tui.errors import EngineError
@@ -64,6 +69,13 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
             chosen = "onnxruntime"
             reason = exc.message.replace("deepsparse could not compile the model",
                                          "deepsparse could not compile the model")
+    if chosen == "openvino":
+        from sparsify_tui.engines import openvino_engine as ove
+
+        res = ove.benchmark(path, inputs, precision=precision or "fp32", cores=cores, iterations=iterations,
+                            warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+        version = ove.version()
+        reason = f"{reason} ({res['precision']}, runs in {res['inference_precision']})"
     if res is None:
         res = ort.benchmark(path, inputs, cores=cores, iterations=iterations, warmup=warmup, repeats=repeats,
                             heartbeat=heartbeat)
@@ -88,8 +100,10 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
         "iteration_max_ms": max(res["iteration_ms"]),
         "items_per_second": batch_size * 1000.0 / med if med > 0 else None,
         "compile_s": res.get("compile_s"),
+        "precision": res.get("precision") or precision or "fp32",
         "wall_s": time.perf_counter() - t0,
         "load_average": [load_start, loadavg()],
+        **({"inference_precision": res["inference_precision"]} if res.get("inference_precision") else {}),
     }
 
 

@@ -26,7 +26,12 @@ _ARM_FLAGS = [("asimd", "neon"), ("neon", "neon"), ("sve", "sve"), ("sve2", "sve
               ("asimddp", "dotprod")]
 
 ENGINES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "ort-nightly"),
-           "deepsparse": ("deepsparse", "deepsparse-nightly", "deepsparse-ent")}
+           "deepsparse": ("deepsparse", "deepsparse-nightly", "deepsparse-ent"),
+           "openvino": ("openvino", "openvino-nightly")}
+
+# CPU flags that give bf16 arithmetic (what OpenVINO's bf16 precision needs): x86 AVX-512 BF16 or AMX-BF16;
+# ARM: the BF16 extension ("bf16" in /proc/cpuinfo features)
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def _read_cpuinfo(path: str = "/proc/cpuinfo") -> str:
@@ -136,9 +141,24 @@ def engine_versions() -> dict[str, str | None]:
 
 
 def installed_engines() -> list[str]:
-    """Engines installed here, best first (deepsparse before onnxruntime)."""
+    """Engines installed here, best first (deepsparse before onnxruntime, then openvino)."""
     v = machine_info()["engines"]
-    return [e for e in ("deepsparse", "onnxruntime") if v.get(e)]
+    return [e for e in ("deepsparse", "onnxruntime", "openvino") if v.get(e)]
+
+
+def has_bf16(flags: set[str]) -> bool:
+    """Whether the CPU computes in bf16 (AVX-512 BF16 / AMX-BF16 on x86, the BF16 extension on ARM)."""
+    return any(f in flags for f in _BF16_FLAGS)
+
+
+def capability_line(machine: dict[str, Any]) -> str:
+    """``AMX: yes, bf16: yes`` for a machine summary (``unknown`` when the summary predates the key)."""
+    isa = machine.get("isa") or []
+    bf16 = machine.get("bf16")
+    if bf16 is None and isa:
+        bf16 = "avx512_bf16" in isa or "amx" in isa
+    amx = "yes" if "amx" in isa else "no" if isa else "unknown"
+    return f"AMX: {amx}, bf16: {'unknown' if bf16 is None else 'yes' if bf16 else 'no'}"
 
 
 def fingerprint_of(cpu_model: str, isa: list[str], physical: Any, logical: Any, usable: Any) -> str:
@@ -149,7 +169,9 @@ def fingerprint_of(cpu_model: str, isa: list[str], physical: Any, logical: Any, 
 @functools.lru_cache(maxsize=1)
 def machine_info() -> dict[str, Any]:
     """``physical_cores``, ``logical_cores``, ``usable_cores``, ``cpu_model``, ``isa``, ``engines``,
-    ``arch``, ``fingerprint`` (short stable hash of the CPU model, ISA and core counts)."""
+    ``arch``, ``bf16`` (the CPU computes in bf16: AVX-512 BF16 or AMX on x86, the BF16 extension on ARM;
+    AMX shows as ``amx`` in ``isa``), ``fingerprint`` (short stable hash of the CPU model, ISA and core
+    counts)."""
     info = parse_cpuinfo(_read_cpuinfo())
     logical = info["logical_cores"] or os.cpu_count() or 1
     try:
@@ -167,6 +189,7 @@ def machine_info() -> dict[str, Any]:
         "logical_cores": int(logical),
         "usable_cores": int(usable),
         "isa": isa,
+        "bf16": has_bf16(info["flags"]),
         "engines": engine_versions(),
         "fingerprint": fingerprint_of(model, isa, physical, logical, usable),
     }

@@ -10,7 +10,8 @@ of the per-repeat ratios is reported too (``median_ratio``). It also runs
 both models once more with ONNX Runtime on the same samples and reports the output change of the pruned
 model (the loss proxy of ``metrics.output_change``).
 
-Job keys: ``model_a``, ``model_b``, ``engine`` (auto|deepsparse|onnxruntime),
+Job keys: ``model_a``, ``model_b``, ``engine`` (auto|deepsparse|onnxruntime|openvino), ``precision``
+(OpenVINO: fp32|bf16|fp16|int8, default fp32),
 ``batch_size``, ``cores``, ``iterations``, ``warmup``, ``repeats``,
 ``input_shapes``, ``data``, ``min_block_ms`` (each timed block runs at least this long:
 ``iterations`` grows for fast models, 250 ms by default).
@@ -33,8 +34,13 @@ MAX_ITERATIONS = 5000
 
 
 def _runner(engine: str, path: str, inputs: dict[str, np.ndarray], names: list[str], batch_size: int,
-            cores: int | None, tmp: str) -> Callable[[], None]:
+            cores: int | None, tmp: str, precision: str | None = None) -> Callable[[], None]:
     """A zero-argument function running one inference of ``path`` on ``engine``."""
+    if engine == "openvino":
+        from sparsify_tui.engines import openvino_engine as ove
+
+        return ove.make_runner(path, precision=precision or "fp32", cores=cores, batch_size=batch_size,
+                               inputs=inputs)
     if engine == "deepsparse":
         from sparsify_tui.engines import deepsparse_engine as dse
         from sparsify_tui.errors import EngineError
@@ -93,6 +99,7 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     repeats = max(1, int(job.get("repeats", 5)))
     shapes = job.get("input_shapes") or {}
     requested = job.get("engine", "auto")
+    precision = job.get("precision")
     names = [s.name for s in input_specs(a, shapes)]
     inputs = make_inputs(a, batch, shapes, data=job.get("data"))
     engine, reason = resolve_engine(requested, a, batch, shapes)
@@ -108,16 +115,21 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
                 if note_a:
                     reason = f"{reason} ({note_a})"
             else:
-                run_a = _runner(engine, a, inputs, names, batch, cores, tmp)
+                run_a = _runner(engine, a, inputs, names, batch, cores, tmp, precision)
                 ctx.progress(1, total, label="compiling the pruned model")
-                run_b = _runner(engine, b, inputs, names, batch, cores, tmp)
+                run_b = _runner(engine, b, inputs, names, batch, cores, tmp, precision)
         except EngineError as exc:
             if requested != "auto" or engine == "onnxruntime":
                 raise
             engine, reason = "onnxruntime", exc.message
             run_a = _runner(engine, a, inputs, names, batch, cores, tmp)
             run_b = _runner(engine, b, inputs, names, batch, cores, tmp)
-        version = dse.version() if engine == "deepsparse" else ort_engine.version()
+        if engine == "openvino":
+            from sparsify_tui.engines import openvino_engine as ove
+
+            version = ove.version()
+        else:
+            version = dse.version() if engine == "deepsparse" else ort_engine.version()
         for _ in range(warmup):
             run_a()
             run_b()
@@ -153,6 +165,7 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     ctx.progress(total, total, label="done")
     return {
         "engine": engine, "engine_version": version, "engine_reason": reason,
+        "precision": precision or "fp32",
         "batch_size": batch, "cores": cores, "iterations": iterations, "warmup": warmup, "repeats": repeats,
         "dense_ms": min(a_ms), "pruned_ms": min(b_ms),
         "dense_repeat_ms": a_ms, "pruned_repeat_ms": b_ms,

@@ -14,7 +14,7 @@ def benchmark(job: dict, ctx) -> dict:
         job["model_path"], engine=job.get("engine", "auto"), batch_size=int(job.get("batch_size", 1)),
         cores=job.get("cores"), iterations=int(job.get("iterations", 20)), warmup=int(job.get("warmup", 5)),
         repeats=int(job.get("repeats", 3)), input_shapes=job.get("input_shapes") or {}, data=job.get("data"),
-        heartbeat=ctx.heartbeat,
+        heartbeat=ctx.heartbeat, precision=job.get("precision"),
     )
     ctx.progress(1, 1, label=f"{res['median_ms']:.2f} ms")
     return res

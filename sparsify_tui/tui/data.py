@@ -90,6 +90,7 @@ class LayerRow:
     group: list[str] = field(default_factory=list)
     engine_internal: bool = False
     layer: Any = None  # analysis.graph.Layer when the model was analysed
+    kernel: str = ""  # OpenVINO: the kernel (exec_type) that computed it, with its runtime precision
 
     def ms_at(self, s: float | None) -> float | None:
         """Time at sparsity s (None = baseline)."""
@@ -225,6 +226,9 @@ def build_model_data(graph: Any = None, perf: dict | None = None, loss: dict | N
         row.ms_points = parse_levels(entry.get("ms_by_level"))
         grp = entry.get("group") or []
         row.group = [str(g) for g in grp] if isinstance(grp, (list, tuple)) else [str(grp)]
+        if entry.get("kernel"):
+            prec = entry.get("runtime_precision")
+            row.kernel = f"{entry['kernel']} ({prec})" if prec else str(entry["kernel"])
     for lid, entry in loss_layers.items():
         row = by_id.get(lid)
         if row is None:
@@ -384,6 +388,7 @@ class Totals:
     batch_size: int | None = None
     cores: int | None = None
     isa: list[str] = field(default_factory=list)
+    bf16: bool | None = None
     average_loss_sensitivity: float | None = None
     loss_method: str | None = None
     quant_output_change: float | None = None
@@ -423,8 +428,10 @@ def totals(graph: Any = None, perf: dict | None = None, loss: dict | None = None
         m = perf.get("machine") or {}
         if isinstance(m, dict) and m.get("isa"):
             t.isa = list(m.get("isa") or [])
+            t.bf16 = m.get("bf16")
     if not t.isa and machine:
         t.isa = list(machine.get("isa") or [])
+        t.bf16 = machine.get("bf16")
     if loss:
         t.average_loss_sensitivity = _num(loss.get("average_sensitivity"))
         t.loss_method = loss.get("method")

@@ -41,7 +41,8 @@ def canonical_settings(kind: str, settings: dict[str, Any], project: Any) -> dic
     shapes = dict(getattr(project, "input_shapes", {}) or {})
     s = dict(settings or {})
     if kind == "perf":
-        keys = ("engine", "batch_size", "cores", "levels", "iterations", "warmup", "repeats", "data", "approximate")
+        keys = ("engine", "batch_size", "cores", "levels", "iterations", "warmup", "repeats", "data", "approximate",
+                "precision")
         return profiles_action.perf_settings(input_shapes=shapes, **{k: s[k] for k in keys if s.get(k) is not None})
     if kind == "loss":
         keys = ("method", "levels", "eval_sparsity", "samples", "data")

@@ -721,6 +721,8 @@ def layer_attributes_text(row: LayerRow, data: ModelData | None, sens_level: flo
             line(f"Perf sens @{fmt_level(sens_level)}", f"{fmt_ms(ps)} ms saved")
     if len(row.group) > 1:
         line("measured with", ", ".join(g for g in row.group if g != row.id)[:200])
+    if row.kernel:
+        line("kernel", row.kernel)
     ls = row.loss_sensitivity(sens_level)
     if ls is not None:
         line(f"Loss sens @{fmt_level(sens_level)}", f"{ls:.4g}")

@@ -167,7 +167,9 @@ class OverviewScreen(Screen):
             row("Engine", eng, f"{t.cores} cores" if t.cores else "")
             if t.engine_reason:
                 row("", "", str(t.engine_reason))
-        row("Instruction sets", " ".join(t.isa) or "unknown")
+        from sparsify_tui.engines.machine import capability_line
+
+        row("Instruction sets", " ".join(t.isa) or "unknown", capability_line({"isa": t.isa, "bf16": t.bf16}))
         if data.loss is not None and t.average_loss_sensitivity is not None:
             row("Avg Sensitivity", f"{t.average_loss_sensitivity:.4g}", f"loss profile, {t.loss_method}")
         if data.quant is not None:

@@ -20,11 +20,20 @@ from sparsify_tui.tui.screens.setup import installed_engines, usable_cores
 DEFAULT_LEVELS = "0.4,0.6,0.7,0.8,0.85,0.9,0.95,0.975,0.99"
 
 
+def precision_choices(machine: dict) -> list[str]:
+    """The precisions the dialog offers: fp32, bf16 where the CPU has it, int8 (a QDQ model as is)."""
+    return ["fp32"] + (["bf16"] if machine.get("bf16") else []) + ["int8"]
+
+
 def parse_perf_settings(engine: str, batch: str, cores: str, iterations: str, levels: str,
-                        max_cores: int) -> dict[str, Any]:
+                        max_cores: int, precision: str = "fp32") -> dict[str, Any]:
     """Validate the perf dialog's fields (UsageError naming the field otherwise)."""
+    from sparsify_tui.errors import UsageError
     from sparsify_tui.settings import parse_int, parse_levels
 
+    precision = (precision or "fp32").strip().lower()
+    if precision in ("bf16", "fp16") and engine != "openvino":
+        raise UsageError(f"precision {precision} needs the openvino engine")
     settings: dict[str, Any] = {
         "engine": engine,
         "batch_size": parse_int("batch size", batch, minimum=1, maximum=4096),
@@ -34,6 +43,8 @@ def parse_perf_settings(engine: str, batch: str, cores: str, iterations: str, le
     settings["cores"] = None if c == max_cores else c
     lv = parse_levels("levels", levels.strip() or None, [])
     settings["levels"] = None if levels.strip() in ("", DEFAULT_LEVELS) else lv
+    if engine == "openvino" or precision != "fp32":
+        settings["precision"] = precision
     return settings
 
 
@@ -59,6 +70,9 @@ class ProfileDialog(ModalScreen[dict | None]):
                     yield Label("Engine", classes="field-label")
                     yield Select([("auto", "auto")] + [(e, e) for e in installed_engines()], value="auto",
                                  allow_blank=False, id="engine")
+                    yield Label("Precision", classes="field-label")
+                    yield Select([(p, p) for p in precision_choices(machine)], value="fp32",
+                                 allow_blank=False, id="precision")
                 with Horizontal(classes="field"):
                     yield Label("Batch size", classes="field-label")
                     yield Input("1", id="batch-size")
@@ -104,6 +118,7 @@ class ProfileDialog(ModalScreen[dict | None]):
                 self.query_one("#iterations", Input).value,
                 self.query_one("#levels", Input).value,
                 usable_cores(self.app.machine),
+                str(self.query_one("#precision", Select).value),
             )
         from sparsify_tui.settings import parse_int
 
