@@ -119,16 +119,14 @@ def check_precision(precision: str | None) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # OpenVINO's messages start with "Exception from src/...cpp:123:" lines; keep the first real sentence
-    useful = [ln for ln in lines if not re.match(r"^(Exception from |Check '.*' failed at )", ln)
-              and not re.match(r"^\[ *(GENERAL_ERROR|NOT_IMPLEMENTED|ERROR) *\]$", ln)]
-    for ln in useful or lines:
-        ln = re.sub(r"^\[ *\w+ *\]\s*", "", ln)
-        if ln:
-            return ln[:300]
-    return type(exc).__name__
+    """An OpenVINO exception in one line: its sentences without the source-location lines."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    # OpenVINO's messages start with "Exception from src/...cpp:123:" / "Check 'x' failed at ...:" lines
+    useful = [re.sub(r"^\[ *\w+ *\]\s*", "", ln) for ln in lines
+              if not re.match(r"^(Exception from |Check '.*' failed at )", ln)]
+    useful = [ln.lstrip("- ").strip() for ln in useful if ln.lstrip("- ").strip() and ln != "Summary:"]
+    text = " ".join(useful or lines)
+    return text[:300] if text else type(exc).__name__
 
 
 def has_qdq(model_path: str) -> bool:
@@ -453,18 +451,51 @@ def _step_anchors(names: list[str], nodes: dict[str, dict], resolve) -> dict[str
     return out
 
 
+def _snapshot(run: Runner) -> dict[str, tuple[int, str, str]]:
+    """Executed node -> (average real time in whole µs over every inference so far, node type, exec_type)."""
+    out = {}
+    for e in run.profiling_info():
+        if e.status == e.Status.EXECUTED:
+            out[e.node_name] = (round(e.real_time.total_seconds() * 1e6), str(e.node_type), str(e.exec_type))
+    return out
+
+
+def _window_ms(before: dict, n_before: int, after: dict, n_after: int) -> dict[str, float]:
+    """Mean ms per inference of each node over the inferences between two snapshots.
+
+    The CPU plugin's counter of a node is ``total // runs`` in whole µs over all inferences since the
+    compile (the graph's nodes are shared by every request), so the total after n runs lies in
+    ``[avg * n, avg * n + n - 1]``: the middle of that range, differenced between the two snapshots.
+    """
+    n = n_after - n_before
+    out = {}
+    for name, (avg, _, _) in after.items():
+        total_after = avg * n_after + (n_after - 1) / 2.0
+        b = before.get(name)
+        total_before = 0.0 if b is None or n_before == 0 else b[0] * n_before + (n_before - 1) / 2.0
+        out[name] = max(0.0, (total_after - total_before) / n / 1000.0)
+    return out
+
+
 def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: str = "fp32",
             cores: int | None = None, iterations: int = 10, warmup: int = 5, repeats: int = 1,
             heartbeat: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Profile the model with the performance counters; per-layer medians and the model time per repeat.
+    """Profile the model with the performance counters: per-layer times and the model time per repeat.
+
+    The counters hold each node's average since the compile (see :func:`_window_ms`), so a node's time
+    in a repeat is its mean over that repeat's ``iterations`` runs; the model time of a repeat is the
+    median wall time of its runs (one synchronous inference each). The layer times reported are those
+    of the repeat with the median model time; what no node accounts for in it becomes the
+    engine-internal row ``engine:run overhead``.
 
     Returns the keys of :func:`sparsify_tui.engines.ort.profile` (``repeat_ms``, ``iteration_ms``,
-    ``layer_ms``, ``owner``, ``groups``, ``internal``, ``steps``, ``engine_s``) and:
-    ``kernels`` {layer or engine-internal row id: exec_type of the node that computed it},
-    ``layer_precision`` {same ids: runtime precision of that node}, ``step_info`` [{name, type, exec_type, precision, ms, layers}]
-    for every executed node, ``precision`` (requested), ``inference_precision`` (applied: f32|bf16|f16),
-    ``threads``. The model time of an iteration is the wall time of one synchronous inference; what no
-    node accounts for becomes the engine-internal row ``engine:run overhead``.
+    ``layer_ms``, ``owner``, ``groups``, ``internal``, ``steps``, ``engine_s``) and: ``repeats``
+    [{``model_ms``, ``mean_ms``, ``layer_ms``, ``internal``}] per repeat; ``kernels`` {layer or
+    engine-internal row id: ``exec_type`` of the node that computed it}; ``layer_precision`` {same
+    ids: that node's runtime precision}; ``step_info`` [{name, type, exec_type, precision, ms,
+    layers}] for every executed node; ``precision`` (asked for), ``inference_precision`` (applied:
+    f32|bf16|f16), ``threads``; ``counted_share``: the nodes' summed time over the mean wall time of
+    the same runs (median over the repeats).
     """
     from sparsify_tui.engines.mapping import Step, attribute
 
@@ -474,68 +505,77 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
     batch = next((int(np.shape(v)[0]) for v in inputs.values() if np.ndim(v)), 1)
     run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs,
                       profile=True)
+    done = 0
     for _ in range(max(0, int(warmup))):
         run()
+        done += 1
+    snap = _snapshot(run) if done else {}
     run_ms: list[float] = []
-    per_run: list[dict[str, float]] = []
-    kind: dict[str, tuple[str, str]] = {}  # node name -> (node_type, exec_type)
-    order: list[str] = []
+    windows: list[dict[str, float]] = []
     for r in range(repeats):
         for _ in range(iterations):
             t = time.perf_counter()
             run()
             run_ms.append((time.perf_counter() - t) * 1000.0)
-            acc: dict[str, float] = {}
-            for e in run.profiling_info():
-                if e.status != e.Status.EXECUTED:
-                    continue
-                n = e.node_name
-                acc[n] = acc.get(n, 0.0) + e.real_time.total_seconds() * 1000.0
-                if n not in kind:
-                    kind[n] = (str(e.node_type), str(e.exec_type))
-                    order.append(n)
-            per_run.append(acc)
+        after = _snapshot(run)
+        windows.append(_window_ms(snap, done, after, done + iterations))
+        snap, done = after, done + iterations
         if heartbeat:
             heartbeat(f"repeat {r + 1}/{repeats}")
-    med = {n: statistics.median([acc.get(n, 0.0) for acc in per_run]) for n in order}
+    kind = {name: (node_type, exec_type) for name, (_, node_type, exec_type) in snap.items()}
+    order = list(snap)  # execution order
     nodes = _runtime_nodes(run._compiled)
     anchors = _step_anchors(order, nodes, _resolver(info))
-    steps = []
+    labels = []
     for n in order:
         node_type = nodes.get(n, {}).get("type") or kind[n][0]
-        label = n if anchors[n] else f"{node_type}: {_clean(n)}" if _clean(n) != node_type else node_type
-        steps.append(Step(name=label, ms=med[n], anchors=list(anchors[n]), op_type=node_type))
-    att = attribute(info.refs(), steps)
+        labels.append((n if anchors[n] else f"{node_type}: {_clean(n)}" if _clean(n) != node_type else node_type,
+                       node_type))
+    refs = info.refs()
+    per_repeat = []
+    for r, win in enumerate(windows):
+        steps = [Step(name=label, ms=win.get(n, 0.0), anchors=list(anchors[n]), op_type=node_type)
+                 for n, (label, node_type) in zip(order, labels)]
+        att = attribute(refs, steps)
+        chunk = run_ms[r * iterations:(r + 1) * iterations]
+        model_ms = statistics.median(chunk)
+        node_sum = sum(win.values())
+        internal = [{"id": rid, "name": name, "ms": ms} for rid, name, ms in att.internal]
+        if model_ms - node_sum > 0:
+            internal.append({"id": "engine:run overhead", "name": "run overhead (not in any node)",
+                             "ms": model_ms - node_sum})
+        per_repeat.append({"model_ms": model_ms, "mean_ms": statistics.fmean(chunk), "node_ms": node_sum,
+                           "layer_ms": att.layer_ms, "internal": internal, "att": att, "steps": steps})
     engine_s = time.perf_counter() - t0
-    internal = [{"id": rid, "name": name, "ms": ms} for rid, name, ms in att.internal]
-    node_sum = sum(med.values())
-    model_med = statistics.median(run_ms) if run_ms else node_sum
-    if model_med - node_sum > 0:
-        internal.append({"id": "engine:run overhead", "name": "run overhead (not in any node)",
-                         "ms": model_med - node_sum})
+    ranked = sorted(range(repeats), key=lambda i: per_repeat[i]["model_ms"])
+    mid = per_repeat[ranked[(repeats - 1) // 2]]
+    att, steps = mid["att"], mid["steps"]
     # the kernel that computed each layer: its primary owner's
     step_of_key: dict[str, int] = {}
     used: dict[str, int] = {}
-    for i, s in enumerate(steps):
-        used[s.name] = used.get(s.name, 0) + 1
-        step_of_key[s.name if used[s.name] == 1 else f"{s.name}#{used[s.name]}"] = i
+    for i, st in enumerate(steps):
+        used[st.name] = used.get(st.name, 0) + 1
+        step_of_key[st.name if used[st.name] == 1 else f"{st.name}#{used[st.name]}"] = i
     kernels, layer_precision = {}, {}
     for lid, key in att.owner.items():
         i = step_of_key.get(key)
         if i is not None:
             kernels[lid] = kind[order[i]][1]
             layer_precision[lid] = nodes.get(order[i], {}).get("precision", "")
-    unanchored = [i for i, s in enumerate(steps) if not s.anchors]
+    unanchored = [i for i, st in enumerate(steps) if not st.anchors]
     for (rid, _, _), i in zip(att.internal, unanchored):
         kernels[rid] = kind[order[i]][1]
         layer_precision[rid] = nodes.get(order[i], {}).get("precision", "")
-    step_info = [{"name": order[i], "type": s.op_type, "exec_type": kind[order[i]][1],
-                  "precision": nodes.get(order[i], {}).get("precision", ""), "ms": s.ms, "layers": list(s.anchors)}
-                 for i, s in enumerate(steps)]
-    repeat_ms = [statistics.median(run_ms[r * iterations:(r + 1) * iterations]) for r in range(repeats)]
+    step_info = [{"name": order[i], "type": st.op_type, "exec_type": kind[order[i]][1],
+                  "precision": nodes.get(order[i], {}).get("precision", ""), "ms": st.ms, "layers": list(st.anchors)}
+                 for i, st in enumerate(steps)]
+    shares = [p["node_ms"] / p["mean_ms"] for p in per_repeat if p["mean_ms"] > 0]
     return {
-        "repeat_ms": repeat_ms, "iteration_ms": run_ms, "layer_ms": att.layer_ms, "owner": att.owner,
-        "groups": att.groups, "internal": internal, "steps": len(steps), "engine_s": engine_s,
+        "repeat_ms": [p["model_ms"] for p in per_repeat], "iteration_ms": run_ms,
+        "layer_ms": mid["layer_ms"], "owner": att.owner, "groups": att.groups, "internal": mid["internal"],
+        "steps": len(steps), "engine_s": engine_s,
+        "repeats": [{k: p[k] for k in ("model_ms", "mean_ms", "layer_ms", "internal")} for p in per_repeat],
         "kernels": kernels, "layer_precision": layer_precision, "step_info": step_info,
         "precision": run.precision, "inference_precision": run.inference_precision, "threads": run.cores,
+        "counted_share": statistics.median(shares) if shares else 0.0,
     }
