@@ -320,7 +320,7 @@ def make_runner(path: str, *, precision: str = "fp32", cores: int | None = None,
         raise EngineUnavailableError(INSTALL_HINT)
     batch_size = max(1, int(batch_size))
     if inputs is None:
-        from sparsify_tui.profiles.inputs import make_inputs
+        from sparsify_tui.engines.inputs import make_inputs
 
         inputs = make_inputs(str(path), batch_size, {})
     inputs = _batch_of(inputs, batch_size)

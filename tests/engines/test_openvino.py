@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sparsify_tui.engines.modelinfo import load_model_info
-from sparsify_tui.profiles.inputs import make_inputs
+from sparsify_tui.engines.inputs import make_inputs
 
 pytestmark = pytest.mark.openvino
 REPO = Path(__file__).resolve().parents[2]
@@ -195,7 +195,7 @@ def test_precisions_the_cpu_lacks_are_refused(ove, corpus):
 
 
 def test_int8_runs_the_qdq_file_with_int8_kernels(ove, tmp_path):
-    from sparsify_tui.optim.validate import quantize_file
+    from sparsify_tui.actions.validate import quantize_file
 
     src = _small_cnn(tmp_path / "cnn.onnx")
     rng = np.random.default_rng(1)
