@@ -26,7 +26,7 @@ def installed_engines() -> list[str]:
     except Exception:  # noqa: BLE001 - fall back to a plain import probe
         import importlib.util
 
-        return [e for e in ("deepsparse", "onnxruntime") if importlib.util.find_spec(e) is not None]
+        return [e for e in ("deepsparse", "onnxruntime", "openvino") if importlib.util.find_spec(e) is not None]
 
 
 def usable_cores(machine: dict) -> int:
