@@ -238,6 +238,8 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
     notes = []
     if res.get("engine") != chosen:
         notes.append(f"measured with {res.get('engine')}: {res.get('engine_reason')}")
+    # an output whose metric was switched (saturated softmax, all-zero output) says so
+    notes += [n for o in res.get("output_change_outputs") or [] for n in o.get("notes") or []]
     if perf_doc.get("approximated"):
         notes.append(f"{res.get('engine')} runs sparse weights no faster: the estimate comes from FLOPs "
                      f"(what a sparsity-aware engine such as DeepSparse would gain), the measurement shows "
