@@ -483,10 +483,15 @@ SHORT = {"kl": "nats (KL)", "cosine_distance": "(cosine distance)", "nse": "(nor
          "rms": "(RMS, output units)", "changed_fraction": "(fraction of elements changed)"}
 
 
-def format_change(doc: Mapping[str, Any] | None, prefix: str = "output_change") -> tuple[str, str]:
+SHORTER = {"kl": "nats", "cosine_distance": "cos dist", "nse": "NSE", "rms": "RMS", "changed_fraction": "changed"}
+
+
+def format_change(doc: Mapping[str, Any] | None, prefix: str = "output_change", *,
+                  short: bool = False) -> tuple[str, str]:
     """(value with its unit, one-line meaning) of the output change stored in a JSON document
-    (``doc[prefix]`` and the ``{prefix}_metric`` / ``_reading`` / ``_outputs`` keys beside it).
-    Documents measured before these keys existed show the bare number and an empty meaning."""
+    (``doc[prefix]`` and the ``{prefix}_metric`` / ``_reading`` / ``_outputs`` keys beside it);
+    ``short``: the unit in a word. Documents measured before these keys existed show the bare number
+    and an empty meaning."""
     doc = doc or {}
     v = doc.get(prefix)
     if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -495,7 +500,9 @@ def format_change(doc: Mapping[str, Any] | None, prefix: str = "output_change") 
     if v >= MAX_CHANGE:
         text = "broken (NaN/inf or a changed shape)"
     elif metric in SHORT:
-        text = f"{v:.3g} {SHORT[metric]}"
+        text = f"{v:.3g} {(SHORTER if short else SHORT)[metric]}"
+    elif metric == "sum" and short:
+        text = f"{v:.3g} (sum)"
     elif metric == "sum":
         n = len(doc.get(f"{prefix}_outputs") or [])
         text = f"{v:.3g} (sum over {n} outputs)"

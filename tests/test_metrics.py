@@ -188,6 +188,7 @@ def test_format_change_for_old_documents():
     assert format_change({"output_change": 0.0019, "output_change_metric": "kl",
                           "output_change_reading": "top-1 changed on 0 of 4 samples"}) == \
         ("0.0019 nats (KL)", "top-1 changed on 0 of 4 samples")
+    assert format_change({"output_change": 0.0019, "output_change_metric": "kl"}, short=True)[0] == "0.0019 nats"
 
 
 def test_metrics_imports_numpy_only():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,8 @@ def _print_metrics(doc: dict, file) -> None:
 
     line = describe_metrics(doc.get("output_metrics"))
     if line:
-        print(f"Output change:       {line}", file=file)
+        print(textwrap.fill(line, 80, initial_indent="Output change:       ", subsequent_indent=" " * 21),
+              file=file)
 
 
 # ---------------------------------------------------------------- quant
@@ -154,13 +156,13 @@ def print_quant(doc: dict, file=None) -> None:
     else:
         from sparsify_tui.metrics import format_change
 
-        change, meaning = format_change(m)
+        change, meaning = format_change(m, short=True)
         print(f"Whole model: ONNX Runtime static quantization ({m.get('format', 'QDQ')}), "
               f"output change {change}", file=file)
-        if meaning:
-            print(f"             {meaning}", file=file)
         print(f"             fp32 {_fmt(m.get('fp32_ms'), 2)} ms -> int8 {_fmt(m.get('int8_ms'), 2)} ms, "
               f"speedup {_fmt(m.get('speedup'), 2)}x", file=file)
+        if meaning:
+            print(textwrap.fill(meaning, 80, initial_indent=" " * 13, subsequent_indent=" " * 13), file=file)
     if doc.get("average_sensitivity") is not None:
         print(f"Average Sensitivity: {_fmt(doc.get('average_sensitivity'))}", file=file)
     _print_metrics(doc, file)
