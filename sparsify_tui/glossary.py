@@ -74,6 +74,31 @@ ENTRIES: list[Entry] = [
     Entry("Sensitivity rank", "Layers are ranked by their sensitivity at 90% sparsity among the prunable "
           "layers: 'top 5%' are the most sensitive, then 'high', 'medium' and 'low' by thirds.",
           ("rank", "top 5%", "high", "medium", "low"), "loss"),
+    Entry("Output change", "How far the outputs of a changed model (one layer pruned or quantized, the pruned "
+          "plan, the INT8 model) move from the original's on the same sample inputs: the tool's measure of "
+          "accuracy without labels. Each output gets a metric that suits it: KL divergence with top-1 agreement "
+          "for class scores, cosine distance for embeddings, relative RMS change for maps and boxes, changed "
+          "elements for integers. The value is the sum over the outputs; the unit and a sentence ('top-1 "
+          "changed on 2 of 32 samples; logits moved 2.2% RMS') are shown beside it. 0 means unchanged.",
+          ("int8 output change", "loss proxy", "output change metric"), "loss"),
+    Entry("KL divergence", "For class scores: how much the predicted class distribution (softmax) moved, in "
+          "nats; 0 when identical, about 0.01 a small shift. Huge logits make the softmax one-hot and the KL "
+          "blind, so the scores are first divided by a temperature T (T = 1 for ordinary trained classifiers, "
+          "larger for logits spanning thousands); when even that saturates, the relative RMS change of the "
+          "logits is used and a note says so.", ("kl", "nats", "temperature"), "loss"),
+    Entry("Top-1 agreement", "For class scores: the share of samples whose highest-scoring class stays the same "
+          "(top-1 changed is the rest). It is shown beside the KL divergence and counted in samples.",
+          ("top-1", "top-1 changed", "top1"), "loss"),
+    Entry("Cosine distance", "For embeddings: 1 minus the cosine of the angle between the original and the "
+          "changed vector, averaged over the samples. 0 means the same direction, 1 orthogonal.",
+          ("cosine",), "loss"),
+    Entry("Relative RMS change", "For maps, boxes and other values: the RMS of the change divided by the RMS "
+          "of the original output, in percent (2% = the values moved by 2% of their size). Its square, the "
+          "normalized squared error ||y - y'||^2 / ||y||^2, is the value that enters the output change. An "
+          "output that is all zeros gets the plain RMS change in its own units instead.",
+          ("rms", "normalized squared error", "nse", "relative rms"), "loss"),
+    Entry("Changed elements", "For integer outputs (ids, masks, class indices): the share of elements that "
+          "differ from the original's.", ("changed fraction", "changed_fraction"), "loss"),
     # ---------------------------------------------------------------- optimizer
     Entry("Optimization", "A sparsification plan: a target sparsity, how it is spread over the layers, and "
           "the training schedule (epochs, pruning range, learning rate) written out as a SparseML recipe.",
@@ -174,7 +199,8 @@ AREA_TERMS: dict[str, list[str]] = {
     "compare-scaling": ["Scaling chart", "Sweep profile", "Items per Second", "Baseline MS"],
     "export-recipe": ["Recipe", "Name map", "Code sample"],
     "export-code": ["Code sample", "Name map"],
-    "export-validation": ["Validation", "Estimated Speedup"],
+    "export-validation": ["Validation", "Estimated Speedup", "Output change", "KL divergence", "Top-1 agreement",
+                          "Cosine distance", "Relative RMS change"],
     "layer-table": ["Layer Depth", "Params", "FLOPs", "Baseline MS", "Performance Sensitivity",
                     "Loss Sensitivity", "Summary Type", "Value Display"],
 }

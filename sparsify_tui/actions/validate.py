@@ -17,8 +17,9 @@ beside the optimization:
   alternating repeats (``median_ratio``: the median of the per-repeat ratios);
 * ``relative_error`` = (estimated - measured) / measured;
 * ``output_change``: how far the pruned model's outputs move from the dense
-  model's on the samples (KL divergence for probabilities and logits,
-  otherwise ||y - y'||^2 / ||y||^2): one-shot, before any retraining.
+  model's on the samples (:func:`sparsify_tui.metrics.compare_outputs`; its
+  metric, unit, reading and per-output values in ``output_change_metric``,
+  ``_unit``, ``_reading``, ``_samples``, ``_outputs``): one-shot, before any retraining.
 """
 
 from __future__ import annotations
@@ -245,6 +246,8 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
     notes = []
     if res.get("engine") != chosen:
         notes.append(f"measured with {res.get('engine')}: {res.get('engine_reason')}")
+    # an output whose metric was switched (saturated softmax, all-zero output) says so
+    notes += [n for o in res.get("output_change_outputs") or [] for n in o.get("notes") or []]
     if perf_doc.get("approximated"):
         notes.append(f"{res.get('engine')} runs sparse weights no faster: the estimate comes from FLOPs "
                      f"(what a sparsity-aware engine such as DeepSparse would gain), the measurement shows "
@@ -267,6 +270,8 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         "relative_error": (estimated - measured) / measured if measured else None,
         "output_change": res.get("output_change"),
         "output_change_error": res.get("output_change_error"),
+        # the metric, unit, plain-words reading and per-output values (sparsify_tui.metrics)
+        **{k: v for k, v in res.items() if k.startswith("output_change_") and k != "output_change_error"},
         "achieved_sparsity": pruned_info["sparsity"], "quantized": pruned_info["quantized"],
         "pruned_file": str(out),
         "estimate_approximated": bool(perf_doc.get("approximated")),

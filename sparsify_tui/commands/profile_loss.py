@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def print_loss(doc: dict, file=None) -> None:
         print(f"Rank correlation with the approximation (Spearman): {_fmt(rc, 3)}", file=file)
         if doc.get("execution"):
             print(f"Execution: {doc['execution']} ({doc.get('runs')} runs, {doc.get('elapsed_s')} s)", file=file)
+        _print_metrics(doc, file)
     for note in doc.get("notes") or []:
         print(f"Note: {note}", file=file)
     print(file=file)
@@ -134,6 +136,16 @@ def _measure_or_reuse(args: argparse.Namespace, target: Any, kind: str, settings
             project.close()
 
 
+def _print_metrics(doc: dict, file) -> None:
+    """The metric each output's change is measured with (sparsify_tui.metrics), when the document says."""
+    from sparsify_tui.metrics import describe_metrics
+
+    line = describe_metrics(doc.get("output_metrics"))
+    if line:
+        print(textwrap.fill(line, 80, initial_indent="Output change:       ", subsequent_indent=" " * 21),
+              file=file)
+
+
 # ---------------------------------------------------------------- quant
 def print_quant(doc: dict, file=None) -> None:
     file = file or sys.stdout
@@ -142,12 +154,18 @@ def print_quant(doc: dict, file=None) -> None:
     if m.get("error"):
         print(f"Whole model: could not be quantized: {m['error']}", file=file)
     else:
+        from sparsify_tui.metrics import format_change
+
+        change, meaning = format_change(m, short=True)
         print(f"Whole model: ONNX Runtime static quantization ({m.get('format', 'QDQ')}), "
-              f"output change {_fmt(m.get('output_change'))}", file=file)
+              f"output change {change}", file=file)
         print(f"             fp32 {_fmt(m.get('fp32_ms'), 2)} ms -> int8 {_fmt(m.get('int8_ms'), 2)} ms, "
               f"speedup {_fmt(m.get('speedup'), 2)}x", file=file)
+        if meaning:
+            print(textwrap.fill(meaning, 80, initial_indent=" " * 13, subsequent_indent=" " * 13), file=file)
     if doc.get("average_sensitivity") is not None:
         print(f"Average Sensitivity: {_fmt(doc.get('average_sensitivity'))}", file=file)
+    _print_metrics(doc, file)
     for note in doc.get("notes") or []:
         print(f"Note: {note}", file=file)
     print(file=file)

@@ -53,6 +53,9 @@ def run_prune(args: argparse.Namespace) -> int:
                 emit_json(doc)
                 return 0
             print(f"wrote {out}")
+            from sparsify_tui.metrics import format_change
+
+            change, meaning = format_change(doc)
             rows = [
                 ["Engine", _engine_label(doc)],
                 ["Dense", f"{doc['dense_ms']:.3f} ms"],
@@ -60,9 +63,10 @@ def run_prune(args: argparse.Namespace) -> int:
                 ["Measured speedup", f"{doc['measured_speedup']:.2f}x"],
                 ["Estimated speedup", f"{doc['estimated_speedup']:.2f}x  (from profile {doc['estimate_profile']})"],
                 ["Relative error", "n/a" if doc["relative_error"] is None else f"{doc['relative_error']:+.1%}"],
-                ["Output change", "n/a" if doc["output_change"] is None else f"{doc['output_change']:.4g}"
-                 "  (one-shot, before retraining)"],
+                ["Output change", f"{change}  (one-shot, before retraining)"],
             ]
+            if meaning:
+                rows.append(["", meaning])
             w = max(len(k) for k, _ in rows)
             for k, v in rows:
                 print(f"{k.ljust(w)}  {v}")

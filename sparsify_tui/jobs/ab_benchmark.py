@@ -8,7 +8,8 @@ fastest block (the median of ``iterations`` runs, minimum over the repeats):
 the least-disturbed block of each, measured minutes apart at most; the median
 of the per-repeat ratios is reported too (``median_ratio``). It also runs
 both models once more with ONNX Runtime on the same samples and reports the output change of the pruned
-model (the loss proxy of ``metrics.output_change``).
+model (:func:`sparsify_tui.metrics.compare_outputs`, on ``change_samples`` random batches, 8 by default,
+the first being the timed one; on the data's first batch when ``data`` is given).
 
 Job keys: ``model_a``, ``model_b``, ``engine`` (auto|deepsparse|onnxruntime|openvino), ``precision``
 (OpenVINO: fp32|bf16|fp16|int8, default fp32),
@@ -31,6 +32,7 @@ from sparsify_tui.jobs import register
 
 MIN_BLOCK_MS = 250.0  # the shortest timed block (job key min_block_ms; 0 = exactly `iterations`)
 MAX_ITERATIONS = 5000
+CHANGE_SAMPLES = 8  # batches the output change is measured on (job key change_samples; only one with data)
 
 
 def _runner(engine: str, path: str, inputs: dict[str, np.ndarray], names: list[str], batch_size: int,
@@ -72,14 +74,18 @@ def _time_block(fn: Callable[[], None], iterations: int) -> float:
     return statistics.median(times)
 
 
-def _outputs(path: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _outputs(path: str, samples: list[dict[str, np.ndarray]]) -> tuple[list[str], list[list[np.ndarray]]]:
+    """(output names, the outputs of every sample) of ``path`` in ONNX Runtime."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
-    return [np.asarray(y) for y in sess.run(None, feed)]
+    outs = []
+    for inputs in samples:
+        feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
+        outs.append([np.asarray(y) for y in sess.run(None, feed)])
+    return [o.name for o in sess.get_outputs()], outs
 
 
 @register("ab_benchmark")
@@ -89,7 +95,7 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     from sparsify_tui.engines import ort as ort_engine
     from sparsify_tui.errors import EngineError
     from sparsify_tui.engines.inputs import input_specs, make_inputs
-    from sparsify_tui.metrics import classify_output, output_change
+    from sparsify_tui.metrics import compare_outputs
 
     a, b = str(job["model_a"]), str(job["model_b"])
     batch = int(job.get("batch_size", 1))
@@ -155,11 +161,16 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
                                             f"pruned {b_ms[-1]:.2f} ms")
         del run_a, run_b
     ratios = [x / y for x, y in zip(a_ms, b_ms) if y > 0]
-    change = None
+    change: dict[str, Any] = {"output_change": None}
     change_error = None
     try:
-        ya, yb = _outputs(a, inputs), _outputs(b, inputs)
-        change = float(output_change(ya, yb, [classify_output(y) for y in ya]))
+        # the timed batch, plus more random batches (CHANGE_SAMPLES in all) so top-1 counts mean something
+        n = max(1, int(job.get("change_samples", CHANGE_SAMPLES)))
+        samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i) for i in range(1, n)]
+                              if job.get("data") is None else [])
+        names, ya = _outputs(a, samples)
+        _, yb = _outputs(b, samples)
+        change = compare_outputs(ya, yb, names=names).to_json()
     except Exception as exc:  # noqa: BLE001 - the timing is still worth reporting
         change_error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     ctx.progress(total, total, label="done")
@@ -172,5 +183,5 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
         "measured_speedup": (min(a_ms) / min(b_ms)) if b_ms and min(b_ms) > 0 else None,
         "median_ratio": statistics.median(ratios) if ratios else None,
         "speedup_spread": [min(ratios), max(ratios)] if ratios else None,
-        "output_change": change, "output_change_error": change_error,
+        **change, "output_change_error": change_error,
     }

@@ -680,15 +680,15 @@ class LayerSwapRunner:
     """Measure the output change when one layer's weight is replaced, on fixed samples.
 
     ``weights``: {fed input name: FedWeight}; ``layer_weight``: {layer id: fed name};
-    ``change(layer_id, array)``: output change (see ``OUTPUT_CHANGE_HELP``) averaged
-    over the samples, against that layer's dense reference; ``mode``: "downstream"
+    ``change(layer_id, array)``: output change (:func:`sparsify_tui.metrics.compare_outputs`,
+    with ``plan`` fixed from the dense outputs) over the samples, against that layer's dense reference; ``mode``: "downstream"
     (one session, only the downstream part runs) or "full" (one session, whole model).
     """
 
     def __init__(self, model_path, graph, samples: list[dict[str, np.ndarray]], *, cores: int | None = None,
                  layer_ids: Iterable[str] | None = None, log=None, parallel: bool = True) -> None:
+        from sparsify_tui.metrics import LEGACY_KIND, plan_outputs
         from sparsify_tui.profiles.fedmodel import WeightFedModel
-        from sparsify_tui.metrics import classify_output
         from sparsify_tui.settings import usable_cores
 
         self.samples = samples
@@ -730,7 +730,9 @@ class LayerSwapRunner:
             self.dense.append(outs)
             self.boundary.append(bnd)
         self.output_names = list(getattr(self.impl, "model_outputs", None) or self.impl.output_names)
-        self.kinds = {n: classify_output(y) for n, y in zip(self.output_names, self.dense[0])} if self.dense else {}
+        # how each output is compared (metric, temperature), fixed from the dense outputs for every layer
+        self.plan = plan_outputs(self.dense, self.output_names)
+        self.kinds = {m.name: LEGACY_KIND[m.kind] for m in self.plan}
         self._ref: dict[str, list[dict[str, np.ndarray]]] = {}
 
     def _outputs(self, layer_id: str, i: int, weight: np.ndarray) -> dict[str, np.ndarray]:
@@ -751,22 +753,17 @@ class LayerSwapRunner:
         return self._ref[layer_id]
 
     def change(self, layer_id: str, weight: np.ndarray) -> float:
-        from sparsify_tui.metrics import one_output_change, MAX_CHANGE
-
-        ref = self.reference(layer_id)
-        total = 0.0
-        for i in range(len(self.samples)):
-            outs = self._outputs(layer_id, i, weight)
-            v = 0.0
-            for name, y in outs.items():
-                v += one_output_change(ref[i][name], y, self.kinds.get(name, "nse"))
-            total += min(v, MAX_CHANGE)
-        return total / max(1, len(self.samples))
+        return self.comparisons(layer_id, [weight])[0].value
 
     def changes(self, layer_id: str, weights: list[np.ndarray], cancel=None) -> list[float]:
-        """:meth:`change` for several weights of the same layer, the runs spread over the worker pool
-        (``cancel``, a threading.Event, is checked before every run)."""
-        from sparsify_tui.metrics import MAX_CHANGE, one_output_change
+        """:meth:`change` for several weights of the same layer (see :meth:`comparisons`)."""
+        return [c.value for c in self.comparisons(layer_id, weights, cancel=cancel)]
+
+    def comparisons(self, layer_id: str, weights: list[np.ndarray], cancel=None) -> list:
+        """The output change (:class:`sparsify_tui.metrics.OutputChange`) of each weight of the layer against
+        the layer's dense reference, the runs spread over the worker pool (``cancel``, a threading.Event, is
+        checked before every run)."""
+        from sparsify_tui.metrics import compare_outputs
         from sparsify_tui.progress import check_cancel
 
         n = len(self.samples)
@@ -789,16 +786,8 @@ class LayerSwapRunner:
             else:
                 self.reference(layer_id)
         ref = self._ref[layer_id]
-        out = []
-        for w in range(len(weights)):
-            total = 0.0
-            for i in range(n):
-                v = 0.0
-                for name, y in results[w * n + i].items():
-                    v += one_output_change(ref[i][name], y, self.kinds.get(name, "nse"))
-                total += min(v, MAX_CHANGE)
-            out.append(total / max(1, n))
-        return out
+        return [compare_outputs(ref, results[w * n:(w + 1) * n], self.plan, self.output_names)
+                for w in range(len(weights))]
 
     def close(self) -> None:
         if self._pool is not None:

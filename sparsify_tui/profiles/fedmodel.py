@@ -10,9 +10,7 @@
   stored behind ``DequantizeLinear`` are fed as the stored integer tensor.
   Because the dense reference outputs come from the *same* session with the
   dense weights, an unchanged weight gives bit-identical outputs.
-* :func:`output_change`: how far the outputs moved (the "loss proxy").
-* :func:`rank_correlation`: Spearman's rho with averaged ties.
-* :func:`load_samples_for`: the samples a profile runs on.
+  The output change of a measurement is :func:`sparsify_tui.metrics.compare_outputs`.
 """
 
 from __future__ import annotations

@@ -20,9 +20,12 @@ Two methods, one document format (``kind: "loss"``):
   layer alone is pruned (exactly round(s*n) smallest-magnitude weights, see
   :mod:`sparsify_tui.optim.prune`), the model is run on the samples and the
   outputs are compared with the dense model's (see
-  :data:`sparsify_tui.profiles.fedmodel.OUTPUT_CHANGE_HELP`: KL divergence
-  for probability / classification-logit outputs, normalized squared error
-  otherwise; summed over outputs, averaged over samples). It does NOT build a
+  :func:`sparsify_tui.metrics.compare_outputs`: a metric chosen per output --
+  KL at a temperature for class scores, cosine distance for embeddings,
+  normalized squared error for other float outputs, changed fraction for
+  integers -- summed over outputs, averaged over samples; the document's
+  ``output_metrics`` names each output's metric and unit, and each layer's
+  ``output_values`` holds the per-output values at the evaluation sparsity). It does NOT build a
   session per layer and level: ONE ONNX Runtime session is built
   (:class:`~sparsify_tui.profiles.downstream.DownstreamModel`) in which each
   prunable layer has an ``If`` branch holding a copy of the graph downstream
@@ -66,7 +69,7 @@ import numpy as np
 from sparsify_tui.errors import UsageError
 from sparsify_tui.settings import LOSS_APPROX_LEVELS, LOSS_ONE_SHOT_LEVELS, level_key
 from sparsify_tui.profiles import SCHEMA_VERSION
-from sparsify_tui.metrics import OUTPUT_CHANGE_HELP
+from sparsify_tui.metrics import OUTPUT_CHANGE_HELP, plan_notes, plan_to_json
 from sparsify_tui.progress import check_cancel
 from sparsify_tui.engines.inputs import load_samples_for
 from sparsify_tui.profiles.ranks import rank_correlation, running_max, sensitivity_ranks
@@ -271,6 +274,7 @@ def compute_one_shot(
     try:
         raw: dict[str, list[float] | None] = {}
         by_weight: dict[str, list[float]] = {}
+        by_output: dict[str, dict] = {}  # layer id -> per-output values at the evaluation sparsity
         for layer in layers:
             name = runner.layer_weight.get(layer.id)
             if name is None:
@@ -279,6 +283,8 @@ def compute_one_shot(
             check_cancel(cancel)
             if name in by_weight:  # a weight shared with a layer already measured
                 raw[layer.id] = list(by_weight[name])
+                first = next(lid for lid, n in runner.layer_weight.items() if n == name and lid in by_output)
+                by_output[layer.id] = by_output[first]
                 done += max(1, len(levels) - 1)
             else:
                 fw = runner.weights[name]
@@ -304,8 +310,10 @@ def compute_one_shot(
                         last_k = k
                     slot_of_level.append(len(arrays) - 1)
                 check_cancel(cancel)
-                results = runner.changes(layer.id, arrays, cancel=cancel) if arrays else []
-                values = [0.0 if slot is None else results[slot] for slot in slot_of_level]
+                results = runner.comparisons(layer.id, arrays, cancel=cancel) if arrays else []
+                values = [0.0 if slot is None else results[slot].value for slot in slot_of_level]
+                at_eval = slot_of_level[levels.index(round(float(eval_sparsity), 6))]
+                by_output[layer.id] = results[at_eval].values_by_output() if at_eval is not None else {}
                 del work, flat, arrays
                 done += max(1, len(levels) - 1)
                 if on_progress:
@@ -329,15 +337,19 @@ def compute_one_shot(
         extra={
             "definition": LOSS_ONE_SHOT_HELP,
             "output_kinds": kinds,
+            "output_metrics": plan_to_json(runner.plan),
             "engine": "onnxruntime",
             "engine_version": _ort_version(),
             "data": str(data) if data is not None else None,
             "runs": runs,
             "execution": runner.mode,
-            "notes": [runner.note] if runner.note else [],
+            "notes": ([runner.note] if runner.note else []) + plan_notes(runner.plan),
             "elapsed_s": round(time.perf_counter() - t0, 3),
         },
     )
+    for row in doc["layers"]:
+        if row["id"] in by_output:
+            row["output_values"] = by_output[row["id"]]
     return doc
 
 

@@ -2,9 +2,9 @@
 
 **Per layer** (simulated, in one ONNX Runtime session): the layer alone is
 quantized as an INT8 kernel would see it, and the change of the model's
-outputs is measured on the samples like the loss profile does (KL divergence
-for probability / classification-logit outputs, normalized squared error
-otherwise; summed over outputs, averaged over samples):
+outputs is measured on the samples like the loss profile does
+(:func:`sparsify_tui.metrics.compare_outputs`, a metric chosen per output and
+named in ``output_metrics``; per-output values in each row's ``output_values``):
 
 * its weight is quantize-dequantized **per output channel, symmetric, int8**:
   ``scale_c = max|w_c| / 127``, ``w' = clip(round(w / scale_c), -127, 127) * scale_c``
@@ -29,7 +29,8 @@ the model downstream of the layer runs; the reference is the dense model).
 QOperator format when QDQ fails, e.g. per-channel QDQ before opset 13; per-channel
 int8 weights, uint8 activations, MinMax calibration with a
 ``CalibrationDataReader`` over the samples); ``output_change`` is measured the
-same way against the fp32 model, and ``fp32_ms`` / ``int8_ms`` are medians of
+same way against the fp32 model (with ``output_change_metric``, ``_unit``,
+``_reading`` and the per-output ``output_change_outputs`` beside it), and ``fp32_ms`` / ``int8_ms`` are medians of
 several timed runs of each model in this process with the same session
 options (``speedup = fp32_ms / int8_ms``). When ONNX Runtime cannot quantize
 the model, ``model`` holds ``error`` and the layers are still measured.
@@ -47,7 +48,7 @@ import numpy as np
 
 from sparsify_tui.errors import UsageError
 from sparsify_tui.profiles import SCHEMA_VERSION
-from sparsify_tui.metrics import OUTPUT_CHANGE_HELP, classify_output, output_change
+from sparsify_tui.metrics import LEGACY_KIND, OUTPUT_CHANGE_HELP, compare_outputs, plan_notes, plan_to_json
 from sparsify_tui.progress import check_cancel
 from sparsify_tui.engines.inputs import load_samples_for
 from sparsify_tui.profiles.ranks import sensitivity_ranks
@@ -189,12 +190,10 @@ def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, co
             so = session_options(cores)
             fp32 = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
             int8 = ort.InferenceSession(str(qpath), session_options(cores), providers=["CPUExecutionProvider"])
-            changes = []
-            for s in samples:
-                a = fp32.run(None, s)
-                b = int8.run(None, s)
-                changes.append(output_change(a, b, [classify_output(y) for y in a]))
-            out["output_change"] = float(np.mean(changes))
+            names = [o.name for o in fp32.get_outputs()]
+            ref = [fp32.run(None, s) for s in samples]
+            change = compare_outputs(ref, [int8.run(None, s) for s in samples], names=names)
+            out.update(change.to_json())
             fp32_ms = _median_ms(fp32, samples[0], runs)
             int8_ms = _median_ms(int8, samples[0], runs)
             # once more in the other order: the machine warms up / throttles
@@ -228,7 +227,7 @@ def compute_quant(
     """Measure the quantization profile in this process (the child process calls this)."""
     from sparsify_tui.analysis import analyze
     from sparsify_tui.profiles.downstream import DownstreamModel, _Unsupported
-    from sparsify_tui.metrics import MAX_CHANGE, one_output_change
+    from sparsify_tui.metrics import plan_outputs
     from sparsify_tui.profiles.fedmodel import WeightFedModel
 
     t0 = time.perf_counter()
@@ -261,7 +260,9 @@ def compute_quant(
             dense.append(dict(zip(impl.output_names, impl.run(s))))
             boundary.append({})
     names = list(dense[0]) if dense else []
-    kinds = {n: classify_output(dense[0][n]) for n in names}
+    plan = plan_outputs(dense, names)  # each output's metric, fixed from the dense outputs for every layer
+    kinds = {m.name: LEGACY_KIND[m.kind] for m in plan}
+    notes += plan_notes(plan)
     total = len(layers) + (1 if whole_model else 0)
     rows: list[dict[str, Any]] = []
     def measure(layer) -> dict[str, Any]:
@@ -296,17 +297,16 @@ def compute_quant(
             row["activation_scale"] = act[0]
             row["activation_zero_point"] = act[1]
         row["activation_quantized"] = act is not None
-        vals = []
+        changed = []
         for j, smp in enumerate(sample_list):
             if mode == "downstream":
                 outs = impl.run_cut(layer.id, smp, boundary[j], wq, act=act if cut is not None and cut.act_scale else None)
             else:
                 outs = dict(zip(impl.output_names, impl.run(smp, {fed: wq})))
-            v = 0.0
-            for n, y in outs.items():
-                v += one_output_change(dense[j][n], y, kinds.get(n, "nse"))
-            vals.append(min(v, MAX_CHANGE))
-        row["sensitivity"] = float(np.mean(vals))
+            changed.append(outs)
+        change = compare_outputs(dense, changed, plan, names)
+        row["sensitivity"] = change.value
+        row["output_values"] = change.values_by_output()
         return row
 
     # layers are measured concurrently, one single-threaded run per core (see LayerSwapRunner)
@@ -360,6 +360,7 @@ def compute_quant(
         "engine_version": ort_version,
         "execution": mode,
         "output_kinds": [kinds[n] for n in names],
+        "output_metrics": plan_to_json(plan),
         "definition": QUANT_HELP,
         "notes": notes,
         "elapsed_s": round(time.perf_counter() - t0, 3),

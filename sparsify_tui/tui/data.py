@@ -392,6 +392,8 @@ class Totals:
     average_loss_sensitivity: float | None = None
     loss_method: str | None = None
     quant_output_change: float | None = None
+    quant_output_change_text: str = ""  # the value with its unit (sparsify_tui.metrics.format_change)
+    quant_output_change_reading: str = ""
     fp32_ms: float | None = None
     int8_ms: float | None = None
 
@@ -437,6 +439,9 @@ def totals(graph: Any = None, perf: dict | None = None, loss: dict | None = None
         t.loss_method = loss.get("method")
     if quant and isinstance(quant.get("model"), dict):
         t.quant_output_change = _num(quant["model"].get("output_change"))
+        from sparsify_tui.metrics import format_change
+
+        t.quant_output_change_text, t.quant_output_change_reading = format_change(quant["model"])
         t.fp32_ms = _num(quant["model"].get("fp32_ms"))
         t.int8_ms = _num(quant["model"].get("int8_ms"))
     return t

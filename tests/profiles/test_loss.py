@@ -17,8 +17,8 @@ from sparsify_tui.settings import LOSS_APPROX_LEVELS, level_key
 from sparsify_tui.profiles.loss import (
     LOSS_APPROX_HELP, approx_loss_profile, magnitude_proxy, run_loss_profile,
 )
+from sparsify_tui.metrics import classify_output, compare_outputs
 from sparsify_tui.profiles.ranks import average_ranks, rank_correlation, sensitivity_ranks
-from sparsify_tui.metrics import classify_output, one_output_change
 
 RNG = np.random.default_rng(7)
 
@@ -185,12 +185,9 @@ def test_downstream_runs_match_whole_model_runs(chain):
         pruned = fw.pruned(0.7)
         got = down.change(layer.id, pruned)
         name = full.layer_weight[layer.id]
-        want = 0.0
-        for s in samples:
-            dense = full.run(s)
-            changed = full.run(s, {name: pruned})
-            want += sum(one_output_change(a, b, classify_output(a)) for a, b in zip(dense, changed))
-        assert got == pytest.approx(want / len(samples), rel=1e-3, abs=1e-9)
+        dense = [full.run(s) for s in samples]
+        want = compare_outputs(dense, [full.run(s, {name: pruned}) for s in samples]).value
+        assert got == pytest.approx(want, rel=1e-3, abs=1e-9)
 
 
 def test_one_shot_with_data_file_and_directory(tmp_path, chain):
@@ -254,16 +251,16 @@ def test_sensitivity_ranks_and_output_change():
     assert sensitivity_ranks([0.5, 2.0, None, 0.5]) == [2, 1, None, 2]
     p = np.array([[0.5, 0.25, 0.25]], np.float32)
     q = np.array([[0.25, 0.5, 0.25]], np.float32)
-    assert classify_output(p) == "dist"
-    assert one_output_change(p, q, "dist") == pytest.approx(0.5 * np.log(2) - 0.25 * np.log(2), rel=1e-5)
+    assert classify_output(p) == "probabilities"
+    assert compare_outputs([[p]], [[q]]).value == pytest.approx(0.5 * np.log(2) - 0.25 * np.log(2), rel=1e-5)
     logits = np.array([[1.0, 2.0, 3.0]], np.float32)
-    assert classify_output(logits) == "logits"
-    assert one_output_change(logits, logits + 5.0, "logits") == pytest.approx(0.0, abs=1e-7)
+    assert classify_output(logits) == "class_scores"
+    assert compare_outputs([[logits]], [[logits + 5.0]]).value == pytest.approx(0.0, abs=1e-7)
     y = RNG.standard_normal((1, 4, 5)).astype(np.float32)
-    assert classify_output(y) == "nse"
-    assert one_output_change(y, 2 * y, "nse") == pytest.approx(1.0, rel=1e-6)
-    assert one_output_change(np.array([1, 2, 3]), np.array([1, 0, 3]), "discrete") == pytest.approx(1 / 3)
-    assert one_output_change(y, y, classify_output(y)) == 0.0
+    assert classify_output(y) == "regression"
+    assert compare_outputs([[y]], [[2 * y]]).value == pytest.approx(1.0, rel=1e-6)
+    assert compare_outputs([[np.array([1, 2, 3])]], [[np.array([1, 0, 3])]]).value == pytest.approx(1 / 3)
+    assert compare_outputs([[y]], [[y]]).value == 0.0
 
 
 # ---------------------------------------------------------------- real models

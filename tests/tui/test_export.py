@@ -101,3 +101,8 @@ async def test_validation_key_runs_in_background(demo_project):
         assert job.state == "done", job.error
         v = demo_project.get_optimization(screen.opt_name).get("validation")
         assert v and f"{v['measured_speedup']:.2f}x" in text, text
+        # the output change is shown with its unit and its meaning in words
+        from sparsify_tui.metrics import format_change
+
+        value, meaning = format_change(v)
+        assert v["output_change_metric"] and value in text and meaning and meaning[:30] in text, text

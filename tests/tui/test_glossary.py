@@ -23,6 +23,8 @@ SHOWN_TERMS = [
     "Estimated Time vs Baseline", "FLOPs Reduction", "Params Reduction", "Training Summary", "Name map",
     "Recipe", "Code sample", "Validation", "Override", "Excluded layer", "Filters", "Buckets", "Epochs",
     "Target sparsity", "Initial sparsity", "Max sparsity", "Summary Type", "Sensitivity rank",
+    "Output change", "INT8 output change", "KL divergence", "Top-1 agreement", "Cosine distance",
+    "Relative RMS change",
 ]
 
 

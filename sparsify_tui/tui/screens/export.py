@@ -72,7 +72,12 @@ def validation_table(v: dict) -> Table:
     table.add_row("Estimated speedup", num("estimated_speedup", "{:.2f}x"))
     table.add_row("Relative error", num("relative_error", "{:+.0%}"))
     table.add_row("Dense / pruned ms", f"{num('dense_ms', '{:.3f}')} / {num('pruned_ms', '{:.3f}')}")
-    table.add_row("Output change", num("output_change", "{:.3g}"))
+    from sparsify_tui.metrics import format_change
+
+    change, meaning = format_change(v)
+    table.add_row("Output change", change if v.get("output_change") is not None else "-")
+    if meaning:
+        table.add_row("", Text(meaning, style="italic"))
     eng = v.get("engine")
     if eng:
         table.add_row("Engine", f"{eng} {v.get('engine_version', '')}".strip())

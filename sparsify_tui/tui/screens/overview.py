@@ -177,7 +177,8 @@ class OverviewScreen(Screen):
                 row("INT8 model", f"{fmt_ms(t.int8_ms)} ms", f"fp32 {fmt_ms(t.fp32_ms)} ms, "
                     f"{t.fp32_ms / t.int8_ms:.2f}x" if t.int8_ms else "")
             if t.quant_output_change is not None:
-                row("INT8 output change", f"{t.quant_output_change:.4g}", "whole model quantized")
+                row("INT8 output change", t.quant_output_change_text or f"{t.quant_output_change:.4g}",
+                    t.quant_output_change_reading or "whole model quantized")
         self.query_one("#totals", Static).update(grid)
 
     def _refresh_jobs(self, *_: Any) -> None:

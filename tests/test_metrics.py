@@ -1,0 +1,197 @@
+"""Output-change metrics (sparsify_tui.metrics) on hand-built arrays whose change is known in closed form."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sparsify_tui.metrics import (
+    MAX_CHANGE,
+    TEMPERATURE_SPREAD,
+    classify_output,
+    compare_outputs,
+    format_change,
+    plan_outputs,
+)
+
+RNG = np.random.default_rng(20)
+
+
+def _kl_closed_form(x: np.ndarray, y: np.ndarray, t: float = 1.0) -> float:
+    """KL(softmax(x/t) || softmax(y/t)) = sum p (x - y)/t + log sum exp(y/t) - log sum exp(x/t), mean over rows."""
+    x = x.astype(np.float64) / t
+    y = y.astype(np.float64) / t
+    mx, my = x.max(-1, keepdims=True), y.max(-1, keepdims=True)
+    lse_x = np.log(np.exp(x - mx).sum(-1)) + mx[:, 0]
+    lse_y = np.log(np.exp(y - my).sum(-1)) + my[:, 0]
+    p = np.exp(x - lse_x[:, None])
+    return float(np.mean(np.sum(p * (x - y), -1) + lse_y - lse_x))
+
+
+def test_probabilities_kl_and_top1():
+    p = np.array([[0.5, 0.25, 0.25]], np.float32)
+    q = np.array([[0.25, 0.5, 0.25]], np.float32)
+    assert classify_output(p) == "probabilities"
+    c = compare_outputs([[p]], [[q]], names=["probs"])
+    o = c.outputs[0]
+    assert (o["metric"], o["unit"], o["temperature"]) == ("kl", "nats", 1.0)
+    assert c.value == pytest.approx(0.25 * math.log(2), rel=1e-6)  # 0.5 ln 2 - 0.25 ln 2
+    assert o["top1_changed"] == 1.0 and o["top1_agreement"] == 0.0
+    assert o["reading"].startswith("top-1 changed on 1 of 1 samples")
+
+
+def test_logits_kl_at_temperature_one_and_top1_over_samples():
+    x = [RNG.standard_normal((1, 10)).astype(np.float32) for _ in range(8)]
+    y = [a + np.float32(0.3) * RNG.standard_normal((1, 10)).astype(np.float32) for a in x]
+    y[0] = x[0].copy()
+    y[0][0, np.argmax(x[0])] -= 10  # the top class loses: top-1 changes on this sample
+    c = compare_outputs([[a] for a in x], [[b] for b in y], names=["logits"])
+    o = c.outputs[0]
+    assert o["kind"] == "class_scores" and o["metric"] == "kl" and o["temperature"] == 1.0
+    want = np.mean([_kl_closed_form(a, b) for a, b in zip(x, y)])
+    assert c.value == pytest.approx(want, rel=1e-6)
+    k = sum(int(np.argmax(a) != np.argmax(b)) for a, b in zip(x, y))
+    assert k >= 1 and o["top1_changed"] == pytest.approx(k / 8)
+    assert o["reading"].startswith(f"top-1 changed on {k} of 8 samples; logits moved ")
+    nse = np.mean([np.sum((a - b) ** 2) / np.sum(a ** 2) for a, b in zip(x, y)])
+    assert o["rel_rms_pct"] == pytest.approx(100 * math.sqrt(nse), rel=1e-5)
+    # a constant shift of the logits is no change of the softmax
+    assert compare_outputs([[x[1]]], [[x[1] + 5]]).value == pytest.approx(0.0, abs=1e-9)
+
+
+def test_large_logits_get_a_temperature_that_keeps_kl_informative():
+    """Logits spanning thousands: the plain softmax is one-hot and its KL reads 0; at T it does not."""
+    x = [RNG.standard_normal((1, 1000)) * 2000 for _ in range(4)]
+    y = [a * 1.02 + RNG.standard_normal((1, 1000)) * 20 for a in x]
+    assert _kl_closed_form(x[0], y[0]) < 1e-30  # what the first definition reported
+    plan = plan_outputs([[a] for a in x], ["logits"])
+    t_want = max(1.0, float(np.median([np.std(a) for a in x])) / TEMPERATURE_SPREAD)
+    assert plan[0].metric == "kl" and plan[0].temperature == pytest.approx(t_want, rel=1e-3)
+    c = compare_outputs([[a] for a in x], [[b] for b in y], plan)
+    t = plan[0].temperature
+    assert c.value == pytest.approx(np.mean([_kl_closed_form(a, b, t) for a, b in zip(x, y)]), rel=1e-6)
+    assert c.value > 1e-4
+    nse = np.mean([np.sum((a - b) ** 2) / np.sum(a ** 2) for a, b in zip(x, y)])
+    assert c.outputs[0]["rel_rms_pct"] == pytest.approx(100 * math.sqrt(nse), rel=1e-6)
+    assert 1.5 < c.outputs[0]["rel_rms_pct"] < 3  # 2% scale + 1% noise
+
+
+def test_saturated_classifier_kl_is_zero_but_the_logits_moved():
+    """One class far above the others: even at T the softmax is one-hot, KL is 0 although the logits
+    moved by 1%; the guard switches to the normalized squared error of the logits and says so."""
+    x = np.zeros((1, 1000))
+    x[0, 3] = 1e5
+    y = x * 1.01  # every logit moves by 1%, the argmax stays
+    plan = plan_outputs([[x]], ["logits"])
+    t = plan[0].temperature
+    assert t > 1 and _kl_closed_form(x, y, t) < 1e-40  # KL at T is 0 to any precision
+    assert plan[0].metric == "nse" and any("saturated" in n for n in plan[0].notes)
+    c = compare_outputs([[x]], [[y]], plan)
+    o = c.outputs[0]
+    assert c.value == pytest.approx(1e-4, rel=1e-9)  # (0.01)^2
+    assert o["rel_rms_pct"] == pytest.approx(1.0, rel=1e-9)
+    assert o["top1_changed"] == 0.0 and o["notes"] == plan[0].notes
+    assert o["reading"] == "top-1 changed on 0 of 1 samples; logits moved 1% RMS"
+    assert c.to_json()["output_change_metric"] == "nse"
+
+
+def test_embedding_cosine_distance():
+    theta = 0.3
+    d = 16
+    q, _ = np.linalg.qr(RNG.standard_normal((d, d)))  # orthonormal columns u0, u1, u2, ...
+    a = np.stack([q[:, 0], q[:, 1]])  # unit rows: an L2-normalized embedding
+    b = np.stack([math.cos(theta) * q[:, 0] + math.sin(theta) * q[:, 2], q[:, 1]])  # row 0 turned by theta
+    b *= 3.0  # the length does not count
+    assert classify_output(a) == "embedding"
+    c = compare_outputs([[a]], [[b]])
+    o = c.outputs[0]
+    assert (o["metric"], o["unit"]) == ("cosine_distance", "cosine distance")
+    assert c.value == pytest.approx((1 - math.cos(theta)) / 2, rel=1e-9)  # one of the two rows turned
+    assert o["reading"].startswith("cosine distance ")
+    # recognised by name, or as the pooled vector of a [N, T, D] output of the same model
+    raw = RNG.standard_normal((1, 384))
+    assert classify_output(raw) == "class_scores"
+    assert classify_output(raw, "sentence_embedding") == "embedding"
+    assert classify_output(raw, "461", [RNG.standard_normal((1, 128, 384))]) == "embedding"
+    # an all-zero vector: cosine undefined -> nse, with a note
+    z = np.zeros((1, 8))
+    z[0, 0] = 1
+    plan = plan_outputs([[np.vstack([z, np.zeros((1, 8))])]], ["embedding"])
+    assert plan[0].metric == "nse" and plan[0].notes
+
+
+def test_regression_nse_and_relative_rms():
+    y = RNG.standard_normal((1, 4, 5, 6))
+    assert classify_output(y) == "regression"
+    eps = 0.03
+    c = compare_outputs([[y], [2 * y]], [[y * (1 + eps)], [2 * y * (1 - eps)]])
+    o = c.outputs[0]
+    assert (o["metric"], o["kind"]) == ("nse", "regression")
+    assert c.value == pytest.approx(eps ** 2, rel=1e-9)
+    assert o["rel_rms_pct"] == pytest.approx(100 * eps, rel=1e-9)
+    assert o["reading"] == "values moved 3% RMS"
+
+
+def test_integer_changed_fraction():
+    a = np.array([[1, 2, 3, 4]], np.int64)
+    b = np.array([[1, 0, 3, 0]], np.int64)
+    c = compare_outputs([[a]], [[b]])
+    assert c.outputs[0]["metric"] == "changed_fraction" and c.value == pytest.approx(0.5)
+    assert c.outputs[0]["reading"] == "50% of the elements changed"
+    assert compare_outputs([[a]], [[a]]).outputs[0]["reading"] == "no element changed"
+
+
+def test_all_zero_output_reports_the_rms_change_not_zero():
+    z = np.zeros((1, 3, 4, 4), np.float32)
+    c = compare_outputs([[z]], [[z + 0.5]])
+    o = c.outputs[0]
+    assert o["metric"] == "rms" and c.value == pytest.approx(0.5)
+    assert any("all zeros" in n for n in o["notes"])
+
+
+def test_combined_value_is_the_sum_over_outputs():
+    p = np.array([[0.5, 0.25, 0.25]])
+    q = np.array([[0.25, 0.5, 0.25]])
+    y = RNG.standard_normal((1, 2, 3))
+    ids = np.array([[1, 2]])
+    c = compare_outputs([{"probs": p, "map": y, "ids": ids}], [{"probs": q, "map": 1.1 * y, "ids": ids}],
+                        names=["probs", "map", "ids"])
+    assert [o["metric"] for o in c.outputs] == ["kl", "nse", "changed_fraction"]
+    assert c.value == pytest.approx(0.25 * math.log(2) + 0.01, rel=1e-9)
+    j = c.to_json()
+    assert j["output_change"] == c.value and j["output_change_metric"] == "sum"
+    assert j["output_change_reading"].startswith("probs: top-1 changed on 1 of 1 samples")
+    assert "ids: no element changed" in j["output_change_reading"]
+    assert sum(o["value"] for o in j["output_change_outputs"]) == pytest.approx(c.value)
+    assert format_change(j)[0] == f"{c.value:.3g} (sum over 3 outputs)"
+    # an output the change cannot reach (None) did not move
+    c2 = compare_outputs([{"a": y, "b": y}], [{"a": 1.1 * y}], names=["a", "b"])
+    assert c2.value == pytest.approx(0.01) and c2.outputs[1]["value"] == 0.0
+
+
+def test_broken_outputs_count_as_max_change():
+    y = RNG.standard_normal((1, 3, 4))
+    bad = y.copy()
+    bad[0, 0, 0] = np.nan
+    assert compare_outputs([[y]], [[bad]]).value == MAX_CHANGE
+    assert compare_outputs([[y]], [[y[:, :2]]]).value == MAX_CHANGE
+    assert format_change({"output_change": MAX_CHANGE})[0].startswith("broken")
+
+
+def test_format_change_for_old_documents():
+    assert format_change({"output_change": 6.05}) == ("6.05", "")
+    assert format_change({"output_change": None}) == ("n/a", "")
+    assert format_change({"output_change": 0.0019, "output_change_metric": "kl",
+                          "output_change_reading": "top-1 changed on 0 of 4 samples"}) == \
+        ("0.0019 nats (KL)", "top-1 changed on 0 of 4 samples")
+    assert format_change({"output_change": 0.0019, "output_change_metric": "kl"}, short=True)[0] == "0.0019 nats"
+
+
+def test_metrics_imports_numpy_only():
+    code = ("import sys, sparsify_tui.metrics; bad = [m for m in ('onnx', 'onnxruntime', 'textual') "
+            "if m in sys.modules]; assert not bad, bad")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0
