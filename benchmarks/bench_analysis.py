@@ -3,7 +3,7 @@
 usage: python benchmarks/bench_analysis.py [MODEL.onnx ...] [--runs N]
 
 Without a model it builds the ResNet-50-sized model of
-``shared/corpus/build_resnet50.py`` (100 MB, 25.5M weights) in a temporary
+``scripts/build_resnet50.py`` (100 MB, 25.5M weights) in a temporary
 directory. For each model it prints the median in-process ``analyze()`` time
 (interpreter start excluded; the first, cold call is shown apart), the
 median wall time of ``sparsify-tui info --json`` as a whole process, and the
@@ -23,14 +23,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BUILDER = REPO.parent / "shared" / "corpus" / "build_resnet50.py"
-
-
 def build_resnet50(out_dir: Path) -> Path:
-    if not BUILDER.exists():
-        sys.exit(f"error: {BUILDER} not found; pass a model path instead")
-    subprocess.run([sys.executable, str(BUILDER), str(out_dir)], check=True, stdout=subprocess.DEVNULL)
-    return out_dir / "resnet50.onnx"
+    from sparsify_tui.analysis.demo import build_resnet50_model
+
+    return build_resnet50_model(out_dir / "resnet50.onnx")
 
 
 def in_process(path: Path, runs: int) -> tuple[float, float, float, object]:

@@ -1,4 +1,4 @@
-"""Speed of the loss profiles on the ResNet-50-sized model (``shared/corpus/build_resnet50.py``).
+"""Speed of the loss profiles on the ResNet-50-sized model (``scripts/build_resnet50.py``).
 
     python benchmarks/bench_loss.py [--model resnet50.onnx] [--repeats 5] [--one-shot-repeats 1] [--full]
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +23,6 @@ from pathlib import Path
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 
 HERE = Path(__file__).resolve().parent
-BUILDER_CANDIDATES = [HERE.parent.parent / "shared" / "corpus" / "build_resnet50.py",
-                      Path("/work/shared/corpus/build_resnet50.py")]
 SPARSEML_APPROX_S = 1.13
 SPARSEML_ONE_SHOT_S = 158.8
 
@@ -34,11 +30,9 @@ SPARSEML_ONE_SHOT_S = 158.8
 def _model(arg: str | None, tmp: Path) -> Path:
     if arg:
         return Path(arg)
-    builder = next((b for b in BUILDER_CANDIDATES if b.exists()), None)
-    if builder is None:
-        sys.exit("build_resnet50.py not found; pass --model")
-    subprocess.run([sys.executable, str(builder), str(tmp)], check=True, stdout=subprocess.DEVNULL)
-    return tmp / "resnet50.onnx"
+    from sparsify_tui.analysis.demo import build_resnet50_model
+
+    return build_resnet50_model(tmp / "resnet50.onnx")
 
 
 def main() -> int:

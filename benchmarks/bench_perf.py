@@ -9,7 +9,7 @@ usage: python benchmarks/bench_perf.py [--runs N] [--model PATH] [--engine deeps
     (``model_debug_analysis`` / the ORT session). Target: <= 1.25x.
 (b) Against SparseML: ``pruning_perf_sens_one_shot`` sweeps 10 levels x
     (10 iterations + 5 warm-up) on the ResNet-50-sized model that
-    ``shared/corpus/build_resnet50.py`` writes, at optimization level 0; it
+    ``scripts/build_resnet50.py`` writes, at optimization level 0; it
     takes 25-34 s on these machines (engines.md section 2). Ours runs the same
     levels and iterations at optimization level 1, with 1 and with 3 repeats
     of the dense level (the spread).
@@ -41,14 +41,15 @@ os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 from sparsify_tui.settings import PERF_LEVELS  # noqa: E402
 from sparsify_tui.profiles.perf import run_perf_profile  # noqa: E402
 
-BUILD = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "build_resnet50.py"
 SPARSEML_SECONDS = (25.2, 34.4)
 
 
 def resnet50_sized(out_dir: Path) -> Path:
     path = out_dir / "resnet50.onnx"
     if not path.exists():
-        subprocess.run([sys.executable, str(BUILD), str(out_dir)], check=True, stdout=subprocess.DEVNULL)
+        from sparsify_tui.analysis.demo import build_resnet50_model
+
+        build_resnet50_model(path)
     return path
 
 

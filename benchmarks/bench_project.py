@@ -1,6 +1,6 @@
 """Benchmark projects: SIGKILL-while-saving loop (large count), save/open/add_profile timings, hashing.
 
-    /work/venv/bin/python benchmarks/bench_project.py [--kills 1000] [--runs 15] [--model PATH]
+    python benchmarks/bench_project.py [--kills 1000] [--runs 15] [--model PATH]
 
 Prints medians (and the spread) of several runs. Not a test: nothing is
 asserted except what the kill loop checks after every kill (the project

@@ -1,6 +1,6 @@
 """Fixtures for the Ray cluster tests.
 
-They need Ray (the ``[cluster]`` extra; run them with ``/work/venv-ray``). Without
+They need Ray (the ``[cluster]`` extra). Without
 Ray they SKIP, unless ``SPARSIFY_REQUIRE_RAY=1`` is set: then they FAIL, so a CI
 job that installs the extra can never skip them silently.
 

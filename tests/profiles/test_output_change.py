@@ -98,24 +98,10 @@ def test_loss_profile_names_each_outputs_metric_with_closed_form_values(tmp_path
 # ---------------------------------------------------------------- the ResNet-50-sized model
 @pytest.fixture(scope="session")
 def resnet50_sized(tmp_path_factory):
-    """The ResNet-50-sized model of the corpus builder (random He-init weights: logits in the thousands),
-    built once per session (about 4 s)."""
-    import os
-    from pathlib import Path
+    """The ResNet-50-sized model (random He-init weights: logits in the thousands), built once per session."""
+    from sparsify_tui.analysis.demo import build_resnet50_model
 
-    from tests.conftest import REPO
-
-    candidates = [Path(os.environ["SPARSIFY_RESNET50_BUILDER"])] if os.environ.get("SPARSIFY_RESNET50_BUILDER") \
-        else []
-    candidates += [REPO.parent / "shared" / "corpus" / "build_resnet50.py",
-                   REPO.parent.parent / "shared" / "corpus" / "build_resnet50.py"]  # from a git worktree
-    script = next((c for c in candidates if c.exists()), None)
-    if script is None:
-        pytest.skip("build_resnet50.py of the shared corpus is not here (set SPARSIFY_RESNET50_BUILDER)")
-    d = tmp_path_factory.mktemp("r50sized")
-    p = subprocess.run([PY, str(script), str(d)], capture_output=True, text=True, timeout=600, check=False)
-    assert p.returncode == 0, p.stderr
-    return d / "resnet50.onnx"
+    return build_resnet50_model(tmp_path_factory.mktemp("r50sized") / "resnet50.onnx")
 
 
 @pytest.mark.slow
