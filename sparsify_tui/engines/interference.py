@@ -44,8 +44,9 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 THRESHOLD = 0.10  # a block whose cores other processes used more than this share of is re-measured/flagged
 MAX_REMEASURE = 2  # re-measures of a busy block (so at most 3 attempts)
@@ -218,7 +219,7 @@ class Block:
         self.start: Snapshot | None = None
         self.share: Share = Share(None, cpus=self.cpus)
 
-    def __enter__(self) -> "Block":
+    def __enter__(self):
         self.start = snapshot(self.cpus, self.pid, self.tree)
         return self
 
@@ -265,7 +266,7 @@ class Sampler:
         while not self._stop.wait(self.interval_s):
             self._take()
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         if available() and self._thread is None:
             self._take()
             self._thread = threading.Thread(target=self._loop, name="interference-sampler", daemon=True)
@@ -278,7 +279,7 @@ class Sampler:
             self._thread.join(timeout=2.0)
             self._thread = None
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -377,5 +378,17 @@ def pinned(cpus: list[int]) -> Iterator[None]:
         os.sched_setaffinity(0, set(old))
 
 
-__all__ = ["THRESHOLD", "MAX_REMEASURE", "Share", "Block", "block", "Sampler", "remeasure", "wait_idle",
-           "busy_warning", "measured_cpus", "available", "pinned"]
+__all__ = [
+    "MAX_REMEASURE",
+    "THRESHOLD",
+    "Block",
+    "Sampler",
+    "Share",
+    "available",
+    "block",
+    "busy_warning",
+    "measured_cpus",
+    "pinned",
+    "remeasure",
+    "wait_idle",
+]

@@ -34,8 +34,9 @@ def _core() -> int:
 @contextlib.contextmanager
 def cpu_hog(cpu: int, code: str = "while 1: pass"):
     """A CPU-bound child pinned to ``cpu``; always killed."""
-    p = subprocess.Popen([sys.executable, "-c", code], preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    p = subprocess.Popen([sys.executable, "-c", code])
     try:
+        os.sched_setaffinity(p.pid, {cpu})
         deadline = time.time() + 10
         while itf.process_ticks(p.pid) < 5 and time.time() < deadline:  # running for real
             time.sleep(0.02)
@@ -68,12 +69,12 @@ def _busy_block(cpu: int, seconds: float = 1.0) -> tuple[itf.Share, float]:
     """Spin on ``cpu`` for ``seconds``: (the mechanism's share, the scheduler's wait share of this thread)."""
     with itf.pinned([cpu]):
         tid = __import__("threading").get_native_id()
-        r0, w0 = _schedstat(os.getpid(), tid)
+        _r0, w0 = _schedstat(os.getpid(), tid)
         t0 = time.perf_counter()
         with itf.block([cpu]) as b:
             _spin(seconds)
         wall = time.perf_counter() - t0
-        r1, w1 = _schedstat(os.getpid(), tid)
+        _r1, w1 = _schedstat(os.getpid(), tid)
     return b.share, (w1 - w0) / 1e9 / wall
 
 
@@ -108,7 +109,7 @@ def test_own_child_process_is_not_interference_but_a_strangers_is():
     """A CPU-bound child of the measured process (tree=True) is the engine's own work."""
     cpu = _core()
     with cpu_hog(cpu) as child:
-        r0, w0 = _schedstat(child)
+        _r0, w0 = _schedstat(child)
         t0 = time.perf_counter()
         mine = itf.block([cpu], tree=True)
         stranger = itf.block([cpu], pid=os.getppid())  # a process that is not the child's ancestor
@@ -126,14 +127,14 @@ def test_engine_cores_smaller_than_the_mask_ignore_work_on_the_spare_cpu():
     if len(cpus) < 2:
         pytest.skip("needs 2 CPUs")
     pair = cpus[-2:]
-    with cpu_hog(pair[0]):  # the hog has its own CPU; our single thread the other one
-        with itf.pinned([pair[1]]):
-            tid = __import__("threading").get_native_id()
-            _, w0 = _schedstat(os.getpid(), tid)
-            t0 = time.perf_counter()
-            with itf.block(pair, engine_cores=1) as one, itf.block(pair) as both:
-                _spin(1.0)
-            waited = (_schedstat(os.getpid(), tid)[1] - w0) / 1e9 / (time.perf_counter() - t0)
+    # the hog has its own CPU; our single thread the other one
+    with cpu_hog(pair[0]), itf.pinned([pair[1]]):
+        tid = __import__("threading").get_native_id()
+        _, w0 = _schedstat(os.getpid(), tid)
+        t0 = time.perf_counter()
+        with itf.block(pair, engine_cores=1) as one, itf.block(pair) as both:
+            _spin(1.0)
+        waited = (_schedstat(os.getpid(), tid)[1] - w0) / 1e9 / (time.perf_counter() - t0)
     # 2 engine threads on 2 CPUs would lose half the time to the hog ...
     assert both.share.interference > 0.5 - TOL, both.share
     # ... 1 thread loses only what it waited for its own CPU: the hog on the spare one does not count
