@@ -45,6 +45,13 @@ def _add_precision(p: argparse.ArgumentParser, what: str = "") -> None:
                         "int8 runs a quantized (QDQ) model as is (default fp32)")
 
 
+def _add_measure_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-value", action="append", default=[], metavar="NAME=VALUE",
+                   help="fill a model input with this value instead of random data, e.g. sr=16000 (repeatable)")
+    p.add_argument("--wait-idle", default=None, metavar="SECONDS",
+                   help="first wait up to SECONDS for other processes to leave the cores alone")
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
@@ -101,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--import", dest="import_file", default=None,
                     help="import a profile JSON measured elsewhere into the project")
     _add_input_shape(pp)
+    _add_measure_flags(pp)
     _add_json(pp)
 
     pl = psub.add_parser("loss", help="per-layer loss sensitivity to pruning")
@@ -175,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", default="5", help="warm-up iterations (default 5)")
     p.add_argument("--repeats", default="3", help="repeats (default 3)")
     _add_input_shape(p)
+    _add_measure_flags(p)
     _add_json(p)
 
     p = sub.add_parser("compare", help="compare two performance profiles layer by layer")

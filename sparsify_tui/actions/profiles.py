@@ -46,7 +46,8 @@ def _data(data: Any) -> str | None:
 
 def perf_settings(*, engine: str = "auto", batch_size: int = 1, cores: int | None = None, levels: Any = None,
                   iterations: int = 10, warmup: int = 5, repeats: int = 3, input_shapes: dict | None = None,
-                  data: Any = None, approximate: bool = False, precision: str | None = None) -> dict[str, Any]:
+                  data: Any = None, approximate: bool = False, precision: str | None = None,
+                  input_values: dict | None = None) -> dict[str, Any]:
     """The settings that identify a perf profile, every default filled in (``engine`` as requested;
     ``precision`` only when one is asked for: openvino's, or int8)."""
     if approximate:
@@ -60,6 +61,8 @@ def perf_settings(*, engine: str = "auto", batch_size: int = 1, cores: int | Non
         s["data"] = _data(data)
     if precision:
         s["precision"] = str(precision)
+    if input_values:  # (--input-value: part of what was measured)
+        s["input_values"] = dict(sorted(input_values.items()))
     return s
 
 
@@ -159,8 +162,10 @@ def find_cached(project: Any, kind: str, settings: dict, machine: dict | None = 
 
 def measure(model_path: Any, kind: str, settings: dict, *, graph: Any = None,
             on_progress: Callable[[dict], Any] | None = None, cancel: threading.Event | None = None,
-            timeout_s: float | None = None) -> dict:
-    """Measure a profile of ``kind`` with ``settings`` (blocking); the document."""
+            timeout_s: float | None = None, wait_idle_s: float = 0.0) -> dict:
+    """Measure a profile of ``kind`` with ``settings`` (blocking); the document.
+
+    ``wait_idle_s`` (perf): first wait up to that long for a quiet machine (``--wait-idle``)."""
     shapes = settings.get("input_shapes") or None
     if kind == "perf":
         from sparsify_tui.profiles import perf
@@ -176,7 +181,8 @@ def measure(model_path: Any, kind: str, settings: dict, *, graph: Any = None,
             model_path, engine=settings["engine"], batch_size=settings["batch_size"], cores=settings["cores"],
             levels=settings["levels"], iterations=settings["iterations"], warmup=settings["warmup"],
             repeats=settings["repeats"], input_shapes=shapes, data=settings.get("data"),
-            on_progress=on_progress, cancel=cancel, precision=settings.get("precision"), **kw)
+            on_progress=on_progress, cancel=cancel, precision=settings.get("precision"),
+            input_values=settings.get("input_values"), wait_idle_s=wait_idle_s, **kw)
     if kind == "loss":
         from sparsify_tui.profiles import loss
 
@@ -230,7 +236,8 @@ def store(project: Any, kind: str, settings: dict, doc: dict, *, name: str | Non
 
 def measure_or_reuse(project: Any, kind: str, settings: dict, *, force: bool = False, name: str | None = None,
                      graph: Any = None, on_progress: Callable[[dict], Any] | None = None,
-                     cancel: threading.Event | None = None, timeout_s: float | None = None) -> ProfileResult:
+                     cancel: threading.Event | None = None, timeout_s: float | None = None,
+                     wait_idle_s: float = 0.0) -> ProfileResult:
     """The profile of ``project`` with these settings: the stored one, or a new measurement stored in it."""
     from sparsify_tui.engines.machine import machine_summary
 
@@ -243,5 +250,5 @@ def measure_or_reuse(project: Any, kind: str, settings: dict, *, force: bool = F
             return ProfileResult(doc, entry, reused=True)
     project.require_writable()  # a locked project fails now, not after the measurement
     doc = measure(project.model_path, kind, settings, graph=graph, on_progress=on_progress, cancel=cancel,
-                  timeout_s=timeout_s)
+                  timeout_s=timeout_s, wait_idle_s=wait_idle_s)
     return ProfileResult(doc, store(project, kind, settings, doc, name=name, machine=machine))

@@ -95,6 +95,11 @@ def parse_input_shapes(args: list[str] | None) -> dict[str, list[int]]:
             )
         name, _, dims_s = text.rpartition("=")
         name = name.strip()
+        if name and not dims_s.strip():  # NAME= : a 0-d (scalar) input
+            if name in shapes and shapes[name] != []:
+                raise InputShapeError(f"--input-shape gives two different shapes for {name!r}")
+            shapes[name] = []
+            continue
         parts = [p.strip() for p in dims_s.replace("x", ",").split(",")]
         if not name or not parts or any(not (p.isascii() and p.isdigit()) for p in parts):
             raise InputShapeError(
@@ -609,6 +614,11 @@ class _Walker:
             dequantized = "DequantizeLinear" in c.transform or "Cast" in c.transform
             if (c.data_type in FLOAT_TYPES or dequantized) and c.source.dims and len(c.source.dims) >= 2:
                 self._count_param(c, layer)  # embedding table
+        if not (outs and all(o in consts for o in outs if o)):  # (a folded node's consumer counts it)
+            for k, i in enumerate(ins):
+                c = consts.get(i) if i else None
+                if c is not None and _is_weight_or_table(c, op, domain, k):
+                    self._count_param(c, layer)  # any op, any domain (contrib LSTMs, quantized tables ...)
         if op in BIAS_OPS and not layer.prunable:
             for i in ins:
                 c = consts.get(i)
@@ -639,6 +649,61 @@ class _Walker:
                 for gi, sg in enumerate(a.graphs):
                     self.walk(sg, f"{path + '/' if path else ''}{node.name or lid}/{a.name}[{gi}]",
                               consts, shapes, False)
+
+
+# ---------------------------------------------------------------- params of every operator domain
+INT_TYPES = {2, 3, 4, 5, 6, 7, 12, 13, 21, 22}  # (u)int8/16/32/64, (u)int4
+# formal input names that are never weights: quantization parameters, indices, shapes, masks
+_NOT_WEIGHT = ("scale", "zero_point", "indices", "shape", "mask", "axes", "sequence_lens", "pads", "roi",
+               "sizes", "repeats", "starts", "ends", "steps", "condition")
+_INDEX_MOVERS = TRANSFORM_OPS | {"Slice", "Concat", "Split", "Where", "Range", "Equal", "Less", "Greater", "Add",
+                                  "Sub", "Mul", "Min", "Max", "ScatterND", "ScatterElements"}
+_schema_cache: dict[tuple[str, str], list[tuple[str, bool]] | None] = {}
+
+
+def _formal_inputs(op: str, domain: str) -> list[tuple[str, bool]] | None:
+    """[(formal input name, variadic)] of an op from onnx's schemas, or ONNX Runtime's for contrib ops."""
+    key = (op, domain)
+    if key in _schema_cache:
+        return _schema_cache[key]
+    out = None
+    try:
+        import onnx.defs
+
+        sch = onnx.defs.get_schema(op, domain)
+        out = [(f.name, f.option == f.option.Variadic) for f in sch.inputs]
+    except Exception:  # noqa: BLE001 - not an onnx op: ask ONNX Runtime (com.microsoft ...)
+        try:
+            from onnxruntime.capi import onnxruntime_pybind11_state as C
+
+            if not _schema_cache.get(("__ort__", "")):
+                for sch in C.get_all_operator_schema():
+                    _schema_cache.setdefault((sch.name, sch.domain), [(f.name, False) for f in sch.inputs])
+                _schema_cache[("__ort__", "")] = []
+            out = _schema_cache.get(key)
+        except Exception:  # noqa: BLE001 - no onnxruntime
+            out = None
+    _schema_cache[key] = out
+    return out
+
+
+def _is_weight_or_table(c: Const, op: str, domain: str, k: int) -> bool:
+    """A constant of >= 2 dims, float or integer, consumed as input ``k`` of ``op``, that is not a
+    scale, zero point, index, shape or mask (by the op's formal input name, else by the tensor's name)."""
+    src = c.source
+    if src.dims is None or len(src.dims) < 2 or src.kind == "constant_of_shape" or prod(src.dims) <= 1:
+        return False  # (a [1,1,1,1] clip value is no weight)
+    if src.data_type not in FLOAT_TYPES and src.data_type not in INT_TYPES:
+        return False
+    if src.data_type in (6, 7) and op in _INDEX_MOVERS:
+        return False  # an int32/int64 buffer sliced or reshaped (position ids) is an index, not a learned table
+    formal = _formal_inputs(op, domain)
+    if formal:
+        name = formal[k][0] if k < len(formal) else (formal[-1][0] if formal[-1][1] else "")
+    else:
+        name = src.name
+    low = name.lower()
+    return not any(w in low for w in _NOT_WEIGHT) and not low.endswith(("_zp", "zeropoint"))
 
 
 # ---------------------------------------------------------------- entry point
@@ -800,7 +865,12 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
     del g.value_info[:]
     check_conv_ranks(model, label)  # onnx 1.14 segfaults on these instead of reporting them
     try:
-        inferred, main_shapes = infer_shapes(model, opset)
+        try:
+            inferred, main_shapes = infer_shapes(model, opset)
+        except Exception as exc:  # noqa: BLE001 - retried without the ops onnx cannot type
+            inferred, main_shapes, skipped = _infer_without_untyped(model, opset, exc)
+            notes.append(f"ONNX shape inference cannot type the outputs of {', '.join(skipped)} "
+                         "(not tensors, e.g. a sequence of maps): their shapes are unknown.")
     except Exception as exc:  # onnx.shape_inference.InferenceError, ValidationError, RuntimeError
         msg = str(exc).strip().splitlines()
         first = next((m for m in msg if m.strip()), type(exc).__name__)
@@ -830,8 +900,11 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         s = shapes_main.get(vo.name)
         if s is None:
             s = out_elem.get(vo.name) or []
-        dt = vo.type.tensor_type.elem_type if vo.type.HasField("tensor_type") else 0
-        outputs.append(TensorInfo(vo.name, list(s), ONNX_DTYPES.get(dt, "unknown")))
+        if vo.type.HasField("tensor_type"):
+            dtype = ONNX_DTYPES.get(vo.type.tensor_type.elem_type, "unknown")
+        else:  # sequence / map / optional outputs (ai.onnx.ml ZipMap): no shape to give
+            dtype, s = _type_text(vo.type), []
+        outputs.append(TensorInfo(vo.name, list(s), dtype))
 
     layers = walker.layers
     known_flops = [layer.flops for layer in layers if layer.flops is not None]
@@ -918,6 +991,65 @@ for name, (shape, dtype) in feed_shapes.items():
 outs = sess.run(names, feed)
 print(json.dumps({n: list(v.shape) for n, v in zip(names, outs) if isinstance(v, np.ndarray)}))
 """
+
+
+def _type_text(t) -> str:
+    """``sequence(map(int64,float32))`` for a non-tensor TypeProto."""
+    which = t.WhichOneof("value")
+    if which == "tensor_type":
+        return ONNX_DTYPES.get(t.tensor_type.elem_type, "unknown")
+    if which == "sequence_type":
+        return f"sequence({_type_text(t.sequence_type.elem_type)})"
+    if which == "map_type":
+        return f"map({ONNX_DTYPES.get(t.map_type.key_type, 'unknown')},{_type_text(t.map_type.value_type)})"
+    if which == "optional_type":
+        return f"optional({_type_text(t.optional_type.elem_type)})"
+    return "unknown"
+
+
+_FAILED_OP_RE = re.compile(r"\(op_type:([A-Za-z0-9_]+)")
+
+
+def _infer_without_untyped(model, opset: int, exc: BaseException):
+    """Shape inference when onnx rejects some op's output type (ai.onnx.ml ZipMap's sequence of maps):
+    infer a copy without the main-graph nodes of the op(s) it names, then put the shapes found back on
+    the whole model. Returns ``(inferred, shapes, [op types left untyped])``; re-raises ``exc`` when the
+    failure names no op, or removing it does not help (up to 4 different ops)."""
+    import onnx
+
+    skipped: list[str] = []
+    err: BaseException = exc
+    for _ in range(4):
+        m = _FAILED_OP_RE.search(str(err))
+        if m is None or m.group(1) in skipped:
+            raise exc
+        skipped.append(m.group(1))
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        g = work.graph
+        removed = [n for n in g.node if n.op_type in skipped]
+        gone = {o for n in removed for o in n.output}
+        keep = [n for n in g.node if n.op_type not in skipped]
+        del g.node[:]
+        g.node.extend(keep)
+        outs = [vo for vo in g.output if vo.name not in gone]
+        del g.output[:]
+        g.output.extend(outs)
+        try:
+            part, shapes = infer_shapes(work, opset)
+        except Exception as again:  # noqa: BLE001
+            err = again
+            continue
+        inferred = onnx.ModelProto()
+        inferred.CopyFrom(model)
+        del inferred.graph.value_info[:]
+        inferred.graph.value_info.extend(vi for vi in part.graph.value_info if vi.name not in gone)
+        by_name = {vo.name: vo for vo in part.graph.output}
+        for vo in inferred.graph.output:
+            if vo.name in by_name:
+                vo.CopyFrom(by_name[vo.name])
+        return inferred, {k: v for k, v in shapes.items() if k not in gone}, skipped
+    raise exc
 
 
 def _shapes_from_onnxruntime(path: str, inputs: list[TensorInfo], names: list[str],

@@ -143,7 +143,7 @@ def print_human(graph, machine: dict[str, Any], *, show_all: bool, out=None, wid
         assumed = f"  (assumed {', '.join(f'axis {k}={v}' for k, v in t.assumed.items())})" if t.assumed else ""
         p(f"Input     {t.name}: {t.dtype} {_shape(t.shape)}{assumed}")
     for t in graph.outputs:
-        p(f"Output    {t.name}: {t.dtype} {_shape(t.shape)}")
+        p(f"Output    {t.name}: {t.dtype} {_shape(t.shape) if '(' not in t.dtype else '(shape unknown)'}")
     flops = fmt_count(graph.flops) if graph.flops is not None else (
         f"unknown ({fmt_count(graph.flops_known)} known; {graph.unknown_flops_layers} layers unknown)")
     p(f"Params    {fmt_count(graph.params)} ({graph.params:,}); prunable {fmt_count(graph.prunable_params)} "

@@ -104,12 +104,17 @@ def run(args: argparse.Namespace) -> int:
     timeout = parse_float("--timeout", getattr(args, "timeout", 600), minimum=1.0)
     if args.data is not None and not Path(args.data).expanduser().exists():
         raise UsageError(f"{args.data}: no such data file or directory")
+    from sparsify_tui.engines.inputs import parse_input_values
+
+    values = parse_input_values(getattr(args, "input_value", None))
+    wait_idle = parse_float("--wait-idle", args.wait_idle, minimum=0.0) if getattr(args, "wait_idle", None) else 0.0
     target = resolve_target(args.target, args.input_shape)
     project = target.project
     args._project_dir = str(project.dir) if project is not None else None
     settings = profiles_action.perf_settings(
         engine=engine, batch_size=batch, cores=cores, levels=levels, iterations=iterations, warmup=warmup,
-        repeats=repeats, input_shapes=target.input_shapes, data=args.data, precision=precision)
+        repeats=repeats, input_shapes=target.input_shapes, data=args.data, precision=precision,
+        input_values=values)
     progress = Progress("profile perf")
 
     def on_progress(ev: dict) -> None:
@@ -120,10 +125,11 @@ def run(args: argparse.Namespace) -> int:
         with dynamic_shape_hint(target.model_path, target.input_shapes):
             if project is None:
                 doc = profiles_action.measure(target.model_path, "perf", settings, on_progress=on_progress,
-                                              timeout_s=timeout)
+                                              timeout_s=timeout, wait_idle_s=wait_idle)
             else:
                 res = profiles_action.measure_or_reuse(project, "perf", settings, force=args.force, name=args.name,
-                                                       on_progress=on_progress, timeout_s=timeout)
+                                                       on_progress=on_progress, timeout_s=timeout,
+                                                       wait_idle_s=wait_idle)
                 doc = res.doc
                 if res.reused:
                     validate_perf_document(doc, f"cached profile {res.entry.id}")
@@ -131,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
                     _output(args, doc)
                     return 0
         progress.done()
+        for w in (doc.get("quality") or {}).get("warnings") or []:
+            progress.note(f"warning: {w}")
         if engine == "auto" and doc.get("engine") != "deepsparse":
             progress.note(f"note: using {doc.get('engine')} instead of deepsparse: {doc.get('engine_reason')}")
         if doc.get("incomplete"):

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from sparsify_tui.commands.common import Progress, dynamic_shape_hint, emit_json, print_table
-from sparsify_tui.settings import usable_cores as max_cores, parse_int, parse_int_list
+from sparsify_tui.settings import parse_float, parse_int, parse_int_list
+from sparsify_tui.settings import usable_cores as max_cores
 from sparsify_tui.errors import ModelError, UsageError
 
 
@@ -98,9 +99,26 @@ def _engine_label(r: dict) -> str:
     return label
 
 
+def run_with_fallback(job: dict, **kw) -> dict:
+    """run_job; with ``--engine auto``, a DeepSparse crash (an assertion, a segfault: the worker dies)
+    runs the job again on ONNX Runtime, and the result's engine_reason says why."""
+    from sparsify_tui.engines.runner import run_job
+    from sparsify_tui.errors import CancelledError, EngineError
+
+    try:
+        return run_job(job, **kw)
+    except CancelledError:
+        raise
+    except EngineError as exc:
+        if job.get("engine", "auto") != "auto" or type(exc) is not EngineError:
+            raise
+        res = run_job(dict(job, engine="onnxruntime"), **kw)
+        res["engine_reason"] = f"deepsparse crashed ({exc.message}); fell back to onnxruntime"
+        return res
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
     from sparsify_tui.analysis import parse_input_shapes
-    from sparsify_tui.engines.runner import run_job
     from sparsify_tui.engines.inputs import make_inputs
     from sparsify_tui.settings import usable_cores as default_cores
     from sparsify_tui.profiles.perf import validate_engine, validate_precision
@@ -118,7 +136,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
     iterations = parse_int("--iterations", args.iterations, minimum=1)
     warmup = parse_int("--warmup", args.warmup, minimum=0)
     repeats = parse_int("--repeats", args.repeats, minimum=1)
+    from sparsify_tui.engines.inputs import parse_input_values
+
     shapes = parse_input_shapes(args.input_shape or [])
+    values = parse_input_values(getattr(args, "input_value", None))
+    wait_idle = parse_float("--wait-idle", args.wait_idle, minimum=0.0) if getattr(args, "wait_idle", None) else 0.0
     models = []
     for m in args.models:
         p = Path(m).expanduser()
@@ -126,7 +148,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             raise ModelError(f"{p}: no such file")
         # fail fast on a bad model / bad shapes before any child starts
         with dynamic_shape_hint(p, shapes):
-            make_inputs(p, batches[0], {k: v for k, v in shapes.items()})
+            make_inputs(p, batches[0], {k: v for k, v in shapes.items()}, values=values)
         models.append(p)
     progress = Progress("benchmark")
     results = []
@@ -139,10 +161,13 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 progress.update(done, total, label)
                 job = {"kind": "benchmark", "model_path": str(p), "engine": engine, "batch_size": b,
                        "iterations": iterations, "warmup": warmup, "repeats": repeats,
-                       "input_shapes": {k: list(v) for k, v in shapes.items()}}
+                       "input_shapes": {k: list(v) for k, v in shapes.items()}, "input_values": values,
+                       "wait_idle_s": wait_idle if done == 0 else 0.0}
                 if precision:
                     job["precision"] = precision
-                res = run_job(job, cores=c, timeout_s=600)
+                res = run_with_fallback(job, cores=c, timeout_s=600)
+                for w in res.get("quality", {}).get("warnings", []):
+                    progress.note(f"warning: {p.name}: {w}")
                 results.append(res)
                 done += 1
                 progress.update(done, total, f"{label}: {res['median_ms']:.2f} ms")

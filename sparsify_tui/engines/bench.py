@@ -38,9 +38,17 @@ def resolve_engine(engine: str, model_path: str, batch_size: int, shapes: dict |
 def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores: int | None = None,
                     iterations: int = 20, warmup: int = 5, repeats: int = 3,
                     input_shapes: dict | None = None, data: str | None = None, heartbeat=None,
-                    precision: str | None = None) -> dict[str, Any]:
+                    precision: str | None = None, input_values: dict | None = None,
+                    remeasure: int | None = None, wait_idle_s: float = 0.0) -> dict[str, Any]:
     """Benchmark ``path``; returns model, engine, engine_reason, batch_size, cores, median/min/max ms, items/s,
-    precision (and, with OpenVINO, inference_precision: what the compiled model runs)."""
+    precision (and, with OpenVINO, inference_precision: what the compiled model runs).
+
+    Each repeat's interference (the share of the cores' time other processes took while it ran,
+    :mod:`sparsify_tui.engines.interference`) is measured; while the largest is above the threshold
+    the benchmark is run again (``remeasure`` times at most) and the quietest run is kept;
+    ``quality`` says what stayed busy.
+    """
+    from sparsify_tui.engines import interference as itf
     from sparsify_tui.engines import deepsparse_engine as dse
     from sparsify_tui.engines import ort
     from sparsify_tui.errors import EngineError
@@ -50,16 +58,43 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     shapes = input_shapes or {}
     specs = input_specs(path, shapes)
     names = [s.name for s in specs]
-    inputs = make_inputs(path, batch_size, shapes, data=data)
+    inputs = make_inputs(path, batch_size, shapes, data=data, values=input_values)
     chosen, reason = resolve_engine(engine, path, batch_size, shapes)
+    idle = itf.wait_idle(float(wait_idle_s)) if wait_idle_s else None
     t0 = time.perf_counter()
     load_start = loadavg()
     res = None
+    retries = itf.MAX_REMEASURE if remeasure is None else int(remeasure)
+
+    def watched(run):
+        """run(beat) -> result; with the interference of each repeat (its runs end at the beat)."""
+        def once():
+            ends: list[float] = []
+
+            def beat(label):
+                ends.append(time.perf_counter())
+                if heartbeat:
+                    heartbeat(label)
+
+            with itf.Sampler(engine_cores=cores) as sampler:
+                out = run(beat)
+                its = out["iteration_ms"]
+                per = len(its) // max(1, len(out["repeat_ms"]))
+                out["interference_by_repeat"] = [
+                    sampler.share(end - sum(its[r * per:(r + 1) * per]) / 1000.0, end).interference
+                    for r, end in enumerate(ends[:len(out["repeat_ms"])])]
+            return out, max((x for x in out["interference_by_repeat"] if x is not None), default=None)
+
+        out, _share, attempts = itf.remeasure(once, retries=retries)
+        out["attempts"] = attempts
+        return out
+
     if chosen == "deepsparse":
         try:
             with dse.compatible_model(path) as (ds_path, note):
-                res = dse.benchmark(ds_path, inputs, names, batch_size=batch_size, cores=cores,
-                                    iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+                res = watched(lambda beat: dse.benchmark(
+                    ds_path, inputs, names, batch_size=batch_size, cores=cores, iterations=iterations,
+                    warmup=warmup, repeats=repeats, heartbeat=beat))
             if note:
                 reason = f"{reason} ({note})"
             version = dse.version()
@@ -72,16 +107,28 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     if chosen == "openvino":
         from sparsify_tui.engines import openvino_engine as ove
 
-        res = ove.benchmark(path, inputs, precision=precision or "fp32", cores=cores, iterations=iterations,
-                            warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+        res = watched(lambda beat: ove.benchmark(path, inputs, precision=precision or "fp32", cores=cores,
+                                                 iterations=iterations, warmup=warmup, repeats=repeats,
+                                                 heartbeat=beat))
         version = ove.version()
         reason = f"{reason} ({res['precision']}, runs in {res['inference_precision']})"
     if res is None:
-        res = ort.benchmark(path, inputs, cores=cores, iterations=iterations, warmup=warmup, repeats=repeats,
-                            heartbeat=heartbeat)
+        res = watched(lambda beat: ort.benchmark(path, inputs, cores=cores, iterations=iterations, warmup=warmup,
+                                                 repeats=repeats, heartbeat=beat))
         version = ort.version()
     med = statistics.median(res["repeat_ms"])
+    shares = [x for x in res.get("interference_by_repeat") or [] if x is not None]
+    share = max(shares) if shares else None
+    warnings = []
+    if itf.above(share):
+        warnings.append(itf.busy_warning("the benchmark", share, res.get("attempts", 1)))
+    quality = {"interference": share, "interference_by_repeat": res.get("interference_by_repeat"),
+               "interference_threshold": itf.THRESHOLD, "deployed_ms": med, "instrumentation_ratio": None,
+               "warnings": warnings}
+    if idle is not None:
+        quality["wait_idle"] = idle
     return {
+        "quality": quality,
         "model": path,
         "model_name": Path(path).name,
         "engine": chosen,

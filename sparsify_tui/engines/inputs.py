@@ -279,15 +279,57 @@ def load_samples(model: Any, data: str | os.PathLike, batch_size: int = 1,
 
 def make_inputs(model_path_or_graph: Any, batch_size: int = 1,
                 input_shapes: dict[str, list[int]] | None = None,
-                data: str | os.PathLike | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """One batch of inputs ``{name: array}`` for the model (random, or the first batch of ``data``)."""
+                data: str | os.PathLike | None = None, seed: int = 0,
+                values: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """One batch of inputs ``{name: array}`` for the model (random, or the first batch of ``data``).
+
+    ``values`` (``--input-value NAME=V``): those inputs are filled with ``V`` instead (a sample
+    rate, a flag the model branches on); they override ``data`` too.
+    """
     specs = input_specs(model_path_or_graph, input_shapes)
+    _check_values(specs, values)
     if data is not None:
-        return load_samples(model_path_or_graph, data, batch_size, specs=specs)[0]
-    shapes = {s.name: concrete_shape(s, batch_size) for s in specs}
-    _check_memory(specs, shapes, batch_size)
-    rng = np.random.default_rng(seed)
-    return {s.name: random_input(s, shapes[s.name], rng) for s in specs}
+        batch = load_samples(model_path_or_graph, data, batch_size, specs=specs)[0]
+    else:
+        shapes = {s.name: concrete_shape(s, batch_size) for s in specs}
+        _check_memory(specs, shapes, batch_size)
+        rng = np.random.default_rng(seed)
+        batch = {s.name: random_input(s, shapes[s.name], rng) for s in specs}
+    for s in specs:
+        if values and s.name in values:
+            arr = batch[s.name]
+            batch[s.name] = np.full(arr.shape, values[s.name], dtype=arr.dtype)
+    return batch
+
+
+def parse_input_values(args: list[str] | None) -> dict[str, float]:
+    """``["sr=16000"]`` -> ``{"sr": 16000.0}`` (``--input-value``); UsageError if malformed."""
+    out: dict[str, float] = {}
+    for arg in args or []:
+        name, eq, val = str(arg).rpartition("=")
+        name = name.strip()
+        try:
+            number = float(val)
+        except ValueError:
+            number = None
+        if not eq or not name or number is None or number != number:
+            raise UsageError(f"--input-value {arg!r} is malformed: expected NAME=NUMBER such as sr=16000")
+        out[name] = int(number) if number.is_integer() else number
+    return out
+
+
+def _check_values(specs: list[InputSpec], values: dict[str, float] | None) -> None:
+    if not values:
+        return
+    names = {s.name for s in specs}
+    unknown = [n for n in values if n not in names]
+    if unknown:
+        raise InputShapeError(f"--input-value names {unknown[0]!r}, which the model has no input called "
+                              f"(its inputs: {', '.join(sorted(names))})")
+
+
+SYNTHETIC_HINT = ("the inputs were synthetic (random values); if the model needs real ones -- a sample rate, a "
+                  "flag it branches on, token ids -- give them with --input-value NAME=VALUE or --data FILE.npz")
 
 
 def _check_memory(specs: list[InputSpec], shapes: dict[str, list[int]], batch_size: int) -> None:

@@ -193,7 +193,7 @@ def share_between(a: Snapshot | None, b: Snapshot | None, cpus: list[int], engin
     """Interference between two snapshots (see the module docstring for the formula)."""
     n = max(1, len(cpus))
     k = n if not engine_cores else max(1, min(int(engine_cores), n))
-    if a is None or b is None or b.total <= a.total:
+    if a is None or b is None or b.total - a.total < n:
         return Share(None, cpus=list(cpus), engine_cores=k, window_s=0.0 if a is None or b is None else b.t - a.t)
     hz = clock_ticks()
     total = b.total - a.total
@@ -294,15 +294,16 @@ class Sampler:
             t1 = time.perf_counter()
         with self._lock:
             snaps = list(self._snaps)
-        if not snaps or snaps[-1].t < t1 - self.interval_s / 2:
-            self._take()
+        if not snaps or snaps[-1].t < t1:
+            self._take()  # (t1 is in the past: a snapshot now closes the window, a little late at worst)
             with self._lock:
                 snaps = list(self._snaps)
         t0 = min(t0, t1 - MIN_WINDOW_S)
         before = [s for s in snaps if s.t <= t0]
         a = before[-1] if before else snaps[0]
-        after = [s for s in snaps if s.t >= t1 - self.interval_s / 2]
+        after = [s for s in snaps if s.t >= t1 - self.interval_s / 2 and s is not a]
         b = after[0] if after else snaps[-1]
+        # a window shorter than a clock tick per CPU cannot be resolved: unknown (None), not 0
         return share_between(a, b, self.cpus, self.engine_cores)
 
 

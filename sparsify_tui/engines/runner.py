@@ -221,7 +221,7 @@ def run_job(
             cls = _error_class(error_event.get("type"))
             message = str(error_event.get("message") or "the engine failed")
             exc = cls(message, hint=error_event.get("hint")) if cls is not EngineError else EngineError(
-                message, output_tail=output_tail())
+                message, output_tail=output_tail(), hint=error_event.get("hint"))
             if isinstance(exc, EngineError):
                 exc.output_tail = output_tail()
             raise fail(exc)

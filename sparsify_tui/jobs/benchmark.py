@@ -15,6 +15,8 @@ def benchmark(job: dict, ctx) -> dict:
         cores=job.get("cores"), iterations=int(job.get("iterations", 20)), warmup=int(job.get("warmup", 5)),
         repeats=int(job.get("repeats", 3)), input_shapes=job.get("input_shapes") or {}, data=job.get("data"),
         heartbeat=ctx.heartbeat, precision=job.get("precision"),
+        input_values=job.get("input_values") or None, remeasure=job.get("remeasure"),
+        wait_idle_s=float(job.get("wait_idle_s") or 0.0),
     )
     ctx.progress(1, 1, label=f"{res['median_ms']:.2f} ms")
     return res

@@ -17,7 +17,7 @@ from typing import Any
 from sparsify_tui.engines.machine import loadavg, machine_summary
 from sparsify_tui.errors import EngineError, EngineUnavailableError
 from sparsify_tui.jobs import JobContext, register
-from sparsify_tui.profiles.perf import assemble
+from sparsify_tui.profiles.perf import add_quality, assemble
 from sparsify_tui.settings import PERF_LEVELS, level_key, usable_cores
 
 
@@ -58,7 +58,8 @@ def busy_note(doc: dict, load_start: float | None) -> None:
 def _part(res: dict, kind: str, lv: float, keep_groups: bool) -> dict:
     """The part of an engine result that goes into the document (and to the parent)."""
     out = {"type": kind, "key": level_key(lv), "level": lv, "model_ms": res["model_ms"],
-           "layer_ms": res["layer_ms"], "internal": res["internal"], "engine_s": res["engine_s"]}
+           "layer_ms": res["layer_ms"], "internal": res["internal"], "engine_s": res["engine_s"],
+           "interference": res.get("interference"), "attempts": res.get("attempts", 1)}
     if keep_groups:
         out["owner"] = res["owner"]
         out["groups"] = res["groups"]
@@ -91,6 +92,22 @@ class PerfRun:
     failures: list[str] = field(default_factory=list)
     setup: dict | None = None
     done: int = 1
+    level_notes: list[str] = field(default_factory=list)
+
+    @property
+    def threshold(self) -> float:
+        from sparsify_tui.engines import interference as itf
+
+        return float(self.job.get("interference_threshold", itf.THRESHOLD))
+
+    @property
+    def retries(self) -> int:
+        from sparsify_tui.engines import interference as itf
+
+        return int(self.job.get("remeasure", itf.MAX_REMEASURE))
+
+    def _on_retry(self, n: int, share: float) -> None:
+        self.ctx.heartbeat(f"other processes used {share:.0%} of the cores: measuring again ({n})")
 
     def _step(self, label: str) -> None:
         self.done += 1
@@ -108,13 +125,27 @@ class PerfRun:
                       "machine": machine_summary(), "notes": notes}
         self.ctx.partial(self.setup)
 
-    def _analyze(self, level: float | None) -> dict:
+    def _analyze(self, level: float | None, tries: int | None = None) -> dict:
+        """One analysis call and the interference of its timed runs (the end of the call, after the
+        compile); re-measured (bounded) while other processes take more than the threshold."""
         from sparsify_tui.engines import deepsparse_engine as dse
+        from sparsify_tui.engines import interference as itf
 
-        res = dse.analyze_level(self.ds_path, self.info, self.inputs, self.names, batch_size=self.batch,
-                                cores=self.cores, iterations=self.iterations, warmup=self.warmup, level=level,
-                                shapes_fixed=True)
-        res["model_ms"] = res["average_total_ms"]
+        def once():
+            with itf.Sampler(engine_cores=self.cores) as sampler:
+                res = dse.analyze_level(self.ds_path, self.info, self.inputs, self.names, batch_size=self.batch,
+                                        cores=self.cores, iterations=self.iterations, warmup=self.warmup,
+                                        level=level, shapes_fixed=True)
+                t_end = time.perf_counter()
+                timed_s = min(sum(res["iteration_ms"]) / 1000.0, res["engine_s"])
+                res["interference"] = sampler.share(t_end - timed_s, t_end).interference
+            res["model_ms"] = res["average_total_ms"]
+            return res, res["interference"]
+
+        res, _share, attempts = itf.remeasure(once, threshold=self.threshold,
+                                              retries=self.retries if tries is None else tries,
+                                              on_retry=self._on_retry)
+        res["attempts"] = attempts
         return res
 
     def deepsparse_dense(self) -> bool:
@@ -156,6 +187,7 @@ class PerfRun:
                 continue
             self._keep(_part(res, "level", lv, keep_groups=False))
             self._step(f"level {level_key(lv)}: {res['model_ms']:.2f} ms")
+        self.level_notes = level_sanity(self.ctx, self.parts, lambda lv: self._analyze(lv, tries=0))
 
     def onnxruntime(self) -> None:
         """ONNX Runtime's profiler on the dense model; the levels are approximated from FLOPs."""
@@ -164,13 +196,30 @@ class PerfRun:
         self._setup("onnxruntime", ort.version(), True,
                     self.notes + ["onnxruntime does not run sparse weights faster: the times at each "
                                   "sparsity level are approximated from FLOPs"])
-        res = ort.profile(self.path, self.info, self.inputs, cores=self.cores, iterations=self.iterations,
-                          warmup=self.warmup, repeats=self.repeats, heartbeat=self.ctx.heartbeat)
+        from sparsify_tui.engines import interference as itf
+
+        def once():
+            ends: list[float] = []
+
+            def beat(label: str) -> None:
+                ends.append(time.perf_counter())
+                self.ctx.heartbeat(label)
+
+            with itf.Sampler(engine_cores=self.cores) as sampler:
+                res = ort.profile(self.path, self.info, self.inputs, cores=self.cores, iterations=self.iterations,
+                                  warmup=self.warmup, repeats=self.repeats, heartbeat=beat)
+                res["shares"] = repeat_shares(sampler, ends, res)
+            return res, max((x for x in res["shares"] if x is not None), default=None)
+
+        res, _share, attempts = itf.remeasure(once, threshold=self.threshold, retries=self.retries,
+                                              on_retry=self._on_retry)
+        shares = res["shares"]
         for r, ms in enumerate(res["repeat_ms"]):
             self._keep({"type": "baseline", "key": level_key(0.0), "level": 0.0, "model_ms": ms,
                         "layer_ms": res["layer_ms"], "internal": res["internal"],
                         "engine_s": res["engine_s"] if r == 0 else 0.0,
-                        "owner": res["owner"], "groups": res["groups"]})
+                        "owner": res["owner"], "groups": res["groups"],
+                        "interference": shares[r] if r < len(shares) else None, "attempts": attempts})
         self.done = self.total
         self.ctx.progress(self.done, self.total, label=f"dense: {statistics.median(res['repeat_ms']):.2f} ms")
 
@@ -207,7 +256,93 @@ class PerfRun:
         setup = dict(self.setup or {})
         if self.failures:
             setup["failures"] = self.failures
+        if self.level_notes:
+            setup["level_notes"] = self.level_notes
         return setup
+
+    def deployed_time(self) -> dict | None:
+        """Time the dense model in the engine as a user deploys it (DeepSparse ``compile_model``, a plain
+        ONNX Runtime session): same batch, cores and inputs; about 250 ms of timed runs per repeat."""
+        from sparsify_tui.engines import deepsparse_engine as dse
+        from sparsify_tui.engines import interference as itf
+        from sparsify_tui.engines import ort
+
+        base = [float(p["model_ms"]) for p in self.parts if p.get("type") == "baseline"]
+        if not self.job.get("deployed", True) or not base:
+            return None
+        iterations = max(5, min(2000, math.ceil(250.0 / max(statistics.median(base), 0.01))))
+        self.ctx.heartbeat("timing the engine as deployed")
+
+        def once():
+            ends: list[float] = []
+
+            def beat(_label: str) -> None:
+                ends.append(time.perf_counter())
+
+            with itf.Sampler(engine_cores=self.cores) as sampler:
+                if self.engine == "deepsparse":
+                    res = dse.benchmark(self.ds_path, self.inputs, self.names, batch_size=self.batch,
+                                        cores=self.cores, iterations=iterations, warmup=3, repeats=3, heartbeat=beat)
+                else:
+                    res = ort.benchmark(self.path, self.inputs, cores=self.cores, iterations=iterations, warmup=3,
+                                        repeats=3, heartbeat=beat)
+                shares = repeat_shares(sampler, ends, res)
+            return res, max((x for x in shares if x is not None), default=None)
+
+        try:
+            res, share, _n = itf.remeasure(once, threshold=self.threshold, retries=self.retries,
+                                           on_retry=self._on_retry)
+        except EngineError as exc:
+            self.ctx.log(f"the engine as deployed could not time the model: {exc.message}")
+            return {"error": exc.message}
+        return {"deployed_ms": statistics.median(res["repeat_ms"]), "repeat_ms": res["repeat_ms"],
+                "interference": share, "iterations": iterations}
+
+
+def repeat_shares(sampler: Any, ends: list[float], res: dict) -> list:
+    """Interference of each timed repeat of a benchmark/profile call (a repeat's runs end at its heartbeat)."""
+    its = res.get("iteration_ms") or []
+    n = len(res.get("repeat_ms") or [])
+    per = len(its) // n if n else 0
+    return [sampler.share(end - sum(its[r * per:(r + 1) * per]) / 1000.0, end).interference
+            for r, end in enumerate(ends[:n])]
+
+
+def level_sanity(ctx: Any, parts: list[dict], measure_again: Any) -> list[str]:
+    """Model time must not rise from one sparsity level to the next by more than the dense repeats'
+    spread (at least 2%): such a level is measured once more (the lower time kept); what still
+    rises is returned as warning sentences."""
+    base = [float(p["model_ms"]) for p in parts if p.get("type") == "baseline"]
+    levels = sorted((p for p in parts if p.get("type") == "level"), key=lambda p: p["level"])
+    if not base or not levels:
+        return []
+    med = statistics.median(base)
+    tol = max(max(base) - min(base), 0.02 * med)
+    notes = []
+    prev_key, prev_ms = level_key(0.0), med
+    for part in levels:
+        if part["model_ms"] > prev_ms + tol:
+            ctx.heartbeat(f"level {part['key']} is slower than level {prev_key}: measuring it again")
+            try:
+                again = measure_again(part["level"])
+                if again["model_ms"] < part["model_ms"]:
+                    new = _part(again, "level", part["level"], keep_groups=False)
+                    new["attempts"] = int(part.get("attempts", 1)) + 1
+                    new["interference"] = max(float(part.get("interference") or 0.0),
+                                              float(again.get("interference") or 0.0))
+                    parts[parts.index(part)] = new
+                    ctx.partial(new)
+                    part = new
+            except EngineError:
+                pass
+            if part["model_ms"] > prev_ms + tol:
+                notes.append(
+                    f"level {part['key']} measured {part['model_ms']:.3f} ms, slower than level {prev_key} "
+                    f"({prev_ms:.3f} ms) by more than the measured spread ({tol:.3f} ms), also when measured "
+                    "again: its time is doubtful (a busy machine, or sparse kernels slower than dense here)")
+        prev_key, prev_ms = part["key"], part["model_ms"]
+    return notes
+
 
 
 def _layers_meta(info: Any) -> list[dict]:
@@ -241,13 +376,21 @@ def perf_job(job: dict, ctx: JobContext) -> dict:
     info = load_model_info(path, shapes)
     src = info.graph if info.graph is not None and getattr(info.graph, "model", None) is not None else path
     names = [s.name for s in input_specs(src, shapes)]
-    inputs = make_inputs(src, batch, shapes, data=job.get("data"), seed=int(job.get("seed", 0)))
+    inputs = make_inputs(src, batch, shapes, data=job.get("data"), seed=int(job.get("seed", 0)),
+                         values=job.get("input_values") or None)
     settings = {"model_path": path, "batch_size": batch, "cores": cores, "levels": levels,
                 "iterations": int(job.get("iterations", 10)), "warmup": int(job.get("warmup", 5)),
                 "repeats": repeats, "input_shapes": shapes, "precision": job.get("precision") or "fp32"}
     notes = []
     if info.source != "analysis":
         notes.append("FLOPs were not available: fused groups were split equally among their layers")
+    idle = None
+    if float(job.get("wait_idle_s") or 0) > 0:
+        from sparsify_tui.engines import interference as itf
+
+        ctx.progress(1, total, label="waiting for a quiet machine")
+        idle = itf.wait_idle(float(job["wait_idle_s"]), on_wait=lambda w, sh: ctx.heartbeat(
+            f"waiting for a quiet machine: other processes use {sh:.0%} of the cores ({w:.0f} s)"))
     ctx.progress(1, total, label="compiling")
     run = PerfRun(ctx, job, engine, reason, path, info, inputs, names, batch, cores, levels,
                   settings["iterations"], settings["warmup"], repeats, _layers_meta(info), notes, total,
@@ -259,8 +402,10 @@ def perf_job(job: dict, ctx: JobContext) -> dict:
             if ds_note:
                 run.reason = f"{run.reason} ({ds_note})"
         setup = run.measure()
+        deployed = run.deployed_time()
     failures = setup.get("failures") or []
     doc = assemble(setup, run.parts, settings, wall_s=time.perf_counter() - t_start,
                    error="; ".join(failures) if failures else None)
     busy_note(doc, load_start)
+    add_quality(doc, run.parts, deployed, idle=idle, level_notes=setup.get("level_notes") or [])
     return doc

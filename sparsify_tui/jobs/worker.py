@@ -120,8 +120,13 @@ def main() -> int:
     try:
         data = func(job, ctx)
     except SparsifyError as exc:
+        hint = exc.hint
+        if not hint and job.get("data") is None and "failed to run" in exc.message:
+            from sparsify_tui.engines.inputs import SYNTHETIC_HINT
+
+            hint = SYNTHETIC_HINT  # a model that branches on an input's value fails on random ones
         emit({"event": "error", "message": exc.message, "type": type(exc).__name__,
-              "hint": exc.hint})
+              "hint": hint})
         return 4
     except Exception as exc:
         traceback.print_exc()

@@ -227,6 +227,62 @@ def assemble(setup: dict, parts: list[dict], settings: dict, *, error: str | Non
     return doc
 
 
+# ---------------------------------------------------------------- quality (issue 16)
+INSTRUMENTATION_TOLERANCE = 1.25  # instrumented / deployed model time beyond this (either way) is a warning
+
+
+def add_quality(doc: dict, parts: list[dict], deployed: dict | None, *, idle: dict | None = None,
+                level_notes: list[str] | None = None, threshold: float | None = None) -> dict:
+    """The document's ``quality``: interference per level and overall (the largest share of the
+    measured cores' time other processes used during a timed block), the deployed engine's model
+    time and the instrumentation ratio (instrumented baseline / deployed), and the warnings."""
+    from sparsify_tui.engines import interference as itf
+
+    threshold = itf.THRESHOLD if threshold is None else threshold
+    by_level: dict[str, float] = {}
+    attempts: dict[str, int] = {}
+    for p in parts:
+        sh = p.get("interference")
+        if sh is None:
+            continue
+        k = p.get("key", level_key(0.0))
+        by_level[k] = max(by_level.get(k, 0.0), float(sh))
+        attempts[k] = max(attempts.get(k, 1), int(p.get("attempts", 1)))
+    warnings: list[str] = []
+    for k, sh in by_level.items():
+        if sh > threshold:
+            what = "the dense model" if k == level_key(0.0) else f"level {k}"
+            warnings.append(itf.busy_warning(what, sh, attempts.get(k, 1)))
+    q: dict[str, Any] = {"interference": max(by_level.values()) if by_level else None,
+                         "interference_by_level": by_level, "interference_threshold": threshold,
+                         "deployed_ms": None, "instrumentation_ratio": None, "warnings": warnings}
+    if deployed and deployed.get("deployed_ms"):
+        q["deployed_ms"] = deployed["deployed_ms"]
+        q["deployed_repeat_ms"] = deployed.get("repeat_ms")
+        base = float(doc.get("baseline_ms") or 0)
+        if base > 0:
+            ratio = base / deployed["deployed_ms"]
+            q["instrumentation_ratio"] = ratio
+            if ratio > INSTRUMENTATION_TOLERANCE or ratio < 1 / INSTRUMENTATION_TOLERANCE:
+                warnings.append(
+                    f"the instrumented run ({base:.3f} ms) and the engine as deployed ({deployed['deployed_ms']:.3f} ms) "
+                    f"differ by {ratio:.2f}x: per-layer times carry instrumentation overhead; estimates are scaled "
+                    "to the deployed time")
+        dsh = deployed.get("interference")
+        if dsh is not None:
+            q["deployed_interference"] = dsh
+            q["interference"] = max(q["interference"] or 0.0, dsh)
+            if dsh > threshold:
+                warnings.append(itf.busy_warning("the deployed engine's timing", dsh, 1))
+    elif deployed and deployed.get("error"):
+        q["deployed_error"] = deployed["error"]
+    if idle is not None:
+        q["wait_idle"] = idle
+    warnings.extend(level_notes or [])
+    doc["quality"] = q
+    return q
+
+
 # ---------------------------------------------------------------- parent side
 def validate_engine(engine: str) -> str:
     engine = (engine or "auto").strip().lower()
@@ -269,7 +325,9 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
                      input_shapes: dict | None = None, data=None,
                      on_progress: Callable[[dict], Any] | None = None,
                      cancel: threading.Event | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                     min_level_ms: float = 0.0, precision: str | None = None) -> dict:
+                     min_level_ms: float = 0.0, precision: str | None = None,
+                     input_values: dict | None = None, wait_idle_s: float = 0.0,
+                     remeasure: int | None = None, deployed: bool = True) -> dict:
     """Measure a perf profile in a child process; return the perf document.
 
     ``min_level_ms`` > 0: with DeepSparse, once the first dense run shows the
@@ -302,6 +360,14 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
         job["min_level_ms"] = float(min_level_ms)
     if precision:
         job["precision"] = precision
+    if input_values:
+        job["input_values"] = dict(input_values)
+    if wait_idle_s:
+        job["wait_idle_s"] = float(wait_idle_s)
+    if remeasure is not None:
+        job["remeasure"] = int(remeasure)
+    if not deployed:
+        job["deployed"] = False
     _validate_locally(job)
     t0 = time.perf_counter()
     try:
@@ -311,6 +377,14 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
         setup = next((p for p in partials if p.get("type") == "setup"), None)
         parts = [p for p in partials if p.get("type") in ("baseline", "level")]
         if setup is None or not any(p.get("type") == "baseline" for p in parts):
+            if isinstance(exc, EngineError) and engine == "auto" and (setup is None or
+                                                                      setup.get("engine") == "deepsparse"):
+                # DeepSparse crashed (an assertion, a segfault) before anything finished: ONNX Runtime instead
+                job["engine"] = "onnxruntime"
+                doc = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
+                doc["engine_reason"] = f"deepsparse crashed ({exc.message}); fell back to onnxruntime"
+                doc.setdefault("notes", []).append(doc["engine_reason"])
+                return doc
             raise
         settings = dict(job)
         message = str(exc)
@@ -332,7 +406,7 @@ def _validate_locally(job: dict) -> None:
         from sparsify_tui.errors import ModelError
 
         raise ModelError(f"{p}: no such file")
-    make_inputs(p, job["batch_size"], job["input_shapes"], data=job["data"])
+    make_inputs(p, job["batch_size"], job["input_shapes"], data=job["data"], values=job.get("input_values"))
     if job.get("precision") == "int8":
         from sparsify_tui.engines.openvino_engine import has_qdq
 
