@@ -1023,7 +1023,13 @@ def _infer_without_untyped(model, opset: int, exc: BaseException):
         m = _FAILED_OP_RE.search(str(err))
         if m is None or m.group(1) in skipped:
             raise exc
-        skipped.append(m.group(1))
+        op = m.group(1)
+        declared = {vi.name: vi for vi in list(model.graph.output) + list(model.graph.value_info)}
+        untyped = any(o in declared and not declared[o].type.HasField("tensor_type")
+                      for n in model.graph.node if n.op_type == op for o in n.output)
+        if not (untyped or "type case unsupported" in str(err)):
+            raise exc  # a real inconsistency (shapes that do not fit) stays an error
+        skipped.append(op)
         work = onnx.ModelProto()
         work.CopyFrom(model)
         g = work.graph

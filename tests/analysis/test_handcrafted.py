@@ -425,7 +425,8 @@ def test_parse_input_shapes():
         "x": [1, 3, 224, 224], "input:0": [1, 224, 224, 3]}
     assert parse_input_shapes([]) == {}
     assert parse_input_shapes(None) == {}
-    for bad in ["x", "x=", "=1,2", "x=1,a", "x=1,-3", "x=1,0", "x=1.5"]:
+    assert parse_input_shapes(["sr="]) == {"sr": []}  # a 0-d (scalar) input
+    for bad in ["x", "=1,2", "x=1,a", "x=1,-3", "x=1,0", "x=1.5"]:
         with pytest.raises(InputShapeError, match="--input-shape"):
             parse_input_shapes([bad])
     with pytest.raises(InputShapeError):

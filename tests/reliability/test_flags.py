@@ -34,7 +34,7 @@ def test_bad_perf_flag(model, flags, words):
 
 @pytest.mark.parametrize("shape,words", [
     ("x", "malformed"),
-    ("x=", "malformed"),
+    ("x=", "expects 4 dimensions"),  # NAME= is a 0-d input: x has 4
     ("=1,3,8,8", "malformed"),
     ("x=1,3,eight,8", "malformed"),
     ("x=1,3,-8,8", "malformed"),
