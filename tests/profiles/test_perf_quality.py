@@ -1,0 +1,115 @@
+"""Issue 16: a perf profile says when other processes took its cores, and how far the instrumented
+run is from the engine as deployed.
+
+The hog case pins a CPU-bound process to the one core the profile measures on. The "quiet" case
+cannot rely on a quiet machine (other tests run alongside), so when the tests run as root the
+driver's and the worker's scheduling groups (autogroups: one per session) get the highest CPU
+weight (nice -20): background processes of other sessions then take ~1% of the core each, while
+the hog, in the boosted driver's group, still competes with the engine as an equal. Without root the quiet case only
+checks what holds whatever runs alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sparsify_tui.engines import interference as itf
+
+pytestmark = pytest.mark.skipif(not itf.available(), reason="needs Linux /proc/stat")
+
+DRIVER = textwrap.dedent("""
+    import json, os, subprocess, sys, time
+    model, cpu, hog = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "hog"
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write("-20")
+        boosted = True
+    except OSError:
+        boosted = False
+    os.sched_setaffinity(0, {cpu})  # the worker (cores=1) inherits this one CPU
+    p = None
+    if hog:
+        p = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
+        os.sched_setaffinity(p.pid, {cpu})
+        time.sleep(0.3)
+    def boost_worker(ev):  # the worker runs in a session (scheduling group) of its own: boost it too
+        global boosted
+        if ev.get("event") == "started" and boosted:
+            try:
+                with open(f"/proc/{ev['pid']}/autogroup", "w") as f:
+                    f.write("-20")
+            except OSError:
+                boosted = False
+    try:
+        from sparsify_tui.profiles.perf import run_perf_profile
+        doc = run_perf_profile(model, engine="onnxruntime", cores=1, levels=[0], iterations=100, warmup=5,
+                               repeats=3, remeasure=0, on_progress=boost_worker)
+    finally:
+        if p is not None:
+            p.kill()
+            p.wait()
+    print(json.dumps({"boosted": boosted, "quality": doc["quality"], "baseline_ms": doc["baseline_ms"]}))
+""")
+
+
+def _profile(model, cpu: int, hog: bool) -> dict:
+    res = subprocess.run([sys.executable, "-c", DRIVER, str(model), str(cpu), "hog" if hog else "quiet"],
+                         capture_output=True, text=True, timeout=600, start_new_session=True,
+                         env=dict(os.environ, NM_DISABLE_ANALYTICS="1"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _busy_warnings(q: dict) -> list[str]:
+    return [w for w in q["warnings"] if "other processes used" in w]
+
+
+def test_a_hog_on_the_measured_core_is_flagged_and_its_absence_is_not(tmp_path):
+    from sparsify_tui.analysis.demo import build_demo_model
+
+    model = build_demo_model(tmp_path / "demo.onnx")
+    cpu = itf.measured_cpus()[-1]
+    hog = _profile(model, cpu, hog=True)
+    quiet = _profile(model, cpu, hog=False)
+    qh, qq = hog["quality"], quiet["quality"]
+    # the hog took about half of the core in every timed block
+    assert qh["interference"] > 3 * itf.THRESHOLD, qh
+    assert _busy_warnings(qh), qh
+    assert qh["interference_by_level"]["0.0"] > 3 * itf.THRESHOLD
+    # without it the same mechanism reports much less, and warns exactly when it is above the threshold
+    assert qq["interference"] is not None
+    assert qq["interference"] < qh["interference"] - 0.2, (qq, qh)
+    assert bool(_busy_warnings(qq)) == (max(qq["interference_by_level"]["0.0"], qq.get("deployed_interference") or 0)
+                                        > itf.THRESHOLD), qq
+    if quiet["boosted"]:  # background processes are held to ~1% of the core each: this is a quiet core
+        assert qq["interference"] < itf.THRESHOLD, qq
+        assert not _busy_warnings(qq), qq
+    # both cases timed the deployed engine as well
+    for q in (qh, qq):
+        assert q["deployed_ms"] > 0 and math.isfinite(q["instrumentation_ratio"]) and q["instrumentation_ratio"] > 0
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("engine", ["onnxruntime", "deepsparse"])
+def test_instrumentation_ratio_is_recorded_for_both_engines(corpus, engine):
+    from tests.conftest import deepsparse_available
+
+    if engine == "deepsparse" and not deepsparse_available():
+        pytest.skip("deepsparse is not installed")
+    from sparsify_tui.profiles.perf import run_perf_profile
+
+    doc = run_perf_profile(corpus.path("mobilenetv3"), engine=engine, levels=[0], iterations=20, warmup=3,
+                           repeats=2, input_shapes=corpus.input_shapes("mobilenetv3"), remeasure=0)
+    q = doc["quality"]
+    assert doc["engine"] == engine
+    assert q["deployed_ms"] > 0 and len(q["deployed_repeat_ms"]) == 3
+    assert q["instrumentation_ratio"] == pytest.approx(doc["baseline_ms"] / q["deployed_ms"])
+    off = q["instrumentation_ratio"] > 1.25 or q["instrumentation_ratio"] < 0.8
+    assert off == any("as deployed" in w for w in q["warnings"]), q
