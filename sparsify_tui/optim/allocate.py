@@ -280,6 +280,17 @@ class Curves:
                 t = np.interp(GRID, xs, ys)
                 save[i] = np.clip(t0[i] - t, 0.0, t0[i])
             base = perf.get("baseline_ms")
+            quality = perf.get("quality") if isinstance(perf.get("quality"), dict) else {}
+            deployed = quality.get("deployed_ms")
+            if isinstance(deployed, (int, float)) and math.isfinite(deployed) and deployed > 0:
+                # the engine as deployed sets the scale; the instrumented run only the layers' shares
+                if isinstance(base, (int, float)) and base > 0 and abs(base / deployed - 1) > 0.05:
+                    notes.append(f"times are scaled to the model's time in the engine as deployed ({deployed:.3f} ms; "
+                                 f"the instrumented run measured {float(base):.3f} ms)")
+                base = deployed
+            for w in quality.get("warnings") or []:
+                if isinstance(w, str):
+                    notes.append(f"the estimate rests on a perf profile with a warning: {w}")
             baseline = float(base) if isinstance(base, (int, float)) and math.isfinite(base) and base > 0 else layer_total0
             time_scale = baseline / layer_total0 if layer_total0 > 0 else 1.0
             time_unit = "ms"

@@ -177,8 +177,11 @@ def test_optimize_uses_a_measured_perf_profile(project, capsys):
                     "--warmup", "1", "--repeats", "1")
     d = run_json(capsys, "optimize", str(project))
     assert d["profiles"]["perf"] == prof["profile_id"]
-    assert d["baseline_ms"] == pytest.approx(prof["baseline_ms"])
+    # the estimate's scale is the model's time in the engine as deployed (issue 16)
+    assert d["baseline_ms"] == pytest.approx(prof["quality"]["deployed_ms"])
     assert d["estimated_ms"] < d["baseline_ms"]
+    assert all("perf profile with a warning" in n for n in d["notes"] if "warning" in n)
+    assert len([n for n in d["notes"] if "perf profile with a warning" in n]) == len(prof["quality"]["warnings"])
 
 
 def test_cli_subprocess_prints_one_json_document(project):
