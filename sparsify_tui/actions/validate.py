@@ -252,6 +252,15 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         notes.append(f"{res.get('engine')} runs sparse weights no faster: the estimate comes from FLOPs "
                      f"(what a sparsity-aware engine such as DeepSparse would gain), the measurement shows "
                      f"{res.get('engine')}'s own speed")
+    pq = perf_doc.get("quality") if isinstance(perf_doc.get("quality"), dict) else {}
+    rq = res.get("quality") if isinstance(res.get("quality"), dict) else {}
+    warnings = list(rq.get("warnings") or [])
+    warnings += [f"the estimate rests on perf profile {perf_entry.id}, which has a warning: {w}"
+                 for w in pq.get("warnings") or []]
+    notes.extend(warnings)
+    quality = {"interference": rq.get("interference"), "interference_by_block": rq.get("interference_by_block"),
+               "profile_interference": pq.get("interference"), "deployed_ms": res.get("dense_ms"),
+               "instrumentation_ratio": pq.get("instrumentation_ratio"), "warnings": warnings}
     measured = res.get("measured_speedup")
     estimated = float(est.estimated_speedup)
     validation = {
@@ -276,6 +285,7 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         "pruned_file": str(out),
         "estimate_approximated": bool(perf_doc.get("approximated")),
         "notes": notes,
+        "quality": quality,
     }
     opt.validation = validation
     save_optimization(project, opt)

@@ -145,17 +145,29 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
         one = min(_time_block(run_a, 3), _time_block(run_b, 3))
         if min_block > 0 and one > 0:
             iterations = max(iterations, min(MAX_ITERATIONS, math.ceil(min_block / one)))
+        from sparsify_tui.engines import interference as itf
+
+        def watched(fn) -> tuple[float, float | None]:
+            """A timed block and its interference; re-measured (bounded) while other processes take the cores."""
+            def once():
+                with itf.block(engine_cores=cores) as blk:
+                    ms = _time_block(fn, iterations)
+                return (ms, blk.share.interference), blk.share.interference
+
+            (ms, share), _share, _n = itf.remeasure(once, retries=int(job.get("remeasure", itf.MAX_REMEASURE)))
+            return ms, share
+
         a_ms: list[float] = []
         b_ms: list[float] = []
+        shares: list[float | None] = []
         step = 2
         for r in range(repeats):
             # alternate the order too, so neither model always runs right after the other
-            if r % 2 == 0:
-                a_ms.append(_time_block(run_a, iterations))
-                b_ms.append(_time_block(run_b, iterations))
-            else:
-                b_ms.append(_time_block(run_b, iterations))
-                a_ms.append(_time_block(run_a, iterations))
+            order = (("a", run_a), ("b", run_b)) if r % 2 == 0 else (("b", run_b), ("a", run_a))
+            for which, fn in order:
+                ms, share = watched(fn)
+                (a_ms if which == "a" else b_ms).append(ms)
+                shares.append(share)
             step += 2
             ctx.progress(step, total, label=f"repeat {r + 1}/{repeats}: dense {a_ms[-1]:.2f} ms, "
                                             f"pruned {b_ms[-1]:.2f} ms")
@@ -174,7 +186,13 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - the timing is still worth reporting
         change_error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     ctx.progress(total, total, label="done")
+    known = [x for x in shares if x is not None]
+    worst = max(known) if known else None
+    quality = {"interference": worst, "interference_by_block": shares, "interference_threshold": itf.THRESHOLD,
+               "deployed_ms": min(a_ms), "instrumentation_ratio": None,
+               "warnings": [itf.busy_warning("a benchmark block", worst, 1)] if itf.above(worst) else []}
     return {
+        "quality": quality,
         "engine": engine, "engine_version": version, "engine_reason": reason,
         "precision": precision or "fp32",
         "batch_size": batch, "cores": cores, "iterations": iterations, "warmup": warmup, "repeats": repeats,

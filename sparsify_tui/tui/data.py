@@ -453,3 +453,15 @@ def _num(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def quality_warnings(perf: dict | None) -> list[str]:
+    """The warnings a perf profile carries (issue 16: a busy machine, instrumentation far from the
+    deployed engine, a level slower than the one before); [] for older profiles without ``quality``."""
+    q = (perf or {}).get("quality")
+    if not isinstance(q, dict):
+        return []
+    return [str(w) for w in q.get("warnings") or [] if isinstance(w, str)]
+
+
+QUALITY_MARK = "⚠"

@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from sparsify_tui.tui.data import (
+    QUALITY_MARK,
     VALUE_DISPLAY_LABELS,
     VALUE_DISPLAYS,
     LayerRow,
@@ -34,6 +35,7 @@ from sparsify_tui.tui.data import (
     fmt_ms,
     fmt_value,
     op_summaries,
+    quality_warnings,
     transform,
 )
 from sparsify_tui.tui.widgets.optim_summary import (
@@ -473,6 +475,9 @@ class LayersScreen(Screen):
             perf_txt = running
         elif perf:
             perf_txt = f"perf: {perf.get('engine', '?')}" + (" (approximated)" if perf.get("approximated") else "")
+            warns = quality_warnings(perf)
+            if warns:  # the times below come from a doubtful profile: say so where they are shown
+                perf_txt += f" {QUALITY_MARK} {warns[0]}" + (f" (+{len(warns) - 1} more)" if len(warns) > 1 else "")
         loss_txt = f"loss: {data.loss.get('method', '?')}" if data.loss else "no loss profile yet"
         scope = "prunable" if self.prunable_only else "all"
         text = Text(no_wrap=True, overflow="ellipsis")

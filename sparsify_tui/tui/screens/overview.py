@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from sparsify_tui.tui import jobs as jobs_mod
-from sparsify_tui.tui.data import fmt_count, fmt_ms, totals
+from sparsify_tui.tui.data import QUALITY_MARK, fmt_count, fmt_ms, quality_warnings, totals
 
 
 _SHORT = {"batch_size": "batch", "iterations": "iter", "warmup": "warmup", "cores": "cores",
@@ -160,7 +160,18 @@ class OverviewScreen(Screen):
             spread = f"min {fmt_ms(t.spread_ms[0])}, max {fmt_ms(t.spread_ms[1])}" if t.spread_ms else ""
             if t.approximated:
                 spread = (spread + "; approximated").lstrip("; ")
-            row("Baseline MS", fmt_ms(t.baseline_ms), spread)
+            warns = quality_warnings(data.perf)
+            row(f"Baseline MS {QUALITY_MARK}" if warns else "Baseline MS", fmt_ms(t.baseline_ms), spread)
+            q = data.perf.get("quality") if isinstance(data.perf.get("quality"), dict) else {}
+            if isinstance(q.get("deployed_ms"), (int, float)):
+                ratio = q.get("instrumentation_ratio")
+                row("Deployed MS", fmt_ms(q["deployed_ms"]),
+                    f"the engine as deployed; instrumented/deployed {ratio:.2f}x" if ratio else "the engine as deployed")
+            if isinstance(q.get("interference"), (int, float)):
+                row("Interference", f"{100 * q['interference']:.0f}%", "of the measured cores' time taken by "
+                    "other processes (largest over the timed blocks)")
+            for w in warns:
+                grid.add_row(Text(QUALITY_MARK, style="bold yellow"), Text(w, style="yellow"))
             ips = f"{t.items_per_second:,.1f}" if t.items_per_second is not None else "-"
             row("Items per Second", ips, f"batch {t.batch_size}" if t.batch_size else "")
             eng = f"{t.engine or '?'} {t.engine_version or ''}".strip()
@@ -198,6 +209,10 @@ class OverviewScreen(Screen):
             except Exception:  # noqa: BLE001
                 stale = False
             state = Text("stale (model changed)", style="yellow") if stale else Text("done", style="green")
+            if not stale and entry.id == app.perf_entry_id and app.model_data is not None:
+                n = len(quality_warnings(app.model_data.perf))
+                if n:
+                    state = Text(f"done {QUALITY_MARK} {n} warning{'s' if n > 1 else ''}", style="yellow")
             table.add_row(
                 Text("●" if entry.id in selected else ""),
                 Text(str(entry.name)),
