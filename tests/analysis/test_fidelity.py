@@ -139,7 +139,7 @@ def test_sequence_of_map_output_degrades_to_shape_unknown(tmp_path):
 def test_scalar_input_shape_and_values(tmp_path):
     assert parse_input_shapes(["sr="]) == {"sr": []}
     from sparsify_tui.errors import UsageError
-    from sparsify_tui.profiles.inputs import make_inputs, parse_input_values
+    from sparsify_tui.engines.inputs import make_inputs, parse_input_values
 
     assert parse_input_values(["sr=16000", "t=0.5"]) == {"sr": 16000, "t": 0.5}
     with pytest.raises(UsageError, match="NAME=NUMBER"):
