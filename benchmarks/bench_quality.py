@@ -17,6 +17,8 @@ cores and inputs. Printed per row:
   block (``quality.interference``; above 0.10 the numbers are flagged);
 * the load average when the row finished.
 
+Busy blocks are not re-measured unless ``--remeasure N`` (the CLI's profiles re-measure twice).
+
 The machine is shared and noisy: read ``interf`` before trusting a row; ``--wait-idle`` waits for
 a quiet machine before each profile.
 """
@@ -38,6 +40,7 @@ def main() -> int:
     ap.add_argument("--engines", default="onnxruntime,deepsparse")
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--wait-idle", type=float, default=0.0)
+    ap.add_argument("--remeasure", type=int, default=0, help="re-measures of a busy block (the CLI does 2)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from sparsify_tui.profiles.perf import run_perf_profile
@@ -52,7 +55,8 @@ def main() -> int:
         for engine in args.engines.split(","):
             try:
                 doc = run_perf_profile(root / name, engine=engine, levels=[0], iterations=args.iterations,
-                                       warmup=5, repeats=3, input_shapes=shapes, wait_idle_s=args.wait_idle)
+                                       warmup=5, repeats=3, input_shapes=shapes, wait_idle_s=args.wait_idle,
+                                       remeasure=args.remeasure)
             except Exception as exc:  # noqa: BLE001 - a benchmark row, not a crash
                 print(f"{name[:44]:44} {engine:12} error: {exc}", flush=True)
                 continue
