@@ -113,3 +113,49 @@ def test_instrumentation_ratio_is_recorded_for_both_engines(corpus, engine):
     assert q["instrumentation_ratio"] == pytest.approx(doc["baseline_ms"] / q["deployed_ms"])
     off = q["instrumentation_ratio"] > 1.25 or q["instrumentation_ratio"] < 0.8
     assert off == any("as deployed" in w for w in q["warnings"]), q
+
+
+class _Ctx:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def heartbeat(self, label: str) -> None:
+        pass
+
+    def partial(self, data: dict) -> None:
+        self.sent.append(data)
+
+
+def _level(lv: float, ms: float) -> dict:
+    return {"type": "level", "key": f"{lv:g}", "level": lv, "model_ms": ms, "layer_ms": {}, "internal": [],
+            "engine_s": 0.1, "interference": 0.01, "attempts": 1}
+
+
+def test_level_sanity_remeasures_a_level_slower_than_the_one_before_and_flags_what_stays():
+    from sparsify_tui.jobs.perf import level_sanity
+
+    base = [{"type": "baseline", "key": "0.0", "level": 0.0, "model_ms": ms} for ms in (10.0, 10.2, 9.9)]
+    asked = []
+
+    def again(ms):
+        def measure(lv):
+            asked.append(lv)
+            return {"model_ms": ms, "layer_ms": {}, "internal": [], "engine_s": 0.1, "interference": 0.02}
+        return measure
+
+    # 0.7 rises above 0.5 by more than the dense spread (0.3 ms): measured again, still slower -> flagged
+    parts = base + [_level(0.5, 8.0), _level(0.7, 12.0), _level(0.9, 5.0)]
+    notes = level_sanity(_Ctx(), parts, again(11.5))
+    assert asked == [0.7]
+    assert len(notes) == 1 and notes[0].startswith("level 0.7 measured 11.500 ms, slower than level 0.5 (8.000 ms)")
+    assert next(p for p in parts if p.get("level") == 0.7)["attempts"] == 2
+    # measured again faster: the new time replaces it, nothing is flagged
+    asked.clear()
+    parts = base + [_level(0.5, 8.0), _level(0.7, 12.0), _level(0.9, 5.0)]
+    ctx = _Ctx()
+    assert level_sanity(ctx, parts, again(7.0)) == []
+    assert [p["model_ms"] for p in parts if p["type"] == "level"] == [8.0, 7.0, 5.0]
+    assert ctx.sent and ctx.sent[0]["model_ms"] == 7.0  # the parent gets the new part
+    # within the spread: nothing measured again
+    asked.clear()
+    assert level_sanity(_Ctx(), base + [_level(0.5, 10.1)], again(1.0)) == [] and asked == []
