@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 THRESHOLD = 0.10  # a block whose cores other processes used more than this share of is re-measured/flagged
-MAX_REMEASURE = 2  # re-measures of a busy block (so at most 3 attempts)
+MAX_REMEASURE = 1  # re-measures of a busy block (so at most 2 attempts)
 MIN_WINDOW_S = 0.2  # shorter windows are widened (clock-tick resolution)
 IDLE_SAMPLE_S = 0.5  # wait_idle looks at windows this long
 
