@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_measure_flags(p)
     _add_json(p)
 
+    from sparsify_tui.commands import deploy as deploy_cmd
+
+    deploy_cmd.add_parser(sub)
+
     p = sub.add_parser("compare", help="compare two performance profiles layer by layer")
     p.add_argument("profile_a", help="profile JSON file (or PROJECT_DIR:PROFILE_ID)")
     p.add_argument("profile_b", help="profile JSON file (or PROJECT_DIR:PROFILE_ID)")
@@ -255,6 +259,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sparsify_tui.commands import prune as prune_cmd
 
         return prune_cmd.run_benchmark(args)
+    if cmd == "deploy":
+        from sparsify_tui.commands import deploy as deploy_cmd
+
+        return deploy_cmd.run(args)
     if cmd == "compare":
         from sparsify_tui.commands import profile as profile_cmd
 
@@ -268,7 +276,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 COMMANDS = (
     "open", "new", "info", "profile", "optimize", "export", "prune",
-    "benchmark", "compare", "cluster", "sweep",
+    "benchmark", "compare", "cluster", "sweep", "deploy",
 )
 
 

@@ -145,7 +145,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
 
 SCHEMA_VERSION = 1
 PROFILE_SCHEMA_VERSION = 1
-KINDS = ("perf", "loss", "quant")
+KINDS = ("perf", "loss", "quant", "deploy")
 PROJECT_FILE = "project.toml"
 BACKUP_FILE = "project.toml.bak"
 LOCK_FILE = "project.lock"

@@ -1,0 +1,602 @@
+"""The deployment search (issue #17): the fastest accurate way to run the project's model on this server.
+
+:func:`run_deploy` measures every engine (onnxruntime, deepsparse, openvino)
+x precision (fp32, bf16, int8) x sparsity (dense, and each chosen optimization
+one-shot pruned) that this machine can run, in ONE child process (job kind
+``deploy``, :mod:`sparsify_tui.jobs.deploy`), timed in interleaved blocks,
+against ONNX Runtime fp32 dense (the reference row). The CLI (``sparsify-tui
+deploy``) and the app call it.
+
+* INT8: static quantization (ONNX Runtime ``quantize_static``, QDQ, per-channel
+  int8 weights, uint8 activations, MinMax) calibrated on the CALIBRATION
+  samples; one QDQ file per sparsity, run by every engine that runs INT8.
+* Output change (the loss proxy of ``profiles.sensitivity.output_change``) and
+  top-1 agreement (argmax of the first class-score output) are measured on the
+  HELD-OUT samples, never on the calibration ones, against the reference
+  row's outputs on the same batches.
+* ``median_ms``: median of the row's block medians; ``spread_ms``: [min, max]
+  of them; ``speedup``: the median over rounds of reference block / row block
+  (blocks of one round run next to each other); ``pareto``: no other row is at
+  least as fast with at most the same output change (and better in one).
+* ``best``: the fastest row whose output change is within the budget
+  (``max_output_change``; no budget: the fastest row).
+
+The result is stored in the project as a profile of kind ``deploy`` (cached by
+its settings, the optimizations' plans, the engines' versions and the machine;
+``force`` measures again). A cancelled or interrupted search stores the rounds
+it finished (``complete`` false) and raises; temporary files never outlive the call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sparsify_tui.errors import CancelledError, EngineError, SparsifyError, UsageError
+
+ENGINES = ("onnxruntime", "deepsparse", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+KIND = "deploy"
+CALIBRATION_SAMPLES = 8
+HELDOUT_SAMPLES = 4
+HELDOUT_SEED = 1000  # random held-out samples are drawn from other seeds than the calibration ones
+DEFAULT_REPEATS = 7
+MAX_RETRIES = 3
+
+ProgressFn = Callable[[dict], Any]
+
+DEFINITION = (
+    "Each row runs the model with one engine, precision and sparsity. ms: median of its timed blocks "
+    "(interleaved with every other row's, in one process); speedup: the median over rounds of ONNX Runtime "
+    "fp32 dense's block time over the row's; output change: against ONNX Runtime fp32 dense's outputs on "
+    "held-out samples (not the INT8 calibration samples); pareto: no other row is as fast with less change."
+)
+
+
+# ---------------------------------------------------------------- settings
+def parse_engines(value: Any) -> list[str]:
+    items = _split(value) or list(ENGINES)
+    bad = [e for e in items if e not in ENGINES]
+    if bad:
+        raise UsageError(f"--engines must be among {', '.join(ENGINES)}, got {bad[0]!r}")
+    return [e for e in ENGINES if e in items]
+
+
+def parse_precisions(value: Any) -> list[str]:
+    items = _split(value) or list(PRECISIONS)
+    bad = [p for p in items if p not in PRECISIONS]
+    if bad:
+        raise UsageError(f"--precisions must be among {', '.join(PRECISIONS)}, got {bad[0]!r}")
+    return [p for p in PRECISIONS if p in items]
+
+
+def _split(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    out: list[str] = []
+    for v in value:
+        out += [x.strip().lower() for x in str(v).split(",") if x.strip()]
+    return out
+
+
+def _plan_hash(plan: dict[str, float]) -> str:
+    body = json.dumps({k: round(float(v), 6) for k, v in sorted(plan.items())}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- samples
+def split_samples(project: Any, data: str | os.PathLike | None, graph: Any = None
+                  ) -> tuple[list[dict], list[dict], dict]:
+    """(calibration samples, held-out samples, description): single-item batches, never the same ones."""
+    from sparsify_tui.profiles.sensitivity import load_samples_for
+
+    shapes = dict(project.input_shapes or {}) or None
+    model = str(project.model_path)
+    if data is None:
+        calib = load_samples_for(model, graph, samples=CALIBRATION_SAMPLES, input_shapes=shapes)
+        held = load_samples_for(model, graph, samples=HELDOUT_SAMPLES, input_shapes=shapes, seed=HELDOUT_SEED)
+        return calib, held, {"data": None, "calibration": len(calib), "heldout": len(held),
+                             "source": "random inputs (seeds 0.. for calibration, 1000.. held out)"}
+    p = Path(data).expanduser()
+    if not p.exists():
+        raise UsageError(f"--data {data}: no such file or directory")
+    every = load_samples_for(model, graph, data=str(p), samples=CALIBRATION_SAMPLES + HELDOUT_SAMPLES,
+                             input_shapes=shapes)
+    if len(every) < 2:
+        raise UsageError(f"--data {data} holds {len(every)} sample; the deployment search needs at least 2 "
+                         "(some to calibrate INT8, others held out to measure the output change)")
+    n_held = max(1, min(HELDOUT_SAMPLES, len(every) // 3))
+    calib, held = every[:-n_held], every[-n_held:]
+    return calib, held, {"data": str(p.resolve()), "calibration": len(calib), "heldout": len(held),
+                         "source": f"{p.name}: first {len(calib)} samples calibrate, last {len(held)} held out"}
+
+
+def _batches(samples: list[dict], batch: int) -> list[dict]:
+    """The samples grouped into batches of ``batch`` items (cycling when there are fewer)."""
+    if batch <= 1:
+        return samples
+    out = []
+    n = len(samples)
+    for b in range(max(1, n // batch) if n >= batch else 1):
+        items = [samples[(b * batch + i) % n] for i in range(batch)]
+        out.append({k: np.concatenate([s[k] for s in items], axis=0) for k in items[0]})
+    return out
+
+
+# ---------------------------------------------------------------- building the files
+def _quantize(src: Path, dst: Path, calib: list[dict]) -> None:
+    import logging
+
+    from sparsify_tui.optim.validate import quantize_file
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
+    try:
+        quantize_file(src, dst, calib)
+    finally:
+        root.setLevel(level)
+
+
+def _prune(project: Any, graph: Any, plan: dict[str, float], dst: Path) -> None:
+    from sparsify_tui.optim.prune import prune_model
+
+    prune_model(str(project.model_path), plan, dst, graph=graph)
+
+
+def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, dict[str, float], Any]]:
+    """(name, layer sparsities, graph) of each chosen optimization (default: all of the project's)."""
+    from sparsify_tui.optim.validate import load_plan
+
+    if names is None:
+        names = [str(o.get("name")) for o in project.optimizations]
+    out = []
+    for n in names:
+        graph, opt, _ctx = load_plan(project, n)
+        plan = opt.layer_sparsities()
+        if not plan:
+            raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to deploy beyond dense")
+        out.append((opt.name, plan, graph))
+    return out
+
+
+# ---------------------------------------------------------------- results
+def pareto_flags(rows: list[dict]) -> list[bool]:
+    """Per row: on the front of (speedup up, output change down)? Rows without both values are not."""
+    flags = []
+    for r in rows:
+        s, c = r.get("speedup"), r.get("output_change")
+        if s is None or c is None:
+            flags.append(False)
+            continue
+        dominated = False
+        for o in rows:
+            if o is r or o.get("speedup") is None or o.get("output_change") is None:
+                continue
+            if o["speedup"] >= s and o["output_change"] <= c and (o["speedup"] > s or o["output_change"] < c):
+                dominated = True
+                break
+        flags.append(not dominated)
+    return flags
+
+
+def best_row(rows: list[dict], budget: float | None) -> dict | None:
+    """The fastest row whose output change is within ``budget`` (None: the fastest row)."""
+    ok = [r for r in rows if r.get("speedup") is not None and r.get("output_change") is not None
+          and (budget is None or r["output_change"] <= budget)]
+    return max(ok, key=lambda r: r["speedup"]) if ok else None
+
+
+def sparse_plan_row(rows: list[dict]) -> dict | None:
+    """What following the sparsity plan alone ships: DeepSparse fp32 with the first optimization
+    (ONNX Runtime fp32 when DeepSparse did not run it)."""
+    for engine in ("deepsparse", "onnxruntime"):
+        for r in rows:
+            if r["engine"] == engine and r["precision"] == "fp32" and r.get("optimization") \
+                    and r.get("speedup") is not None:
+                return r
+    return None
+
+
+def apply_budget(doc: dict, budget: float | None) -> dict:
+    """``doc`` with ``budget``, ``best`` and ``versus_sparse_plan`` for this budget (rows unchanged)."""
+    doc = dict(doc)
+    doc["budget"] = budget
+    best = best_row(doc.get("rows") or [], budget)
+    doc["best"] = best
+    plan = sparse_plan_row(doc.get("rows") or [])
+    doc["sparse_plan"] = plan
+    doc["versus_sparse_plan"] = (best["speedup"] / plan["speedup"]) if best and plan and plan["speedup"] else None
+    return doc
+
+
+def row_label(r: dict) -> str:
+    return f"{r['engine']} {r['precision']} {r.get('optimization') or 'dense'}"
+
+
+def summary_line(doc: dict) -> str:
+    """One sentence: the fastest configuration within the budget and how it compares (overview, CLI)."""
+    best = doc.get("best")
+    budget = doc.get("budget")
+    within = f"within output change {budget:g}" if budget is not None else "(no output-change budget)"
+    if not best:
+        return f"no configuration {within}"
+    text = f"fastest {within}: {row_label(best)}, {best['speedup']:.2f}x ONNX Runtime fp32 dense"
+    plan = doc.get("sparse_plan")
+    if plan and doc.get("versus_sparse_plan"):
+        text += f", {doc['versus_sparse_plan']:.2f}x the sparse plan alone ({row_label(plan)})"
+    return text
+
+
+def assemble(rows_seen: list[dict], rounds: list[dict[str, float]], skipped: list[dict],
+             files: dict[str, dict]) -> tuple[dict | None, list[dict]]:
+    """(reference row, rows with timings) from the partial data: rows that finished at least one round."""
+    out = []
+    for r in rows_seen:
+        blocks = [b[r["id"]] for b in rounds if r["id"] in b]
+        if not blocks:
+            continue
+        row = dict(r)
+        row["block_ms"] = blocks
+        row["median_ms"] = statistics.median(blocks)
+        row["spread_ms"] = [min(blocks), max(blocks)]
+        f = files.get(r["id"]) or {}
+        row["file_bytes"] = f.get("bytes")
+        row["sparsity"] = f.get("sparsity", 0.0)
+        out.append(row)
+    ref = next((r for r in out if r["engine"] == "onnxruntime" and r["precision"] == "fp32"
+                and r.get("optimization") is None), None)
+    for row in out:
+        if ref is None:
+            row["speedup"] = None
+            continue
+        ratios = [b[ref["id"]] / b[row["id"]] for b in rounds if row["id"] in b and ref["id"] in b and b[row["id"]] > 0]
+        row["speedup"] = 1.0 if row is ref else (statistics.median(ratios) if ratios else None)
+    for row, flag in zip(out, pareto_flags(out)):
+        row["pareto"] = flag
+    return ref, out
+
+
+def _items_per_second(rows: list[dict], batch: int) -> None:
+    for r in rows:
+        r["items_per_second"] = (1000.0 * batch / r["median_ms"]) if r.get("median_ms") else None
+
+
+# ---------------------------------------------------------------- the search
+def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: list[str] | None = None,
+               optimizations: list[str] | None = None, batch_size: int = 1, cores: int | None = None,
+               data: str | os.PathLike | None = None, max_output_change: float | None = None,
+               repeats: int = DEFAULT_REPEATS, min_block_ms: float = 250.0, force: bool = False,
+               on_progress: ProgressFn | None = None, on_rows: Callable[[list[dict]], Any] | None = None,
+               cancel: threading.Event | None = None, store: bool = True) -> dict:
+    """Measure (or reuse) the deployment search of ``project``; return its document with ``best`` for the budget.
+
+    ``on_progress`` gets the runner's progress events; ``on_rows(rows)`` gets the
+    rows known so far (each with ``median_ms`` once a round finished) as they arrive.
+    """
+    from sparsify_tui.engines.runner import run_job
+    from sparsify_tui.jobs.deploy import engine_unavailable, engine_version
+    from sparsify_tui.optim.optimization import now_iso
+    from sparsify_tui.profiles.perf import default_cores, machine_summary
+    from sparsify_tui.profiles.inputs import make_inputs
+
+    engines = list(engines or ENGINES)
+    precisions = list(precisions or PRECISIONS)
+    batch = int(batch_size)
+    cores = int(cores) if cores else default_cores()
+    if max_output_change is not None and not (max_output_change >= 0 and math.isfinite(max_output_change)):
+        raise UsageError(f"--max-output-change must be a finite number >= 0, got {max_output_change}")
+    plans = load_plans(project, optimizations) if (optimizations is None and project.optimizations) \
+        or optimizations else []
+    machine = machine_summary()
+    versions = {e: engine_version(e) for e in engines}
+    settings = {"engines": engines, "precisions": precisions, "batch_size": batch, "cores": cores,
+                "optimizations": [n for n, _p, _g in plans],
+                "plans": {n: _plan_hash(p) for n, p, _g in plans},
+                "data": str(Path(data).expanduser().resolve()) if data else None,
+                "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
+                "repeats": int(repeats), "min_block_ms": float(min_block_ms)}
+    version_text = " ".join(f"{e}={v}" for e, v in versions.items() if v)
+    key = project.profile_key(KIND, settings, KIND, version_text, (machine or {}).get("fingerprint", ""))
+    if not force:
+        entry = project.find_profile(key)
+        if entry is not None and not project.is_stale(entry):
+            try:
+                doc = project.load_profile(entry)
+            except SparsifyError:
+                doc = None
+            if doc and doc.get("complete"):
+                doc["cached"] = True
+                doc["entry_id"] = entry.id
+                return apply_budget(doc, max_output_change)
+    if store:
+        project.require_writable()
+
+    def note(done: float, total: float, label: str) -> None:
+        if on_progress:
+            on_progress({"event": "progress", "done": done, "total": total, "label": label})
+
+    graph = plans[0][2] if plans else None
+    if graph is None:
+        from sparsify_tui.analysis import analyze
+
+        graph = analyze(project.model_path, dict(project.input_shapes or {}) or None)
+    calib, held, sample_info = split_samples(project, data, graph)
+    shapes = dict(project.input_shapes or {})
+    timing = make_inputs(str(project.model_path), batch, shapes, data=data)
+    rows_seen: list[dict] = []
+    rounds: list[dict[str, float]] = []
+    skipped: list[dict] = []
+    files: dict[str, dict] = {}
+    started = now_iso()
+
+    def doc_of(complete: bool, error: str | None = None) -> dict:
+        ref, rows = assemble(rows_seen, rounds, skipped, files)
+        _items_per_second(rows, batch)
+        return {
+            "kind": KIND, "created": started, "complete": complete, "error": error,
+            "model": project.model_path.name, "batch_size": batch, "cores": cores,
+            "engines": engines, "precisions": precisions, "optimizations": [n for n, _p, _g in plans],
+            "samples": sample_info, "rounds": len(rounds), "repeats": int(repeats),
+            "min_block_ms": float(min_block_ms), "engine_versions": versions, "machine": machine,
+            "reference": ref, "rows": rows, "skipped": skipped,
+            "plans": settings["plans"],
+            "definition": DEFINITION,
+        }
+
+    def save(doc: dict) -> dict:
+        if store and doc["rows"]:
+            entry = project.add_profile(KIND, f"deploy b{batch} c{cores}" + ("" if doc["complete"] else " (partial)"),
+                                        settings, KIND, version_text, machine, doc)
+            doc["entry_id"] = entry.id
+        return doc
+
+    with tempfile.TemporaryDirectory(prefix="sparsify-deploy-") as tmp:
+        t = Path(tmp)
+        steps = 1 + len(plans) * (2 if "int8" in precisions else 1)
+        done = 0
+        variants: list[dict] = []
+        for name, plan, g in [(None, {}, graph)] + plans:
+            tag = "dense" if name is None else f"opt{len(variants)}"
+            if name is None:
+                fp32 = Path(project.model_path)
+                sparsity = 0.0
+            else:
+                if cancel is not None and cancel.is_set():
+                    raise CancelledError("the deployment search was cancelled")
+                note(done, steps, f"pruning for optimization {name!r}")
+                fp32 = t / f"{tag}.fp32.onnx"
+                _prune(project, g, plan, fp32)
+                done += 1
+                n = sum(lay.prunable_params for lay in g.prunable_layers)
+                zeros = sum(round(plan.get(lay.id, 0.0) * lay.prunable_params) for lay in g.prunable_layers)
+                sparsity = zeros / n if n else 0.0
+            v: dict[str, Any] = {"optimization": name, "fp32": str(fp32), "int8": None, "int8_error": None}
+            if "int8" in precisions:
+                if cancel is not None and cancel.is_set():
+                    raise CancelledError("the deployment search was cancelled")
+                note(done, steps, f"quantizing {name or 'the dense model'} to INT8 "
+                                  f"(calibrated on {len(calib)} samples)")
+                q = t / f"{tag}.int8.onnx"
+                try:
+                    _quantize(fp32, q, calib)
+                    v["int8"] = str(q)
+                except SparsifyError as exc:
+                    v["int8_error"] = exc.message
+                done += 1
+            for e in ENGINES:
+                for p in PRECISIONS:
+                    path = v["int8"] if p == "int8" else v["fp32"]
+                    if path:
+                        files[f"{e}/{p}/{name or 'dense'}"] = {"bytes": Path(path).stat().st_size,
+                                                              "sparsity": sparsity}
+            variants.append(v)
+        np.savez(t / "timing.npz", **timing)
+        held_paths = []
+        for i, h in enumerate(_batches(held, batch)):
+            np.savez(t / f"heldout{i}.npz", **h)
+            held_paths.append(str(t / f"heldout{i}.npz"))
+        job = {"kind": KIND, "variants": variants, "engines": engines, "precisions": precisions,
+               "batch_size": batch, "timing_inputs": str(t / "timing.npz"), "heldout": held_paths,
+               "repeats": int(repeats), "min_block_ms": float(min_block_ms), "warmup": 3, "skip": {}}
+        current: dict[str, str | None] = {"config": None}
+
+        def on_event(ev: dict) -> None:
+            kind = ev.get("event")
+            if kind == "progress":
+                current["config"] = ev.get("config")
+                if on_progress:
+                    on_progress(ev)
+            elif kind == "partial":
+                d = ev.get("data") or {}
+                if "row" in d:
+                    rows_seen.append(d["row"])
+                elif "skipped" in d:
+                    skipped.append(d["skipped"])
+                elif "round" in d:
+                    current["config"] = None
+                    rounds.append(d.get("block_ms") or {})
+                if on_rows and ("row" in d or "round" in d):
+                    on_rows(doc_of(False)["rows"] + [dict(r, median_ms=None) for r in rows_seen
+                                                     if not any(r["id"] in b for b in rounds)])
+            elif on_progress and kind in ("heartbeat", "log", "started"):
+                on_progress(ev)
+
+        try:
+            for attempt in range(MAX_RETRIES + 1):
+                rows_seen.clear()
+                rounds.clear()
+                skipped.clear()
+                current["config"] = None
+                try:
+                    run_job(job, on_progress=on_event, cancel=cancel, timeout_s=900, cores=cores)
+                    break
+                except EngineError as exc:
+                    # the child died (a segfault in one engine) while compiling or checking one configuration:
+                    # run again without it, saying why
+                    crashed = current["config"]
+                    if not crashed or attempt == MAX_RETRIES or crashed.startswith("onnxruntime/fp32/dense") \
+                            or "engine process" not in exc.message:
+                        raise
+                    job["skip"][crashed] = f"the engine process crashed on it: {exc.message}"
+        except (CancelledError, KeyboardInterrupt) as exc:
+            doc = doc_of(False, "cancelled" if isinstance(exc, CancelledError) else "interrupted")
+            try:
+                save(doc)
+            except SparsifyError:
+                pass
+            raise
+        except SparsifyError as exc:
+            doc = doc_of(False, exc.message)
+            if rounds:
+                try:
+                    exc.partial_doc = save(doc)  # type: ignore[attr-defined]
+                except SparsifyError:
+                    pass
+            raise
+    missing = [e for e in engines if engine_unavailable(e)]
+    doc = doc_of(True)
+    doc["engines_missing"] = missing
+    if not store:
+        doc["entry_id"] = None
+    save(doc)
+    doc["cached"] = False
+    return apply_budget(doc, max_output_change)
+
+
+def latest(project: Any) -> tuple[Any, dict] | None:
+    """(entry, doc) of the project's newest readable deploy result, or None."""
+    for e in reversed(project.profiles_of(KIND)):
+        if project.is_stale(e):
+            continue
+        try:
+            doc = project.load_profile(e)
+        except SparsifyError:
+            continue
+        doc["entry_id"] = e.id
+        return e, doc
+    return None
+
+
+# ---------------------------------------------------------------- export
+SNIPPET = {
+    "onnxruntime": '''"""Run {model} with ONNX Runtime ({precision}{sparse}), as measured by sparsify-tui deploy."""
+import numpy as np
+import onnxruntime as ort
+
+so = ort.SessionOptions()
+so.intra_op_num_threads = {cores}
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+session = ort.InferenceSession("{model}", so, providers=["CPUExecutionProvider"])
+feed = {{i.name: np.random.rand(*{shapes}[i.name]).astype(np.float32) for i in session.get_inputs()}}
+outputs = session.run(None, feed)
+''',
+    "deepsparse": '''"""Run {model} with DeepSparse ({precision}{sparse}), as measured by sparsify-tui deploy."""
+import numpy as np
+from deepsparse import compile_model
+
+engine = compile_model("{model}", batch_size={batch}, num_cores={cores})
+inputs = [np.random.rand(*shape).astype(np.float32) for shape in {shapes}.values()]
+outputs = engine.run(inputs)
+''',
+    "openvino": '''"""Run {model} with OpenVINO ({precision}{sparse}), as measured by sparsify-tui deploy."""
+import numpy as np
+import openvino as ov
+
+core = ov.Core()
+compiled = core.compile_model("{model}", "CPU", {{
+    "INFERENCE_PRECISION_HINT": "{hint}",  # {precision}{int8_note}
+    "PERFORMANCE_HINT": "LATENCY",
+    "INFERENCE_NUM_THREADS": {cores},
+}})
+request = compiled.create_infer_request()
+feed = {{p.get_any_name(): np.random.rand(*{shapes}[p.get_any_name()]).astype(np.float32) for p in compiled.inputs}}
+outputs = request.infer(feed)
+''',
+}
+
+
+def find_row(doc: dict, which: str | None) -> dict:
+    """The row named ``which`` (its id ``engine/precision/optimization-or-dense``), or ``best``."""
+    if which:
+        for r in doc.get("rows") or []:
+            if r["id"] == which:
+                return r
+        raise UsageError(f"the deploy result has no row {which!r} (rows: "
+                         f"{', '.join(r['id'] for r in doc.get('rows') or [])})")
+    if not doc.get("best"):
+        raise UsageError("no configuration is within the output-change budget: nothing to export "
+                         "(raise --max-output-change)")
+    return doc["best"]
+
+
+def export_row(project: Any, doc: dict, row: dict, out: str | os.PathLike) -> dict:
+    """Write the row's model to ``out`` (atomically) and ``out`` with ``.py``: a snippet that runs it."""
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".onnx":
+        raise UsageError(f"--export {out}: give an .onnx file name")
+    if not out.parent.is_dir():
+        raise UsageError(f"cannot write {out}: the directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise UsageError(f"cannot write {out}: the directory {out.parent} is not writable")
+    from sparsify_tui.fsutil import atomic_write_text
+
+    opt = row.get("optimization")
+    with tempfile.TemporaryDirectory(prefix=".sparsify-export-", dir=str(out.parent)) as tmp:
+        t = Path(tmp)
+        if opt:
+            name, plan, graph = load_plans(project, [opt])[0]
+            want = (doc.get("plans") or {}).get(opt)
+            if want and want != _plan_hash(plan):
+                raise UsageError(f"optimization {opt!r} changed since this deploy search: run deploy again")
+            src = t / "pruned.onnx"
+            _prune(project, graph, plan, src)
+        else:
+            src = Path(project.model_path)
+            graph = None
+        if row["precision"] == "int8":
+            calib, _held, _info = split_samples(project, (doc.get("samples") or {}).get("data"), graph)
+            q = t / "int8.onnx"
+            _quantize(src, q, calib)
+            src = q
+        staged = t / "model.onnx"
+        if src.parent == t:
+            os.replace(src, staged)
+        else:
+            shutil.copyfile(src, staged)
+        shapes = {k: [int(doc.get("batch_size") or 1)] + list(v)[1:]
+                  for k, v in _input_shapes(project).items()}
+        snippet = SNIPPET[row["engine"]].format(
+            model=out.name, precision=row["precision"], cores=int(doc.get("cores") or 1),
+            batch=int(doc.get("batch_size") or 1), shapes=repr(shapes),
+            sparse=f", optimization {opt!r} one-shot pruned" if opt else ", dense",
+            hint="bf16" if row["precision"] == "bf16" else "f32",
+            int8_note=" (INT8 comes from the QDQ nodes in the file)" if row["precision"] == "int8" else "")
+        os.replace(staged, out)
+    snippet_path = out.with_suffix(".py")
+    atomic_write_text(snippet_path, snippet)
+    return {"model": str(out), "snippet": str(snippet_path), "row": row["id"]}
+
+
+def _input_shapes(project: Any) -> dict[str, list[int]]:
+    from sparsify_tui.profiles.inputs import concrete_shape, input_specs
+
+    out = {}
+    for s in input_specs(str(project.model_path), project.input_shapes or None):
+        try:
+            out[s.name] = concrete_shape(s, 1)
+        except SparsifyError:
+            out[s.name] = [1]
+    return out
