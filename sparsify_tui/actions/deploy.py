@@ -425,6 +425,9 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
                     rows_seen.append(d["row"])
                 elif "skipped" in d:
                     skipped.append(d["skipped"])
+                elif "iterations" in d:
+                    for r in rows_seen:
+                        r["iterations"] = (d["iterations"] or {}).get(r["id"])
                 elif "round" in d:
                     current["config"] = None
                     rounds.append(d.get("block_ms") or {})

@@ -330,6 +330,7 @@ def deploy_job(job: dict, ctx) -> dict[str, Any]:
             iterations[rid] = n
         for r in rows:
             r["iterations"] = iterations.get(r["id"])
+        ctx.partial({"iterations": iterations})
         order = list(runners)
         rounds: list[dict[str, float]] = []
         for rnd in range(repeats):

@@ -27,6 +27,8 @@ EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("Compare profiles", "Two performance profiles layer by layer, or dense vs pruned", "show_compare"),
     ("Export recipe", "Recipe YAML, code sample, name map, validation", "show_export"),
     ("Glossary", "Searchable definitions of every term the app shows", "show_glossary"),
+    ("Deployment search", "Engines x precisions x sparsity on this server: speed against output change",
+     "show_deploy"),
 ]
 
 

@@ -37,6 +37,29 @@ def _fmt_settings(settings: dict) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
+def _deploy_best(project: Any) -> tuple[str, str] | None:
+    """(value, note) of the overview's Deploy row: the fastest configuration within the stored budget
+    and how much it beats the sparse plan alone; None without a deploy result."""
+    from sparsify_tui.actions.deploy import apply_budget, latest, row_label
+
+    try:
+        found = latest(project)
+    except Exception:  # noqa: BLE001 - the overview must open whatever the file holds
+        return None
+    if found is None:
+        return None
+    doc = apply_budget(found[1], found[1].get("budget"))
+    best = doc.get("best")
+    budget = doc.get("budget")
+    within = f"change <= {budget:g}" if budget is not None else "no budget"
+    if not best:
+        return "none within budget", within
+    note = f"{best['speedup']:.2f}x ORT fp32, {within}"
+    if doc.get("versus_sparse_plan"):
+        note += f"; {doc['versus_sparse_plan']:.2f}x the sparse plan alone"
+    return row_label(best), note
+
+
 class OverviewScreen(Screen):
     """Model totals (params, FLOPs, Baseline MS, Items per Second, engine, ISA) and profiles."""
 
@@ -190,6 +213,9 @@ class OverviewScreen(Screen):
             if t.quant_output_change is not None:
                 row("INT8 output change", t.quant_output_change_text or f"{t.quant_output_change:.4g}",
                     t.quant_output_change_reading or "whole model quantized")
+        dep = _deploy_best(app.project)
+        if dep is not None:
+            row("Deploy", *dep)
         self.query_one("#totals", Static).update(grid)
 
     def _refresh_jobs(self, *_: Any) -> None:

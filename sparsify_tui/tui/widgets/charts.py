@@ -125,3 +125,48 @@ class SensitivityChart(PlotextPlot):
         name, perf, loss, mark = self._args
         self.curves = draw_sensitivity_curve(self.plt, name, perf, loss, mark=mark)
         return super().render()
+
+
+def draw_deploy_scatter(plt: Any, rows: Sequence[dict], *, best_id: str | None = None,
+                        budget: float | None = None) -> int:
+    """Deployment search: speedup (y) against output change (x), one point per row, the Pareto front
+    as a line, the best row within the budget in red, the budget as a vertical line. Returns the points drawn."""
+    plt.clear_figure()
+    plt.title("speedup vs output change")
+    pts = [r for r in rows if r.get("speedup") is not None and r.get("output_change") is not None]
+    if not pts:
+        plt.text("no measured rows yet", x=0.5, y=0.5, alignment="center")
+        plt.xlim(0, 1)
+        plt.ylim(0, 1)
+        return 0
+    plt.scatter([r["output_change"] for r in pts], [r["speedup"] for r in pts], marker="dot", label="rows")
+    front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r["output_change"])
+    if front:
+        plt.plot([r["output_change"] for r in front], [r["speedup"] for r in front], marker="braille",
+                 label="Pareto front")
+    best = next((r for r in pts if r.get("id") == best_id), None)
+    if best is not None:
+        plt.scatter([best["output_change"]], [best["speedup"]], marker="x", color="red", label="best")
+    if budget is not None and budget <= max(r["output_change"] for r in pts):
+        plt.vline(budget)
+    plt.xlabel("output change")
+    plt.ylabel("x ORT fp32")
+    return len(pts)
+
+
+class DeployChart(PlotextPlot):
+    """The deployment search's scatter (see :func:`draw_deploy_scatter`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._args: tuple = ([], None, None)
+        self.points = 0
+
+    def set_data(self, rows: Sequence[dict], best_id: str | None, budget: float | None) -> None:
+        self._args = (list(rows), best_id, budget)
+        self.refresh()
+
+    def render(self):
+        rows, best_id, budget = self._args
+        self.points = draw_deploy_scatter(self.plt, rows, best_id=best_id, budget=budget)
+        return super().render()

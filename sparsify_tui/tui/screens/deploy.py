@@ -1,0 +1,264 @@
+"""Deploy screen: the deployment search (engines x precisions x sparsity) of the project.
+
+The table lists every measured row (fastest first; * marks the best row within
+the budget, P the Pareto front), the chart plots speedup against output change
+with the front drawn. The search runs as an App job (``app.start_deploy``):
+rows appear as their configuration compiles and their times fill in round
+after round; cancelling (x) keeps the finished rounds. The budget (b) picks the
+best row again without measuring; e exports the highlighted row (model + snippet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from sparsify_tui.tui.widgets.charts import DeployChart
+
+COLUMNS = (("", 1), ("Engine", 11), ("Prec", 4), ("Sparsity", 9), ("ms", 7), ("Speedup", 7),
+           ("Change", 8), ("Top-1", 5), ("MB", 5))
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+class DeployScreen(Screen):
+    """Deployment search results, live progress, budget and export."""
+
+    PALETTE_GROUP = "Deploy"
+    AUTO_FOCUS = "#deploy-table"
+    DEFAULT_CSS = """
+    DeployScreen #deploy-top { height: 1; }
+    DeployScreen #deploy-top Static { width: auto; padding: 0 1 0 0; }
+    DeployScreen .deploy-input { height: 1; border: none; padding: 0; width: 14; }
+    DeployScreen #deploy-export-path { width: 1fr; }
+    DeployScreen #deploy-status { width: 1fr; }
+    DeployScreen #deploy-table { height: 1fr; min-height: 4; }
+    DeployScreen #deploy-chart { height: 9; }
+    DeployScreen.-tall #deploy-chart { height: 16; }
+    DeployScreen #deploy-info { height: auto; max-height: 3; }
+    """
+    BINDINGS = [
+        Binding("m", "measure", "Measure", id="deploy_measure",
+                tooltip="Run the deployment search (all engines, precisions and optimizations)"),
+        Binding("b", "focus_budget", "Budget", id="deploy_budget",
+                tooltip="Edit the output-change budget: the best row is the fastest within it"),
+        Binding("e", "export", "Export", id="deploy_export", tooltip="Write the highlighted row's model and snippet"),
+        Binding("c", "toggle_chart", "Chart", id="deploy_chart", tooltip="Show or hide the scatter"),
+        Binding("escape", "back", "Back", id="deploy_back", tooltip="Back"),
+    ]
+
+    def __init__(self, project: Any) -> None:
+        super().__init__()
+        self.project = project
+        self.doc: dict | None = None
+        self.budget: float | None = None
+        self._entry_id: str | None = None
+        self._live_best: str | None = None
+        self._ready = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="deploy-top"):
+            yield Static("Budget")
+            yield Input(placeholder="none", id="deploy-budget-input", classes="deploy-input")
+            yield Input(placeholder="OUT.onnx (enter writes)", id="deploy-export-path", classes="deploy-input")
+            yield Static("", id="deploy-status")
+        yield DataTable(id="deploy-table", cursor_type="row", zebra_stripes=True)
+        yield DeployChart(id="deploy-chart")
+        yield Static("", id="deploy-info")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._ready = True
+        self.sub_title = f"{self.project.name} — deploy"
+        table = self.query_one("#deploy-table", DataTable)
+        for name, width in COLUMNS:
+            table.add_column(name, key=name or "mark", width=width)
+        self.query_one("#deploy-export-path", Input).display = False
+        self.watch(self.app, "jobs_version", self._refresh, init=False)
+        self._load_stored()
+        self._refresh()
+
+    def on_screen_resume(self) -> None:
+        self._load_stored()
+        self._refresh()
+
+    # ------------------------------------------------------------------ data
+    def _job(self):
+        for j in reversed(getattr(self.app, "jobs", [])):
+            if j.kind == "deploy" and j.project is self.project:
+                return j
+        return None
+
+    def _load_stored(self) -> None:
+        from sparsify_tui.actions.deploy import apply_budget, latest
+
+        found = latest(self.project)
+        if found is None:
+            self.doc = None
+            return
+        entry, doc = found
+        if self.doc is None or entry.id != self._entry_id:
+            if self._entry_id is None and doc.get("budget") is not None and self.budget is None:
+                self.budget = doc.get("budget")
+                self.query_one("#deploy-budget-input", Input).value = f"{self.budget:g}"
+        self._entry_id = entry.id
+        self.doc = apply_budget(doc, self.budget)
+
+    def _rows(self) -> tuple[list[dict], str]:
+        """(rows to show, status text): the running search's rows, or the stored result's."""
+        from sparsify_tui.actions.deploy import apply_budget
+
+        job = self._job()
+        if job is not None and job.active:
+            rows = list((job.live or {}).get("rows") or [])
+            doc = apply_budget({"rows": [r for r in rows if r.get("median_ms") is not None]}, self.budget)
+            self._live_best = (doc.get("best") or {}).get("id")
+            return rows, f"{job.status_text()}  [dim]x cancels (finished rounds are kept)[/dim]"
+        self._live_best = None
+        if job is not None and job.entry_id != self._entry_id:
+            self._load_stored()
+        if self.doc is None:
+            return [], "no deployment search yet: m measures"
+        d = self.doc
+        state = "" if d.get("complete") else f" [yellow]incomplete ({d.get('error') or 'stopped'})[/yellow]"
+        return list(d.get("rows") or []), (f"{d.get('rounds')} rounds, batch {d.get('batch_size')}, "
+                                           f"{d.get('cores')} cores{state}")
+
+    # ------------------------------------------------------------------ refresh
+    def _refresh(self, *_: Any) -> None:
+        if not self._ready:
+            return
+        rows, status = self._rows()
+        best = self._live_best if self._live_best is not None else ((self.doc or {}).get("best") or {}).get("id")
+        self.query_one("#deploy-status", Static).update(Text.from_markup(status))
+        table = self.query_one("#deploy-table", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        order = sorted(rows, key=lambda r: -(r.get("speedup") or 0))
+        for r in order:
+            mark = "*" if r["id"] == best else ("P" if r.get("pareto") else "")
+            style = "bold green" if mark == "*" else ""
+            fb = r.get("file_bytes")
+            table.add_row(
+                Text(mark, style=style), Text(r["engine"], style=style), Text(r["precision"]),
+                Text(r.get("optimization") or "dense"),
+                Text(_fmt(r.get("median_ms"), ".2f") if r.get("median_ms") is not None else "…", justify="right"),
+                Text(_fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") is not None else ""),
+                     justify="right"),
+                Text(_fmt(r.get("output_change"), ".3g"), justify="right"),
+                Text(_fmt(r.get("top1_agreement"), ".0%"), justify="right"),
+                Text(_fmt(fb / 1e6 if fb else None, ".1f"), justify="right"),
+                key=r["id"],
+            )
+        if table.row_count:
+            table.move_cursor(row=min(max(cursor, 0), table.row_count - 1))
+        self.query_one("#deploy-chart", DeployChart).set_data(
+            [r for r in rows if r.get("median_ms") is not None], best, self.budget)
+        self.query_one("#deploy-info", Static).update(self._info(rows))
+
+    def _info(self, rows: list[dict]) -> Text:
+        from sparsify_tui.actions.deploy import summary_line
+
+        if self.doc is None and not rows:
+            return Text("Times every engine x precision x sparsity in one process against ONNX Runtime fp32 "
+                        "dense; output change on held-out samples.", style="dim")
+        text = Text()
+        job = self._job()
+        if self.doc is not None and not (job is not None and job.active):
+            text.append(summary_line(self.doc))
+            skipped = self.doc.get("skipped") or []
+            if skipped:
+                reasons = sorted({s["reason"] for s in skipped})
+                text.append(f"\n{len(skipped)} skipped: " + "; ".join(reasons), style="dim")
+        return text
+
+    # ------------------------------------------------------------------ actions
+    def action_measure(self) -> None:
+        self.app.start_deploy({"max_output_change": self.budget})
+
+    def action_focus_budget(self) -> None:
+        self.query_one("#deploy-budget-input", Input).focus()
+
+    @on(Input.Submitted, "#deploy-budget-input")
+    def _budget_set(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text or text.lower() == "none":
+            self.budget = None
+        else:
+            try:
+                value = float(text)
+                if not (value >= 0 and value < float("inf")):
+                    raise ValueError
+            except ValueError:
+                self.notify(f"the budget must be a number >= 0, not {text!r}", severity="error")
+                return
+            self.budget = value
+        if self.doc is not None:
+            from sparsify_tui.actions.deploy import apply_budget
+
+            self.doc = apply_budget(self.doc, self.budget)
+        self.query_one("#deploy-table", DataTable).focus()
+        self._refresh()
+
+    def selected_row(self) -> dict | None:
+        table = self.query_one("#deploy-table", DataTable)
+        if not table.row_count or self.doc is None:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        return next((r for r in self.doc.get("rows") or [] if r["id"] == key), None)
+
+    def action_export(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            self.notify("no measured row to export", severity="warning")
+            return
+        box = self.query_one("#deploy-export-path", Input)
+        box.display = True
+        if not box.value:
+            box.value = str(self.project.dir / f"deploy-{row['id'].replace('/', '-')}.onnx")
+        box.focus()
+
+    @on(Input.Submitted, "#deploy-export-path")
+    def _export(self, event: Input.Submitted) -> None:
+        row = self.selected_row()
+        if row is None or self.doc is None:
+            return
+        path = event.value.strip()
+        event.input.display = False
+        self.query_one("#deploy-table", DataTable).focus()
+        self.notify(f"exporting {row['id']}…", timeout=3)
+        self.run_worker(lambda: self._export_work(dict(self.doc), row, path), thread=True, exclusive=True,
+                        group="deploy-export", exit_on_error=False)
+
+    def _export_work(self, doc: dict, row: dict, path: str) -> None:
+        from sparsify_tui.actions.deploy import export_row
+        from sparsify_tui.errors import SparsifyError
+
+        try:
+            res = export_row(self.project, doc, row, path)
+        except SparsifyError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self.notify, f"wrote {res['model']} and {res['snippet']}", timeout=8)
+
+    def action_toggle_chart(self) -> None:
+        chart = self.query_one("#deploy-chart", DeployChart)
+        chart.display = not chart.display
+
+    def action_back(self) -> None:
+        box = self.query_one("#deploy-export-path", Input)
+        if box.display:
+            box.display = False
+            self.query_one("#deploy-table", DataTable).focus()
+            return
+        self.app.pop_screen()

@@ -1,0 +1,107 @@
+"""Deploy screen on a real stored deployment search (ONNX Runtime and OpenVINO really measured)."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import DataTable, Input, Static
+
+from sparsify_tui.tui.app import SparsifyApp
+from sparsify_tui.tui.screens.deploy import DeployScreen
+from sparsify_tui.tui.screens.overview import OverviewScreen
+from sparsify_tui.tui.widgets.charts import DeployChart
+from tests.reliability.helpers import cli_env, run_cli
+from tests.tui.conftest import FIXED_MACHINE, make_demo_project, settle, wait_for, widget_text
+
+
+@pytest.fixture
+def deployed_project(tmp_path, tui_home):
+    """The demo model with an optimization and a stored deploy result (real run, 2 rounds)."""
+    from sparsify_tui.actions.deploy import run_deploy
+    from sparsify_tui.project import Project
+
+    project = make_demo_project(tmp_path / "demo")
+    project.close()
+    res = run_cli("optimize", tmp_path / "demo", "--sparsity", "0.8", env=cli_env(SPARSIFY_TUI_HOME=str(tui_home)))
+    assert res.returncode == 0, res.stderr
+    project = Project.open(tmp_path / "demo")
+    doc = run_deploy(project, engines=["onnxruntime", "openvino"], repeats=2, min_block_ms=50)
+    yield project, doc
+    project.close()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_deploy_screen_shows_the_stored_search(deployed_project, size, tmp_path):
+    project, doc = deployed_project
+    rows = doc["rows"]
+    assert len(rows) >= 4
+    app = SparsifyApp(project, machine=FIXED_MACHINE)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, app)
+        # the overview names the fastest configuration and how it compares to the sparse plan alone
+        assert isinstance(app.screen, OverviewScreen)
+        totals = widget_text(app.screen.query_one("#totals", Static), width=200)
+        assert "Deploy" in totals
+        fastest = max(rows, key=lambda r: r["speedup"])
+        assert f"{fastest['engine']} {fastest['precision']}" in totals and f"{fastest['speedup']:.2f}x" in totals
+        if doc["versus_sparse_plan"]:
+            assert f"{doc['versus_sparse_plan']:.2f}x the sparse plan alone" in totals
+        await pilot.press("f6")
+        await settle(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, DeployScreen)
+        table = screen.query_one("#deploy-table", DataTable)
+        chart = screen.query_one("#deploy-chart", DeployChart)
+        assert table.row_count == len(rows)
+        shown = [table.get_row_at(i) for i in range(table.row_count)]
+        speed = [float(r[5].plain.rstrip("x")) for r in shown]
+        assert speed == sorted(speed, reverse=True)  # fastest first
+        assert shown[0][0].plain == "*"  # no budget: the fastest is the best
+        assert {r[0].plain for r in shown[1:]} <= {"", "P"}
+        n_pareto = sum(1 for r in rows if r["pareto"])
+        assert sum(1 for r in shown if r[0].plain in ("*", "P")) == n_pareto + (0 if fastest["pareto"] else 1)
+        assert chart.points == len(rows)
+        # it fits: table, chart, info and footer inside the screen, none of them collapsed
+        for w in (table, chart, screen.query_one("#deploy-info")):
+            assert w.region.height > 0 and w.region.right <= size[0] and w.region.bottom <= size[1] - 1
+        assert table.region.height >= 4 and chart.region.height >= 8
+        # a budget below the fastest row's change picks another best row, without measuring again
+        changes = sorted({r["output_change"] for r in rows})
+        tight = changes[0]
+        await pilot.press("b")
+        box = screen.query_one("#deploy-budget-input", Input)
+        assert box.has_focus
+        box.value = repr(tight)
+        await pilot.press("enter")
+        await settle(pilot, app)
+        want = max((r for r in rows if r["output_change"] <= tight), key=lambda r: r["speedup"])
+        assert screen.doc["best"]["id"] == want["id"]
+        best_row = next(table.get_row_at(i) for i in range(table.row_count) if table.get_row_at(i)[0].plain == "*")
+        assert best_row[1].plain == want["engine"] and best_row[3].plain == (want["optimization"] or "dense")
+        assert "within output change" in widget_text(screen.query_one("#deploy-info", Static), width=300)
+        # export the highlighted row (the first: the fastest)
+        await pilot.press("e")
+        path = screen.query_one("#deploy-export-path", Input)
+        assert path.display and path.has_focus
+        out = tmp_path / f"export-{size[0]}.onnx"
+        path.value = str(out)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: out.exists() and out.with_suffix(".py").exists(), timeout=120)
+        assert fastest["engine"].replace("onnxruntime", "onnxruntime") in out.with_suffix(".py").read_text()
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert isinstance(app.screen, OverviewScreen)
+
+
+async def test_deploy_screen_without_result_and_palette(demo_project):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        from sparsify_tui.tui.commands import EXTRA_COMMANDS
+
+        assert any(a == "show_deploy" for _n, _h, a in EXTRA_COMMANDS)
+        await pilot.press("f6")
+        await settle(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, DeployScreen)
+        assert "no deployment search yet" in widget_text(screen.query_one("#deploy-status", Static), width=200)
+        assert screen.query_one("#deploy-table", DataTable).row_count == 0
