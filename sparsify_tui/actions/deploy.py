@@ -560,7 +560,7 @@ def export_row(project: Any, doc: dict, row: dict, out: str | os.PathLike) -> di
     with tempfile.TemporaryDirectory(prefix=".sparsify-export-", dir=str(out.parent)) as tmp:
         t = Path(tmp)
         if opt:
-            name, plan, graph = load_plans(project, [opt])[0]
+            _name, plan, graph = load_plans(project, [opt])[0]
             want = (doc.get("plans") or {}).get(opt)
             if want and want != _plan_hash(plan):
                 raise UsageError(f"optimization {opt!r} changed since this deploy search: run deploy again")

@@ -86,8 +86,9 @@ def _ov_make_runner(path: str, *, precision: str, cores: int | None, batch_size:
         model = core.read_model(path)
         model.reshape({p.get_any_name(): list(inputs[p.get_any_name()].shape) for p in model.inputs
                        if p.get_any_name() in inputs})
+        # threads not pinned one per CPU: on a shared machine a pinned thread waits for its busy CPU
         cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                               "PERFORMANCE_HINT": "LATENCY"}
+                               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
         if cores:
             cfg["INFERENCE_NUM_THREADS"] = int(cores)
         compiled = core.compile_model(model, "CPU", cfg)
@@ -104,6 +105,20 @@ def _ov_make_runner(path: str, *, precision: str, cores: int | None, batch_size:
 
     return run
 # ---------------------------------------------------------------- end of the OpenVINO stand-in
+
+
+def _openvino_engine():
+    """sparsify_tui.engines.openvino_engine when this tree has it (branch `openvino` merged), else None."""
+    try:
+        from sparsify_tui.engines import openvino_engine
+    except ImportError:
+        return None
+    return openvino_engine if hasattr(openvino_engine, "make_runner") else None
+
+
+def ov_make_runner(path: str, **kw: Any) -> Runner:
+    mod = _openvino_engine()
+    return mod.make_runner(path, **kw) if mod is not None else _ov_make_runner(path, **kw)
 
 
 def _ort_runner(path: str, *, precision: str, cores: int | None, batch_size: int,
@@ -176,7 +191,16 @@ def precision_unsupported(engine: str, precision: str) -> str | None:
         if engine == "deepsparse":
             return "DeepSparse runs fp32 and int8 only"
         if engine == "openvino":
-            return _ov_bf16_reason()
+            mod = _openvino_engine()
+            if mod is None:
+                return _ov_bf16_reason()
+            from sparsify_tui.errors import EngineError
+
+            try:
+                mod.check_precision("bf16")
+            except EngineError as exc:
+                return exc.message
+            return None
     return None
 
 
@@ -287,7 +311,7 @@ def deploy_job(job: dict, ctx) -> dict[str, Any]:
                     with dse.compatible_model(c["path"]) as (pd, _note):
                         run = _ds_runner(pd, names=names, **kw)
                 else:
-                    run = _ov_make_runner(c["path"], **kw)
+                    run = ov_make_runner(c["path"], **kw)
                 compile_s = time.perf_counter() - t0
                 outs = [[np.asarray(y) for y in run(h)] for h in heldout]
                 if i == 0:

@@ -219,6 +219,9 @@ class SparsifyApp(App[None]):
             self.loss_entry_id = entry.id
         elif entry.kind == "quant":
             self.quant_entry_id = entry.id
+        elif entry.kind == "deploy":  # a deployment search: its own screen
+            self.action_show_deploy()
+            return
         else:
             return
         self.notify(f"using {entry.kind} profile {entry.name!r}", timeout=3)

@@ -132,21 +132,20 @@ def draw_deploy_scatter(plt: Any, rows: Sequence[dict], *, best_id: str | None =
     """Deployment search: speedup (y) against output change (x), one point per row, the Pareto front
     as a line, the best row within the budget in red, the budget as a vertical line. Returns the points drawn."""
     plt.clear_figure()
-    plt.title("speedup vs output change")
+    plt.title("speedup vs output change (line: Pareto front, red x: best)")
     pts = [r for r in rows if r.get("speedup") is not None and r.get("output_change") is not None]
     if not pts:
         plt.text("no measured rows yet", x=0.5, y=0.5, alignment="center")
         plt.xlim(0, 1)
         plt.ylim(0, 1)
         return 0
-    plt.scatter([r["output_change"] for r in pts], [r["speedup"] for r in pts], marker="dot", label="rows")
+    plt.scatter([r["output_change"] for r in pts], [r["speedup"] for r in pts], marker="dot")
     front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r["output_change"])
     if front:
-        plt.plot([r["output_change"] for r in front], [r["speedup"] for r in front], marker="braille",
-                 label="Pareto front")
+        plt.plot([r["output_change"] for r in front], [r["speedup"] for r in front], marker="braille")
     best = next((r for r in pts if r.get("id") == best_id), None)
     if best is not None:
-        plt.scatter([best["output_change"]], [best["speedup"]], marker="x", color="red", label="best")
+        plt.scatter([best["output_change"]], [best["speedup"]], marker="x", color="red")
     if budget is not None and budget <= max(r["output_change"] for r in pts):
         plt.vline(budget)
     plt.xlabel("output change")
