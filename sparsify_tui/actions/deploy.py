@@ -410,7 +410,8 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
             held_paths.append(str(t / f"heldout{i}.npz"))
         job = {"kind": KIND, "variants": variants, "engines": engines, "precisions": precisions,
                "batch_size": batch, "timing_inputs": str(t / "timing.npz"), "heldout": held_paths,
-               "repeats": int(repeats), "min_block_ms": float(min_block_ms), "warmup": 3, "skip": {}}
+               "repeats": int(repeats), "min_block_ms": float(min_block_ms), "warmup": 3, "skip": {},
+               "scratch": str(t)}
         current: dict[str, str | None] = {"config": None}
 
         def on_event(ev: dict) -> None:

@@ -20,7 +20,7 @@ Job keys: ``variants`` (list of ``{"optimization": name|None, "fp32": path,
 "int8": path|None, "int8_error": str|None}``; the first is dense),
 ``engines``, ``precisions``, ``batch_size``, ``cores``, ``timing_inputs``
 (.npz), ``heldout`` (list of .npz, one batch each), ``repeats``, ``warmup``,
-``min_block_ms``, ``skip`` (row ids not to try: an earlier child crashed on them).
+``min_block_ms``, ``scratch`` (the parent's temporary directory), ``skip`` (row ids not to try: an earlier child crashed on them).
 """
 
 from __future__ import annotations
@@ -50,8 +50,13 @@ def row_id(engine: str, precision: str, optimization: str | None) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first telling line (OpenVINO's messages start with "Exception from src/...cpp:N:" lines)."""
+    import re
+
     text = str(getattr(exc, "message", None) or exc).strip()
-    return (text.splitlines()[0][:300] if text else type(exc).__name__)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not re.match(r"^(Exception from |Check '.*' failed at )", ln)]
+    return ((useful or lines or [type(exc).__name__])[0])[:300]
 
 
 # ---------------------------------------------------------------- OpenVINO
@@ -296,7 +301,8 @@ def deploy_job(job: dict, ctx) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     ref_out: list[list[np.ndarray]] = []
     kinds: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="sparsify-deploy-") as tmp:
+    # inside the parent's scratch directory: a child killed mid-search (Ctrl+C, cancel) leaves nothing behind
+    with tempfile.TemporaryDirectory(prefix="child-", dir=job.get("scratch")) as tmp:
         from sparsify_tui.engines import deepsparse_engine as dse
 
         for i, c in enumerate(configs):

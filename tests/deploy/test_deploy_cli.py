@@ -127,8 +127,13 @@ def test_deploy_corpus_model_end_to_end(mnv3_deploy):
     assert "bf16" in skipped[("onnxruntime", "bf16")] and "DeepSparse" in skipped[("deepsparse", "bf16")]
     import openvino as ov
 
+    ids = {r["id"] for r in rows}
     if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        assert {"openvino/bf16/dense", "openvino/int8/dense"} <= {r["id"] for r in rows}
+        assert "openvino/bf16/dense" in ids
+    # OpenVINO 2026.4 cannot compile this model's QDQ file (an Add of two dequantized tensors): a skipped
+    # row with OpenVINO's own reason, never a silent gap
+    assert "openvino/int8/dense" in ids or "openvino" in skipped[("openvino", "int8")]
+    assert not (ids & {s["id"] for s in doc["skipped"]})
     # stored in the project; the same search again is the cached one, best picked for the new budget
     toml = (pdir / "project.toml").read_text()
     assert 'kind = "deploy"' in toml

@@ -1,0 +1,46 @@
+"""Ctrl+C during the deployment search: the finished rounds are stored, no temporary file is left."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from tests.deploy.test_deploy_cli import _identity_model, _project
+from tests.reliability.helpers import cli_env
+
+
+def test_ctrl_c_keeps_finished_rounds_and_leaves_no_files(tmp_path):
+    model = _identity_model(tmp_path / "ident.onnx")
+    pdir = _project(tmp_path, model, "--input-shape", "x=1,2,2")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = cli_env(TMPDIR=str(scratch))
+    code = "import sys\nfrom sparsify_tui.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    proc = subprocess.Popen([sys.executable, "-c", code, "deploy", str(pdir), "--repeats", "50",
+                             "--engines", "onnxruntime,openvino"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    end = time.monotonic() + 300
+    while "round 2/50" not in "".join(chunks) and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.1)
+    assert "round 2/50" in "".join(chunks), "".join(chunks)[-2000:]
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(chunks)
+    assert proc.returncode == 130, err[-2000:]
+    assert "error: interrupted" in err and "Traceback" not in err
+    toml = (pdir / "project.toml").read_text()
+    assert 'kind = "deploy"' in toml
+    doc = json.loads(next((pdir / "profiles").glob("deploy-*.json")).read_text())
+    assert doc["complete"] is False and doc["error"] == "interrupted"
+    assert doc["rounds"] >= 2 and doc["rows"] and doc["reference"]["speedup"] == 1.0
+    assert all(len(r["block_ms"]) == doc["rounds"] for r in doc["rows"])
+    assert list(scratch.iterdir()) == []  # the pruned/quantized files and inputs went with the search
+    assert not [p for p in pdir.rglob("*") if p.name.startswith((".sparsify", "sparsify-deploy"))]
