@@ -10,7 +10,7 @@ deploy``) and the app call it.
 * INT8: static quantization (ONNX Runtime ``quantize_static``, QDQ, per-channel
   int8 weights, uint8 activations, MinMax) calibrated on the CALIBRATION
   samples; one QDQ file per sparsity, run by every engine that runs INT8.
-* Output change (the loss proxy of ``profiles.sensitivity.output_change``) and
+* Output change (the loss proxy of ``metrics.output_change``) and
   top-1 agreement (argmax of the first class-score output) are measured on the
   HELD-OUT samples, never on the calibration ones, against the reference
   row's outputs on the same batches.
@@ -100,7 +100,7 @@ def _plan_hash(plan: dict[str, float]) -> str:
 def split_samples(project: Any, data: str | os.PathLike | None, graph: Any = None
                   ) -> tuple[list[dict], list[dict], dict]:
     """(calibration samples, held-out samples, description): single-item batches, never the same ones."""
-    from sparsify_tui.profiles.sensitivity import load_samples_for
+    from sparsify_tui.engines.inputs import load_samples_for
 
     shapes = dict(project.input_shapes or {}) or None
     model = str(project.model_path)
@@ -139,7 +139,7 @@ def _batches(samples: list[dict], batch: int) -> list[dict]:
 def _quantize(src: Path, dst: Path, calib: list[dict]) -> None:
     import logging
 
-    from sparsify_tui.optim.validate import quantize_file
+    from sparsify_tui.actions.validate import quantize_file
 
     root = logging.getLogger()
     level = root.level
@@ -158,7 +158,7 @@ def _prune(project: Any, graph: Any, plan: dict[str, float], dst: Path) -> None:
 
 def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, dict[str, float], Any]]:
     """(name, layer sparsities, graph) of each chosen optimization (default: all of the project's)."""
-    from sparsify_tui.optim.validate import load_plan
+    from sparsify_tui.actions.validate import load_plan
 
     if names is None:
         names = [str(o.get("name")) for o in project.optimizations]
@@ -286,11 +286,12 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     ``on_progress`` gets the runner's progress events; ``on_rows(rows)`` gets the
     rows known so far (each with ``median_ms`` once a round finished) as they arrive.
     """
+    from sparsify_tui.engines.inputs import make_inputs
+    from sparsify_tui.engines.machine import machine_summary
     from sparsify_tui.engines.runner import run_job
     from sparsify_tui.jobs.deploy import engine_unavailable, engine_version
     from sparsify_tui.optim.optimization import now_iso
-    from sparsify_tui.profiles.perf import default_cores, machine_summary
-    from sparsify_tui.profiles.inputs import make_inputs
+    from sparsify_tui.settings import usable_cores as default_cores
 
     engines = list(engines or ENGINES)
     precisions = list(precisions or PRECISIONS)
@@ -595,7 +596,7 @@ def export_row(project: Any, doc: dict, row: dict, out: str | os.PathLike) -> di
 
 
 def _input_shapes(project: Any) -> dict[str, list[int]]:
-    from sparsify_tui.profiles.inputs import concrete_shape, input_specs
+    from sparsify_tui.engines.inputs import concrete_shape, input_specs
 
     out = {}
     for s in input_specs(str(project.model_path), project.input_shapes or None):

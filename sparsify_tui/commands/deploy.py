@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sparsify_tui.commands.common import Progress, emit_json, max_cores, parse_float, parse_int, print_table
+from sparsify_tui.commands.common import Progress, emit_json, print_table
+from sparsify_tui.settings import parse_float, parse_int
+from sparsify_tui.settings import usable_cores as max_cores
 from sparsify_tui.errors import UsageError
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sparsify_tui.engines.jobs import register
+from sparsify_tui.jobs import register
 
 ENGINES = ("onnxruntime", "deepsparse", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -245,7 +245,7 @@ def _top1(ref: list[np.ndarray], out: list[np.ndarray], kinds: list[str]) -> tup
 @register("deploy")
 def deploy_job(job: dict, ctx) -> dict[str, Any]:
     from sparsify_tui.errors import EngineError
-    from sparsify_tui.profiles.sensitivity import classify_output, output_change
+    from sparsify_tui.metrics import classify_output, output_change
 
     variants = list(job["variants"])
     engines = [e for e in ENGINES if e in (job.get("engines") or ENGINES)]

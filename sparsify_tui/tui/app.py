@@ -62,6 +62,8 @@ class SparsifyApp(App[None]):
                 tooltip="Recipe, code sample, validation"),
         Binding("f5", "show_glossary", "Glossary", show=False, id="show_glossary",
                 tooltip="Searchable glossary of the app's terms"),
+        Binding("f6", "show_deploy", "Deploy", id="show_deploy",
+                tooltip="Deployment search: engines x precisions x sparsity, speed against output change"),
     ]
 
     data_version: reactive[int] = reactive(0, init=False)
@@ -304,6 +306,19 @@ class SparsifyApp(App[None]):
         return self.start_job(jobs_mod.Job(kind="validate", settings={"optimization": opt_name, **kwargs},
                                            project=self.project))
 
+    def start_deploy(self, settings: dict | None = None) -> jobs_mod.Job | None:
+        """Start the deployment search of the current project (one at a time; it measures like a profile)."""
+        if self.project is None:
+            self.notify("open a project first", severity="warning")
+            return None
+        if getattr(self.project, "readonly", False):
+            self.notify("this project is open read-only: a deployment search cannot be saved", severity="error")
+            return None
+        if any(j.kind == "deploy" and j.active and j.project is self.project for j in self.jobs):
+            self.notify("a deployment search is already running", severity="warning")
+            return None
+        return self.start_job(jobs_mod.Job(kind="deploy", settings=dict(settings or {}), project=self.project))
+
     def start_job(self, job: jobs_mod.Job) -> jobs_mod.Job:
         """Start any background job; its progress and end come back as Job* messages."""
         self.jobs.append(job)
@@ -375,6 +390,9 @@ class SparsifyApp(App[None]):
             return
         job.ended = time.monotonic()
         job.result = message.doc
+        if job.kind == "deploy":
+            self._finish_deploy(job)
+            return
         if job.kind not in jobs_mod.PROFILE_KINDS:
             self._finish_validation(job)
             return
@@ -404,6 +422,18 @@ class SparsifyApp(App[None]):
                 self.loss_entry_id = job.entry_id
             elif job.kind == "quant":
                 self.quant_entry_id = job.entry_id
+            self.reload_project()
+        self._close_if_orphan(job.project)
+
+    def _finish_deploy(self, job: jobs_mod.Job) -> None:
+        from sparsify_tui.actions.deploy import summary_line
+
+        job.state = jobs_mod.DONE
+        job.fraction = 1.0
+        job.entry_id = (job.result or {}).get("entry_id")  # stored by the core function
+        self.jobs_version += 1
+        self.notify(summary_line(job.result or {}), timeout=10)
+        if job.project is self.project:
             self.reload_project()
         self._close_if_orphan(job.project)
 
@@ -548,6 +578,16 @@ class SparsifyApp(App[None]):
 
     def action_start_loss(self) -> None:
         self.start_profile("loss", {"method": "approx"})
+
+    def action_show_deploy(self) -> None:
+        if self.project is None:
+            self.notify("open a project first", severity="warning")
+            return
+        from sparsify_tui.tui.screens.deploy import DeployScreen
+
+        if isinstance(self.screen, DeployScreen):
+            return
+        self.push_screen(DeployScreen(self.project))
 
     async def action_quit(self) -> None:
         for job in self.jobs:

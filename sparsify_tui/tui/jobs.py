@@ -71,6 +71,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     entry_id: str | None = None  # the project's profile id once saved
     result: dict | None = None  # the finished document (profiles and validations alike)
+    live: dict = field(default_factory=dict)  # deploy: {"rows": [...]} as they come (read by the Deploy screen)
 
     @property
     def active(self) -> bool:
@@ -84,6 +85,8 @@ class Job:
             return profiles_action.profile_name(self.kind, self.settings)
         if self.kind == "validate":
             return f"validation of {self.settings.get('optimization', '')}".strip()
+        if self.kind == "deploy":
+            return f"deployment search b{self.settings.get('batch_size', 1)}"
         return self.kind
 
     def status_text(self) -> str:
@@ -159,6 +162,18 @@ def run_job(job: Job, on_progress: Callable[[float, str], None], graph: Any = No
         kwargs = {k: v for k, v in job.settings.items() if k != "optimization"}
         return validate_optimization(job.project, job.settings["optimization"], on_progress=cb,
                                      cancel=job.cancel, **kwargs)
+    if job.kind == "deploy":
+        # the core function stores the result (and a cancelled search's finished rounds) itself
+        from sparsify_tui.actions.deploy import run_deploy
+
+        def rows(r: list[dict]) -> None:
+            job.live = {"rows": r}
+            on_progress(job.fraction, job.label)
+
+        keys = ("engines", "precisions", "optimizations", "batch_size", "cores", "data", "max_output_change",
+                "repeats", "force")
+        return run_deploy(job.project, **{k: job.settings[k] for k in keys if k in job.settings}, on_progress=cb,
+                          on_rows=rows, cancel=job.cancel)
     raise UsageError(f"unknown job kind {job.kind!r}")
 
 
