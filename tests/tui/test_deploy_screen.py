@@ -105,3 +105,33 @@ async def test_deploy_screen_without_result_and_palette(demo_project):
         assert isinstance(screen, DeployScreen)
         assert "no deployment search yet" in widget_text(screen.query_one("#deploy-status", Static), width=200)
         assert screen.query_one("#deploy-table", DataTable).row_count == 0
+
+
+async def test_deploy_screen_live_rows_and_cancel_keeps_them(demo_project):
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("f6")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DeployScreen)
+        job = app.start_deploy({"engines": ["onnxruntime", "openvino"], "repeats": 200})
+        table = screen.query_one("#deploy-table", DataTable)
+
+        def timed_rows() -> int:
+            return sum(1 for i in range(table.row_count) if table.get_row_at(i)[4].plain not in ("…", "-"))
+
+        # rows appear while it measures, their times after the first rounds
+        await wait_for(pilot, lambda: job.active and table.row_count >= 3 and timed_rows() >= 3, timeout=300)
+        assert "running" in widget_text(screen.query_one("#deploy-status", Static), width=200)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: not job.active, timeout=60)
+        await settle(pilot, app)
+        assert job.state == "cancelled"
+        # the finished rounds were stored: the screen shows them from the project
+        stored = [e for e in demo_project.profiles_of("deploy")]
+        assert len(stored) == 1
+        doc = demo_project.load_profile(stored[0])
+        assert doc["complete"] is False and doc["rows"]
+        assert table.row_count == len(doc["rows"]) and timed_rows() == len(doc["rows"])
+        assert "incomplete" in widget_text(screen.query_one("#deploy-status", Static), width=200)

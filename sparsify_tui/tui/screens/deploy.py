@@ -63,6 +63,7 @@ class DeployScreen(Screen):
         self.budget: float | None = None
         self._entry_id: str | None = None
         self._live_best: str | None = None
+        self._loaded_after_job: int | None = None
         self._ready = False
 
     def compose(self) -> ComposeResult:
@@ -125,7 +126,9 @@ class DeployScreen(Screen):
             self._live_best = (doc.get("best") or {}).get("id")
             return rows, f"{job.status_text()}  [dim]x cancels (finished rounds are kept)[/dim]"
         self._live_best = None
-        if job is not None and job.entry_id != self._entry_id:
+        if job is not None and job.id != self._loaded_after_job:
+            # the search ended (finished, cancelled or failed): read what it stored
+            self._loaded_after_job = job.id
             self._load_stored()
         if self.doc is None:
             return [], "no deployment search yet: m measures"
