@@ -10,7 +10,7 @@ deploy``) and the app call it.
 * INT8: static quantization (ONNX Runtime ``quantize_static``, QDQ, per-channel
   int8 weights, uint8 activations, MinMax) calibrated on the CALIBRATION
   samples; one QDQ file per sparsity, run by every engine that runs INT8.
-* Output change (the loss proxy of ``metrics.output_change``) and
+* Output change (``metrics.compare_outputs``: its primary metric per output, summed) and
   top-1 agreement (argmax of the first class-score output) are measured on the
   HELD-OUT samples, never on the calibration ones, against the reference
   row's outputs on the same batches.

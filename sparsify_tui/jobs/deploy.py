@@ -25,7 +25,6 @@ Job keys: ``variants`` (list of ``{"optimization": name|None, "fp32": path,
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
 import tempfile
@@ -59,71 +58,10 @@ def _first_line(exc: BaseException) -> str:
     return ((useful or lines or [type(exc).__name__])[0])[:300]
 
 
-# ---------------------------------------------------------------- OpenVINO
-# PRIVATE stand-in, to be replaced by sparsify_tui.engines.openvino_engine.make_runner / available()
-# (branch `openvino`) when that module is on main: same signature, same behaviour.
-def _ov_available() -> bool:
-    try:
-        return importlib.util.find_spec("openvino") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _ov_bf16_reason() -> str | None:
-    """None when OpenVINO can run bf16 on this CPU, else why not."""
-    import openvino as ov
-
-    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    if "BF16" not in [str(c).upper() for c in caps]:
-        return "this CPU has no bf16 instructions (AVX512_BF16 or AMX): OpenVINO reports no BF16 capability"
-    return None
-
-
-def _ov_make_runner(path: str, *, precision: str, cores: int | None, batch_size: int,
-                    inputs: dict[str, np.ndarray]) -> Runner:
-    """OpenVINO CPU: ``precision`` fp32 (f32 hint), bf16 (bf16 hint), int8 (a QDQ file, the rest in f32)."""
-    import openvino as ov
-
-    from sparsify_tui.errors import EngineError
-
-    try:
-        core = ov.Core()
-        model = core.read_model(path)
-        model.reshape({p.get_any_name(): list(inputs[p.get_any_name()].shape) for p in model.inputs
-                       if p.get_any_name() in inputs})
-        # threads not pinned one per CPU: on a shared machine a pinned thread waits for its busy CPU
-        cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
-        if cores:
-            cfg["INFERENCE_NUM_THREADS"] = int(cores)
-        compiled = core.compile_model(model, "CPU", cfg)
-    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for anything
-        raise EngineError(f"openvino could not compile {path}: {_first_line(exc)}") from None
-    req = compiled.create_infer_request()
-    names = [p.get_any_name() for p in compiled.inputs]
-    outs = list(compiled.outputs)
-
-    def run(feed: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
-        f = inputs if feed is None else feed
-        res = req.infer({n: f[n] for n in names})
-        return [np.array(res[o]) for o in outs]
-
-    return run
-# ---------------------------------------------------------------- end of the OpenVINO stand-in
-
-
-def _openvino_engine():
-    """sparsify_tui.engines.openvino_engine when this tree has it (branch `openvino` merged), else None."""
-    try:
-        from sparsify_tui.engines import openvino_engine
-    except ImportError:
-        return None
-    return openvino_engine if hasattr(openvino_engine, "make_runner") else None
-
-
 def ov_make_runner(path: str, **kw: Any) -> Runner:
-    mod = _openvino_engine()
-    return mod.make_runner(path, **kw) if mod is not None else _ov_make_runner(path, **kw)
+    from sparsify_tui.engines import openvino_engine
+
+    return openvino_engine.make_runner(path, **kw)
 
 
 def _ort_runner(path: str, *, precision: str, cores: int | None, batch_size: int,
@@ -179,8 +117,10 @@ def engine_unavailable(engine: str) -> str | None:
         except Exception as exc:  # noqa: BLE001
             return f"deepsparse cannot be imported: {_first_line(exc)}"
     if engine == "openvino":
-        if not _ov_available():
-            return "openvino is not installed (pip install openvino)"
+        from sparsify_tui.engines import openvino_engine
+
+        if not openvino_engine.available():
+            return openvino_engine.INSTALL_HINT
         try:
             import openvino  # noqa: F401
         except Exception as exc:  # noqa: BLE001
@@ -196,13 +136,11 @@ def precision_unsupported(engine: str, precision: str) -> str | None:
         if engine == "deepsparse":
             return "DeepSparse runs fp32 and int8 only"
         if engine == "openvino":
-            mod = _openvino_engine()
-            if mod is None:
-                return _ov_bf16_reason()
+            from sparsify_tui.engines import openvino_engine
             from sparsify_tui.errors import EngineError
 
             try:
-                mod.check_precision("bf16")
+                openvino_engine.check_precision("bf16")
             except EngineError as exc:
                 return exc.message
             return None
@@ -232,20 +170,10 @@ def _time_block(fn: Runner, iterations: int) -> float:
     return statistics.median(times)
 
 
-def _top1(ref: list[np.ndarray], out: list[np.ndarray], kinds: list[str]) -> tuple[int, int] | None:
-    """(agreeing rows, rows) of the argmax of the first class-score output, or None when there is none."""
-    for r, o, k in zip(ref, out, kinds):
-        if k in ("logits", "dist") and r.shape == o.shape and r.ndim >= 1:
-            a = np.argmax(r.reshape(-1, r.shape[-1]), axis=-1)
-            b = np.argmax(np.asarray(o).reshape(-1, r.shape[-1]), axis=-1)
-            return int(np.count_nonzero(a == b)), int(a.size)
-    return None
-
-
 @register("deploy")
 def deploy_job(job: dict, ctx) -> dict[str, Any]:
     from sparsify_tui.errors import EngineError
-    from sparsify_tui.metrics import classify_output, output_change
+    from sparsify_tui.metrics import compare_outputs, plan_outputs
 
     variants = list(job["variants"])
     engines = [e for e in ENGINES if e in (job.get("engines") or ENGINES)]
@@ -301,6 +229,10 @@ def deploy_job(job: dict, ctx) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     ref_out: list[list[np.ndarray]] = []
     kinds: list[str] = []
+    plan: list = []
+    import onnx
+
+    out_names = [o.name for o in onnx.load(variants[0]["fp32"], load_external_data=False).graph.output]
     # inside the parent's scratch directory: a child killed mid-search (Ctrl+C, cancel) leaves nothing behind
     with tempfile.TemporaryDirectory(prefix="child-", dir=job.get("scratch")) as tmp:
         from sparsify_tui.engines import deepsparse_engine as dse
@@ -322,10 +254,9 @@ def deploy_job(job: dict, ctx) -> dict[str, Any]:
                 outs = [[np.asarray(y) for y in run(h)] for h in heldout]
                 if i == 0:
                     ref_out = outs
-                    kinds = [classify_output(y) for y in outs[0]] if outs else []
-                changes = [float(output_change(r, o, kinds)) for r, o in zip(ref_out, outs)]
-                agree = [_top1(r, o, kinds) for r, o in zip(ref_out, outs)]
-                agree = [a for a in agree if a is not None]
+                    plan = plan_outputs(ref_out, out_names)
+                    kinds = [m.kind for m in plan]
+                change = compare_outputs(ref_out, outs, plan=plan, names=out_names).to_json()
             except EngineError as exc:
                 if i == 0:
                     raise
@@ -341,8 +272,9 @@ def deploy_job(job: dict, ctx) -> dict[str, Any]:
             row.update({
                 "engine_version": engine_version(c["engine"]),
                 "compile_s": round(compile_s, 3),
-                "output_change": float(statistics.mean(changes)) if changes else None,
-                "top1_agreement": (sum(a for a, _ in agree) / sum(n for _, n in agree)) if agree else None,
+                **change,
+                "top1_agreement": next((o["top1_agreement"] for o in change["output_change_outputs"]
+                                        if o.get("top1_agreement") is not None), None),
             })
             runners[c["id"]] = run
             rows.append(row)
