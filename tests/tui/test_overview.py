@@ -215,7 +215,8 @@ async def test_real_perf_profile_runs_in_background_and_is_saved(mnv3_project):
         assert app.model_data.perf["engine"] == "onnxruntime"
         assert app.perf_entry_id == job.entry_id
         states = _states(app.screen.query_one("#profiles", DataTable))
-        assert list(states.values()).count("done") == 3
+        # "done", or "done ⚠ N warnings" when the machine was busy while it measured
+        assert sum(str(s).startswith("done") for s in states.values()) == 3, states
 
 
 @pytest.mark.corpus
