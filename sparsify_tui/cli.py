@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--method", default="approx", help="approx (weight magnitude) or one-shot (measured)")
     pl.add_argument("--data", default=None, help=".npz file or directory of .npz/.npy samples")
     pl.add_argument("--samples", default="4", help="number of samples for one-shot (default 4)")
+    pl.add_argument("--prune-method", default="magnitude",
+                    help="how one-shot prunes each layer: magnitude (default), wanda or sparsegpt")
     pl.add_argument("--levels", default=None, help="sparsity levels")
     pl.add_argument("--eval-sparsity", default="0.9", help="sparsity at which sensitivity is reported")
     pl.add_argument("--name", default=None, help="profile name in the project")
@@ -171,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="auto", help="engine for --validate: auto, deepsparse, onnxruntime or openvino")
     _add_precision(p, " for --validate")
     p.add_argument("--iterations", default="20", help="timed iterations for --validate")
+    p.add_argument("--method", default="magnitude",
+                   help="magnitude (smallest weights), wanda (|w| x input norm) or sparsegpt (reconstructs "
+                        "each layer's outputs on calibration data)")
+    p.add_argument("--data", default=None, help="calibration samples (.npz, .npy or a directory of them)")
+    p.add_argument("--samples", default="32", help="calibration samples to use (default 32)")
+    p.add_argument("--eval-data", default=None,
+                   help="evaluation samples for --validate (default: the last quarter of --data)")
+    p.add_argument("--sequential", action="store_true",
+                   help="capture each layer's inputs on the model with the earlier layers already pruned")
     _add_json(p)
 
     p = sub.add_parser("benchmark", help="latency and throughput of models, side by side")

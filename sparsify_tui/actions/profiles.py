@@ -67,8 +67,10 @@ def perf_settings(*, engine: str = "auto", batch_size: int = 1, cores: int | Non
 
 
 def loss_settings(*, method: str = "approx", levels: Any = None, eval_sparsity: float = 0.9, samples: int = 4,
-                  data: Any = None, input_shapes: dict | None = None) -> dict[str, Any]:
-    """The settings that identify a loss profile."""
+                  data: Any = None, input_shapes: dict | None = None,
+                  prune_method: str = "magnitude") -> dict[str, Any]:
+    """The settings that identify a loss profile (``prune_method`` only when not magnitude, so the
+    profiles stored before it existed keep their key)."""
     if method not in LOSS_METHODS:
         raise UsageError(f"--method must be approx or one-shot, got {method!r}")
     s: dict[str, Any] = {
@@ -78,6 +80,8 @@ def loss_settings(*, method: str = "approx", levels: Any = None, eval_sparsity: 
     if method == "one-shot":
         s["samples"] = int(samples)
         s["data"] = _data(data)
+        if prune_method and prune_method != "magnitude":
+            s["prune_method"] = str(prune_method)
     return s
 
 
@@ -103,7 +107,8 @@ def profile_name(kind: str, settings: dict[str, Any], doc: dict | None = None) -
         return f"{engine} b{batch}" + (f" c{cores}" if cores else "") + (
             f" {precision}" if precision and precision != "fp32" else "")
     if kind == "loss":
-        return f"loss {doc.get('method') or settings.get('method', 'approx')}"
+        pm = settings.get("prune_method")
+        return f"loss {doc.get('method') or settings.get('method', 'approx')}" + (f" {pm}" if pm else "")
     if kind == "quant":
         return f"int8 {doc.get('samples') or settings.get('samples', 4)} samples"
     return kind
@@ -196,7 +201,7 @@ def measure(model_path: Any, kind: str, settings: dict, *, graph: Any = None,
         return loss.run_loss_profile(
             model_path, "one-shot", data=settings.get("data"), samples=settings["samples"],
             levels=settings["levels"], input_shapes=shapes, eval_sparsity=settings["eval_sparsity"],
-            on_progress=on_progress, cancel=cancel)
+            on_progress=on_progress, cancel=cancel, prune_method=settings.get("prune_method") or "magnitude")
     if kind == "quant":
         from sparsify_tui.profiles import quant
 

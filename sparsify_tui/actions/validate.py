@@ -29,11 +29,16 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from sparsify_tui.errors import UsageError
 
 VALIDATION_LEVEL_STEP = 0.05
 MIN_LEVEL_MS = 250.0  # each level of the estimate's profile runs at least this long (tiny models: more iterations)
 MAX_VALIDATION_LEVELS = 8
+DEFAULT_CALIBRATION_SAMPLES = 32
+SYNTHETIC_EVAL_SAMPLES = 8
+_EVAL_SEED = 1_000_003  # synthetic evaluation inputs are drawn from seeds no calibration input uses
 
 
 def _safe_name(name: str) -> str:
@@ -80,10 +85,15 @@ def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict
 
 
 def prune_optimization(project: Any, out_path: str | Path, opt_name: str | None = None, *,
-                       quantize: bool | None = None) -> dict:
+                       quantize: bool | None = None, method: str = "magnitude", data: str | None = None,
+                       samples: int = DEFAULT_CALIBRATION_SAMPLES, sequential: bool = False,
+                       on_progress: Callable[[dict], Any] | None = None) -> dict:
     """Write the optimization's plan as a pruned (and maybe INT8) ONNX file; return what was done."""
     import os
 
+    from sparsify_tui.optim.calibrated import check_method
+
+    method = check_method(method)
     out = Path(out_path).expanduser()
     if out.exists() and out.is_dir():
         raise UsageError(f"{out} is a directory: give the pruned model's file name, e.g. {out}/pruned.onnx")
@@ -92,35 +102,121 @@ def prune_optimization(project: Any, out_path: str | Path, opt_name: str | None 
     if not os.access(out.parent, os.W_OK):
         raise UsageError(f"cannot write {out}: the directory {out.parent} is not writable")
     graph, opt, _ctx = load_plan(project, opt_name)
-    return _write_plan(project, graph, opt, out, quantize)
+    cal, _ev, notes = split_samples(project, graph, method, data, samples, None, need_eval=False)
+    info = _write_plan(project, graph, opt, out, quantize, method=method, calibration=cal, sequential=sequential,
+                       on_progress=on_progress)
+    info["notes"] = notes + info.get("notes", [])
+    return info
 
 
-def _write_plan(project: Any, graph: Any, opt: Any, out: Path, quantize: bool | None) -> dict:
+def _prune_to(project: Any, graph: Any, plan: dict, path: Path, method: str, calibration: list | None,
+              sequential: bool, on_progress: Callable[[dict], Any] | None) -> dict:
+    from sparsify_tui.optim.calibrated import prune_model_calibrated
+
+    _model, info = prune_model_calibrated(project.model_path, plan, path, graph=graph, method=method,
+                                          samples=calibration, sequential=sequential, on_progress=on_progress)
+    return info
+
+
+def _write_plan(project: Any, graph: Any, opt: Any, out: Path, quantize: bool | None, *,
+                method: str = "magnitude", calibration: list | None = None, sequential: bool = False,
+                on_progress: Callable[[dict], Any] | None = None) -> dict:
     import os
     import tempfile
-
-    from sparsify_tui.optim.prune import prune_model
 
     plan = opt.layer_sparsities()
     do_quant = opt.quantization.enabled if quantize is None else quantize
     info: dict[str, Any] = {"optimization": opt.name, "output": str(out), "layers_pruned": len(plan),
-                            "quantized": False}
+                            "quantized": False, "method": method,
+                            "calibration_samples": len(calibration or []) if method != "magnitude" else 0}
     if not do_quant:
-        prune_model(project.model_path, plan, out, graph=graph)
+        pinfo = _prune_to(project, graph, plan, out, method, calibration, sequential, on_progress)
     else:
         from sparsify_tui.engines.inputs import make_inputs
 
         with tempfile.TemporaryDirectory(prefix="sparsify-prune-", dir=str(out.parent)) as tmp:
             pruned = Path(tmp) / "pruned.onnx"
-            prune_model(project.model_path, plan, pruned, graph=graph)
+            pinfo = _prune_to(project, graph, plan, pruned, method, calibration, sequential, on_progress)
             samples = [make_inputs(project.model_path, 1, project.input_shapes or {}, seed=i) for i in range(4)]
             q = quantize_file(pruned, Path(tmp) / "int8.onnx", samples)
             os.replace(Path(tmp) / "int8.onnx", out)
         info.update(quantized=True, quant_format=q["format"])
+    if pinfo.get("magnitude_layers"):
+        info["magnitude_layers"] = pinfo["magnitude_layers"]
+    if method != "magnitude":
+        info["sequential"] = bool(sequential)
+        info["prune_seconds"] = pinfo.get("seconds")
     n = sum(lay.prunable_params for lay in graph.prunable_layers)
     zeros = sum(round(plan.get(lay.id, 0.0) * lay.prunable_params) for lay in graph.prunable_layers)
     info["sparsity"] = zeros / n if n else 0.0
     return info
+
+
+def _sample_key(sample: dict) -> bytes:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(sample):
+        a = np.ascontiguousarray(sample[k])
+        h.update(k.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+    return h.digest()
+
+
+def split_samples(project: Any, graph: Any, method: str, data: str | None, samples: int,
+                  eval_data: str | None, *, need_eval: bool = True, max_eval: int = 64) -> tuple[list, list, list]:
+    """(calibration samples, evaluation samples, notes saying where they came from); they never overlap.
+
+    ``data`` gives the calibration samples (the first ``samples`` rows); without
+    ``eval_data`` its rows are split: the last quarter (at least 1) is kept for the
+    evaluation and the calibration takes at most ``samples`` of the others. Without
+    ``data`` the inputs are synthetic (random, fitted to the model as the profiles
+    draw them), from seeds that differ between calibration and evaluation.
+    """
+    from sparsify_tui.engines.inputs import load_samples_for
+
+    shapes = project.input_shapes or None
+    notes: list[str] = []
+    needs_cal = method != "magnitude"
+    cal: list = []
+    ev: list = []
+    if data is not None:
+        rows = load_samples_for(project.model_path, graph, data=data, samples=100_000, input_shapes=shapes)
+        if eval_data is None and need_eval:
+            if len(rows) < 2:
+                raise UsageError(f"{data} holds {len(rows)} sample; the calibration and evaluation need at "
+                                 "least 2 (or give --eval-data)")
+            n_ev = min(max_eval, max(1, len(rows) // 4))
+            ev = rows[len(rows) - n_ev:]
+            cal = rows[:min(samples, len(rows) - n_ev)] if needs_cal else []
+            notes.append(f"{data}: {len(rows)} samples, {len(cal)} for calibration and the last {n_ev} "
+                         "for evaluation")
+        else:
+            cal = rows[:samples] if needs_cal else []
+            if needs_cal:
+                notes.append(f"calibration: {len(cal)} samples of {data}")
+    elif needs_cal:
+        cal = load_samples_for(project.model_path, graph, data=None, samples=samples, input_shapes=shapes, seed=0)
+        notes.append(f"no --data: calibrated on {len(cal)} synthetic inputs (random, fitted to the model's "
+                     "inputs); give real samples with --data for a meaningful reconstruction")
+    if need_eval:
+        if eval_data is not None:
+            ev = load_samples_for(project.model_path, graph, data=eval_data, samples=max_eval, input_shapes=shapes)
+            notes.append(f"evaluation: {len(ev)} samples of {eval_data}")
+        elif data is None:
+            ev = load_samples_for(project.model_path, graph, data=None, samples=SYNTHETIC_EVAL_SAMPLES,
+                                  input_shapes=shapes, seed=_EVAL_SEED)
+            notes.append(f"evaluation: {len(ev)} synthetic inputs, none of them used for calibration")
+        seen = {_sample_key(s) for s in cal}
+        shared = sum(1 for s in ev if _sample_key(s) in seen)
+        if shared:
+            raise UsageError(f"{shared} of the {len(ev)} evaluation samples are also calibration samples: "
+                             "give --eval-data samples that are not in --data")
+    return cal, ev, notes
+
+
+def save_samples(path: Path, samples: list[dict]) -> None:
+    """Write samples as one .npz (array ``"<i>:<input name>"`` per sample and input)."""
+    np.savez(str(path), **{f"{i}:{k}": v for i, s in enumerate(samples) for k, v in s.items()})
 
 
 def _levels_for(plan: dict[str, float]) -> list[float]:
@@ -170,14 +266,14 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
                           iterations: int = 20, warmup: int = 5, repeats: int = 5, batch_size: int = 1,
                           cores: int | None = None, out_path: str | Path | None = None,
                           on_progress: Callable[[dict], Any] | None = None,
-                          cancel: threading.Event | None = None, precision: str | None = None) -> dict:
+                          cancel: threading.Event | None = None, precision: str | None = None,
+                          method: str = "magnitude", data: str | None = None,
+                          samples: int = DEFAULT_CALIBRATION_SAMPLES, eval_data: str | None = None,
+                          sequential: bool = False) -> dict:
     """Prune, benchmark dense against pruned, store and return the validation (see module doc)."""
     from sparsify_tui.engines.bench import resolve_engine
     from sparsify_tui.engines.runner import run_job
-    from sparsify_tui.errors import EngineError
     from sparsify_tui.optim.estimate import Evaluator
-    from sparsify_tui.optim.optimization import now_iso
-    from sparsify_tui.actions.optimizer import save_optimization
     from sparsify_tui.settings import usable_cores as default_cores
     from sparsify_tui.engines.machine import machine_summary
     from sparsify_tui.profiles.perf import run_perf_profile, validate_engine, validate_precision
@@ -186,10 +282,14 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
     engine = validate_engine(engine)
     precision = validate_precision(engine, precision)
     cores = int(cores) if cores else default_cores()
+    from sparsify_tui.optim.calibrated import check_method
+
+    method = check_method(method)
     graph, opt, ctx = load_plan(project, opt_name)
     plan = opt.layer_sparsities()
     if not plan:
         raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to validate")
+    cal, ev, sample_notes = split_samples(project, graph, method, data, samples, eval_data)
 
     def note(label: str) -> None:
         if on_progress:
@@ -197,8 +297,19 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
 
     out = Path(out_path) if out_path else project.dir / "validation" / f"{_safe_name(opt.name)}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
-    note(f"pruning {len(plan)} layers")
-    pruned_info = _write_plan(project, graph, opt, out, None)
+    note(f"pruning {len(plan)} layers ({method})")
+    pruned_info = _write_plan(project, graph, opt, out, None, method=method, calibration=cal,
+                              sequential=sequential, on_progress=on_progress)
+    import tempfile
+
+    scratch = tempfile.TemporaryDirectory(prefix="sparsify-validate-", dir=str(out.parent))
+    eval_file = Path(scratch.name) / "evaluation.npz"
+    save_samples(eval_file, ev)
+    magnitude_file = None
+    if method != "magnitude":
+        note("pruning by magnitude at the same plan (for comparison)")
+        magnitude_file = Path(scratch.name) / "magnitude.onnx"
+        _write_plan(project, graph, opt, magnitude_file, None)
     chosen, _reason = resolve_engine(engine, str(project.model_path), batch_size, project.input_shapes or {})
 
     def estimate_and_measure(chosen: str) -> tuple[Any, dict, Any, dict]:
@@ -226,11 +337,24 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         job = {"kind": "ab_benchmark", "model_a": str(project.model_path), "model_b": str(out),
                "engine": chosen, "batch_size": batch_size, "cores": cores, "iterations": iterations,
                "warmup": warmup, "repeats": repeats, "input_shapes": {k: list(v) for k, v in
-                                                                       (project.input_shapes or {}).items()}}
+                                                                       (project.input_shapes or {}).items()},
+               "eval_data": str(eval_file),
+               "model_magnitude": str(magnitude_file) if magnitude_file is not None else None}
         if prec:
             job["precision"] = prec
         res = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)
         return perf_entry, perf_doc, est, res
+
+    try:
+        perf_entry, perf_doc, est, res = _measure_with_fallback(estimate_and_measure, chosen, engine, note)
+    finally:
+        scratch.cleanup()
+    return _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batch_size, cores,
+                             iterations, repeats, pruned_info, out, method, cal, ev, sample_notes)
+
+
+def _measure_with_fallback(estimate_and_measure, chosen, engine, note):
+    from sparsify_tui.errors import EngineError
 
     try:
         perf_entry, perf_doc, est, res = estimate_and_measure(chosen)
@@ -243,7 +367,19 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         note(f"{why}; measuring with onnxruntime")
         perf_entry, perf_doc, est, res = estimate_and_measure("onnxruntime")
         res["engine_reason"] = why
-    notes = []
+    return perf_entry, perf_doc, est, res
+
+
+def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batch_size, cores, iterations,
+                      repeats, pruned_info, out, method, cal, ev, sample_notes):
+    from sparsify_tui.optim.optimization import now_iso
+    from sparsify_tui.actions.optimizer import save_optimization
+
+    notes = list(sample_notes)
+    if pruned_info.get("magnitude_layers"):
+        ml = pruned_info["magnitude_layers"]
+        notes.append(f"{len(ml)} layers pruned by magnitude ({method} cannot handle them): "
+                     + "; ".join(f"{k}: {v}" for k, v in list(ml.items())[:3]) + ("; ..." if len(ml) > 3 else ""))
     if res.get("engine") != chosen:
         notes.append(f"measured with {res.get('engine')}: {res.get('engine_reason')}")
     # an output whose metric was switched (saturated softmax, all-zero output) says so
@@ -281,6 +417,12 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         "output_change_error": res.get("output_change_error"),
         # the metric, unit, plain-words reading and per-output values (sparsify_tui.metrics)
         **{k: v for k, v in res.items() if k.startswith("output_change_") and k != "output_change_error"},
+        "method": method,
+        "magnitude_output_change": res.get("magnitude_output_change") if method != "magnitude"
+        else res.get("output_change"),
+        "calibration_samples": len(cal) if method != "magnitude" else 0,
+        "evaluation_samples": len(ev),
+        "sequential": bool(pruned_info.get("sequential", False)),
         "achieved_sparsity": pruned_info["sparsity"], "quantized": pruned_info["quantized"],
         "pruned_file": str(out),
         "estimate_approximated": bool(perf_doc.get("approximated")),

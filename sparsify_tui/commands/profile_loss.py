@@ -103,9 +103,15 @@ def run_loss(args: argparse.Namespace) -> int:
     _check_data(args.data)
     if method == "approx" and args.data is not None:
         raise UsageError("--data is only used by --method one-shot (the approximation needs no data)")
+    from sparsify_tui.optim.calibrated import check_method
+
+    prune_method = check_method(getattr(args, "prune_method", None) or "magnitude")
+    if prune_method != "magnitude" and method != "one-shot":
+        raise UsageError("--prune-method is only used by --method one-shot")
     target = resolve_target(args.target, args.input_shape)
     settings = profiles_action.loss_settings(method=method, levels=levels, eval_sparsity=eval_s, samples=samples,
-                                             data=args.data, input_shapes=target.input_shapes)
+                                             data=args.data, input_shapes=target.input_shapes,
+                                             prune_method=prune_method)
     return _measure_or_reuse(args, target, "loss", settings, Progress(f"profile loss ({method})"), print_loss)
 
 

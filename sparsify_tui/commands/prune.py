@@ -29,9 +29,22 @@ def run_prune(args: argparse.Namespace) -> int:
     from sparsify_tui.profiles.perf import validate_engine, validate_precision
     from sparsify_tui.project import Project
 
+    from sparsify_tui.optim.calibrated import check_method
+
     engine = validate_engine(args.engine)
     precision = validate_precision(engine, getattr(args, "precision", None))
     iterations = parse_int("--iterations", args.iterations, minimum=1)
+    method = check_method(getattr(args, "method", "magnitude"))
+    samples = parse_int("--samples", getattr(args, "samples", "32"), minimum=1, maximum=100000)
+    data, eval_data = getattr(args, "data", None), getattr(args, "eval_data", None)
+    for flag, value in (("--data", data), ("--eval-data", eval_data)):
+        if value is not None and not Path(value).expanduser().exists():
+            raise UsageError(f"{flag} {value}: no such file or directory")
+    if eval_data is not None and not args.validate:
+        raise UsageError("--eval-data is only used with --validate")
+    sequential = bool(getattr(args, "sequential", False))
+    if sequential and method == "magnitude":
+        raise UsageError("--sequential needs --method wanda or sparsegpt")
     path = Path(args.project).expanduser()
     if path.is_file() and path.suffix.lower() == ".onnx":
         raise UsageError(f"{path} is a model file: prune needs a project directory "
@@ -48,7 +61,9 @@ def run_prune(args: argparse.Namespace) -> int:
                     progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
 
             doc = validate_optimization(project, args.optimization, engine=engine, iterations=iterations,
-                                        out_path=out, on_progress=on_progress, precision=precision)
+                                        out_path=out, on_progress=on_progress, precision=precision,
+                                        method=method, data=data, samples=samples, eval_data=eval_data,
+                                        sequential=sequential)
             progress.done()
             if args.json:
                 emit_json(doc)
@@ -64,17 +79,32 @@ def run_prune(args: argparse.Namespace) -> int:
                 ["Measured speedup", f"{doc['measured_speedup']:.2f}x"],
                 ["Estimated speedup", f"{doc['estimated_speedup']:.2f}x  (from profile {doc['estimate_profile']})"],
                 ["Relative error", "n/a" if doc["relative_error"] is None else f"{doc['relative_error']:+.1%}"],
-                ["Output change", f"{change}  (one-shot, before retraining)"],
+                ["Output change", f"{change}  ({doc.get('method', 'magnitude')}, one-shot, before retraining; "
+                 f"{doc.get('evaluation_samples')} evaluation samples)"],
             ]
             if meaning:
                 rows.append(["", meaning])
+            if doc.get("method", "magnitude") != "magnitude":
+                mc = doc.get("magnitude_output_change")
+                rows.append(["Magnitude at same plan", "n/a" if mc is None else f"{mc:.4g}"])
+                rows.append(["Calibration samples", str(doc.get("calibration_samples"))])
             w = max(len(k) for k, _ in rows)
             for k, v in rows:
                 print(f"{k.ljust(w)}  {v}")
             for n in doc.get("notes") or []:
                 print(f"Note: {n}")
             return 0
-        info = prune_optimization(project, out, args.optimization)
+        progress = Progress(f"prune ({method})")
+
+        def on_prune_progress(ev: dict) -> None:
+            if ev.get("event") == "progress":
+                progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
+
+        info = prune_optimization(project, out, args.optimization, method=method, data=data, samples=samples,
+                                  sequential=sequential, on_progress=on_prune_progress)
+        progress.done()
+        for n in info.get("notes") or []:
+            print(f"note: {n}", file=sys.stderr)
         if args.json:
             emit_json(info)
         else:

@@ -14,7 +14,10 @@ the first being the timed one; on the data's first batch when ``data`` is given)
 Job keys: ``model_a``, ``model_b``, ``engine`` (auto|deepsparse|onnxruntime|openvino), ``precision``
 (OpenVINO: fp32|bf16|fp16|int8, default fp32),
 ``batch_size``, ``cores``, ``iterations``, ``warmup``, ``repeats``,
-``input_shapes``, ``data``, ``min_block_ms`` (each timed block runs at least this long:
+``input_shapes``, ``data``, ``eval_data`` (a .npz of evaluation samples written by
+``actions.validate.save_samples``: the output change is then the mean over them),
+``model_magnitude`` (a second pruned model whose output change on the same samples is
+reported as ``magnitude_output_change``), ``min_block_ms`` (each timed block runs at least this long:
 ``iterations`` grows for fast models, 250 ms by default).
 """
 
@@ -86,6 +89,16 @@ def _outputs(path: str, samples: list[dict[str, np.ndarray]]) -> tuple[list[str]
         feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
         outs.append([np.asarray(y) for y in sess.run(None, feed)])
     return [o.name for o in sess.get_outputs()], outs
+
+
+def read_samples(path: str) -> list[dict[str, np.ndarray]]:
+    """The samples of a .npz written by ``actions.validate.save_samples`` (arrays ``"<i>:<input name>"``)."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as z:
+        for key in z.files:
+            i, _, name = key.partition(":")
+            out.setdefault(int(i), {})[name] = z[key]
+    return [out[i] for i in sorted(out)]
 
 
 @register("ab_benchmark")
@@ -175,14 +188,21 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     ratios = [x / y for x, y in zip(a_ms, b_ms) if y > 0]
     change: dict[str, Any] = {"output_change": None}
     change_error = None
+    magnitude_change = None
     try:
-        # the timed batch, plus more random batches (CHANGE_SAMPLES in all) so top-1 counts mean something
-        n = max(1, int(job.get("change_samples", CHANGE_SAMPLES)))
-        samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i) for i in range(1, n)]
-                              if job.get("data") is None else [])
+        if job.get("eval_data"):  # the validation's evaluation samples (never used for calibration)
+            samples = read_samples(str(job["eval_data"]))
+        else:
+            # the timed batch, plus more random batches (CHANGE_SAMPLES in all) so top-1 counts mean something
+            n = max(1, int(job.get("change_samples", CHANGE_SAMPLES)))
+            samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i) for i in range(1, n)]
+                                  if job.get("data") is None else [])
         names, ya = _outputs(a, samples)
         _, yb = _outputs(b, samples)
         change = compare_outputs(ya, yb, names=names).to_json()
+        if job.get("model_magnitude"):  # magnitude pruning at the same plan, on the same samples
+            _, yc = _outputs(str(job["model_magnitude"]), samples)
+            magnitude_change = compare_outputs(ya, yc, names=names).value
     except Exception as exc:  # noqa: BLE001 - the timing is still worth reporting
         change_error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     ctx.progress(total, total, label="done")
@@ -202,4 +222,5 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
         "median_ratio": statistics.median(ratios) if ratios else None,
         "speedup_spread": [min(ratios), max(ratios)] if ratios else None,
         **change, "output_change_error": change_error,
+        "magnitude_output_change": magnitude_change,
     }

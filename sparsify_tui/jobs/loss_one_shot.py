@@ -22,4 +22,13 @@ def loss_one_shot_job(job: dict, ctx: JobContext) -> dict:
         on_progress=lambda ev: ctx.progress(ev["done"], ev["total"], ev.get("label", "")),
         on_partial=ctx.partial,
         cores=ctx.cores,
+        prune_method=str(job.get("prune_method") or "magnitude"),
+        pruner_factory=_calibrated_pruner,
     )
+
+
+def _calibrated_pruner(*args, **kwargs):
+    """The Wanda/SparseGPT weights of ``--prune-method`` (optim builds them; profiles cannot import optim)."""
+    from sparsify_tui.optim.calibrated import CalibratedPruner
+
+    return CalibratedPruner(*args, **kwargs)

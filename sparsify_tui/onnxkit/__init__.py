@@ -5,6 +5,7 @@
   (initializers, Constant and ConstantOfShape nodes, weights behind DequantizeLinear).
 - :mod:`~sparsify_tui.onnxkit.modelio`: loading with external data, atomic saving.
 - :mod:`~sparsify_tui.onnxkit.sparsity`: exact magnitude pruning of arrays.
+- :mod:`~sparsify_tui.onnxkit.weightview`: a weight as its layer consumes it (index map), extra outputs.
 
 Nothing here knows about profiles, projects or engines; it imports only onnx,
 numpy and :mod:`sparsify_tui.errors` / :mod:`sparsify_tui.fsutil`.

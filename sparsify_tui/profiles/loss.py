@@ -253,8 +253,16 @@ def compute_one_shot(
     cancel=None,
     cores: int | None = None,
     graph=None,
+    prune_method: str = "magnitude",
+    pruner_factory: Callable[..., Any] | None = None,
 ) -> dict:
-    """Measure the one-shot loss profile here (the child process calls this; see the module doc)."""
+    """Measure the one-shot loss profile here (the child process calls this; see the module doc).
+
+    ``prune_method`` other than magnitude: ``pruner_factory(model_path, graph, samples, method,
+    cores=...)`` returns an object whose ``weights(layer_id, dense, levels)`` gives the layer's weight
+    pruned at each level by that method (or None: magnitude for that layer). Its calibration samples
+    are drawn apart from the measurement's (other rows of ``data``, or other random seeds).
+    """
     from sparsify_tui.analysis import analyze
 
     t0 = time.perf_counter()
@@ -266,6 +274,14 @@ def compute_one_shot(
     from sparsify_tui.profiles.downstream import LayerSwapRunner
     from sparsify_tui.onnxkit.sparsity import pruned_count
 
+    pruner = None
+    calibration = 0
+    if prune_method != "magnitude":
+        if pruner_factory is None:
+            raise UsageError(f"--prune-method {prune_method} is measured in the profile's child process only")
+        cal = _calibration_samples(model_path, graph, data, samples, input_shapes)
+        calibration = len(cal)
+        pruner = pruner_factory(model_path, graph, cal, prune_method, cores=cores, cancel=cancel)
     runner = LayerSwapRunner(model_path, graph, sample_list, cores=cores)
     total = sum(1 for layer in layers if layer.id in runner.layer_weight) * max(1, len(levels) - 1)
     done = 0
@@ -298,7 +314,17 @@ def compute_one_shot(
                 slot_of_level: list[int | None] = []  # index into `arrays`, or None for an exact 0
                 arrays: list[np.ndarray] = []
                 last_k = 0
-                for s in levels:
+                wanted = [s for s in levels if s > 0 and pruned_count(fw.dense.size, s) > fw.existing_zeros]
+                calibrated = pruner.weights(layer.id, fw.dense, wanted) if pruner is not None and wanted else None
+                if calibrated is not None:
+                    by_level = dict(zip(wanted, calibrated))
+                    for s in levels:
+                        if s in by_level:
+                            arrays.append(by_level[s])
+                            slot_of_level.append(len(arrays) - 1)
+                        else:
+                            slot_of_level.append(None)
+                for s in levels if calibrated is None else []:
                     k = pruned_count(fw.dense.size, s)
                     if s == 0 or k <= fw.existing_zeros:
                         slot_of_level.append(None)  # unchanged weight: exactly 0
@@ -343,7 +369,14 @@ def compute_one_shot(
             "data": str(data) if data is not None else None,
             "runs": runs,
             "execution": runner.mode,
+<<<<<<< HEAD
             "notes": ([runner.note] if runner.note else []) + plan_notes(runner.plan),
+=======
+            "prune_method": prune_method,
+            "calibration_samples": calibration,
+            "magnitude_layers": dict(getattr(pruner, "magnitude_layers", {}) or {}),
+            "notes": [runner.note] if runner.note else [],
+>>>>>>> ca23875 (prune --method magnitude|wanda|sparsegpt: one-shot pruning that keeps the outputs (issue 18))
             "elapsed_s": round(time.perf_counter() - t0, 3),
         },
     )
@@ -351,6 +384,16 @@ def compute_one_shot(
         if row["id"] in by_output:
             row["output_values"] = by_output[row["id"]]
     return doc
+
+
+def _calibration_samples(model_path, graph, data, samples: int, input_shapes) -> list[dict]:
+    """Calibration samples apart from the measurement's first ``samples``: the next rows of ``data``
+    (all of them when it has no more), or random inputs from other seeds."""
+    if data is None:
+        return load_samples_for(model_path, graph, data=None, samples=32, input_shapes=input_shapes,
+                                seed=1_000_003)
+    rows = load_samples_for(model_path, graph, data=data, samples=samples + 32, input_shapes=input_shapes)
+    return rows[samples:] or rows
 
 
 def _ort_version() -> str | None:
@@ -375,6 +418,8 @@ def run_loss_profile(
     cores: int | None = None,
     timeout_s: float | None = None,
     graph=None,
+    prune_method: str = "magnitude",
+    pruner_factory: Callable[..., Any] | None = None,
 ) -> dict:
     """The loss profile of a model (``method`` "approx" or "one-shot"; see the module doc).
 
@@ -411,7 +456,7 @@ def run_loss_profile(
         return compute_one_shot(
             model_path, data=data, samples=int(samples), levels=levels, input_shapes=input_shapes,
             eval_sparsity=eval_sparsity, on_progress=_prog, on_partial=_part, cancel=cancel, cores=cores,
-            graph=graph,
+            graph=graph, prune_method=prune_method, pruner_factory=pruner_factory,
         )
     from sparsify_tui.engines.runner import run_job
 
@@ -424,4 +469,6 @@ def run_loss_profile(
         "input_shapes": input_shapes or None,
         "eval_sparsity": float(eval_sparsity),
     }
+    if prune_method != "magnitude":
+        job["prune_method"] = prune_method
     return run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
