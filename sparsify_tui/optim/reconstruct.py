@@ -18,7 +18,9 @@ so the layer computes ``W @ X``. Grouped and depthwise Convs have one
   ``w^2 / [H^-1]_jj^2`` over the block, and the optimal-brain-surgeon update of
   the weights not yet pruned, using the upper Cholesky factor of ``H^-1``
   (Frantar & Alistarh, 2023, Algorithm 1) after dampening ``H`` by
-  ``percdamp * mean(diag H)``.
+  ``percdamp * mean(diag H)``; then, when it is cheap enough (:data:`REFIT_FLOPS`), each row's kept
+  weights are re-solved exactly for the final mask (:func:`refit`), which the column-by-column updates
+  only approach.
 
 Exactly ``k = round(s * n)`` weights end up zero (see :func:`split_count`
 and :func:`finish`): each block's quota comes from the cumulative target, so
@@ -168,8 +170,9 @@ def wanda_mask(w: np.ndarray, col_sq_norms: np.ndarray, k: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- SparseGPT
-def _inverse_cholesky(h: np.ndarray, percdamp: float) -> np.ndarray:
-    """The upper Cholesky factor U of (H + damp I)^-1 (U^T U = H^-1), dampening more if needed."""
+def _inverse_cholesky(h: np.ndarray, percdamp: float) -> tuple[np.ndarray, np.ndarray]:
+    """(U, H + damp I): U the upper Cholesky factor of (H + damp I)^-1 (U^T U = H^-1), dampening more
+    if needed."""
     d = h.shape[0]
     mean_diag = float(np.mean(np.diag(h))) or 1.0
     damp = percdamp
@@ -179,10 +182,26 @@ def _inverse_cholesky(h: np.ndarray, percdamp: float) -> np.ndarray:
             low = np.linalg.cholesky(hd)
             linv = np.linalg.inv(low)
             hinv = linv.T @ linv
-            return np.linalg.cholesky(hinv).T
+            return np.linalg.cholesky(hinv).T, hd
         except np.linalg.LinAlgError:
             damp *= 10
     raise np.linalg.LinAlgError("the layer's input correlation is not positive definite")
+
+
+REFIT_FLOPS = 2e10  # the final refit runs when its solves cost at most this (rows x kept^3 / 3)
+
+
+def refit(w0: np.ndarray, mask: np.ndarray, hd: np.ndarray) -> np.ndarray:
+    """Each row's kept weights re-solved exactly for the final mask: min (w0 - w) H (w0 - w)^T with w = 0
+    on the mask, i.e. H_kk w_k = (H w0)_k. SparseGPT's column-by-column updates approach this optimum;
+    the refit reaches it (it never increases the layer's reconstruction error on the calibration data)."""
+    out = np.zeros_like(w0)
+    hw = w0 @ hd  # (rows, d): (H w0)^T per row (H symmetric)
+    for r in range(w0.shape[0]):
+        keep = ~mask[r]
+        if keep.any():
+            out[r, keep] = np.linalg.solve(hd[np.ix_(keep, keep)], hw[r, keep])
+    return out
 
 
 def sparsegpt(w: np.ndarray, h: np.ndarray, k: int, *, block: int = BLOCK,
@@ -200,7 +219,8 @@ def sparsegpt(w: np.ndarray, h: np.ndarray, k: int, *, block: int = BLOCK,
     h = np.array(h, dtype=np.float64, copy=True)
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
-    u = _inverse_cholesky(h, percdamp)
+    u, hd = _inverse_cholesky(h, percdamp)
+    w0 = w.copy()
     pruned = 0
     for i1 in range(0, d, block):
         i2 = min(i1 + block, d)
@@ -229,6 +249,10 @@ def sparsegpt(w: np.ndarray, h: np.ndarray, k: int, *, block: int = BLOCK,
         w[:, i2:] -= err1 @ u[i1:i2, i2:]
         mask[:, i1:i2] = m1
     w[mask] = 0.0
+    kept = rows * d - k
+    if rows * (kept / max(1, rows)) ** 3 / 3 <= REFIT_FLOPS:
+        w = refit(w0, mask, hd)
+        w[mask] = 0.0
     return w, mask
 
 
