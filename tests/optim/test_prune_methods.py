@@ -138,6 +138,7 @@ def test_trained_models_keep_their_outputs(corpus, key):
                 got = layer_sparsities(model, graph)
                 assert all(round(got[lay.id] * lay.prunable_params) == pruned_count(lay.prunable_params, s)
                            for lay in graph.prunable_layers)
+        print(key, s, res)
         assert res["wanda"] < res["magnitude"], (s, res)
         if s >= 0.7:
             assert res["sparsegpt"] <= res["magnitude"] / 3, (s, res)
