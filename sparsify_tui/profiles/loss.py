@@ -369,14 +369,10 @@ def compute_one_shot(
             "data": str(data) if data is not None else None,
             "runs": runs,
             "execution": runner.mode,
-<<<<<<< HEAD
-            "notes": ([runner.note] if runner.note else []) + plan_notes(runner.plan),
-=======
             "prune_method": prune_method,
             "calibration_samples": calibration,
             "magnitude_layers": dict(getattr(pruner, "magnitude_layers", {}) or {}),
-            "notes": [runner.note] if runner.note else [],
->>>>>>> ca23875 (prune --method magnitude|wanda|sparsegpt: one-shot pruning that keeps the outputs (issue 18))
+            "notes": ([runner.note] if runner.note else []) + plan_notes(runner.plan),
             "elapsed_s": round(time.perf_counter() - t0, 3),
         },
     )
