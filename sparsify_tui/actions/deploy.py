@@ -150,10 +150,17 @@ def _quantize(src: Path, dst: Path, calib: list[dict]) -> None:
         root.setLevel(level)
 
 
-def _prune(project: Any, graph: Any, plan: dict[str, float], dst: Path) -> None:
-    from sparsify_tui.optim.prune import prune_model
+def _prune(project: Any, graph: Any, plan: dict[str, float], dst: Path, method: str = "magnitude",
+           calib: list[dict] | None = None) -> None:
+    """The plan pruned one-shot into ``dst``: by magnitude, or by Wanda / SparseGPT on the calibration samples."""
+    if method == "magnitude":
+        from sparsify_tui.optim.prune import prune_model
 
-    prune_model(str(project.model_path), plan, dst, graph=graph)
+        prune_model(str(project.model_path), plan, dst, graph=graph)
+        return
+    from sparsify_tui.optim.calibrated import prune_model_calibrated
+
+    prune_model_calibrated(str(project.model_path), plan, dst, graph=graph, method=method, samples=calib)
 
 
 def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, dict[str, float], Any]]:
@@ -280,8 +287,11 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
                data: str | os.PathLike | None = None, max_output_change: float | None = None,
                repeats: int = DEFAULT_REPEATS, min_block_ms: float = 250.0, force: bool = False,
                on_progress: ProgressFn | None = None, on_rows: Callable[[list[dict]], Any] | None = None,
-               cancel: threading.Event | None = None, store: bool = True) -> dict:
+               cancel: threading.Event | None = None, store: bool = True, prune_method: str = "magnitude") -> dict:
     """Measure (or reuse) the deployment search of ``project``; return its document with ``best`` for the budget.
+
+    ``prune_method`` prunes each optimization's plan by ``magnitude`` (the default), or keeps the outputs
+    with ``wanda`` / ``sparsegpt`` calibrated on the same samples as INT8 (never the held-out ones).
 
     ``on_progress`` gets the runner's progress events; ``on_rows(rows)`` gets the
     rows known so far (each with ``median_ms`` once a round finished) as they arrive.
@@ -309,6 +319,11 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
                 "data": str(Path(data).expanduser().resolve()) if data else None,
                 "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
                 "repeats": int(repeats), "min_block_ms": float(min_block_ms)}
+    from sparsify_tui.optim.calibrated import check_method
+
+    prune_method = check_method(prune_method)
+    if prune_method != "magnitude":  # magnitude searches keep the cache key they always had
+        settings["prune_method"] = prune_method
     version_text = " ".join(f"{e}={v}" for e, v in versions.items() if v)
     key = project.profile_key(KIND, settings, KIND, version_text, (machine or {}).get("fingerprint", ""))
     if not force:
@@ -353,7 +368,7 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
             "samples": sample_info, "rounds": len(rounds), "repeats": int(repeats),
             "min_block_ms": float(min_block_ms), "engine_versions": versions, "machine": machine,
             "reference": ref, "rows": rows, "skipped": skipped,
-            "plans": settings["plans"],
+            "plans": settings["plans"], "prune_method": prune_method,
             "definition": DEFINITION,
         }
 
@@ -377,9 +392,9 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
             else:
                 if cancel is not None and cancel.is_set():
                     raise CancelledError("the deployment search was cancelled")
-                note(done, steps, f"pruning for optimization {name!r}")
+                note(done, steps, f"pruning for optimization {name!r} ({prune_method})")
                 fp32 = t / f"{tag}.fp32.onnx"
-                _prune(project, g, plan, fp32)
+                _prune(project, g, plan, fp32, prune_method, calib)
                 done += 1
                 n = sum(lay.prunable_params for lay in g.prunable_layers)
                 zeros = sum(round(plan.get(lay.id, 0.0) * lay.prunable_params) for lay in g.prunable_layers)
@@ -567,7 +582,10 @@ def export_row(project: Any, doc: dict, row: dict, out: str | os.PathLike) -> di
             if want and want != _plan_hash(plan):
                 raise UsageError(f"optimization {opt!r} changed since this deploy search: run deploy again")
             src = t / "pruned.onnx"
-            _prune(project, graph, plan, src)
+            method = doc.get("prune_method") or "magnitude"
+            calib_for_prune = split_samples(project, (doc.get("samples") or {}).get("data"), graph)[0] \
+                if method != "magnitude" else None
+            _prune(project, graph, plan, src, method, calib_for_prune)
         else:
             src = Path(project.model_path)
             graph = None

@@ -20,6 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--optimization", action="append", default=None, metavar="NAME",
                    help="an optimization to deploy one-shot pruned (repeatable; default: all of the project's)")
     p.add_argument("--dense-only", action="store_true", help="no optimization, dense rows only")
+    p.add_argument("--prune-method", default="magnitude", choices=["magnitude", "wanda", "sparsegpt"],
+                   help="how the optimizations are pruned one-shot: magnitude (default), or wanda / sparsegpt "
+                        "calibrated on the calibration samples so the pruned model keeps its outputs")
     p.add_argument("--batch-size", default="1", help="batch size (default 1)")
     p.add_argument("--cores", default=None, help="cores to use (default: all this process may use)")
     p.add_argument("--max-output-change", default=None, help="budget: the best row is the fastest within it")
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             doc = core.run_deploy(project, engines=engines, precisions=precisions, optimizations=opts,
                                   batch_size=batch, cores=cores, data=args.data, max_output_change=budget,
-                                  repeats=repeats, force=args.force, on_progress=on_progress)
+                                  repeats=repeats, force=args.force, on_progress=on_progress,
+                                  prune_method=args.prune_method)
         finally:
             progress.done()
         exported = None

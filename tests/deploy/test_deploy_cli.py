@@ -187,3 +187,22 @@ def test_deploy_bad_flags(tmp_path):
     assert_user_error(run_cli("deploy", pdir, "--max-output-change", "-1"), "--max-output-change")
     assert_user_error(run_cli("deploy", pdir, "--export", tmp_path / "x.txt"), ".onnx")
     assert_user_error(run_cli("deploy", model), "project directory")
+
+
+def test_deploy_rows_of_a_plan_pruned_by_sparsegpt_keep_the_outputs(tmp_path):
+    """--prune-method sparsegpt: the optimization's rows come from the reconstruction pruning, calibrated on the
+    calibration samples; its output change on the held-out samples is below magnitude pruning's at the same plan."""
+    from sparsify_tui.analysis.demo import build_demo_model
+
+    pdir = _project(tmp_path, build_demo_model(tmp_path / "demo.onnx"))
+    assert run_cli("optimize", pdir, "--sparsity", "0.7", "--json").returncode == 0
+    common = ("--engines", "onnxruntime", "--precisions", "fp32", "--repeats", "1")
+    docs = {m: _deploy_json(pdir, *common, "--prune-method", m) for m in ("magnitude", "sparsegpt")}
+    change = {}
+    for m, doc in docs.items():
+        assert doc["prune_method"] == m
+        (row,) = [r for r in doc["rows"] if r["optimization"] is not None]
+        assert row["engine"] == "onnxruntime" and row["precision"] == "fp32"
+        change[m] = row["output_change"]
+    assert 0 < change["sparsegpt"] < change["magnitude"], change
+    assert_user_error(run_cli("deploy", pdir, "--prune-method", "random"), "--prune-method")
