@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-The real models come from ``shared/corpus/get_models.sh``; ``.ci/run`` fetches
+The real models come from ``scripts/get_models.sh DIR``; ``.ci/run`` fetches
 them into a cache and exports ``SPARSIFY_TEST_MODELS``. A test that needs them
 uses the ``corpus`` fixture: it skips when the corpus is absent on a
 developer's machine, and FAILS when ``CI`` is set (CI must never skip them).
@@ -73,7 +73,7 @@ def corpus() -> Corpus:
     if root is None:
         if os.environ.get("CI"):
             pytest.fail("the model corpus is missing: .ci/run must fetch it and set SPARSIFY_TEST_MODELS")
-        pytest.skip("model corpus not fetched (run shared/corpus/get_models.sh DIR and set SPARSIFY_TEST_MODELS)")
+        pytest.skip("model corpus not fetched (run scripts/get_models.sh DIR and set SPARSIFY_TEST_MODELS=DIR)")
     return Corpus(root)
 
 
