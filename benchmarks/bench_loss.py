@@ -4,7 +4,7 @@
 
 Prints a table: the approx (weight magnitude, 100 levels) and one-shot (10
 levels, one sample of batch 1) timings next to SparseML's on the same kind of
-2-vCPU machine (``shared/reference/engines.md`` §2: 1.13 s and 158.8 s).
+2-vCPU machine (1.13 s and 158.8 s).
 With ``--full`` it also times one-shot with the whole model run for every
 measurement (one session, every weight an input) for comparison.
 Times are medians over repeats; the machine is shared and noisy, so the

@@ -10,7 +10,7 @@ usage: python benchmarks/bench_perf.py [--runs N] [--model PATH] [--engine deeps
 (b) Against SparseML: ``pruning_perf_sens_one_shot`` sweeps 10 levels x
     (10 iterations + 5 warm-up) on the ResNet-50-sized model that
     ``scripts/build_resnet50.py`` writes, at optimization level 0; it
-    takes 25-34 s on these machines (engines.md section 2). Ours runs the same
+    takes 25-34 s on these machines. Ours runs the same
     levels and iterations at optimization level 1, with 1 and with 3 repeats
     of the dense level (the spread).
 

@@ -6,8 +6,7 @@ usage: python benchmarks/bench_prune_methods.py [--models yolov8n,mobilenetv3,wa
 For each model and uniform per-layer plan it prunes with each method (calibration samples),
 and prints the output change (``metrics``/``sensitivity.output_change``: KL for logits and
 probabilities, normalized squared error otherwise) on separate evaluation samples, and the
-time taken. Then it builds the ResNet-50-sized model (/work/shared/corpus/build_resnet50.py style
-builder given by --builder) and times SparseGPT with 32 calibration samples at 0.7, reporting the
+time taken. Then it builds the ResNet-50-sized model (``scripts/build_resnet50.py``) and times SparseGPT with 32 calibration samples at 0.7, reporting the
 peak resident memory of that child process.
 
 The corpus has no data sets, so the inputs are synthetic but shaped like real ones: images are
@@ -98,15 +97,17 @@ def outputs(model, samples):
 
 
 def change(dense, pruned) -> float:
-    from sparsify_tui.metrics import classify_output, output_change
-    return float(np.mean([output_change(d, p, [classify_output(y) for y in d]) for d, p in zip(dense, pruned)]))
+    """The output change of ``pruned`` against ``dense`` (lists of per-sample outputs), the tool's one metric."""
+    from sparsify_tui.metrics import compare_outputs, plan_outputs
+
+    return float(compare_outputs(dense, pruned, plan_outputs(dense)).value)
 
 
 def run_table(names, levels, n_cal, n_eval) -> list[dict]:
     from sparsify_tui.analysis import analyze
     from sparsify_tui.optim.calibrated import prune_model_calibrated
 
-    root = Path(os.environ.get("SPARSIFY_TEST_MODELS", "/work/cache/models"))
+    root = Path(os.environ.get("SPARSIFY_TEST_MODELS", Path.home() / ".cache" / "sparsify-tui" / "models"))
     rows = []
     for key in names:
         path = str(root / MODELS[key])
@@ -128,11 +129,13 @@ def run_table(names, levels, n_cal, n_eval) -> list[dict]:
     return rows
 
 
-def resnet50(builder: str, outdir: str, n_cal: int) -> dict:
+def resnet50(outdir: str, n_cal: int) -> dict:
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "resnet50.onnx").exists():
-        subprocess.run([sys.executable, builder, str(out)], check=True, stdout=subprocess.DEVNULL)
+        from sparsify_tui.analysis.demo import build_resnet50_model
+
+        build_resnet50_model(out / "resnet50.onnx")
     code = (
         "import json,resource,time,sys;"
         "from benchmarks.bench_prune_methods import make_samples;"
@@ -160,7 +163,6 @@ def main() -> None:
     ap.add_argument("--levels", default="0.5,0.7,0.85")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--eval", type=int, default=8)
-    ap.add_argument("--builder", default="/work/shared/corpus/build_resnet50.py")
     ap.add_argument("--resnet50-dir", default="/tmp/bench-prune-r50")
     ap.add_argument("--no-resnet50", action="store_true")
     ap.add_argument("--no-table", action="store_true")
@@ -179,7 +181,7 @@ def main() -> None:
                 cells.append(f"{r['output_change']:10.4g} {r['seconds']:7.1f} s")
             print(f"{mk:12s} {s:8.2f} " + " ".join(f"{c:>22s}" for c in cells))
     if not a.no_resnet50:
-        r = resnet50(a.builder, a.resnet50_dir, 32)
+        r = resnet50(a.resnet50_dir, 32)
         print(f"\nResNet-50-sized model, sparsegpt at 0.7 with 32 calibration samples: {r['seconds']:.1f} s wall, "
               f"{r['cpu_seconds']:.1f} s CPU (all threads), peak RSS {r['peak_rss_mb']:.0f} MB; load average "
               f"{os.getloadavg()[0]:.1f} on {len(os.sched_getaffinity(0))} cores")

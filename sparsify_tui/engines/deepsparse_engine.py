@@ -1,11 +1,11 @@
 """DeepSparse backend: per-layer timings with ``model_debug_analysis``.
 
 Each call compiles the model at ``optimization_level=1`` (the level users
-run; 0 is what SparseML's sweep used by mistake, see engines.md 1b; the call
+run; SparseML's own sweep used 0; the call
 uses keywords only) and runs it ``iterations`` times after ``warmup``. For a
 sparsity level ``s > 0`` it passes ``imposed_ks=s``: the engine treats every
 prunable weight as ``s`` sparse and compiles its sparse kernels, which tracks
-real pruning closely (engines.md section 4).
+real pruning closely.
 
 The result's ``layer_info`` entries are engine steps, often fused groups whose
 ``canonical_name`` lists several ONNX output tensors; ``<none>`` marks

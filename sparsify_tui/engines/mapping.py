@@ -5,7 +5,7 @@ converts to NCHWc (``<tensor>_nchwc`` nodes plus ``ReorderInput/Output``),
 folds constants; DeepSparse runs fused groups whose ``canonical_name`` lists
 several ONNX output tensors. A *step* is one thing the engine timed.
 
-Rules (engines.md section 3, applied to both engines):
+Rules (applied to every engine):
 
 1. A step **anchors** an original layer when it has the same node name, it
    outputs one of the layer's output tensors, its name minus ``_nchwc`` is

@@ -7,7 +7,7 @@ API (stable)::
     name_map, warns = load_name_map(path, graph=None)               # {onnx_name: framework_name}
     doc = load_recipe_yaml(text)   # dict; every `!Tag` node becomes a mapping with "__tag__"
 
-Format (``../shared/reference/engines.md`` section 1a): ``version: 1.1.0`` then
+Format (SparseML's recipe YAML): ``version: 1.1.0`` then
 ``modifiers:`` with ``    - !Name`` entries, keys alphabetical, props indented 8
 spaces, a blank line after each modifier, modifiers sorted by end epoch (-1
 last) then start epoch, as SparseML's ``ScheduledModifierManager`` writes
