@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sparsify_tui.errors import ProjectError, UsageError
+from sparsify_tui import textfmt
+from sparsify_tui.fsutil import json_default
 
 
 # ---------------------------------------------------------------- flag values
@@ -57,28 +59,15 @@ def refuse_project_file(project: Any, out: Path, flag: str) -> None:
 
 
 # ---------------------------------------------------------------- output
-def _default(o: Any) -> Any:
-    """JSON for what ``json`` cannot write itself: the same rules as the project files."""
-    from sparsify_tui.project import _json_default
-
-    return _json_default(o)
-
-
 def emit_json(doc: Any) -> None:
     """The one JSON document a ``--json`` command prints on stdout."""
-    sys.stdout.write(json.dumps(doc, indent=2, default=_default, allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(doc, indent=2, default=json_default, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
 def fmt_count(n: int | float | None) -> str:
     """1234567 -> '1.23M'; None -> 'unknown'."""
-    if n is None:
-        return "unknown"
-    n = float(n)
-    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
+    return textfmt.fmt_count(n, "unknown")
 
 
 def print_table(headers: list[str], rows: list[list[Any]], *, right: Iterable[int] = (), file=None) -> None:

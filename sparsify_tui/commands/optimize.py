@@ -24,6 +24,7 @@ from pathlib import Path
 from sparsify_tui.commands.common import emit_json, fmt_count, print_table
 from sparsify_tui.settings import parse_float, parse_int
 from sparsify_tui.errors import RecipeError, UsageError
+from sparsify_tui.fsutil import read_user_text
 
 
 def _open_project(path: str, *, readonly: bool = False):
@@ -184,18 +185,10 @@ def run_optimize(args: argparse.Namespace) -> int:
         elif epochs is not None and epochs != opt.epochs:
             opt = reschedule(opt, epochs)
         p = opt.pruning
-        if sparsity is not None:
-            p.target_sparsity = sparsity
-        if balance is not None:
-            p.balance = balance
-        if min_s is not None:
-            p.min_sparsity = min_s
-        if min_sp is not None:
-            p.min_speedup = min_sp
-        if min_r is not None:
-            p.min_recovery = min_r
-        if max_s is not None:
-            p.max_sparsity = max_s
+        for attr, value in (("target_sparsity", sparsity), ("balance", balance), ("min_sparsity", min_s),
+                            ("min_speedup", min_sp), ("min_recovery", min_r), ("max_sparsity", max_s)):
+            if value is not None:
+                setattr(p, attr, value)
         for lid, s in overrides.items():
             _check_layer(graph, lid, "--override")
             p.overrides[lid] = s
@@ -265,12 +258,7 @@ def run_export(args: argparse.Namespace) -> int:
             warnings += w
         if importing:
             src = Path(importing).expanduser()
-            try:
-                text = src.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise UsageError(f"recipe {src} does not exist") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise RecipeError(f"recipe {src} cannot be read: {exc}") from None
+            text = read_user_text(src, "recipe", unreadable=RecipeError)
             opt = import_recipe(text, graph, name_map, warnings, source=f"recipe {src}")
             if args.optimization:
                 opt.name = args.optimization

@@ -59,6 +59,7 @@ import yaml
 
 from sparsify_tui import __version__
 from sparsify_tui.errors import RecipeError, UsageError
+from sparsify_tui.fsutil import read_user_text
 from sparsify_tui.optim.optimization import (
     INTERPOLATIONS,
     MASK_TYPES,
@@ -688,12 +689,7 @@ def load_name_map(path: str | Path, graph: Any = None) -> tuple[dict[str, str], 
     With ``graph``, names that are no prunable layer's ONNX weight name are reported as warnings.
     """
     p = Path(path).expanduser()
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UsageError(f"name map {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"name map {p} cannot be read: {exc}") from None
+    text = read_user_text(p, "name map", encoding="utf-8-sig")
     mapping: dict[str, str] = {}
     warns: list[str] = []
     stripped = text.lstrip()

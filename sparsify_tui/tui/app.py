@@ -37,6 +37,9 @@ from sparsify_tui.tui.messages import (
     ProjectOpenFailed,
 )
 
+# the profile kinds the layer summaries use, and the App attribute holding the id of the one in use
+_ENTRY_ATTRS = {"perf": "perf_entry_id", "loss": "loss_entry_id", "quant": "quant_entry_id"}
+
 
 class SparsifyApp(App[None]):
     """sparsify-tui: profile an ONNX model layer by layer and plan its sparsification."""
@@ -192,12 +195,10 @@ class SparsifyApp(App[None]):
         self.model_data = message.data
         self.load_errors = message.errors
         self.loading = False
-        if message.data.perf is not None:
-            self.perf_entry_id = message.data.perf.get("_entry_id")
-        if message.data.loss is not None:
-            self.loss_entry_id = message.data.loss.get("_entry_id")
-        if message.data.quant is not None:
-            self.quant_entry_id = message.data.quant.get("_entry_id")
+        for kind in _ENTRY_ATTRS:
+            doc = getattr(message.data, kind)
+            if doc is not None:
+                self._use_entry(kind, doc.get("_entry_id"))
         if self._open_started is not None:
             self.last_open_ms = (time.perf_counter() - self._open_started) * 1000
         self.data_version += 1
@@ -208,6 +209,14 @@ class SparsifyApp(App[None]):
     def _on_open_failed(self, message: ProjectOpenFailed) -> None:
         self.notify(message.error, severity="error", timeout=10)
 
+    def _use_entry(self, kind: str, entry_id: str | None) -> bool:
+        """Make ``entry_id`` the profile of ``kind`` in use; False for a kind the summaries do not use."""
+        attr = _ENTRY_ATTRS.get(kind)
+        if attr is None:
+            return False
+        setattr(self, attr, entry_id)
+        return True
+
     def select_profile(self, entry_id: str) -> None:
         """Use this profile (perf or loss) in the layer summaries."""
         if self.project is None:
@@ -215,16 +224,10 @@ class SparsifyApp(App[None]):
         entry = next((e for e in self.project.profiles if e.id == entry_id), None)
         if entry is None:
             return
-        if entry.kind == "perf":
-            self.perf_entry_id = entry.id
-        elif entry.kind == "loss":
-            self.loss_entry_id = entry.id
-        elif entry.kind == "quant":
-            self.quant_entry_id = entry.id
-        elif entry.kind == "deploy":  # a deployment search: its own screen
+        if entry.kind == "deploy":  # a deployment search: its own screen
             self.action_show_deploy()
             return
-        else:
+        if not self._use_entry(entry.kind, entry.id):
             return
         self.notify(f"using {entry.kind} profile {entry.name!r}", timeout=3)
         self.reload_project()
@@ -416,12 +419,7 @@ class SparsifyApp(App[None]):
         else:
             self.notify(f"{job.kind} profile {job.title!r} finished", timeout=4)
         if job.project is self.project:
-            if job.kind == "perf":
-                self.perf_entry_id = job.entry_id
-            elif job.kind == "loss":
-                self.loss_entry_id = job.entry_id
-            elif job.kind == "quant":
-                self.quant_entry_id = job.entry_id
+            self._use_entry(job.kind, job.entry_id)
             self.reload_project()
         self._close_if_orphan(job.project)
 

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from sparsify_tui.textfmt import fmt_count
+
 VALUE_DISPLAYS = ("measured", "percent", "log")
 VALUE_DISPLAY_LABELS = {"measured": "measured", "percent": "% of total", "log": "log (ln)"}
 DEFAULT_EVAL_SPARSITY = 0.9
@@ -269,17 +271,6 @@ def transform(value: float | None, display: str, total: float | None) -> float |
     if display == "log":
         return math.log(value) if value > 0 else None
     return value
-
-
-def fmt_count(n: float | None) -> str:
-    """1234567 -> '1.23M'; None -> '?'."""
-    if n is None:
-        return "?"
-    n = float(n)
-    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def fmt_ms(x: float | None) -> str:
