@@ -8,11 +8,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from sparsify_tui.errors import ProjectError, UsageError
 from sparsify_tui import textfmt
 from sparsify_tui.fsutil import json_default
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 
 # ---------------------------------------------------------------- flag values
@@ -25,7 +28,7 @@ class Target:
 
     model_path: Path
     input_shapes: dict[str, list[int]]
-    project: Any = None  # sparsify_tui.project.Project when the target is a project
+    project: "Project | None" = None  # when the target is a project
 
 
 def resolve_target(target: str, input_shape_args: list[str] | None = None, *, readonly: bool = False) -> Target:
@@ -48,7 +51,7 @@ def resolve_target(target: str, input_shape_args: list[str] | None = None, *, re
     return Target(model_path=path, input_shapes=shapes)
 
 
-def refuse_project_file(project: Any, out: Path, flag: str) -> None:
+def refuse_project_file(project: "Project", out: Path, flag: str) -> None:
     """UsageError when writing ``out`` would overwrite the project's model or one of its own files."""
     target = Path(out).expanduser().resolve()
     pdir = Path(project.dir).resolve()

@@ -146,11 +146,11 @@ def module_name(weight_name: str) -> str:
     return weight_name[: -len(".weight")] if weight_name.endswith(".weight") else weight_name
 
 
-def _weight_names(graph: Any) -> dict[str, str]:
+def _weight_names(graph: "ModelGraph") -> dict[str, str]:
     return {lay.id: (lay.weight_name or lay.id) for lay in graph.layers if lay.prunable}
 
 
-def _modifiers(opt: Optimization, graph: Any, name_map: dict[str, str] | None,
+def _modifiers(opt: Optimization, graph: "ModelGraph", name_map: dict[str, str] | None,
                warnings: list[str] | None) -> list[tuple[str, dict[str, Any]]]:
     names = _weight_names(graph)
     nm = name_map or {}
@@ -222,7 +222,7 @@ def _digest(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
 
 
-def export_recipe(opt: Optimization, graph: Any, name_map: dict[str, str] | None = None,
+def export_recipe(opt: Optimization, graph: "ModelGraph", name_map: dict[str, str] | None = None,
                   warnings: list[str] | None = None) -> str:
     """The optimization as SparseML recipe YAML (its ``layers`` must hold the allocation)."""
     opt.validate()
@@ -401,7 +401,7 @@ def _bare_tag(tag: str) -> str:
     return tag.lstrip("!").split(".")[-1]
 
 
-def _resolve_params(params: Any, graph: Any, inverse: dict[str, str], tag: str, source: str,
+def _resolve_params(params: Any, graph: "ModelGraph", inverse: dict[str, str], tag: str, source: str,
                     warnings: list[str]) -> list[str]:
     names = _weight_names(graph)  # id -> onnx weight name
     by_weight = {w: lid for lid, w in names.items()}
@@ -683,7 +683,7 @@ def _read_meta(text: str) -> dict | None:
 
 
 # ---------------------------------------------------------------- name maps
-def load_name_map(path: str | Path, graph: Any = None) -> tuple[dict[str, str], list[str]]:
+def load_name_map(path: str | Path, graph: "ModelGraph | None" = None) -> tuple[dict[str, str], list[str]]:
     """Read a name map (JSON object or CSV ``onnx_name,framework_name``); returns (map, warnings).
 
     With ``graph``, names that are no prunable layer's ONNX weight name are reported as warnings.

@@ -691,8 +691,9 @@ class LayerSwapRunner:
     (one session, only the downstream part runs) or "full" (one session, whole model).
     """
 
-    def __init__(self, model_path, graph, samples: list[dict[str, np.ndarray]], *, cores: int | None = None,
-                 layer_ids: Iterable[str] | None = None, log=None, parallel: bool = True) -> None:
+    def __init__(self, model_path: str | os.PathLike, graph: "ModelGraph", samples: list[dict[str, np.ndarray]], *,
+                 cores: int | None = None, layer_ids: Iterable[str] | None = None, log=None,
+                 parallel: bool = True) -> None:
         from sparsify_tui.metrics import LEGACY_KIND, plan_outputs
         from sparsify_tui.profiles.fedmodel import WeightFedModel
         from sparsify_tui.settings import usable_cores

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from textual import on, work
 from textual.app import App
@@ -36,6 +36,9 @@ from sparsify_tui.tui.messages import (
     ProjectLoaded,
     ProjectOpenFailed,
 )
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 # the profile kinds the layer summaries use, and the App attribute holding the id of the one in use
 _ENTRY_ATTRS = {"perf": "perf_entry_id", "loss": "loss_entry_id", "quant": "quant_entry_id"}
@@ -74,14 +77,14 @@ class SparsifyApp(App[None]):
 
     def __init__(
         self,
-        project: Any = None,
+        project: "Project | None" = None,
         *,
         initial: str = "overview",
         start_jobs: Iterable[tuple[str, dict]] = (),
         machine: dict | None = None,
     ) -> None:
         super().__init__()
-        self.project: Any = None
+        self.project: "Project | None" = None
         self.model_data: ModelData | None = None
         self.load_errors: list[str] = []
         self.loading = False
@@ -124,7 +127,7 @@ class SparsifyApp(App[None]):
         return self._machine
 
     # ------------------------------------------------------------------ projects
-    def open_project(self, project: Any, *, screen: str = "overview") -> None:
+    def open_project(self, project: "Project", *, screen: str = "overview") -> None:
         """Make ``project`` the current one and show its overview (or layers)."""
         from sparsify_tui.tui.screens.layers import LayersScreen
         from sparsify_tui.tui.screens.overview import OverviewScreen
@@ -171,7 +174,7 @@ class SparsifyApp(App[None]):
         self._load_project(self.project, self.perf_entry_id, self.loss_entry_id)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", description="Reading the project")
-    def _load_project(self, project: Any, perf_id: str | None, loss_id: str | None) -> None:
+    def _load_project(self, project: "Project", perf_id: str | None, loss_id: str | None) -> None:
         errors: list[str] = []
         graph = None
         try:
@@ -268,12 +271,12 @@ class SparsifyApp(App[None]):
             return
         self.call_from_thread(self._after_open, project, jobs)
 
-    def _after_open(self, project: Any, jobs: list[tuple[str, dict]]) -> None:
+    def _after_open(self, project: "Project", jobs: list[tuple[str, dict]]) -> None:
         self.open_project(project)
         for kind, settings in jobs:
             self.start_profile(kind, settings)
 
-    def _remember(self, project: Any) -> None:
+    def _remember(self, project: "Project") -> None:
         try:
             from sparsify_tui import project as project_mod
 
@@ -475,7 +478,7 @@ class SparsifyApp(App[None]):
             self.notify(f"{job.title} failed: {message.error}", severity="error", timeout=12)
         self._close_if_orphan(job.project)
 
-    def _close_if_orphan(self, project: Any) -> None:
+    def _close_if_orphan(self, project: "Project") -> None:
         if project is not self.project and not any(j.active and j.project is project for j in self.jobs):
             _close_quietly(project)
 
@@ -488,7 +491,7 @@ class SparsifyApp(App[None]):
                         severity="error", timeout=10)
             self.data_version += 1
 
-    def active_jobs(self, project: Any = None) -> list[jobs_mod.Job]:
+    def active_jobs(self, project: "Project | None" = None) -> list[jobs_mod.Job]:
         project = project or self.project
         return [j for j in self.jobs if j.active and (project is None or j.project is project)]
 

@@ -40,7 +40,7 @@ def _fmt_settings(settings: dict) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def _deploy_best(project: Any) -> tuple[str, str] | None:
+def _deploy_best(project: "Project") -> tuple[str, str] | None:
     """(value, note) of the overview's Deploy row: the fastest configuration within the stored budget
     and how much it beats the sparse plan alone; None without a deploy result."""
     from sparsify_tui.actions.deploy import apply_budget, latest, row_label
