@@ -17,6 +17,7 @@ clears the ones a killed writer left behind.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import os
@@ -134,6 +135,44 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, backup: bool = F
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, backup: bool = False, durable: bool = True) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), backup=backup, durable=durable)
+
+
+def json_default(o: Any) -> Any:
+    """JSON for what ``json`` cannot write itself (``default=`` of every document the package writes):
+    objects with ``to_dict()``, paths, sets (sorted), dates and times (ISO), numpy scalars and arrays."""
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o, key=repr)
+    if isinstance(o, (_dt.datetime, _dt.date, _dt.time)):
+        return o.isoformat()
+    try:
+        import numpy as np  # numpy is a dependency, but keep this module importable without it
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def read_user_text(path: str | os.PathLike, what: str, *, encoding: str = "utf-8",
+                   unreadable: type[Exception] | None = None) -> str:
+    """The text of a file the user named (``what``: "recipe", "name map"...): a UsageError when it does
+    not exist, ``unreadable`` (UsageError by default) when it cannot be read or decoded."""
+    from sparsify_tui.errors import UsageError
+
+    p = Path(path)
+    try:
+        return p.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise UsageError(f"{what} {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise (unreadable or UsageError)(f"{what} {p} cannot be read: {exc}") from None
 
 
 def atomic_write_json(path: str | os.PathLike, doc: Any, *, backup: bool = False, durable: bool = True) -> None:

@@ -19,31 +19,26 @@ def _home() -> Path | None:
     return Path(h).expanduser() if h else None
 
 
-def data_dir() -> Path:
+def _user_dir(kind: str) -> Path:
+    """``$SPARSIFY_TUI_HOME/<kind>`` when set, else the platform's user directory of that kind."""
     h = _home()
     if h:
-        return h / "data"
-    from platformdirs import user_data_dir
+        return h / kind
+    import platformdirs
 
-    return Path(user_data_dir(APP, appauthor=False))
+    return Path(getattr(platformdirs, f"user_{kind}_dir")(APP, appauthor=False))
+
+
+def data_dir() -> Path:
+    return _user_dir("data")
 
 
 def cache_dir() -> Path:
-    h = _home()
-    if h:
-        return h / "cache"
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir(APP, appauthor=False))
+    return _user_dir("cache")
 
 
 def config_dir() -> Path:
-    h = _home()
-    if h:
-        return h / "config"
-    from platformdirs import user_config_dir
-
-    return Path(user_config_dir(APP, appauthor=False))
+    return _user_dir("config")
 
 
 def recent_projects_file() -> Path:

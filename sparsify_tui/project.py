@@ -183,27 +183,6 @@ def drop_none(value: Any) -> Any:
     return value
 
 
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (set, frozenset)):
-        return sorted(o, key=repr)
-    if isinstance(o, (_dt.datetime, _dt.date, _dt.time)):
-        return o.isoformat()
-    try:
-        import numpy as np  # numpy is a dependency, but keep this module importable without it
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
 def clean_text(text: str) -> str:
     """``text`` made encodable as UTF-8: undecodable bytes (from a non-UTF-8 command line or file
     name, kept by Python as lone surrogates) become U+FFFD."""
@@ -231,16 +210,16 @@ def _clean_strings(value: Any) -> Any:
 def dumps_json(doc: Any) -> str:
     """JSON for our files: readable UTF-8 when possible, ASCII escapes when the text holds lone surrogates."""
     try:
-        text = json.dumps(doc, indent=1, default=_json_default, ensure_ascii=False) + "\n"
+        text = json.dumps(doc, indent=1, default=fsutil.json_default, ensure_ascii=False) + "\n"
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        return json.dumps(doc, indent=1, default=_json_default, ensure_ascii=True) + "\n"
+        return json.dumps(doc, indent=1, default=fsutil.json_default, ensure_ascii=True) + "\n"
 
 
 def canonical_json(value: Any) -> str:
     """Deterministic JSON (sorted keys, no spaces) used for cache keys."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=fsutil.json_default)
 
 
 def _to_toml_value(value: Any, where: str) -> Any:
@@ -304,20 +283,12 @@ def _timestr(value: Any) -> Any:
     return value
 
 
+_TYPE_NAMES = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"), (list, "an array"),
+               (dict, "a table"))  # bool before int: a bool is an int
+
+
 def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a {type(value).__name__}"
+    return next((name for t, name in _TYPE_NAMES if isinstance(value, t)), f"a {type(value).__name__}")
 
 
 # ---------------------------------------------------------------- profile entries

@@ -21,18 +21,22 @@ none.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsify_tui.errors import ProfileError, ProjectError, UsageError
 from sparsify_tui.optim.estimate import Evaluator
 from sparsify_tui.optim.optimization import Optimization
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
+    from sparsify_tui.project import Project
 
 
 def _created(entry: Any) -> str:
     return str(getattr(entry, "created", "") or "")
 
 
-def pick_profile(project: Any, kind: str, prefer_id: str = "") -> tuple[Any, dict | None, list[str]]:
+def pick_profile(project: "Project", kind: str, prefer_id: str = "") -> tuple[Any, dict | None, list[str]]:
     """(entry, document, notes) of the profile of ``kind`` to use, or (None, None, notes)."""
     notes: list[str] = []
     # tried in this order: the preferred id, then fresh profiles newest first, then stale ones
@@ -52,13 +56,13 @@ def pick_profile(project: Any, kind: str, prefer_id: str = "") -> tuple[Any, dic
 
 @dataclass
 class OptimizerContext:
-    graph: Any
+    graph: "ModelGraph"
     evaluator: Evaluator
     profile_ids: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def for_project(cls, project: Any, graph: Any = None, opt: Optimization | None = None, *,
+    def for_project(cls, project: "Project", graph: "ModelGraph | None" = None, opt: Optimization | None = None, *,
                     approximate_loss: bool = True) -> "OptimizerContext":
         if graph is None:
             from sparsify_tui.analysis import analyze
@@ -100,7 +104,8 @@ class OptimizerContext:
         return opt
 
 
-def default_quant_layers(graph: Any, quant: dict | None, skip_share: float = 0.05) -> tuple[Any, dict[str, str]]:
+def default_quant_layers(graph: "ModelGraph", quant: dict | None,
+                         skip_share: float = 0.05) -> tuple[Any, dict[str, str]]:
     """("all" or list of layer ids, {skipped id: reason}): skip the most INT8-sensitive share of layers."""
     if not quant or not isinstance(quant.get("layers"), list):
         return "all", {}
@@ -114,7 +119,7 @@ def default_quant_layers(graph: Any, quant: dict | None, skip_share: float = 0.0
     return "all", skipped
 
 
-def load_optimization(project: Any, name: str) -> Optimization | None:
+def load_optimization(project: "Project", name: str) -> Optimization | None:
     """The project's optimization ``name`` (None if there is none); ProjectError if its stored form is bad."""
     d = project.get_optimization(name) if hasattr(project, "get_optimization") else next(
         (o for o in project.optimizations if o.get("name") == name), None)
@@ -127,6 +132,6 @@ def load_optimization(project: Any, name: str) -> Optimization | None:
                            f"{exc.message}") from None
 
 
-def save_optimization(project: Any, opt: Optimization) -> None:
+def save_optimization(project: "Project", opt: Optimization) -> None:
     opt.touch()
     project.set_optimization(opt.to_dict())

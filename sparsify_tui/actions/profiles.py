@@ -17,7 +17,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sparsify_tui.errors import ProfileError, UsageError
 from sparsify_tui.settings import (
@@ -26,6 +26,10 @@ from sparsify_tui.settings import (
     PERF_LEVELS,
     usable_cores,
 )
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
+    from sparsify_tui.project import Project
 
 KINDS = ("perf", "loss", "quant")
 LOSS_METHODS = ("approx", "one-shot")
@@ -142,7 +146,7 @@ def _same_machine(kind: str, settings: dict) -> bool:
     return kind == "quant" or (kind == "perf" and not settings.get("approximate"))
 
 
-def find_cached(project: Any, kind: str, settings: dict, machine: dict | None = None) -> Any:
+def find_cached(project: "Project", kind: str, settings: dict, machine: dict | None = None) -> Any:
     """A stored, complete, fresh profile of ``kind`` with these settings (and this machine where it matters)."""
     want = _canon(settings)
     fingerprint = (machine or {}).get("fingerprint")
@@ -165,7 +169,7 @@ def find_cached(project: Any, kind: str, settings: dict, machine: dict | None = 
     return None
 
 
-def measure(model_path: Any, kind: str, settings: dict, *, graph: Any = None,
+def measure(model_path: Any, kind: str, settings: dict, *, graph: "ModelGraph | None" = None,
             on_progress: Callable[[dict], Any] | None = None, cancel: threading.Event | None = None,
             timeout_s: float | None = None, wait_idle_s: float = 0.0) -> dict:
     """Measure a profile of ``kind`` with ``settings`` (blocking); the document.
@@ -226,7 +230,7 @@ class ProfileResult:
     reused: bool = False
 
 
-def store(project: Any, kind: str, settings: dict, doc: dict, *, name: str | None = None,
+def store(project: "Project", kind: str, settings: dict, doc: dict, *, name: str | None = None,
           machine: dict | None = None) -> Any:
     """Store a measured document as a profile of ``project``; returns the entry."""
     engine, version = engine_of(kind, settings, doc)
@@ -239,8 +243,8 @@ def store(project: Any, kind: str, settings: dict, doc: dict, *, name: str | Non
     return entry
 
 
-def measure_or_reuse(project: Any, kind: str, settings: dict, *, force: bool = False, name: str | None = None,
-                     graph: Any = None, on_progress: Callable[[dict], Any] | None = None,
+def measure_or_reuse(project: "Project", kind: str, settings: dict, *, force: bool = False, name: str | None = None,
+                     graph: "ModelGraph | None" = None, on_progress: Callable[[dict], Any] | None = None,
                      cancel: threading.Event | None = None, timeout_s: float | None = None,
                      wait_idle_s: float = 0.0) -> ProfileResult:
     """The profile of ``project`` with these settings: the stored one, or a new measurement stored in it."""

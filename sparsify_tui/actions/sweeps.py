@@ -22,7 +22,10 @@ series but kept in the rows with ``problem`` set.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 __all__ = ["is_sweep_entry", "sweep_rows", "group_sweep_profiles", "scaling_series"]
 
@@ -32,7 +35,7 @@ def is_sweep_entry(entry: Any) -> bool:
     return bool((getattr(entry, "settings", None) or {}).get("sweep"))
 
 
-def _entries(project: Any, kind: str | None) -> Iterable[Any]:
+def _entries(project: "Project", kind: str | None) -> Iterable[Any]:
     for e in getattr(project, "profiles", []) or []:
         if kind is not None and e.kind != kind:
             continue
@@ -40,7 +43,7 @@ def _entries(project: Any, kind: str | None) -> Iterable[Any]:
             yield e
 
 
-def sweep_rows(project: Any, *, kind: str | None = "perf", include_stale: bool = False,
+def sweep_rows(project: "Project", *, kind: str | None = "perf", include_stale: bool = False,
                load: bool = True) -> list[dict]:
     """One dict per sweep profile, sorted by server, engine, batch size, cores.
 
@@ -91,7 +94,7 @@ def sweep_rows(project: Any, *, kind: str | None = "perf", include_stale: bool =
     return rows
 
 
-def group_sweep_profiles(project: Any, *, kind: str | None = "perf", include_stale: bool = False,
+def group_sweep_profiles(project: "Project", *, kind: str | None = "perf", include_stale: bool = False,
                          load: bool = True) -> dict[str, dict[Any, dict[Any, list[dict]]]]:
     """Sweep profiles grouped ``{server: {batch_size: {cores: [row, ...]}}}``, every level sorted.
 
@@ -111,7 +114,7 @@ def group_sweep_profiles(project: Any, *, kind: str | None = "perf", include_sta
             for srv, by_batch in sorted(out.items())}
 
 
-def scaling_series(project: Any, *, engine: str | None = None,
+def scaling_series(project: "Project", *, engine: str | None = None,
                    include_stale: bool = False) -> dict[str, list[tuple[int, int, float]]]:
     """Points of the scaling chart: ``{series: [(cores, batch_size, items_per_second), ...]}``.
 

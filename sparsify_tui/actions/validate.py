@@ -27,11 +27,15 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from sparsify_tui.errors import UsageError
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
+    from sparsify_tui.project import Project
 
 VALIDATION_LEVEL_STEP = 0.05
 MIN_LEVEL_MS = 250.0  # each level of the estimate's profile runs at least this long (tiny models: more iterations)
@@ -46,7 +50,7 @@ def _safe_name(name: str) -> str:
     return s or "optimization"
 
 
-def load_plan(project: Any, opt_name: str | None = None):
+def load_plan(project: "Project", opt_name: str | None = None):
     """(graph, optimization with per-layer sparsities, optimizer context) of a project's optimization."""
     from sparsify_tui.actions.optimizer import OptimizerContext, load_optimization
 
@@ -84,7 +88,7 @@ def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict
     raise ModelError(f"ONNX Runtime could not quantize {src} to INT8 ({'; '.join(errors)})")
 
 
-def prune_optimization(project: Any, out_path: str | Path, opt_name: str | None = None, *,
+def prune_optimization(project: "Project", out_path: str | Path, opt_name: str | None = None, *,
                        quantize: bool | None = None, method: str = "magnitude", data: str | None = None,
                        samples: int = DEFAULT_CALIBRATION_SAMPLES, sequential: bool = False,
                        on_progress: Callable[[dict], Any] | None = None) -> dict:
@@ -109,7 +113,7 @@ def prune_optimization(project: Any, out_path: str | Path, opt_name: str | None 
     return info
 
 
-def _prune_to(project: Any, graph: Any, plan: dict, path: Path, method: str, calibration: list | None,
+def _prune_to(project: "Project", graph: "ModelGraph", plan: dict, path: Path, method: str, calibration: list | None,
               sequential: bool, on_progress: Callable[[dict], Any] | None) -> dict:
     from sparsify_tui.optim.calibrated import prune_model_calibrated
 
@@ -118,7 +122,7 @@ def _prune_to(project: Any, graph: Any, plan: dict, path: Path, method: str, cal
     return info
 
 
-def _write_plan(project: Any, graph: Any, opt: Any, out: Path, quantize: bool | None, *,
+def _write_plan(project: "Project", graph: "ModelGraph", opt: Any, out: Path, quantize: bool | None, *,
                 method: str = "magnitude", calibration: list | None = None, sequential: bool = False,
                 on_progress: Callable[[dict], Any] | None = None) -> dict:
     import os
@@ -162,7 +166,7 @@ def _sample_key(sample: dict) -> bytes:
     return h.digest()
 
 
-def split_samples(project: Any, graph: Any, method: str, data: str | None, samples: int,
+def split_samples(project: "Project", graph: "ModelGraph", method: str, data: str | None, samples: int,
                   eval_data: str | None, *, need_eval: bool = True, max_eval: int = 64) -> tuple[list, list, list]:
     """(calibration samples, evaluation samples, notes saying where they came from); they never overlap.
 
@@ -232,7 +236,7 @@ def _levels_for(plan: dict[str, float]) -> list[float]:
     return lv
 
 
-def _same_engine_profile(project: Any, engine: str, batch: int, cores: int | None, plan: dict[str, float],
+def _same_engine_profile(project: "Project", engine: str, batch: int, cores: int | None, plan: dict[str, float],
                          precision: str | None = None):
     """(entry, doc) of the newest usable perf profile measured with ``engine`` at this batch size
     (and precision: None matches profiles measured without one)."""
@@ -262,7 +266,7 @@ def _same_engine_profile(project: Any, engine: str, batch: int, cores: int | Non
     return best
 
 
-def validate_optimization(project: Any, opt_name: str | None = None, *, engine: str = "auto",
+def validate_optimization(project: "Project", opt_name: str | None = None, *, engine: str = "auto",
                           iterations: int = 20, warmup: int = 5, repeats: int = 5, batch_size: int = 1,
                           cores: int | None = None, out_path: str | Path | None = None,
                           on_progress: Callable[[dict], Any] | None = None,

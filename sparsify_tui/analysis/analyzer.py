@@ -755,13 +755,11 @@ def _check_wiring(g, label: str) -> None:
                          f"{_text(stuck.name or stuck.op_type)!r}")
 
 
-def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], source: Any) -> ModelGraph:
+def _opset(model, label: str) -> int:
+    """The model's default-domain opset; a ModelError when it is missing or newer than onnx knows."""
     import onnx
 
-    model = skel.model
-    g = model.graph
     opset = 0
-    notes: list[str] = []
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx"):
             opset = int(o.version)
@@ -776,16 +774,28 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
             f"{label} uses ONNX opset {opset}, newer than the installed onnx {onnx.__version__} "
             f"supports (up to opset {known}); upgrade onnx to analyse it"
         )
-    _check_wiring(g, label)
-    custom = sorted({_text(o.domain) for o in model.opset_import if o.domain not in ("", "ai.onnx", "ai.onnx.ml")})
-    if custom:
-        notes.append(f"Custom operator domains {', '.join(custom)}: their ops' shapes and FLOPs may be unknown.")
+    return opset
 
-    for vi in list(g.input) + list(g.output) + list(g.initializer):
-        if not isinstance(vi.name, str):
-            raise ModelError(f"{label} is corrupt: a graph input, output or initializer name is not valid UTF-8 text")
-    # ---- inputs: real inputs are graph inputs without an initializer
-    init_names = {t.name for t in g.initializer}
+
+def _check_given_shape(name: str, shape: list[Any] | None, given: list[int], label: str) -> None:
+    """InputShapeError when ``--input-shape`` contradicts the rank or a fixed dimension of the input."""
+    if shape is not None and len(shape) != len(given):
+        raise InputShapeError(
+            f"--input-shape {name}: {label} expects {len(shape)} dimensions "
+            f"({','.join(str(d) for d in shape)}), got {len(given)}"
+        )
+    if shape is not None:
+        for i, (d, v) in enumerate(zip(shape, given)):
+            if isinstance(d, int) and d != v:
+                raise InputShapeError(
+                    f"--input-shape {name}: {label} fixes axis {i} to {d}, got {v}"
+                )
+
+
+def _inputs(g, init_names: set[str], input_shapes: dict[str, list[int]], label: str,
+            notes: list[str]) -> list[TensorInfo]:
+    """The real inputs (graph inputs without an initializer) with concrete shapes: given, else assumed for
+    dynamic dimensions (noted); the skeleton's inputs get those shapes for the shape inference."""
     inputs: list[TensorInfo] = []
     unknown_inputs = set(input_shapes)
     memo: dict[str, int] = {}
@@ -800,29 +810,17 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         dtype = ONNX_DTYPES.get(dt, "unknown")
         if vi.name in input_shapes:
             given = list(input_shapes[vi.name])
-            if shape is not None and len(shape) != len(given):
-                raise InputShapeError(
-                    f"--input-shape {vi.name}: {label} expects {len(shape)} dimensions "
-                    f"({','.join(str(d) for d in shape)}), got {len(given)}"
-                )
-            if shape is not None:
-                for i, (d, v) in enumerate(zip(shape, given)):
-                    if isinstance(d, int) and d != v:
-                        raise InputShapeError(
-                            f"--input-shape {vi.name}: {label} fixes axis {i} to {d}, got {v}"
-                        )
+            _check_given_shape(vi.name, shape, given, label)
             concrete, assumed = given, {}
         elif shape is None:
             concrete, assumed = None, {}
             notes.append(f"Input {vi.name!r} has no shape in the model; give one with --input-shape.")
         else:
             channels = _conv_channels(g, vi.name, len(shape))
-            if channels is not None and not isinstance(shape[1], int):
+            assumed_channel = channels is not None and not isinstance(shape[1], int)
+            if assumed_channel:
                 shape = list(shape)
                 shape[1] = channels  # what the first convolution's weight requires
-                assumed_channel = True
-            else:
-                assumed_channel = False
             concrete, assumed, why = _default_dims(shape, dt, memo)
             if assumed_channel:
                 assumed[1] = channels
@@ -843,9 +841,14 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
             "Assumed for dynamic input dimensions (override with --input-shape NAME=D1,D2,...): "
             + "; ".join(assumed_notes) + "."
         )
+    return inputs
 
-    # ---- execution order (onnx's inference needs it too)
-    ordered = _topological(g, {vi.name for vi in g.input} | init_names)
+
+def _in_execution_order(g, available: set[str], notes: list[str]) -> None:
+    """Reorder the graph's nodes into execution order when the file's order is not (onnx's inference needs it)."""
+    import onnx
+
+    ordered = _topological(g, available)
     if [id(n) for n in ordered] != [id(n) for n in g.node]:
         copies = []
         for n in ordered:
@@ -856,7 +859,11 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         g.node.extend(copies)
         notes.append("The file's nodes were not in execution order; they are analysed in that order.")
 
-    # ---- shape inference on the weight-free skeleton
+
+def _infer(model, opset: int, label: str, notes: list[str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(inferred model, main-graph shapes, the outputs' declared shapes) from onnx's shape inference on the
+    weight-free skeleton; a ModelError with onnx's first message line when it fails."""
+    g = model.graph
     out_elem = {}
     for vo in g.output:
         if vo.type.HasField("tensor_type"):
@@ -879,7 +886,13 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         if len(first) > 220:
             first = first[:217] + "..."
         raise ModelError(f"{label} failed ONNX shape inference: {first}") from None
+    return inferred, main_shapes, out_elem
 
+
+def _walk(skel: Skeleton, label: str, inferred, main_shapes: dict[str, Any], inputs: list[TensorInfo],
+          notes: list[str]) -> "_Walker":
+    """The layers of the inferred graph; main-graph shapes onnx could not infer are measured once with ONNX
+    Runtime when the model is a file (noted)."""
     walker = _Walker(skel, label)
     walker.walk(inferred.graph, "", {}, {}, True, main_shapes)
     unknown_out = [o for layer in walker.layers if not layer.graph_path
@@ -891,11 +904,11 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
             walker.walk(inferred.graph, "", {}, {}, True, {**main_shapes, **extra})
             notes.append(f"Shapes of {len(extra)} tensors that ONNX shape inference could not infer were taken "
                          "from one run of ONNX Runtime with random inputs.")
+    return walker
 
-    # ---- outputs
+
+def _outputs(ig, shapes_main: dict[str, Any], out_elem: dict[str, Any]) -> list[TensorInfo]:
     outputs: list[TensorInfo] = []
-    ig = inferred.graph
-    shapes_main = walker.main_shapes
     for vo in ig.output:
         s = shapes_main.get(vo.name)
         if s is None:
@@ -905,20 +918,11 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         else:  # sequence / map / optional outputs (ai.onnx.ml ZipMap): no shape to give
             dtype, s = _type_text(vo.type), []
         outputs.append(TensorInfo(vo.name, list(s), dtype))
+    return outputs
 
-    layers = walker.layers
-    known_flops = [layer.flops for layer in layers if layer.flops is not None]
-    unknown = [layer for layer in layers if layer.flops is None]
-    flops_known = int(sum(known_flops))
-    total_n = sum(n for n, _ in walker.prunable_keys.values())
-    total_z = sum(z for _, z in walker.prunable_keys.values())
-    prunable_params = total_n
-    hist: dict[str, int] = {}
-    for layer in layers:
-        hist[layer.op_type] = hist.get(layer.op_type, 0) + 1
-    hist = dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    if not any(layer.prunable for layer in layers):
+def _layer_notes(walker: "_Walker", unknown: list[Layer], notes: list[str]) -> None:
+    if not any(layer.prunable for layer in walker.layers):
         notes.append("No prunable layer: no Conv, Gemm or MatMul here has a constant weight, so there is nothing to prune.")
     if unknown:
         ops = sorted({layer.op_type for layer in unknown})
@@ -931,6 +935,53 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
     if walker.has_loop_body:
         notes.append("Layers inside Loop/Scan bodies are counted for one iteration.")
 
+
+def _attach_model(mg: ModelGraph, skel: Skeleton, label: str, source: Any) -> None:
+    """Give the graph its weight-free proto and the way to load the full model on demand."""
+    import onnx
+
+    mg._skeleton_model = skel.model  # the weight-free proto (small constants and subgraphs keep their data)
+    mg._raw = dict(skel.raw) if skel.path else {}  # byte offsets into a file (none for in-memory models)
+    if isinstance(source, onnx.ModelProto):
+        mg.model = source
+    elif isinstance(source, (bytes, bytearray)):
+        mg._loader = lambda: onnx.load_from_string(bytes(source))
+    else:
+        p = skel.path
+        stamp = skel.stamp
+        mg._loader = lambda: _load_full(p, label, stamp)
+
+
+def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], source: Any) -> ModelGraph:
+    model = skel.model
+    g = model.graph
+    notes: list[str] = []
+    opset = _opset(model, label)
+    _check_wiring(g, label)
+    custom = sorted({_text(o.domain) for o in model.opset_import if o.domain not in ("", "ai.onnx", "ai.onnx.ml")})
+    if custom:
+        notes.append(f"Custom operator domains {', '.join(custom)}: their ops' shapes and FLOPs may be unknown.")
+    for vi in list(g.input) + list(g.output) + list(g.initializer):
+        if not isinstance(vi.name, str):
+            raise ModelError(f"{label} is corrupt: a graph input, output or initializer name is not valid UTF-8 text")
+    init_names = {t.name for t in g.initializer}
+    inputs = _inputs(g, init_names, input_shapes, label, notes)
+    _in_execution_order(g, {vi.name for vi in g.input} | init_names, notes)
+    inferred, main_shapes, out_elem = _infer(model, opset, label, notes)
+    walker = _walk(skel, label, inferred, main_shapes, inputs, notes)
+    outputs = _outputs(inferred.graph, walker.main_shapes, out_elem)
+
+    layers = walker.layers
+    unknown = [layer for layer in layers if layer.flops is None]
+    flops_known = int(sum(layer.flops for layer in layers if layer.flops is not None))
+    total_n = sum(n for n, _ in walker.prunable_keys.values())
+    total_z = sum(z for _, z in walker.prunable_keys.values())
+    hist: dict[str, int] = {}
+    for layer in layers:
+        hist[layer.op_type] = hist.get(layer.op_type, 0) + 1
+    hist = dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+    _layer_notes(walker, unknown, notes)
+
     producer = _text(model.producer_name) + (f" {_text(model.producer_version)}" if model.producer_version else "")
     mg = ModelGraph(
         path=str(skel.path or label),
@@ -941,7 +992,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         outputs=outputs,
         layers=layers,
         params=int(walker.params),
-        prunable_params=int(prunable_params),
+        prunable_params=int(total_n),
         flops=None if unknown else flops_known,
         flops_known=flops_known,
         unknown_flops_layers=len(unknown),
@@ -950,16 +1001,7 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         notes=notes,
         file_size=int(skel.file_size),
     )
-    mg._skeleton_model = model  # the weight-free proto (small constants and subgraphs keep their data)
-    mg._raw = dict(skel.raw) if skel.path else {}  # byte offsets into a file (none for in-memory models)
-    if isinstance(source, onnx.ModelProto):
-        mg.model = source
-    elif isinstance(source, (bytes, bytearray)):
-        mg._loader = lambda: onnx.load_from_string(bytes(source))
-    else:
-        p = skel.path
-        stamp = skel.stamp
-        mg._loader = lambda: _load_full(p, label, stamp)
+    _attach_model(mg, skel, label, source)
     return mg
 
 

@@ -24,7 +24,7 @@ Definitions (the same words are used in the help screen):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 Shape = list  # list[int | str]: a str is an unresolved dimension
 
@@ -204,6 +204,13 @@ class ModelGraph:
     @property
     def prunable_layers(self) -> list[Layer]:
         return [layer for layer in self.layers if layer.prunable]
+
+    def weighted_layers(self, layer_ids: Iterable[str] | None = None) -> Iterator[Layer]:
+        """The prunable layers whose weight is known (only those in ``layer_ids`` when given), in order."""
+        wanted = set(layer_ids) if layer_ids is not None else None
+        for layer in self.layers:
+            if layer.prunable and layer.weight is not None and (wanted is None or layer.id in wanted):
+                yield layer
 
     def layer(self, layer_id: str) -> Layer:
         for layer in self.layers:

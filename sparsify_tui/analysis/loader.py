@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sparsify_tui.errors import ModelError
+from sparsify_tui.onnxkit.modelio import check_model_file
 
 # raw_data payloads larger than this are left in the file (shape tensors, axes
 # and other small constants that shape inference reads stay in the skeleton)
@@ -137,23 +138,16 @@ def _fields(buf, pos: int, end: int):
         if wt == 0:
             val, pos = _varint(buf, pos, end)
             yield fnum, wt, start, pos, val
-        elif wt == 1:
-            pos += 8
-            if pos > end:
-                raise _Truncated()
-            yield fnum, wt, start, pos - 8, pos
-        elif wt == 2:
-            ln, pos = _varint(buf, pos, end)
+        elif wt in (1, 2, 5):  # 64-bit, length-delimited, 32-bit
+            if wt == 2:
+                ln, pos = _varint(buf, pos, end)
+            else:
+                ln = 8 if wt == 1 else 4
             vstart = pos
             pos += ln
             if pos > end:
                 raise _Truncated()
             yield fnum, wt, start, vstart, pos
-        elif wt == 5:
-            pos += 4
-            if pos > end:
-                raise _Truncated()
-            yield fnum, wt, start, pos - 4, pos
         else:
             raise _Corrupt(f"wire type {wt}")
     if pos != end:
@@ -229,10 +223,7 @@ def load_skeleton(source: Any) -> Skeleton:
 
     path = Path(source).expanduser()
     label = str(source)
-    if not path.exists():
-        raise ModelError(f"{label} does not exist")
-    if path.is_dir():
-        raise ModelError(f"{label} is a directory, not an ONNX file")
+    check_model_file(path, label)
     try:
         f = open(path, "rb")
     except PermissionError:

@@ -50,11 +50,14 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sparsify_tui.cluster import BENCH_RESOURCE, require_ray, server_resource
 from sparsify_tui.cluster.servers import Server, alive_node_ids, list_servers, probe_servers, select_servers
 from sparsify_tui.errors import CancelledError, ClusterError, UsageError
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 SCHEMA_VERSION = 1
 KINDS = ("perf", "loss", "quant")
@@ -173,7 +176,7 @@ def combination_id(kind: str, settings: dict) -> str:
     return json.dumps({"kind": kind, "settings": s}, sort_keys=True, separators=(",", ":"))
 
 
-def finished_combinations(project: Any, kind: str) -> dict[str, Any]:
+def finished_combinations(project: "Project", kind: str) -> dict[str, Any]:
     """``{combination_id: ProfileEntry}`` of the sweep profiles already in the project (fresh, readable)."""
     out: dict[str, Any] = {}
     for e in project.profiles_of(kind):
@@ -197,7 +200,7 @@ class Plan:
     skipped: list[dict]
 
 
-def plan_sweep(project: Any, servers: list[Server], spec: SweepSpec) -> Plan:
+def plan_sweep(project: "Project", servers: list[Server], spec: SweepSpec) -> Plan:
     """Every combination on every server, minus those already measured or impossible there."""
     done = finished_combinations(project, spec.kind)
     jobs: list[Job] = []
@@ -222,7 +225,7 @@ def plan_sweep(project: Any, servers: list[Server], spec: SweepSpec) -> Plan:
     return Plan(servers=servers, jobs=jobs, cached=cached, skipped=skipped)
 
 
-def _cached_row(project: Any, job: Job, entry: Any) -> dict:
+def _cached_row(project: "Project", job: Job, entry: Any) -> dict:
     row = job.row(profile_id=entry.id, measured_on=entry.settings.get("measured_on", job.server))
     try:
         doc = project.load_profile(entry)
@@ -239,7 +242,7 @@ def _jobs_for(name: str, spec: SweepSpec, cores: list[int]) -> list[Job]:
     return [Job("perf", name, int(b), int(c), e) for e in spec.engines for b in spec.batch_sizes for c in cores]
 
 
-def all_cached(project: Any, spec: SweepSpec, address: str | None) -> list[dict] | None:
+def all_cached(project: "Project", spec: SweepSpec, address: str | None) -> list[dict] | None:
     """The cached rows when every combination is already in the project (decided without Ray), else None.
 
     Only possible when the combinations are known without asking the servers:
@@ -366,7 +369,7 @@ def _short_error(exc: BaseException) -> str:
 class _Runner:
     """The driver loop: one task in flight per server, results stored as they arrive."""
 
-    def __init__(self, project: Any, plan: Plan, spec: SweepSpec, report: SweepReport,
+    def __init__(self, project: "Project", plan: Plan, spec: SweepSpec, report: SweepReport,
                  on_event: EventCallback | None, cancel: threading.Event | None) -> None:
         self.ray = require_ray()
         self.project = project
@@ -612,7 +615,7 @@ class _Runner:
             self.report.failed.append(job.row(reason="cancelled"))
 
 
-def run_sweep(project: Any, spec: SweepSpec, *, address: str | None = None,
+def run_sweep(project: "Project", spec: SweepSpec, *, address: str | None = None,
               on_event: EventCallback | None = None, cancel: threading.Event | None = None,
               probe_timeout_s: float = 120.0) -> SweepReport:
     """Run a sweep on the cluster at ``address`` (None: a local Ray instance) and store its profiles.

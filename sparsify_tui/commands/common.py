@@ -8,9 +8,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from sparsify_tui.errors import ProjectError, UsageError
+from sparsify_tui import textfmt
+from sparsify_tui.fsutil import json_default
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 
 # ---------------------------------------------------------------- flag values
@@ -23,7 +28,7 @@ class Target:
 
     model_path: Path
     input_shapes: dict[str, list[int]]
-    project: Any = None  # sparsify_tui.project.Project when the target is a project
+    project: "Project | None" = None  # when the target is a project
 
 
 def resolve_target(target: str, input_shape_args: list[str] | None = None, *, readonly: bool = False) -> Target:
@@ -46,7 +51,7 @@ def resolve_target(target: str, input_shape_args: list[str] | None = None, *, re
     return Target(model_path=path, input_shapes=shapes)
 
 
-def refuse_project_file(project: Any, out: Path, flag: str) -> None:
+def refuse_project_file(project: "Project", out: Path, flag: str) -> None:
     """UsageError when writing ``out`` would overwrite the project's model or one of its own files."""
     target = Path(out).expanduser().resolve()
     pdir = Path(project.dir).resolve()
@@ -57,28 +62,15 @@ def refuse_project_file(project: Any, out: Path, flag: str) -> None:
 
 
 # ---------------------------------------------------------------- output
-def _default(o: Any) -> Any:
-    """JSON for what ``json`` cannot write itself: the same rules as the project files."""
-    from sparsify_tui.project import _json_default
-
-    return _json_default(o)
-
-
 def emit_json(doc: Any) -> None:
     """The one JSON document a ``--json`` command prints on stdout."""
-    sys.stdout.write(json.dumps(doc, indent=2, default=_default, allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(doc, indent=2, default=json_default, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
 def fmt_count(n: int | float | None) -> str:
     """1234567 -> '1.23M'; None -> 'unknown'."""
-    if n is None:
-        return "unknown"
-    n = float(n)
-    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
+    return textfmt.fmt_count(n, "unknown")
 
 
 def print_table(headers: list[str], rows: list[list[Any]], *, right: Iterable[int] = (), file=None) -> None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsify_tui.commands.common import ellipsize, emit_json, fmt_count, next_steps, print_table, resolve_target
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
 
 MAX_ROWS = 200
 LAYER_KEYS = ("id", "name", "op_type", "depth", "params", "prunable", "flops", "weight_shape",
@@ -24,7 +27,7 @@ def layer_json(layer) -> dict[str, Any]:
     return d
 
 
-def info_document(graph, machine: dict[str, Any]) -> dict[str, Any]:
+def info_document(graph: "ModelGraph", machine: dict[str, Any]) -> dict[str, Any]:
     return {"model": graph.totals_dict(), "layers": [layer_json(layer) for layer in graph.layers], "machine": machine}
 
 
@@ -127,7 +130,8 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}%"
 
 
-def print_human(graph, machine: dict[str, Any], *, show_all: bool, out=None, width: int | None = None) -> None:
+def print_human(graph: "ModelGraph", machine: dict[str, Any], *, show_all: bool, out=None,
+                width: int | None = None) -> None:
     out = out or sys.stdout
     p = lambda *a: print(*a, file=out)  # noqa: E731
     path = str(graph.path)

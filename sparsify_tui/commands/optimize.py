@@ -17,6 +17,8 @@ project (``--import RECIPE``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import argparse
 import sys
 from pathlib import Path
@@ -24,6 +26,11 @@ from pathlib import Path
 from sparsify_tui.commands.common import emit_json, fmt_count, print_table
 from sparsify_tui.settings import parse_float, parse_int
 from sparsify_tui.errors import RecipeError, UsageError
+from sparsify_tui.fsutil import read_user_text
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
+    from sparsify_tui.project import Project
 
 
 def _open_project(path: str, *, readonly: bool = False):
@@ -36,7 +43,7 @@ def _open_project(path: str, *, readonly: bool = False):
     return Project.open(p, readonly=readonly)
 
 
-def _analyze(project):
+def _analyze(project: "Project") -> "ModelGraph":
     from sparsify_tui.analysis import analyze
 
     return analyze(project.model_path, project.input_shapes or None)
@@ -52,7 +59,7 @@ def _parse_override(value: str) -> tuple[str, float]:
     return lid, parse_float(f"--override {lid}", s, minimum=0.0, maximum=1.0, max_exclusive=True)
 
 
-def _check_layer(graph, lid: str, flag: str) -> None:
+def _check_layer(graph: "ModelGraph", lid: str, flag: str) -> None:
     for lay in graph.layers:
         if lay.id == lid:
             if not lay.prunable:
@@ -62,7 +69,7 @@ def _check_layer(graph, lid: str, flag: str) -> None:
     raise UsageError(f"{flag}: layer {lid!r} is not in the model (use the ids that 'sparsify-tui info' lists)")
 
 
-def _default_name(project) -> str:
+def _default_name(project: "Project") -> str:
     return str(project.optimizations[0].get("name")) if project.optimizations else "default"
 
 
@@ -123,7 +130,7 @@ def _print_estimates(est, opt, notes: list[str], *, file=None) -> None:
         print(f"note: {n}", file=sys.stderr)
 
 
-def _next_after_optimize(project, opt) -> None:
+def _next_after_optimize(project: "Project", opt) -> None:
     from sparsify_tui.commands.common import next_steps
 
     d = str(project.dir)
@@ -184,18 +191,10 @@ def run_optimize(args: argparse.Namespace) -> int:
         elif epochs is not None and epochs != opt.epochs:
             opt = reschedule(opt, epochs)
         p = opt.pruning
-        if sparsity is not None:
-            p.target_sparsity = sparsity
-        if balance is not None:
-            p.balance = balance
-        if min_s is not None:
-            p.min_sparsity = min_s
-        if min_sp is not None:
-            p.min_speedup = min_sp
-        if min_r is not None:
-            p.min_recovery = min_r
-        if max_s is not None:
-            p.max_sparsity = max_s
+        for attr, value in (("target_sparsity", sparsity), ("balance", balance), ("min_sparsity", min_s),
+                            ("min_speedup", min_sp), ("min_recovery", min_r), ("max_sparsity", max_s)):
+            if value is not None:
+                setattr(p, attr, value)
         for lid, s in overrides.items():
             _check_layer(graph, lid, "--override")
             p.overrides[lid] = s
@@ -228,7 +227,7 @@ def run_optimize(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- export / import
-def _write(path: str, text: str, what: str, project=None) -> Path:
+def _write(path: str, text: str, what: str, project: "Project | None" = None) -> Path:
     from sparsify_tui.commands.common import refuse_project_file
     from sparsify_tui.fsutil import atomic_write_text
 
@@ -265,12 +264,7 @@ def run_export(args: argparse.Namespace) -> int:
             warnings += w
         if importing:
             src = Path(importing).expanduser()
-            try:
-                text = src.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise UsageError(f"recipe {src} does not exist") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise RecipeError(f"recipe {src} cannot be read: {exc}") from None
+            text = read_user_text(src, "recipe", unreadable=RecipeError)
             opt = import_recipe(text, graph, name_map, warnings, source=f"recipe {src}")
             if args.optimization:
                 opt.name = args.optimization

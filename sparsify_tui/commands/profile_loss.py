@@ -58,6 +58,17 @@ def _names(doc: dict, file) -> tuple[str, list[str]]:
 
 
 # ---------------------------------------------------------------- loss
+def _notes_and_layers(doc: dict, file) -> bool:
+    """Print the profile's notes and a blank line; False (after saying so) when it has no layers."""
+    for note in doc.get("notes") or []:
+        print(f"Note: {note}", file=file)
+    print(file=file)
+    if not doc.get("layers"):
+        print(NO_LAYERS, file=file)
+        return False
+    return True
+
+
 def print_loss(doc: dict, file=None) -> None:
     file = file or sys.stdout
     method = doc.get("method")
@@ -70,11 +81,7 @@ def print_loss(doc: dict, file=None) -> None:
         if doc.get("execution"):
             print(f"Execution: {doc['execution']} ({doc.get('runs')} runs, {doc.get('elapsed_s')} s)", file=file)
         _print_metrics(doc, file)
-    for note in doc.get("notes") or []:
-        print(f"Note: {note}", file=file)
-    print(file=file)
-    if not doc.get("layers"):
-        print(NO_LAYERS, file=file)
+    if not _notes_and_layers(doc, file):
         return
     k = level_key(doc.get("eval_sparsity", 0.9))
     rows = []
@@ -172,11 +179,7 @@ def print_quant(doc: dict, file=None) -> None:
     if doc.get("average_sensitivity") is not None:
         print(f"Average Sensitivity: {_fmt(doc.get('average_sensitivity'))}", file=file)
     _print_metrics(doc, file)
-    for note in doc.get("notes") or []:
-        print(f"Note: {note}", file=file)
-    print(file=file)
-    if not doc.get("layers"):
-        print(NO_LAYERS, file=file)
+    if not _notes_and_layers(doc, file):
         return
     rows = []
     prefix, names = _names(doc, file)

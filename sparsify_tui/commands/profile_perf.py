@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import argparse
 import json
 import sys
@@ -12,6 +14,9 @@ from sparsify_tui.settings import parse_cores, parse_float, parse_int, parse_lev
 from sparsify_tui.actions import profiles as profiles_action
 from sparsify_tui.errors import ProfileError, UsageError
 from sparsify_tui.settings import PERF_LEVELS, level_key
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 
 def print_profile(doc: dict, *, file=None, max_rows: int | None = None) -> None:
@@ -200,7 +205,7 @@ def _run_import(args: argparse.Namespace) -> int:
         project.close()
 
 
-def _analyse_ids(project) -> list:
+def _analyse_ids(project: "Project") -> list:
     try:
         from sparsify_tui.engines.modelinfo import load_model_info
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 import argparse
 from pathlib import Path
 
@@ -10,8 +11,11 @@ from sparsify_tui.settings import parse_float, parse_int, parse_int_list
 from sparsify_tui.settings import usable_cores as max_cores
 from sparsify_tui.errors import ModelError, UsageError
 
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
-def _refuse_project_file(project, out: Path) -> None:
+
+def _refuse_project_file(project: "Project", out: Path) -> None:
     """UsageError when ``-o`` would overwrite the project's own files (data loss) or names a directory."""
     from sparsify_tui.commands.common import refuse_project_file
 

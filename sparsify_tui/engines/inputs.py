@@ -24,11 +24,14 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from sparsify_tui.errors import InputShapeError, ModelError, ProfileError, UsageError
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
 
 _PASS_THROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand", "Slice", "Clip"}
 
@@ -359,7 +362,7 @@ def iter_names(specs: Iterable[InputSpec]) -> list[str]:
     return [s.name for s in specs]
 
 
-def load_samples_for(model_path: str | os.PathLike, graph, *, data=None, samples: int = 4,
+def load_samples_for(model_path: str | os.PathLike, graph: "ModelGraph", *, data=None, samples: int = 4,
                      input_shapes: dict[str, list[int]] | None = None, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """``samples`` single-item batches: random data fitting the inputs, or rows of ``data``.
 

@@ -9,10 +9,13 @@ groups are then split equally).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsify_tui.engines.mapping import LayerRef, constant_layers
 from sparsify_tui.errors import ModelError, SparsifyError
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
 
 
 @dataclass
@@ -40,7 +43,7 @@ class ModelInfo:
     initializers: set[str] = field(default_factory=set)
     flops: float | None = None
     source: str = "analysis"
-    graph: Any = None
+    graph: "ModelGraph | None" = None
 
     def refs(self) -> list[LayerRef]:
         return [m.ref() for m in self.layers if not m.graph_path]
@@ -58,7 +61,8 @@ def _prod(shape: Any) -> int | None:
         return None
 
 
-def load_model_info(path: str, input_shapes: dict[str, list[int]] | None = None, graph: Any = None) -> ModelInfo:
+def load_model_info(path: str, input_shapes: dict[str, list[int]] | None = None,
+                    graph: "ModelGraph | None" = None) -> ModelInfo:
     """Layers of the model at ``path`` (analysed, or read directly as a fallback)."""
     import onnx
 

@@ -78,6 +78,23 @@ class JobContext:
         self._emit({"event": "log", "message": message})
 
 
+def profile_job_args(kind: str, job: dict, ctx: JobContext) -> dict[str, Any]:
+    """The arguments every measured-profile job (``loss_one_shot``, ``quant``) passes to its compute function
+    after the model path: samples, input shapes, progress and partial results, cores."""
+    from sparsify_tui.errors import ProfileError
+
+    if not job.get("model_path"):
+        raise ProfileError(f"the {kind} job needs a model_path")
+    return {
+        "data": job.get("data"),
+        "samples": int(job.get("samples") or 4),
+        "input_shapes": job.get("input_shapes") or None,
+        "on_progress": lambda ev: ctx.progress(ev["done"], ev["total"], ev.get("label", "")),
+        "on_partial": ctx.partial,
+        "cores": ctx.cores,
+    }
+
+
 def find(kind: str) -> JobFunc | None:
     """The handler for ``kind``, importing this package's modules as needed."""
     if kind in REGISTRY:

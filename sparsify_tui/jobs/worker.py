@@ -45,18 +45,13 @@ def _setup_channels() -> None:
 
 
 def _json_default(o: Any) -> Any:
-    try:
-        import numpy as np
+    """The package's JSON default; anything else is sent as its text (an event is never lost to its data)."""
+    from sparsify_tui.fsutil import json_default
 
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    return str(o)
+    try:
+        return json_default(o)
+    except TypeError:
+        return str(o)
 
 
 def emit(event: dict) -> None:

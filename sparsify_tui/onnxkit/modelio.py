@@ -23,6 +23,14 @@ def has_external_data(model) -> bool:
     return False
 
 
+def check_model_file(path: Path, label: str) -> None:
+    """ModelError when ``path`` (named ``label`` in the message) does not exist or is a directory."""
+    if not path.exists():
+        raise ModelError(f"{label} does not exist")
+    if path.is_dir():
+        raise ModelError(f"{label} is a directory, not an ONNX file")
+
+
 def load_model_copy(model_path_or_proto) -> tuple[Any, bool, Path | None]:
     """(a private ModelProto with weights loaded, whether the source used external data, source path)."""
     import onnx
@@ -32,10 +40,7 @@ def load_model_copy(model_path_or_proto) -> tuple[Any, bool, Path | None]:
         copy.CopyFrom(model_path_or_proto)
         return copy, has_external_data(copy), None
     path = Path(model_path_or_proto)
-    if not path.exists():
-        raise ModelError(f"{path} does not exist")
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, not an ONNX file")
+    check_model_file(path, str(path))
     try:
         model = onnx.load(str(path), load_external_data=False)
         external = has_external_data(model)

@@ -201,6 +201,15 @@ def find_dequant(model, weight_name: str, graph_path: str = "") -> Dequant | Non
     return None
 
 
+
+def weight_dequant(model, ref: Any, name: str | None = None) -> Dequant | None:
+    """The DequantizeLinear a weight (a WeightRef: ``name``, ``graph_path``, ``transform``) is read through,
+    or None when it is stored plain. ``name``: the weight's name in ``model`` when it was renamed."""
+    if "DequantizeLinear" not in (ref.transform or []):
+        return None
+    return find_dequant(model, name or ref.name, ref.graph_path or "")
+
+
 def broadcast_param(p: np.ndarray, shape: tuple, axis: int) -> np.ndarray:
     p = np.asarray(p)
     if p.ndim == 0 or p.size == 1:

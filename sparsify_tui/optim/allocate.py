@@ -84,7 +84,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -99,6 +99,9 @@ from sparsify_tui.optim.optimization import (
     LayerResult,
     Optimization,
 )
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
 
 ALLOCATION_HELP = """\
 Automatic sparsity allocation
@@ -231,7 +234,7 @@ class Curves:
 
     # ------------------------------------------------------------ building
     @classmethod
-    def build(cls, graph: Any, perf: dict | None = None, loss: dict | None = None) -> "Curves":
+    def build(cls, graph: "ModelGraph", perf: dict | None = None, loss: dict | None = None) -> "Curves":
         layers = [lay for lay in graph.layers if lay.prunable]
         m = len(layers)
         ids = [lay.id for lay in layers]
@@ -803,7 +806,8 @@ def apply_plan(curves: Curves, opt: Optimization, plan: Plan) -> Optimization:
     return new
 
 
-def allocate(graph: Any, opt: Optimization, perf: dict | None = None, loss: dict | None = None) -> Optimization:
+def allocate(graph: "ModelGraph", opt: Optimization, perf: dict | None = None,
+             loss: dict | None = None) -> Optimization:
     """One-shot convenience: build the curves, allocate, return a copy of ``opt`` with ``layers`` filled."""
     curves = Curves.build(graph, perf, loss)
     return apply_plan(curves, opt, allocate_plan(curves, opt))

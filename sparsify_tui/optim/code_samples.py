@@ -26,15 +26,17 @@ _NAMES_NOTE = '''\
 # (JSON {"onnx_name": "framework_name"} or CSV onnx_name,framework_name).
 '''
 
-_PYTORCH_INTEGRATION = '''\
-"""Add sparsification to an existing PyTorch training loop with SparseML.
 
-pip install "sparseml[torch]"
-"""
-{note}
-from sparseml.pytorch.optim import ScheduledModifierManager
+def _script(doc: str, pip: str, imports: list[str], body: str) -> str:
+    """A sample's template: its docstring with the pip line, the names note, its imports, RECIPE_PATH, ``body``."""
+    return f'"""{doc}\n\npip install {pip}\n"""\n{{note}}\n' + "\n".join(imports) + "\n\nRECIPE_PATH = {recipe!r}\n" + body
 
-RECIPE_PATH = {recipe!r}
+
+_PYTORCH_INTEGRATION = _script(
+    'Add sparsification to an existing PyTorch training loop with SparseML.',
+    '"sparseml[torch]"',
+    ['from sparseml.pytorch.optim import ScheduledModifierManager'],
+    '''\
 
 
 def train(model, optimizer, train_loader, loss_fn, device="cpu"):
@@ -56,24 +58,13 @@ def train(model, optimizer, train_loader, loss_fn, device="cpu"):
     # 3. remove the hooks; the pruned weights stay zero
     manager.finalize(model)
     return model
-'''
+''')
 
-_PYTORCH_TRAINING = '''\
-"""Train a sparse model with SparseML (complete PyTorch script; adapt the data and the model).
-
-pip install "sparseml[torch]" torchvision
-"""
-{note}
-import torch
-from torch.nn import CrossEntropyLoss
-from torch.optim import SGD
-from torch.utils.data import DataLoader
-from torchvision import datasets, models, transforms
-
-from sparseml.pytorch.optim import ScheduledModifierManager
-from sparseml.pytorch.utils import ModuleExporter
-
-RECIPE_PATH = {recipe!r}
+_PYTORCH_TRAINING = _script(
+    'Train a sparse model with SparseML (complete PyTorch script; adapt the data and the model).',
+    '"sparseml[torch]" torchvision',
+    ['import torch', 'from torch.nn import CrossEntropyLoss', 'from torch.optim import SGD', 'from torch.utils.data import DataLoader', 'from torchvision import datasets, models, transforms', '', 'from sparseml.pytorch.optim import ScheduledModifierManager', 'from sparseml.pytorch.utils import ModuleExporter'],
+    '''\
 TRAIN_DIR = "data/train"  # ImageFolder layout: one directory per class
 VAL_DIR = "data/val"
 BATCH_SIZE = 64
@@ -127,17 +118,13 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+''')
 
-_KERAS_INTEGRATION = '''\
-"""Add sparsification to an existing Keras (TensorFlow 2) training with SparseML.
-
-pip install "sparseml[tf_keras]"
-"""
-{note}
-from sparseml.keras.optim import ScheduledModifierManager
-
-RECIPE_PATH = {recipe!r}
+_KERAS_INTEGRATION = _script(
+    'Add sparsification to an existing Keras (TensorFlow 2) training with SparseML.',
+    '"sparseml[tf_keras]"',
+    ['from sparseml.keras.optim import ScheduledModifierManager'],
+    '''\
 
 
 def train(model, optimizer, loss, train_data, steps_per_epoch):
@@ -148,20 +135,13 @@ def train(model, optimizer, loss, train_data, steps_per_epoch):
     model.fit(train_data, epochs=manager.max_epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks)
     # strip the pruning wrappers; the pruned weights stay zero
     return manager.finalize(model)
-'''
+''')
 
-_KERAS_TRAINING = '''\
-"""Train a sparse Keras model with SparseML (complete script; adapt the data and the model).
-
-pip install "sparseml[tf_keras]"
-"""
-{note}
-import tensorflow as tf
-
-from sparseml.keras.optim import ScheduledModifierManager
-from sparseml.keras.utils import ModelExporter
-
-RECIPE_PATH = {recipe!r}
+_KERAS_TRAINING = _script(
+    'Train a sparse Keras model with SparseML (complete script; adapt the data and the model).',
+    '"sparseml[tf_keras]"',
+    ['import tensorflow as tf', '', 'from sparseml.keras.optim import ScheduledModifierManager', 'from sparseml.keras.utils import ModelExporter'],
+    '''\
 BATCH_SIZE = 64
 
 
@@ -191,18 +171,13 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+''')
 
-_TF_INTEGRATION = '''\
-"""Add sparsification to an existing TensorFlow 1.x graph with SparseML (sparseml.tensorflow_v1).
-
-pip install "sparseml[tf_v1]"
-"""
-{note}
-from sparseml.tensorflow_v1.optim import ScheduledModifierManager
-from sparseml.tensorflow_v1.utils import tf_compat
-
-RECIPE_PATH = {recipe!r}
+_TF_INTEGRATION = _script(
+    'Add sparsification to an existing TensorFlow 1.x graph with SparseML (sparseml.tensorflow_v1).',
+    '"sparseml[tf_v1]"',
+    ['from sparseml.tensorflow_v1.optim import ScheduledModifierManager', 'from sparseml.tensorflow_v1.utils import tf_compat'],
+    '''\
 
 
 def train(graph, train_op, steps_per_epoch, feed_batch):
@@ -220,20 +195,13 @@ def train(graph, train_op, steps_per_epoch, feed_batch):
                     sess.run(mod_ops)
             manager.complete_graph()
     return graph
-'''
+''')
 
-_TF_TRAINING = '''\
-"""Train a sparse TensorFlow 1.x model with SparseML (complete script; adapt the data and the model).
-
-pip install "sparseml[tf_v1]"
-"""
-{note}
-import numpy as np
-
-from sparseml.tensorflow_v1.optim import ScheduledModifierManager
-from sparseml.tensorflow_v1.utils import GraphExporter, tf_compat
-
-RECIPE_PATH = {recipe!r}
+_TF_TRAINING = _script(
+    'Train a sparse TensorFlow 1.x model with SparseML (complete script; adapt the data and the model).',
+    '"sparseml[tf_v1]"',
+    ['import numpy as np', '', 'from sparseml.tensorflow_v1.optim import ScheduledModifierManager', 'from sparseml.tensorflow_v1.utils import GraphExporter, tf_compat'],
+    '''\
 BATCH_SIZE = 64
 STEPS_PER_EPOCH = 100
 
@@ -284,7 +252,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+''')
 
 _TEMPLATES = {
     ("pytorch", "integration"): _PYTORCH_INTEGRATION,

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,6 +59,9 @@ from sparsify_tui.optim.allocate import (
     layer_recovery,
 )
 from sparsify_tui.optim.optimization import LayerResult, Optimization
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
 
 RECOVERY_HELP = """\
 Recovery Confidence is a heuristic for how easily the model should regain its
@@ -168,7 +171,7 @@ class Estimates:
 class Evaluator:
     """Estimates bound to one model and its profiles (curves precomputed once)."""
 
-    def __init__(self, graph: Any, perf: dict | None = None, loss: dict | None = None,
+    def __init__(self, graph: "ModelGraph", perf: dict | None = None, loss: dict | None = None,
                  quant: dict | None = None) -> None:
         self.graph = graph
         self.perf = perf
@@ -304,7 +307,7 @@ class Evaluator:
         return new, self.evaluate(new)
 
 
-def evaluate(graph: Any, opt: Optimization, perf: dict | None = None, loss: dict | None = None,
+def evaluate(graph: "ModelGraph", opt: Optimization, perf: dict | None = None, loss: dict | None = None,
              quant: dict | None = None) -> Estimates:
     """Estimates of ``opt`` on ``graph`` with the given profiles (None = approximations)."""
     return Evaluator(graph, perf, loss, quant).evaluate(opt)

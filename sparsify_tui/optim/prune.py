@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -35,17 +35,18 @@ from sparsify_tui.onnxkit.modelio import EXTERNAL_DATA_THRESHOLD, load_model_cop
 from sparsify_tui.onnxkit.sparsity import prune_array, sparsity_of
 from sparsify_tui.onnxkit.tensors import (
     broadcast_param,
-    find_dequant,
     find_tensor_site,
     quant_magnitude_and_zero,
     read_site,
+    weight_dequant,
     write_site,
 )
 
-# ---------------------------------------------------------------- arrays
-# ---------------------------------------------------------------- the model
-def _weight_refs(graph) -> dict[str, Any]:
-    return {layer.id: layer for layer in graph.layers if layer.prunable and layer.weight is not None}
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import Layer, ModelGraph
+
+def _weight_refs(graph: "ModelGraph") -> dict[str, "Layer"]:
+    return {layer.id: layer for layer in graph.weighted_layers()}
 
 
 def prune_model(
@@ -53,7 +54,7 @@ def prune_model(
     sparsities: dict[str, float],
     out_path: str | os.PathLike | None = None,
     *,
-    graph=None,
+    graph: "ModelGraph | None" = None,
 ):
     """Prune each layer's weight to its sparsity; return the pruned copy (and write it to ``out_path``).
 
@@ -97,7 +98,7 @@ def prune_weight_in_model(model, ref, s: float) -> tuple[int, int]:
     if site is None:
         raise ModelError(f"the weight {ref.name!r} was not found in the model")
     arr = read_site(model, site)
-    dq = find_dequant(model, ref.name, ref.graph_path or "") if "DequantizeLinear" in (ref.transform or []) else None
+    dq = weight_dequant(model, ref)
     if dq is not None:
         mag, zp = quant_magnitude_and_zero(arr, dq)
         pruned = prune_array(arr, s, magnitude=mag, zero=zp)
@@ -126,20 +127,16 @@ def _analyze_for(model_path_or_proto, model):
         return analyze(p)
 
 
-def layer_sparsities(model, graph, layer_ids: Iterable[str] | None = None) -> dict[str, float]:
+def layer_sparsities(model, graph: "ModelGraph", layer_ids: Iterable[str] | None = None) -> dict[str, float]:
     """Measured sparsity of each prunable layer's stored weight in ``model`` (zero point aware)."""
     out: dict[str, float] = {}
-    for layer in graph.layers:
-        if not layer.prunable or layer.weight is None:
-            continue
-        if layer_ids is not None and layer.id not in layer_ids:
-            continue
+    for layer in graph.weighted_layers(layer_ids):
         ref = layer.weight
         site = find_tensor_site(model, ref.name, ref.graph_path or "")
         if site is None:
             continue
         arr = read_site(model, site)
-        dq = find_dequant(model, ref.name, ref.graph_path or "") if "DequantizeLinear" in (ref.transform or []) else None
+        dq = weight_dequant(model, ref)
         zero = broadcast_param(dq.zero_point, arr.shape, dq.axis).astype(arr.dtype) if dq is not None else 0
         out[layer.id] = sparsity_of(arr, zero)
     return out

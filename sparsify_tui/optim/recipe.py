@@ -53,12 +53,13 @@ import math
 import operator
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from sparsify_tui import __version__
 from sparsify_tui.errors import RecipeError, UsageError
+from sparsify_tui.fsutil import read_user_text
 from sparsify_tui.optim.optimization import (
     INTERPOLATIONS,
     MASK_TYPES,
@@ -70,6 +71,9 @@ from sparsify_tui.optim.optimization import (
     QuantizationSettings,
     now_iso,
 )
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import Layer, ModelGraph
 
 RECIPE_VERSION = "1.1.0"
 META_PREFIX = "# sparsify-tui: "
@@ -142,11 +146,11 @@ def module_name(weight_name: str) -> str:
     return weight_name[: -len(".weight")] if weight_name.endswith(".weight") else weight_name
 
 
-def _weight_names(graph: Any) -> dict[str, str]:
+def _weight_names(graph: "ModelGraph") -> dict[str, str]:
     return {lay.id: (lay.weight_name or lay.id) for lay in graph.layers if lay.prunable}
 
 
-def _modifiers(opt: Optimization, graph: Any, name_map: dict[str, str] | None,
+def _modifiers(opt: Optimization, graph: "ModelGraph", name_map: dict[str, str] | None,
                warnings: list[str] | None) -> list[tuple[str, dict[str, Any]]]:
     names = _weight_names(graph)
     nm = name_map or {}
@@ -218,7 +222,7 @@ def _digest(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
 
 
-def export_recipe(opt: Optimization, graph: Any, name_map: dict[str, str] | None = None,
+def export_recipe(opt: Optimization, graph: "ModelGraph", name_map: dict[str, str] | None = None,
                   warnings: list[str] | None = None) -> str:
     """The optimization as SparseML recipe YAML (its ``layers`` must hold the allocation)."""
     opt.validate()
@@ -397,7 +401,7 @@ def _bare_tag(tag: str) -> str:
     return tag.lstrip("!").split(".")[-1]
 
 
-def _resolve_params(params: Any, graph: Any, inverse: dict[str, str], tag: str, source: str,
+def _resolve_params(params: Any, graph: "ModelGraph", inverse: dict[str, str], tag: str, source: str,
                     warnings: list[str]) -> list[str]:
     names = _weight_names(graph)  # id -> onnx weight name
     by_weight = {w: lid for lid, w in names.items()}
@@ -440,11 +444,8 @@ def _forward(w: str, inverse: dict[str, str]) -> str:
     return w
 
 
-def import_recipe(text: str, graph: Any, name_map: dict[str, str] | None = None,
-                  warnings: list[str] | None = None, source: str = "recipe") -> Optimization:
-    """An Optimization from recipe text. Unknown names and modifiers are reported in ``warnings``."""
-    warns: list[str] = [] if warnings is None else warnings
-    doc = load_recipe_yaml(text, source)
+def _recipe_modifiers(doc: dict[str, Any], source: str) -> list[tuple[str, dict]]:
+    """(tag, properties with variables substituted) of every modifier of a (single-stage) recipe."""
     for k, v in doc.items():
         if isinstance(v, dict) and any("modifiers" in str(kk) for kk in v):
             raise RecipeError(f"{source}: staged recipes are not supported (stage {k!r}); "
@@ -467,129 +468,126 @@ def import_recipe(text: str, graph: Any, name_map: dict[str, str] | None = None,
             tag = _bare_tag(str(item["__tag__"]))
             props = _subst({k: v for k, v in item.items() if k != "__tag__"}, variables, source)
             mods.append((tag, props))
+    return mods
 
-    inverse = {fw: onnx for onnx, fw in (name_map or {}).items()}
-    meta = _read_meta(text)
-    if meta is not None and meta.get("mapped") and not name_map:
-        raise RecipeError(f"{source} was exported with a name map (framework parameter names): "
-                          "import it with the same --name-map")
-    body = text[text.index("version:"):] if meta is not None and "version:" in text else None
-    opt = Optimization(name="imported", epochs=0)
-    prunes: list[tuple[dict, list[str]]] = []
-    lrs: list[LRModifier] = []
-    quant = QuantizationSettings(enabled=False)
-    epoch_range: tuple[float, float] | None = None
-    for tag, props in mods:
-        if tag == "EpochRangeModifier":
-            epoch_range = (_num(props, "start_epoch", tag, source, 0.0), _num(props, "end_epoch", tag, source))
-        elif tag in ("GMPruningModifier", "MagnitudePruningModifier"):
-            fs = props.get("final_sparsity")
-            if isinstance(fs, dict):  # {sparsity: [params]} form
-                for s, ps in fs.items():
-                    p2 = dict(props, final_sparsity=_num({"s": s}, "s", tag, source))
-                    prunes.append((p2, _resolve_params(ps, graph, inverse, tag, source, warns)))
+
+def _lr_modifier(props: dict, source: str, warns: list[str]) -> LRModifier | None:
+    """The LRModifier of a !LearningRateModifier (None, with a warning, for an unsupported lr_class)."""
+    tag = "LearningRateModifier"
+    where = "LearningRateModifier lr_kwargs"
+    cls = str(props.get("lr_class", ""))
+    kind = LR_KINDS_BY_CLASS.get(cls)
+    if kind is None:
+        warns.append(f"!LearningRateModifier with lr_class {cls!r} is not supported: ignored")
+        return None
+    kw = props.get("lr_kwargs") or {}
+    if not isinstance(kw, dict):
+        raise RecipeError(f"{source}: !LearningRateModifier lr_kwargs must be a mapping")
+    args: dict[str, Any] = {}
+    if "gamma" in kw:
+        args["gamma"] = _num(kw, "gamma", where, source)
+    if kind == "step":
+        args["step_size"] = _num(kw, "step_size", where, source, 1.0)
+    if kind == "multi_step":
+        ms = kw.get("milestones", [])
+        if not isinstance(ms, list):
+            raise RecipeError(f"{source}: !LearningRateModifier milestones must be a list of epochs")
+        args["milestones"] = [_num({"m": x}, "m", "LearningRateModifier milestones", source) for x in ms]
+    if kind == "cosine":
+        args["lr_min"] = _num(kw, "lr_min", where, source, 0.0)
+        args["cycle_epochs"] = _num(kw, "cycle_epochs", where, source, 1.0)
+    return LRModifier(kind=kind, start_epoch=max(_num(props, "start_epoch", tag, source, 0.0), 0.0),
+                      end_epoch=_num(props, "end_epoch", tag, source, -1.0),
+                      init_lr=_num(props, "init_lr", tag, source), args=args)
+
+
+def _quantized_layers(ignore: Any, graph: "ModelGraph", inverse: dict[str, str], source: str) -> list[str] | None:
+    """The layers a !QuantizationModifier quantizes: all (None) unless its ``ignore`` names modules."""
+    ign = ignore or []
+    if isinstance(ign, str):
+        ign = [ign]
+    if not isinstance(ign, list):
+        raise RecipeError(f"{source}: !QuantizationModifier ignore must be a list of module names")
+    if not ign:
+        return None
+    names = _weight_names(graph)
+    ignored = set()
+    for g in ign:
+        g = str(g)
+        for lid, w in names.items():
+            fw = _forward(w, inverse) if inverse else w
+            if g in (module_name(fw), module_name(w), fw, w, lid):
+                ignored.add(lid)
+    return [lid for lid in names if lid not in ignored]
+
+
+class _Modifiers:
+    """What a recipe's modifiers say, read one by one (unsupported ones reported in ``warns``)."""
+
+    def __init__(self, mods: list[tuple[str, dict]], graph: "ModelGraph", inverse: dict[str, str], source: str,
+                 warns: list[str]) -> None:
+        self.prunes: list[tuple[dict, list[str]]] = []  # (properties, layer ids)
+        self.lrs: list[LRModifier] = []
+        self.quant = QuantizationSettings(enabled=False)
+        self.epoch_range: tuple[float, float] | None = None
+        for tag, props in mods:
+            if tag == "EpochRangeModifier":
+                self.epoch_range = (_num(props, "start_epoch", tag, source, 0.0),
+                                    _num(props, "end_epoch", tag, source))
+            elif tag in ("GMPruningModifier", "MagnitudePruningModifier"):
+                fs = props.get("final_sparsity")
+                if isinstance(fs, dict):  # {sparsity: [params]} form
+                    for s, ps in fs.items():
+                        p2 = dict(props, final_sparsity=_num({"s": s}, "s", tag, source))
+                        self.prunes.append((p2, _resolve_params(ps, graph, inverse, tag, source, warns)))
+                else:
+                    self.prunes.append(
+                        (props, _resolve_params(props.get("params", []), graph, inverse, tag, source, warns)))
+            elif tag == "SetLearningRateModifier":
+                self.lrs.append(LRModifier(kind="set",
+                                           start_epoch=max(_num(props, "start_epoch", tag, source, 0.0), 0.0),
+                                           end_epoch=-1.0, init_lr=_num(props, "learning_rate", tag, source)))
+            elif tag == "LearningRateModifier":
+                lr = _lr_modifier(props, source, warns)
+                if lr is not None:
+                    self.lrs.append(lr)
+            elif tag == "QuantizationModifier":
+                self.quant.enabled = True
+                self.quant.start_epoch = max(_num(props, "start_epoch", tag, source, 0.0), 0.0)
+                layers = _quantized_layers(props.get("ignore"), graph, inverse, source)
+                if layers is not None:
+                    self.quant.layers = layers
             else:
-                prunes.append((props, _resolve_params(props.get("params", []), graph, inverse, tag, source, warns)))
-        elif tag == "SetLearningRateModifier":
-            lrs.append(LRModifier(kind="set", start_epoch=max(_num(props, "start_epoch", tag, source, 0.0), 0.0),
-                                  end_epoch=-1.0, init_lr=_num(props, "learning_rate", tag, source)))
-        elif tag == "LearningRateModifier":
-            cls = str(props.get("lr_class", ""))
-            kind = LR_KINDS_BY_CLASS.get(cls)
-            if kind is None:
-                warns.append(f"!LearningRateModifier with lr_class {cls!r} is not supported: ignored")
-                continue
-            kw = props.get("lr_kwargs") or {}
-            if not isinstance(kw, dict):
-                raise RecipeError(f"{source}: !LearningRateModifier lr_kwargs must be a mapping")
-            args: dict[str, Any] = {}
-            if "gamma" in kw:
-                args["gamma"] = _num(kw, "gamma", "LearningRateModifier lr_kwargs", source)
-            if kind == "step":
-                args["step_size"] = _num(kw, "step_size", "LearningRateModifier lr_kwargs", source, 1.0)
-            if kind == "multi_step":
-                ms = kw.get("milestones", [])
-                if not isinstance(ms, list):
-                    raise RecipeError(f"{source}: !LearningRateModifier milestones must be a list of epochs")
-                args["milestones"] = [_num({"m": x}, "m", "LearningRateModifier milestones", source) for x in ms]
-            if kind == "cosine":
-                args["lr_min"] = _num(kw, "lr_min", "LearningRateModifier lr_kwargs", source, 0.0)
-                args["cycle_epochs"] = _num(kw, "cycle_epochs", "LearningRateModifier lr_kwargs", source, 1.0)
-            lrs.append(LRModifier(kind=kind, start_epoch=max(_num(props, "start_epoch", tag, source, 0.0), 0.0),
-                                  end_epoch=_num(props, "end_epoch", tag, source, -1.0),
-                                  init_lr=_num(props, "init_lr", tag, source), args=args))
-        elif tag == "QuantizationModifier":
-            quant.enabled = True
-            quant.start_epoch = max(_num(props, "start_epoch", tag, source, 0.0), 0.0)
-            ign = props.get("ignore") or []
-            if isinstance(ign, str):
-                ign = [ign]
-            if not isinstance(ign, list):
-                raise RecipeError(f"{source}: !QuantizationModifier ignore must be a list of module names")
-            if ign:
-                names = _weight_names(graph)
-                ignored = set()
-                for g in ign:
-                    g = str(g)
-                    for lid, w in names.items():
-                        fw = _forward(w, inverse) if inverse else w
-                        if g in (module_name(fw), module_name(w), fw, w, lid):
-                            ignored.add(lid)
-                quant.layers = [lid for lid in names if lid not in ignored]
-        else:
-            warns.append(f"!{tag} is not supported by sparsify-tui: ignored")
+                warns.append(f"!{tag} is not supported by sparsify-tui: ignored")
 
-    # ---- per-layer sparsities from the pruning modifiers
-    sparsity: dict[str, float] = {}
-    for props, lids in prunes:
-        fs = _num(props, "final_sparsity", "GMPruningModifier", source)
-        if not (0.0 < fs < 1.0):
-            raise RecipeError(f"{source}: !GMPruningModifier final_sparsity must be strictly between 0 and 1, got {fs:g}")
-        for lid in lids:
-            if lid in sparsity and sparsity[lid] != fs:
-                warns.append(f"layer {lid!r} appears in two pruning modifiers: the last one ({fs:g}) is used")
-            sparsity[lid] = fs
-    prunable = [lay for lay in graph.layers if lay.prunable]
+    def sparsities(self, source: str, warns: list[str]) -> dict[str, float]:
+        """{layer id: final sparsity} over the pruning modifiers (the last one wins)."""
+        sparsity: dict[str, float] = {}
+        for props, lids in self.prunes:
+            fs = _num(props, "final_sparsity", "GMPruningModifier", source)
+            if not (0.0 < fs < 1.0):
+                raise RecipeError(
+                    f"{source}: !GMPruningModifier final_sparsity must be strictly between 0 and 1, got {fs:g}")
+            for lid in lids:
+                if lid in sparsity and sparsity[lid] != fs:
+                    warns.append(f"layer {lid!r} appears in two pruning modifiers: the last one ({fs:g}) is used")
+                sparsity[lid] = fs
+        return sparsity
 
-    if meta is not None and body is not None and meta.get("digest") == _digest(body):
-        opt = Optimization.from_dict(meta.get("optimization") or {})
-        reasons = opt.layers
-        opt.layers = {}
-        for lay in prunable:
-            r = reasons.get(lay.id)
-            opt.layers[lay.id] = LayerResult(sparsity=sparsity.get(lay.id, 0.0),
-                                             excluded_reason=r.excluded_reason if r else "",
-                                             overridden=bool(r and r.overridden))
-        for lid, r in reasons.items():
-            if lid not in opt.layers:
-                opt.layers[lid] = LayerResult(sparsity=0.0, excluded_reason=r.excluded_reason, overridden=r.overridden)
-        opt.validate()
-        return opt
-
-    # ---- a foreign (or edited) recipe
-    if meta is not None:
-        warns.append("the recipe was edited after export: its modifiers are used, the saved allocation settings are not")
-        mo = meta.get("optimization") or {}
-        opt.name = str(mo.get("name") or "imported")
-        opt.notes = str(mo.get("notes") or "")
-    opt.created = opt.modified = now_iso()
-    starts = [_num(p, "start_epoch", "GMPruningModifier", source, 0.0) for p, _ in prunes]
-    ends = [_num(p, "end_epoch", "GMPruningModifier", source) for p, _ in prunes]
-    all_ends = ends + [m.end_epoch for m in lrs] + [m.start_epoch + 1 for m in lrs] + (
-        [quant.start_epoch + 1] if quant.enabled else [])
-    if epoch_range is None:
-        epoch_range = (0.0, max([e for e in all_ends if e > 0] or [1.0]))
-    opt.start_epoch, opt.end_epoch = float(epoch_range[0]), float(epoch_range[1])
-    opt.epochs = max(1, int(math.ceil(opt.end_epoch)))
-    pr = PruningSettings()
-    if prunes:
-        first = prunes[0][0]
+    def pruning(self, starts: list[float], ends: list[float], source: str, warns: list[str]) -> PruningSettings:
+        """The pruning settings of the modifiers (their epoch ranges' union; the first one's schedule)."""
+        tag = "GMPruningModifier"
+        pr = PruningSettings()
+        if not self.prunes:
+            pr.enabled = False
+            return pr
+        first = self.prunes[0][0]
         pr.start_epoch, pr.end_epoch = min(starts), max(ends)
         if len(set(starts)) > 1 or len(set(ends)) > 1:
             warns.append("pruning modifiers have different epoch ranges: their union is used")
-        pr.update_frequency = _num(first, "update_frequency", "GMPruningModifier", source, 1.0)
-        inits = [_num(p, "init_sparsity", "GMPruningModifier", source, 0.05)
-                 if not isinstance(p.get("init_sparsity"), str) else 0.05 for p, _ in prunes]
+        pr.update_frequency = _num(first, "update_frequency", tag, source, 1.0)
+        inits = [_num(p, "init_sparsity", tag, source, 0.05)
+                 if not isinstance(p.get("init_sparsity"), str) else 0.05 for p, _ in self.prunes]
         pr.init_sparsity = max(inits)
         pr.interpolation = str(first.get("inter_func", "cubic"))
         mt = first.get("mask_type", "unstructured")
@@ -601,14 +599,66 @@ def import_recipe(text: str, graph: Any, name_map: dict[str, str] | None = None,
         if pr.mask_type not in MASK_TYPES:
             raise RecipeError(f"{source}: mask_type {mt!r} is not supported (use {', '.join(MASK_TYPES)})")
         pr.leave_enabled = bool(first.get("leave_enabled", True))
-    else:
-        pr.enabled = False
+        return pr
+
+
+def _exported_optimization(meta: dict, sparsity: dict[str, float], prunable: list["Layer"]) -> Optimization:
+    """The optimization saved in an unedited export, with the recipe's sparsities."""
+    opt = Optimization.from_dict(meta.get("optimization") or {})
+    reasons = opt.layers
+    opt.layers = {}
+    for lay in prunable:
+        r = reasons.get(lay.id)
+        opt.layers[lay.id] = LayerResult(sparsity=sparsity.get(lay.id, 0.0),
+                                         excluded_reason=r.excluded_reason if r else "",
+                                         overridden=bool(r and r.overridden))
+    for lid, r in reasons.items():
+        if lid not in opt.layers:
+            opt.layers[lid] = LayerResult(sparsity=0.0, excluded_reason=r.excluded_reason, overridden=r.overridden)
+    opt.validate()
+    return opt
+
+
+def import_recipe(text: str, graph: "ModelGraph", name_map: dict[str, str] | None = None,
+                  warnings: list[str] | None = None, source: str = "recipe") -> Optimization:
+    """An Optimization from recipe text. Unknown names and modifiers are reported in ``warnings``."""
+    warns: list[str] = [] if warnings is None else warnings
+    mods = _recipe_modifiers(load_recipe_yaml(text, source), source)
+    inverse = {fw: onnx for onnx, fw in (name_map or {}).items()}
+    meta = _read_meta(text)
+    if meta is not None and meta.get("mapped") and not name_map:
+        raise RecipeError(f"{source} was exported with a name map (framework parameter names): "
+                          "import it with the same --name-map")
+    body = text[text.index("version:"):] if meta is not None and "version:" in text else None
+    found = _Modifiers(mods, graph, inverse, source, warns)
+    sparsity = found.sparsities(source, warns)
+    prunable = graph.prunable_layers
+    if meta is not None and body is not None and meta.get("digest") == _digest(body):
+        return _exported_optimization(meta, sparsity, prunable)
+
+    # ---- a foreign (or edited) recipe
+    opt = Optimization(name="imported", epochs=0)
+    if meta is not None:
+        warns.append("the recipe was edited after export: its modifiers are used, the saved allocation settings are not")
+        mo = meta.get("optimization") or {}
+        opt.name = str(mo.get("name") or "imported")
+        opt.notes = str(mo.get("notes") or "")
+    opt.created = opt.modified = now_iso()
+    starts = [_num(p, "start_epoch", "GMPruningModifier", source, 0.0) for p, _ in found.prunes]
+    ends = [_num(p, "end_epoch", "GMPruningModifier", source) for p, _ in found.prunes]
+    lrs, quant = found.lrs, found.quant
+    all_ends = ends + [m.end_epoch for m in lrs] + [m.start_epoch + 1 for m in lrs] + (
+        [quant.start_epoch + 1] if quant.enabled else [])
+    epoch_range = found.epoch_range or (0.0, max([e for e in all_ends if e > 0] or [1.0]))
+    opt.start_epoch, opt.end_epoch = float(epoch_range[0]), float(epoch_range[1])
+    opt.epochs = max(1, int(math.ceil(opt.end_epoch)))
+    pr = found.pruning(starts, ends, source, warns)
     n = {lay.id: lay.prunable_params for lay in prunable}
     N = sum(n.values())
     ach = sum(n[k] * s for k, s in sparsity.items() if k in n) / N if N else 0.0
     pr.target_sparsity = round(ach, 6)
     pr.buckets = 0  # keep the recipe's values as they are
-    pr.overrides = {lid: s for lid, s in sparsity.items()}
+    pr.overrides = dict(sparsity)
     opt.pruning = pr
     opt.lr_modifiers = lrs
     opt.quantization = quant
@@ -633,18 +683,13 @@ def _read_meta(text: str) -> dict | None:
 
 
 # ---------------------------------------------------------------- name maps
-def load_name_map(path: str | Path, graph: Any = None) -> tuple[dict[str, str], list[str]]:
+def load_name_map(path: str | Path, graph: "ModelGraph | None" = None) -> tuple[dict[str, str], list[str]]:
     """Read a name map (JSON object or CSV ``onnx_name,framework_name``); returns (map, warnings).
 
     With ``graph``, names that are no prunable layer's ONNX weight name are reported as warnings.
     """
     p = Path(path).expanduser()
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UsageError(f"name map {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"name map {p} cannot be read: {exc}") from None
+    text = read_user_text(p, "name map", encoding="utf-8-sig")
     mapping: dict[str, str] = {}
     warns: list[str] = []
     stripped = text.lstrip()

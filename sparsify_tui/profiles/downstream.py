@@ -35,15 +35,19 @@ every prunable weight as an input, running the whole model each time.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from sparsify_tui.errors import EngineError
+from sparsify_tui.onnxkit.graphs import subgraph_attrs, subgraphs
 from sparsify_tui.profiles.fedmodel import FedWeight
 from sparsify_tui.engines.ort import _ort, session_from_model, session_options
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import Layer, ModelGraph
 
 _STRIP = 1024
 DISABLED_OPTIMIZERS = ["ConvBNFusion", "ConvAddFusion", "ConvMulFusion", "NchwcTransformer", "MatMulScaleFusion"]
@@ -54,20 +58,10 @@ _TRUE = np.array(True)
 _FALSE = np.array(False)
 
 
-def _subgraphs(node):
-    import onnx
-
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            yield from attr.graphs
-
-
 def _implicit_inputs(node) -> set[str]:
     """Names a node's subgraphs read from the enclosing scopes."""
     used: set[str] = set()
-    for g in _subgraphs(node):
+    for g in subgraphs(node):
         defined = {i.name for i in g.input} | {i.name for i in g.initializer}
         for n in g.node:
             for t in n.input:
@@ -106,13 +100,13 @@ def _rename_node(n, mapping: dict[str, str]) -> None:
     for i, t in enumerate(n.output):
         if t in mapping:
             n.output[i] = mapping[t]
-    for g in _subgraphs(n):
+    for g in subgraphs(n):
         _rename_graph(g, mapping)
 
 
 def _defined_in_subgraphs(node) -> set[str]:
     names: set[str] = set()
-    for g in _subgraphs(node):
+    for g in subgraphs(node):
         names.update(i.name for i in g.input)
         names.update(i.name for i in g.initializer)
         for n in g.node:
@@ -121,97 +115,190 @@ def _defined_in_subgraphs(node) -> set[str]:
     return names
 
 
+def _drop_definition(copies, name: str) -> None:
+    """Remove the initializer / Constant defining ``name`` from the first subgraph of ``copies`` holding it."""
+    def drop(g) -> bool:
+        for i, init in enumerate(g.initializer):
+            if init.name == name:
+                del g.initializer[i]
+                return True
+        for i, n in enumerate(g.node):
+            if n.output and n.output[0] == name and n.op_type in ("Constant", "ConstantOfShape"):
+                del g.node[i]
+                return True
+        return any(drop(sg) for n in g.node for sg in subgraphs(n))
+
+    for c in copies:
+        for sg in subgraphs(c):
+            if drop(sg):
+                return
+
+
+class _TopGraph:
+    """The main graph's nodes indexed: who produces and consumes each value, and which nodes are constant
+    (computed from initializers / constants alone: no subgraphs, no randomness, standard domain)."""
+
+    def __init__(self, model) -> None:
+        g = model.graph
+        init_names = {i.name for i in g.initializer}
+        self.real_inputs = [vi for vi in g.input if vi.name not in init_names]
+        self.input_names = [vi.name for vi in self.real_inputs]
+        self.nodes = list(g.node)
+        self.producer: dict[str, int] = {}
+        for i, n in enumerate(self.nodes):
+            for o in n.output:
+                if o:
+                    self.producer[o] = i
+        self.const_names = set(init_names)
+        self.is_const = [False] * len(self.nodes)
+        for i, n in enumerate(self.nodes):
+            if any(True for _ in subgraphs(n)) or n.op_type.startswith("Random") or n.domain not in ("", "ai.onnx"):
+                continue
+            if all((not t) or t in self.const_names for t in n.input):
+                self.is_const[i] = True
+                self.const_names.update(o for o in n.output if o)
+        self.consumers: dict[str, list[int]] = {}
+        for i, n in enumerate(self.nodes):
+            for t in _all_inputs(n):
+                self.consumers.setdefault(t, []).append(i)
+
+    def reached_by(self, name: str) -> tuple[set[int], set[int]]:
+        """(constant nodes computed from ``name``, non-constant nodes reading it or them): for a main-graph
+        weight, its const chain and every layer consuming it (a shared weight changes every consumer)."""
+        chain: set[int] = set()
+        starts: set[int] = set()
+        todo = [name]
+        seen = set()
+        while todo:
+            t = todo.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            for ci in self.consumers.get(t, []):
+                if self.is_const[ci]:
+                    if ci not in chain:
+                        chain.add(ci)
+                        todo.extend(o for o in self.nodes[ci].output if o)
+                else:
+                    starts.add(ci)
+        return chain, starts
+
+    def holder_of(self, graph_path: str) -> int | None:
+        """The top-level node whose subgraph ``graph_path`` is (or is nested in)."""
+        for i, n in enumerate(self.nodes):
+            for sub_path, _ in subgraph_attrs(n):
+                if graph_path == sub_path or graph_path.startswith(sub_path + "/"):
+                    return i
+        return None
+
+    def downstream(self, starts: set[int]) -> set[int]:
+        """``starts`` and every non-constant node consuming their outputs, transitively."""
+        down: set[int] = set()
+        todo = list(starts)
+        while todo:
+            i = todo.pop()
+            if i in down:
+                continue
+            down.add(i)
+            for o in self.nodes[i].output:
+                for ci in self.consumers.get(o, []):
+                    if not self.is_const[ci] and ci not in down:
+                        todo.append(ci)
+        return down
+
+
 @dataclass
 class Cut:
     index: int
     fed_name: str
     layer_ids: list[str]
     outputs: list[str]  # original model output names computed by this cut
-    out_names: list[str]  # the If node's output names (what to fetch)
     boundary: list[str]  # original activation names fed from the dense run
-    cond: str
     act_input: str | None = None  # (act_qdq) original name of the layer's activation input
     act_scale: str | None = None  # (act_qdq) fed input names of the fake-quant scale / zero point
     act_zp: str | None = None
 
 
-@dataclass
-class _Plan:
-    cuts: list[Cut] = field(default_factory=list)
-
-
 class DownstreamModel:
     """See the module doc. ``run_dense(sample)`` then ``run_cut(layer_id, sample_index, weight)``."""
 
-    def __init__(self, model_path: str | os.PathLike, graph, *, cores: int | None = None,
+    def __init__(self, model_path: str | os.PathLike, graph: "ModelGraph", *, cores: int | None = None,
                  layer_ids: Iterable[str] | None = None, model=None, act_qdq: bool = False,
                  use_tree: bool = False) -> None:
         """``act_qdq``: also fake-quantize (uint8, per tensor) the studied layer's activation input
         with a scale and zero point fed per run (:meth:`run_cut` ``act=(scale, zero_point)``)."""
-        import onnx
-        from onnx import helper, numpy_helper
+        from onnx import helper
 
-        from sparsify_tui.onnxkit.tensors import constant_tensor, find_dequant, find_tensor_site, quant_magnitude_and_zero
         from sparsify_tui.onnxkit.modelio import load_model_copy
 
         self.path = Path(model_path)
         if model is None:
             model, _, _ = load_model_copy(self.path)
         self.cores = cores
+        self.use_tree = bool(use_tree)
         g = model.graph
-        wanted = set(layer_ids) if layer_ids is not None else None
-        init_names = {i.name for i in g.initializer}
-        real_inputs = [vi for vi in g.input if vi.name not in init_names]
-        self.input_names = [vi.name for vi in real_inputs]
-        nodes = list(g.node)
-        producer: dict[str, int] = {}
-        for i, n in enumerate(nodes):
-            for o in n.output:
-                if o:
-                    producer[o] = i
-        # constant nodes: computed from initializers / constants alone (no subgraphs, no randomness)
-        const_names = set(init_names)
-        is_const = [False] * len(nodes)
-        for i, n in enumerate(nodes):
-            if any(True for _ in _subgraphs(n)) or n.op_type.startswith("Random") or n.domain not in ("", "ai.onnx"):
-                continue
-            if all((not t) or t in const_names for t in n.input):
-                is_const[i] = True
-                const_names.update(o for o in n.output if o)
-        consumers: dict[str, list[int]] = {}
-        node_inputs = [_all_inputs(n) for n in nodes]
-        for i, ins in enumerate(node_inputs):
-            for t in ins:
-                consumers.setdefault(t, []).append(i)
-
+        top = _TopGraph(model)
+        self.input_names = top.input_names
         # types of every value (for boundary inputs and branch outputs)
         self._types = self._infer_types(model)
         self._empty_inputs: dict[str, int] = {}
-        out_types = {o.name: o.type.tensor_type.elem_type for o in g.output}
-        out_rank = {o.name: (len(o.type.tensor_type.shape.dim) if o.type.tensor_type.HasField("shape") else None)
-                    for o in g.output}
-        model_outputs = [o.name for o in g.output]
-
-        def top_node_of(layer) -> int | None:
-            if not layer.graph_path:
-                return producer.get(layer.id)
-            key = layer.graph_path.split("/")[0]
-            for i, n in enumerate(nodes):
-                if n.name == key or (n.output and n.output[0] == key):
-                    return i
-            return None
-
+        self._out_types = {o.name: o.type.tensor_type.elem_type for o in g.output}
+        self.model_outputs = [o.name for o in g.output]
         self.weights: dict[str, FedWeight] = {}
         self.layer_cut: dict[str, Cut] = {}
         self.skipped: dict[str, str] = {}
-        # constant nodes stay at the top level; ConstantOfShape nodes become initializers (ONNX Runtime
-        # does not fold them, so it would refill the tensor on every run). Constant nodes stay nodes:
-        # ORT folds them, and as outer-scope initializers their scalar shapes confused its subgraph
-        # type inference (seen on the CRNN model)
+        self.boundary: list[str] = []
+        top_nodes, extra_inits = self._constant_nodes(model, top)
+        if not all(self._out_types.get(o) for o in self.model_outputs):
+            raise _Unsupported("an output of the model has no element type")
+        self.tree_out_names = [f"{o}__sparsify_cut" for o in self.model_outputs]
+        # leaf 0 computes nothing (taken by the dense run); leaf i is the i-th cut
+        leaves: list[Any] = [self._empty_branch("none", self.model_outputs, self._out_types, "__sparsify_none")]
+        self._new_inputs: list[Any] = list(top.real_inputs)
+        self._n_copies = 0
+        by_weight: dict[str, Cut] = {}
+        for layer in graph.weighted_layers(layer_ids):
+            ref = layer.weight
+            if ref.name in by_weight:
+                by_weight[ref.name].layer_ids.append(layer.id)
+                self.layer_cut[layer.id] = by_weight[ref.name]
+                continue
+            cut = self._add_cut(model, top, layer, leaves, act_qdq)
+            if cut is not None:
+                by_weight[ref.name] = cut
+                self.layer_cut[layer.id] = cut
+        self.boundary = sorted({b for cut in self.layer_cut.values() for b in cut.boundary})
+        dense_if, graph_outputs = self._dense_branch(top)
+        cut_nodes, cut_outputs = self._cut_nodes(leaves)
+        new_inputs = self._new_inputs + [helper.make_tensor_value_info(name, elem, None)
+                                         for name, elem in self._empty_inputs.items()]
+        # keep old-IR initializer inputs out of the input list (they are constants here)
+        new_graph = helper.make_graph(
+            top_nodes + [dense_if] + cut_nodes, g.name or "sparsify", new_inputs, graph_outputs + cut_outputs,
+            list(g.initializer) + extra_inits)
+        new_model = helper.make_model(new_graph, opset_imports=list(model.opset_import))
+        new_model.ir_version = max(int(model.ir_version), 4)
+        self.model = new_model
+        self.session = None
+        self._cuts = list({id(c): c for c in self.layer_cut.values()}.values())
+        self.layer_weight = {lid: cut.fed_name for lid, cut in self.layer_cut.items()}
+
+    # ---------------------------------------------------------------- building
+    @staticmethod
+    def _constant_nodes(model, top: _TopGraph) -> tuple[list[Any], list[Any]]:
+        """(constant nodes kept at the top level, initializers replacing ConstantOfShape nodes).
+
+        ONNX Runtime does not fold ConstantOfShape, so it would refill the tensor on every run. Constant
+        nodes stay nodes: ORT folds them, and as outer-scope initializers their scalar shapes confused its
+        subgraph type inference (seen on the CRNN model)."""
+        from onnx import numpy_helper
+
+        from sparsify_tui.onnxkit.tensors import constant_tensor
+
         top_nodes: list[Any] = []
         extra_inits: list[Any] = []
-        for i, n in enumerate(nodes):
-            if not is_const[i]:
+        for i, n in enumerate(top.nodes):
+            if not top.is_const[i]:
                 continue
             if n.op_type == "ConstantOfShape" and len(n.output) == 1:
                 arr = constant_tensor(model, n.output[0])
@@ -219,269 +306,196 @@ class DownstreamModel:
                     extra_inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), n.output[0]))
                     continue
             top_nodes.append(n)
-        new_inputs: list[Any] = list(real_inputs)
-        boundary_all: set[str] = set()
-        cut_nodes: list[Any] = []
-        # leaf 0 computes nothing (taken by the dense run); leaf i is the i-th cut
-        if not all(out_types.get(o) for o in model_outputs):
-            raise _Unsupported("an output of the model has no element type")
-        self.tree_out_names = [f"{o}__sparsify_cut" for o in model_outputs]
-        leaves: list[Any] = [self._empty_branch("none", model_outputs, out_types, out_rank, "__sparsify_none")]
-        by_weight: dict[str, Cut] = {}
-        suffix_n = 0
-        for layer in graph.layers:
-            if not layer.prunable or layer.weight is None:
-                continue
-            if wanted is not None and layer.id not in wanted:
-                continue
-            ref = layer.weight
-            if ref.name in by_weight:
-                by_weight[ref.name].layer_ids.append(layer.id)
-                self.layer_cut[layer.id] = by_weight[ref.name]
-                continue
-            site = find_tensor_site(model, ref.name, ref.graph_path or "")
-            dense = constant_tensor(model, ref.name, site.graph_path) if site is not None else None
-            if dense is None:
-                self.skipped[layer.id] = f"its weight {ref.name!r} is not a constant tensor"
-                continue
-            # the top-level nodes this weight reaches: for a main-graph weight, its const chain and
-            # the layers consuming it (all of them: a shared weight changes every consumer)
-            starts: set[int] = set()
-            chain: set[int] = set()
-            if site.graph_path == "":
-                todo = [ref.name]
-                seen = set()
-                while todo:
-                    t = todo.pop()
-                    if t in seen:
-                        continue
-                    seen.add(t)
-                    for ci in consumers.get(t, []):
-                        if is_const[ci]:
-                            if ci not in chain:
-                                chain.add(ci)
-                                todo.extend(o for o in nodes[ci].output if o)
-                        else:
-                            starts.add(ci)
+        return top_nodes, extra_inits
+
+    def _add_cut(self, model, top: _TopGraph, layer: "Layer", leaves: list, act_qdq: bool) -> Cut | None:
+        """Build the branch re-running what is downstream of ``layer``'s weight (appended to ``leaves``, its
+        inputs to the model's), or record why it is skipped (None)."""
+        import onnx
+        from onnx import helper
+
+        from sparsify_tui.onnxkit.tensors import constant_tensor, find_tensor_site, weight_dequant
+
+        ref = layer.weight
+        site = find_tensor_site(model, ref.name, ref.graph_path or "")
+        dense = constant_tensor(model, ref.name, site.graph_path) if site is not None else None
+        if dense is None:
+            self.skipped[layer.id] = f"its weight {ref.name!r} is not a constant tensor"
+            return None
+        # the top-level nodes this weight reaches
+        if site.graph_path == "":
+            chain, starts = top.reached_by(ref.name)
+        else:
+            holder = top.holder_of(layer.graph_path) if layer.graph_path else top.producer.get(layer.id)
+            chain, starts = set(), ({holder} if holder is not None else set())
+        if not starts:
+            self.skipped[layer.id] = "its weight feeds no computation"
+            return None
+        copy_idx = sorted(chain | top.downstream(starts))
+        self._n_copies += 1
+        sfx = f"__sparsify_c{self._n_copies}"
+        fed_name = f"{ref.name}__sparsify_fed"
+        copies = []
+        for i in copy_idx:
+            c = onnx.NodeProto()
+            c.CopyFrom(top.nodes[i])
+            copies.append(c)
+        defined: set[str] = set()
+        for c in copies:
+            defined.update(o for o in c.output if o)
+            defined.update(_defined_in_subgraphs(c))
+        if site.graph_path != "":
+            # the weight lives inside a subgraph of the copy: drop its definition there
+            _drop_definition(copies, ref.name)
+        # boundary: what the copy reads that is neither defined in it nor constant nor an input
+        boundary = {t for c in copies for t in _all_inputs(c)
+                    if t not in defined and t != ref.name and t not in top.const_names and t not in top.input_names}
+        mapping = {name: name + sfx for name in defined}
+        mapping[ref.name] = fed_name
+        for b in boundary:
+            mapping[b] = b + "__sparsify_bnd"
+        layer_copy = act_orig = None
+        if act_qdq and site.graph_path == "" and layer.id in top.producer and top.producer[layer.id] in copy_idx:
+            layer_copy = copies[copy_idx.index(top.producer[layer.id])]
+            act_orig = self._activation_input(layer, layer_copy, {ref.name} | {
+                o for ci in chain for o in top.nodes[ci].output})
+        for c in copies:
+            _rename_node(c, mapping)
+        act_scale = act_zp = None
+        if act_orig is not None:
+            act_scale, act_zp = f"qscale{sfx}", f"qzp{sfx}"
+            self._insert_fake_quant(model, copies, layer_copy, mapping.get(act_orig, act_orig), act_scale, act_zp,
+                                    sfx)
+        outs = [o for o in self.model_outputs if o in defined]
+        if not outs:
+            self.skipped[layer.id] = "no model output depends on it"
+            return None
+        missing = [b for b in boundary if b not in self._types]
+        if missing:
+            raise _Unsupported(f"no type known for {missing[0]!r}")
+        leaves.append(self._leaf(copies, outs, sfx, f"cut{self._n_copies}"))
+        self._new_inputs.append(helper.make_tensor_value_info(
+            fed_name, helper.np_dtype_to_tensor_dtype(dense.dtype), None))
+        if act_scale:
+            self._new_inputs.append(helper.make_tensor_value_info(act_scale, onnx.TensorProto.FLOAT, None))
+            self._new_inputs.append(helper.make_tensor_value_info(act_zp, onnx.TensorProto.FLOAT, None))
+        self.weights[fed_name] = FedWeight.of(fed_name, ref.name, dense, layer.id, weight_dequant(model, ref))
+        return Cut(len(leaves) - 1, fed_name, [layer.id], outs, sorted(boundary), act_orig, act_scale, act_zp)
+
+    def _activation_input(self, layer: "Layer", layer_copy, weight_side: set[str]) -> str | None:
+        """The float activation input of the layer's node (not computed from its weight), or None."""
+        import onnx
+
+        cands = [t for t in layer_copy.input[:2] if t and t not in weight_side]
+        if layer.op_type in ("Conv", "ConvTranspose"):
+            cands = [layer_copy.input[0]] if layer_copy.input[0] not in weight_side else []
+        if cands and self._types.get(cands[0]) == onnx.TensorProto.FLOAT:
+            return cands[0]
+        return None
+
+    def _insert_fake_quant(self, model, copies: list, layer_copy, x: str, scale: str, zp: str, sfx: str) -> None:
+        """Feed ``layer_copy`` with ``x`` fake-quantized: y = (clip(floor(x / s + zp + 0.5), 0, 255) - zp) * s,
+        uint8 fake quantization with float ops only (works in every opset)."""
+        from onnx import helper, numpy_helper
+
+        t = [f"{x}{sfx}__fq{i}" for i in range(6)]
+        half = f"qhalf{sfx}"
+        sub_out = f"{x}{sfx}__fq_sub"
+        qnodes = [
+            helper.make_node("Constant", [], [half], value=numpy_helper.from_array(np.array(0.5, np.float32), "")),
+            helper.make_node("Div", [x, scale], [t[0]]),
+            helper.make_node("Add", [t[0], zp], [t[1]]),
+            helper.make_node("Add", [t[1], half], [t[2]]),
+            helper.make_node("Floor", [t[2]], [t[3]]),
+            *self._clip_nodes(model, t[3], t[4], 0.0, 255.0, sfx),
+            helper.make_node("Sub", [t[4], zp], [sub_out]),
+            helper.make_node("Mul", [sub_out, scale], [t[5]]),
+        ]
+        for j, inp in enumerate(layer_copy.input):
+            if inp == x:
+                layer_copy.input[j] = t[5]
+        pos = copies.index(layer_copy)
+        copies[pos:pos] = qnodes
+
+    def _leaf(self, copies: list, outs: list[str], sfx: str, name: str):
+        """A cut's branch: every model output, in model order; those downstream of the layer computed, the
+        others empty placeholders (every leaf of the selection tree returns the same outputs)."""
+        from onnx import helper
+
+        leaf_outs = []
+        for o in self.model_outputs:
+            if o in outs:
+                leaf_outs.append(helper.make_tensor_value_info(o + sfx, self._out_types[o], None))
             else:
-                t = top_node_of(layer)
-                if t is not None:
-                    starts.add(t)
-            if not starts:
-                self.skipped[layer.id] = "its weight feeds no computation"
-                continue
-            # downstream closure over non-const nodes
-            down: set[int] = set()
-            todo_i = list(starts)
-            while todo_i:
-                i = todo_i.pop()
-                if i in down:
-                    continue
-                down.add(i)
-                for o in nodes[i].output:
-                    for ci in consumers.get(o, []):
-                        if not is_const[ci] and ci not in down:
-                            todo_i.append(ci)
-            copy_idx = sorted(chain | down)
-            suffix_n += 1
-            sfx = f"__sparsify_c{suffix_n}"
-            fed_name = f"{ref.name}__sparsify_fed"
-            copies = []
-            for i in copy_idx:
-                c = onnx.NodeProto()
-                c.CopyFrom(nodes[i])
-                copies.append(c)
-            defined: set[str] = set()
-            for c in copies:
-                defined.update(o for o in c.output if o)
-                defined.update(_defined_in_subgraphs(c))
-            mapping = {name: name + sfx for name in defined}
-            if site.graph_path == "":
-                mapping[ref.name] = fed_name
-            else:
-                # the weight lives inside a subgraph of the copy: drop its definition there
-                self._drop_definition(copies, ref.name)
-                mapping[ref.name] = fed_name
-            # boundary: what the copy reads that is neither defined in it nor constant nor an input
-            boundary: set[str] = set()
-            for c in copies:
-                for t in _all_inputs(c):
-                    if t in defined or t == ref.name or t in const_names or t in self.input_names:
-                        continue
-                    boundary.add(t)
-            for b in boundary:
-                mapping[b] = b + "__sparsify_bnd"
-            layer_copy = None
-            act_orig = None
-            if act_qdq and site.graph_path == "" and layer.id in producer and producer[layer.id] in copy_idx:
-                layer_copy = copies[copy_idx.index(producer[layer.id])]
-                weight_side = {ref.name} | {o for ci in chain for o in nodes[ci].output}
-                cands = [t for j, t in enumerate(layer_copy.input[:2]) if t and t not in weight_side]
-                if layer.op_type in ("Conv", "ConvTranspose"):
-                    cands = [layer_copy.input[0]] if layer_copy.input[0] not in weight_side else []
-                if cands and self._types.get(cands[0]) == onnx.TensorProto.FLOAT:
-                    act_orig = cands[0]
-            for c in copies:
-                _rename_node(c, mapping)
-            act_scale = act_zp = None
-            if act_orig is not None and layer_copy is not None:
-                # y = (clip(floor(x / s + zp + 0.5), 0, 255) - zp) * s : uint8 fake quantization with
-                # float ops only (works in every opset)
-                x = mapping.get(act_orig, act_orig)
-                act_scale, act_zp = f"qscale{sfx}", f"qzp{sfx}"
-                t = [f"{x}{sfx}__fq{i}" for i in range(6)]
-                half = f"qhalf{sfx}"
-                qnodes = [
-                    helper.make_node("Constant", [], [half], value=numpy_helper.from_array(np.array(0.5, np.float32), "")),
-                    helper.make_node("Div", [x, act_scale], [t[0]]),
-                    helper.make_node("Add", [t[0], act_zp], [t[1]]),
-                    helper.make_node("Add", [t[1], half], [t[2]]),
-                    helper.make_node("Floor", [t[2]], [t[3]]),
-                    self._clip_node(model, t[3], t[4], 0.0, 255.0, sfx),
-                ]
-                flat_nodes = []
-                for n in qnodes:
-                    flat_nodes.extend(n if isinstance(n, list) else [n])
-                qnodes = flat_nodes
-                sub_out = f"{x}{sfx}__fq_sub"
-                qnodes.append(helper.make_node("Sub", [t[4], act_zp], [sub_out]))
-                qnodes.append(helper.make_node("Mul", [sub_out, act_scale], [t[5]]))
-                for j, inp in enumerate(layer_copy.input):
-                    if inp == x:
-                        layer_copy.input[j] = t[5]
-                pos = copies.index(layer_copy)
-                copies[pos:pos] = qnodes
-            outs = [o for o in model_outputs if o in defined]
-            if not outs:
-                self.skipped[layer.id] = "no model output depends on it"
-                continue
-            missing = [b for b in boundary if b not in self._types] + [o for o in outs if not out_types.get(o)]
-            if missing:
-                raise _Unsupported(f"no type known for {missing[0]!r}")
-            cond = ""
-            # every leaf of the selection tree returns all model outputs, in model order: the ones
-            # downstream of this layer computed, the others empty placeholders
-            leaf_outs = []
-            for o in model_outputs:
-                if o in outs:
-                    leaf_outs.append(helper.make_tensor_value_info(o + sfx, out_types[o], None))
-                else:
-                    ph = f"{o}{sfx}__none"
-                    copies.append(helper.make_node("Identity", [self._empty_input(out_types[o])], [ph]))
-                    leaf_outs.append(helper.make_tensor_value_info(ph, out_types[o], None))
-            leaves.append(helper.make_graph(copies, f"cut{suffix_n}", [], leaf_outs))
-            out_names = list(self.tree_out_names)
-            new_inputs.append(helper.make_tensor_value_info(
-                fed_name, helper.np_dtype_to_tensor_dtype(dense.dtype), None))
-            boundary_all.update(boundary)
-            cut = Cut(len(leaves) - 1, fed_name, [layer.id], outs, out_names, sorted(boundary), cond,
-                      act_orig if act_scale else None, act_scale, act_zp)
-            if act_scale:
-                new_inputs.append(helper.make_tensor_value_info(act_scale, onnx.TensorProto.FLOAT, None))
-                new_inputs.append(helper.make_tensor_value_info(act_zp, onnx.TensorProto.FLOAT, None))
-            by_weight[ref.name] = cut
-            self.layer_cut[layer.id] = cut
-            fw = FedWeight(fed_name, ref.name, np.ascontiguousarray(dense), [layer.id])
-            if "DequantizeLinear" in (ref.transform or []):
-                dq = find_dequant(model, ref.name, ref.graph_path or "")
-                if dq is not None:
-                    mag, zp = quant_magnitude_and_zero(fw.dense, dq)
-                    fw.magnitude, fw.zero, fw.quant = mag, zp, dq
-            fw.existing_zeros = int(np.count_nonzero(fw.magnitude == 0)) if fw.magnitude is not None \
-                else int(fw.dense.size - np.count_nonzero(fw.dense))
-            self.weights[fed_name] = fw
-        # the dense branch: every non-const node with its original names
+                ph = f"{o}{sfx}__none"
+                copies.append(helper.make_node("Identity", [self._empty_input(self._out_types[o])], [ph]))
+                leaf_outs.append(helper.make_tensor_value_info(ph, self._out_types[o], None))
+        return helper.make_graph(copies, name, [], leaf_outs)
+
+    def _dense_branch(self, top: _TopGraph) -> tuple[Any, list[Any]]:
+        """The If node running every non-const node with its original names (model outputs and boundary
+        activations), and the main graph's outputs it gives."""
+        import onnx
+        from onnx import helper
+
         dense_nodes = []
-        for i, n in enumerate(nodes):
-            if not is_const[i]:
+        for i, n in enumerate(top.nodes):
+            if not top.is_const[i]:
                 c = onnx.NodeProto()
                 c.CopyFrom(n)
                 dense_nodes.append(c)
-        self.boundary = sorted(boundary_all)
-        dense_outs = model_outputs + [b for b in self.boundary if b not in model_outputs]
-        for b in self.boundary:
-            if b not in self._types:
-                raise _Unsupported(f"no type known for {b!r}")
+        dense_outs = self.model_outputs + [b for b in self.boundary if b not in self.model_outputs]
         types = dict(self._types)
-        types.update(out_types)
+        types.update(self._out_types)
         then_dense = helper.make_graph(
             dense_nodes, "dense", [], [helper.make_tensor_value_info(o, types[o], None) for o in dense_outs])
-        ranks = dict(out_rank)
-        else_dense = self._empty_branch("skip_dense", dense_outs, types, ranks, "__sparsify_dense")
+        else_dense = self._empty_branch("skip_dense", dense_outs, types, "__sparsify_dense")
         self.dense_out_names = [o + "__sparsify_dense" for o in dense_outs]
         self.dense_outputs = dense_outs
         dense_if = helper.make_node("If", ["run__sparsify_dense"], self.dense_out_names,
                                     then_branch=then_dense, else_branch=else_dense, name="sparsify_dense")
-        new_inputs.append(helper.make_tensor_value_info("run__sparsify_dense", onnx.TensorProto.BOOL, []))
+        self._new_inputs.append(helper.make_tensor_value_info("run__sparsify_dense", onnx.TensorProto.BOOL, []))
         for b in self.boundary:
-            new_inputs.append(helper.make_tensor_value_info(b + "__sparsify_bnd", self._types[b], None))
-        graph_outputs = [helper.make_tensor_value_info(n, types[o], None)
-                         for n, o in zip(self.dense_out_names, dense_outs)]
-        # One If per cut (default): a run also executes the other cuts' empty else-branches (measured
-        # ~37 ms per run for MobileNetV3's 54 layers on a heavily loaded 2-core machine).
-        # ``use_tree=True`` selects the cut through a balanced tree of If nodes instead (~log2(layers)
-        # If nodes per run) but ONNX Runtime's session set-up grows with the nesting depth (MobileNetV3:
-        # 49 s instead of 7 s, same load), which costs more than it saves on a 10-level profile.
-        self.use_tree = bool(use_tree)
+            self._new_inputs.append(helper.make_tensor_value_info(b + "__sparsify_bnd", self._types[b], None))
+        return dense_if, [helper.make_tensor_value_info(n, types[o], None)
+                          for n, o in zip(self.dense_out_names, dense_outs)]
+
+    def _cut_nodes(self, leaves: list) -> tuple[list[Any], list[Any]]:
+        """The nodes selecting one cut per run, and the main graph's outputs they give.
+
+        One If per cut (default): a run also executes the other cuts' empty else-branches (measured
+        ~37 ms per run for MobileNetV3's 54 layers on a heavily loaded 2-core machine).
+        ``use_tree=True`` selects the cut through a balanced tree of If nodes instead (~log2(layers)
+        If nodes per run) but ONNX Runtime's session set-up grows with the nesting depth (MobileNetV3:
+        49 s instead of 7 s, same load), which costs more than it saves on a 10-level profile."""
+        import onnx
+        from onnx import helper
+
+        model_outputs, out_types = self.model_outputs, self._out_types
         self.flat_conds: dict[int, str] = {}
         self.flat_outs: dict[int, list[str]] = {}
+        cut_nodes: list[Any] = []
+        outputs: list[Any] = []
         if len(leaves) > 1 and self.use_tree:
             cut_nodes = self._selection_tree(leaves, model_outputs, out_types)
-            graph_outputs += [helper.make_tensor_value_info(n, out_types[o], None)
-                              for n, o in zip(self.tree_out_names, model_outputs)]
-            new_inputs.append(helper.make_tensor_value_info(WHICH, onnx.TensorProto.FLOAT, []))
-            new_inputs.append(helper.make_tensor_value_info(TRUE, onnx.TensorProto.BOOL, []))
+            outputs += [helper.make_tensor_value_info(n, out_types[o], None)
+                        for n, o in zip(self.tree_out_names, model_outputs)]
+            self._new_inputs.append(helper.make_tensor_value_info(WHICH, onnx.TensorProto.FLOAT, []))
+            self._new_inputs.append(helper.make_tensor_value_info(TRUE, onnx.TensorProto.BOOL, []))
         elif len(leaves) > 1:
             for i in range(1, len(leaves)):
                 cond = f"sparsify_run{i}"
                 outs_i = [f"{o}__sparsify_c{i}_out" for o in model_outputs]
                 cut_nodes.append(helper.make_node(
                     "If", [cond], outs_i, then_branch=leaves[i],
-                    else_branch=self._empty_branch(f"skip{i}", model_outputs, out_types, {}, f"__sparsify_s{i}"),
+                    else_branch=self._empty_branch(f"skip{i}", model_outputs, out_types, f"__sparsify_s{i}"),
                     name=f"sparsify_cut{i}"))
-                new_inputs.append(helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []))
-                graph_outputs += [helper.make_tensor_value_info(n, out_types[o], None)
-                                  for n, o in zip(outs_i, model_outputs)]
+                self._new_inputs.append(helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []))
+                outputs += [helper.make_tensor_value_info(n, out_types[o], None)
+                            for n, o in zip(outs_i, model_outputs)]
                 self.flat_conds[i] = cond
                 self.flat_outs[i] = outs_i
-        for name, elem in self._empty_inputs.items():
-            new_inputs.append(helper.make_tensor_value_info(name, elem, None))
-
-        # keep old-IR initializer inputs out of the input list (they are constants here)
-        new_graph = helper.make_graph(
-            top_nodes + [dense_if] + cut_nodes, g.name or "sparsify", new_inputs, graph_outputs,
-            list(g.initializer) + extra_inits)
-        new_model = helper.make_model(new_graph, opset_imports=list(model.opset_import))
-        new_model.ir_version = max(int(model.ir_version), 4)
-        self.model = new_model
-        self.model_outputs = model_outputs
-        self.session = None
-        self._dummy: dict[str, np.ndarray] = {}
-        self._cuts = list({id(c): c for c in self.layer_cut.values()}.values())
-        self.layer_weight = {lid: cut.fed_name for lid, cut in self.layer_cut.items()}
-
-    # ---------------------------------------------------------------- helpers
-    @staticmethod
-    def _drop_definition(copies, name: str) -> None:
-        def drop(g) -> bool:
-            for i, init in enumerate(g.initializer):
-                if init.name == name:
-                    del g.initializer[i]
-                    return True
-            for i, n in enumerate(g.node):
-                if n.output and n.output[0] == name and n.op_type in ("Constant", "ConstantOfShape"):
-                    del g.node[i]
-                    return True
-            for n in g.node:
-                for sg in _subgraphs(n):
-                    if drop(sg):
-                        return True
-            return False
-
-        for c in copies:
-            for sg in _subgraphs(c):
-                if drop(sg):
-                    return
+        return cut_nodes, outputs
 
     def _selection_tree(self, leaves: list, model_outputs: list[str], out_types: dict) -> list:
         """Top-level nodes choosing leaf ``which`` through a balanced tree of If nodes (log2 depth),
@@ -497,7 +511,7 @@ class DownstreamModel:
                 # the selection branch confused ONNX Runtime's shape planning on nested If models)
                 return [helper.make_node("If", [TRUE], outputs, then_branch=leaves[lo],
                                          else_branch=self._empty_branch(f"never{lo}", model_outputs, out_types,
-                                                                        {}, f"__sparsify_never{lo}"),
+                                                                        f"__sparsify_never{lo}"),
                                          name=f"sparsify_leaf{lo}")]
             mid = (lo + hi) // 2
             counter[0] += 1
@@ -523,13 +537,13 @@ class DownstreamModel:
         return node_for(0, len(leaves), list(self.tree_out_names))
 
     @staticmethod
-    def _clip_node(model, x: str, y: str, lo: float, hi: float, sfx: str):
+    def _clip_nodes(model, x: str, y: str, lo: float, hi: float, sfx: str) -> list:
         """Clip(x) to [lo, hi] in the model's opset (attributes before opset 11, inputs after)."""
         from onnx import helper, numpy_helper
 
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
         if opset < 11:
-            return helper.make_node("Clip", [x], [y], min=lo, max=hi)
+            return [helper.make_node("Clip", [x], [y], min=lo, max=hi)]
         lo_n, hi_n = f"qlo{sfx}", f"qhi{sfx}"
         return [
             helper.make_node("Constant", [], [lo_n], value=numpy_helper.from_array(np.array(lo, np.float32), "")),
@@ -537,7 +551,7 @@ class DownstreamModel:
             helper.make_node("Clip", [x, lo_n, hi_n], [y]),
         ]
 
-    def _empty_branch(self, name: str, outs: list[str], types: dict, ranks: dict, sfx: str):
+    def _empty_branch(self, name: str, outs: list[str], types: dict, sfx: str):
         """An else-branch returning empty tensors of unknown shape (Identity of an empty graph input per
         element type), so the If's shape inference accepts it in every opset."""
         from onnx import helper
@@ -595,9 +609,6 @@ class DownstreamModel:
         return self.session
 
     def _base_feeds(self, sample: dict[str, np.ndarray]) -> dict[str, Any]:
-        if not self._dummy:
-            for inp in self.session.get_inputs():
-                self._dummy[inp.name] = None
         feeds: dict[str, Any] = dict(sample)
         feeds["run__sparsify_dense"] = np.array(False)
         if len(self._cuts) and self.use_tree:
@@ -612,7 +623,7 @@ class DownstreamModel:
                 feeds[cut.act_scale] = _EMPTY_F32
                 feeds[cut.act_zp] = _EMPTY_F32
         for b in self.boundary:
-            feeds[b + "__sparsify_bnd"] = self._empty_of(b)
+            feeds[b + "__sparsify_bnd"] = self._empty_elem(self._types[b])
         for name, elem in self._empty_inputs.items():
             feeds[name] = self._empty_elem(elem)
         return feeds
@@ -622,11 +633,6 @@ class DownstreamModel:
         from onnx import helper
 
         return np.empty((0,), dtype=helper.tensor_dtype_to_np_dtype(elem))
-
-    def _empty_of(self, b: str) -> np.ndarray:
-        from onnx import helper
-
-        return np.empty((0,), dtype=helper.tensor_dtype_to_np_dtype(self._types[b]))
 
     def run_dense(self, sample: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
         """(model outputs, boundary activations) of the dense model for ``sample``."""
@@ -685,8 +691,9 @@ class LayerSwapRunner:
     (one session, only the downstream part runs) or "full" (one session, whole model).
     """
 
-    def __init__(self, model_path, graph, samples: list[dict[str, np.ndarray]], *, cores: int | None = None,
-                 layer_ids: Iterable[str] | None = None, log=None, parallel: bool = True) -> None:
+    def __init__(self, model_path: str | os.PathLike, graph: "ModelGraph", samples: list[dict[str, np.ndarray]], *,
+                 cores: int | None = None, layer_ids: Iterable[str] | None = None, log=None,
+                 parallel: bool = True) -> None:
         from sparsify_tui.metrics import LEGACY_KIND, plan_outputs
         from sparsify_tui.profiles.fedmodel import WeightFedModel
         from sparsify_tui.settings import usable_cores

@@ -11,6 +11,7 @@
   Because the dense reference outputs come from the *same* session with the
   dense weights, an unchanged weight gives bit-identical outputs.
   The output change of a measurement is :func:`sparsify_tui.metrics.compare_outputs`.
+* :class:`FedWeight`: one weight fed that way, and how to prune it.
 """
 
 from __future__ import annotations
@@ -18,24 +19,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from sparsify_tui.engines.ort import session_options
 from sparsify_tui.errors import EngineError, ModelError
 
-
-# ---------------------------------------------------------------- output distance
-
-
-# ---------------------------------------------------------------- ranks
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
 
 
-# ---------------------------------------------------------------- samples
-
-
-# ---------------------------------------------------------------- one session, weights as inputs
 @dataclass
 class FedWeight:
     """A weight fed as a graph input: its input name, dense value and how to prune it."""
@@ -49,6 +43,21 @@ class FedWeight:
     quant: Any = None  # Dequant info when behind DequantizeLinear
     order: np.ndarray | None = None  # cached magnitude order
     existing_zeros: int = 0
+
+    @classmethod
+    def of(cls, name: str, original: str, dense: np.ndarray, layer_id: str, dq: Any = None) -> "FedWeight":
+        """The fed weight of ``layer_id`` with dense value ``dense``; ``dq``: its Dequant when stored quantized
+        (it is then pruned by dequantized magnitude, to its zero point)."""
+        from sparsify_tui.onnxkit.tensors import quant_magnitude_and_zero
+
+        fw = cls(name, original, np.ascontiguousarray(dense), [layer_id])
+        if dq is not None:
+            fw.magnitude, fw.zero = quant_magnitude_and_zero(fw.dense, dq)
+            fw.quant = dq
+            fw.existing_zeros = int(np.count_nonzero(fw.magnitude == 0))
+        else:
+            fw.existing_zeros = int(fw.dense.size - np.count_nonzero(fw.dense))
+        return fw
 
     def magnitude_order(self) -> np.ndarray:
         if self.order is None:
@@ -104,11 +113,9 @@ def _all_names(model) -> set[str]:
 class WeightFedModel:
     """The model with its prunable weights turned into graph inputs, and one session over it."""
 
-    def __init__(self, model_path: str | os.PathLike, graph, *, cores: int | None = None,
+    def __init__(self, model_path: str | os.PathLike, graph: "ModelGraph", *, cores: int | None = None,
                  layer_ids: Iterable[str] | None = None, model=None) -> None:
-        from onnx import helper
-
-        from sparsify_tui.onnxkit.tensors import constant_tensor, find_dequant, find_tensor_site, quant_magnitude_and_zero
+        from sparsify_tui.onnxkit.tensors import constant_tensor, find_tensor_site, weight_dequant
         from sparsify_tui.onnxkit.modelio import load_model_copy
 
         self.path = Path(model_path)
@@ -118,15 +125,10 @@ class WeightFedModel:
         self.weights: dict[str, FedWeight] = {}  # by fed input name
         self.layer_weight: dict[str, str] = {}  # layer id -> fed input name
         self.skipped: dict[str, str] = {}  # layer id -> why it is not measured
-        wanted = set(layer_ids) if layer_ids is not None else None
         by_original: dict[str, FedWeight] = {}
-        names = _all_names(model)
-        main_inputs = {i.name for i in model.graph.input}
-        for layer in graph.layers:
-            if not layer.prunable or layer.weight is None:
-                continue
-            if wanted is not None and layer.id not in wanted:
-                continue
+        self._names = _all_names(model)
+        self._main_inputs = {i.name for i in model.graph.input}
+        for layer in graph.weighted_layers(layer_ids):
             ref = layer.weight
             if ref.name in by_original:
                 fw = by_original[ref.name]
@@ -141,48 +143,9 @@ class WeightFedModel:
             if dense is None:
                 self.skipped[layer.id] = f"its weight {ref.name!r} is not a constant tensor"
                 continue
-            fed_name = ref.name
-            if site.graph_path:
-                # a subgraph weight: lift it to a main-graph input, renamed if the name is taken
-                if ref.name in main_inputs or any(
-                        i.name == ref.name for i in model.graph.initializer) or any(
-                        ref.name in n.output for n in model.graph.node):
-                    fed_name = f"{ref.name}__sparsify_fed"
-                    while fed_name in names:
-                        fed_name += "_"
-                    _rename_in_graph(site.graph, ref.name, fed_name)
-                    names.add(fed_name)
-            # remove the constant producer
-            g = site.graph
-            if site.kind == "initializer":
-                for i, init in enumerate(g.initializer):
-                    if init.name in (ref.name, fed_name):
-                        del g.initializer[i]
-                        break
-            else:
-                for i, n in enumerate(g.node):
-                    if n.output and n.output[0] in (ref.name, fed_name) and n.op_type in ("Constant", "ConstantOfShape"):
-                        del g.node[i]
-                        break
-            if site.graph_path:
-                for i, vi in enumerate(g.input):  # an old-IR subgraph listing its initializer as input
-                    if vi.name in (ref.name, fed_name):
-                        del g.input[i]
-                        break
-            if fed_name not in main_inputs:
-                elem = helper.np_dtype_to_tensor_dtype(dense.dtype)
-                model.graph.input.append(helper.make_tensor_value_info(fed_name, elem, list(dense.shape)))
-                main_inputs.add(fed_name)
-            fw = FedWeight(fed_name, ref.name, np.ascontiguousarray(dense), [layer.id])
-            if "DequantizeLinear" in (ref.transform or []):
-                dq = find_dequant(model, ref.name, ref.graph_path or "") or find_dequant(model, fed_name)
-                if dq is not None:
-                    mag, zp = quant_magnitude_and_zero(fw.dense, dq)
-                    fw.magnitude, fw.zero, fw.quant = mag, zp, dq
-            if fw.magnitude is not None:
-                fw.existing_zeros = int(np.count_nonzero(fw.magnitude == 0))
-            else:
-                fw.existing_zeros = int(fw.dense.size - np.count_nonzero(fw.dense))
+            fed_name = self._feed(site, dense)
+            dq = weight_dequant(model, ref) or weight_dequant(model, ref, fed_name)
+            fw = FedWeight.of(fed_name, ref.name, dense, layer.id, dq)
             by_original[ref.name] = fw
             self.weights[fed_name] = fw
             self.layer_weight[layer.id] = fed_name
@@ -190,6 +153,44 @@ class WeightFedModel:
         self.session = None
         self.output_names: list[str] = []
         self._dense_feeds = {name: fw.dense for name, fw in self.weights.items()}
+
+    def _feed(self, site: Any, dense: np.ndarray) -> str:
+        """Turn the weight stored at ``site`` into a main-graph input; return the input's name."""
+        from onnx import helper
+
+        model, name = self.model, site.name
+        fed_name = name
+        if site.graph_path:
+            # a subgraph weight: lift it to a main-graph input, renamed if the name is taken
+            if name in self._main_inputs or any(i.name == name for i in model.graph.initializer) or any(
+                    name in n.output for n in model.graph.node):
+                fed_name = f"{name}__sparsify_fed"
+                while fed_name in self._names:
+                    fed_name += "_"
+                _rename_in_graph(site.graph, name, fed_name)
+                self._names.add(fed_name)
+        # remove the constant producer
+        g = site.graph
+        if site.kind == "initializer":
+            for i, init in enumerate(g.initializer):
+                if init.name in (name, fed_name):
+                    del g.initializer[i]
+                    break
+        else:
+            for i, n in enumerate(g.node):
+                if n.output and n.output[0] in (name, fed_name) and n.op_type in ("Constant", "ConstantOfShape"):
+                    del g.node[i]
+                    break
+        if site.graph_path:
+            for i, vi in enumerate(g.input):  # an old-IR subgraph listing its initializer as input
+                if vi.name in (name, fed_name):
+                    del g.input[i]
+                    break
+        if fed_name not in self._main_inputs:
+            elem = helper.np_dtype_to_tensor_dtype(dense.dtype)
+            model.graph.input.append(helper.make_tensor_value_info(fed_name, elem, list(dense.shape)))
+            self._main_inputs.add(fed_name)
+        return fed_name
 
     def build_session(self):
         from sparsify_tui.engines.ort import session_from_model

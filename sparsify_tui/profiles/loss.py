@@ -62,7 +62,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -73,6 +73,9 @@ from sparsify_tui.metrics import OUTPUT_CHANGE_HELP, plan_notes, plan_to_json
 from sparsify_tui.progress import check_cancel
 from sparsify_tui.engines.inputs import load_samples_for
 from sparsify_tui.profiles.ranks import rank_correlation, running_max, sensitivity_ranks
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import Layer, ModelGraph
 
 LOSS_APPROX_HELP = (
     "Approximate loss sensitivity (weight magnitude, no data): for a layer with n weights, the value at "
@@ -140,7 +143,8 @@ def magnitude_proxy(w: np.ndarray, levels, magnitude: np.ndarray | None = None, 
     return np.clip(vals, 0.0, 1.0)
 
 
-def _layer_weight_for_approx(graph, layer, full_model_cache: dict) -> tuple[np.ndarray, np.ndarray | None]:
+def _layer_weight_for_approx(graph: "ModelGraph", layer: "Layer",
+                             full_model_cache: dict) -> tuple[np.ndarray, np.ndarray | None]:
     """(stored weight, magnitude or None) of a prunable layer."""
     from sparsify_tui.analysis import read_weight
 
@@ -160,7 +164,7 @@ def _layer_weight_for_approx(graph, layer, full_model_cache: dict) -> tuple[np.n
     return w, None
 
 
-def approx_loss_profile(graph, levels=LOSS_APPROX_LEVELS, eval_sparsity: float = 0.9) -> dict:
+def approx_loss_profile(graph: "ModelGraph", levels=LOSS_APPROX_LEVELS, eval_sparsity: float = 0.9) -> dict:
     """The weight-magnitude loss profile of every prunable layer (no data; see the module doc)."""
     levels = normalize_levels(LOSS_APPROX_LEVELS if levels is None else levels, eval_sparsity)
     layers = list(graph.prunable_layers)
@@ -252,7 +256,7 @@ def compute_one_shot(
     on_partial: Callable[[dict], Any] | None = None,
     cancel=None,
     cores: int | None = None,
-    graph=None,
+    graph: "ModelGraph | None" = None,
     prune_method: str = "magnitude",
     pruner_factory: Callable[..., Any] | None = None,
 ) -> dict:
@@ -413,7 +417,7 @@ def run_loss_profile(
     in_process: bool = False,
     cores: int | None = None,
     timeout_s: float | None = None,
-    graph=None,
+    graph: "ModelGraph | None" = None,
     prune_method: str = "magnitude",
     pruner_factory: Callable[..., Any] | None = None,
 ) -> dict:

@@ -59,7 +59,7 @@ import math
 import statistics
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sparsify_tui.errors import (
     CancelledError,
@@ -72,6 +72,9 @@ from sparsify_tui.settings import PERF_LEVELS, level_key
 from sparsify_tui.profiles import SCHEMA_VERSION
 from sparsify_tui.settings import usable_cores
 from sparsify_tui.engines.machine import machine_summary
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
 
 ENGINES = ("auto", "deepsparse", "onnxruntime", "openvino")
 ASSUMED_GFLOPS_PER_CORE = 100.0
@@ -415,7 +418,7 @@ def _validate_locally(job: dict) -> None:
                              "QuantizeLinear/DequantizeLinear nodes: quantize it first")
 
 
-def approx_perf_profile(graph, batch_size: int = 1, levels=None, cores: int | None = None) -> dict:
+def approx_perf_profile(graph: "ModelGraph", batch_size: int = 1, levels=None, cores: int | None = None) -> dict:
     """A perf profile estimated from FLOPs alone (no engine): ``engine: "flops-estimate"``.
 
     ``graph`` is an analysed ``ModelGraph`` (at batch size 1); a layer's time is

@@ -42,7 +42,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from sparsify_tui.progress import check_cancel
 from sparsify_tui.engines.inputs import load_samples_for
 from sparsify_tui.profiles.ranks import sensitivity_ranks
 from sparsify_tui.engines.ort import session_options
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
 
 QUANT_HELP = (
     "INT8 sensitivity: the layer alone is quantized (weights per output channel, symmetric int8; its input "
@@ -220,7 +223,7 @@ def compute_quant(
     on_partial: Callable[[dict], Any] | None = None,
     cancel=None,
     cores: int | None = None,
-    graph=None,
+    graph: "ModelGraph | None" = None,
     whole_model: bool = True,
     latency_runs: int = LATENCY_RUNS,
 ) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from textual import on, work
 from textual.app import App
@@ -36,6 +36,12 @@ from sparsify_tui.tui.messages import (
     ProjectLoaded,
     ProjectOpenFailed,
 )
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
+
+# the profile kinds the layer summaries use, and the App attribute holding the id of the one in use
+_ENTRY_ATTRS = {"perf": "perf_entry_id", "loss": "loss_entry_id", "quant": "quant_entry_id"}
 
 
 class SparsifyApp(App[None]):
@@ -71,14 +77,14 @@ class SparsifyApp(App[None]):
 
     def __init__(
         self,
-        project: Any = None,
+        project: "Project | None" = None,
         *,
         initial: str = "overview",
         start_jobs: Iterable[tuple[str, dict]] = (),
         machine: dict | None = None,
     ) -> None:
         super().__init__()
-        self.project: Any = None
+        self.project: "Project | None" = None
         self.model_data: ModelData | None = None
         self.load_errors: list[str] = []
         self.loading = False
@@ -121,7 +127,7 @@ class SparsifyApp(App[None]):
         return self._machine
 
     # ------------------------------------------------------------------ projects
-    def open_project(self, project: Any, *, screen: str = "overview") -> None:
+    def open_project(self, project: "Project", *, screen: str = "overview") -> None:
         """Make ``project`` the current one and show its overview (or layers)."""
         from sparsify_tui.tui.screens.layers import LayersScreen
         from sparsify_tui.tui.screens.overview import OverviewScreen
@@ -168,7 +174,7 @@ class SparsifyApp(App[None]):
         self._load_project(self.project, self.perf_entry_id, self.loss_entry_id)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", description="Reading the project")
-    def _load_project(self, project: Any, perf_id: str | None, loss_id: str | None) -> None:
+    def _load_project(self, project: "Project", perf_id: str | None, loss_id: str | None) -> None:
         errors: list[str] = []
         graph = None
         try:
@@ -192,12 +198,10 @@ class SparsifyApp(App[None]):
         self.model_data = message.data
         self.load_errors = message.errors
         self.loading = False
-        if message.data.perf is not None:
-            self.perf_entry_id = message.data.perf.get("_entry_id")
-        if message.data.loss is not None:
-            self.loss_entry_id = message.data.loss.get("_entry_id")
-        if message.data.quant is not None:
-            self.quant_entry_id = message.data.quant.get("_entry_id")
+        for kind in _ENTRY_ATTRS:
+            doc = getattr(message.data, kind)
+            if doc is not None:
+                self._use_entry(kind, doc.get("_entry_id"))
         if self._open_started is not None:
             self.last_open_ms = (time.perf_counter() - self._open_started) * 1000
         self.data_version += 1
@@ -208,6 +212,14 @@ class SparsifyApp(App[None]):
     def _on_open_failed(self, message: ProjectOpenFailed) -> None:
         self.notify(message.error, severity="error", timeout=10)
 
+    def _use_entry(self, kind: str, entry_id: str | None) -> bool:
+        """Make ``entry_id`` the profile of ``kind`` in use; False for a kind the summaries do not use."""
+        attr = _ENTRY_ATTRS.get(kind)
+        if attr is None:
+            return False
+        setattr(self, attr, entry_id)
+        return True
+
     def select_profile(self, entry_id: str) -> None:
         """Use this profile (perf or loss) in the layer summaries."""
         if self.project is None:
@@ -215,16 +227,10 @@ class SparsifyApp(App[None]):
         entry = next((e for e in self.project.profiles if e.id == entry_id), None)
         if entry is None:
             return
-        if entry.kind == "perf":
-            self.perf_entry_id = entry.id
-        elif entry.kind == "loss":
-            self.loss_entry_id = entry.id
-        elif entry.kind == "quant":
-            self.quant_entry_id = entry.id
-        elif entry.kind == "deploy":  # a deployment search: its own screen
+        if entry.kind == "deploy":  # a deployment search: its own screen
             self.action_show_deploy()
             return
-        else:
+        if not self._use_entry(entry.kind, entry.id):
             return
         self.notify(f"using {entry.kind} profile {entry.name!r}", timeout=3)
         self.reload_project()
@@ -265,12 +271,12 @@ class SparsifyApp(App[None]):
             return
         self.call_from_thread(self._after_open, project, jobs)
 
-    def _after_open(self, project: Any, jobs: list[tuple[str, dict]]) -> None:
+    def _after_open(self, project: "Project", jobs: list[tuple[str, dict]]) -> None:
         self.open_project(project)
         for kind, settings in jobs:
             self.start_profile(kind, settings)
 
-    def _remember(self, project: Any) -> None:
+    def _remember(self, project: "Project") -> None:
         try:
             from sparsify_tui import project as project_mod
 
@@ -416,12 +422,7 @@ class SparsifyApp(App[None]):
         else:
             self.notify(f"{job.kind} profile {job.title!r} finished", timeout=4)
         if job.project is self.project:
-            if job.kind == "perf":
-                self.perf_entry_id = job.entry_id
-            elif job.kind == "loss":
-                self.loss_entry_id = job.entry_id
-            elif job.kind == "quant":
-                self.quant_entry_id = job.entry_id
+            self._use_entry(job.kind, job.entry_id)
             self.reload_project()
         self._close_if_orphan(job.project)
 
@@ -477,7 +478,7 @@ class SparsifyApp(App[None]):
             self.notify(f"{job.title} failed: {message.error}", severity="error", timeout=12)
         self._close_if_orphan(job.project)
 
-    def _close_if_orphan(self, project: Any) -> None:
+    def _close_if_orphan(self, project: "Project") -> None:
         if project is not self.project and not any(j.active and j.project is project for j in self.jobs):
             _close_quietly(project)
 
@@ -490,7 +491,7 @@ class SparsifyApp(App[None]):
                         severity="error", timeout=10)
             self.data_version += 1
 
-    def active_jobs(self, project: Any = None) -> list[jobs_mod.Job]:
+    def active_jobs(self, project: "Project | None" = None) -> list[jobs_mod.Job]:
         project = project or self.project
         return [j for j in self.jobs if j.active and (project is None or j.project is project)]
 

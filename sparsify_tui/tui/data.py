@@ -22,7 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sparsify_tui.textfmt import fmt_count
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
 
 VALUE_DISPLAYS = ("measured", "percent", "log")
 VALUE_DISPLAY_LABELS = {"measured": "measured", "percent": "% of total", "log": "log (ln)"}
@@ -120,7 +125,7 @@ class ModelData:
     rows: list[LayerRow]
     perf: dict | None = None
     loss: dict | None = None
-    graph: Any = None
+    graph: "ModelGraph | None" = None
     quant: dict | None = None
     perf_levels: list[float] = field(default_factory=list)
     loss_levels: list[float] = field(default_factory=list)
@@ -151,7 +156,7 @@ class ModelData:
         return None
 
 
-def build_model_data(graph: Any = None, perf: dict | None = None, loss: dict | None = None,
+def build_model_data(graph: "ModelGraph | None" = None, perf: dict | None = None, loss: dict | None = None,
                      quant: dict | None = None) -> ModelData:
     """Join the analysed model and the profiles into rows, in Layer Depth order.
 
@@ -271,17 +276,6 @@ def transform(value: float | None, display: str, total: float | None) -> float |
     return value
 
 
-def fmt_count(n: float | None) -> str:
-    """1234567 -> '1.23M'; None -> '?'."""
-    if n is None:
-        return "?"
-    n = float(n)
-    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
-
-
 def fmt_ms(x: float | None) -> str:
     if x is None:
         return "-"
@@ -398,7 +392,7 @@ class Totals:
     int8_ms: float | None = None
 
 
-def totals(graph: Any = None, perf: dict | None = None, loss: dict | None = None,
+def totals(graph: "ModelGraph | None" = None, perf: dict | None = None, loss: dict | None = None,
            machine: dict | None = None, quant: dict | None = None) -> Totals:
     t = Totals()
     if graph is not None:

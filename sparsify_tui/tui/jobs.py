@@ -23,9 +23,13 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sparsify_tui.actions import profiles as profiles_action
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
+    from sparsify_tui.project import Project
 
 MEASURE_LOCK = threading.Lock()
 _ids = itertools.count(1)
@@ -36,7 +40,7 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 PROFILE_KINDS = ("perf", "loss", "quant")
 
 
-def canonical_settings(kind: str, settings: dict[str, Any], project: Any) -> dict[str, Any]:
+def canonical_settings(kind: str, settings: dict[str, Any], project: "Project") -> dict[str, Any]:
     """The full settings of a profile the app asks for, exactly as the command line would store them."""
     shapes = dict(getattr(project, "input_shapes", {}) or {})
     s = dict(settings or {})
@@ -59,7 +63,7 @@ class Job:
 
     kind: str
     settings: dict[str, Any]
-    project: Any
+    project: "Project"
     name: str = ""
     id: int = field(default_factory=lambda: next(_ids))
     state: str = QUEUED
@@ -139,7 +143,7 @@ def progress_fraction(event: Any) -> tuple[float | None, str]:
     return None, label
 
 
-def run_job(job: Job, on_progress: Callable[[float, str], None], graph: Any = None) -> dict:
+def run_job(job: Job, on_progress: Callable[[float, str], None], graph: "ModelGraph | None" = None) -> dict:
     """Run the job (blocking) and return its document.
 
     Raises ``SparsifyError`` subclasses (``EngineError``, ``CancelledError``...) on failure.

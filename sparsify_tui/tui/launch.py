@@ -8,17 +8,20 @@ something from the home screen.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 
-def close_quietly(project: Any) -> None:
+def close_quietly(project: "Project") -> None:
     try:
         project.close()
     except Exception:  # noqa: BLE001
         pass
 
 
-def load_selected(project: Any, kind: str, entry_id: str | None, errors: list[str]) -> dict | None:
+def load_selected(project: "Project", kind: str, entry_id: str | None, errors: list[str]) -> dict | None:
     """The chosen profile of a kind, or the newest readable one."""
     try:
         entries = list(project.profiles_of(kind))

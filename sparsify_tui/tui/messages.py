@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 
 @dataclass
@@ -49,7 +52,7 @@ class JobFailed(Message):
 class ProjectLoaded(Message):
     """The project's model was analysed and its profiles read (in a worker)."""
 
-    project: Any
+    project: "Project"
     data: Any  # tui.data.ModelData
     errors: list[str]
 

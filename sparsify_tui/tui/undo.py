@@ -29,17 +29,18 @@ class UndoHistory:
 
     def undo(self, current: Any) -> tuple[str, Any] | None:
         """(label, state to restore) or None; ``current`` goes onto the redo stack."""
-        if not self._undo:
-            return None
-        label, state = self._undo.pop()
-        self._redo.append((label, copy.deepcopy(current)))
-        return label, state
+        return self._move(self._undo, self._redo, current)
 
     def redo(self, current: Any) -> tuple[str, Any] | None:
-        if not self._redo:
+        """(label, state to restore) or None; ``current`` goes back onto the undo stack."""
+        return self._move(self._redo, self._undo, current)
+
+    @staticmethod
+    def _move(src: list, dst: list, current: Any) -> tuple[str, Any] | None:
+        if not src:
             return None
-        label, state = self._redo.pop()
-        self._undo.append((label, copy.deepcopy(current)))
+        label, state = src.pop()
+        dst.append((label, copy.deepcopy(current)))
         return label, state
 
     @property

@@ -90,7 +90,17 @@ def shared_cos_model(path):
     return _save(g, path, opset=9, ir=3)
 
 
-@pytest.mark.parametrize("builder", [if_model, quant_model, shared_cos_model])
+def slash_if_model(path):
+    """if_model with its nodes named the way exporters name them ("/block/If"): subgraph paths hold '/'."""
+    if_model(path)
+    m = onnx.load(str(path))
+    for i, n in enumerate(m.graph.node):
+        n.name = "/block/if0" if n.op_type == "If" else n.name or f"/block/{n.op_type}_{i}"
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.mark.parametrize("builder", [if_model, quant_model, shared_cos_model, slash_if_model])
 def test_downstream_equals_whole_model(tmp_path, builder):
     path = builder(tmp_path / f"{builder.__name__}.onnx")
     graph = analyze(path)
@@ -114,6 +124,18 @@ def test_downstream_equals_whole_model(tmp_path, builder):
         measured += 1
     down.close()
     assert measured >= 2
+
+
+def test_subgraph_weight_found_under_a_node_name_holding_slashes(tmp_path):
+    from sparsify_tui.profiles.downstream import DownstreamModel
+
+    path = slash_if_model(tmp_path / "m.onnx")
+    graph = analyze(path)
+    assert graph.layer("y_then").graph_path == "/block/if0/then_branch"
+    dm = DownstreamModel(path, graph)
+    assert dm.skipped == {}
+    # the cut of the then-branch weight re-runs the If node alone: it reads the condition and the Relu's output
+    assert dm.layer_cut["y_then"].boundary == ["cond", "h"]
 
 
 def test_quantized_weight_pruned_to_its_zero_point(tmp_path):

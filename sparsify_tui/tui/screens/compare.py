@@ -23,7 +23,7 @@ drawn for, ``e`` the engine; ``g`` or ``escape`` back to the layers),
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rich.table import Table
 from rich.text import Text
@@ -39,6 +39,9 @@ from sparsify_tui.actions.sweeps import group_sweep_profiles, is_sweep_entry
 from sparsify_tui.profiles.compare import compare_profiles
 from sparsify_tui.tui.data import fmt_ms
 from sparsify_tui.tui.widgets.scaling import ScalingView
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 ORDERS = ("model", "diff", "ratio")
 ORDER_LABELS = {"model": "model order", "diff": "largest |B - A| first", "ratio": "largest B / A first"}
@@ -76,7 +79,7 @@ def sweep_label(row: dict) -> str:
     return " · ".join(parts)
 
 
-def picker_options(project: Any, entries: Sequence[Any]) -> tuple[list[tuple[Any, str]], set[str]]:
+def picker_options(project: "Project", entries: Sequence[Any]) -> tuple[list[tuple[Any, str]], set[str]]:
     """The pickers' options and the values of their group header lines.
 
     ``entries`` (perf profiles, newest first) that are not sweep profiles come
@@ -128,7 +131,7 @@ class GroupedSelect(Select):
                 disable(i)
 
 
-def validation_rows(project: Any) -> list[dict]:
+def validation_rows(project: "Project") -> list[dict]:
     """The validation section of every optimization that has one (dense vs pruned, measured and estimated)."""
     out = []
     for o in getattr(project, "optimizations", []) or []:
@@ -209,7 +212,7 @@ class CompareScreen(Screen):
                 tooltip="From the scaling view: back to the layers; else leave the comparison"),
     ]
 
-    def __init__(self, project: Any = None) -> None:
+    def __init__(self, project: "Project | None" = None) -> None:
         super().__init__()
         self.project = project
         self.entries: list[Any] = []

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.syntax import Syntax
 from rich.table import Table
@@ -32,6 +32,10 @@ from textual.widgets import Footer, Header, Input, Select, Static
 from sparsify_tui.errors import SparsifyError, UsageError
 from sparsify_tui.optim.code_samples import code_sample
 from sparsify_tui.optim.optimization import Optimization
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
+    from sparsify_tui.project import Project
 
 FRAMEWORKS = ("pytorch", "keras", "tensorflow")
 CODE_KINDS = ("integration", "training")
@@ -109,7 +113,8 @@ class ExportScreen(Screen):
         Binding("escape", "back", "Back", id="export_back", tooltip="Leave the field, or go back"),
     ]
 
-    def __init__(self, project: Any = None, graph: Any = None, *, opt_name: str | None = None) -> None:
+    def __init__(self, project: "Project | None" = None, graph: "ModelGraph | None" = None, *,
+                 opt_name: str | None = None) -> None:
         super().__init__()
         self.project = project
         self.graph = graph
@@ -203,7 +208,7 @@ class ExportScreen(Screen):
             return
         self.app.call_from_thread(self._loaded, graph, opt, notice)
 
-    def _loaded(self, graph: Any, opt: Optimization, notice: str) -> None:
+    def _loaded(self, graph: "ModelGraph", opt: Optimization, notice: str) -> None:
         self.graph = graph
         self.opt = opt
         self.opt_name = opt.name

@@ -25,7 +25,7 @@ import functools
 import gc
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Group
 from rich.table import Table
@@ -53,6 +53,10 @@ from sparsify_tui.tui.undo import UndoHistory
 from sparsify_tui.tui.widgets.optim_lr import LRChart
 from sparsify_tui.tui.widgets.optim_table import FastDataTable
 from sparsify_tui.tui.widgets.optim_training import TrainingSummary, training_rows
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
+    from sparsify_tui.project import Project
 
 SAVE_DELAY_S = 0.5
 
@@ -399,7 +403,7 @@ class OptimizerScreen(Screen):
     AREA_ACTIONS = {"reset_override": ("opt-layers",), "toggle_exclude": ("opt-layers",),
                     "delete_lr": ("opt-lr", "opt-lr-chart")}
 
-    def __init__(self, project: Any = None, graph: Any = None, *, context: Any = None,
+    def __init__(self, project: "Project | None" = None, graph: "ModelGraph | None" = None, *, context: Any = None,
                  opt_name: str | None = None) -> None:
         super().__init__()
         self.project = project

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
@@ -15,6 +15,9 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from sparsify_tui.tui import jobs as jobs_mod
 from sparsify_tui.tui.data import QUALITY_MARK, fmt_count, fmt_ms, quality_warnings, totals
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 
 _SHORT = {"batch_size": "batch", "iterations": "iter", "warmup": "warmup", "cores": "cores",
@@ -37,7 +40,7 @@ def _fmt_settings(settings: dict) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def _deploy_best(project: Any) -> tuple[str, str] | None:
+def _deploy_best(project: "Project") -> tuple[str, str] | None:
     """(value, note) of the overview's Deploy row: the fastest configuration within the stored budget
     and how much it beats the sparse plan alone; None without a deploy result."""
     from sparsify_tui.actions.deploy import apply_budget, latest, row_label
@@ -110,13 +113,15 @@ class OverviewScreen(Screen):
         self._refresh_all()
 
     # ------------------------------------------------------------------ refresh
+    def _shown_project(self) -> "Project | None":
+        """The app's project, once the screen is composed."""
+        return self.app.project if self._ready else None
+
     def _refresh_all(self, *_: Any) -> None:
-        if not self._ready:
-            return
-        app = self.app
-        project = app.project
+        project = self._shown_project()
         if project is None:
             return
+        app = self.app
         self.sub_title = f"{project.name} — overview"
         info = Table.grid(padding=(0, 1))
         info.add_column(style="bold")
@@ -219,12 +224,10 @@ class OverviewScreen(Screen):
         self.query_one("#totals", Static).update(grid)
 
     def _refresh_jobs(self, *_: Any) -> None:
-        if not self._ready:
-            return
-        app = self.app
-        project = app.project
+        project = self._shown_project()
         if project is None:
             return
+        app = self.app
         table = self.query_one("#profiles", DataTable)
         cursor = table.cursor_row
         table.clear()

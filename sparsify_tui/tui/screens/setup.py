@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -16,6 +16,10 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
 from sparsify_tui.tui.widgets.path_input import PathInput
+
+if TYPE_CHECKING:
+    from sparsify_tui.analysis.graph import ModelGraph
+    from sparsify_tui.project import Project
 
 
 def installed_engines() -> list[str]:
@@ -37,7 +41,7 @@ def usable_cores(machine: dict) -> int:
     return os.cpu_count() or 1
 
 
-def dynamic_inputs(graph: Any) -> list[tuple[str, str]]:
+def dynamic_inputs(graph: "ModelGraph") -> list[tuple[str, str]]:
     """(input name, prefilled shape text) for each model input with dynamic or assumed dims."""
     out = []
     for t in graph.inputs:
@@ -59,7 +63,7 @@ class SetupScreen(Screen):
     def __init__(self, model: str = "") -> None:
         super().__init__()
         self._initial_model = model
-        self.graph: Any = None
+        self.graph: "ModelGraph | None" = None
         self.model_error: str | None = None
         self._validated_path: str | None = None
         self._name_touched = False
@@ -194,7 +198,7 @@ class SetupScreen(Screen):
             return
         self.app.call_from_thread(self._analysis_done, path, graph, None)
 
-    def _analysis_done(self, path: str, graph: Any, error: str | None) -> None:
+    def _analysis_done(self, path: str, graph: "ModelGraph", error: str | None) -> None:
         if path != self._validated_path:
             return  # a newer path was typed meanwhile
         status = self.query_one("#model-status", Static)
@@ -220,7 +224,7 @@ class SetupScreen(Screen):
                 self._fill_directory(Path(path).stem)
         self._fill_shapes(graph)
 
-    def _fill_shapes(self, graph: Any) -> None:
+    def _fill_shapes(self, graph: "ModelGraph") -> None:
         box = self.query_one("#shape-inputs", Vertical)
         box.remove_children()
         dyn = dynamic_inputs(graph)
@@ -310,7 +314,7 @@ class SetupScreen(Screen):
         self.query_one("#setup-error", Static).update(f"[red]{message}[/red]")
         self.notify(message, severity="error", timeout=8)
 
-    def _created(self, project: Any, form: dict[str, Any]) -> None:
+    def _created(self, project: "Project", form: dict[str, Any]) -> None:
         self._creating = False
         app = self.app
         app.open_project(project)

@@ -16,7 +16,10 @@ times, as the optimizer's estimate does).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 OPTIMIZED = "optimized"
 
@@ -98,7 +101,7 @@ def optimized_summary(rows: Iterable[Any], opt: dict | Any, model_baseline_ms: f
     return out
 
 
-def selected_optimization(project: Any, name: str | None = None) -> dict | None:
+def selected_optimization(project: "Project", name: str | None = None) -> dict | None:
     """The optimization the layer summaries use: ``name``, else the project's first one (None if none)."""
     opts = list(getattr(project, "optimizations", None) or [])
     if not opts:

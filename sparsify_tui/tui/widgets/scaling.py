@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -30,6 +30,9 @@ from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
 from sparsify_tui.tui.data import fmt_ms
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
 
 AXES = ("cores", "batch")
 AXIS_LABELS = {"cores": "cores", "batch": "batch size"}
@@ -152,7 +155,7 @@ class ScalingChart(PlotextPlot):
 class _ReadOnce:
     """A project seen by :mod:`sparsify_tui.actions.sweeps` whose profile files are read once per load."""
 
-    def __init__(self, project: Any) -> None:
+    def __init__(self, project: "Project") -> None:
         self._project = project
         self.profiles = list(getattr(project, "profiles", []) or [])
         self._docs: dict[str, Any] = {}
@@ -198,7 +201,7 @@ class ScalingView(Vertical):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.project: Any = None
+        self.project: "Project | None" = None
         self.rows: list[dict] = []          # sweep_rows of the project (fresh profiles, files read)
         self.engines: list[str] = []        # engines with at least one readable profile
         self.engine: str | None = None      # None: every engine
@@ -233,7 +236,7 @@ class ScalingView(Vertical):
     def has_sweep(self) -> bool:
         return bool(self.series)
 
-    def load(self, project: Any, *, force: bool = False) -> None:
+    def load(self, project: "Project", *, force: bool = False) -> None:
         """Read the project's sweep profiles (again only when its profile list changed, or ``force``)."""
         from sparsify_tui.actions.sweeps import sweep_rows
 
