@@ -234,22 +234,34 @@ class SparsifyApp(App[None]):
         from sparsify_tui.errors import SparsifyError
 
         path = Path(text.strip()).expanduser()
-        if self.project is not None and path.is_dir():
-            try:
-                same = path.resolve() == Path(self.project.dir).resolve()
-            except OSError:
-                same = False
-            if same:  # already open here (it holds its own lock): just show it
-                self._show("overview")
-                return
+        if self.project is not None and path.is_dir() and self.held_project(path) is self.project:
+            self._show("overview")  # already open here (it holds its own lock): just show it
+            return
         try:
-            project, jobs = resolve_open_target(path)
+            project, jobs = resolve_open_target(path, self.held_project)
         except SparsifyError as exc:
             self.notify(str(exc), severity="error", timeout=8)
             return
-        self.open_project(project)
-        for kind, settings in jobs:
-            self.start_profile(kind, settings)
+        self._after_open(project, jobs)
+
+    def held_project(self, directory: Any) -> Any:
+        """The project this app holds open in ``directory`` (the current one or a job's), or None.
+
+        Opening it again must reuse that object: a second ``Project.open`` in
+        this process is read-only, and closing the first would drop the lock.
+        """
+        try:
+            target = Path(directory).expanduser().resolve()
+        except OSError:
+            return None
+        held = ([self.project] if self.project is not None else []) + [j.project for j in list(self.jobs)]
+        for p in held:
+            try:
+                if not p.readonly and Path(p.dir).resolve() == target:
+                    return p
+            except (OSError, AttributeError):
+                continue
+        return None
 
     def open_demo(self) -> None:
         self._open_demo()
@@ -259,7 +271,7 @@ class SparsifyApp(App[None]):
         from sparsify_tui.errors import SparsifyError
 
         try:
-            project, jobs = prepare_demo()
+            project, jobs = prepare_demo(reuse=self.held_project)
         except SparsifyError as exc:
             self.post_message(ProjectOpenFailed(str(exc)))
             return
@@ -268,7 +280,8 @@ class SparsifyApp(App[None]):
     def _after_open(self, project: Any, jobs: list[tuple[str, dict]]) -> None:
         self.open_project(project)
         for kind, settings in jobs:
-            self.start_profile(kind, settings)
+            if not any(j.active and j.kind == kind for j in self.active_jobs(project)):
+                self.start_profile(kind, settings)
 
     def _remember(self, project: Any) -> None:
         try:
@@ -276,7 +289,7 @@ class SparsifyApp(App[None]):
 
             fn = getattr(project_mod, "remember_project", None) or getattr(project_mod, "add_recent_project", None)
             if fn is not None:
-                fn(project.dir)
+                fn(project.dir, getattr(project, "display_name", None))
         except Exception:  # noqa: BLE001 - recent list is a convenience
             pass
 
