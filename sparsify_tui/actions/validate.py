@@ -310,7 +310,7 @@ def validate_optimization(project: Any, opt_name: str | None = None, *, engine: 
         note("pruning by magnitude at the same plan (for comparison)")
         magnitude_file = Path(scratch.name) / "magnitude.onnx"
         _write_plan(project, graph, opt, magnitude_file, None)
-    chosen, _reason = resolve_engine(engine, str(project.model_path), batch_size, project.input_shapes or {})
+    chosen, auto_reason = resolve_engine(engine, str(project.model_path), batch_size, project.input_shapes or {})
 
     def estimate_and_measure(chosen: str) -> tuple[Any, dict, Any, dict]:
         # the estimate, from a perf profile measured with the same engine
@@ -358,6 +358,9 @@ def _measure_with_fallback(estimate_and_measure, chosen, engine, note):
 
     try:
         perf_entry, perf_doc, est, res = estimate_and_measure(chosen)
+        if (engine or "auto").lower() == "auto" and res.get("engine") == chosen:
+            # the A/B job was given the engine auto chose: its own reason would say "requested with --engine"
+            res["engine_reason"] = f"no engine given (auto): {auto_reason}"
     except EngineError as exc:
         # DeepSparse may compile the dense model and still fail, or crash, on the pruned one: with engine
         # "auto" the validation is then measured with ONNX Runtime, saying why
