@@ -67,3 +67,56 @@ async def test_a_project_is_released_once_when_the_app_opens_another_and_reopens
         await settle(pilot, app)
         assert app.project.dir == a.dir and not app.project.readonly, app.project.notices
         assert _lock_pid(a.dir) == os.getpid() and not (b.dir / "project.lock").exists()
+
+
+def _real_evaluator(corpus, key):
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.optim.estimate import Evaluator
+    from sparsify_tui.profiles.loss import approx_loss_profile
+    from sparsify_tui.profiles.perf import approx_perf_profile
+
+    graph = analyze(corpus.path(key), corpus.input_shapes(key) or None)
+    return Evaluator(graph, approx_perf_profile(graph, cores=2), approx_loss_profile(graph))
+
+
+def test_raising_the_target_never_lowers_the_estimates_with_buckets_off(corpus):
+    """Item 5, over the profiles of real models: per layer the allocation only adds sparsity as the target
+    rises, so without bucketing (Buckets 0) the speedup and the FLOPs reduction never fall."""
+    from sparsify_tui.optim.optimization import default_optimization
+
+    for key in ("resnet50", "mobilenetv3"):
+        ev = _real_evaluator(corpus, key)
+        for balance in (0.0, 0.5, 1.0):
+            prev = None
+            for k in range(40, 96):
+                opt = default_optimization()
+                opt.pruning.target_sparsity, opt.pruning.balance, opt.pruning.buckets = k / 100, balance, 0
+                est = ev.evaluate(opt)
+                cur = (est.estimated_speedup, est.flops_reduction)
+                if prev is not None:
+                    assert cur[0] >= prev[0] - 1e-9 and cur[1] >= prev[1] - 1e-9, (key, balance, k, prev, cur)
+                prev = cur
+
+
+async def test_when_buckets_lower_an_estimate_the_optimizer_says_why(mnv3_project):
+    """MobileNetV3 at balance 0 with the default 6 buckets: 0.88 -> 0.89 lowers the estimated speedup
+    (the buckets regroup the layers); the estimates panel says so instead of leaving it unexplained."""
+    from sparsify_tui.tui.screens.optimizer import with_setting
+    from tests.tui.conftest import FIXED_MACHINE, widget_text
+    from tests.tui.test_optimizer import open_optimizer
+
+    app = SparsifyApp(mnv3_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        screen._show_opt(with_setting(with_setting(screen.opt, "balance", 0.0), "target_sparsity", 0.88))
+        before = screen.est.estimated_speedup
+        assert screen.opt.pruning.buckets > 0
+        screen._show_opt(with_setting(screen.opt, "target_sparsity", 0.89))
+        await pilot.pause()
+        after = screen.est.estimated_speedup
+        assert after < before  # what the issue saw: the number fell
+        text = widget_text(screen.query_one("#opt-estimates"), 100)
+        assert f"Speedup fell {before:.2f}x→{after:.2f}x as the target rose: 6 buckets regrouped" in text, text
+        screen._show_opt(with_setting(screen.opt, "target_sparsity", 0.90))  # rose again or no note
+        text = widget_text(screen.query_one("#opt-estimates"), 100)
+        assert ("as the target rose" in text) == (screen.est.estimated_speedup < after - 5e-5)

@@ -324,6 +324,9 @@ def estimates_text(est: Any, width: int = 120) -> Group:
         grid.add_row(*cells[:3])
         grid.add_row(*cells[3:])
     notes = Text(no_wrap=True, overflow="ellipsis")
+    drop = next((n for n in est.notes if "fell" in n and "as the target rose" in n), "")
+    if drop:  # first: it explains the number the user just saw change
+        notes.append(drop + "  ", style="bold yellow")
     if est.approximated:
         notes.append(f"Approximated Profile: {est.perf_basis} times, {est.loss_basis} loss sensitivity  ",
                      style="bold yellow")
@@ -333,6 +336,35 @@ def estimates_text(est: Any, width: int = 120) -> Group:
     if est.quantization.get("estimated_speedup_with_quant"):
         notes.append(f"with INT8 {est.quantization['estimated_speedup_with_quant']:.2f}x (rough)", style="dim")
     return Group(grid, notes)
+
+
+def target_drop_note(old_opt: Any, old_est: Any, new_opt: Any, new_est: Any) -> str:
+    """Why an estimate fell when only the target sparsity rose ("" when none fell).
+
+    Per layer the allocation only ever adds sparsity as the target rises, so
+    with Buckets 0 no estimate falls; grouping the plan into a few sparsity
+    values (one recipe modifier each) can regroup layers and lower one.
+    """
+    if old_opt is None or old_est is None or new_opt is None or new_est is None:
+        return ""
+    a, b = old_opt.pruning, new_opt.pruning
+    if not b.target_sparsity > a.target_sparsity + 1e-9:
+        return ""
+    same = (a.enabled, a.balance, a.max_sparsity, a.min_sparsity, a.min_speedup, a.min_recovery, a.buckets,
+            sorted(a.overrides.items()), sorted(a.exclusions.items()))
+    if same != (b.enabled, b.balance, b.max_sparsity, b.min_sparsity, b.min_speedup, b.min_recovery, b.buckets,
+                sorted(b.overrides.items()), sorted(b.exclusions.items())):
+        return ""
+    if new_est.estimated_speedup < old_est.estimated_speedup - 5e-5:
+        fell = f"Speedup fell {old_est.estimated_speedup:.2f}x→{new_est.estimated_speedup:.2f}x"
+    elif old_est.flops_reduction and new_est.flops_reduction and \
+            new_est.flops_reduction < old_est.flops_reduction - 5e-5:
+        fell = f"FLOPs reduction fell {old_est.flops_reduction:.2f}x→{new_est.flops_reduction:.2f}x"
+    else:
+        return ""
+    if b.buckets > 0:
+        return f"{fell} as the target rose: {b.buckets} buckets regrouped layers (Buckets 0 avoids this)"
+    return f"{fell} as the target rose: a filter or the balance chose another plan"
 
 
 def next_version_name(names: list[str], base: str) -> str:
@@ -556,7 +588,11 @@ class OptimizerScreen(Screen):
     def _show_opt(self, opt: Optimization, *, first: bool = False) -> None:
         """Allocate, estimate, and update what changed on screen."""
         t0 = time.perf_counter()
+        old_opt, old_est = (None, None) if first else (self.opt, self.est)
         self.opt, self.est = self.ctx.evaluator.run(opt)
+        drop = target_drop_note(old_opt, old_est, self.opt, self.est)
+        if drop:
+            self.est.notes.append(drop)
         self.opt_name = self.opt.name
         self.histories.setdefault(self.opt.name, UndoHistory())
         self._update_title()
