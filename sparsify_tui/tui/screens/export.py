@@ -27,11 +27,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Select, Static
+from textual.widgets import Header, Input, Select, Static
 
 from sparsify_tui.errors import SparsifyError, UsageError
 from sparsify_tui.optim.code_samples import code_sample
 from sparsify_tui.optim.optimization import Optimization
+from sparsify_tui.tui.widgets.footer import FitFooter
 
 FRAMEWORKS = ("pytorch", "keras", "tensorflow")
 CODE_KINDS = ("integration", "training")
@@ -153,7 +154,7 @@ class ExportScreen(Screen):
                     yield Static("", id="export-recipe")
                 with VerticalScroll(id="export-code-box"):
                     yield Static("", id="export-code")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         if self.project is None:
@@ -233,6 +234,11 @@ class ExportScreen(Screen):
             self.recipe_text = ""
         self.query_one("#export-recipe", Static).update(
             Syntax(self.recipe_text, "yaml", theme="ansi_dark", word_wrap=False, line_numbers=False))
+        # the comment header is long: start the view at the recipe itself (scroll up for the header)
+        lines = self.recipe_text.splitlines()
+        first = next((i for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")), 0)
+        box = self.query_one("#export-recipe-box")
+        self.call_after_refresh(box.scroll_to, y=first, animate=False)
         self.render_code()
         if warnings:
             self.notify("; ".join(warnings[:3]), severity="warning", timeout=8)

@@ -35,7 +35,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Input, Static, TabbedContent, TabPane
 
 from sparsify_tui.errors import SparsifyError, UsageError
 from sparsify_tui.optim.optimization import (
@@ -50,6 +50,7 @@ from sparsify_tui.optim.optimization import (
 )
 from sparsify_tui.tui.data import fmt_count, fmt_ms, fmt_sens
 from sparsify_tui.tui.undo import UndoHistory
+from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.optim_lr import LRChart
 from sparsify_tui.tui.widgets.optim_table import FastDataTable
 from sparsify_tui.tui.widgets.optim_training import TrainingSummary, training_rows
@@ -481,7 +482,7 @@ class OptimizerScreen(Screen):
                 yield Static("", id="opt-edit-label")
                 yield Input(id="opt-edit")
             yield Static("", id="opt-error")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         # the widgets every edit touches, looked up once

@@ -11,10 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+from textual.widgets import DataTable, Header, ProgressBar, Static
 
 from sparsify_tui.tui import jobs as jobs_mod
 from sparsify_tui.tui.data import QUALITY_MARK, fmt_count, fmt_ms, quality_warnings, totals
+from sparsify_tui.tui.widgets.footer import FitFooter
 
 
 _SHORT = {"batch_size": "batch", "iterations": "iter", "warmup": "warmup", "cores": "cores",
@@ -90,7 +91,7 @@ class OverviewScreen(Screen):
             with Horizontal(id="job-bar"):
                 yield Static("", id="job-label")
                 yield ProgressBar(total=1.0, show_eta=False, id="job-progress")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self._ready = True
