@@ -38,6 +38,13 @@ from sparsify_tui.tui.messages import (
 )
 
 
+def job_label(job: Any) -> str:
+    """``perf 'deepsparse b1 c2'``: a job's kind and name, for questions and notices."""
+    name = getattr(job, "name", "") or ""
+    kind = getattr(job, "kind", "profile")
+    return f"{kind} {name!r}" if name else kind
+
+
 class SparsifyApp(App[None]):
     """sparsify-tui: profile an ONNX model layer by layer and plan its sparsification."""
 
@@ -603,10 +610,24 @@ class SparsifyApp(App[None]):
         self.push_screen(DeployScreen(self.project))
 
     async def action_quit(self) -> None:
-        for job in self.jobs:
-            if job.active:
-                job.cancel.set()
-        self.exit()
+        """Quit; while a profile runs or waits, ask first (quitting cancels it)."""
+        from sparsify_tui.tui.screens.confirm import ConfirmQuit
+
+        active = [j for j in self.jobs if j.active]
+        if not active:
+            self.exit()
+            return
+        if isinstance(self.screen, ConfirmQuit):
+            return
+
+        def done(quit_: bool | None) -> None:
+            if quit_:
+                for job in self.jobs:
+                    if job.active:
+                        job.cancel.set()
+                self.exit()
+
+        self.push_screen(ConfirmQuit([job_label(j) for j in active]), done)
 
     def on_unmount(self) -> None:
         for job in self.jobs:
