@@ -143,6 +143,10 @@ class SparsifyApp(App[None]):
         self.loss_entry_id = None
         self.quant_entry_id = None
         self.load_errors = []
+        if getattr(project, "readonly", False):  # up front, not when the first save fails
+            why = next((n for n in getattr(project, "notices", []) if "read-only" in n), "opened read-only")
+            self.notify(f"{why}. Viewing only: profiles, edits and validations are off.", severity="warning",
+                        timeout=12)
         self._remember(project)
         # fresh project screens, installed so switching between them keeps their state
         for name in ("overview", "layers"):

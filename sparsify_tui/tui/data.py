@@ -271,6 +271,17 @@ def transform(value: float | None, display: str, total: float | None) -> float |
     return value
 
 
+def ellipsize_middle(text: str, width: int) -> str:
+    """``layer3.0.conv2`` in 10 cells -> ``lay…0.conv2``: a long layer name keeps both ends (the end
+    tells conv1 from conv2), the ellipsis replaces part of the middle."""
+    text = "" if text is None else str(text)
+    if width < 2 or len(text) <= width:
+        return text
+    head = (width - 1) // 3
+    tail = width - 1 - head
+    return text[:head] + "\u2026" + text[len(text) - tail:]
+
+
 def fmt_count(n: float | None) -> str:
     """1234567 -> '1.23M'; None -> '?'."""
     if n is None:
@@ -292,7 +303,7 @@ def fmt_ms(x: float | None) -> str:
         return f"{x:.2f}"
     if ax == 0:
         return "0"
-    return f"{x:.2g}" if ax < 1e-4 else f"{x:.3g}"
+    return plain_sig(x, 3)  # 0.000082, never 8.2e-05 next to 0.018 in one column
 
 
 def fmt_sens(x: float | None) -> str:
@@ -305,7 +316,20 @@ def fmt_sens(x: float | None) -> str:
         return f"{x:.1f}"
     if ax >= 0.01:
         return f"{x:.3f}"
-    return f"{x:.2e}"
+    return plain_sig(x, 3)  # 0.00467 next to 0.036: one notation per column
+
+
+def plain_sig(x: float, digits: int = 3) -> str:
+    """``x`` with ``digits`` significant digits in plain decimal notation (no exponent) down to 1e-9."""
+    import math
+
+    ax = abs(x)
+    if ax == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    if ax < 1e-9:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(ax)))
+    return f"{x:.{decimals}f}"
 
 
 def fmt_value(x: float | None, display: str, kind: str) -> str:

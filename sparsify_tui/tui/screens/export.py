@@ -59,6 +59,14 @@ def check_save_path(text: str, what: str = "recipe") -> Path:
     return p
 
 
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
 def validation_table(v: dict) -> Table:
     """Measured against estimated speedup of a validation section."""
     table = Table(box=None, padding=(0, 2), show_header=False)
@@ -164,6 +172,10 @@ class ExportScreen(Screen):
         self.query_one("#export-recipe-box").border_title = "recipe (YAML)"
         self.query_one("#export-code-box").border_title = "code sample"
         default = str(Path(self.project.dir) / "recipe.yaml") if self.project is not None else "recipe.yaml"
+        if self.readonly:  # nothing is written into a project open read-only
+            default = ""
+            path_box = self.query_one("#export-path", Input)
+            path_box.placeholder = "read-only project: type a path outside it"
         self.query_one("#export-path", Input).value = default
         self.watch(self.app, "jobs_version", self._on_jobs, init=False)
         self._load()
@@ -329,6 +341,11 @@ class ExportScreen(Screen):
             path = check_save_path(self.query_one("#export-path", Input).value, "recipe")
             code_in = self.query_one("#export-code-path", Input).value
             code_path = check_save_path(code_in, "code sample") if code_in.strip() else None
+            if self.readonly:
+                for target in (path, code_path):
+                    if target is not None and _inside(target, Path(self.project.dir)):
+                        raise UsageError(f"{target} is inside the project, which is open read-only: "
+                                         "save it somewhere else")
             atomic_write_text(path, self.recipe_text)
             written.append(path)
             if code_path is not None:
@@ -345,6 +362,15 @@ class ExportScreen(Screen):
         self.saved = written
         self.notify("saved " + ", ".join(str(p) for p in written), timeout=5)
         return written
+
+    @property
+    def readonly(self) -> bool:
+        return bool(getattr(self.project, "readonly", False))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "validate" and self.readonly:
+            return None  # a validation is stored in the project
+        return True
 
     def action_next_optimization(self) -> None:
         names = [o.get("name") for o in self.project.optimizations] if self.project is not None else []

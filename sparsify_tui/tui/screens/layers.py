@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Header, Input, Select, Static
 from sparsify_tui.tui.data import (
     QUALITY_MARK,
     VALUE_DISPLAY_LABELS,
+    ellipsize_middle,
     VALUE_DISPLAYS,
     LayerRow,
     ModelData,
@@ -237,6 +238,10 @@ class LayersScreen(Screen):
             return
         name_w = self._name_width(list(self._widths), keys.index("name"), table)
         column = table.columns["name"]
+        if column.width != name_w and (name_w < self._widths[keys.index("name")] or
+                                       column.width < self._widths[keys.index("name")]):
+            self.rebuild()  # the names are cut in the middle for the new width
+            return
         if column.width != name_w:
             column.width = name_w
             table._clear_caches()
@@ -248,7 +253,8 @@ class LayersScreen(Screen):
         app = self.app
         project = app.project
         if project is not None:
-            self.sub_title = f"{project.name} — layer summaries"
+            self.sub_title = f"{project.name} — layer summaries" + (
+                "  (read-only)" if getattr(project, "readonly", False) else "")
         data = app.model_data
         if data is self.data and data is not None:
             return
@@ -395,6 +401,12 @@ class LayersScreen(Screen):
         widths[op_i] = min(widths[op_i], OP_WIDTH)
         self._widths = list(widths)
         name_w = self._name_width(widths, name_i, table)
+        if name_w < widths[name_i]:  # cut long names in the middle: layer3.0.co… would hide conv1 from conv2
+            for j, r in enumerate(rows):
+                c = out[j][name_i]
+                if len(r.name) > name_w:
+                    short = Cell(ellipsize_middle(r.name, name_w), r.name, style=c.style)
+                    out[j] = out[j][:name_i] + (short,) + out[j][name_i + 1:]
         for i, (key, label, _kind) in enumerate(columns):
             table.add_column(labels.get(key, label), key=key, width=name_w if i == name_i else widths[i])
         for cells, r in zip(out, rows):

@@ -48,7 +48,7 @@ from sparsify_tui.optim.optimization import (
     default_optimization,
     reschedule,
 )
-from sparsify_tui.tui.data import fmt_count, fmt_ms, fmt_sens
+from sparsify_tui.tui.data import ellipsize_middle, fmt_count, fmt_ms, fmt_sens
 from sparsify_tui.tui.undo import UndoHistory
 from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.optim_lr import LRChart
@@ -260,7 +260,8 @@ RANK_STYLE = {"top 5%": "bold red", "high": "yellow", "medium": "", "low": "dim"
 
 def layer_specs(le: Any) -> dict[str, tuple[str, str, str]]:
     """(text, style, justify) of the cells of one LayerEstimate that change with the plan."""
-    sp = f"{le.sparsity * 100:.1f}%" + (" *" if le.overridden else "")
+    # * = your override; ✗ = left dense (excluded by you, filtered, not prunable: the Note column says why)
+    sp = f"{le.sparsity * 100:.1f}%" + (" *" if le.overridden else " ✗" if le.excluded_reason else "")
     if le.est_ms is not None and le.baseline_ms is not None:
         tm = f"{fmt_ms(le.est_ms)} {100 * le.est_ms / le.baseline_ms:.0f}%" if le.baseline_ms > 0 else fmt_ms(le.est_ms)
     elif le.flops_before is not None:
@@ -269,7 +270,7 @@ def layer_specs(le: Any) -> dict[str, tuple[str, str, str]]:
         tm = "-"
     perf = "-" if le.perf_sensitivity is None else fmt_sens(le.perf_sensitivity)
     return {
-        "sparsity": (sp, "bold" if le.overridden else "", "right"),
+        "sparsity": (sp, "bold" if le.overridden else "italic yellow" if le.excluded_reason else "", "right"),
         "speedup": (f"{le.est_speedup:.2f}x", "", "right"),
         "time": (tm, "", "right"),
         "loss": (f"{fmt_sens(le.loss_sensitivity)} {le.loss_rank}", RANK_STYLE.get(le.loss_rank, ""), "left"),
@@ -617,7 +618,7 @@ class OptimizerScreen(Screen):
         t.append(f"Optimization {self.opt.name!r}", style="bold")
         t.append(f"  version {idx} of {max(len(names), idx)}  ({state})", style="dim")
         if getattr(self.project, "readonly", False):
-            t.append("  read-only project", style="bold red")
+            t.append("  read-only project: viewing only, edits are off", style="bold red")
         self._title_box.update(t, layout=False)
 
     def _update_settings(self) -> None:
@@ -643,7 +644,7 @@ class OptimizerScreen(Screen):
                 self._layer_cache[le.id] = specs
                 self._layer_sigs[le.id] = layer_sig(le)
                 cells = {k: cell(*spec) for k, spec in specs.items()}
-                rows.append((cell(le.name), cells["sparsity"], cells["speedup"], cells["time"], cells["loss"],
+                rows.append((cell(ellipsize_middle(le.name, LAYER_WIDTHS["name"])), cells["sparsity"], cells["speedup"], cells["time"], cells["loss"],
                              cells["perf"], cells["note"], cells["recovery"],
                              cell(fmt_count(le.params), justify="right"), cell(le.op_type)))
             self._layer_keys = {}
@@ -1051,7 +1052,12 @@ class OptimizerScreen(Screen):
         self._heap_frozen = True
 
     # ------------------------------------------------------------ misc
+    WRITE_ACTIONS = frozenset({"step", "edit", "reset_override", "toggle_exclude", "add_lr", "delete_lr",
+                               "undo", "redo", "copy_version"})
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.WRITE_ACTIONS and getattr(self.project, "readonly", False):
+            return None  # shown disabled: a read-only project's plan cannot change
         areas = self.AREA_ACTIONS.get(action)
         if areas is not None and self.focused_area() not in areas:
             return False

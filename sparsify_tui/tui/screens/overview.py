@@ -118,7 +118,7 @@ class OverviewScreen(Screen):
         project = app.project
         if project is None:
             return
-        self.sub_title = f"{project.name} — overview"
+        self.sub_title = f"{project.name} — overview" + ("  (read-only)" if getattr(project, "readonly", False) else "")
         info = Table.grid(padding=(0, 1))
         info.add_column(style="bold")
         info.add_column()
@@ -281,6 +281,11 @@ class OverviewScreen(Screen):
         key = event.row_key.value or ""
         if key.startswith("entry:"):
             self.app.select_profile(key.split(":", 1)[1])
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("start_perf", "start_loss", "start_quant") and getattr(self.app.project, "readonly", False):
+            return None  # shown disabled: a read-only project cannot store profiles
+        return True
 
     def action_start_perf(self) -> None:
         self._ask_and_start("perf")
