@@ -147,6 +147,27 @@ def run_with_fallback(job: dict, **kw) -> dict:
         return res
 
 
+def _project_model_shapes(p: Path) -> tuple[Path, dict] | None:
+    """(model path, stored input shapes) when ``p`` is a project directory or a project's model file."""
+    from sparsify_tui.project import Project, is_project_dir
+
+    d = p if p.is_dir() else p.parent
+    if not is_project_dir(d):
+        return None
+    project = Project.open(d, readonly=True)
+    try:
+        model = project.model_path
+        if not p.is_dir():
+            try:
+                if p.resolve() != model.resolve():
+                    return None
+            except OSError:
+                return None
+        return model, {k: list(v) for k, v in (project.input_shapes or {}).items()}
+    finally:
+        project.close()
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
     from sparsify_tui.analysis import parse_input_shapes
     from sparsify_tui.engines.inputs import make_inputs
@@ -172,14 +193,24 @@ def run_benchmark(args: argparse.Namespace) -> int:
     values = parse_input_values(getattr(args, "input_value", None))
     wait_idle = parse_float("--wait-idle", args.wait_idle, minimum=0.0) if getattr(args, "wait_idle", None) else 0.0
     models = []
+    model_shapes: dict[Path, dict] = {}
     for m in args.models:
         p = Path(m).expanduser()
+        # a project directory, or a project's own model file: the input shapes stored in the project
+        # are used (--input-shape still overrides them)
+        stored = _project_model_shapes(p)
+        if stored is not None:
+            p, pshapes = stored
+        else:
+            pshapes = {}
         if not p.is_file():
             raise ModelError(f"{p}: no such file")
+        mshapes = {**pshapes, **shapes}
         # fail fast on a bad model / bad shapes before any child starts
-        with dynamic_shape_hint(p, shapes):
-            make_inputs(p, batches[0], {k: v for k, v in shapes.items()}, values=values)
+        with dynamic_shape_hint(p, mshapes):
+            make_inputs(p, batches[0], dict(mshapes), values=values)
         models.append(p)
+        model_shapes[p] = mshapes
     progress = Progress("benchmark")
     results = []
     total = len(models) * len(batches) * len(cores_list)
@@ -191,7 +222,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 progress.update(done, total, label)
                 job = {"kind": "benchmark", "model_path": str(p), "engine": engine, "batch_size": b,
                        "iterations": iterations, "warmup": warmup, "repeats": repeats,
-                       "input_shapes": {k: list(v) for k, v in shapes.items()}, "input_values": values,
+                       "input_shapes": {k: list(v) for k, v in model_shapes[p].items()}, "input_values": values,
                        "wait_idle_s": wait_idle if done == 0 else 0.0}
                 if precision:
                     job["precision"] = precision
