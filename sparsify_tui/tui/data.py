@@ -272,14 +272,21 @@ def transform(value: float | None, display: str, total: float | None) -> float |
 
 
 def ellipsize_middle(text: str, width: int) -> str:
-    """``layer3.0.conv2`` in 10 cells -> ``lay…0.conv2``: a long layer name keeps both ends (the end
-    tells conv1 from conv2), the ellipsis replaces part of the middle."""
+    """A long layer name cut in the middle so both ends stay: ``layer1.0.conv1`` in 12 cells ->
+    ``layer1…conv1`` (the first and last parts of a dotted or slashed name, then as much of the end as fits)."""
+    import re
+
     text = "" if text is None else str(text)
     if width < 2 or len(text) <= width:
         return text
-    head = (width - 1) // 3
-    tail = width - 1 - head
-    return text[:head] + "\u2026" + text[len(text) - tail:]
+    parts = re.split(r"([./:])", text)
+    head, last = parts[0], parts[-1]
+    if len(parts) >= 3 and 0 < len(head) and len(head) + 1 + len(last) <= width:
+        keep_tail = width - 1 - len(head)
+        return head + "\u2026" + text[len(text) - keep_tail:]
+    tail = max(1, (2 * (width - 1) + 2) // 3)  # otherwise keep more of the end: the most specific part
+    head_n = width - 1 - tail
+    return text[:head_n] + "\u2026" + text[len(text) - tail:]
 
 
 def fmt_count(n: float | None) -> str:

@@ -528,7 +528,7 @@ class LayersScreen(Screen):
                 perf_txt += f" {QUALITY_MARK} {warns[0]}" + (f" (+{len(warns) - 1} more)" if len(warns) > 1 else "")
         loss_txt = f"loss: {data.loss.get('method', '?')}" if data.loss else "no loss profile yet"
         scope = "prunable" if self.prunable_only else "all"
-        text = Text(no_wrap=True, overflow="ellipsis")
+        text = Text(overflow="ellipsis")  # up to two lines: the profiles used stay in view
         items = [
             ("Summary Type ", summary_label(self, fmt_level(self.level))),
             ("Value Display ", VALUE_DISPLAY_LABELS[self.display_mode]),

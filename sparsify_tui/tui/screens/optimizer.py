@@ -73,7 +73,7 @@ class Setting:
 
 SETTINGS: list[Setting] = [
     Setting("target_sparsity", "Target sparsity", "float", 0.01, 0.0, 0.99, help="share of prunable weights zeroed"),
-    Setting("balance", "Balance perf-recov", "float", 0.05, 0.0, 1.0),
+    Setting("balance", "Balance (0=perf)", "float", 0.05, 0.0, 1.0, help="0 performance, 1 recovery"),
     Setting("epochs", "Epochs", "int", 1, 1, 100000, help="rescales the default schedule"),
     Setting("pruning_start", "Pruning start", "float", 1.0, 0.0, None),
     Setting("pruning_end", "Pruning end", "float", 1.0, 0.0, None),
@@ -81,7 +81,7 @@ SETTINGS: list[Setting] = [
     Setting("init_sparsity", "Initial sparsity", "float", 0.01, 0.0, 0.99),
     Setting("interpolation", "Interpolation", "choice", choices=INTERPOLATIONS),
     Setting("mask_type", "Mask type", "choice", choices=MASK_TYPES),
-    Setting("max_sparsity", "Max layer sparsity", "float", 0.01, 0.01, 0.99),
+    Setting("max_sparsity", "Max sparsity", "float", 0.01, 0.01, 0.99, help="per-layer cap"),
     Setting("min_sparsity", "Min sparsity", "float", 0.05, 0.0, 0.99),
     Setting("min_speedup", "Min speedup (x)", "float", 0.05, 0.0, 100.0),
     Setting("min_recovery", "Min recovery", "float", 0.05, 0.0, 1.0),
@@ -305,7 +305,8 @@ def estimates_text(est: Any, width: int = 120) -> Group:
     for r in ((1, 1) if narrow else (10, 13, 10)):
         grid.add_column(ratio=r, no_wrap=True)
     if est.estimated_ms is not None and est.baseline_ms is not None:
-        tvb = pair("Est. Time vs Baseline", f"{fmt_ms(est.estimated_ms)}/{fmt_ms(est.baseline_ms)} ms",
+        tvb = pair("Est. Time" if narrow else "Est. Time vs Baseline",
+                   f"{fmt_ms(est.estimated_ms)}/{fmt_ms(est.baseline_ms)} ms",
                    extra=f"{100 * est.estimated_ms / est.baseline_ms:.0f}%" if est.baseline_ms else "")
     else:
         tvb = pair("Est. Time vs Baseline", "- (FLOPs only)")
