@@ -60,8 +60,11 @@ def run_prune(args: argparse.Namespace) -> int:
                 if ev.get("event") == "progress":
                     progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
 
+            cores = None
+            if getattr(args, "cores", None) is not None:
+                cores = parse_int("--cores", args.cores, minimum=1, maximum=max_cores())
             doc = validate_optimization(project, args.optimization, engine=engine, iterations=iterations,
-                                        out_path=out, on_progress=on_progress, precision=precision,
+                                        cores=cores, out_path=out, on_progress=on_progress, precision=precision,
                                         method=method, data=data, samples=samples, eval_data=eval_data,
                                         sequential=sequential)
             progress.done()
@@ -74,10 +77,12 @@ def run_prune(args: argparse.Namespace) -> int:
             change, meaning = format_change(doc)
             rows = [
                 ["Engine", _engine_label(doc)],
+                ["Cores", f"{doc['cores']}  ({doc.get('cores_reason', '')})"],
                 ["Dense", f"{doc['dense_ms']:.3f} ms"],
                 ["Pruned", f"{doc['pruned_ms']:.3f} ms  (sparsity {doc['achieved_sparsity']:.3f})"],
                 ["Measured speedup", f"{doc['measured_speedup']:.2f}x"],
-                ["Estimated speedup", f"{doc['estimated_speedup']:.2f}x  (from profile {doc['estimate_profile']})"],
+                ["Estimated speedup", f"{doc['estimated_speedup']:.2f}x  (from perf profile "
+                                      f"{doc.get('estimate_profile_name') or doc['estimate_profile']!r})"],
                 ["Relative error", "n/a" if doc["relative_error"] is None else f"{doc['relative_error']:+.1%}"],
                 ["Output change", f"{change}  ({doc.get('method', 'magnitude')}, one-shot, before retraining; "
                  f"{doc.get('evaluation_samples')} evaluation samples)"],

@@ -287,7 +287,7 @@ def layer_sig(le: Any) -> tuple:
             le.perf_rank)
 
 
-def estimates_text(est: Any, width: int = 120) -> Group:
+def estimates_text(est: Any, width: int = 120, profile: str = "") -> Group:
     """The estimates panel: speedup, time vs baseline, FLOPs and params reduction, recovery confidence.
 
     Three columns, two lines, and a third line for notes (approximated, target not reachable, INT8).
@@ -336,6 +336,8 @@ def estimates_text(est: Any, width: int = 120) -> Group:
     if not est.reachable:
         notes.append(next((n for n in est.notes if "not reachable" in n), "target not reachable") + "  ",
                      style="yellow")
+    if profile:  # the one named profile this plan's estimates come from (validation and export name it too)
+        notes.append(f"from perf profile {profile!r}  ", style="dim")
     if est.quantization.get("estimated_speedup_with_quant"):
         notes.append(f"with INT8 {est.quantization['estimated_speedup_with_quant']:.2f}x (rough)", style="dim")
     return Group(grid, notes)
@@ -600,7 +602,8 @@ class OptimizerScreen(Screen):
         self.histories.setdefault(self.opt.name, UndoHistory())
         self._update_title()
         box = self._estimates_box
-        box.update(estimates_text(self.est, box.size.width or self.app.size.width), layout=False)
+        box.update(estimates_text(self.est, box.size.width or self.app.size.width, self.perf_profile_name()),
+                   layout=False)
         self._update_settings()
         self._update_layers(rebuild=first)
         self._update_lr()
@@ -608,6 +611,13 @@ class OptimizerScreen(Screen):
         if first or training_rows(self.opt) != summary.rows or summary.end != self.opt.end_epoch:
             summary.set_opt(self.opt)
         self.last_update_ms = (time.perf_counter() - t0) * 1000
+
+    def perf_profile_name(self) -> str:
+        """The name of the stored perf profile the estimates come from ("" when approximated from FLOPs)."""
+        pid = (getattr(self.ctx, "profile_ids", None) or {}).get("perf", "")
+        if not pid or self.project is None:
+            return ""
+        return next((e.name for e in self.project.profiles_of("perf") if e.id == pid), "")
 
     def _update_title(self) -> None:
         names = self.version_names()
@@ -1070,7 +1080,7 @@ class OptimizerScreen(Screen):
     def on_resize(self, event) -> None:  # noqa: ANN001
         if self.est is not None:
             box = self.query_one("#opt-estimates", Static)
-            box.update(estimates_text(self.est, event.size.width - 4))
+            box.update(estimates_text(self.est, event.size.width - 4, self.perf_profile_name()))
 
     def action_tab(self, tab: str) -> None:
         tabs = self.query_one("#opt-tabs", TabbedContent)
