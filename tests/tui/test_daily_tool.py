@@ -120,3 +120,43 @@ async def test_when_buckets_lower_an_estimate_the_optimizer_says_why(mnv3_projec
         screen._show_opt(with_setting(screen.opt, "target_sparsity", 0.90))  # rose again or no note
         text = widget_text(screen.query_one("#opt-estimates"), 100)
         assert ("as the target rose" in text) == (screen.est.estimated_speedup < after - 5e-5)
+
+
+async def test_export_names_the_profile_and_flags_one_that_no_longer_exists(demo_project):
+    """Item 3: the recipe says which profiles its estimates came from; after that profile is deleted the
+    export and the optimizer say so instead of naming a profile that is gone."""
+    from sparsify_tui.tui.screens.optimizer import OptimizerScreen
+    from tests.tui.conftest import FIXED_MACHINE, wait_for
+
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: isinstance(app.screen, OptimizerScreen) and app.screen.ready)
+        await wait_for(pilot, lambda: bool(demo_project.optimizations), timeout=10)
+        perf = demo_project.profiles_of("perf")[0]
+        assert app.screen.opt.perf_profile_id == perf.id
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: bool(getattr(app.screen, "recipe_text", "")))
+        assert f"perf profile {perf.name!r} ({perf.id})" in app.screen.recipe_text
+        await pilot.press("escape")
+        await settle(pilot, app)
+    from sparsify_tui.project import Project
+
+    project = Project.open(demo_project.dir)  # the app closed it when it quit
+    project.remove_profile(perf.id)
+    app = SparsifyApp(project, machine=FIXED_MACHINE)
+    notes: list[str] = []
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.notify = lambda message, **kw: notes.append(str(message))  # type: ignore[method-assign]
+        await settle(pilot, app)
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: bool(getattr(app.screen, "recipe_text", "")))
+        assert f"perf profile {perf.id} (missing: deleted or replaced)" in app.screen.recipe_text
+        assert any("no longer exists" in n for n in notes), notes
+        await pilot.press("escape")
+        await settle(pilot, app)
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: isinstance(app.screen, OptimizerScreen) and app.screen.ready)
+        await settle(pilot, app)
+        assert any(f"planned with ({perf.id}) no longer exists" in n for n in notes), notes

@@ -240,7 +240,15 @@ class ExportScreen(Screen):
 
         warnings: list[str] = []
         try:
-            self.recipe_text = export_recipe(self.opt, self.graph, name_map=self.name_map, warnings=warnings)
+            from sparsify_tui.actions.optimizer import profile_labels
+
+            labels = profile_labels(self.project, self.opt) if self.project is not None else None
+            self.recipe_text = export_recipe(self.opt, self.graph, name_map=self.name_map, warnings=warnings,
+                                             profiles=labels)
+            missing = [f"{k} profile {v}" for k, v in (labels or {}).items() if "missing" in v]
+            if missing:
+                warnings.append("this optimization was planned with a profile that no longer exists ("
+                                + "; ".join(missing) + "): open it in the optimizer (F2) to re-plan")
         except SparsifyError as exc:
             self._error(str(exc))
             self.recipe_text = ""
