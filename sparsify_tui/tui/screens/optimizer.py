@@ -331,13 +331,15 @@ def estimates_text(est: Any, width: int = 120, profile: str = "") -> Group:
     if drop:  # first: it explains the number the user just saw change
         notes.append(drop + "  ", style="bold yellow")
     if est.approximated:
-        notes.append(f"Approximated Profile: {est.perf_basis} times, {est.loss_basis} loss sensitivity  ",
+        named = f" {profile!r}" if profile else ""
+        notes.append(f"Approximated Profile{named}: {est.perf_basis} times, {est.loss_basis} loss sensitivity  ",
                      style="bold yellow")
+        profile = ""  # named already
     if not est.reachable:
         notes.append(next((n for n in est.notes if "not reachable" in n), "target not reachable") + "  ",
                      style="yellow")
     if profile:  # the one named profile this plan's estimates come from (validation and export name it too)
-        notes.append(f"from perf profile {profile!r}  ", style="dim")
+        notes.append(f"from perf profile {profile!r}  ", style="bold")
     if est.quantization.get("estimated_speedup_with_quant"):
         notes.append(f"with INT8 {est.quantization['estimated_speedup_with_quant']:.2f}x (rough)", style="dim")
     return Group(grid, notes)

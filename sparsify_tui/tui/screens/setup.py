@@ -53,7 +53,7 @@ class SetupScreen(Screen):
 
     PALETTE_GROUP = "New project"
     BINDINGS = [
-        Binding("ctrl+s", "create", "Create", id="create_project", tooltip="Create the project and start its profiles"),
+        Binding("f9", "create", "Create", id="create_project", tooltip="Create the project and start its profiles"),
         Binding("escape", "cancel", "Cancel", id="cancel_setup", tooltip="Back without creating anything"),
     ]
 
@@ -115,7 +115,7 @@ class SetupScreen(Screen):
             yield Checkbox("Start the profiles when the project is created", True, id="start-profiles")
             yield Static("", id="setup-error")
             with Horizontal(id="setup-buttons"):
-                yield Button("Create  [ctrl+s]", variant="primary", id="create")
+                yield Button("Create  [F9]", variant="primary", id="create")
                 yield Button("Cancel  [Esc]", id="cancel")
         yield FitFooter()
 
