@@ -182,10 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation samples for --validate (default: the last quarter of --data)")
     p.add_argument("--sequential", action="store_true",
                    help="capture each layer's inputs on the model with the earlier layers already pruned")
+    p.add_argument("--cores", default=None,
+                   help="cores for --validate (default: those of the optimizer's perf profile, else all)")
     _add_json(p)
 
     p = sub.add_parser("benchmark", help="latency and throughput of models, side by side")
-    p.add_argument("models", nargs="+", help="ONNX files")
+    p.add_argument("models", nargs="+", help="ONNX files or project directories (a project's model uses its stored input shapes)")
     p.add_argument("--engine", default="auto", help="auto, deepsparse, onnxruntime or openvino")
     _add_precision(p)
     p.add_argument("--batch-size", default="1", help="batch sizes, e.g. 1,16")

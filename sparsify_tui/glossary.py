@@ -181,6 +181,34 @@ ENTRIES: list[Entry] = [
           "log.", (), "model"),
     Entry("Stale", "The model file changed after the profile was measured: it is kept but may be wrong.",
           (), "perf"),
+    Entry("Average Sensitivity", "The mean Loss Sensitivity of the prunable layers at the loss profile's "
+          "evaluation sparsity (0.9 unless the profile says otherwise): one number for how much this model's "
+          "output moves when its layers are pruned. Shown as 'Avg Sensitivity' on the overview.",
+          ("avg sensitivity", "avg", "average loss sensitivity"), "loss"),
+    Entry("Instruction Set", "The CPU's vector instructions the engines can use (AVX2, AVX-512, AVX-512 VNNI, "
+          "...), shown as ISA. DeepSparse needs AVX2 at least; VNNI speeds up INT8.",
+          ("isa", "instruction set architecture"), "perf"),
+    Entry("Layer Attributes", "The selected layer's ONNX details in the layer summaries: op type, the shapes of "
+          "its inputs, outputs and weight, its attributes (strides, pads, groups ...), params and FLOPs.",
+          ("attributes",), "model"),
+    Entry("Estimated Recovery", "How much of the dense model's accuracy the plan is expected to keep after "
+          "training; this app gives it as the Recovery Confidence heuristic, not as a measured accuracy.",
+          ("recovery", "est. recovery"), "optim"),
+    Entry("Total Sparsity", "The share of all prunable weights of the model that the plan sets to zero, "
+          "overridden and excluded layers included: the Achieved sparsity next to the target.",
+          ("achieved sparsity", "overall sparsity"), "optim"),
+    Entry("Thread", "One worker of the engine. A profile runs one thread per core it is given ('c2' in a "
+          "profile's name: 2 cores); times change with the core count, so compare profiles with the same one.",
+          ("threads", "cores", "core count"), "perf"),
+    Entry("Layer Timings", "The per-layer milliseconds of a performance profile: each layer's time in the "
+          "dense model and at each measured sparsity level. They sum to roughly the model's time; the rest is "
+          "engine overhead.", ("layer timing", "timings"), "perf"),
+    Entry("MS per Batch", "Milliseconds for one inference of a whole batch (batch size items at once); "
+          "Baseline MS is the dense model's MS per Batch.", ("ms/batch", "ms per batch"), "perf"),
+    Entry("Output change", "How far the pruned (or quantized) model's outputs moved from the dense model's, "
+          "on the same inputs: KL divergence for probabilities and logits, normalized squared error otherwise, "
+          "summed over the outputs. 0 = identical; it is unitless and only comparable within one model.",
+          ("output change", "loss proxy"), "loss"),
 ]
 
 # which terms explain each area of the screens (widget ids), for the help of the focused widget

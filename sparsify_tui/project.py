@@ -541,7 +541,8 @@ class ProjectLock:
 
 def _holder_sentence(info: dict[str, Any]) -> str:
     if info.get("pid"):
-        s = f"project is open in process {info.get('pid')} on host {info.get('host', '?')}"
+        me = info.get("pid") == os.getpid() and info.get("host") == socket.gethostname()
+        s = f"project is open in process {info.get('pid')}{' (this process)' if me else ''} on host {info.get('host', '?')}"
         if info.get("started"):
             s += f" (since {info['started']})"
         return s

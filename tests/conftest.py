@@ -8,13 +8,35 @@ developer's machine, and FAILS when ``CI`` is set (CI must never skip them).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+
+# The app's own files (recent projects, demo, scratch projects, caches) go to a private place for the
+# whole run, set before any fixture: session-scoped fixtures (a project made once for many tests, a Ray
+# cluster whose workers open projects) run before the function-scoped autouse fixture below, and child
+# processes, tmux panes and Ray workers inherit this environment.
+_SESSION_HOME = tempfile.mkdtemp(prefix="sparsify-tui-tests-home-")
+os.environ["SPARSIFY_TUI_HOME"] = _SESSION_HOME
+atexit.register(shutil.rmtree, _SESSION_HOME, True)
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test interrupts: SIGINT back to its default.
+
+    A runner started with SIGINT ignored (``nohup``, a background job of a
+    non-interactive shell, some CI agents) passes the ignored disposition on
+    through exec, and Python then installs no KeyboardInterrupt handler.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_NAMES = {

@@ -76,6 +76,10 @@ class OptimizerContext:
             entry, doc, n = pick_profile(project, kind, prefer)
             notes += n
             ids[kind] = entry.id if entry is not None else ""
+            if prefer and (entry is None or entry.id != prefer):  # deleted, replaced or unreadable: say so
+                now = f"now from {kind} profile {entry.name!r}" if entry is not None else "now approximated"
+                notes.append(f"the {kind} profile this optimization was planned with ({prefer}) no longer "
+                             f"exists or cannot be read: its estimates are {now}")
             docs[kind] = doc
         if docs["perf"] is None:
             try:
@@ -135,3 +139,18 @@ def load_optimization(project: "Project", name: str) -> Optimization | None:
 def save_optimization(project: "Project", opt: Optimization) -> None:
     opt.touch()
     project.set_optimization(opt.to_dict())
+
+
+def profile_labels(project: Any, opt: Optimization) -> dict[str, str]:
+    """``{"perf": "'deepsparse b1 c2' (perf-1)", ...}``: the profiles an optimization's estimates came from,
+    by name; a recorded id the project no longer has is labelled missing."""
+    out: dict[str, str] = {}
+    for kind in ("perf", "loss", "quant"):
+        pid = getattr(opt, f"{kind}_profile_id", "") or ""
+        if not pid:
+            if kind != "quant":
+                out[kind] = "approximated (no stored profile)"
+            continue
+        entry = next((e for e in project.profiles_of(kind) if e.id == pid), None)
+        out[kind] = f"{entry.name!r} ({pid})" if entry is not None else f"{pid} (missing: deleted or replaced)"
+    return out

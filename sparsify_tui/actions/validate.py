@@ -285,11 +285,22 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
     project.require_writable() if hasattr(project, "require_writable") else None
     engine = validate_engine(engine)
     precision = validate_precision(engine, precision)
-    cores = int(cores) if cores else default_cores()
     from sparsify_tui.optim.calibrated import check_method
 
     method = check_method(method)
+    cores_given = bool(cores)
     graph, opt, ctx = load_plan(project, opt_name)
+    # the profile the optimizer's estimate came from: the validation uses it when it can (same engine,
+    # batch size and, unless --cores says otherwise, its core count), and says why when it cannot
+    opt_perf_id = (ctx.profile_ids or {}).get("perf", "") or getattr(opt, "perf_profile_id", "")
+    opt_entry = next((e for e in project.profiles_of("perf") if e.id == opt_perf_id), None)
+    opt_cores = (opt_entry.settings or {}).get("cores") if opt_entry is not None else None
+    if cores_given:
+        cores = int(cores)
+    elif opt_cores and not (opt_entry.settings or {}).get("approximate"):
+        cores = int(opt_cores)
+    else:
+        cores = default_cores()
     plan = opt.layer_sparsities()
     if not plan:
         raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to validate")
@@ -314,12 +325,26 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
         note("pruning by magnitude at the same plan (for comparison)")
         magnitude_file = Path(scratch.name) / "magnitude.onnx"
         _write_plan(project, graph, opt, magnitude_file, None)
-    chosen, _reason = resolve_engine(engine, str(project.model_path), batch_size, project.input_shapes or {})
+    chosen, auto_reason = resolve_engine(engine, str(project.model_path), batch_size, project.input_shapes or {})
 
     def estimate_and_measure(chosen: str) -> tuple[Any, dict, Any, dict]:
-        # the estimate, from a perf profile measured with the same engine
+        # the estimate, from the optimizer's own profile when it fits, else a profile measured with the
+        # same engine (measured now if there is none)
         prec = precision if chosen == "openvino" or precision == "int8" else None
-        found = _same_engine_profile(project, chosen, batch_size, cores, plan, prec)
+        found = None
+        if opt_entry is not None and prec is not None and (opt_entry.settings or {}).get("precision") != prec:
+            pass  # measured at another precision: not this estimate's profile
+        elif opt_entry is not None and opt_entry.engine == chosen and not project.is_stale(opt_entry):
+            st = opt_entry.settings or {}
+            if int(st.get("batch_size", 1) or 1) == batch_size and (not st.get("cores") or int(st["cores"]) == cores):
+                try:
+                    doc0 = project.load_profile(opt_entry)
+                except Exception:  # noqa: BLE001 - unreadable: another profile is used, said in the notes
+                    doc0 = None
+                if doc0 is not None and not (doc0.get("approximated") and chosen != "onnxruntime"):
+                    found = (opt_entry, doc0)
+        if found is None:
+            found = _same_engine_profile(project, chosen, batch_size, cores, plan, prec)
         if found is None:
             levels = _levels_for(plan)
             note(f"measuring a {chosen} perf profile at levels {', '.join(f'{x:g}' for x in levels)}")
@@ -350,18 +375,22 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
         return perf_entry, perf_doc, est, res
 
     try:
-        perf_entry, perf_doc, est, res = _measure_with_fallback(estimate_and_measure, chosen, engine, note)
+        perf_entry, perf_doc, est, res = _measure_with_fallback(estimate_and_measure, chosen, engine, note, auto_reason)
     finally:
         scratch.cleanup()
     return _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batch_size, cores,
-                             iterations, repeats, pruned_info, out, method, cal, ev, sample_notes)
+                             iterations, repeats, pruned_info, out, method, cal, ev, sample_notes,
+                             opt_entry=opt_entry, opt_cores=opt_cores, cores_given=cores_given)
 
 
-def _measure_with_fallback(estimate_and_measure, chosen, engine, note):
+def _measure_with_fallback(estimate_and_measure, chosen, engine, note, auto_reason: str = ""):
     from sparsify_tui.errors import EngineError
 
     try:
         perf_entry, perf_doc, est, res = estimate_and_measure(chosen)
+        if (engine or "auto").lower() == "auto" and res.get("engine") == chosen:
+            # the A/B job was given the engine auto chose: its own reason would say "requested with --engine"
+            res["engine_reason"] = f"no engine given (auto): {auto_reason}"
     except EngineError as exc:
         # DeepSparse may compile the dense model and still fail, or crash, on the pruned one: with engine
         # "auto" the validation is then measured with ONNX Runtime, saying why
@@ -375,7 +404,8 @@ def _measure_with_fallback(estimate_and_measure, chosen, engine, note):
 
 
 def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batch_size, cores, iterations,
-                      repeats, pruned_info, out, method, cal, ev, sample_notes):
+                      repeats, pruned_info, out, method, cal, ev, sample_notes, *, opt_entry=None, opt_cores=None,
+                      cores_given=False):
     from sparsify_tui.optim.optimization import now_iso
     from sparsify_tui.actions.optimizer import save_optimization
 
@@ -384,6 +414,23 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
         ml = pruned_info["magnitude_layers"]
         notes.append(f"{len(ml)} layers pruned by magnitude ({method} cannot handle them): "
                      + "; ".join(f"{k}: {v}" for k, v in list(ml.items())[:3]) + ("; ..." if len(ml) > 3 else ""))
+    if opt_entry is None or perf_entry.id != opt_entry.id:
+        if opt_entry is None:
+            why = "the optimizer used no stored perf profile (times approximated from FLOPs)"
+        else:
+            st = opt_entry.settings or {}
+            diffs = []
+            if opt_entry.engine != res.get("engine"):
+                diffs.append(f"it was measured with {opt_entry.engine}, this validation runs {res.get('engine')}")
+            if int(st.get("batch_size", 1) or 1) != batch_size:
+                diffs.append(f"batch size {st.get('batch_size')} there, {batch_size} here")
+            if st.get("cores") and int(st["cores"]) != cores:
+                diffs.append(f"{st['cores']} cores there, {cores} here (--cores)")
+            if st.get("approximate") or opt_entry.engine in ("flops", "flops-estimate"):
+                diffs.append("it is approximated (no engine measured it)")
+            why = f"the optimizer's estimate comes from perf profile {opt_entry.name!r}, but " + \
+                  ("; ".join(diffs) or "it cannot be read")
+        notes.append(f"estimate from perf profile {perf_entry.name!r} ({perf_entry.id}), not the optimizer's: {why}")
     if res.get("engine") != chosen:
         notes.append(f"measured with {res.get('engine')}: {res.get('engine_reason')}")
     # an output whose metric was switched (saturated softmax, all-zero output) says so
@@ -416,6 +463,12 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
         "speedup_spread": res.get("speedup_spread"),
         "estimated_speedup": estimated, "estimated_ms": est.estimated_ms, "baseline_ms": est.baseline_ms,
         "estimate_profile": perf_entry.id,
+        "estimate_profile_name": perf_entry.name,
+        "optimizer_profile": opt_entry.id if opt_entry is not None else "",
+        "optimizer_profile_name": opt_entry.name if opt_entry is not None else "",
+        "cores_reason": ("requested with --cores" if cores_given else
+                         "the cores of the optimizer's perf profile" if opt_cores and cores == int(opt_cores)
+                         else "all usable cores"),
         "relative_error": (estimated - measured) / measured if measured else None,
         "output_change": res.get("output_change"),
         "output_change_error": res.get("output_change_error"),

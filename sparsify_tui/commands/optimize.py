@@ -295,7 +295,9 @@ def run_export(args: argparse.Namespace) -> int:
             opt = ctx.evaluator.allocate(ctx.attach(opt))
             if not project.readonly:
                 save_optimization(project, opt)
-        recipe = export_recipe(opt, graph, name_map, warnings)
+        from sparsify_tui.actions.optimizer import profile_labels
+
+        recipe = export_recipe(opt, graph, name_map, warnings, profiles=profile_labels(project, opt))
         recipe_path = _write(args.recipe, recipe, "recipe", project) if args.recipe else None
         code = code_sample(framework, code_type, str(recipe_path or "recipe.yaml"), mapped=bool(name_map))
         code_path = _write(args.code, code, "code sample", project) if args.code else None

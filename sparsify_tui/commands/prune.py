@@ -64,8 +64,11 @@ def run_prune(args: argparse.Namespace) -> int:
                 if ev.get("event") == "progress":
                     progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
 
+            cores = None
+            if getattr(args, "cores", None) is not None:
+                cores = parse_int("--cores", args.cores, minimum=1, maximum=max_cores())
             doc = validate_optimization(project, args.optimization, engine=engine, iterations=iterations,
-                                        out_path=out, on_progress=on_progress, precision=precision,
+                                        cores=cores, out_path=out, on_progress=on_progress, precision=precision,
                                         method=method, data=data, samples=samples, eval_data=eval_data,
                                         sequential=sequential)
             progress.done()
@@ -78,10 +81,12 @@ def run_prune(args: argparse.Namespace) -> int:
             change, meaning = format_change(doc)
             rows = [
                 ["Engine", _engine_label(doc)],
+                ["Cores", f"{doc['cores']}  ({doc.get('cores_reason', '')})"],
                 ["Dense", f"{doc['dense_ms']:.3f} ms"],
                 ["Pruned", f"{doc['pruned_ms']:.3f} ms  (sparsity {doc['achieved_sparsity']:.3f})"],
                 ["Measured speedup", f"{doc['measured_speedup']:.2f}x"],
-                ["Estimated speedup", f"{doc['estimated_speedup']:.2f}x  (from profile {doc['estimate_profile']})"],
+                ["Estimated speedup", f"{doc['estimated_speedup']:.2f}x  (from perf profile "
+                                      f"{doc.get('estimate_profile_name') or doc['estimate_profile']!r})"],
                 ["Relative error", "n/a" if doc["relative_error"] is None else f"{doc['relative_error']:+.1%}"],
                 ["Output change", f"{change}  ({doc.get('method', 'magnitude')}, one-shot, before retraining; "
                  f"{doc.get('evaluation_samples')} evaluation samples)"],
@@ -151,6 +156,27 @@ def run_with_fallback(job: dict, **kw) -> dict:
         return res
 
 
+def _project_model_shapes(p: Path) -> tuple[Path, dict] | None:
+    """(model path, stored input shapes) when ``p`` is a project directory or a project's model file."""
+    from sparsify_tui.project import Project, is_project_dir
+
+    d = p if p.is_dir() else p.parent
+    if not is_project_dir(d):
+        return None
+    project = Project.open(d, readonly=True)
+    try:
+        model = project.model_path
+        if not p.is_dir():
+            try:
+                if p.resolve() != model.resolve():
+                    return None
+            except OSError:
+                return None
+        return model, {k: list(v) for k, v in (project.input_shapes or {}).items()}
+    finally:
+        project.close()
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
     from sparsify_tui.analysis import parse_input_shapes
     from sparsify_tui.engines.inputs import make_inputs
@@ -176,14 +202,24 @@ def run_benchmark(args: argparse.Namespace) -> int:
     values = parse_input_values(getattr(args, "input_value", None))
     wait_idle = parse_float("--wait-idle", args.wait_idle, minimum=0.0) if getattr(args, "wait_idle", None) else 0.0
     models = []
+    model_shapes: dict[Path, dict] = {}
     for m in args.models:
         p = Path(m).expanduser()
+        # a project directory, or a project's own model file: the input shapes stored in the project
+        # are used (--input-shape still overrides them)
+        stored = _project_model_shapes(p)
+        if stored is not None:
+            p, pshapes = stored
+        else:
+            pshapes = {}
         if not p.is_file():
             raise ModelError(f"{p}: no such file")
+        mshapes = {**pshapes, **shapes}
         # fail fast on a bad model / bad shapes before any child starts
-        with dynamic_shape_hint(p, shapes):
-            make_inputs(p, batches[0], {k: v for k, v in shapes.items()}, values=values)
+        with dynamic_shape_hint(p, mshapes):
+            make_inputs(p, batches[0], dict(mshapes), values=values)
         models.append(p)
+        model_shapes[p] = mshapes
     progress = Progress("benchmark")
     results = []
     total = len(models) * len(batches) * len(cores_list)
@@ -195,7 +231,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 progress.update(done, total, label)
                 job = {"kind": "benchmark", "model_path": str(p), "engine": engine, "batch_size": b,
                        "iterations": iterations, "warmup": warmup, "repeats": repeats,
-                       "input_shapes": {k: list(v) for k, v in shapes.items()}, "input_values": values,
+                       "input_shapes": {k: list(v) for k, v in model_shapes[p].items()}, "input_values": values,
                        "wait_idle_s": wait_idle if done == 0 else 0.0}
                 if precision:
                     job["precision"] = precision

@@ -121,7 +121,9 @@ Automatic sparsity allocation
   silently: the first layer and grouped or depthwise convolutions are allocated like
   the others.
   Buckets: the plan is grouped into at most this many sparsity values (one recipe
-  modifier each; 0 = every layer keeps its own value).
+  modifier each; 0 = every layer keeps its own value). Raising the target only adds
+  sparsity to each layer, so with Buckets 0 no estimate falls; with buckets the
+  regrouping can lower one, and the estimates panel says so.
   Without a perf profile times come from FLOPs; without a loss profile sensitivity
   comes from weight magnitudes: both are labelled approximated.
 """

@@ -223,7 +223,7 @@ def _digest(body: str) -> str:
 
 
 def export_recipe(opt: Optimization, graph: "ModelGraph", name_map: dict[str, str] | None = None,
-                  warnings: list[str] | None = None) -> str:
+                  warnings: list[str] | None = None, profiles: dict[str, str] | None = None) -> str:
     """The optimization as SparseML recipe YAML (its ``layers`` must hold the allocation)."""
     opt.validate()
     if opt.pruning.enabled and not opt.layers:
@@ -236,7 +236,10 @@ def export_recipe(opt: Optimization, graph: "ModelGraph", name_map: dict[str, st
     meta = {"digest": _digest(body), "mapped": bool(name_map), "optimization": meta_opt}
     model = Path(getattr(graph, "path", "") or "model.onnx").name
     header = (f"# SparseML recipe written by sparsify-tui {__version__} for {model}, "
-              f"optimization {opt.name!r}.\n" + (NAME_WARNING_MAPPED if name_map else NAME_WARNING)
+              f"optimization {opt.name!r}.\n"
+              + ("# Estimates from " + ", ".join(f"{k} profile {v}" for k, v in profiles.items()) + ".\n"
+                 if profiles else "")
+              + (NAME_WARNING_MAPPED if name_map else NAME_WARNING)
               + META_PREFIX + json.dumps(meta, separators=(",", ":"), sort_keys=True, ensure_ascii=True) + "\n")
     return header + body
 

@@ -44,6 +44,13 @@ if TYPE_CHECKING:
 _ENTRY_ATTRS = {"perf": "perf_entry_id", "loss": "loss_entry_id", "quant": "quant_entry_id"}
 
 
+def job_label(job: Any) -> str:
+    """``perf 'deepsparse b1 c2'``: a job's kind and name, for questions and notices."""
+    name = getattr(job, "name", "") or ""
+    kind = getattr(job, "kind", "profile")
+    return f"{kind} {name!r}" if name else kind
+
+
 class SparsifyApp(App[None]):
     """sparsify-tui: profile an ONNX model layer by layer and plan its sparsification."""
 
@@ -142,6 +149,10 @@ class SparsifyApp(App[None]):
         self.loss_entry_id = None
         self.quant_entry_id = None
         self.load_errors = []
+        if getattr(project, "readonly", False):  # up front, not when the first save fails
+            why = next((n for n in getattr(project, "notices", []) if "read-only" in n), "opened read-only")
+            self.notify(f"{why}. Viewing only: profiles, edits and validations are off.", severity="warning",
+                        timeout=12)
         self._remember(project)
         # fresh project screens, installed so switching between them keeps their state
         for name in ("overview", "layers"):
@@ -240,22 +251,34 @@ class SparsifyApp(App[None]):
         from sparsify_tui.errors import SparsifyError
 
         path = Path(text.strip()).expanduser()
-        if self.project is not None and path.is_dir():
-            try:
-                same = path.resolve() == Path(self.project.dir).resolve()
-            except OSError:
-                same = False
-            if same:  # already open here (it holds its own lock): just show it
-                self._show("overview")
-                return
+        if self.project is not None and path.is_dir() and self.held_project(path) is self.project:
+            self._show("overview")  # already open here (it holds its own lock): just show it
+            return
         try:
-            project, jobs = resolve_open_target(path)
+            project, jobs = resolve_open_target(path, self.held_project)
         except SparsifyError as exc:
             self.notify(str(exc), severity="error", timeout=8)
             return
-        self.open_project(project)
-        for kind, settings in jobs:
-            self.start_profile(kind, settings)
+        self._after_open(project, jobs)
+
+    def held_project(self, directory: Any) -> Any:
+        """The project this app holds open in ``directory`` (the current one or a job's), or None.
+
+        Opening it again must reuse that object: a second ``Project.open`` in
+        this process is read-only, and closing the first would drop the lock.
+        """
+        try:
+            target = Path(directory).expanduser().resolve()
+        except OSError:
+            return None
+        held = ([self.project] if self.project is not None else []) + [j.project for j in list(self.jobs)]
+        for p in held:
+            try:
+                if not p.readonly and Path(p.dir).resolve() == target:
+                    return p
+            except (OSError, AttributeError):
+                continue
+        return None
 
     def open_demo(self) -> None:
         self._open_demo()
@@ -265,7 +288,7 @@ class SparsifyApp(App[None]):
         from sparsify_tui.errors import SparsifyError
 
         try:
-            project, jobs = prepare_demo()
+            project, jobs = prepare_demo(reuse=self.held_project)
         except SparsifyError as exc:
             self.post_message(ProjectOpenFailed(str(exc)))
             return
@@ -274,7 +297,8 @@ class SparsifyApp(App[None]):
     def _after_open(self, project: "Project", jobs: list[tuple[str, dict]]) -> None:
         self.open_project(project)
         for kind, settings in jobs:
-            self.start_profile(kind, settings)
+            if not any(j.active and j.kind == kind for j in self.active_jobs(project)):
+                self.start_profile(kind, settings)
 
     def _remember(self, project: "Project") -> None:
         try:
@@ -282,7 +306,7 @@ class SparsifyApp(App[None]):
 
             fn = getattr(project_mod, "remember_project", None) or getattr(project_mod, "add_recent_project", None)
             if fn is not None:
-                fn(project.dir)
+                fn(project.dir, getattr(project, "display_name", None))
         except Exception:  # noqa: BLE001 - recent list is a convenience
             pass
 
@@ -591,10 +615,24 @@ class SparsifyApp(App[None]):
         self.push_screen(DeployScreen(self.project))
 
     async def action_quit(self) -> None:
-        for job in self.jobs:
-            if job.active:
-                job.cancel.set()
-        self.exit()
+        """Quit; while a profile runs or waits, ask first (quitting cancels it)."""
+        from sparsify_tui.tui.screens.confirm import ConfirmQuit
+
+        active = [j for j in self.jobs if j.active]
+        if not active:
+            self.exit()
+            return
+        if isinstance(self.screen, ConfirmQuit):
+            return
+
+        def done(quit_: bool | None) -> None:
+            if quit_:
+                for job in self.jobs:
+                    if job.active:
+                        job.cancel.set()
+                self.exit()
+
+        self.push_screen(ConfirmQuit([job_label(j) for j in active]), done)
 
     def on_unmount(self) -> None:
         for job in self.jobs:

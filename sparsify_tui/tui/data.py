@@ -276,6 +276,24 @@ def transform(value: float | None, display: str, total: float | None) -> float |
     return value
 
 
+def ellipsize_middle(text: str, width: int) -> str:
+    """A long layer name cut in the middle so both ends stay: ``layer1.0.conv1`` in 12 cells ->
+    ``layer1…conv1`` (the first and last parts of a dotted or slashed name, then as much of the end as fits)."""
+    import re
+
+    text = "" if text is None else str(text)
+    if width < 2 or len(text) <= width:
+        return text
+    parts = re.split(r"([./:])", text)
+    head, last = parts[0], parts[-1]
+    if len(parts) >= 3 and 0 < len(head) and len(head) + 1 + len(last) <= width:
+        keep_tail = width - 1 - len(head)
+        return head + "\u2026" + text[len(text) - keep_tail:]
+    tail = max(1, (2 * (width - 1) + 2) // 3)  # otherwise keep more of the end: the most specific part
+    head_n = width - 1 - tail
+    return text[:head_n] + "\u2026" + text[len(text) - tail:]
+
+
 def fmt_ms(x: float | None) -> str:
     if x is None:
         return "-"
@@ -286,7 +304,7 @@ def fmt_ms(x: float | None) -> str:
         return f"{x:.2f}"
     if ax == 0:
         return "0"
-    return f"{x:.2g}" if ax < 1e-4 else f"{x:.3g}"
+    return plain_sig(x, 3)  # 0.000082, never 8.2e-05 next to 0.018 in one column
 
 
 def fmt_sens(x: float | None) -> str:
@@ -299,7 +317,20 @@ def fmt_sens(x: float | None) -> str:
         return f"{x:.1f}"
     if ax >= 0.01:
         return f"{x:.3f}"
-    return f"{x:.2e}"
+    return plain_sig(x, 3)  # 0.00467 next to 0.036: one notation per column
+
+
+def plain_sig(x: float, digits: int = 3) -> str:
+    """``x`` with ``digits`` significant digits in plain decimal notation (no exponent) down to 1e-9."""
+    import math
+
+    ax = abs(x)
+    if ax == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    if ax < 1e-9:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(ax)))
+    return f"{x:.{decimals}f}"
 
 
 def fmt_value(x: float | None, display: str, kind: str) -> str:

@@ -94,12 +94,28 @@ class Job:
         return self.kind
 
     def status_text(self) -> str:
+        """``running 15%: measuring level 0.85``; a long step says what it does."""
         if self.state == RUNNING:
             pct = f"{100 * self.fraction:.0f}%"
-            return f"running {pct}" + (f": {self.label}" if self.label else "")
+            return f"running {pct}" + (f": {progress_words(self.label)}" if self.label else "")
         if self.state == FAILED:
             return f"failed: {self.error}"
         return self.state
+
+
+def progress_words(label: str) -> str:
+    """A progress label as words: ``level 0.85: 1.23 ms`` -> ``level 0.85 measured: 1.23 ms``."""
+    import re
+
+    m = re.match(r"^level ([0-9.]+%?)(: (.*))?$", label)
+    if m and m.group(3) and m.group(3) != "failed":
+        return f"level {m.group(1)} measured: {m.group(3)}"
+    if m and not m.group(2):
+        return f"measuring sparsity level {m.group(1)}"
+    m = re.match(r"^dense(, repeat (\d+/\d+))?: (.*)$", label)
+    if m:
+        return f"dense model{' repeat ' + m.group(2) if m.group(2) else ''} measured: {m.group(3)}"
+    return label
 
 
 JOB_NICE = 5

@@ -44,22 +44,37 @@ def load_selected(project: "Project", kind: str, entry_id: str | None, errors: l
     return None
 
 
-def resolve_open_target(path: Path) -> tuple[Any, list[tuple[str, dict]]]:
-    """A project directory -> (opened project, []); an ONNX file -> (scratch project, jobs to start)."""
+def _open(d: Path, reuse: Any = None) -> Any:
+    """``reuse(d)`` (the project this app already holds open there) or ``Project.open(d)``.
+
+    A second ``Project.open`` of a directory the same process holds would be
+    read-only, and closing the first one would then drop the lock of both.
+    """
+    held = reuse(d) if reuse is not None else None
+    if held is not None:
+        return held
+    from sparsify_tui.project import Project
+
+    return Project.open(d)
+
+
+def resolve_open_target(path: Path, reuse: Any = None) -> tuple[Any, list[tuple[str, dict]]]:
+    """A project directory -> (opened project, []); an ONNX file -> (scratch project, jobs to start).
+
+    ``reuse(dir)``: the project already open in this process at ``dir``, or None.
+    """
     from sparsify_tui.errors import ModelError, ProjectError
 
     if path.is_dir():
         if not (path / "project.toml").exists():
             raise ProjectError(f"{path} is not a sparsify-tui project (it has no project.toml)")
-        from sparsify_tui.project import Project
-
-        return Project.open(path), []
+        return _open(path, reuse), []
     if not path.exists():
         raise ModelError(f"{path} does not exist")
-    return quick_look_project(path)
+    return quick_look_project(path, reuse)
 
 
-def quick_look_project(model: Path) -> tuple[Any, list[tuple[str, dict]]]:
+def quick_look_project(model: Path, reuse: Any = None) -> tuple[Any, list[tuple[str, dict]]]:
     """A scratch project for a bare ONNX file, in ``cache_dir()/scratch/<sha>``; jobs to start.
 
     The perf profile starts at once unless this exact model was already profiled.
@@ -82,7 +97,7 @@ def quick_look_project(model: Path) -> tuple[Any, list[tuple[str, dict]]]:
     sha = h.hexdigest()[:16]
     d = paths.cache_dir() / "scratch" / sha
     if (d / "project.toml").exists():
-        project = Project.open(d)
+        project = _open(d, reuse)
     else:
         from sparsify_tui.analysis import analyze
 
@@ -104,7 +119,7 @@ def quick_look_project(model: Path) -> tuple[Any, list[tuple[str, dict]]]:
 DEMO_DESCRIPTION = "Sample project: a small ResNet-style CNN built by sparsify-tui (no download)."
 
 
-def prepare_demo(*, start_measured_perf: bool = True) -> tuple[Any, list[tuple[str, dict]]]:
+def prepare_demo(*, start_measured_perf: bool = True, reuse: Any = None) -> tuple[Any, list[tuple[str, dict]]]:
     """The demo project (created on first use in ``paths.demo_project_dir()``) and the jobs to start.
 
     On first use it gets an approximated loss profile and, when
@@ -119,7 +134,7 @@ def prepare_demo(*, start_measured_perf: bool = True) -> tuple[Any, list[tuple[s
 
     d = paths.demo_project_dir()
     if (d / "project.toml").exists():
-        project = Project.open(d)
+        project = _open(d, reuse)
     else:
         from sparsify_tui.analysis.demo import build_demo_model
 

@@ -46,6 +46,9 @@ def show_project_screen(app: Any, which: str) -> None:
         screen = ExportScreen(app.project, getattr(app.model_data, "graph", None), opt_name=opt_name)
     else:
         raise ValueError(which)
+    label = {"optimizer": "optimizer", "compare": "compare profiles", "export": "export"}[which]
+    name = getattr(app.project, "display_name", None) or getattr(app.project, "name", "")
+    screen.sub_title = f"{name} — {label}" + ("  (read-only)" if getattr(app.project, "readonly", False) else "")
     from sparsify_tui.tui.screens.compare import CompareScreen
     from sparsify_tui.tui.screens.export import ExportScreen
 

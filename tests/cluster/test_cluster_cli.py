@@ -141,12 +141,14 @@ def test_ctrl_c_stops_the_sweep_and_keeps_finished_profiles(ray_cluster, make_pr
     import signal
     import time
 
+    from tests.conftest import default_sigint
+
     project = make_project("ctrl-c")
     project.close()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sparsify_tui", "sweep", str(project.dir), "--address", ray_cluster.address,
          "--servers", "beta", "--cores", "1,2", "--batch-sizes", "1,2,3", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ), preexec_fn=default_sigint)
     lines = []
     deadline = time.monotonic() + 240
     try:

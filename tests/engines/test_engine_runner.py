@@ -111,7 +111,10 @@ def test_ctrl_c_in_the_parent_kills_the_child(test_jobs):
         "    print('interrupted', flush=True)\n"
         "    sys.exit(130)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    from tests.conftest import default_sigint
+
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=dict(os.environ),
+                              preexec_fn=default_sigint)
     child_pid = int(parent.stdout.readline())
     os.kill(child_pid, 0)  # alive
     parent.send_signal(signal.SIGINT)

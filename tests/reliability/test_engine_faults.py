@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import default_sigint
+
 from .helpers import PY, assert_user_error, cli_env, snapshot_dir
 
 
@@ -40,7 +42,8 @@ class Cli:
     def __init__(self, *args, pre: str = "") -> None:
         code = pre + "\nimport sys\nfrom sparsify_tui.cli import main\nsys.exit(main(sys.argv[1:]))\n"
         self.proc = subprocess.Popen([PY, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True)
+                                     stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True,
+                                     preexec_fn=default_sigint)
         self.err: list[str] = []
 
     def wait_line(self, needle: str, timeout: float = 90) -> str:

@@ -147,7 +147,7 @@ async def test_setup_validates_model_and_prefills_dynamic_shapes(tmp_path, tui_h
         assert [int(x) for x in shape.value.split(",")] == analyze(dyn).input_shapes()["x"]
         # a malformed shape is refused with a clear message, nothing is created
         shape.value = "1,3,abc"
-        await pilot.press("f2")
+        await pilot.press("f9")
         await pilot.pause()
         assert "x" in widget_text(screen.query_one("#setup-error", Static))
         assert "abc" in widget_text(screen.query_one("#setup-error", Static))
@@ -176,7 +176,7 @@ async def test_setup_creates_project_and_starts_profiles(tmp_path, tui_home, cor
         shape = ",".join(map(str, corpus.input_shapes("mobilenetv3")["x"]))
         screen.query_one("#shape-0", Input).value = shape  # the corpus model's input is dynamic
         assert screen.query_one("#start-profiles", Checkbox).value
-        await pilot.press("f2")
+        await pilot.press("f9")
         await wait_for(pilot, lambda: app.project is not None, timeout=60)
         await pilot.pause()
         assert isinstance(app.screen, OverviewScreen)

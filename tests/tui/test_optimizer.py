@@ -219,7 +219,15 @@ async def test_unsaved_changes_ask_before_quitting(demo_project):
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_optimizer(pilot, app)
         await pilot.press("right_square_bracket")
-        await pilot.pause(0.8)
+        await pilot.pause()
+        assert screen.opt.pruning.target_sparsity == 0.85  # read-only: the edit keys are disabled (#19)
+        # an edit that could not be saved (made through the screen's own method, as a key would)
+        from sparsify_tui.tui.screens.optimizer import with_setting
+
+        screen.dirty = True
+        screen._show_opt(with_setting(screen.opt, "target_sparsity", 0.9))
+        screen._save_now()
+        await pilot.pause(0.3)
         assert screen.dirty  # a read-only project cannot be saved
         title = widget_text(screen.query_one("#opt-title", Static), 200)
         assert "not saved" in title and "read-only" in title

@@ -32,12 +32,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Select, Static
+from textual.widgets import ContentSwitcher, DataTable, Header, Select, Static
 from textual_plotext import PlotextPlot
 
 from sparsify_tui.actions.sweeps import group_sweep_profiles, is_sweep_entry
 from sparsify_tui.profiles.compare import compare_profiles
 from sparsify_tui.tui.data import fmt_ms
+from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.scaling import ScalingView
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ class CompareScreen(Screen):
                     yield CompareChart(id="compare-chart")
                 yield Static("", id="compare-validation")
             yield ScalingView(id="compare-scaling")
-        yield Footer()
+        yield FitFooter()
 
     @property
     def scaling_shown(self) -> bool:

@@ -27,11 +27,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Select, Static
+from textual.widgets import Header, Input, Select, Static
 
 from sparsify_tui.errors import SparsifyError, UsageError
 from sparsify_tui.optim.code_samples import code_sample
 from sparsify_tui.optim.optimization import Optimization
+from sparsify_tui.tui.widgets.footer import FitFooter
 
 if TYPE_CHECKING:
     from sparsify_tui.analysis.graph import ModelGraph
@@ -60,6 +61,14 @@ def check_save_path(text: str, what: str = "recipe") -> Path:
     if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise UsageError(f"{p} cannot be written (no permission)")
     return p
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
 
 
 def validation_table(v: dict) -> Table:
@@ -158,7 +167,7 @@ class ExportScreen(Screen):
                     yield Static("", id="export-recipe")
                 with VerticalScroll(id="export-code-box"):
                     yield Static("", id="export-code")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         if self.project is None:
@@ -168,6 +177,10 @@ class ExportScreen(Screen):
         self.query_one("#export-recipe-box").border_title = "recipe (YAML)"
         self.query_one("#export-code-box").border_title = "code sample"
         default = str(Path(self.project.dir) / "recipe.yaml") if self.project is not None else "recipe.yaml"
+        if self.readonly:  # nothing is written into a project open read-only
+            default = ""
+            path_box = self.query_one("#export-path", Input)
+            path_box.placeholder = "read-only project: type a path outside it"
         self.query_one("#export-path", Input).value = default
         self.watch(self.app, "jobs_version", self._on_jobs, init=False)
         self._load()
@@ -232,12 +245,25 @@ class ExportScreen(Screen):
 
         warnings: list[str] = []
         try:
-            self.recipe_text = export_recipe(self.opt, self.graph, name_map=self.name_map, warnings=warnings)
+            from sparsify_tui.actions.optimizer import profile_labels
+
+            labels = profile_labels(self.project, self.opt) if self.project is not None else None
+            self.recipe_text = export_recipe(self.opt, self.graph, name_map=self.name_map, warnings=warnings,
+                                             profiles=labels)
+            missing = [f"{k} profile {v}" for k, v in (labels or {}).items() if "missing" in v]
+            if missing:
+                warnings.append("this optimization was planned with a profile that no longer exists ("
+                                + "; ".join(missing) + "): open it in the optimizer (F2) to re-plan")
         except SparsifyError as exc:
             self._error(str(exc))
             self.recipe_text = ""
         self.query_one("#export-recipe", Static).update(
             Syntax(self.recipe_text, "yaml", theme="ansi_dark", word_wrap=False, line_numbers=False))
+        # the comment header is long: start the view at the recipe itself (scroll up for the header)
+        lines = self.recipe_text.splitlines()
+        first = next((i for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")), 0)
+        box = self.query_one("#export-recipe-box")
+        self.call_after_refresh(box.scroll_to, y=first, animate=False)
         self.render_code()
         if warnings:
             self.notify("; ".join(warnings[:3]), severity="warning", timeout=8)
@@ -328,6 +354,11 @@ class ExportScreen(Screen):
             path = check_save_path(self.query_one("#export-path", Input).value, "recipe")
             code_in = self.query_one("#export-code-path", Input).value
             code_path = check_save_path(code_in, "code sample") if code_in.strip() else None
+            if self.readonly:
+                for target in (path, code_path):
+                    if target is not None and _inside(target, Path(self.project.dir)):
+                        raise UsageError(f"{target} is inside the project, which is open read-only: "
+                                         "save it somewhere else")
             atomic_write_text(path, self.recipe_text)
             written.append(path)
             if code_path is not None:
@@ -344,6 +375,15 @@ class ExportScreen(Screen):
         self.saved = written
         self.notify("saved " + ", ".join(str(p) for p in written), timeout=5)
         return written
+
+    @property
+    def readonly(self) -> bool:
+        return bool(getattr(self.project, "readonly", False))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "validate" and self.readonly:
+            return None  # a validation is stored in the project
+        return True
 
     def action_next_optimization(self) -> None:
         names = [o.get("name") for o in self.project.optimizations] if self.project is not None else []

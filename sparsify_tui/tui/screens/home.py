@@ -10,9 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, OptionList, Static
+from textual.widgets import Header, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.path_input import PathInput
 
 
@@ -51,6 +52,8 @@ class HomeScreen(Screen):
         Binding("r", "refresh", "Refresh", id="refresh_recent", tooltip="Read the recent projects again"),
         Binding("o", "app.show_overview", "Current project", id="current_project", show=False,
                 tooltip="Back to the open project"),
+        Binding("escape", "leave_path", "Leave path", id="leave_path", show=False,
+                tooltip="Leave the path box (the keys work again)"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -68,7 +71,7 @@ class HomeScreen(Screen):
             yield PathInput(placeholder="path/to/project or model.onnx", id="open-path")
             yield Static("[b]n[/b] new project   [b]d[/b] demo project   [b]/[/b] open a path   "
                          "[b]F1[/b] help   [b]ctrl+p[/b] all commands", id="home-hints")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "home"
@@ -105,6 +108,14 @@ class HomeScreen(Screen):
     def _open_typed(self, event: Input.Submitted) -> None:
         if event.value.strip():
             self.app.open_path(event.value)
+
+    def action_leave_path(self) -> None:
+        if isinstance(self.focused, Input):
+            recent = self.query_one("#recent", OptionList)
+            if recent.display:
+                recent.focus()
+            else:
+                self.set_focus(None)
 
     def action_focus_path(self) -> None:
         self.query_one("#open-path", Input).focus()

@@ -22,11 +22,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Select, Static
+from textual.widgets import DataTable, Header, Input, Select, Static
 
 from sparsify_tui.tui.data import (
     QUALITY_MARK,
     VALUE_DISPLAY_LABELS,
+    ellipsize_middle,
     VALUE_DISPLAYS,
     LayerRow,
     ModelData,
@@ -38,6 +39,12 @@ from sparsify_tui.tui.data import (
     quality_warnings,
     transform,
 )
+from sparsify_tui.tui.widgets.charts import (
+    CHART_METRICS,
+    LayerBarsChart,
+    SensitivityChart,
+)
+from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.optim_summary import (
     column_labels,
     current_values,
@@ -45,7 +52,6 @@ from sparsify_tui.tui.widgets.optim_summary import (
     refresh_optimized,
     summary_label,
 )
-from sparsify_tui.tui.widgets.charts import CHART_METRICS, LayerBarsChart, SensitivityChart
 
 ALL_OPS = "__all__"
 
@@ -108,31 +114,56 @@ def _sort_key(reverse: bool) -> Callable[[Any], Any]:
     return key
 
 
+CONSTANT_OPS = frozenset({"Constant", "ConstantOfShape"})
+
+
+def is_constant_row(r: LayerRow) -> bool:
+    """A layer that only produces a constant (a weight), hidden by default like ``info`` does."""
+    return not r.engine_internal and (r.op_type in CONSTANT_OPS or bool(getattr(r.layer, "constant", False)))
+
+
+def layer_count_text(visible: list[LayerRow], rows: list[LayerRow], scope: str, op_filter: str,
+                     show_constants: bool) -> str:
+    """``12/27 layers (all) + 1 engine row · 308 constants hidden (k)``: model layers counted as the overview does."""
+    shown = sum(1 for r in visible if not r.engine_internal)
+    total = sum(1 for r in rows if not r.engine_internal)
+    text = f"{shown}/{total} layers ({scope}" + (f", {op_filter}" if op_filter != ALL_OPS else "") + ")"
+    engine = sum(1 for r in visible if r.engine_internal)
+    if engine:
+        text += f" + {engine} engine row{'s' if engine > 1 else ''} (time the engine spends outside the layers)"
+    hidden = 0 if show_constants else sum(1 for r in rows if is_constant_row(r))
+    if hidden:
+        text += f" · {hidden} constants hidden (k shows)"
+    return text
+
+
 class LayersScreen(Screen):
     """Layer summaries with Summary Type, Value Display, sorting, filters, attributes and charts."""
 
     _ready = False
     PALETTE_GROUP = "Layers"
     AUTO_FOCUS = "#layer-table"
-    BINDINGS = [
-        Binding("p", "toggle_prunable", "Prunable only", id="toggle_prunable",
+    BINDINGS = [  # in order of importance: the footer shows those that fit, F1 and ctrl+p list all
+        Binding("p", "toggle_prunable", "Prunable", id="toggle_prunable",
                 tooltip="Show all layers or only the prunable ones"),
-        Binding("t", "cycle_summary", "Summary Type", id="cycle_summary",
-                tooltip="Baseline, or the values at one of the profile's sparsity levels"),
-        Binding("v", "cycle_display", "Value Display", id="cycle_display",
-                tooltip="Measured values, percent of total, or natural log"),
+        Binding("t", "cycle_summary", "Summary", id="cycle_summary",
+                tooltip="Summary Type: baseline, or the values at one of the profile's sparsity levels"),
         Binding("s", "cycle_sort", "Sort", id="cycle_sort", tooltip="Sort by the next column"),
-        Binding("r", "reverse_sort", "Reverse", id="reverse_sort", tooltip="Reverse the sort order"),
-        Binding("f", "cycle_op_filter", "Op filter", id="cycle_op_filter",
-                tooltip="Show only one op type (cycles through them)"),
-        Binding("slash", "focus_filter", "Name filter", id="focus_filter",
+        Binding("slash", "focus_filter", "Filter", id="focus_filter",
                 tooltip="Filter layers by a name pattern (regular expression)"),
-        Binding("g", "toggle_groups", "By op type", id="toggle_groups", tooltip="Summaries by op type"),
+        Binding("g", "toggle_groups", "By op", id="toggle_groups", tooltip="Summaries by op type"),
         Binding("b", "cycle_chart", "Chart", id="cycle_chart",
                 tooltip="Bars of baseline ms, FLOPs, perf or loss sensitivity"),
         Binding("c", "toggle_charts", "Charts", id="toggle_charts", tooltip="Show or hide the charts"),
         Binding("i", "toggle_attributes", "Attributes", id="toggle_attributes",
                 tooltip="Show or hide the Layer Attributes panel"),
+        Binding("v", "cycle_display", "Values", id="cycle_display",
+                tooltip="Value Display: measured values, percent of total, or natural log"),
+        Binding("r", "reverse_sort", "Reverse", id="reverse_sort", tooltip="Reverse the sort order"),
+        Binding("f", "cycle_op_filter", "Op filter", id="cycle_op_filter",
+                tooltip="Show only one op type (cycles through them)"),
+        Binding("k", "toggle_constants", "Constants", id="toggle_constants",
+                tooltip="Show or hide the layers that only produce a constant (Constant, ConstantOfShape)"),
         Binding("o", "app.show_overview", "Overview", id="show_overview", tooltip="Project overview"),
         Binding("escape", "back", "Back", id="back", tooltip="Leave the filter, or go to the overview"),
     ]
@@ -147,6 +178,8 @@ class LayersScreen(Screen):
         self.sort_reverse = False
         self.op_filter = ALL_OPS
         self.name_pattern = ""
+        self.pattern_error = ""  # why the name pattern is not a valid regular expression
+        self.show_constants = False  # Constant/ConstantOfShape rows (a converted model has hundreds)
         self.by_op = False
         self.chart_metric = "ms"
         self.show_charts: bool | None = None  # None = automatic (hidden when the terminal is short)
@@ -177,7 +210,7 @@ class LayersScreen(Screen):
             with VerticalScroll(id="attributes-panel"):
                 yield Static("Layer Attributes", classes="section-title")
                 yield Static("", id="attributes")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self.query_one("#op-table", DataTable).display = False
@@ -205,6 +238,10 @@ class LayersScreen(Screen):
             return
         name_w = self._name_width(list(self._widths), keys.index("name"), table)
         column = table.columns["name"]
+        if column.width != name_w and (name_w < self._widths[keys.index("name")] or
+                                       column.width < self._widths[keys.index("name")]):
+            self.rebuild()  # the names are cut in the middle for the new width
+            return
         if column.width != name_w:
             column.width = name_w
             table._clear_caches()
@@ -216,7 +253,8 @@ class LayersScreen(Screen):
         app = self.app
         project = app.project
         if project is not None:
-            self.sub_title = f"{project.name} — layer summaries"
+            self.sub_title = f"{project.name} — layer summaries" + (
+                "  (read-only)" if getattr(project, "readonly", False) else "")
         data = app.model_data
         if data is self.data and data is not None:
             return
@@ -257,15 +295,19 @@ class LayersScreen(Screen):
         if self.data is None:
             return []
         rows = self.data.rows
+        if not self.show_constants:
+            rows = [r for r in rows if not is_constant_row(r)]
         if self.prunable_only:
             rows = [r for r in rows if r.prunable]
         if self.op_filter != ALL_OPS:
             rows = [r for r in rows if r.op_type == self.op_filter]
+        self.pattern_error = ""
         if self.name_pattern:
             try:
                 rx = re.compile(self.name_pattern, re.IGNORECASE)
                 rows = [r for r in rows if rx.search(r.name) or rx.search(r.id)]
-            except re.error:
+            except re.error as exc:
+                self.pattern_error = str(exc)
                 p = self.name_pattern.lower()
                 rows = [r for r in rows if p in r.name.lower() or p in r.id.lower()]
         return rows
@@ -359,6 +401,12 @@ class LayersScreen(Screen):
         widths[op_i] = min(widths[op_i], OP_WIDTH)
         self._widths = list(widths)
         name_w = self._name_width(widths, name_i, table)
+        if name_w < widths[name_i]:  # cut long names in the middle: layer3.0.co… would hide conv1 from conv2
+            for j, r in enumerate(rows):
+                c = out[j][name_i]
+                if len(r.name) > name_w:
+                    short = Cell(ellipsize_middle(r.name, name_w), r.name, style=c.style)
+                    out[j] = out[j][:name_i] + (short,) + out[j][name_i + 1:]
         for i, (key, label, _kind) in enumerate(columns):
             table.add_column(labels.get(key, label), key=key, width=name_w if i == name_i else widths[i])
         for cells, r in zip(out, rows):
@@ -480,16 +528,17 @@ class LayersScreen(Screen):
                 perf_txt += f" {QUALITY_MARK} {warns[0]}" + (f" (+{len(warns) - 1} more)" if len(warns) > 1 else "")
         loss_txt = f"loss: {data.loss.get('method', '?')}" if data.loss else "no loss profile yet"
         scope = "prunable" if self.prunable_only else "all"
-        text = Text(no_wrap=True, overflow="ellipsis")
+        text = Text(overflow="ellipsis")  # up to two lines: the profiles used stay in view
         items = [
             ("Summary Type ", summary_label(self, fmt_level(self.level))),
             ("Value Display ", VALUE_DISPLAY_LABELS[self.display_mode]),
             ("sort ", f"{label} {arrow}"),
-            ("", f"{len(self.visible_rows)}/{len(data.rows)} layers ({scope}"
-                 + (f", {self.op_filter}" if self.op_filter != ALL_OPS else "") + ")"),
+            ("", layer_count_text(self.visible_rows, data.rows, scope, self.op_filter, self.show_constants)),
             ("", perf_txt),
             ("", loss_txt),
         ]
+        if self.pattern_error:  # said first: otherwise "0/27 layers" looks like no layer matched
+            items.insert(0, ("", f"not a regular expression ({self.pattern_error}): matching the text as typed"))
         if running:  # a running profile matters most: first, so a narrow terminal shows it
             items.remove(("", perf_txt))
             items.insert(0, ("⟳ ", perf_txt))
@@ -498,7 +547,7 @@ class LayersScreen(Screen):
                 text.append("  ·  ", style="dim")
             if k:
                 text.append(k, style="bold")
-            text.append(v)
+            text.append(v, style="bold red" if self.pattern_error and i == 0 else "")
         status.update(text)
 
     def _update_attributes(self) -> None:
@@ -642,6 +691,10 @@ class LayersScreen(Screen):
 
     def action_focus_filter(self) -> None:
         self.query_one("#name-filter", Input).focus()
+
+    def action_toggle_constants(self) -> None:
+        self.show_constants = not self.show_constants
+        self.rebuild()
 
     def action_toggle_groups(self) -> None:
         self.by_op = not self.by_op

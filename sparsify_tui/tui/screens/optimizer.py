@@ -35,7 +35,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Input, Static, TabbedContent, TabPane
 
 from sparsify_tui.errors import SparsifyError, UsageError
 from sparsify_tui.optim.optimization import (
@@ -48,8 +48,9 @@ from sparsify_tui.optim.optimization import (
     default_optimization,
     reschedule,
 )
-from sparsify_tui.tui.data import fmt_count, fmt_ms, fmt_sens
+from sparsify_tui.tui.data import ellipsize_middle, fmt_count, fmt_ms, fmt_sens
 from sparsify_tui.tui.undo import UndoHistory
+from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.optim_lr import LRChart
 from sparsify_tui.tui.widgets.optim_table import FastDataTable
 from sparsify_tui.tui.widgets.optim_training import TrainingSummary, training_rows
@@ -76,7 +77,7 @@ class Setting:
 
 SETTINGS: list[Setting] = [
     Setting("target_sparsity", "Target sparsity", "float", 0.01, 0.0, 0.99, help="share of prunable weights zeroed"),
-    Setting("balance", "Balance perf-recov", "float", 0.05, 0.0, 1.0),
+    Setting("balance", "Balance (0=perf)", "float", 0.05, 0.0, 1.0, help="0 performance, 1 recovery"),
     Setting("epochs", "Epochs", "int", 1, 1, 100000, help="rescales the default schedule"),
     Setting("pruning_start", "Pruning start", "float", 1.0, 0.0, None),
     Setting("pruning_end", "Pruning end", "float", 1.0, 0.0, None),
@@ -84,7 +85,7 @@ SETTINGS: list[Setting] = [
     Setting("init_sparsity", "Initial sparsity", "float", 0.01, 0.0, 0.99),
     Setting("interpolation", "Interpolation", "choice", choices=INTERPOLATIONS),
     Setting("mask_type", "Mask type", "choice", choices=MASK_TYPES),
-    Setting("max_sparsity", "Max layer sparsity", "float", 0.01, 0.01, 0.99),
+    Setting("max_sparsity", "Max sparsity", "float", 0.01, 0.01, 0.99, help="per-layer cap"),
     Setting("min_sparsity", "Min sparsity", "float", 0.05, 0.0, 0.99),
     Setting("min_speedup", "Min speedup (x)", "float", 0.05, 0.0, 100.0),
     Setting("min_recovery", "Min recovery", "float", 0.05, 0.0, 1.0),
@@ -263,7 +264,8 @@ RANK_STYLE = {"top 5%": "bold red", "high": "yellow", "medium": "", "low": "dim"
 
 def layer_specs(le: Any) -> dict[str, tuple[str, str, str]]:
     """(text, style, justify) of the cells of one LayerEstimate that change with the plan."""
-    sp = f"{le.sparsity * 100:.1f}%" + (" *" if le.overridden else "")
+    # * = your override; ✗ = left dense (excluded by you, filtered, not prunable: the Note column says why)
+    sp = f"{le.sparsity * 100:.1f}%" + (" *" if le.overridden else " ✗" if le.excluded_reason else "")
     if le.est_ms is not None and le.baseline_ms is not None:
         tm = f"{fmt_ms(le.est_ms)} {100 * le.est_ms / le.baseline_ms:.0f}%" if le.baseline_ms > 0 else fmt_ms(le.est_ms)
     elif le.flops_before is not None:
@@ -272,7 +274,7 @@ def layer_specs(le: Any) -> dict[str, tuple[str, str, str]]:
         tm = "-"
     perf = "-" if le.perf_sensitivity is None else fmt_sens(le.perf_sensitivity)
     return {
-        "sparsity": (sp, "bold" if le.overridden else "", "right"),
+        "sparsity": (sp, "bold" if le.overridden else "italic yellow" if le.excluded_reason else "", "right"),
         "speedup": (f"{le.est_speedup:.2f}x", "", "right"),
         "time": (tm, "", "right"),
         "loss": (f"{fmt_sens(le.loss_sensitivity)} {le.loss_rank}", RANK_STYLE.get(le.loss_rank, ""), "left"),
@@ -289,7 +291,7 @@ def layer_sig(le: Any) -> tuple:
             le.perf_rank)
 
 
-def estimates_text(est: Any, width: int = 120) -> Group:
+def estimates_text(est: Any, width: int = 120, profile: str = "") -> Group:
     """The estimates panel: speedup, time vs baseline, FLOPs and params reduction, recovery confidence.
 
     Three columns, two lines, and a third line for notes (approximated, target not reachable, INT8).
@@ -307,7 +309,8 @@ def estimates_text(est: Any, width: int = 120) -> Group:
     for r in ((1, 1) if narrow else (10, 13, 10)):
         grid.add_column(ratio=r, no_wrap=True)
     if est.estimated_ms is not None and est.baseline_ms is not None:
-        tvb = pair("Est. Time vs Baseline", f"{fmt_ms(est.estimated_ms)}/{fmt_ms(est.baseline_ms)} ms",
+        tvb = pair("Est. Time" if narrow else "Est. Time vs Baseline",
+                   f"{fmt_ms(est.estimated_ms)}/{fmt_ms(est.baseline_ms)} ms",
                    extra=f"{100 * est.estimated_ms / est.baseline_ms:.0f}%" if est.baseline_ms else "")
     else:
         tvb = pair("Est. Time vs Baseline", "- (FLOPs only)")
@@ -328,15 +331,51 @@ def estimates_text(est: Any, width: int = 120) -> Group:
         grid.add_row(*cells[:3])
         grid.add_row(*cells[3:])
     notes = Text(no_wrap=True, overflow="ellipsis")
+    drop = next((n for n in est.notes if "fell" in n and "as the target rose" in n), "")
+    if drop:  # first: it explains the number the user just saw change
+        notes.append(drop + "  ", style="bold yellow")
     if est.approximated:
-        notes.append(f"Approximated Profile: {est.perf_basis} times, {est.loss_basis} loss sensitivity  ",
+        named = f" {profile!r}" if profile else ""
+        notes.append(f"Approximated Profile{named}: {est.perf_basis} times, {est.loss_basis} loss sensitivity  ",
                      style="bold yellow")
+        profile = ""  # named already
     if not est.reachable:
         notes.append(next((n for n in est.notes if "not reachable" in n), "target not reachable") + "  ",
                      style="yellow")
+    if profile:  # the one named profile this plan's estimates come from (validation and export name it too)
+        notes.append(f"from perf profile {profile!r}  ", style="bold")
     if est.quantization.get("estimated_speedup_with_quant"):
         notes.append(f"with INT8 {est.quantization['estimated_speedup_with_quant']:.2f}x (rough)", style="dim")
     return Group(grid, notes)
+
+
+def target_drop_note(old_opt: Any, old_est: Any, new_opt: Any, new_est: Any) -> str:
+    """Why an estimate fell when only the target sparsity rose ("" when none fell).
+
+    Per layer the allocation only ever adds sparsity as the target rises, so
+    with Buckets 0 no estimate falls; grouping the plan into a few sparsity
+    values (one recipe modifier each) can regroup layers and lower one.
+    """
+    if old_opt is None or old_est is None or new_opt is None or new_est is None:
+        return ""
+    a, b = old_opt.pruning, new_opt.pruning
+    if not b.target_sparsity > a.target_sparsity + 1e-9:
+        return ""
+    same = (a.enabled, a.balance, a.max_sparsity, a.min_sparsity, a.min_speedup, a.min_recovery, a.buckets,
+            sorted(a.overrides.items()), sorted(a.exclusions.items()))
+    if same != (b.enabled, b.balance, b.max_sparsity, b.min_sparsity, b.min_speedup, b.min_recovery, b.buckets,
+                sorted(b.overrides.items()), sorted(b.exclusions.items())):
+        return ""
+    if new_est.estimated_speedup < old_est.estimated_speedup - 5e-5:
+        fell = f"Speedup fell {old_est.estimated_speedup:.2f}x→{new_est.estimated_speedup:.2f}x"
+    elif old_est.flops_reduction and new_est.flops_reduction and \
+            new_est.flops_reduction < old_est.flops_reduction - 5e-5:
+        fell = f"FLOPs reduction fell {old_est.flops_reduction:.2f}x→{new_est.flops_reduction:.2f}x"
+    else:
+        return ""
+    if b.buckets > 0:
+        return f"{fell} as the target rose: {b.buckets} buckets regrouped layers (Buckets 0 avoids this)"
+    return f"{fell} as the target rose: a filter or the balance chose another plan"
 
 
 def next_version_name(names: list[str], base: str) -> str:
@@ -453,7 +492,7 @@ class OptimizerScreen(Screen):
                 yield Static("", id="opt-edit-label")
                 yield Input(id="opt-edit")
             yield Static("", id="opt-error")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         # the widgets every edit touches, looked up once
@@ -560,12 +599,17 @@ class OptimizerScreen(Screen):
     def _show_opt(self, opt: Optimization, *, first: bool = False) -> None:
         """Allocate, estimate, and update what changed on screen."""
         t0 = time.perf_counter()
+        old_opt, old_est = (None, None) if first else (self.opt, self.est)
         self.opt, self.est = self.ctx.evaluator.run(opt)
+        drop = target_drop_note(old_opt, old_est, self.opt, self.est)
+        if drop:
+            self.est.notes.append(drop)
         self.opt_name = self.opt.name
         self.histories.setdefault(self.opt.name, UndoHistory())
         self._update_title()
         box = self._estimates_box
-        box.update(estimates_text(self.est, box.size.width or self.app.size.width), layout=False)
+        box.update(estimates_text(self.est, box.size.width or self.app.size.width, self.perf_profile_name()),
+                   layout=False)
         self._update_settings()
         self._update_layers(rebuild=first)
         self._update_lr()
@@ -573,6 +617,13 @@ class OptimizerScreen(Screen):
         if first or training_rows(self.opt) != summary.rows or summary.end != self.opt.end_epoch:
             summary.set_opt(self.opt)
         self.last_update_ms = (time.perf_counter() - t0) * 1000
+
+    def perf_profile_name(self) -> str:
+        """The name of the stored perf profile the estimates come from ("" when approximated from FLOPs)."""
+        pid = (getattr(self.ctx, "profile_ids", None) or {}).get("perf", "")
+        if not pid or self.project is None:
+            return ""
+        return next((e.name for e in self.project.profiles_of("perf") if e.id == pid), "")
 
     def _update_title(self) -> None:
         names = self.version_names()
@@ -584,7 +635,7 @@ class OptimizerScreen(Screen):
         t.append(f"Optimization {self.opt.name!r}", style="bold")
         t.append(f"  version {idx} of {max(len(names), idx)}  ({state})", style="dim")
         if getattr(self.project, "readonly", False):
-            t.append("  read-only project", style="bold red")
+            t.append("  read-only project: viewing only, edits are off", style="bold red")
         self._title_box.update(t, layout=False)
 
     def _update_settings(self) -> None:
@@ -610,7 +661,7 @@ class OptimizerScreen(Screen):
                 self._layer_cache[le.id] = specs
                 self._layer_sigs[le.id] = layer_sig(le)
                 cells = {k: cell(*spec) for k, spec in specs.items()}
-                rows.append((cell(le.name), cells["sparsity"], cells["speedup"], cells["time"], cells["loss"],
+                rows.append((cell(ellipsize_middle(le.name, LAYER_WIDTHS["name"])), cells["sparsity"], cells["speedup"], cells["time"], cells["loss"],
                              cells["perf"], cells["note"], cells["recovery"],
                              cell(fmt_count(le.params), justify="right"), cell(le.op_type)))
             self._layer_keys = {}
@@ -1018,7 +1069,12 @@ class OptimizerScreen(Screen):
         self._heap_frozen = True
 
     # ------------------------------------------------------------ misc
+    WRITE_ACTIONS = frozenset({"step", "edit", "reset_override", "toggle_exclude", "add_lr", "delete_lr",
+                               "undo", "redo", "copy_version"})
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.WRITE_ACTIONS and getattr(self.project, "readonly", False):
+            return None  # shown disabled: a read-only project's plan cannot change
         areas = self.AREA_ACTIONS.get(action)
         if areas is not None and self.focused_area() not in areas:
             return False
@@ -1030,7 +1086,7 @@ class OptimizerScreen(Screen):
     def on_resize(self, event) -> None:  # noqa: ANN001
         if self.est is not None:
             box = self.query_one("#opt-estimates", Static)
-            box.update(estimates_text(self.est, event.size.width - 4))
+            box.update(estimates_text(self.est, event.size.width - 4, self.perf_profile_name()))
 
     def action_tab(self, tab: str) -> None:
         tabs = self.query_one("#opt-tabs", TabbedContent)

@@ -11,10 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+from textual.widgets import DataTable, Header, ProgressBar, Static
 
 from sparsify_tui.tui import jobs as jobs_mod
 from sparsify_tui.tui.data import QUALITY_MARK, fmt_count, fmt_ms, quality_warnings, totals
+from sparsify_tui.tui.widgets.footer import FitFooter
 
 if TYPE_CHECKING:
     from sparsify_tui.project import Project
@@ -93,7 +94,7 @@ class OverviewScreen(Screen):
             with Horizontal(id="job-bar"):
                 yield Static("", id="job-label")
                 yield ProgressBar(total=1.0, show_eta=False, id="job-progress")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self._ready = True
@@ -122,7 +123,7 @@ class OverviewScreen(Screen):
         if project is None:
             return
         app = self.app
-        self.sub_title = f"{project.name} — overview"
+        self.sub_title = f"{project.name} — overview" + ("  (read-only)" if getattr(project, "readonly", False) else "")
         info = Table.grid(padding=(0, 1))
         info.add_column(style="bold")
         info.add_column()
@@ -283,6 +284,11 @@ class OverviewScreen(Screen):
         key = event.row_key.value or ""
         if key.startswith("entry:"):
             self.app.select_profile(key.split(":", 1)[1])
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("start_perf", "start_loss", "start_quant") and getattr(self.app.project, "readonly", False):
+            return None  # shown disabled: a read-only project cannot store profiles
+        return True
 
     def action_start_perf(self) -> None:
         self._ask_and_start("perf")

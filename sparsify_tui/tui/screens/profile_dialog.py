@@ -48,6 +48,15 @@ def parse_perf_settings(engine: str, batch: str, cores: str, iterations: str, le
     return settings
 
 
+class DialogSelect(Select):
+    """A Select whose enter starts the dialog (as its header says); space or the arrows open the menu."""
+
+    BINDINGS = [
+        Binding("enter", "screen.start", "Start", show=False),
+        Binding("down,space,up", "show_overlay", "Show menu", show=False),
+    ]
+
+
 class ProfileDialog(ModalScreen[dict | None]):
     """Settings of a new profile (kind ``perf`` or ``loss``)."""
 
@@ -65,20 +74,20 @@ class ProfileDialog(ModalScreen[dict | None]):
         cores = usable_cores(machine)
         with Vertical(id="dialog"):
             if self.kind == "perf":
-                yield Static("[b]New performance profile[/b]  [dim]enter starts, escape cancels[/dim]")
+                yield Static("[b]New performance profile[/b]  [dim]enter starts, space opens a list, escape cancels[/dim]")
                 with Horizontal(classes="field"):
                     yield Label("Engine", classes="field-label")
-                    yield Select([("auto", "auto")] + [(e, e) for e in installed_engines()], value="auto",
-                                 allow_blank=False, id="engine")
+                    yield DialogSelect([("auto", "auto")] + [(e, e) for e in installed_engines()], value="auto",
+                                       allow_blank=False, id="engine")
                     yield Label("Precision", classes="field-label")
-                    yield Select([(p, p) for p in precision_choices(machine)], value="fp32",
-                                 allow_blank=False, id="precision")
+                    yield DialogSelect([(p, p) for p in precision_choices(machine)], value="fp32",
+                                       allow_blank=False, id="precision")
                 with Horizontal(classes="field"):
                     yield Label("Batch size", classes="field-label")
                     yield Input("1", id="batch-size")
                 with Horizontal(classes="field"):
                     yield Label("Cores", classes="field-label")
-                    yield Input(str(cores), id="cores")
+                    yield Input(str(cores), id="cores", classes="short")
                     yield Static(f"of {cores}; ISA {' '.join(machine.get('isa') or []) or '?'}",
                                  classes="field-note")
                 with Horizontal(classes="field"):
@@ -98,9 +107,9 @@ class ProfileDialog(ModalScreen[dict | None]):
                 yield Static("[b]New loss profile[/b]  [dim]enter starts, escape cancels[/dim]")
                 with Horizontal(classes="field"):
                     yield Label("Method", classes="field-label")
-                    yield Select([("approx (weight magnitude, no data)", "approx"),
-                                  ("one-shot (measured on samples)", "one-shot")],
-                                 value="approx", allow_blank=False, id="method")
+                    yield DialogSelect([("approx (weight magnitude, no data)", "approx"),
+                                        ("one-shot (measured on samples)", "one-shot")],
+                                       value="approx", allow_blank=False, id="method")
                 with Horizontal(classes="field"):
                     yield Label("Samples", classes="field-label")
                     yield Input("4", id="samples")

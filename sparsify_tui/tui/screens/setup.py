@@ -13,8 +13,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Header, Input, Label, Select, Static
 
+from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.path_input import PathInput
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class SetupScreen(Screen):
 
     PALETTE_GROUP = "New project"
     BINDINGS = [
-        Binding("f2", "create", "Create", id="create_project", tooltip="Create the project and start its profiles"),
+        Binding("f9", "create", "Create", id="create_project", tooltip="Create the project and start its profiles"),
         Binding("escape", "cancel", "Cancel", id="cancel_setup", tooltip="Back without creating anything"),
     ]
 
@@ -118,9 +119,9 @@ class SetupScreen(Screen):
             yield Checkbox("Start the profiles when the project is created", True, id="start-profiles")
             yield Static("", id="setup-error")
             with Horizontal(id="setup-buttons"):
-                yield Button("Create  [F2]", variant="primary", id="create")
+                yield Button("Create  [F9]", variant="primary", id="create")
                 yield Button("Cancel  [Esc]", id="cancel")
-        yield Footer()
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "new project"

@@ -21,6 +21,26 @@ CHART_METRIC_LABELS = {
 }
 
 
+def si_label(x: float) -> str:
+    """An axis label with an SI prefix: 75563008 -> '75.6M', 0.0005 -> '500µ', 12 -> '12'."""
+    ax = abs(x)
+    if ax == 0:
+        return "0"
+    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0), ("m", 1e-3), ("µ", 1e-6)):
+        if ax >= div:
+            v = x / div
+            return f"{v:.3g}{unit}"
+    return f"{x:.1e}"
+
+
+def si_ticks(lo: float, hi: float, n: int = 4) -> tuple[list[float], list[str]]:
+    """``n + 1`` evenly spaced y ticks from ``lo`` to ``hi`` and their SI labels."""
+    if not hi > lo:
+        hi = lo + 1.0
+    ticks = [lo + (hi - lo) * i / n for i in range(n + 1)]
+    return ticks, [si_label(t) for t in ticks]
+
+
 def draw_layer_bars(plt: Any, depths: Sequence[int], values: Sequence[float | None], *, title: str,
                     ylabel: str = "", highlight: int | None = None, width: int | None = None) -> int:
     """Bars of one value per layer (x = Layer Depth). Returns how many bars were drawn.
@@ -53,6 +73,8 @@ def draw_layer_bars(plt: Any, depths: Sequence[int], values: Sequence[float | No
     plt.title(title)
     bar_width = 0.8 if group == 1 else 0.8 * group
     plt.bar(xs, ys, width=bar_width)
+    lo, hi = min(0.0, min(ys)), max(0.0, max(ys))
+    plt.yticks(*si_ticks(lo, hi))  # 75.6M, not 75563008.0
     if highlight is not None and highlight in xs:
         i = xs.index(highlight)
         plt.bar([xs[i]], [ys[i]], width=bar_width, color="red")
