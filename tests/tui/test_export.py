@@ -85,11 +85,16 @@ async def test_export_name_map(demo_project, tmp_path):
 
 @pytest.mark.slow
 async def test_validation_key_runs_in_background(demo_project):
-    """v: real one-shot pruning + dense/pruned benchmark (and a same-engine perf profile) in an App worker."""
+    """o picks the pruning method (sparsegpt here), v: real one-shot pruning + dense/pruned benchmark (and a
+    same-engine perf profile) in an App worker; the result shows magnitude's output change at the same plan."""
     app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_export(pilot, app)
-        screen.validation_kw = {"iterations": 4, "warmup": 1, "repeats": 2}
+        screen.validation_kw = {"iterations": 4, "warmup": 1, "repeats": 2, "samples": 8}
+        await pilot.press("o", "o")
+        await pilot.pause()
+        assert screen.prune_method == "sparsegpt"
+        assert "(sparsegpt; o changes it)" in widget_text(screen.query_one("#export-validation", Static), 120)
         await pilot.press("v")
         await pilot.pause()
         assert "running" in widget_text(screen.query_one("#export-validation", Static), 120)
@@ -106,3 +111,7 @@ async def test_validation_key_runs_in_background(demo_project):
 
         value, meaning = format_change(v)
         assert v["output_change_metric"] and value in text and meaning and meaning[:30] in text, text
+        # the chosen method ran, and what it bought against magnitude at the same plan is shown
+        assert job.settings["method"] == "sparsegpt" and v["method"] == "sparsegpt"
+        assert "sparsegpt" in text and f"{v['magnitude_output_change']:.4g}" in text, text
+        assert v["output_change"] <= v["magnitude_output_change"], v

@@ -91,6 +91,11 @@ def validation_table(v: dict) -> Table:
     table.add_row("Output change", change if v.get("output_change") is not None else "-")
     if meaning:
         table.add_row("", Text(meaning, style="italic"))
+    method = v.get("method") or "magnitude"
+    table.add_row("Pruning method", method)
+    mag = v.get("magnitude_output_change")
+    if method != "magnitude" and isinstance(mag, (int, float)):
+        table.add_row("Magnitude, same plan", f"{mag:.4g} (output change; what {method} bought)")
     eng = v.get("engine")
     if eng:
         table.add_row("Engine", f"{eng} {v.get('engine_version', '')}".strip())
@@ -116,6 +121,8 @@ class ExportScreen(Screen):
                 tooltip="Export another optimization of the project"),
         Binding("v", "validate", "Validate", id="export_validate",
                 tooltip="Prune one-shot and benchmark dense against pruned, in the background"),
+        Binding("o", "cycle_method", "Pruning method", id="export_method",
+                tooltip="How v prunes one-shot: magnitude, wanda or sparsegpt (keeps the outputs)"),
         Binding("x", "cancel_validation", "Cancel", show=False, id="export_cancel",
                 tooltip="Cancel the validation (or the running profiles)"),
         Binding("f1,question_mark", "area_help", "Help here", id="export_help"),
@@ -136,6 +143,7 @@ class ExportScreen(Screen):
         self.code_text = ""
         self.saved: list[Path] = []
         self.validation_kw: dict[str, Any] = {}  # extra arguments of validate_optimization (tests: fewer iterations)
+        self.prune_method = "magnitude"  # how validation prunes: magnitude | wanda | sparsegpt (o cycles)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -160,7 +168,8 @@ class ExportScreen(Screen):
                     yield Input(placeholder="optional: train.py", id="export-code-path", compact=True, select_on_focus=False)
             yield Static(Text(NAME_NOTE), id="export-note")
             yield Static("", id="export-error")
-            yield Static(Text("Validation: v prunes the model one-shot and measures dense against pruned.",
+            yield Static(Text(f"Validation: v prunes the model one-shot ({self.prune_method}; o changes it) and "
+                              "measures dense against pruned.",
                               style="dim"), id="export-validation")
             with Horizontal(id="export-panes"):
                 with VerticalScroll(id="export-recipe-box"):
@@ -404,8 +413,15 @@ class ExportScreen(Screen):
             except Exception as exc:  # noqa: BLE001 - read-only project
                 self._show_validation(None, error=f"the optimization could not be saved: {exc}")
                 return
-        self.app.start_validation(self.opt.name, **self.validation_kw)
+        self.app.start_validation(self.opt.name, **{"method": self.prune_method, **self.validation_kw})
         self._show_validation(None, running=True)
+
+    def action_cycle_method(self) -> None:
+        from sparsify_tui.optim.calibrated import METHODS
+
+        self.prune_method = METHODS[(METHODS.index(self.prune_method) + 1) % len(METHODS)]
+        if self._validation_job(active_only=True) is None:
+            self._show_validation(None)
 
     def _validation_job(self, active_only: bool = False) -> Any:
         """The app's newest validation job of the optimization shown."""
@@ -442,8 +458,8 @@ class ExportScreen(Screen):
         elif v:
             box.update(validation_table(v))
         else:
-            box.update(Text("Validation: v prunes the model one-shot and measures dense against pruned "
-                            "(measured vs estimated speedup).", style="dim"))
+            box.update(Text(f"Validation: v prunes the model one-shot ({self.prune_method}; o changes it) and "
+                            "measures dense against pruned (measured vs estimated speedup).", style="dim"))
 
     def _on_jobs(self) -> None:
         """A job moved on: show the state of this optimization's validation."""
