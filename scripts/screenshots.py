@@ -210,6 +210,11 @@ async def capture_plan_screens(project_dir: Path, save) -> list[Path]:
             await app.workers.wait_for_complete()
             await pilot.pause()
 
+    if not ONLY or any(n.startswith("deploy") for n in ONLY):
+        # a real deployment search of the demo model on this machine (a few rounds), for the Deploy screen
+        from sparsify_tui.actions.deploy import run_deploy
+
+        run_deploy(project, repeats=3)
     project.close()
     for size, suffix in (((120, 36), ""), ((80, 24), "-80x24")):
         project = Project.open(project_dir)  # the App closes its project when it exits
@@ -220,6 +225,9 @@ async def capture_plan_screens(project_dir: Path, save) -> list[Path]:
             await wait(app, pilot, lambda s: getattr(s, "ready", False))
             if suffix:
                 save(app, "optimizer" + suffix)
+                await pilot.press("f6")
+                await wait(app, pilot, lambda s: type(s).__name__ == "DeployScreen")
+                save(app, "deploy" + suffix)
                 continue
             await pilot.press("right_square_bracket", "tab", "down", "down")
             await pilot.pause(0.8)
@@ -241,6 +249,9 @@ async def capture_plan_screens(project_dir: Path, save) -> list[Path]:
             await pilot.press("f5", *"speedup")
             await pilot.pause(0.3)
             save(app, "glossary")
+            await pilot.press("escape", "f6")
+            await wait(app, pilot, lambda s: type(s).__name__ == "DeployScreen")
+            save(app, "deploy")
     project.close()
     return []
 
