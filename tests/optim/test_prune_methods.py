@@ -114,9 +114,10 @@ def _corpus_case(corpus, key, n_cal=32, n_eval=8):
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["yolov8n", "minilm"])
 def test_trained_models_keep_their_outputs(corpus, key):
-    """Equal per-layer plans of 0.5/0.7/0.85 on a trained detector and the MiniLM encoder: SparseGPT's
-    output change on evaluation samples (never used for calibration) is at most a third of magnitude's at
-    0.7 and 0.85, Wanda's is below magnitude's. Inputs: 1/f-noise images and Zipf-distributed token ids
+    """Equal per-layer plans of 0.7 and 0.85 on a trained detector and the MiniLM encoder: SparseGPT's
+    output change on evaluation samples (never used for calibration) is at most a third of magnitude's,
+    Wanda's is below magnitude's (the benchmark prints 0.5 too; the suite keeps to the two plans where the
+    third is required, to stay short). Inputs: 1/f-noise images and Zipf-distributed token ids
     (see benchmarks/bench_prune_methods.py)."""
     from benchmarks.bench_prune_methods import change, outputs
 
@@ -128,7 +129,7 @@ def test_trained_models_keep_their_outputs(corpus, key):
     path, cal, ev = _corpus_case(corpus, key)
     graph = analyze(path)
     dense = outputs(path, ev)
-    for s in (0.5, 0.7, 0.85):
+    for s in (0.7, 0.85):
         plan = {lay.id: s for lay in graph.prunable_layers}
         res = {}
         for method in ("magnitude", "wanda", "sparsegpt"):

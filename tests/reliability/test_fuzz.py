@@ -254,7 +254,7 @@ def test_input_shape_structured(items):
 @given(st.one_of(st.text(max_size=20), st.integers(), st.floats(), st.none()), st.sampled_from(["int", "float",
                                                                                                "levels", "cores"]))
 def test_flag_parsers_raise_only_usage_error(value, which):
-    from sparsify_tui.commands import common
+    from sparsify_tui import settings as common  # the validation every face shares
     from sparsify_tui.errors import UsageError
 
     try:
@@ -269,7 +269,7 @@ def test_flag_parsers_raise_only_usage_error(value, which):
             assert lv[0] == 0.0 and all(0.0 <= x < 1.0 for x in lv) and lv == sorted(set(lv))
         else:
             c = common.parse_cores("--cores", value)
-            assert c is None or 1 <= c <= common.max_cores()
+            assert c is None or 1 <= c <= common.usable_cores()
     except UsageError:
         pass
 
