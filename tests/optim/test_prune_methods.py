@@ -102,7 +102,7 @@ def test_prune_without_validate_and_bad_flags(demo_project, tmp_path):
 
 
 # ---------------------------------------------------------------- trained corpus models
-def _corpus_case(corpus, key, n_cal=32, n_eval=8):
+def _corpus_case(corpus, key, n_cal=16, n_eval=8):
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     from benchmarks.bench_prune_methods import make_samples
 
