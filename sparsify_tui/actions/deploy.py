@@ -64,20 +64,21 @@ DEFINITION = (
 
 
 # ---------------------------------------------------------------- settings
-def parse_engines(value: Any) -> list[str]:
-    items = _split(value) or list(ENGINES)
-    bad = [e for e in items if e not in ENGINES]
+def _choose(flag: str, value: Any, allowed: tuple[str, ...]) -> list[str]:
+    """The comma-separated choices of ``flag`` (all of ``allowed`` when none), in ``allowed``'s order."""
+    items = _split(value) or list(allowed)
+    bad = [x for x in items if x not in allowed]
     if bad:
-        raise UsageError(f"--engines must be among {', '.join(ENGINES)}, got {bad[0]!r}")
-    return [e for e in ENGINES if e in items]
+        raise UsageError(f"{flag} must be among {', '.join(allowed)}, got {bad[0]!r}")
+    return [x for x in allowed if x in items]
+
+
+def parse_engines(value: Any) -> list[str]:
+    return _choose("--engines", value, tuple(ENGINES))
 
 
 def parse_precisions(value: Any) -> list[str]:
-    items = _split(value) or list(PRECISIONS)
-    bad = [p for p in items if p not in PRECISIONS]
-    if bad:
-        raise UsageError(f"--precisions must be among {', '.join(PRECISIONS)}, got {bad[0]!r}")
-    return [p for p in PRECISIONS if p in items]
+    return _choose("--precisions", value, tuple(PRECISIONS))
 
 
 def _split(value: Any) -> list[str]:
