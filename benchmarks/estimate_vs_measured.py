@@ -4,7 +4,9 @@ For each model: a project, the default optimization at a target sparsity
 (0.85 unless --sparsity), then the validation step (`sparsify-tui prune
 --validate`): one-shot prune, benchmark dense against pruned (DeepSparse where
 it compiles the model, otherwise ONNX Runtime) and the estimate from a perf
-profile measured with the same engine. Prints one row per model.
+profile measured with the same engine. Prints one row per model (``warnings``: the validation's
+warnings other than the miss itself, mostly the profile's), then the validation's explanation of every
+estimate more than 20% from the measurement.
 
 usage: python benchmarks/estimate_vs_measured.py [MODELS_DIR] [--sparsity 0.85] [--iterations 20]
        (MODELS_DIR defaults to $SPARSIFY_TEST_MODELS or ~/.cache/sparsify-tui/models)
@@ -42,6 +44,7 @@ def main() -> int:
     root = Path(a.models)
     hints = json.loads((root / "inputs.json").read_text())
     rows = []
+    whys: list[str] = []
     with tempfile.TemporaryDirectory(prefix="est-vs-meas-") as tmp:
         for f in sorted(root.glob("*.onnx")):
             if a.only and a.only not in f.name:
@@ -63,17 +66,26 @@ def main() -> int:
                              f"{v['relative_error']:+.1%}",
                              "n/a" if v["output_change"] is None else f"{v['output_change']:.3g}",
                              f"{time.perf_counter() - t0:.0f}s"])
+                for m in (v.get("quality") or {}).get("estimate_miss") or []:
+                    whys.append(f"{f.name}: {m}")
+                warned = len((v.get("quality") or {}).get("warnings") or []) - \
+                    len((v.get("quality") or {}).get("estimate_miss") or [])
+                rows[-1].insert(-1, str(warned))
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 msg = exc.stderr.strip().splitlines()[-1] if isinstance(exc, subprocess.CalledProcessError) \
                     else str(exc)
-                rows.append([f.name[:44], "-", "-", "-", "-", "-", "-", "-", "-", f"failed: {msg[:80]}"])
+                rows.append([f.name[:44], "-", "-", "-", "-", "-", "-", "-", "-", "-", f"failed: {msg[:80]}"])
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     head = ["model", "engine", "sparsity", "dense ms", "pruned ms", "estimated", "measured", "rel. error",
-            "output change", "time"]
+            "output change", "warnings", "time"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         print("| " + " | ".join(r) + " |")
+    if whys:
+        print("\nEstimates more than 20% off, as the validation explains them:")
+        for w in whys:
+            print(f"- {w}")
     return 0
 
 

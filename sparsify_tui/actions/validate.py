@@ -43,6 +43,8 @@ MAX_VALIDATION_LEVELS = 8
 DEFAULT_CALIBRATION_SAMPLES = 32
 SYNTHETIC_EVAL_SAMPLES = 8
 _EVAL_SEED = 1_000_003  # synthetic evaluation inputs are drawn from seeds no calibration input uses
+MISS_TOLERANCE = 0.20  # an estimate further than this from the measured speedup is explained (quality.estimate_miss)
+SIDE_TOLERANCE = 0.10  # a side (dense or pruned) whose deployed time departs from the profile's by more is named
 
 
 def _safe_name(name: str) -> str:
@@ -383,6 +385,77 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
                              opt_entry=opt_entry, opt_cores=opt_cores, cores_given=cores_given)
 
 
+def explain_miss(v: dict, *, profile_warnings: int = 0, tolerance: float = MISS_TOLERANCE,
+                 busy_threshold: float | None = None) -> list[str]:
+    """Why the estimate missed the measured speedup by more than ``tolerance``: one sentence (empty when it did not).
+
+    ``v`` holds the validation's figures: ``estimated_speedup``, ``measured_speedup``, ``estimated_ms`` and
+    ``baseline_ms`` (the profile's pruned estimate and dense time, on the deployed scale), ``dense_ms`` and
+    ``pruned_ms`` (as deployed), ``speedup_spread`` ([lowest, highest] per-repeat speedup), ``engine``,
+    ``estimate_approximated`` and ``interference``. Each cause is named only where these figures show it:
+    a FLOPs estimate, a profile with warnings, other processes on the cores, repeats that disagree by as
+    much as the miss, and which side (dense or pruned) ran away from the profile's prediction.
+    """
+    from sparsify_tui.engines import interference as itf
+
+    est, meas = v.get("estimated_speedup"), v.get("measured_speedup")
+    if not est or not meas:
+        return []
+    err = (float(est) - float(meas)) / float(meas)
+    if abs(err) <= tolerance:
+        return []
+    engine = v.get("engine") or "the engine"
+    causes: list[str] = []
+    if v.get("estimate_approximated"):
+        causes.append(f"the estimate comes from FLOPs (what a sparsity-aware engine would gain) while {engine} "
+                      "runs sparse weights at dense speed")
+    if profile_warnings:
+        causes.append(f"the perf profile behind it has {profile_warnings} warning(s), listed above")
+    threshold = itf.THRESHOLD if busy_threshold is None else busy_threshold
+    share = v.get("interference")
+    if share is not None and float(share) > threshold:
+        causes.append(f"other processes used {float(share):.0%} of the measured cores during the timed blocks")
+    spread = v.get("speedup_spread") or []
+    if len(spread) == 2 and float(spread[0]) > 0:
+        lo, hi = float(spread[0]), float(spread[1])
+        if lo <= float(est) <= hi or (hi - lo) / float(meas) >= abs(err):
+            causes.append(f"the repeats' speedups ranged {lo:.2f}x-{hi:.2f}x, as wide as the miss: this machine's "
+                          "own noise (time the hypervisor gives other guests counts as interference only as steal)")
+    dense, pruned = v.get("dense_ms"), v.get("pruned_ms")
+    base, est_ms = v.get("baseline_ms"), v.get("estimated_ms")
+    if not v.get("estimate_approximated") and dense and pruned and base and est_ms:
+        d_side = float(dense) / float(base)
+        p_side = float(pruned) / float(est_ms)
+        if float(meas) < 1.0 <= float(est):
+            causes.append(
+                f"{engine} as deployed ran the pruned file slower than the dense one ({float(pruned):.2f} ms against "
+                f"{float(dense):.2f} ms) while the profile's levels, timed with the sparsity imposed by the "
+                "analysis run, were faster: for this file's layers at these sparsities the deployed engine "
+                "picks kernels slower than dense on this CPU; trust the measured speedup")
+        elif abs(d_side - 1.0) <= SIDE_TOLERANCE:
+            which = "slower" if p_side > 1.0 else "faster"
+            causes.append(
+                f"the dense model ran as the profile says ({float(dense):.2f} ms against {float(base):.2f} ms) but the "
+                f"pruned one {which} than estimated ({float(pruned):.2f} ms against {float(est_ms):.2f} ms): the miss "
+                "is in the sparse levels (the analysis run imposes the sparsity on every layer; the deployed engine "
+                "chooses its kernels for the file's real zeros)")
+        elif abs(p_side - 1.0) <= SIDE_TOLERANCE:
+            causes.append(
+                f"the pruned model ran as estimated ({float(pruned):.2f} ms against {float(est_ms):.2f} ms) but the "
+                f"dense one took {d_side:.2f}x the profile's time ({float(dense):.2f} ms against {float(base):.2f} ms): "
+                "the miss is in the dense time (the profile and this benchmark saw the model at different speeds)")
+        else:
+            causes.append(
+                f"both sides departed from the profile: dense {d_side:.2f}x its time ({float(dense):.2f} ms), pruned "
+                f"{p_side:.2f}x its estimate ({float(pruned):.2f} ms)")
+    if not causes:
+        causes.append("none of the checks explains it (no profile warning, quiet cores, repeats that agree, "
+                      "both sides as predicted)")
+    how = "above" if err > 0 else "below"
+    return [f"the estimate ({float(est):.2f}x) is {abs(err):.0%} {how} the measured speedup ({float(meas):.2f}x): "
+            + "; ".join(causes)]
+
+
 def _measure_with_fallback(estimate_and_measure, chosen, engine, note, auto_reason: str = ""):
     from sparsify_tui.errors import EngineError
 
@@ -450,6 +523,16 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
                "instrumentation_ratio": pq.get("instrumentation_ratio"), "warnings": warnings}
     measured = res.get("measured_speedup")
     estimated = float(est.estimated_speedup)
+    miss = explain_miss(
+        {"engine": res.get("engine"), "estimated_speedup": estimated, "measured_speedup": measured,
+         "estimated_ms": est.estimated_ms, "baseline_ms": est.baseline_ms, "dense_ms": res.get("dense_ms"),
+         "pruned_ms": res.get("pruned_ms"), "speedup_spread": res.get("speedup_spread"),
+         "estimate_approximated": bool(perf_doc.get("approximated")), "interference": rq.get("interference")},
+        profile_warnings=len(pq.get("warnings") or []))
+    if miss:
+        quality["estimate_miss"] = miss
+        warnings.extend(miss)
+        notes.extend(miss)
     validation = {
         "created": now_iso(),
         "engine": res["engine"], "engine_version": res.get("engine_version") or "",

@@ -118,6 +118,19 @@ def test_uniform_90_on_deepsparse_pays_and_the_estimate_holds(r50_project, tmp_p
     assert abs(v["relative_error"]) <= 0.45, v
     assert v["achieved_sparsity"] == pytest.approx(0.9, abs=1e-6)
     assert v["output_change"] is not None and v["output_change"] >= 0
+    # a miss beyond 20% is explained, a closer estimate is not
+    from sparsify_tui.actions.validate import MISS_TOLERANCE, explain_miss
+
+    miss = v["quality"].get("estimate_miss")
+    assert bool(miss) == (abs(v["relative_error"]) > MISS_TOLERANCE), v["quality"]
+    if miss:
+        assert f"({v['measured_speedup']:.2f}x)" in miss[0] and miss[0] in v["notes"]
+    # the same figures, held to a tolerance this run cannot meet, give one sentence naming them
+    figures = {k: v[k] for k in ("engine", "estimated_speedup", "measured_speedup", "estimated_ms", "baseline_ms",
+                                 "dense_ms", "pruned_ms", "speedup_spread", "estimate_approximated")}
+    strict = explain_miss(figures, tolerance=abs(v["relative_error"]) / 2)
+    assert len(strict) == 1 and f"({v['estimated_speedup']:.2f}x)" in strict[0], strict
+    assert explain_miss(figures, tolerance=abs(v["relative_error"]) + 0.01) == []
     # stored beside the optimization
     from sparsify_tui.project import Project
 
