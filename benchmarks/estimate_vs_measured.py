@@ -66,11 +66,9 @@ def main() -> int:
                              f"{v['relative_error']:+.1%}",
                              "n/a" if v["output_change"] is None else f"{v['output_change']:.3g}",
                              f"{time.perf_counter() - t0:.0f}s"])
-                for m in (v.get("quality") or {}).get("estimate_miss") or []:
-                    whys.append(f"{f.name}: {m}")
-                warned = len((v.get("quality") or {}).get("warnings") or []) - \
-                    len((v.get("quality") or {}).get("estimate_miss") or [])
-                rows[-1].insert(-1, str(warned))
+                miss = (v.get("quality") or {}).get("estimate_miss") or []
+                whys += [f"{f.name}: {m}" for m in miss]
+                rows[-1].insert(-1, str(len((v.get("quality") or {}).get("warnings") or []) - len(miss)))
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 msg = exc.stderr.strip().splitlines()[-1] if isinstance(exc, subprocess.CalledProcessError) \
                     else str(exc)

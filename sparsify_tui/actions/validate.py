@@ -385,8 +385,7 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
                              opt_entry=opt_entry, opt_cores=opt_cores, cores_given=cores_given)
 
 
-def explain_miss(v: dict, *, profile_warnings: int = 0, tolerance: float = MISS_TOLERANCE,
-                 busy_threshold: float | None = None) -> list[str]:
+def explain_miss(v: dict, *, profile_warnings: int = 0, tolerance: float = MISS_TOLERANCE) -> list[str]:
     """Why the estimate missed the measured speedup by more than ``tolerance``: one sentence (empty when it did not).
 
     ``v`` holds the validation's figures: ``estimated_speedup``, ``measured_speedup``, ``estimated_ms`` and
@@ -398,10 +397,10 @@ def explain_miss(v: dict, *, profile_warnings: int = 0, tolerance: float = MISS_
     """
     from sparsify_tui.engines import interference as itf
 
-    est, meas = v.get("estimated_speedup"), v.get("measured_speedup")
-    if not est or not meas:
+    if not v.get("estimated_speedup") or not v.get("measured_speedup"):
         return []
-    err = (float(est) - float(meas)) / float(meas)
+    est, meas = float(v["estimated_speedup"]), float(v["measured_speedup"])
+    err = (est - meas) / meas
     if abs(err) <= tolerance:
         return []
     engine = v.get("engine") or "the engine"
@@ -411,48 +410,46 @@ def explain_miss(v: dict, *, profile_warnings: int = 0, tolerance: float = MISS_
                       "runs sparse weights at dense speed")
     if profile_warnings:
         causes.append(f"the perf profile behind it has {profile_warnings} warning(s), listed above")
-    threshold = itf.THRESHOLD if busy_threshold is None else busy_threshold
     share = v.get("interference")
-    if share is not None and float(share) > threshold:
+    if itf.above(share):
         causes.append(f"other processes used {float(share):.0%} of the measured cores during the timed blocks")
     spread = v.get("speedup_spread") or []
     if len(spread) == 2 and float(spread[0]) > 0:
         lo, hi = float(spread[0]), float(spread[1])
-        if lo <= float(est) <= hi or (hi - lo) / float(meas) >= abs(err):
+        if lo <= est <= hi or (hi - lo) / meas >= abs(err):
             causes.append(f"the repeats' speedups ranged {lo:.2f}x-{hi:.2f}x, as wide as the miss: this machine's "
                           "own noise (time the hypervisor gives other guests counts as interference only as steal)")
-    dense, pruned = v.get("dense_ms"), v.get("pruned_ms")
-    base, est_ms = v.get("baseline_ms"), v.get("estimated_ms")
-    if not v.get("estimate_approximated") and dense and pruned and base and est_ms:
-        d_side = float(dense) / float(base)
-        p_side = float(pruned) / float(est_ms)
-        if float(meas) < 1.0 <= float(est):
+    times = [v.get(k) for k in ("dense_ms", "pruned_ms", "baseline_ms", "estimated_ms")]
+    if not v.get("estimate_approximated") and all(times):
+        dense, pruned, base, est_ms = (float(t) for t in times)
+        d_side, p_side = dense / base, pruned / est_ms
+        if meas < 1.0 <= est:
             causes.append(
-                f"{engine} as deployed ran the pruned file slower than the dense one ({float(pruned):.2f} ms against "
-                f"{float(dense):.2f} ms) while the profile's levels, timed with the sparsity imposed by the "
+                f"{engine} as deployed ran the pruned file slower than the dense one ({pruned:.2f} ms against "
+                f"{dense:.2f} ms) while the profile's levels, timed with the sparsity imposed by the "
                 "analysis run, were faster: for this file's layers at these sparsities the deployed engine "
                 "picks kernels slower than dense on this CPU; trust the measured speedup")
         elif abs(d_side - 1.0) <= SIDE_TOLERANCE:
             which = "slower" if p_side > 1.0 else "faster"
             causes.append(
-                f"the dense model ran as the profile says ({float(dense):.2f} ms against {float(base):.2f} ms) but the "
-                f"pruned one {which} than estimated ({float(pruned):.2f} ms against {float(est_ms):.2f} ms): the miss "
+                f"the dense model ran as the profile says ({dense:.2f} ms against {base:.2f} ms) but the "
+                f"pruned one {which} than estimated ({pruned:.2f} ms against {est_ms:.2f} ms): the miss "
                 "is in the sparse levels (the analysis run imposes the sparsity on every layer; the deployed engine "
                 "chooses its kernels for the file's real zeros)")
         elif abs(p_side - 1.0) <= SIDE_TOLERANCE:
             causes.append(
-                f"the pruned model ran as estimated ({float(pruned):.2f} ms against {float(est_ms):.2f} ms) but the "
-                f"dense one took {d_side:.2f}x the profile's time ({float(dense):.2f} ms against {float(base):.2f} ms): "
+                f"the pruned model ran as estimated ({pruned:.2f} ms against {est_ms:.2f} ms) but the "
+                f"dense one took {d_side:.2f}x the profile's time ({dense:.2f} ms against {base:.2f} ms): "
                 "the miss is in the dense time (the profile and this benchmark saw the model at different speeds)")
         else:
             causes.append(
-                f"both sides departed from the profile: dense {d_side:.2f}x its time ({float(dense):.2f} ms), pruned "
-                f"{p_side:.2f}x its estimate ({float(pruned):.2f} ms)")
+                f"both sides departed from the profile: dense {d_side:.2f}x its time ({dense:.2f} ms), pruned "
+                f"{p_side:.2f}x its estimate ({pruned:.2f} ms)")
     if not causes:
         causes.append("none of the checks explains it (no profile warning, quiet cores, repeats that agree, "
                       "both sides as predicted)")
     how = "above" if err > 0 else "below"
-    return [f"the estimate ({float(est):.2f}x) is {abs(err):.0%} {how} the measured speedup ({float(meas):.2f}x): "
+    return [f"the estimate ({est:.2f}x) is {abs(err):.0%} {how} the measured speedup ({meas:.2f}x): "
             + "; ".join(causes)]
 
 
