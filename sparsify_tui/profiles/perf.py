@@ -286,6 +286,23 @@ def add_quality(doc: dict, parts: list[dict], deployed: dict | None, *, idle: di
     return q
 
 
+# What each quality warning is about, for a one-line-per-kind view (the overview): a phrase that the
+# sentence built above for that kind always holds, and the kind's short label.
+WARNING_KINDS = (
+    ("busy machine", "other processes used"),
+    ("instrumentation overhead", "per-layer times carry instrumentation overhead"),
+    ("level order", "slower than level"),
+)
+
+
+def warning_kind(text: str) -> str:
+    """The short label of a quality warning's kind (``"other"`` for a sentence no kind holds)."""
+    for label, phrase in WARNING_KINDS:
+        if phrase in text:
+            return label
+    return "other"
+
+
 # ---------------------------------------------------------------- parent side
 def validate_engine(engine: str) -> str:
     engine = (engine or "auto").strip().lower()

@@ -489,4 +489,14 @@ def quality_warnings(perf: dict | None) -> list[str]:
     return [str(w) for w in q.get("warnings") or [] if isinstance(w, str)]
 
 
+def warning_groups(warnings: list[str]) -> list[tuple[str, list[str]]]:
+    """The warnings by kind (``profiles.perf.warning_kind``), kinds in order of first appearance."""
+    from sparsify_tui.profiles.perf import warning_kind
+
+    groups: dict[str, list[str]] = {}
+    for w in warnings:
+        groups.setdefault(warning_kind(w), []).append(w)
+    return list(groups.items())
+
+
 QUALITY_MARK = "⚠"

@@ -9,12 +9,12 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Header, ProgressBar, Static
 
 from sparsify_tui.tui import jobs as jobs_mod
-from sparsify_tui.tui.data import QUALITY_MARK, fmt_count, fmt_ms, quality_warnings, totals
+from sparsify_tui.tui.data import QUALITY_MARK, fmt_count, fmt_ms, quality_warnings, totals, warning_groups
 from sparsify_tui.tui.widgets.footer import FitFooter
 
 if TYPE_CHECKING:
@@ -78,6 +78,8 @@ class OverviewScreen(Screen):
                 tooltip="A loss profile: approximated (weight magnitude) or one-shot (measured)"),
         Binding("i", "start_quant", "INT8 profile", id="start_quant",
                 tooltip="Measure each layer's sensitivity to INT8 quantization"),
+        Binding("w", "show_warnings", "Warnings", id="show_warnings",
+                tooltip="The perf profile's warnings in full (the overview shows one line per kind)"),
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the project and its profiles again"),
         Binding("escape", "app.home", "Home", id="home", tooltip="Back to the home screen"),
     ]
@@ -199,8 +201,11 @@ class OverviewScreen(Screen):
             if isinstance(q.get("interference"), (int, float)):
                 row("Interference", f"{100 * q['interference']:.0f}%", "of the measured cores' time taken by "
                     "other processes (largest over the timed blocks)")
-            for w in warns:
-                grid.add_row(Text(QUALITY_MARK, style="bold yellow"), Text(w, style="yellow"))
+            for i, (kind, items) in enumerate(warning_groups(warns)):  # one line per kind; sentences on `w`
+                line = Text(f"{kind} ×{len(items)}" if len(items) > 1 else kind, style="yellow")
+                if i == 0:  # the gap inside the styled run: SVG exports drop a styled run's leading spaces
+                    line = Text(f"{line.plain}  ", style="yellow") + Text("w: details", style="dim")
+                grid.add_row(Text(QUALITY_MARK, style="bold yellow"), line)
             ips = f"{t.items_per_second:,.1f}" if t.items_per_second is not None else "-"
             row("Items per Second", ips, f"batch {t.batch_size}" if t.batch_size else "")
             eng = f"{t.engine or '?'} {t.engine_version or ''}".strip()
@@ -288,7 +293,18 @@ class OverviewScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("start_perf", "start_loss", "start_quant") and getattr(self.app.project, "readonly", False):
             return None  # shown disabled: a read-only project cannot store profiles
+        if action == "show_warnings":
+            return True if self._warnings() else None
         return True
+
+    def _warnings(self) -> list[str]:
+        data = self.app.model_data if self._ready else None
+        return quality_warnings(data.perf) if data is not None else []
+
+    def action_show_warnings(self) -> None:
+        warns = self._warnings()
+        if warns:
+            self.app.push_screen(WarningsScreen(warning_groups(warns)))
 
     def action_start_perf(self) -> None:
         self._ask_and_start("perf")
@@ -310,3 +326,27 @@ class OverviewScreen(Screen):
 
     def action_reload(self) -> None:
         self.app.reload_project()
+
+
+class WarningsScreen(ModalScreen[None]):
+    """The perf profile's warnings in full, by kind (the overview shows one line per kind)."""
+
+    BINDINGS = [Binding("escape,w,q", "close", "Close", id="warnings_close")]
+
+    def __init__(self, groups: list[tuple[str, list[str]]]) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        for kind, items in self.groups:
+            text.append(f"{QUALITY_MARK} {kind}\n", style="bold yellow")
+            for w in items:
+                text.append(f"  • {w}\n")
+        text.append("escape closes", style="dim")
+        with VerticalScroll(id="warnings-box"):
+            yield Static("[b]Perf profile warnings[/b]", id="warnings-title")
+            yield Static(text, id="warnings-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
