@@ -93,6 +93,139 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+def _child_env(env: dict[str, str] | None) -> dict[str, str]:
+    """The worker's environment: ours, analytics off, unbuffered, this package first on the path."""
+    child_env = dict(os.environ)
+    child_env["NM_DISABLE_ANALYTICS"] = "1"
+    child_env["PYTHONUNBUFFERED"] = "1"
+    child_env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
+    if env:
+        child_env.update(env)
+    return child_env
+
+
+class _Worker:
+    """One worker child process: started with the job on its stdin, its stderr tail kept, its events read."""
+
+    def __init__(self, job: dict, env: dict[str, str]) -> None:
+        self.kind = str(job.get("kind", ""))
+        self.partials: list[dict] = []
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.telling: list[str] = []  # the last telling line of the child's stderr
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sparsify_tui.jobs.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # own process group: we kill it whole; a terminal's Ctrl+C reaches us only
+        )
+        self._err_thread = threading.Thread(target=self._read_stderr, name="worker-stderr", daemon=True)
+        self._err_thread.start()
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(job).encode("utf-8"))
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line.strip():
+                self.tail.append(line)
+                if telling_line(line):
+                    self.telling[:] = [line.strip()[:200]]
+
+    def output_tail(self) -> str:
+        self._err_thread.join(timeout=2)
+        return "\n".join(self.tail)
+
+    def fail(self, exc: SparsifyError) -> SparsifyError:
+        """``exc`` with the partial data received so far attached."""
+        exc.partials = self.partials  # type: ignore[attr-defined]
+        return exc
+
+    def events(self, cancel: threading.Event | None, timeout_s: float | None) -> Any:
+        """Yield the child's JSON events until its stdout closes; kill it and raise on cancel or silence."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        buf = b""
+        last_event = time.monotonic()
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    _kill_group(self.proc)
+                    raise self.fail(CancelledError(f"the {self.kind} job was cancelled"))
+                if timeout_s is not None and time.monotonic() - last_event > timeout_s:
+                    _kill_group(self.proc)
+                    raise self.fail(EngineError(
+                        f"the {self.kind} job was stopped: no progress for {timeout_s:g} s (time limit per step)",
+                        output_tail=self.output_tail(),
+                    ))
+                if not sel.select(timeout=0.1):
+                    continue
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        self.tail.append(line.decode("utf-8", "replace"))
+                        continue
+                    last_event = time.monotonic()
+                    yield event
+                if not chunk:
+                    return
+        finally:
+            sel.close()
+
+    def wait(self, finished: bool) -> int | None:
+        """The child's exit status (it gets longer to exit after its last event); killed when it hangs."""
+        try:
+            return self.proc.wait(timeout=30 if finished else 10)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc)
+            return self.proc.returncode
+
+    def error_from(self, event: dict) -> SparsifyError:
+        """The exception of the job's ``error`` event, of the class the job raised."""
+        cls = _error_class(event.get("type"))
+        message = str(event.get("message") or "the engine failed")
+        exc = cls(message, hint=event.get("hint")) if cls is not EngineError else EngineError(
+            message, output_tail=self.output_tail(), hint=event.get("hint"))
+        if isinstance(exc, EngineError):
+            exc.output_tail = self.output_tail()
+        return exc
+
+    def crash_error(self, code: int | None) -> EngineError:
+        """The child ended without a result or an error event."""
+        tail_text = self.output_tail()
+        said = f"; it said: {self.telling[0]}" if self.telling else ""
+        return EngineError(f"the {self.kind} job's engine process {_describe_exit(code)} before finishing{said}",
+                           output_tail=tail_text)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            _kill_group(self.proc)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+
 def run_job(
     job: dict,
     *,
@@ -113,133 +246,28 @@ def run_job(
     job = dict(job)
     if cores is not None:
         job["cores"] = int(cores)
-    child_env = dict(os.environ)
-    child_env["NM_DISABLE_ANALYTICS"] = "1"
-    child_env["PYTHONUNBUFFERED"] = "1"
-    child_env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
-    if env:
-        child_env.update(env)
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparsify_tui.jobs.worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=child_env,
-        start_new_session=True,  # own process group: we kill it whole; a terminal's Ctrl+C reaches us only
-    )
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    telling: list[str] = []  # the last telling line of the child's stderr
-
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for raw in iter(proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if line.strip():
-                tail.append(line)
-                if telling_line(line):
-                    telling[:] = [line.strip()[:200]]
-
-    err_thread = threading.Thread(target=read_stderr, name="worker-stderr", daemon=True)
-    err_thread.start()
-
-    partials: list[dict] = []
+    worker = _Worker(job, _child_env(env))
     result: dict | None = None
     error_event: dict | None = None
-
-    def fail(exc: SparsifyError) -> SparsifyError:
-        exc.partials = partials  # type: ignore[attr-defined]
-        return exc
-
-    def output_tail() -> str:
-        err_thread.join(timeout=2)
-        return "\n".join(tail)
-
     try:
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(json.dumps(job).encode("utf-8"))
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        fd = proc.stdout.fileno()
-        os.set_blocking(fd, False)
-        sel = selectors.DefaultSelector()
-        sel.register(fd, selectors.EVENT_READ)
-        buf = b""
-        last_event = time.monotonic()
-        eof = False
-        while not eof and result is None and error_event is None:
-            if cancel is not None and cancel.is_set():
-                _kill_group(proc)
-                raise fail(CancelledError(f"the {kind} job was cancelled"))
-            if timeout_s is not None and time.monotonic() - last_event > timeout_s:
-                _kill_group(proc)
-                raise fail(EngineError(
-                    f"the {kind} job was stopped: no progress for {timeout_s:g} s (time limit per step)",
-                    output_tail=output_tail(),
-                ))
-            if not sel.select(timeout=0.1):
-                continue
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                eof = True
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if not line.strip():
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    tail.append(line.decode("utf-8", "replace"))
-                    continue
-                last_event = time.monotonic()
-                kind_ev = event.get("event")
-                if kind_ev == "result":
-                    result = event.get("data") or {}
-                    break
-                if kind_ev == "error":
-                    error_event = event
-                    break
-                if kind_ev == "partial":
-                    partials.append(event.get("data") or {})
-                if on_progress is not None:
-                    on_progress(event)
-        sel.close()
-        try:
-            code = proc.wait(timeout=30 if (result is not None or error_event is not None) else 10)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            code = proc.returncode
+        for event in worker.events(cancel, timeout_s):
+            kind_ev = event.get("event")
+            if kind_ev == "result":
+                result = event.get("data") or {}
+                break
+            if kind_ev == "error":
+                error_event = event
+                break
+            if kind_ev == "partial":
+                worker.partials.append(event.get("data") or {})
+            if on_progress is not None:
+                on_progress(event)
+        code = worker.wait(finished=result is not None or error_event is not None)
         if result is not None:
             return result
-        if error_event is not None:
-            cls = _error_class(error_event.get("type"))
-            message = str(error_event.get("message") or "the engine failed")
-            exc = cls(message, hint=error_event.get("hint")) if cls is not EngineError else EngineError(
-                message, output_tail=output_tail(), hint=error_event.get("hint"))
-            if isinstance(exc, EngineError):
-                exc.output_tail = output_tail()
-            raise fail(exc)
-        tail_text = output_tail()
-        said = f"; it said: {telling[0]}" if telling else ""
-        raise fail(EngineError(
-            f"the {kind} job's engine process {_describe_exit(code)} before finishing{said}",
-            output_tail=tail_text,
-        ))
+        raise worker.fail(worker.error_from(error_event) if error_event is not None else worker.crash_error(code))
     except KeyboardInterrupt:
-        _kill_group(proc)
+        _kill_group(worker.proc)
         raise
     finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-        for stream in (proc.stdout, proc.stderr):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        worker.close()
