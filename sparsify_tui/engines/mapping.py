@@ -112,68 +112,80 @@ def internal_id(name: str, seen: dict[str, int]) -> str:
     return f"engine:{kind}" if n == 1 else f"engine:{kind}#{n}"
 
 
-def attribute(layers: list[LayerRef], steps: list[Step]) -> Attribution:
-    by_id = {layer.id: layer for layer in layers}
-    order = {layer.id: i for i, layer in enumerate(layers)}
-    by_name = {}
-    for layer in layers:
-        if layer.name:
-            by_name.setdefault(layer.name, layer.id)
-    producer: dict[str, str] = {}
-    consumers: dict[str, list[str]] = {}
-    for layer in layers:
-        for t in layer.outputs:
-            if t:
-                producer.setdefault(t, layer.id)
-        for t in layer.inputs:
-            if t:
-                consumers.setdefault(t, []).append(layer.id)
+class _Index:
+    """The layers by id, name, position, and the producer and consumers of every tensor."""
 
-    # rule 1: anchors
+    def __init__(self, layers: list[LayerRef]) -> None:
+        self.by_id = {layer.id: layer for layer in layers}
+        self.order = {layer.id: i for i, layer in enumerate(layers)}
+        self.by_name: dict[str, str] = {}
+        self.producer: dict[str, str] = {}
+        self.consumers: dict[str, list[str]] = {}
+        for layer in layers:
+            if layer.name:
+                self.by_name.setdefault(layer.name, layer.id)
+            for t in layer.outputs:
+                if t:
+                    self.producer.setdefault(t, layer.id)
+            for t in layer.inputs:
+                if t:
+                    self.consumers.setdefault(t, []).append(layer.id)
+
+
+def _anchors(ix: _Index, steps: list[Step]) -> tuple[list[list[str]], dict[str, int]]:
+    """Rule 1: each step's anchor layers (named by the step, or producing a tensor it names), and the
+    first step anchoring each layer."""
     step_anchors: list[list[str]] = []
     owner: dict[str, int] = {}
     for si, step in enumerate(steps):
         anchors: list[str] = []
         if not step.op_type.startswith("Reorder"):
             for a in step.anchors:
-                if a in by_id and a not in anchors:
+                if a in ix.by_id and a not in anchors:
                     anchors.append(a)
             names = list(step.tensors)
             if step.match_name:
-                if step.name in by_name and by_name[step.name] not in anchors:
-                    anchors.append(by_name[step.name])
+                if step.name in ix.by_name and ix.by_name[step.name] not in anchors:
+                    anchors.append(ix.by_name[step.name])
                 if step.name.endswith("_nchwc"):
                     names.append(step.name[: -len("_nchwc")])
             for t in names:
-                lid = producer.get(t)
+                lid = ix.producer.get(t)
                 if lid is not None and lid not in anchors:
                     anchors.append(lid)
         step_anchors.append(anchors)
         for a in anchors:
             owner.setdefault(a, si)
+    return step_anchors, owner
 
-    # rule 0 (DeepSparse): ops it has no kernels for (recurrent, control flow, ...) that no step names ran in
-    # one of its "Naive Subgraph" steps: the first such step after the steps that own the op's inputs
+
+def _own_fallback_ops(ix: _Index, layers: list[LayerRef], steps: list[Step], owner: dict[str, int]) -> None:
+    """Rule 0 (DeepSparse): ops it has no kernels for (recurrent, control flow, ...) that no step names ran
+    in one of its "Naive Subgraph" steps: the first such step after the steps that own the op's inputs."""
     fallback_steps = [si for si, step in enumerate(steps) if step.fallback]
-    if fallback_steps:
-        for layer in layers:
-            if layer.id in owner or layer.op_type not in NAIVE_ONLY or layer.constant:
+    if not fallback_steps:
+        return
+    for layer in layers:
+        if layer.id in owner or layer.op_type not in NAIVE_ONLY or layer.constant:
+            continue
+        upstream, seen_t, todo = -1, set(), [t for t in layer.inputs if t]
+        while todo:
+            t = todo.pop()
+            if t in seen_t or t not in ix.producer:
                 continue
-            upstream, seen_t, todo = -1, set(), [t for t in layer.inputs if t]
-            while todo:
-                t = todo.pop()
-                if t in seen_t or t not in producer:
-                    continue
-                seen_t.add(t)
-                pid = producer[t]
-                if pid in owner:
-                    upstream = max(upstream, owner[pid])
-                else:
-                    todo.extend(x for x in by_id[pid].inputs if x)
-            after = [si for si in fallback_steps if si > upstream]
-            owner[layer.id] = after[0] if after else fallback_steps[-1]
+            seen_t.add(t)
+            pid = ix.producer[t]
+            if pid in owner:
+                upstream = max(upstream, owner[pid])
+            else:
+                todo.extend(x for x in ix.by_id[pid].inputs if x)
+        after = [si for si in fallback_steps if si > upstream]
+        owner[layer.id] = after[0] if after else fallback_steps[-1]
 
-    # rules 2 and 3: fused-away layers
+
+def _own_fused(ix: _Index, layers: list[LayerRef], owner: dict[str, int]) -> None:
+    """Rules 2 and 3: a layer no step names was fused away: an element-wise op goes with the producer of
+    its first live input, anything else with its first owned consumer, else with its first owned producer."""
     resolving: set[str] = set()
 
     def resolve(lid: str) -> int | None:
@@ -183,27 +195,19 @@ def attribute(layers: list[LayerRef], steps: list[Step]) -> Attribution:
             return None
         resolving.add(lid)
         try:
-            layer = by_id[lid]
+            layer = ix.by_id[lid]
             result = None
             if layer.op_type in ELEMENTWISE and not layer.constant:
-                first = next((t for t in layer.inputs if t and t in producer and not by_id[producer[t]].constant),
-                             None)
+                first = next((t for t in layer.inputs
+                              if t and t in ix.producer and not ix.by_id[ix.producer[t]].constant), None)
                 if first is not None:
-                    result = resolve(producer[first])
+                    result = resolve(ix.producer[first])
             if result is None:
-                for t in layer.outputs:
-                    for c in consumers.get(t, []):
-                        result = resolve(c)
-                        if result is not None:
-                            break
-                    if result is not None:
-                        break
+                result = next((r for t in layer.outputs for c in ix.consumers.get(t, [])
+                               if (r := resolve(c)) is not None), None)
             if result is None:
-                for t in layer.inputs:
-                    if t in producer:
-                        result = resolve(producer[t])
-                        if result is not None:
-                            break
+                result = next((r for t in layer.inputs if t in ix.producer
+                               if (r := resolve(ix.producer[t])) is not None), None)
             if result is not None:
                 owner[lid] = result
             return result
@@ -213,13 +217,10 @@ def attribute(layers: list[LayerRef], steps: list[Step]) -> Attribution:
     for layer in layers:
         resolve(layer.id)
 
-    members: list[list[str]] = [list(a) for a in step_anchors]
-    for lid, si in owner.items():
-        if lid not in step_anchors[si]:
-            members[si].append(lid)
-    for m in members:
-        m.sort(key=lambda x: order.get(x, 0))
 
+def _split_times(ix: _Index, layers: list[LayerRef], steps: list[Step],
+                 members: list[list[str]]) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+    """Each step's time shared among its live member layers by FLOPs; steps without members are internal."""
     layer_ms = {layer.id: 0.0 for layer in layers}
     internal: list[tuple[str, str, float]] = []
     seen: dict[str, int] = {}
@@ -229,12 +230,12 @@ def attribute(layers: list[LayerRef], steps: list[Step]) -> Attribution:
         if not mem:
             internal.append((internal_id(step.name, seen), step.name, ms))
             continue
-        live = [m for m in mem if not by_id[m].constant] or mem
-        known = [by_id[m].flops for m in live if by_id[m].flops is not None and by_id[m].flops > 0]
+        live = [m for m in mem if not ix.by_id[m].constant] or mem
+        known = [ix.by_id[m].flops for m in live if ix.by_id[m].flops is not None and ix.by_id[m].flops > 0]
         fill = min(known) if known else 1.0
         weights = []
         for m in live:
-            f = by_id[m].flops
+            f = ix.by_id[m].flops
             weights.append(float(f) if f is not None and f > 0 else (fill if f is None else 0.0))
         total = sum(weights)
         if total <= 0:
@@ -242,18 +243,30 @@ def attribute(layers: list[LayerRef], steps: list[Step]) -> Attribution:
             total = float(len(live))
         for m, w in zip(live, weights):
             layer_ms[m] += ms * w / total
+    return layer_ms, internal
 
-    groups: dict[str, list[str]] = {}
-    owner_name: dict[str, str] = {}
+
+def attribute(layers: list[LayerRef], steps: list[Step]) -> Attribution:
+    ix = _Index(layers)
+    step_anchors, owner = _anchors(ix, steps)
+    _own_fallback_ops(ix, layers, steps, owner)
+    _own_fused(ix, layers, owner)
+
+    members: list[list[str]] = [list(a) for a in step_anchors]
+    for lid, si in owner.items():
+        if lid not in step_anchors[si]:
+            members[si].append(lid)
+    for m in members:
+        m.sort(key=lambda x: ix.order.get(x, 0))
+    layer_ms, internal = _split_times(ix, layers, steps, members)
+
     names_used: dict[str, int] = {}
     step_keys = []
     for step in steps:
         names_used[step.name] = names_used.get(step.name, 0) + 1
         step_keys.append(step.name if names_used[step.name] == 1 else f"{step.name}#{names_used[step.name]}")
-    for si, mem in enumerate(members):
-        if mem:
-            # constant-only members (folded weights) are not shown as measured layers of the group
-            groups[step_keys[si]] = [m for m in mem if not by_id[m].constant] or mem
-    for lid, si in owner.items():
-        owner_name[lid] = step_keys[si]
+    # constant-only members (folded weights) are not shown as measured layers of the group
+    groups = {step_keys[si]: [m for m in mem if not ix.by_id[m].constant] or mem
+              for si, mem in enumerate(members) if mem}
+    owner_name = {lid: step_keys[si] for lid, si in owner.items()}
     return Attribution(layer_ms=layer_ms, owner=owner_name, groups=groups, internal=internal)
