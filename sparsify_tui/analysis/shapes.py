@@ -89,155 +89,213 @@ def _tensor_value(t) -> np.ndarray | None:
         return None
 
 
-def _eval(node, vals: dict[str, np.ndarray], shapes: dict[str, list[Any]], opset: int) -> list[np.ndarray] | None:
-    op = node.op_type
-    ins = list(node.input)
+class _Eval:
+    """One node to evaluate on known values: its inputs' values (``v(i)``), attributes and the opset."""
 
-    def v(i: int) -> np.ndarray | None:
-        if i >= len(ins) or not ins[i]:
-            return None
-        return vals.get(ins[i])
+    def __init__(self, node, vals: dict[str, np.ndarray], shapes: dict[str, list[Any]], opset: int) -> None:
+        self.node, self.vals, self.shapes, self.opset = node, vals, shapes, opset
+        self.ins = list(node.input)
 
-    if op == "Shape":
-        s = shapes.get(ins[0])
-        if s is None or not all(isinstance(d, int) for d in s):
+    def v(self, i: int) -> np.ndarray | None:
+        if i >= len(self.ins) or not self.ins[i]:
             return None
-        start = _attr(node, "start", 0)
-        end = _attr(node, "end", None)
-        return [np.array(s[start:end] if end is not None else s[start:], dtype=np.int64)]
-    if op == "Size":
-        s = shapes.get(ins[0])
-        if s is None or not all(isinstance(d, int) for d in s):
-            return None
-        return [np.array(prod(s), dtype=np.int64)]
-    if op == "Constant":
-        from onnx import numpy_helper
+        return self.vals.get(self.ins[i])
 
-        for a in node.attribute:
-            if a.name == "value":
-                return [numpy_helper.to_array(a.t)]
-            if a.name == "value_int":
-                return [np.array(a.i, dtype=np.int64)]
-            if a.name == "value_ints":
-                return [np.array(list(a.ints), dtype=np.int64)]
-            if a.name == "value_float":
-                return [np.array(a.f, dtype=np.float32)]
-            if a.name == "value_floats":
-                return [np.array(list(a.floats), dtype=np.float32)]
+    def attr(self, name: str, default: Any = None) -> Any:
+        return _attr(self.node, name, default)
+
+    def known_shape(self) -> list[int] | None:
+        s = self.shapes.get(self.ins[0])
+        return s if s is not None and all(isinstance(d, int) for d in s) else None
+
+    def axes(self) -> list[int] | None:
+        """The axes of Squeeze/Unsqueeze: an attribute before opset 13, an input from then on."""
+        if self.opset < 13:
+            return self.attr("axes")
+        a = self.v(1)
+        return None if a is None else list(a)
+
+
+# ---- ops whose value does not need their first input's value
+def _ev_shape(e: _Eval) -> list[np.ndarray] | None:
+    s = e.known_shape()
+    if s is None:
         return None
-    x = v(0)
-    if op == "ConstantOfShape":
-        if x is None or prod(int(d) for d in x) > MAX_VALUE_ELEMENTS:
-            return None
-        fill = _attr(node, "value", np.zeros(1, dtype=np.float32))
-        return [np.full([int(d) for d in x], fill.reshape(-1)[0], dtype=fill.dtype)]
-    if op == "Range":
-        s, lim, d = v(0), v(1), v(2)
-        if s is None or lim is None or d is None:
-            return None
-        r = np.arange(s.item(), lim.item(), d.item()).astype(s.dtype)
-        return [r] if r.size <= MAX_VALUE_ELEMENTS else None
-    if x is None:
-        return None
-    if op in ("Identity", "Cast"):
-        if op == "Cast":
-            from onnx import helper
+    start, end = e.attr("start", 0), e.attr("end", None)
+    return [np.array(s[start:end] if end is not None else s[start:], dtype=np.int64)]
 
-            try:
-                return [x.astype(helper.tensor_dtype_to_np_dtype(_attr(node, "to")))]
-            except Exception:
-                return None
-        return [x]
-    if op == "Gather":
-        idx = v(1)
-        if idx is None:
-            return None
-        return [np.take(x, idx.astype(np.int64), axis=_attr(node, "axis", 0))]
-    if op == "Unsqueeze":
-        axes = _attr(node, "axes") if opset < 13 else (None if v(1) is None else list(v(1)))
-        if axes is None:
-            return None
-        out = x
-        rank = x.ndim + len(axes)
-        for a in sorted(int(a) % rank for a in axes):
-            out = np.expand_dims(out, a)
-        return [out]
-    if op == "Squeeze":
-        axes = _attr(node, "axes") if opset < 13 else (None if v(1) is None else list(v(1)))
-        return [np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(int(a) for a in axes))]
-    if op == "Concat":
-        parts = [vals.get(i) for i in ins]
-        if any(p is None for p in parts):
-            return None
-        return [np.concatenate(parts, axis=_attr(node, "axis", 0))]
-    if op == "Slice":
-        if opset < 10:
-            starts, ends, axes, steps = _attr(node, "starts"), _attr(node, "ends"), _attr(node, "axes"), None
-        else:
-            starts, ends, axes, steps = v(1), v(2), v(3), v(4)
-        if starts is None or ends is None:
-            return None
-        axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
-        steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
-        sl = [slice(None)] * x.ndim
-        for st, en, ax, sp in zip(starts, ends, axes, steps):
-            sl[ax] = slice(int(st), int(min(max(int(en), -(2**62)), 2**62)), sp)
-        return [x[tuple(sl)]]
-    if op == "Reshape":
-        shp = v(1)
-        if shp is None:
-            return None
-        shp = [int(d) for d in shp]
-        if not _attr(node, "allowzero", 0):
-            shp = [x.shape[i] if d == 0 else d for i, d in enumerate(shp)]
-        return [x.reshape(shp)]
-    if op in ("Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "And", "Or", "Max", "Min", "Mod",
-              "LessOrEqual", "GreaterOrEqual"):
-        y = v(1)
-        if y is None:
-            return None
-        if op == "Add":
-            return [x + y]
-        if op == "Sub":
-            return [x - y]
-        if op == "Mul":
-            return [x * y]
-        if op == "Div":
-            if np.issubdtype(x.dtype, np.integer):
-                return [np.trunc(x / y).astype(x.dtype)]
-            return [x / y]
-        if op == "Max":
-            return [np.maximum(*[vals[i] for i in ins])] if all(i in vals for i in ins) else None
-        if op == "Min":
-            return [np.minimum(*[vals[i] for i in ins])] if all(i in vals for i in ins) else None
-        if op == "Mod":
-            return [np.fmod(x, y) if _attr(node, "fmod", 0) else np.mod(x, y)]
-        return [{"Equal": np.equal, "Less": np.less, "Greater": np.greater, "And": np.logical_and,
-                 "Or": np.logical_or, "LessOrEqual": np.less_equal,
-                 "GreaterOrEqual": np.greater_equal}[op](x, y)]
-    if op == "Not":
-        return [np.logical_not(x)]
-    if op in ("Neg", "Abs", "Floor", "Ceil"):
-        return [{"Neg": np.negative, "Abs": np.abs, "Floor": np.floor, "Ceil": np.ceil}[op](x)]
-    if op == "Where":
-        a, b = v(1), v(2)
-        if a is None or b is None:
-            return None
-        return [np.where(x, a, b)]
-    if op == "Expand":
-        shp = v(1)
-        if shp is None:
-            return None
-        target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shp))
-        if prod(target) > MAX_VALUE_ELEMENTS:
-            return None
-        return [np.broadcast_to(x, target).copy()]
-    if op in ("ReduceProd", "ReduceSum", "ReduceMin", "ReduceMax") and x.ndim <= 1 and len(ins) == 1:
-        keep = _attr(node, "keepdims", 1)
-        f = {"ReduceProd": np.prod, "ReduceSum": np.sum, "ReduceMin": np.min, "ReduceMax": np.max}[op]
-        r = f(x, keepdims=bool(keep))
-        return [np.asarray(r)]
+
+def _ev_size(e: _Eval) -> list[np.ndarray] | None:
+    s = e.known_shape()
+    return None if s is None else [np.array(prod(s), dtype=np.int64)]
+
+
+_CONSTANT_ATTRS = {"value_int": np.int64, "value_ints": np.int64, "value_float": np.float32,
+                   "value_floats": np.float32}
+
+
+def _ev_constant(e: _Eval) -> list[np.ndarray] | None:
+    from onnx import numpy_helper
+
+    for a in e.node.attribute:
+        if a.name == "value":
+            return [numpy_helper.to_array(a.t)]
+        if a.name in _CONSTANT_ATTRS:
+            raw = {"value_int": a.i, "value_ints": list(a.ints), "value_float": a.f,
+                   "value_floats": list(a.floats)}[a.name]
+            return [np.array(raw, dtype=_CONSTANT_ATTRS[a.name])]
     return None
+
+
+def _ev_constant_of_shape(e: _Eval) -> list[np.ndarray] | None:
+    x = e.v(0)
+    if x is None or prod(int(d) for d in x) > MAX_VALUE_ELEMENTS:
+        return None
+    fill = e.attr("value", np.zeros(1, dtype=np.float32))
+    return [np.full([int(d) for d in x], fill.reshape(-1)[0], dtype=fill.dtype)]
+
+
+def _ev_range(e: _Eval) -> list[np.ndarray] | None:
+    s, lim, d = e.v(0), e.v(1), e.v(2)
+    if s is None or lim is None or d is None:
+        return None
+    r = np.arange(s.item(), lim.item(), d.item()).astype(s.dtype)
+    return [r] if r.size <= MAX_VALUE_ELEMENTS else None
+
+
+_SOURCES = {"Shape": _ev_shape, "Size": _ev_size, "Constant": _ev_constant,
+            "ConstantOfShape": _ev_constant_of_shape, "Range": _ev_range}
+
+
+# ---- ops on their first input's known value x
+def _ev_cast(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    from onnx import helper
+
+    try:
+        return [x.astype(helper.tensor_dtype_to_np_dtype(e.attr("to")))]
+    except Exception:
+        return None
+
+
+def _ev_gather(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    idx = e.v(1)
+    return None if idx is None else [np.take(x, idx.astype(np.int64), axis=e.attr("axis", 0))]
+
+
+def _ev_unsqueeze(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    axes = e.axes()
+    if axes is None:
+        return None
+    out = x
+    rank = x.ndim + len(axes)
+    for a in sorted(int(a) % rank for a in axes):
+        out = np.expand_dims(out, a)
+    return [out]
+
+
+def _ev_squeeze(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    axes = e.axes()
+    return [np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(int(a) for a in axes))]
+
+
+def _ev_concat(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    parts = [e.vals.get(i) for i in e.ins]
+    if any(p is None for p in parts):
+        return None
+    return [np.concatenate(parts, axis=e.attr("axis", 0))]
+
+
+def _ev_slice(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    if e.opset < 10:
+        starts, ends, axes, steps = e.attr("starts"), e.attr("ends"), e.attr("axes"), None
+    else:
+        starts, ends, axes, steps = e.v(1), e.v(2), e.v(3), e.v(4)
+    if starts is None or ends is None:
+        return None
+    axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
+    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+    sl = [slice(None)] * x.ndim
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        sl[ax] = slice(int(st), int(min(max(int(en), -(2**62)), 2**62)), sp)
+    return [x[tuple(sl)]]
+
+
+def _ev_reshape(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    shp = e.v(1)
+    if shp is None:
+        return None
+    shp = [int(d) for d in shp]
+    if not e.attr("allowzero", 0):
+        shp = [x.shape[i] if d == 0 else d for i, d in enumerate(shp)]
+    return [x.reshape(shp)]
+
+
+def _div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.trunc(x / y).astype(x.dtype) if np.issubdtype(x.dtype, np.integer) else x / y
+
+
+_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div, "Equal": np.equal,
+           "Less": np.less, "Greater": np.greater, "And": np.logical_and, "Or": np.logical_or,
+           "LessOrEqual": np.less_equal, "GreaterOrEqual": np.greater_equal}
+_VARIADIC = {"Max": np.maximum, "Min": np.minimum}
+_UNARY = {"Identity": lambda x: x, "Not": np.logical_not, "Neg": np.negative, "Abs": np.abs, "Floor": np.floor,
+          "Ceil": np.ceil}
+_REDUCE = {"ReduceProd": np.prod, "ReduceSum": np.sum, "ReduceMin": np.min, "ReduceMax": np.max}
+
+
+def _ev_binary(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    y = e.v(1)
+    if y is None:
+        return None
+    op = e.node.op_type
+    if op in _VARIADIC:
+        return [_VARIADIC[op](*[e.vals[i] for i in e.ins])] if all(i in e.vals for i in e.ins) else None
+    if op == "Mod":
+        return [np.fmod(x, y) if e.attr("fmod", 0) else np.mod(x, y)]
+    return [_BINARY[op](x, y)]
+
+
+def _ev_where(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    a, b = e.v(1), e.v(2)
+    return None if a is None or b is None else [np.where(x, a, b)]
+
+
+def _ev_expand(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    shp = e.v(1)
+    if shp is None:
+        return None
+    target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shp))
+    if prod(target) > MAX_VALUE_ELEMENTS:
+        return None
+    return [np.broadcast_to(x, target).copy()]
+
+
+def _ev_reduce(e: _Eval, x: np.ndarray) -> list[np.ndarray] | None:
+    if x.ndim > 1 or len(e.ins) != 1:
+        return None
+    return [np.asarray(_REDUCE[e.node.op_type](x, keepdims=bool(e.attr("keepdims", 1))))]
+
+
+_ON_VALUE = {
+    "Cast": _ev_cast, "Gather": _ev_gather, "Unsqueeze": _ev_unsqueeze, "Squeeze": _ev_squeeze,
+    "Concat": _ev_concat, "Slice": _ev_slice, "Reshape": _ev_reshape, "Where": _ev_where, "Expand": _ev_expand,
+    **{op: _ev_binary for op in (*_BINARY, *_VARIADIC, "Mod")},
+    **{op: (lambda e, x, f=f: [f(x)]) for op, f in _UNARY.items()},
+    **{op: _ev_reduce for op in _REDUCE},
+}
+
+
+def _eval(node, vals: dict[str, np.ndarray], shapes: dict[str, list[Any]], opset: int) -> list[np.ndarray] | None:
+    """The node's output values where they follow from known values (shape arithmetic), else None."""
+    e = _Eval(node, vals, shapes, opset)
+    source = _SOURCES.get(node.op_type)
+    if source is not None:
+        return source(e)
+    handler = _ON_VALUE.get(node.op_type)
+    x = e.v(0)
+    if handler is None or x is None:
+        return None
+    return handler(e, x)
 
 
 def _values(g, shapes: dict[str, list[Any]], opset: int) -> dict[str, np.ndarray]:
