@@ -219,8 +219,10 @@ class Cut:
     act_zp: str | None = None
 
 
-class DownstreamModel:
-    """See the module doc. ``run_dense(sample)`` then ``run_cut(layer_id, sample_index, weight)``."""
+class DownstreamGraph:
+    """The ONNX model of the module doc, built from the original: the dense branch, one cut branch per
+    studied weight (fed its weight, and its boundary activations from the dense run), the selector.
+    :class:`DownstreamModel` runs it."""
 
     def __init__(self, model_path: str | os.PathLike, graph: "ModelGraph", *, cores: int | None = None,
                  layer_ids: Iterable[str] | None = None, model=None, act_qdq: bool = False,
@@ -594,7 +596,11 @@ class DownstreamModel:
             types[init.name] = init.data_type
         return types
 
-    # ---------------------------------------------------------------- running
+
+
+class DownstreamModel(DownstreamGraph):
+    """See the module doc. ``run_dense(sample)`` then ``run_cut(layer_id, sample_index, weight)``."""
+
     def build_session(self):
         _ort()
         so = session_options(self.cores)
