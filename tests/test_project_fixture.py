@@ -82,3 +82,21 @@ async def test_old_project_shows_its_profiles_in_the_app(old_project):
             table = app.screen.query_one("#profiles", DataTable)
             names = {table.get_row_at(i)[1].plain for i in range(table.row_count)}
             assert {"ort-baseline", "approx-loss"} <= names
+
+
+def test_project_package_parts_stay_readable():
+    """Issue #25: no class of sparsify_tui/project/ over 400 lines, no function over 100."""
+    import ast
+
+    import sparsify_tui.project as pkg
+
+    too_long = []
+    for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            limit = 400 if isinstance(node, ast.ClassDef) else 100
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > limit:
+                    too_long.append(f"{f.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert too_long == []
+    assert {"store.py", "catalogue.py", "optimizations.py", "project.py"} <= {
+        f.name for f in Path(pkg.__file__).parent.glob("*.py")}
