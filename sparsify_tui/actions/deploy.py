@@ -411,8 +411,12 @@ def summary_line(doc: dict) -> str:
             text += f", {doc['versus_sparse_plan']:.2f}x the sparse plan alone ({row_label(plan)})"
     gone = doc.get("left_out") or []
     if gone:
+        by_reason: dict[str, list[dict]] = {}
+        for g in gone:
+            by_reason.setdefault(g["reason"], []).append(g)
         text += (f"; left out {len(gone)} faster row{'s' if len(gone) > 1 else ''}: "
-                 + "; ".join(f"{g['label']} {g['speedup']:.2f}x ({g['reason']})" for g in gone))
+                 + "; ".join(", ".join(f"{g['label']} {g['speedup']:.2f}x" for g in group) + f" ({why})"
+                             for why, group in by_reason.items()))
     return text
 
 

@@ -67,7 +67,7 @@ async def test_deploy_screen_shows_the_stored_search(deployed_project, size, tmp
         status = widget_text(screen.query_one("#deploy-status", Static), width=300)
         assert "budget: default: outputs must follow the original" in status
         # the Change column names the highlighted row's unit; the detail line its reading and output metric
-        from sparsify_tui.metrics import SHORTER
+        from sparsify_tui.metrics import SHORTER, format_change
 
         for i in (0, len(shown) - 1):
             table.move_cursor(row=i)
@@ -78,8 +78,12 @@ async def test_deploy_screen_shows_the_stored_search(deployed_project, size, tmp
             detail = widget_text(screen.query_one("#deploy-detail", Static), width=400)
             assert detail.startswith(f"{r['engine']} {r['precision']} {r['optimization'] or 'dense'}: change ")
             assert r["output_change_reading"] in detail
-            out = r["output_change_outputs"][0]
-            assert f"{out['name']}: {out['metric']} in {out['unit']}" in detail
+            outs = r["output_change_outputs"]  # the metric of each output (one: the change's own)
+            if len(outs) == 1:
+                assert f"change {format_change(r)[0]} on {outs[0]['name']}" in detail
+            else:
+                for out in outs:
+                    assert f"{out['name']}: {SHORTER[out['metric']]}" in detail
             if r["departure"] and not r["engines_disagree"]:
                 assert f"left out by the budget: {r['departure']}" in detail
         table.move_cursor(row=0)

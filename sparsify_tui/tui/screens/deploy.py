@@ -50,7 +50,7 @@ class DeployScreen(Screen):
     DeployScreen #deploy-table { height: 1fr; min-height: 4; }
     DeployScreen #deploy-chart { height: 9; }
     DeployScreen.-tall #deploy-chart { height: 16; }
-    DeployScreen #deploy-detail { height: auto; max-height: 2; }
+    DeployScreen #deploy-detail { height: auto; max-height: 3; }
     DeployScreen #deploy-info { height: auto; max-height: 3; }
     """
     BINDINGS = [
@@ -218,14 +218,11 @@ class DeployScreen(Screen):
             detail.update("")
             return
         value, reading = format_change(r)
-        text = Text(f"{row_label(r)}: change {value}" + (f", {reading}" if reading else ""))
         outs = r.get("output_change_outputs") or []
-        if len(outs) > 1:
-            text.append("; per output: " + ", ".join(
-                f"{o.get('name')} {o.get('metric')} {o.get('value', 0):.3g}" for o in outs), style="dim")
-        elif outs:
-            o = outs[0]
-            text.append(f"; {o.get('name')}: {o.get('metric')} in {o.get('unit')}", style="dim")
+        per = ", ".join(f"{o.get('name')}: {SHORTER.get(str(o.get('metric')), o.get('metric'))}" for o in outs)
+        per = f" on {outs[0].get('name')}" if len(outs) == 1 else (f" ({per})" if per else "")
+        text = Text(f"{row_label(r)}: change {value}{per}"
+                    + (f", {reading}" if reading else ""))
         if r.get("engines_disagree"):
             text.append(f"\n{r['engines_disagree']}", style="red")
         elif (why := left_out_reason(r, self.budget)):
