@@ -73,7 +73,7 @@ async def test_deploy_screen_shows_the_stored_search(deployed_project, size, tmp
             table.move_cursor(row=i)
             await settle(pilot, app)
             r = next(x for x in rows if x["id"] == table.coordinate_to_cell_key((i, 0)).row_key.value)
-            unit = SHORTER[r["output_change_metric"]]
+            unit = SHORTER.get(r["output_change_metric"], r["output_change_metric"])
             assert unit in table.columns["Change"].label.plain
             detail = widget_text(screen.query_one("#deploy-detail", Static), width=400)
             assert detail.startswith(f"{r['engine']} {r['precision']} {r['optimization'] or 'dense'}: change ")
@@ -83,7 +83,7 @@ async def test_deploy_screen_shows_the_stored_search(deployed_project, size, tmp
                 assert f"change {format_change(r)[0]} on {outs[0]['name']}" in detail
             else:
                 for out in outs:
-                    assert f"{out['name']}: {SHORTER[out['metric']]}" in detail
+                    assert f"{out['name']}: {SHORTER.get(out['metric'], out['metric'])}" in detail
             if r["departure"] and not r["engines_disagree"]:
                 assert f"left out by the budget: {r['departure']}" in detail
         table.move_cursor(row=0)

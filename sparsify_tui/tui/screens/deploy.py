@@ -206,7 +206,7 @@ class DeployScreen(Screen):
         table = self.query_one("#deploy-table", DataTable)
         r = self.highlighted()
         metric = (r or {}).get("output_change_metric")
-        unit = SHORTER.get(metric, "sum" if metric == "sum" else "")
+        unit = str(SHORTER.get(metric, metric or ""))  # a metric without a short word shows its name
         col = table.columns.get("Change")  # type: ignore[call-overload]
         label = (f"Δ {unit}" if len(unit) <= 6 else unit) if unit else "Change"
         if col is not None and col.label.plain != label:
