@@ -103,9 +103,8 @@ def read_samples(path: str) -> list[dict[str, np.ndarray]]:
 
 @register("ab_benchmark")
 def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
-    from sparsify_tui.engines.bench import resolve_engine
     from sparsify_tui.engines import deepsparse_engine as dse
-    from sparsify_tui.engines import ort as ort_engine
+    from sparsify_tui.engines.registry import REFERENCE, get_engine, resolve_auto
     from sparsify_tui.errors import EngineError
     from sparsify_tui.engines.inputs import input_specs, make_inputs
     from sparsify_tui.metrics import compare_outputs
@@ -121,7 +120,7 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     precision = job.get("precision")
     names = [s.name for s in input_specs(a, shapes)]
     inputs = make_inputs(a, batch, shapes, data=job.get("data"))
-    engine, reason = resolve_engine(requested, a, batch, shapes)
+    engine, reason = resolve_auto(requested)
     total = 2 + 2 * repeats + 1
     with tempfile.TemporaryDirectory(prefix="sparsify-ab-") as tmp:
         ctx.progress(0, total, label=f"compiling the dense model ({engine})")
@@ -138,17 +137,12 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
                 ctx.progress(1, total, label="compiling the pruned model")
                 run_b = _runner(engine, b, inputs, names, batch, cores, tmp, precision)
         except EngineError as exc:
-            if requested != "auto" or engine == "onnxruntime":
+            if requested != "auto" or engine == REFERENCE:
                 raise
-            engine, reason = "onnxruntime", exc.message
+            engine, reason = REFERENCE, exc.message
             run_a = _runner(engine, a, inputs, names, batch, cores, tmp)
             run_b = _runner(engine, b, inputs, names, batch, cores, tmp)
-        if engine == "openvino":
-            from sparsify_tui.engines import openvino_engine as ove
-
-            version = ove.version()
-        else:
-            version = dse.version() if engine == "deepsparse" else ort_engine.version()
+        version = get_engine(engine).version()
         for _ in range(warmup):
             run_a()
             run_b()
