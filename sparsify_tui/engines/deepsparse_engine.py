@@ -244,3 +244,18 @@ engine = compile_model("{model}", batch_size={batch}, num_cores={cores})
 inputs = [np.random.rand(*shape).astype(np.float32) for shape in {shapes}.values()]
 outputs = engine.run(inputs)
 '''
+
+
+def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
+           cores: int | None, precision: str | None = None, tmp: str | None = None):
+    """A zero-argument function running one inference of ``model_path`` (a :func:`compatible_model` file)."""
+    _import()
+    from deepsparse import compile_model
+
+    xs = [np.ascontiguousarray(inputs[n]) for n in names]
+    try:
+        eng = compile_model(model_path, batch_size=int(batch_size), num_cores=cores,
+                            input_shapes=[list(x.shape) for x in xs])
+    except Exception as exc:  # noqa: BLE001
+        raise EngineError(f"deepsparse could not compile {model_path}: {_first_line(exc)}") from None
+    return lambda: eng.run(xs)

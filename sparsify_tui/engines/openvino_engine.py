@@ -584,3 +584,10 @@ request = compiled.create_infer_request()
 feed = {{p.get_any_name(): np.random.rand(*{shapes}[p.get_any_name()]).astype(np.float32) for p in compiled.inputs}}
 outputs = request.infer(feed)
 '''
+
+
+def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
+           cores: int | None, precision: str | None = None, tmp: str | None = None):
+    """A zero-argument function running one inference at ``precision`` (:func:`make_runner`)."""
+    return make_runner(model_path, precision=precision or "fp32", cores=cores, batch_size=batch_size,
+                       inputs=inputs)

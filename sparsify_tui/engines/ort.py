@@ -306,3 +306,13 @@ session = ort.InferenceSession("{model}", so, providers=["CPUExecutionProvider"]
 feed = {{i.name: np.random.rand(*{shapes}[i.name]).astype(np.float32) for i in session.get_inputs()}}
 outputs = session.run(None, feed)
 '''
+
+
+def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
+           cores: int | None, precision: str | None = None, tmp: str | None = None):
+    """A zero-argument function running one inference (``tmp``: where the session writes; it must outlive it)."""
+    if tmp is None:
+        tmp = tempfile.mkdtemp(prefix="sparsify-ort-run-")
+    sess = _session(model_path, cores, tmp, profile=False, inputs=inputs)
+    feed = _feed(sess, inputs)
+    return lambda: _run(sess, feed)

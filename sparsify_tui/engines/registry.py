@@ -111,7 +111,7 @@ class EngineSpec:
         if self.precision_hint:
             res = be.benchmark(path, inputs, precision=precision or "fp32", **kw)
         elif hasattr(be, "compatible_model"):
-            with be.compatible_model(path) as (p, note):
+            with self.prepared(path) as (p, note):
                 res = be.benchmark(p, inputs, names, batch_size=batch_size, **kw)
             if note:
                 res["note"] = note
@@ -119,6 +119,23 @@ class EngineSpec:
             res = be.benchmark(path, inputs, **kw)
         res.setdefault("precision", precision or "fp32")
         return res
+
+    def prepared(self, path: str):
+        """Context manager: ``(path the engine reads, note or None)``: the backend's ``compatible_model``
+        (DeepSparse rewrites files its bundled ONNX reader cannot read), else the file as is."""
+        import contextlib
+
+        be = self.backend()
+        if hasattr(be, "compatible_model"):
+            return be.compatible_model(path)
+        return contextlib.nullcontext((path, None))
+
+    def runner(self, path: str, inputs: dict[str, Any], *, names: list[str] | None = None, batch_size: int = 1,
+               cores: int | None = None, precision: str | None = None, tmp: str | None = None) -> Callable[[], Any]:
+        """A zero-argument function running one inference of ``path`` (already :meth:`prepared`) on
+        ``inputs``; ``tmp``: a directory that outlives the runner (for engines that write files)."""
+        return self.backend().runner(path, inputs, names=list(names or inputs), batch_size=batch_size, cores=cores,
+                                     precision=(precision or "fp32") if self.precision_hint else None, tmp=tmp)
 
     def layer_profile(self, path: str, info, inputs: dict[str, Any], *, names: list[str] | None = None,
                       batch_size: int = 1, cores: int | None = None, iterations: int = 10, warmup: int = 5,

@@ -191,6 +191,10 @@ def test_engine_times_and_profiles_a_tiny_model(name, tiny):
     assert res["precision"] == "fp32"
     for r, block in enumerate((res["iteration_ms"][:4], res["iteration_ms"][4:])):
         assert res["repeat_ms"][r] == pytest.approx(sorted(block)[1] / 2 + sorted(block)[2] / 2)
+    with spec.prepared(str(tiny)) as (path, _note):  # the A/B benchmark's runner: one inference per call
+        run = spec.runner(path, {"x": x}, batch_size=1, cores=1, tmp=str(tiny.parent))
+        run()
+        run()
     if not spec.instrumented:
         return
     from sparsify_tui.engines.modelinfo import load_model_info
