@@ -207,7 +207,7 @@ def get_engine(name: str) -> EngineSpec:
     """The spec of ``name`` (case and spaces ignored); UsageError listing the engines otherwise."""
     key = str(name or "").strip().lower()
     if key not in _REGISTRY:
-        raise UsageError(f"--engine must be one of {', '.join(engine_choices())}, got {name!r}")
+        raise UsageError(f"--engine must be one of {', '.join(engine_choices())}, got {key!r}")
     return _REGISTRY[key]
 
 
