@@ -39,6 +39,14 @@ def _add_input_shape(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _engines_text(with_auto: bool = True) -> str:
+    """``auto, deepsparse, onnxruntime or openvino``: the engines of the registry, for ``--engine`` helps."""
+    from sparsify_tui.engines.registry import engine_choices, engine_names
+
+    c = engine_choices() if with_auto else engine_names()
+    return f"{', '.join(c[:-1])} or {c[-1]}" if len(c) > 1 else c[0]
+
+
 def _add_precision(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--precision", default=None, metavar="P",
                    help=f"fp32, bf16, fp16 or int8{what}: bf16/fp16 with --engine openvino where the CPU has them; "
@@ -93,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = psub.add_parser("perf", help="per-layer timings and performance sensitivity")
     pp.add_argument("target", help="ONNX file or project directory")
-    pp.add_argument("--engine", default="auto", help="auto, deepsparse, onnxruntime or openvino (default auto)")
+    pp.add_argument("--engine", default="auto", help=f"{_engines_text()} (default auto)")
     _add_precision(pp)
     pp.add_argument("--batch-size", default="1", help="batch size (default 1)")
     pp.add_argument("--cores", default=None, help="cores to use (default: all physical cores)")
@@ -170,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="pruned ONNX file to write")
     p.add_argument("--optimization", default=None, help="optimization name (default: the first)")
     p.add_argument("--validate", action="store_true", help="benchmark dense against pruned and store it")
-    p.add_argument("--engine", default="auto", help="engine for --validate: auto, deepsparse, onnxruntime or openvino")
+    p.add_argument("--engine", default="auto", help=f"engine for --validate: {_engines_text()}")
     _add_precision(p, " for --validate")
     p.add_argument("--iterations", default="20", help="timed iterations for --validate")
     p.add_argument("--method", default="magnitude",
@@ -188,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="latency and throughput of models, side by side")
     p.add_argument("models", nargs="+", help="ONNX files or project directories (a project's model uses its stored input shapes)")
-    p.add_argument("--engine", default="auto", help="auto, deepsparse, onnxruntime or openvino")
+    p.add_argument("--engine", default="auto", help=_engines_text())
     _add_precision(p)
     p.add_argument("--batch-size", default="1", help="batch sizes, e.g. 1,16")
     p.add_argument("--cores", default=None, help="core counts, e.g. 1,2")
@@ -221,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", default="all", help="all, or server names separated by commas")
     p.add_argument("--batch-sizes", default="1", help="e.g. 1,16,64")
     p.add_argument("--cores", default=None, help="e.g. 1,2,4")
-    p.add_argument("--engines", default="onnxruntime", help="e.g. deepsparse,onnxruntime,openvino")
+    p.add_argument("--engines", default="onnxruntime", help=f"{_engines_text(False)}, separated by commas")
     p.add_argument("--precision", default=None, metavar="P",
                    help="precision of the openvino jobs: fp32, bf16, fp16 or int8 (default fp32)")
     p.add_argument("--kind", default="perf", help="perf, loss or quant")

@@ -51,9 +51,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sparsify_tui.engines.registry import REFERENCE, engine_names, engines as all_engines, get_engine
 from sparsify_tui.errors import CancelledError, EngineError, SparsifyError, UsageError
 
-ENGINES = ("onnxruntime", "deepsparse", "openvino")
+ENGINES = engine_names()
 PRECISIONS = ("fp32", "bf16", "int8")
 KIND = "deploy"
 CALIBRATION_SAMPLES = 8
@@ -368,7 +369,7 @@ def left_out(rows: list[dict], budget: Any, best: dict | None) -> list[dict]:
 def sparse_plan_row(rows: list[dict]) -> dict | None:
     """What following the sparsity plan alone ships: DeepSparse fp32 with the first optimization
     (ONNX Runtime fp32 when DeepSparse did not run it)."""
-    for engine in ("deepsparse", "onnxruntime"):
+    for engine in [e.name for e in all_engines() if e.sparse_speedup] + [REFERENCE]:
         for r in rows:
             if r["engine"] == engine and r["precision"] == "fp32" and r.get("optimization") \
                     and r.get("speedup") is not None:
@@ -436,7 +437,7 @@ def assemble(rows_seen: list[dict], rounds: list[dict[str, float]], skipped: lis
         row["file_bytes"] = f.get("bytes")
         row["sparsity"] = f.get("sparsity", 0.0)
         out.append(row)
-    ref = next((r for r in out if r["engine"] == "onnxruntime" and r["precision"] == "fp32"
+    ref = next((r for r in out if r["engine"] == REFERENCE and r["precision"] == "fp32"
                 and r.get("optimization") is None), None)
     for row in out:
         if ref is None:
@@ -692,43 +693,6 @@ def latest(project: Any) -> tuple[Any, dict] | None:
 
 
 # ---------------------------------------------------------------- export
-SNIPPET = {
-    "onnxruntime": '''"""Run {model} with ONNX Runtime ({precision}{sparse}), as measured by sparsify-tui deploy."""
-import numpy as np
-import onnxruntime as ort
-
-so = ort.SessionOptions()
-so.intra_op_num_threads = {cores}
-so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-session = ort.InferenceSession("{model}", so, providers=["CPUExecutionProvider"])
-feed = {{i.name: np.random.rand(*{shapes}[i.name]).astype(np.float32) for i in session.get_inputs()}}
-outputs = session.run(None, feed)
-''',
-    "deepsparse": '''"""Run {model} with DeepSparse ({precision}{sparse}), as measured by sparsify-tui deploy."""
-import numpy as np
-from deepsparse import compile_model
-
-engine = compile_model("{model}", batch_size={batch}, num_cores={cores})
-inputs = [np.random.rand(*shape).astype(np.float32) for shape in {shapes}.values()]
-outputs = engine.run(inputs)
-''',
-    "openvino": '''"""Run {model} with OpenVINO ({precision}{sparse}), as measured by sparsify-tui deploy."""
-import numpy as np
-import openvino as ov
-
-core = ov.Core()
-compiled = core.compile_model("{model}", "CPU", {{
-    "INFERENCE_PRECISION_HINT": "{hint}",  # {precision}{int8_note}
-    "PERFORMANCE_HINT": "LATENCY",
-    "INFERENCE_NUM_THREADS": {cores},
-}})
-request = compiled.create_infer_request()
-feed = {{p.get_any_name(): np.random.rand(*{shapes}[p.get_any_name()]).astype(np.float32) for p in compiled.inputs}}
-outputs = request.infer(feed)
-''',
-}
-
-
 def find_row(doc: dict, which: str | None) -> dict:
     """The row named ``which`` (its id ``engine/precision/optimization-or-dense``), or ``best``."""
     if which:
@@ -783,7 +747,7 @@ def export_row(project: Any, doc: dict, row: dict, out: str | os.PathLike) -> di
             shutil.copyfile(src, staged)
         shapes = {k: [int(doc.get("batch_size") or 1)] + list(v)[1:]
                   for k, v in _input_shapes(project).items()}
-        snippet = SNIPPET[row["engine"]].format(
+        snippet = get_engine(row["engine"]).deploy_snippet().format(
             model=out.name, precision=row["precision"], cores=int(doc.get("cores") or 1),
             batch=int(doc.get("batch_size") or 1), shapes=repr(shapes),
             sparse=f", optimization {opt!r} one-shot pruned" if opt else ", dense",

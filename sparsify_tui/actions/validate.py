@@ -242,6 +242,8 @@ def _same_engine_profile(project: "Project", engine: str, batch: int, cores: int
                          precision: str | None = None):
     """(entry, doc) of the newest usable perf profile measured with ``engine`` at this batch size
     (and precision: None matches profiles measured without one)."""
+    from sparsify_tui.engines.registry import get_engine
+
     best = None
     top = min(max(_levels_for(plan)), 0.9)  # the highest level the estimate needs (as measured for it)
     for e in project.profiles_of("perf"):
@@ -258,7 +260,7 @@ def _same_engine_profile(project: "Project", engine: str, batch: int, cores: int
             doc = project.load_profile(e)
         except Exception:  # noqa: BLE001 - an unreadable profile is skipped
             continue
-        if doc.get("approximated") and engine not in ("onnxruntime", "openvino"):  # theirs always are
+        if doc.get("approximated") and get_engine(engine).sparse_speedup:  # the others' always are
             continue
         have = [float(x) for x in doc.get("levels", [])]
         if have and max(have) + 1e-9 < top:
@@ -277,7 +279,7 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
                           samples: int = DEFAULT_CALIBRATION_SAMPLES, eval_data: str | None = None,
                           sequential: bool = False) -> dict:
     """Prune, benchmark dense against pruned, store and return the validation (see module doc)."""
-    from sparsify_tui.engines.bench import resolve_engine
+    from sparsify_tui.engines.registry import get_engine, resolve_auto
     from sparsify_tui.engines.runner import run_job
     from sparsify_tui.optim.estimate import Evaluator
     from sparsify_tui.settings import usable_cores as default_cores
@@ -327,12 +329,12 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
         note("pruning by magnitude at the same plan (for comparison)")
         magnitude_file = Path(scratch.name) / "magnitude.onnx"
         _write_plan(project, graph, opt, magnitude_file, None)
-    chosen, auto_reason = resolve_engine(engine, str(project.model_path), batch_size, project.input_shapes or {})
+    chosen, auto_reason = resolve_auto(engine)
 
     def estimate_and_measure(chosen: str) -> tuple[Any, dict, Any, dict]:
         # the estimate, from the optimizer's own profile when it fits, else a profile measured with the
         # same engine (measured now if there is none)
-        prec = precision if chosen == "openvino" or precision == "int8" else None
+        prec = precision if get_engine(chosen).precision_hint or precision == "int8" else None
         found = None
         if opt_entry is not None and prec is not None and (opt_entry.settings or {}).get("precision") != prec:
             pass  # measured at another precision: not this estimate's profile
@@ -454,6 +456,7 @@ def explain_miss(v: dict, *, profile_warnings: int = 0, tolerance: float = MISS_
 
 
 def _measure_with_fallback(estimate_and_measure, chosen, engine, note, auto_reason: str = ""):
+    from sparsify_tui.engines.registry import REFERENCE
     from sparsify_tui.errors import EngineError
 
     try:
@@ -464,11 +467,11 @@ def _measure_with_fallback(estimate_and_measure, chosen, engine, note, auto_reas
     except EngineError as exc:
         # DeepSparse may compile the dense model and still fail, or crash, on the pruned one: with engine
         # "auto" the validation is then measured with ONNX Runtime, saying why
-        if engine != "auto" or chosen == "onnxruntime":
+        if engine != "auto" or chosen == REFERENCE:
             raise
-        why = f"deepsparse failed on the pruned model ({exc.message})"
-        note(f"{why}; measuring with onnxruntime")
-        perf_entry, perf_doc, est, res = estimate_and_measure("onnxruntime")
+        why = f"{chosen} failed on the pruned model ({exc.message})"
+        note(f"{why}; measuring with {REFERENCE}")
+        perf_entry, perf_doc, est, res = estimate_and_measure(REFERENCE)
         res["engine_reason"] = why
     return perf_entry, perf_doc, est, res
 

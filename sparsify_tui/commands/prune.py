@@ -133,7 +133,10 @@ def run_prune(args: argparse.Namespace) -> int:
 def _engine_label(r: dict) -> str:
     """``onnxruntime 1.18.1``; with a precision other than fp32 (or OpenVINO's): ``openvino 2026.4.1 bf16``."""
     label = f"{r['engine']} {r.get('engine_version') or ''}".strip()
-    if r.get("engine") == "openvino" or (r.get("precision") or "fp32") != "fp32":
+    from sparsify_tui.engines.registry import engine_names, get_engine
+
+    hinted = r.get("engine") in engine_names() and get_engine(r["engine"]).precision_hint
+    if hinted or (r.get("precision") or "fp32") != "fp32":
         label += f" {r.get('precision') or 'fp32'}"
     return label
 

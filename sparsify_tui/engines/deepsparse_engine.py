@@ -26,27 +26,18 @@ import numpy as np
 
 from sparsify_tui.engines.mapping import Step, attribute
 from sparsify_tui.engines.modelinfo import ModelInfo
+from sparsify_tui.engines.registry import get_engine
 from sparsify_tui.errors import EngineError, EngineUnavailableError
 
-INSTALL_HINT = "deepsparse is not installed; pip install 'sparsify-tui[deepsparse]'"
+INSTALL_HINT = get_engine("deepsparse").install_hint
 
 
 def available() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("deepsparse") is not None
-    except (ImportError, ValueError):  # pragma: no cover
-        return False
+    return get_engine("deepsparse").available()
 
 
 def version() -> str | None:
-    try:
-        from importlib.metadata import version as v
-
-        return v("deepsparse")
-    except Exception:  # noqa: BLE001
-        return None
+    return get_engine("deepsparse").version()
 
 
 def _import():
@@ -241,3 +232,30 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], input_names: list[
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"deepsparse failed to run the model: {_first_line(exc)}") from None
     return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": compile_s}
+
+
+# what `sparsify-tui deploy --export` writes next to the exported model (str.format fields: model, precision,
+# sparse, cores, batch, shapes, hint, int8_note)
+DEPLOY_SNIPPET = '''"""Run {model} with DeepSparse ({precision}{sparse}), as measured by sparsify-tui deploy."""
+import numpy as np
+from deepsparse import compile_model
+
+engine = compile_model("{model}", batch_size={batch}, num_cores={cores})
+inputs = [np.random.rand(*shape).astype(np.float32) for shape in {shapes}.values()]
+outputs = engine.run(inputs)
+'''
+
+
+def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
+           cores: int | None, precision: str | None = None, tmp: str | None = None):
+    """A zero-argument function running one inference of ``model_path`` (a :func:`compatible_model` file)."""
+    _import()
+    from deepsparse import compile_model
+
+    xs = [np.ascontiguousarray(inputs[n]) for n in names]
+    try:
+        eng = compile_model(model_path, batch_size=int(batch_size), num_cores=cores,
+                            input_shapes=[list(x.shape) for x in xs])
+    except Exception as exc:  # noqa: BLE001
+        raise EngineError(f"deepsparse could not compile {model_path}: {_first_line(exc)}") from None
+    return lambda: eng.run(xs)

@@ -45,32 +45,23 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sparsify_tui.engines import registry
 from sparsify_tui.errors import EngineError, EngineUnavailableError, UsageError
 
-INSTALL_HINT = "openvino is not installed; pip install 'sparsify-tui[openvino]' (Python 3.10 or newer)"
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+INSTALL_HINT = registry.get_engine("openvino").install_hint
+PRECISIONS = registry.get_engine("openvino").precisions_known
 # our precision -> (OpenVINO inference precision hint, plugin capability that must be listed)
 _HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16"), "int8": ("f32", "INT8")}
 _SUFFIXES = re.compile(r"(/WithoutBiases|/WithoutBias|_original|/sink_port_\d+)$")
 
 
 def available() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("openvino") is not None
-    except (ImportError, ValueError):  # pragma: no cover
-        return False
+    return registry.get_engine("openvino").available()
 
 
 def version() -> str | None:
     """The installed distribution's version (e.g. ``2026.4.1``), without importing openvino."""
-    try:
-        from importlib.metadata import version as v
-
-        return v("openvino")
-    except Exception:  # noqa: BLE001
-        return None
+    return registry.get_engine("openvino").version()
 
 
 def _ov():
@@ -98,11 +89,7 @@ def capabilities() -> list[str]:
 
 def normalize_precision(precision: str | None) -> str:
     """``fp32`` (default), ``bf16``, ``fp16`` or ``int8``; UsageError otherwise."""
-    p = (precision or "fp32").strip().lower()
-    p = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16", "i8": "int8"}.get(p, p)
-    if p not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return p
+    return registry.normalize_precision(precision)
 
 
 def check_precision(precision: str | None) -> str:
@@ -579,3 +566,28 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
         "precision": run.precision, "inference_precision": run.inference_precision, "threads": run.cores,
         "counted_share": statistics.median(shares) if shares else 0.0,
     }
+
+
+# what `sparsify-tui deploy --export` writes next to the exported model (str.format fields: model, precision,
+# sparse, cores, batch, shapes, hint, int8_note)
+DEPLOY_SNIPPET = '''"""Run {model} with OpenVINO ({precision}{sparse}), as measured by sparsify-tui deploy."""
+import numpy as np
+import openvino as ov
+
+core = ov.Core()
+compiled = core.compile_model("{model}", "CPU", {{
+    "INFERENCE_PRECISION_HINT": "{hint}",  # {precision}{int8_note}
+    "PERFORMANCE_HINT": "LATENCY",
+    "INFERENCE_NUM_THREADS": {cores},
+}})
+request = compiled.create_infer_request()
+feed = {{p.get_any_name(): np.random.rand(*{shapes}[p.get_any_name()]).astype(np.float32) for p in compiled.inputs}}
+outputs = request.infer(feed)
+'''
+
+
+def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
+           cores: int | None, precision: str | None = None, tmp: str | None = None):
+    """A zero-argument function running one inference at ``precision`` (:func:`make_runner`)."""
+    return make_runner(model_path, precision=precision or "fp32", cores=cores, batch_size=batch_size,
+                       inputs=inputs)

@@ -33,9 +33,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sparsify_tui.engines.registry import REFERENCE, engine_names
 from sparsify_tui.jobs import register
 
-ENGINES = ("onnxruntime", "deepsparse", "openvino")
+ENGINES = engine_names()
 PRECISIONS = ("fp32", "bf16", "int8")
 MIN_BLOCK_MS = 250.0
 MAX_ITERATIONS = 5000
@@ -106,54 +107,32 @@ def _ds_runner(path: str, *, precision: str, cores: int | None, batch_size: int,
 
 
 def engine_unavailable(engine: str) -> str | None:
-    """Why ``engine`` cannot run here (not installed), or None."""
-    if engine == "deepsparse":
-        from sparsify_tui.engines import deepsparse_engine as dse
+    """Why ``engine`` cannot run here (not installed, or its import fails), or None."""
+    import importlib
 
-        if not dse.available():
-            return "deepsparse is not installed (pip install 'sparsify-tui[deepsparse]')"
-        try:
-            import deepsparse  # noqa: F401
-        except Exception as exc:  # noqa: BLE001
-            return f"deepsparse cannot be imported: {_first_line(exc)}"
-    if engine == "openvino":
-        from sparsify_tui.engines import openvino_engine
+    from sparsify_tui.engines.registry import get_engine
 
-        if not openvino_engine.available():
-            return openvino_engine.INSTALL_HINT
-        try:
-            import openvino  # noqa: F401
-        except Exception as exc:  # noqa: BLE001
-            return f"openvino cannot be imported: {_first_line(exc)}"
+    spec = get_engine(engine)
+    if not spec.available():
+        return spec.install_hint
+    try:
+        importlib.import_module(spec.import_name)
+    except Exception as exc:  # noqa: BLE001
+        return f"{spec.name} cannot be imported: {_first_line(exc)}"
     return None
 
 
 def precision_unsupported(engine: str, precision: str) -> str | None:
-    """Why ``engine`` cannot run ``precision`` on this machine, or None."""
-    if precision == "bf16":
-        if engine == "onnxruntime":
-            return "ONNX Runtime's CPU provider has no bf16 kernels for these operators"
-        if engine == "deepsparse":
-            return "DeepSparse runs fp32 and int8 only"
-        if engine == "openvino":
-            from sparsify_tui.engines import openvino_engine
-            from sparsify_tui.errors import EngineError
+    """Why ``engine`` cannot run ``precision`` on this machine, or None (the registry's one message)."""
+    from sparsify_tui.engines.registry import precision_problem
 
-            try:
-                openvino_engine.check_precision("bf16")
-            except EngineError as exc:
-                return exc.message
-            return None
-    return None
+    return precision_problem(engine, precision)
 
 
 def engine_version(engine: str) -> str:
-    try:
-        from importlib.metadata import version
+    from sparsify_tui.engines.registry import get_engine
 
-        return version({"onnxruntime": "onnxruntime", "deepsparse": "deepsparse", "openvino": "openvino"}[engine])
-    except Exception:  # noqa: BLE001
-        return ""
+    return get_engine(engine).version() or ""
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
@@ -198,7 +177,7 @@ def deploy_job(job: dict, ctx) -> dict[str, Any]:
         skipped.append(s)
         ctx.partial({"skipped": s})
 
-    plan: list[tuple[str, str, dict]] = [("onnxruntime", "fp32", variants[0])]
+    plan: list[tuple[str, str, dict]] = [(REFERENCE, "fp32", variants[0])]
     for v in variants:
         for e in engines:
             for p in precisions:

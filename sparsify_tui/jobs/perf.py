@@ -15,31 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sparsify_tui.engines.machine import loadavg, machine_summary
-from sparsify_tui.errors import EngineError, EngineUnavailableError
+from sparsify_tui.errors import EngineError
 from sparsify_tui.jobs import JobContext, register
 from sparsify_tui.profiles.perf import add_quality, assemble
 from sparsify_tui.settings import PERF_LEVELS, level_key, usable_cores
 
 
 def choose_engine(requested: str) -> tuple[str, str]:
-    """(engine, reason) for ``--engine requested``; ``auto`` prefers DeepSparse when installed."""
-    from sparsify_tui.engines import deepsparse_engine as dse
+    """(engine, reason) for ``--engine requested``: the registry's one ``auto`` resolution."""
+    from sparsify_tui.engines.registry import resolve_auto
 
-    if requested == "onnxruntime":
-        return "onnxruntime", "requested with --engine onnxruntime"
-    if requested == "openvino":
-        from sparsify_tui.engines import openvino_engine as ove
-
-        if not ove.available():
-            raise EngineUnavailableError(ove.INSTALL_HINT)
-        return "openvino", "requested with --engine openvino"
-    if requested == "deepsparse":
-        if not dse.available():
-            raise EngineUnavailableError(dse.INSTALL_HINT)
-        return "deepsparse", "requested with --engine deepsparse"
-    if not dse.available():
-        return "onnxruntime", "deepsparse not installed"
-    return "deepsparse", "deepsparse installed and compiled the model"
+    return resolve_auto(requested)
 
 
 def busy_note(doc: dict, load_start: float | None) -> None:
