@@ -923,9 +923,10 @@ class Project:
         if not isinstance(shapes, dict):
             raise bad("model.input_shapes", "a table of integer arrays", shapes)
         self.input_shapes = {}
-        for k, v in shapes.items():
-            if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-                raise bad(f"model.input_shapes.{k}", "an array of integers", v)
+        for k, v in shapes.items():  # whole numbers, and "N" for the dimension that takes the batch size
+            if not isinstance(v, list) or not all((isinstance(x, int) and not isinstance(x, bool)) or x == "N"
+                                                  for x in v):
+                raise bad(f"model.input_shapes.{k}", "an array of integers (and \"N\" for the batch)", v)
             self.input_shapes[k] = list(v)
 
         rows = doc.get("profiles", [])
@@ -1036,7 +1037,7 @@ class Project:
                 mt.pop(k, None)
             else:
                 mt[k] = v
-        mt["input_shapes"] = {str(k): [int(x) for x in v] for k, v in self.input_shapes.items()}
+        mt["input_shapes"] = {str(k): [x if x == "N" else int(x) for x in v] for k, v in self.input_shapes.items()}
         doc["model"] = mt
         doc["profiles"] = [_to_toml_value(e.to_dict(), f"profile {e.id}") for e in self.profiles]
         opt_rows = []
@@ -1455,10 +1456,10 @@ def _check_input_shapes(shapes: Any) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for k, v in shapes.items():
         try:
-            dims = [int(x) for x in v]
+            dims = [x if x == "N" else int(x) for x in v]  # "N": the dimension that takes the batch size
         except (TypeError, ValueError):
             raise InputShapeError(f"input shape of {k!r} must be a list of whole numbers, got {v!r}") from None
-        if any(d < 1 for d in dims):
+        if any(d != "N" and d < 1 for d in dims):
             raise InputShapeError(f"input shape of {k!r} must have dimensions of at least 1, got {dims}")
         out[str(k)] = dims
     return out
