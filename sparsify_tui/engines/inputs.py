@@ -375,7 +375,7 @@ def _fit(spec: InputSpec, arr: np.ndarray, batch_size: int, source: Path) -> np.
     if ax is not None and arr.shape[ax] != batch_size and (want is None or want[ax] == batch_size):
         reps = -(-batch_size // max(arr.shape[ax], 1))
         arr = np.take(np.concatenate([arr] * reps, axis=ax), range(batch_size), axis=ax) if arr.shape[ax] else arr
-    return np.ascontiguousarray(arr)
+    return np.require(arr, requirements="C")  # (0-d stays 0-d)
 
 
 def _files_of(data: Path) -> list[Path]:

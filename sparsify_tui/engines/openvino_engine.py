@@ -273,7 +273,7 @@ class Runner:
         for i, (name, dtype, shape) in enumerate(zip(self.input_names, self._dtypes, self._shapes)):
             if name not in feed:
                 raise EngineError(f"no data for the model input {name!r}")
-            arr = np.ascontiguousarray(feed[name], dtype=dtype)
+            arr = np.require(feed[name], dtype=dtype, requirements="C")  # (0-d stays 0-d)
             if tuple(arr.shape) != shape:
                 raise EngineError(f"input {name!r} has shape {list(arr.shape)}, the compiled model takes "
                                   f"{list(shape)}")

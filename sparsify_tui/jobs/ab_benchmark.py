@@ -53,9 +53,9 @@ def _runner(engine: str, path: str, inputs: dict[str, np.ndarray], names: list[s
         dse._import()
         from deepsparse import compile_model
 
-        xs = [np.ascontiguousarray(inputs[n]) for n in names]
+        xs = dse.arrays(inputs, names)
         try:
-            eng = compile_model(path, batch_size=int(batch_size), num_cores=cores,
+            eng = compile_model(path, batch_size=dse.engine_batch(xs, batch_size), num_cores=cores,
                                 input_shapes=[list(x.shape) for x in xs])
         except Exception as exc:  # noqa: BLE001
             raise EngineError(f"deepsparse could not compile {path}: {str(exc).strip().splitlines()[0][:300]}") \
@@ -120,7 +120,8 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     requested = job.get("engine", "auto")
     precision = job.get("precision")
     names = [s.name for s in input_specs(a, shapes)]
-    inputs = make_inputs(a, batch, shapes, data=job.get("data"))
+    values = job.get("input_values") or None
+    inputs = make_inputs(a, batch, shapes, data=job.get("data"), values=values)
     engine, reason = resolve_engine(requested, a, batch, shapes)
     total = 2 + 2 * repeats + 1
     with tempfile.TemporaryDirectory(prefix="sparsify-ab-") as tmp:
@@ -195,7 +196,7 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
         else:
             # the timed batch, plus more random batches (CHANGE_SAMPLES in all) so top-1 counts mean something
             n = max(1, int(job.get("change_samples", CHANGE_SAMPLES)))
-            samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i) for i in range(1, n)]
+            samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i, values=values) for i in range(1, n)]
                                   if job.get("data") is None else [])
         names, ya = _outputs(a, samples)
         _, yb = _outputs(b, samples)
