@@ -164,7 +164,8 @@ def test_a_wrong_stated_shape_is_one_line_naming_fed_and_declared(capsys, voice)
 
 
 def test_a_project_stores_the_marked_shapes_and_validates_with_them(capsys, voice, tmp_path):
-    """(about 5 s: the validation times 5 repeats of 250-ms blocks of each model)"""
+    """The slow one of this file (22 s with the 2 cores at load 17; the validation times 5 repeats of
+    250-ms blocks of both models, measured again while other processes take the cores)."""
     proj = tmp_path / "voice"
     code, _, err = _run(capsys, "new", voice, "--dir", proj, "--input-shape", "input=1,512", "--input-shape",
                         "state=2,N,128", "--input-shape", "sr=")
