@@ -35,7 +35,9 @@ def _add_input_shape(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=D1,D2,...",
-        help="shape of a model input with dynamic dimensions, e.g. input=1,3,224,224 (repeatable)",
+        help="shape of a model input, e.g. input=1,3,224,224 or state=2,N,128 (repeatable): a number is fed as "
+             "stated; N marks the dimension that takes --batch-size (else the model's batch dimension takes it "
+             "where it is left open or 1); NAME= is a 0-d input",
     )
 
 
@@ -192,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture each layer's inputs on the model with the earlier layers already pruned")
     p.add_argument("--cores", default=None,
                    help="cores for --validate (default: those of the optimizer's perf profile, else all)")
+    p.add_argument("--input-value", action="append", default=[], metavar="NAME=VALUE",
+                   help="for --validate: fill a model input with this value instead of random data, e.g. "
+                        "sr=16000 (repeatable)")
     _add_json(p)
 
     p = sub.add_parser("benchmark", help="latency and throughput of models, side by side")

@@ -36,7 +36,7 @@ LOSS_METHODS = ("approx", "one-shot")
 
 
 def _shapes(input_shapes: dict | None) -> dict[str, list[int]]:
-    return {k: [int(d) for d in v] for k, v in sorted((input_shapes or {}).items())}
+    return {k: [d if d == "N" else int(d) for d in v] for k, v in sorted((input_shapes or {}).items())}
 
 
 def _levels(levels: Any, default: tuple) -> list[float]:

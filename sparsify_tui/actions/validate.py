@@ -168,6 +168,12 @@ def _sample_key(sample: dict) -> bytes:
     return h.digest()
 
 
+def _with_values(samples: list[dict], values: dict) -> list[dict]:
+    """The samples with the ``--input-value`` inputs set to their values."""
+    return [{k: (np.full(np.shape(v), values[k], dtype=np.asarray(v).dtype) if k in values else v)
+             for k, v in s.items()} for s in samples]
+
+
 def split_samples(project: "Project", graph: "ModelGraph", method: str, data: str | None, samples: int,
                   eval_data: str | None, *, need_eval: bool = True, max_eval: int = 64) -> tuple[list, list, list]:
     """(calibration samples, evaluation samples, notes saying where they came from); they never overlap.
@@ -277,8 +283,11 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
                           cancel: threading.Event | None = None, precision: str | None = None,
                           method: str = "magnitude", data: str | None = None,
                           samples: int = DEFAULT_CALIBRATION_SAMPLES, eval_data: str | None = None,
-                          sequential: bool = False) -> dict:
-    """Prune, benchmark dense against pruned, store and return the validation (see module doc)."""
+                          sequential: bool = False, input_values: dict | None = None) -> dict:
+    """Prune, benchmark dense against pruned, store and return the validation (see module doc).
+
+    ``input_values`` (``--input-value NAME=V``): those inputs hold ``V`` in every sample and timed batch
+    (a sample rate a model branches on) instead of random values."""
     from sparsify_tui.engines.registry import get_engine, resolve_auto
     from sparsify_tui.engines.runner import run_job
     from sparsify_tui.optim.estimate import Evaluator
@@ -309,6 +318,8 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
     if not plan:
         raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to validate")
     cal, ev, sample_notes = split_samples(project, graph, method, data, samples, eval_data)
+    if input_values:
+        cal, ev = _with_values(cal, input_values), _with_values(ev, input_values)
 
     def note(label: str) -> None:
         if on_progress:
@@ -355,7 +366,8 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
             doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
                                    levels=levels, iterations=max(20, iterations), warmup=warmup, repeats=3,
                                    input_shapes=project.input_shapes or {}, on_progress=on_progress,
-                                   cancel=cancel, min_level_ms=MIN_LEVEL_MS, precision=prec)
+                                   cancel=cancel, min_level_ms=MIN_LEVEL_MS, precision=prec,
+                                   input_values=input_values)
             settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
                         "iterations": max(20, iterations), "warmup": warmup, "repeats": 3,
                         "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
@@ -373,6 +385,8 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
                                                                        (project.input_shapes or {}).items()},
                "eval_data": str(eval_file),
                "model_magnitude": str(magnitude_file) if magnitude_file is not None else None}
+        if input_values:
+            job["input_values"] = dict(input_values)
         if prec:
             job["precision"] = prec
         res = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)

@@ -84,9 +84,32 @@ MAX_INPUT_DIM = 2**31 - 1  # larger dimensions overflow the engines' int32/int64
 MAX_INPUT_ELEMENTS = 2**40  # 4 TB of float32: no machine can feed that
 
 
-def parse_input_shapes(args: list[str] | None) -> dict[str, list[int]]:
-    """``["x=1,3,224,224", ...]`` -> ``{"x": [1, 3, 224, 224]}``; InputShapeError if malformed."""
-    shapes: dict[str, list[int]] = {}
+BATCH_DIM = "N"  # in a stated shape: the dimension that takes the batch size (--input-shape state=2,N,128)
+_BATCH_WORDS = ("n", "b", "batch")
+
+
+def is_batch_dim(d: Any) -> bool:
+    return isinstance(d, str) and d == BATCH_DIM
+
+
+def format_shape(dims: list[Any] | None) -> str:
+    """``[2, "N", 128]`` -> ``"2,N,128"`` (as written after ``--input-shape NAME=``)."""
+    return ",".join(str(d) for d in dims or [])
+
+
+def one_item(dims: list[Any]) -> list[int]:
+    """A stated shape with its batch mark ``N`` at 1 (one item: what the analysis counts)."""
+    return [1 if is_batch_dim(d) else int(d) for d in dims]
+
+
+def parse_input_shapes(args: list[str] | None) -> dict[str, list[Any]]:
+    """``["x=1,3,224,224", "state=2,N,128", "sr="]`` -> ``{"x": [1, 3, 224, 224], "state": [2, "N", 128],
+    "sr": []}``; InputShapeError if malformed.
+
+    A number is fed as stated. ``N`` (or ``B``, ``batch``; any case) marks the one dimension that takes
+    the batch size; ``NAME=`` is a 0-d (scalar) input.
+    """
+    shapes: dict[str, list[Any]] = {}
     for arg in args or []:
         text = str(arg)
         if "=" not in text:
@@ -100,16 +123,20 @@ def parse_input_shapes(args: list[str] | None) -> dict[str, list[int]]:
                 raise InputShapeError(f"--input-shape gives two different shapes for {name!r}")
             shapes[name] = []
             continue
-        parts = [p.strip() for p in dims_s.replace("x", ",").split(",")]
-        if not name or not parts or any(not (p.isascii() and p.isdigit()) for p in parts):
+        parts = [p.strip() for p in re.split(r"[,x]", dims_s)]
+        marks = [p.isascii() and p.lower() in _BATCH_WORDS for p in parts]
+        if not name or not parts or any(not m and not (p.isascii() and p.isdigit()) for p, m in zip(parts, marks)):
             raise InputShapeError(
-                f"--input-shape {text!r} is malformed: expected NAME=D1,D2,... with whole numbers, "
-                f"such as input=1,3,224,224"
+                f"--input-shape {text!r} is malformed: expected NAME=D1,D2,... with whole numbers (N for the "
+                f"batch dimension), such as input=1,3,224,224 or state=2,N,128"
             )
-        dims = [int(p) for p in parts]
-        if any(d <= 0 for d in dims):
+        if sum(marks) > 1:
+            raise InputShapeError(f"--input-shape {text!r} marks {sum(marks)} batch dimensions (N); mark one at most")
+        dims: list[Any] = [BATCH_DIM if m else int(p) for p, m in zip(parts, marks)]
+        nums = [d for d in dims if isinstance(d, int)]
+        if any(d <= 0 for d in nums):
             raise InputShapeError(f"--input-shape {text!r} has a dimension of 0; every dimension must be at least 1")
-        if any(d > MAX_INPUT_DIM for d in dims) or prod(dims) > MAX_INPUT_ELEMENTS:
+        if any(d > MAX_INPUT_DIM for d in nums) or prod(nums) > MAX_INPUT_ELEMENTS:
             raise InputShapeError(
                 f"--input-shape {text!r} is absurdly large: each dimension must be at most {MAX_INPUT_DIM} "
                 f"and the whole tensor at most {MAX_INPUT_ELEMENTS} elements"
@@ -777,19 +804,22 @@ def _opset(model, label: str) -> int:
     return opset
 
 
-def _check_given_shape(name: str, shape: list[Any] | None, given: list[int], label: str) -> None:
-    """InputShapeError when ``--input-shape`` contradicts the rank or a fixed dimension of the input."""
-    if shape is not None and len(shape) != len(given):
-        raise InputShapeError(
-            f"--input-shape {name}: {label} expects {len(shape)} dimensions "
-            f"({','.join(str(d) for d in shape)}), got {len(given)}"
-        )
-    if shape is not None:
-        for i, (d, v) in enumerate(zip(shape, given)):
-            if isinstance(d, int) and d != v:
-                raise InputShapeError(
-                    f"--input-shape {name}: {label} fixes axis {i} to {d}, got {v}"
-                )
+def _check_given_shape(name: str, shape: list[Any] | None, given: list[Any], label: str) -> None:
+    """InputShapeError when ``--input-shape`` contradicts the rank or a fixed dimension of the input
+    (naming the shape stated, which would be fed, and the one the model declares)."""
+    if shape is None:
+        return
+    both = f"--input-shape {name}={format_shape(given)} would feed [{format_shape(given)}]"
+    declared = f"{label} declares {name} as [{format_shape(shape)}]"
+    if len(shape) != len(given):
+        raise InputShapeError(f"{both}, but {declared}: it expects {len(shape)} dimensions, got {len(given)}")
+    for i, (d, v) in enumerate(zip(shape, given)):
+        if is_batch_dim(v):
+            if isinstance(d, int) and d != 1:
+                raise InputShapeError(f"{both}, but {declared}, which fixes axis {i} to {d}: it cannot take "
+                                      "the batch size (N)")
+        elif isinstance(d, int) and d != v:
+            raise InputShapeError(f"{both}, but {declared}, which fixes axis {i} to {d}, got {v}")
 
 
 def _inputs(g, init_names: set[str], input_shapes: dict[str, list[int]], label: str,
@@ -811,7 +841,7 @@ def _inputs(g, init_names: set[str], input_shapes: dict[str, list[int]], label: 
         if vi.name in input_shapes:
             given = list(input_shapes[vi.name])
             _check_given_shape(vi.name, shape, given, label)
-            concrete, assumed = given, {}
+            concrete, assumed = one_item(given), {}
         elif shape is None:
             concrete, assumed = None, {}
             notes.append(f"Input {vi.name!r} has no shape in the model; give one with --input-shape.")
@@ -965,9 +995,20 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         if not isinstance(vi.name, str):
             raise ModelError(f"{label} is corrupt: a graph input, output or initializer name is not valid UTF-8 text")
     init_names = {t.name for t in g.initializer}
+    declared = {vi.name: _tensor_shape(vi) for vi in g.input if vi.name not in init_names}
     inputs = _inputs(g, init_names, input_shapes, label, notes)
     _in_execution_order(g, {vi.name for vi in g.input} | init_names, notes)
-    inferred, main_shapes, out_elem = _infer(model, opset, label, notes)
+    try:
+        inferred, main_shapes, out_elem = _infer(model, opset, label, notes)
+    except ModelError as exc:
+        if not input_shapes:
+            raise
+        # the stated shapes do not go together in the model: say which were stated and what it declares
+        def dims(shape):
+            return "[" + ", ".join(str(d) for d in shape) + "]" if shape is not None else "(no shape)"
+        fed = ", ".join(f"{t.name} {dims(t.shape)}" for t in inputs)
+        decl = ", ".join(f"{t.name} {dims(declared.get(t.name))}" for t in inputs)
+        raise InputShapeError(f"{exc.message} (with --input-shape: fed {fed}; the model declares {decl})") from None
     walker = _walk(skel, label, inferred, main_shapes, inputs, notes)
     outputs = _outputs(inferred.graph, walker.main_shapes, out_elem)
 

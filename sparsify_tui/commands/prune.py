@@ -46,6 +46,11 @@ def run_prune(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {value}: no such file or directory")
     if eval_data is not None and not args.validate:
         raise UsageError("--eval-data is only used with --validate")
+    from sparsify_tui.engines.inputs import parse_input_values
+
+    values = parse_input_values(getattr(args, "input_value", None))
+    if values and not args.validate:
+        raise UsageError("--input-value is only used with --validate")
     sequential = bool(getattr(args, "sequential", False))
     if sequential and method == "magnitude":
         raise UsageError("--sequential needs --method wanda or sparsegpt")
@@ -70,7 +75,7 @@ def run_prune(args: argparse.Namespace) -> int:
             doc = validate_optimization(project, args.optimization, engine=engine, iterations=iterations,
                                         cores=cores, out_path=out, on_progress=on_progress, precision=precision,
                                         method=method, data=data, samples=samples, eval_data=eval_data,
-                                        sequential=sequential)
+                                        sequential=sequential, input_values=values or None)
             progress.done()
             if args.json:
                 emit_json(doc)

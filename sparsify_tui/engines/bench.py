@@ -12,6 +12,8 @@ reuses it (dense vs pruned, same engine and settings).
 
 from __future__ import annotations
 
+import numpy as np
+
 import statistics
 import time
 from pathlib import Path
@@ -117,6 +119,7 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
         "engine_version": version,
         "engine_reason": reason,
         "batch_size": int(batch_size),
+        "input_shapes": {n: list(np.shape(inputs[n])) for n in names},  # the shapes actually fed
         "cores": cores,
         "iterations": int(iterations),
         "warmup": int(warmup),

@@ -191,8 +191,10 @@ def compile_model(model_path: str, inputs: dict[str, np.ndarray], *, precision: 
     try:
         model.reshape(shapes)
     except Exception as exc:  # noqa: BLE001
-        dims = ", ".join(f"{n}={'x'.join(map(str, np.shape(inputs[n])))}" for n in order)
-        raise EngineError(f"openvino could not set the input shapes {dims} of {model_path}: "
+        from sparsify_tui.engines.inputs import declared_shapes, shapes_fed
+
+        fed = shapes_fed({n: inputs[n] for n in order}, declared_shapes(model_path))
+        raise EngineError(f"openvino could not set the input shapes of {model_path} ({fed}): "
                           f"{_first_line(exc)}") from None
     try:
         compiled = _core().compile_model(model, "CPU", _config(precision, cores, profile))
@@ -258,7 +260,7 @@ class Runner:
         for i, (name, dtype, shape) in enumerate(zip(self.input_names, self._dtypes, self._shapes)):
             if name not in feed:
                 raise EngineError(f"no data for the model input {name!r}")
-            arr = np.ascontiguousarray(feed[name], dtype=dtype)
+            arr = np.require(feed[name], dtype=dtype, requirements="C")  # (0-d stays 0-d)
             if tuple(arr.shape) != shape:
                 raise EngineError(f"input {name!r} has shape {list(arr.shape)}, the compiled model takes "
                                   f"{list(shape)}")
@@ -270,8 +272,11 @@ class Runner:
         try:
             res = self._request.infer(data, share_inputs=True, share_outputs=False)
         except Exception as exc:  # noqa: BLE001
-            raise EngineError(f"openvino failed to run {self.model_path} (batch size {self.batch_size}): "
-                              f"{_first_line(exc)}") from None
+            from sparsify_tui.engines.inputs import declared_shapes, shapes_fed
+
+            fed = dict(zip(self.input_names, self._shapes)) if feed is None else feed
+            raise EngineError(f"openvino failed to run {self.model_path} "
+                              f"({shapes_fed(fed, declared_shapes(self.model_path))}): {_first_line(exc)}") from None
         return list(res.to_tuple())
 
     def profiling_info(self):
@@ -283,15 +288,18 @@ class Runner:
         return self._compiled.get_runtime_model()
 
 
-def _batch_of(inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in inputs.items():
-        v = np.asarray(v)
-        if v.ndim and v.shape[0] != batch_size:
-            reps = -(-batch_size // max(1, v.shape[0]))
-            v = np.concatenate([v] * reps, axis=0)[:batch_size]
-        out[k] = v
-    return out
+def _batch_of(path: str, inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """The inputs at ``batch_size`` along each one's batch dimension (the model's: not always the first;
+    an input without one, e.g. a 0-d sample rate, stays as it is)."""
+    from sparsify_tui.engines.inputs import declared_shapes, rebatch
+
+    return rebatch(inputs, batch_size, declared_shapes(path))
+
+
+def _fed_batch(path: str, inputs: dict[str, np.ndarray]) -> int:
+    from sparsify_tui.engines.inputs import declared_shapes, fed_batch
+
+    return fed_batch(inputs, declared_shapes(path))
 
 
 def make_runner(path: str, *, precision: str = "fp32", cores: int | None = None, batch_size: int = 1,
@@ -310,7 +318,7 @@ def make_runner(path: str, *, precision: str = "fp32", cores: int | None = None,
         from sparsify_tui.engines.inputs import make_inputs
 
         inputs = make_inputs(str(path), batch_size, {})
-    inputs = _batch_of(inputs, batch_size)
+    inputs = _batch_of(str(path), inputs, batch_size)
     compiled, order, compile_s = compile_model(str(path), inputs, precision=precision, cores=cores,
                                                profile=profile)
     return Runner(compiled, order, inputs, normalize_precision(precision), compile_s, str(path))
@@ -323,7 +331,7 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], *, precision: str 
 
     Returns ``{"repeat_ms", "iteration_ms", "compile_s", "precision", "inference_precision", "threads"}``.
     """
-    batch = next((int(np.shape(v)[0]) for v in inputs.values() if np.ndim(v)), 1)
+    batch = _fed_batch(model_path, inputs)
     run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs)
     for _ in range(max(0, int(warmup))):
         run()
@@ -489,7 +497,7 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
     iterations = max(1, int(iterations))
     repeats = max(1, int(repeats))
     t0 = time.perf_counter()
-    batch = next((int(np.shape(v)[0]) for v in inputs.values() if np.ndim(v)), 1)
+    batch = _fed_batch(model_path, inputs)
     run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs,
                       profile=True)
     done = 0

@@ -109,10 +109,12 @@ def _run(sess, feed) -> None:
     try:
         sess.run(None, feed)
     except Exception as exc:  # noqa: BLE001
-        batch = next((int(v.shape[0]) for v in feed.values() if getattr(v, "ndim", 0)), None)
+        from sparsify_tui.engines.inputs import shape_hint_for, shapes_fed
+
         model = getattr(sess, "_sparsify_model_path", "the model")
-        raise EngineError(f"onnxruntime failed to run {model} (batch size {batch}): "
-                          f"{str(exc).strip().splitlines()[0][:300]}") from None
+        declared = {i.name: list(i.shape) for i in sess.get_inputs()}
+        raise EngineError(f"onnxruntime failed to run {model} ({shapes_fed(feed, declared)}): "
+                          f"{str(exc).strip().splitlines()[0][:300]}", hint=shape_hint_for(feed, declared)) from None
 
 
 def profile(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray], *, cores: int | None = None,

@@ -97,7 +97,8 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     requested = job.get("engine", "auto")
     precision = job.get("precision")
     names = [s.name for s in input_specs(a, shapes)]
-    inputs = make_inputs(a, batch, shapes, data=job.get("data"))
+    values = job.get("input_values") or None
+    inputs = make_inputs(a, batch, shapes, data=job.get("data"), values=values)
     engine, reason = resolve_auto(requested)
     total = 2 + 2 * repeats + 1
     with tempfile.TemporaryDirectory(prefix="sparsify-ab-") as tmp:
@@ -163,7 +164,7 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
         else:
             # the timed batch, plus more random batches (CHANGE_SAMPLES in all) so top-1 counts mean something
             n = max(1, int(job.get("change_samples", CHANGE_SAMPLES)))
-            samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i) for i in range(1, n)]
+            samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i, values=values) for i in range(1, n)]
                                   if job.get("data") is None else [])
         names, ya = _outputs(a, samples)
         _, yb = _outputs(b, samples)

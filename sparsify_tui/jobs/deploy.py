@@ -92,15 +92,15 @@ def _ds_runner(path: str, *, precision: str, cores: int | None, batch_size: int,
     dse._import()
     from deepsparse import compile_model
 
-    xs = [np.ascontiguousarray(inputs[n]) for n in names]
+    xs = dse.arrays(inputs, names)
     try:
-        eng = compile_model(path, batch_size=int(batch_size), num_cores=cores,
+        eng = compile_model(path, batch_size=dse.engine_batch(xs, batch_size), num_cores=cores,
                             input_shapes=[list(x.shape) for x in xs])
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"deepsparse could not compile {path}: {_first_line(exc)}") from None
 
     def run(feed: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
-        data = xs if feed is None else [np.ascontiguousarray(feed[n]) for n in names]
+        data = xs if feed is None else dse.arrays(feed, names)
         return [np.asarray(y) for y in eng.run(data)]
 
     return run
