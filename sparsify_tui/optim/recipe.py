@@ -248,9 +248,9 @@ def export_recipe(opt: Optimization, graph: "ModelGraph", name_map: dict[str, st
               f"optimization {opt.name!r}.\n"
               + ("# Estimates from " + ", ".join(f"{k} profile {v}" for k, v in profiles.items()) + ".\n"
                  if profiles else "")
+              + (NAME_WARNING_MAPPED if name_map else NAME_WARNING)
               + (NO_LOSS_HEADER if opt.pruning.enabled and not (
                   bool(opt.loss_profile_id) if loss_measured is None else loss_measured) else "")
-              + (NAME_WARNING_MAPPED if name_map else NAME_WARNING)
               + META_PREFIX + json.dumps(meta, separators=(",", ":"), sort_keys=True, ensure_ascii=True) + "\n")
     return header + body
 
