@@ -121,13 +121,15 @@ Automatic sparsity allocation
   the minimum speedup factor and at or above the minimum recovery; a layer that cannot is
   left dense with the reason shown, and the other layers take over its share of the target.
   Protect edges (on by default): the stem (a layer reading the model input through
-  only casts, transposes, reshapes or normalisation), the output heads (a layer whose
-  output reaches a model output without another prunable layer) and tiny layers (fewer
-  weights than the tiny size, 1024 by default) are left dense with the reason shown:
-  pruning them saves next to nothing and can wreck every output. Turn it off to plan
-  them like the others. Overrides fix a layer's sparsity (an override beats the
-  filter); exclusions leave it dense. Grouped and depthwise convolutions are otherwise
-  allocated like the others.
+  only casts, transposes, reshapes or normalisation), the output heads (the last
+  prunable layers before a model output) and tiny layers (fewer weights than the tiny
+  size, 1024 by default) are left dense with the reason shown: pruning them saves
+  next to nothing and can wreck every output. A stem or head holding more than a
+  quarter of the prunable weights is planned, and so are the small layers when
+  together they hold more than a tenth of them (a model made of small layers). Turn the filter off
+  to plan them like the others. Overrides fix a layer's sparsity (an override beats
+  the filter); exclusions leave it dense. Grouped and depthwise convolutions are
+  otherwise allocated like the others.
   Buckets: the plan is grouped into at most this many sparsity values (one recipe
   modifier each; 0 = every layer keeps its own value). Raising the target only adds
   sparsity to each layer, so with Buckets 0 no estimate falls; with buckets the
@@ -185,14 +187,23 @@ _SHAPE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "NonZero"})
 _HEAD_PASS_WITH_PARAMS = STEM_PASS_OPS | {"PRelu", "Where", "Expand", "Tile", "Min", "Max", "Mod"}
 
 
+# a stem or head holding more than this share of the prunable weights is planned like the others: held back,
+# it would leave the target to too few weights (an OCR model's classifier can hold 90% of them)
+EDGE_MAX_SHARE = 0.25
+# when the layers under the tiny size hold more than this share of the prunable weights together, the model
+# is made of small layers and none of them is protected as tiny (the target would be left to too few weights)
+TINY_MAX_TOTAL = 0.1
+
+
 def edge_roles(graph: "ModelGraph") -> dict[str, str]:
     """{layer id: "stem" | "head"} of the prunable layers at the model's edges (main graph only).
 
     A **stem** reads a graph input directly or through only :data:`STEM_PASS_OPS` (each of their
     other operands constant or derived from an input the same way). A **head** is a prunable layer
     whose output reaches a graph output without passing another prunable layer, a weighted
-    non-prunable op (an embedding Gather, an LSTM) or a shape computation. A layer that is both
-    is reported as the stem.
+    non-prunable op (an embedding Gather, an LSTM) or a shape computation, and on which no other
+    weighted layer depends (so the blocks of a residual stream, which reach the output through its
+    Adds, are not heads). A layer that is both is reported as the stem.
     """
     main = [lay for lay in graph.layers if not lay.graph_path]
     producer: dict[str, Any] = {}
@@ -231,6 +242,23 @@ def edge_roles(graph: "ModelGraph") -> dict[str, str]:
                     if o and o not in reached:
                         reached.add(o)
                         todo.append(o)
+    # feeds_weighted[id]: another prunable (or weighted) layer depends on this layer's data. A residual
+    # stream reaches the output through Adds from every block: its blocks are not heads, only the last
+    # weighted layers are (layers are in execution order, so one reverse pass decides every layer)
+    feeds_weighted: dict[str, bool] = {}
+    for lay in sorted(main, key=lambda x: x.depth, reverse=True):
+        hit = False
+        for t in lay.outputs:
+            for nxt in consumers.get(t, []):
+                if nxt.op_type in _SHAPE_OPS or nxt.constant:
+                    continue
+                if (nxt.prunable or feeds_weighted.get(nxt.id)
+                        or (nxt.params and nxt.op_type not in _HEAD_PASS_WITH_PARAMS)):
+                    hit = True
+                    break
+            if hit:
+                break
+        feeds_weighted[lay.id] = hit
     seen: set[str] = set()
     todo = [t.name for t in graph.outputs]
     while todo:
@@ -242,7 +270,8 @@ def edge_roles(graph: "ModelGraph") -> dict[str, str]:
         if lay is None or lay.constant:
             continue
         if lay.prunable:
-            roles.setdefault(lay.id, "head")
+            if not feeds_weighted.get(lay.id):
+                roles.setdefault(lay.id, "head")
             continue
         if lay.op_type in _SHAPE_OPS or (lay.params and lay.op_type not in _HEAD_PASS_WITH_PARAMS):
             continue
@@ -612,13 +641,16 @@ class _Allocator:
                 self.reasons[i] = REASON_NO_PARAMS
         if p.protect_edges:  # the edge filter: stem, output heads, tiny layers (an override wins)
             tiny = int(p.tiny_params)
+            small = c.n < tiny if tiny > 0 else np.zeros(m, dtype=bool)
+            if float(c.n[small].sum()) > TINY_MAX_TOTAL * self.N:
+                small[:] = False  # a model made of small layers: none of them is "tiny" for it
             for i in range(m):
                 if i in self.reasons or i in self.overridden:
                     continue
                 role = c.roles.get(i)
-                if role is not None:
+                if role is not None and c.n[i] <= EDGE_MAX_SHARE * self.N:
                     self.reasons[i] = REASON_STEM if role == "stem" else REASON_HEAD
-                elif tiny > 0 and c.n[i] < tiny:
+                elif small[i]:
                     self.reasons[i] = REASON_TINY.format(int(c.n[i]), tiny)
         if not self.enabled:
             for i in range(m):

@@ -166,3 +166,23 @@ def test_a_stored_optimization_without_the_field_loads_with_the_filter_off():
     assert old.pruning.protect_edges is False and old.pruning.tiny_params == 1024
     assert PruningSettings().protect_edges is True  # a new plan has it on
     assert Optimization.from_dict(Optimization().to_dict()).pruning.protect_edges is True
+
+
+def test_a_model_of_small_layers_and_a_dominant_head_stay_plannable():
+    """Protecting every layer of a model made of small layers, or a head holding most of the weights, would
+    leave the target to too few weights: the first keeps only stem and head dense, the second plans the head."""
+    from sparsify_tui.optim.allocate import allocate
+    from sparsify_tui.optim.optimization import default_optimization
+    from sparsify_tui.optim.synthetic import synthetic_graph
+
+    graph = synthetic_graph([64] * 20)  # conv0 reads the input, conv19 writes the output
+    opt = default_optimization(graph, target_sparsity=0.5)
+    new = allocate(graph, opt)
+    reasons = {k: r.excluded_reason for k, r in new.layers.items() if r.excluded_reason}
+    assert reasons == {"conv0": REASON_STEM, "conv19": REASON_HEAD}
+    assert all(new.layers[f"conv{i}"].sparsity > 0 for i in range(1, 19))
+
+    graph = synthetic_graph([5000] * 5 + [100_000])  # the head holds 80% of the prunable weights
+    new = allocate(graph, default_optimization(graph, target_sparsity=0.5))
+    assert new.layers["conv0"].excluded_reason == REASON_STEM
+    assert not new.layers["conv5"].excluded_reason and new.layers["conv5"].sparsity > 0.4
