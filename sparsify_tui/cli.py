@@ -155,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-speedup", default=None, help="filter: layers below this speedup get no pruning")
     p.add_argument("--min-recovery", default=None, help="filter: layers below this recovery get no pruning")
     p.add_argument("--max-sparsity", default=None, help="per-layer cap (default 0.95)")
+    edges = p.add_mutually_exclusive_group()
+    edges.add_argument("--prune-edges", dest="protect_edges", action="store_false", default=None,
+                       help="plan the stem, the output heads and tiny layers like the others "
+                            "(by default they are left dense, with the reason shown)")
+    edges.add_argument("--protect-edges", dest="protect_edges", action="store_true", default=None,
+                       help="leave the stem, the output heads and tiny layers dense (the default)")
+    p.add_argument("--tiny-params", default=None, metavar="N",
+                   help="with edge protection, layers with fewer than N weights stay dense (default 1024, 0 = none)")
     p.add_argument("--override", action="append", default=[], metavar="LAYER=S",
                    help="fix a layer's sparsity (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="LAYER",

@@ -130,6 +130,10 @@ ENTRIES: list[Entry] = [
     Entry("Filters", "Minimum sparsity, minimum speedup and minimum recovery: a layer whose planned value falls "
           "below a filter is left dense. 0 switches a filter off.",
           ("min sparsity", "min speedup", "min recovery", "filter"), "optim"),
+    Entry("Protect edges", "On by default: the stem (the layer reading the model input), the output heads (the "
+          "last prunable layers before an output) and tiny layers (fewer weights than Tiny layer, 1024) are left "
+          "dense with the reason in their row, because pruning them saves little and can wreck every output. "
+          "Off plans them like the others.", ("stem", "head", "tiny layer", "prune edges"), "optim"),
     Entry("Max sparsity", "The per-layer cap the allocation never exceeds.", ("cap",), "optim"),
     Entry("Buckets", "The plan groups its layers into at most this many sparsity values, one pruning modifier "
           "each, so the recipe stays readable. 0 keeps one value per layer.", (), "optim"),
