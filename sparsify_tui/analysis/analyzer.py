@@ -552,11 +552,7 @@ class _Walker:
         ins = list(node.input)  # (each access to a protobuf repeated field builds a new wrapper)
         outs = list(node.output)
         attr_protos = list(node.attribute)
-        try:  # protobuf hands out bytes for strings that are not valid UTF-8 ("".join rejects them, fast)
-            "".join(ins), "".join(outs), "".join([op, domain, node.name]), "".join([a.name for a in attr_protos])
-        except TypeError:
-            raise ModelError(f"{self.label} is corrupt: node {self.depth} has a name or op type that is not "
-                             "valid UTF-8 text") from None
+        self._check_text(node, op, domain, ins, outs, attr_protos)
         depth = self.depth
         self.depth += 1
         lid = outs[0] if outs and outs[0] else ""
@@ -578,8 +574,28 @@ class _Walker:
             inputs=ins, outputs=outs, input_shapes=act_shapes,
             output_shapes=out_shapes, attributes=attrs,
         )
+        widx = self._prunable_weight(layer, ins, consts, shapes, attrs)
+        self._other_params(layer, ins, outs, consts, widx)
+        if outs and all(o in consts for o in outs if o):
+            layer.flops = 0  # folded at load time by every engine
+            layer.constant = True
+        else:
+            layer.flops = node_flops(op, domain, NodeShapes(in_shapes_all, out_shapes, attrs))
+        self.layers.append(layer)
+        self._walk_subgraphs(op, attr_protos, path, node.name or lid, consts, shapes)
 
-        # ---- prunable weight
+    def _check_text(self, node, op: str, domain: str, ins: list, outs: list, attr_protos: list) -> None:
+        try:  # protobuf hands out bytes for strings that are not valid UTF-8 ("".join rejects them, fast)
+            "".join(ins), "".join(outs), "".join([op, domain, node.name]), "".join([a.name for a in attr_protos])
+        except TypeError:
+            raise ModelError(f"{self.label} is corrupt: node {self.depth} has a name or op type that is not "
+                             "valid UTF-8 text") from None
+
+    def _prunable_weight(self, layer: Layer, ins: list, consts: dict[str, Const], shapes: dict[str, Any],
+                         attrs: dict) -> int | None:
+        """Mark ``layer`` prunable when it holds a constant float (or quantized) weight: its weight, params,
+        sparsity and bias; returns the weight's input index (None: not prunable)."""
+        op, domain = layer.op_type, layer.domain
         widx = None
         if op in PRUNABLE_OPS and domain in ("", "com.microsoft"):
             if op in ("Conv", "ConvTranspose", "ConvInteger", "FusedConv"):
@@ -596,41 +612,46 @@ class _Walker:
                     if c.source.dims is not None and (c.data_type in FLOAT_TYPES or c.data_type in QUANT_WEIGHT_TYPES):
                         widx = k
                         break
-        if widx is not None:
-            c = consts[ins[widx]]
-            src = c.source
-            layer.prunable = True
-            layer.weight_name = src.name
-            layer.weight_shape = list(src.dims)
-            layer.prunable_params = prod(src.dims)
-            layer.weight = WeightRef(name=src.name, kind=src.kind, graph_path=src.graph_path,
-                                     transform=list(c.transform))
-            self._count_param(c, layer)
-            key = c.key
-            if key not in self.prunable_keys:
-                # integer ops carry the weight's zero point as an input
-                zk = {"ConvInteger": 3, "QLinearConv": 5, "QLinearMatMul": 5 if widx == 3 else 2,
-                      "MatMulInteger": 3 if widx == 1 else 2}.get(op)
-                zp = None
-                if zk is not None and zk < len(ins) and ins[zk] in consts:
-                    zp = (consts[ins[zk]], 0)
-                self.prunable_keys[key] = self._zeros(c, zp)
-            n, z = self.prunable_keys[key]
-            layer.sparsity = (z / n) if n else 0.0
-            bidx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8, "FusedConv": 2, "FusedGemm": 2}.get(op)
-            if bidx is not None and bidx < len(ins) and ins[bidx] in consts:
-                b = consts[ins[bidx]]
-                layer.bias_name = b.source.name
-                layer.bias_shape = list(b.source.dims) if b.source.dims is not None else None
-                self._count_param(b, layer)
-            if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv") and "kernel_shape" not in attrs:
-                dims = shapes.get(ins[widx]) or src.dims
-                if dims and len(dims) > 2:
-                    attrs["kernel_shape"] = list(dims[2:])
-        elif op in ("Gemm",) and len(ins) > 2 and ins[2] in consts:
-            self._count_param(consts[ins[2]], layer)
+        if widx is None:
+            if op in ("Gemm",) and len(ins) > 2 and ins[2] in consts:
+                self._count_param(consts[ins[2]], layer)
+            return None
+        c = consts[ins[widx]]
+        src = c.source
+        layer.prunable = True
+        layer.weight_name = src.name
+        layer.weight_shape = list(src.dims)
+        layer.prunable_params = prod(src.dims)
+        layer.weight = WeightRef(name=src.name, kind=src.kind, graph_path=src.graph_path,
+                                 transform=list(c.transform))
+        self._count_param(c, layer)
+        key = c.key
+        if key not in self.prunable_keys:
+            # integer ops carry the weight's zero point as an input
+            zk = {"ConvInteger": 3, "QLinearConv": 5, "QLinearMatMul": 5 if widx == 3 else 2,
+                  "MatMulInteger": 3 if widx == 1 else 2}.get(op)
+            zp = None
+            if zk is not None and zk < len(ins) and ins[zk] in consts:
+                zp = (consts[ins[zk]], 0)
+            self.prunable_keys[key] = self._zeros(c, zp)
+        n, z = self.prunable_keys[key]
+        layer.sparsity = (z / n) if n else 0.0
+        bidx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8, "FusedConv": 2, "FusedGemm": 2}.get(op)
+        if bidx is not None and bidx < len(ins) and ins[bidx] in consts:
+            b = consts[ins[bidx]]
+            layer.bias_name = b.source.name
+            layer.bias_shape = list(b.source.dims) if b.source.dims is not None else None
+            self._count_param(b, layer)
+        if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv") and "kernel_shape" not in attrs:
+            dims = shapes.get(ins[widx]) or src.dims
+            if dims and len(dims) > 2:
+                attrs["kernel_shape"] = list(dims[2:])
+        return widx
 
-        # ---- other params
+    def _other_params(self, layer: Layer, ins: list, outs: list, consts: dict[str, Const], widx: int | None) -> None:
+        """The layer's params besides its prunable weight: per-op parameter inputs, embedding tables,
+        weights of any op and domain, learned biases."""
+        op, domain = layer.op_type, layer.domain
         for k in PARAM_INPUTS.get(op, ()):
             if k < len(ins) and ins[k] in consts and not (layer.prunable and k in (widx,)):
                 c = consts[ins[k]]
@@ -653,17 +674,8 @@ class _Walker:
                         and c.source.kind != "constant_of_shape":  # a filled tensor is not a learned bias
                     self._count_param(c, layer)
 
-        # ---- FLOPs
-        if outs and all(o in consts for o in outs if o):
-            layer.flops = 0  # folded at load time by every engine
-            layer.constant = True
-        else:
-            fl_shapes = NodeShapes(in_shapes_all, out_shapes, attrs)
-            layer.flops = node_flops(op, domain, fl_shapes)
-
-        self.layers.append(layer)
-
-        # ---- subgraphs
+    def _walk_subgraphs(self, op: str, attr_protos: list, path: str, name: str, consts: dict[str, Const],
+                        shapes: dict[str, Any]) -> None:
         if op == "If":
             self.has_if = True
         if op in ("Loop", "Scan"):
@@ -671,10 +683,10 @@ class _Walker:
         subgraphs = [a for a in attr_protos if a.type in (5, 10)]
         for a in sorted(subgraphs, key=lambda a: a.name != "then_branch"):  # then before else
             if a.type == 5:  # GRAPH
-                self.walk(a.g, f"{path + '/' if path else ''}{node.name or lid}/{a.name}", consts, shapes, False)
+                self.walk(a.g, f"{path + '/' if path else ''}{name}/{a.name}", consts, shapes, False)
             elif a.type == 10:  # GRAPHS
                 for gi, sg in enumerate(a.graphs):
-                    self.walk(sg, f"{path + '/' if path else ''}{node.name or lid}/{a.name}[{gi}]",
+                    self.walk(sg, f"{path + '/' if path else ''}{name}/{a.name}[{gi}]",
                               consts, shapes, False)
 
 
