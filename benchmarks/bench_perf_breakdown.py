@@ -19,7 +19,9 @@ each phase and prints, per phase, the median over ``--runs`` runs:
 With ``--cli`` it also times ``sparsify-tui profile perf`` as a whole process (the
 issue's figure). With ``--base-tree DIR`` (an export of another commit) the
 whole-process run of that tree and of this one alternate, run by run, so both are
-timed in the same minutes; the ratio is the median of the per-pair ratios.
+timed in the same minutes; the ratio is the median of the per-pair ratios. With
+``--sparseml-python PY`` SparseML's ``pruning_perf_sens_one_shot`` (``sparseml_perf_sweep.py``)
+runs first in each pair.
 The machine may be shared: the load average is printed with every run.
 """
 
@@ -187,6 +189,8 @@ def main() -> int:
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "sparsify-bench"))
     ap.add_argument("--cli", action="store_true", help="also time the whole process (sparsify-tui profile perf)")
     ap.add_argument("--base-tree", default=None, help="another tree: its whole-process run alternates with ours")
+    ap.add_argument("--sparseml-python", default=None,
+                    help="a Python with sparseml+deepsparse 1.8: SparseML's sweep runs in each pair too")
     ap.add_argument("--no-breakdown", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
@@ -206,10 +210,18 @@ def main() -> int:
         for ph in phases:
             xs = [r["t"].get(ph, 0.0) for r in runs]
             print(f"{ph:40s} {statistics.median(xs):9.2f} {min(xs):7.2f} {max(xs):7.2f}")
-    if args.cli or args.base_tree:
+    if args.cli or args.base_tree or args.sparseml_python:
         ours, base, ratios = [], [], []
+        theirs = []
         for i in range(args.runs):
             line = f"  pair {i + 1}:"
+            if args.sparseml_python:
+                sys.path.insert(0, str(Path(__file__).parent))
+                from bench_perf import sparseml_once
+
+                s = sparseml_once(args.sparseml_python, model, args.iterations, args.warmup)
+                theirs.append(s)
+                line += f" SparseML {s:.1f} s,"
             if args.base_tree:
                 b = cli_once(Path(args.base_tree), model, args.iterations, args.warmup, args.repeats)
                 base.append(b)
@@ -225,6 +237,9 @@ def main() -> int:
         msg = f"whole process, {args.runs} runs: ours {med(ours):.1f} s"
         if base:
             msg += f", base {med(base):.1f} s, ours/base {med(ratios):.2f} (median of pairs)"
+        if theirs:
+            msg += (f", SparseML {med(theirs):.1f} s, ours/SparseML {med(o / s for o, s in zip(ours, theirs)):.2f}, "
+                    f"base/SparseML {med(b / s for b, s in zip(base, theirs)):.2f}" if base else "")
         print(msg)
     print(f"load average now {os.getloadavg()}")
     return 0

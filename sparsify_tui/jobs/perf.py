@@ -221,7 +221,17 @@ class PerfRun:
                 continue
             self._keep(_part(res, "level", lv, keep_groups=False))
             self._step(f"level {level_key(lv)}: {res['model_ms']:.2f} ms")
-        self.level_notes = level_sanity(self.ctx, self.parts, lambda lv: self._analyze(lv, tries=0))
+        self.level_notes = level_sanity(self.ctx, self.parts, self._sanity_again)
+
+    def _sanity_again(self, lv: float) -> dict | None:
+        """A level slower than the one before, measured once more -- unless it was busy and the machine
+        stayed busy through a re-measure (then None: the rise is flagged, not measured again)."""
+        from sparsify_tui.engines import interference as itf
+
+        part = next((p for p in self.parts if p.get("type") == "level" and p.get("level") == lv), None)
+        if self.stay_busy and part is not None and itf.above(part.get("interference"), self.threshold):
+            return None
+        return self._analyze(lv, tries=0)
 
     def onnxruntime(self) -> None:
         """ONNX Runtime's profiler on the dense model; the levels are approximated from FLOPs."""
@@ -367,8 +377,8 @@ def repeat_shares(sampler: Any, ends: list[float], res: dict) -> list:
 
 def level_sanity(ctx: Any, parts: list[dict], measure_again: Any) -> list[str]:
     """Model time must not rise from one sparsity level to the next by more than the dense repeats'
-    spread (at least 2%): such a level is measured once more (the lower time kept); what still
-    rises is returned as warning sentences."""
+    spread (at least 2%): such a level is measured once more (the lower time kept; ``measure_again``
+    may return None to skip it); what still rises is returned as warning sentences."""
     base = [float(p["model_ms"]) for p in parts if p.get("type") == "baseline"]
     levels = sorted((p for p in parts if p.get("type") == "level"), key=lambda p: p["level"])
     if not base or not levels:
@@ -381,8 +391,8 @@ def level_sanity(ctx: Any, parts: list[dict], measure_again: Any) -> list[str]:
         if part["model_ms"] > prev_ms + tol:
             ctx.heartbeat(f"level {part['key']} is slower than level {prev_key}: measuring it again")
             try:
-                again = measure_again(part["level"])
-                if again["model_ms"] < part["model_ms"]:
+                again = measure_again(part["level"])  # None: not measured again (a machine that stays busy)
+                if again is not None and again["model_ms"] < part["model_ms"]:
                     new = _part(again, "level", part["level"], keep_groups=False)
                     new["attempts"] = int(part.get("attempts", 1)) + 1
                     new["interference"] = max(float(part.get("interference") or 0.0),
