@@ -238,8 +238,9 @@ def main() -> int:
         if base:
             msg += f", base {med(base):.1f} s, ours/base {med(ratios):.2f} (median of pairs)"
         if theirs:
-            msg += (f", SparseML {med(theirs):.1f} s, ours/SparseML {med(o / s for o, s in zip(ours, theirs)):.2f}, "
-                    f"base/SparseML {med(b / s for b, s in zip(base, theirs)):.2f}" if base else "")
+            msg += f", SparseML {med(theirs):.1f} s, ours/SparseML {med(o / s for o, s in zip(ours, theirs)):.2f}"
+            if base:
+                msg += f", base/SparseML {med(b / s for b, s in zip(base, theirs)):.2f}"
         print(msg)
     print(f"load average now {os.getloadavg()}")
     return 0
