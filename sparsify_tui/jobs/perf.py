@@ -348,8 +348,7 @@ class PerfRun:
                     from sparsify_tui.engines import openvino_engine as ove
 
                     res = ove.benchmark(self.path, self.inputs, precision=self.job.get("precision") or "fp32",
-                                        cores=self.cores, iterations=iterations, warmup=3, repeats=3, heartbeat=beat,
-                                        shapes_fixed=True)
+                                        cores=self.cores, iterations=iterations, warmup=3, repeats=3, heartbeat=beat)
                 else:
                     res = ort.benchmark(self.path, self.inputs, cores=self.cores, iterations=iterations, warmup=3,
                                         repeats=3, heartbeat=beat)
