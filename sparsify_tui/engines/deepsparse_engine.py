@@ -224,8 +224,11 @@ def analyze_level(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray
 
 def benchmark(model_path: str, inputs: dict[str, np.ndarray], input_names: list[str], *, batch_size: int,
               cores: int | None, iterations: int = 20, warmup: int = 5, repeats: int = 3,
-              heartbeat=None) -> dict[str, Any]:
-    """Compile once and time ``repeats`` x ``iterations`` runs (ms per batch)."""
+              heartbeat=None, shapes_fixed: bool = False) -> dict[str, Any]:
+    """Compile once and time ``repeats`` x ``iterations`` runs (ms per batch).
+
+    ``shapes_fixed``: as in :func:`analyze_level` (no rewrite of the file before the compile).
+    """
     _import()
     from deepsparse import compile_model
 
@@ -233,7 +236,7 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], input_names: list[
     t0 = time.perf_counter()
     try:
         engine = compile_model(model_path, batch_size=engine_batch(xs, batch_size), num_cores=cores,
-                               input_shapes=[list(x.shape) for x in xs])
+                               input_shapes=None if shapes_fixed else [list(x.shape) for x in xs])
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"deepsparse could not compile the model: {_first_line(exc)} "
                           f"({_fed(model_path, inputs, input_names)})") from None
