@@ -472,34 +472,9 @@ def _window_ms(before: dict, n_before: int, after: dict, n_after: int) -> dict[s
     return out
 
 
-def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: str = "fp32",
-            cores: int | None = None, iterations: int = 10, warmup: int = 5, repeats: int = 1,
-            heartbeat: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Profile the model with the performance counters: per-layer times and the model time per repeat.
-
-    The counters hold each node's average since the compile (see :func:`_window_ms`), so a node's time
-    in a repeat is its mean over that repeat's ``iterations`` runs; the model time of a repeat is the
-    median wall time of its runs (one synchronous inference each). The layer times reported are those
-    of the repeat with the median model time; what no node accounts for in it becomes the
-    engine-internal row ``engine:run overhead``.
-
-    Returns the keys of :func:`sparsify_tui.engines.ort.profile` (``repeat_ms``, ``iteration_ms``,
-    ``layer_ms``, ``owner``, ``groups``, ``internal``, ``steps``, ``engine_s``) and: ``repeats``
-    [{``model_ms``, ``mean_ms``, ``layer_ms``, ``internal``}] per repeat; ``kernels`` {layer or
-    engine-internal row id: ``exec_type`` of the node that computed it}; ``layer_precision`` {same
-    ids: that node's runtime precision}; ``step_info`` [{name, type, exec_type, precision, ms,
-    layers}] for every executed node; ``precision`` (asked for), ``inference_precision`` (applied:
-    f32|bf16|f16), ``threads``; ``counted_share``: the nodes' summed time over the mean wall time of
-    the same runs (median over the repeats).
-    """
-    from sparsify_tui.engines.mapping import Step, attribute
-
-    iterations = max(1, int(iterations))
-    repeats = max(1, int(repeats))
-    t0 = time.perf_counter()
-    batch = _fed_batch(model_path, inputs)
-    run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs,
-                      profile=True)
+def _timed_windows(run, warmup: int, iterations: int, repeats: int,
+                   heartbeat: Callable[[str], Any] | None) -> tuple[list[float], list[dict[str, float]], dict]:
+    """(wall ms of every timed run, each repeat's per-node ms window, the last counter snapshot)."""
     done = 0
     for _ in range(max(0, int(warmup))):
         run()
@@ -517,9 +492,14 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
         snap, done = after, done + iterations
         if heartbeat:
             heartbeat(f"repeat {r + 1}/{repeats}")
-    kind = {name: (node_type, exec_type) for name, (_, node_type, exec_type) in snap.items()}
-    order = list(snap)  # execution order
-    nodes = _runtime_nodes(run._compiled)
+    return run_ms, windows, snap
+
+
+def _attributed_repeats(info, order: list[str], nodes: dict, kind: dict, windows: list[dict[str, float]],
+                        run_ms: list[float], iterations: int) -> list[dict[str, Any]]:
+    """Each repeat's node times attributed to the ONNX layers, with its model time and engine-internal rows."""
+    from sparsify_tui.engines.mapping import Step, attribute
+
     anchors = _step_anchors(order, nodes, _resolver(info))
     labels = []
     for n in order:
@@ -541,18 +521,18 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
                              "ms": model_ms - node_sum})
         per_repeat.append({"model_ms": model_ms, "mean_ms": statistics.fmean(chunk), "node_ms": node_sum,
                            "layer_ms": att.layer_ms, "internal": internal, "att": att, "steps": steps})
-    engine_s = time.perf_counter() - t0
-    ranked = sorted(range(repeats), key=lambda i: per_repeat[i]["model_ms"])
-    mid = per_repeat[ranked[(repeats - 1) // 2]]
-    att, steps = mid["att"], mid["steps"]
-    # the kernel that computed each layer: its primary owner's
+    return per_repeat
+
+
+def _kernels(att, steps: list, order: list[str], kind: dict, nodes: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """({layer or internal row: exec_type of the node that computed it}, {same: that node's precision})."""
     step_of_key: dict[str, int] = {}
     used: dict[str, int] = {}
     for i, st in enumerate(steps):
         used[st.name] = used.get(st.name, 0) + 1
         step_of_key[st.name if used[st.name] == 1 else f"{st.name}#{used[st.name]}"] = i
     kernels, layer_precision = {}, {}
-    for lid, key in att.owner.items():
+    for lid, key in att.owner.items():  # the kernel that computed each layer: its primary owner's
         i = step_of_key.get(key)
         if i is not None:
             kernels[lid] = kind[order[i]][1]
@@ -561,6 +541,45 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
     for (rid, _, _), i in zip(att.internal, unanchored):
         kernels[rid] = kind[order[i]][1]
         layer_precision[rid] = nodes.get(order[i], {}).get("precision", "")
+    return kernels, layer_precision
+
+
+def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: str = "fp32",
+            cores: int | None = None, iterations: int = 10, warmup: int = 5, repeats: int = 1,
+            heartbeat: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Profile the model with the performance counters: per-layer times and the model time per repeat.
+
+    The counters hold each node's average since the compile (see :func:`_window_ms`), so a node's time
+    in a repeat is its mean over that repeat's ``iterations`` runs; the model time of a repeat is the
+    median wall time of its runs (one synchronous inference each). The layer times reported are those
+    of the repeat with the median model time; what no node accounts for in it becomes the
+    engine-internal row ``engine:run overhead``.
+
+    Returns the keys of :func:`sparsify_tui.engines.ort.profile` (``repeat_ms``, ``iteration_ms``,
+    ``layer_ms``, ``owner``, ``groups``, ``internal``, ``steps``, ``engine_s``) and: ``repeats``
+    [{``model_ms``, ``mean_ms``, ``layer_ms``, ``internal``}] per repeat; ``kernels`` {layer or
+    engine-internal row id: ``exec_type`` of the node that computed it}; ``layer_precision`` {same
+    ids: that node's runtime precision}; ``step_info`` [{name, type, exec_type, precision, ms,
+    layers}] for every executed node; ``precision`` (asked for), ``inference_precision`` (applied:
+    f32|bf16|f16), ``threads``; ``counted_share``: the nodes' summed time over the mean wall time of
+    the same runs (median over the repeats).
+    """
+    iterations = max(1, int(iterations))
+    repeats = max(1, int(repeats))
+    t0 = time.perf_counter()
+    batch = _fed_batch(model_path, inputs)
+    run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs,
+                      profile=True)
+    run_ms, windows, snap = _timed_windows(run, warmup, iterations, repeats, heartbeat)
+    kind = {name: (node_type, exec_type) for name, (_, node_type, exec_type) in snap.items()}
+    order = list(snap)  # execution order
+    nodes = _runtime_nodes(run._compiled)
+    per_repeat = _attributed_repeats(info, order, nodes, kind, windows, run_ms, iterations)
+    engine_s = time.perf_counter() - t0
+    ranked = sorted(range(repeats), key=lambda i: per_repeat[i]["model_ms"])
+    mid = per_repeat[ranked[(repeats - 1) // 2]]
+    att, steps = mid["att"], mid["steps"]
+    kernels, layer_precision = _kernels(att, steps, order, kind, nodes)
     step_info = [{"name": order[i], "type": st.op_type, "exec_type": kind[order[i]][1],
                   "precision": nodes.get(order[i], {}).get("precision", ""), "ms": st.ms, "layers": list(st.anchors)}
                  for i, st in enumerate(steps)]
