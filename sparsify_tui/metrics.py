@@ -526,3 +526,85 @@ def describe_metrics(output_metrics: Sequence[Mapping[str, Any]] | None) -> str:
             words += f" at T={m['temperature']:g}"
         parts.append(f"{m.get('name')}: {words}")
     return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- outputs that no longer follow the original
+# Thresholds of :func:`departure`: past these a changed model's outputs are "broken", not "slightly worse".
+DEPART_DECISIONS = 0.25  # more than a quarter of the top-1 classes / decisions at 0.5 changed
+DEPART_REL_RMS_PCT = 100.0  # the change is larger than the reference itself (relative RMS > 100%)
+DEPART_COSINE = 0.5  # vectors more than 60 degrees away on average (cos < 0.5)
+DEPART_KL = 1.0  # nats: a confident (one-hot) reference class kept less than e^-1 = 37% of the probability
+DEPART_MEAN_ABS = 0.25  # a [0, 1] map moved by more than a quarter of its range on average
+DEPART_CHANGED = 0.25  # more than a quarter of an integer output's elements changed
+_DEPARTED = "outputs no longer follow the original"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.2g}%"
+
+
+def _departed_output(o: Mapping[str, Any]) -> str | None:
+    """Why one output (an entry of ``{prefix}_outputs``) no longer follows the original, or None."""
+    def num(k: str) -> float | None:
+        v = o.get(k)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    metric = o.get("metric")
+    value = num("value")
+    if value is not None and value >= MAX_CHANGE:
+        return "NaN/inf or a changed shape"
+    checks: list[tuple[str, float, str]] = []
+    if (v := num("flipped")) is not None and v > DEPART_DECISIONS:
+        checks.append(("flipped", v, f"{_pct(v)} of decisions flipped"))
+    if (v := num("top1_changed")) is not None and v > DEPART_DECISIONS:
+        checks.append(("top1_changed", v, f"top-1 changed on {_pct(v)} of samples"))
+    if metric == "cosine_distance" and (v := num("cosine_distance")) is not None and v > DEPART_COSINE:
+        checks.append(("cosine_distance", v, f"cosine distance {v:.2g}"))
+    if metric == "kl" and (v := num("kl")) is not None and v > DEPART_KL:
+        checks.append(("kl", v, f"KL {v:.2g} nats"))
+    if metric == "nse":
+        v = num("rel_rms_pct")
+        if v is None and (nse := num("nse")) is not None:
+            v = 100.0 * math.sqrt(max(0.0, nse))
+        if v is not None and v > DEPART_REL_RMS_PCT:
+            checks.append(("rel_rms_pct", v, f"values moved {_g(v)}% RMS"))
+    if metric == "mean_abs" and (v := num("mean_abs")) is not None and v > DEPART_MEAN_ABS:
+        checks.append(("mean_abs", v, f"values moved {v:.2g} on average (on a [0, 1] map)"))
+    if metric == "changed_fraction" and (v := num("changed_fraction")) is not None and v > DEPART_CHANGED:
+        checks.append(("changed_fraction", v, f"{_pct(v)} of the elements changed"))
+    return checks[0][2] if checks else None
+
+
+def departure(doc: Mapping[str, Any] | None, prefix: str = "output_change") -> str | None:
+    """A sentence when the changed model's outputs no longer follow the original, else None.
+
+    ``doc``: an output-change JSON document (:meth:`OutputChange.to_json` with
+    ``prefix``, as stored in validation and deployment rows). An output departs
+    when its decisions changed (top-1 class, or decision at 0.5 of a [0, 1]
+    map, on more than ``DEPART_DECISIONS`` of the rows), or its primary metric
+    is past its threshold (``DEPART_KL`` nats, ``DEPART_COSINE``,
+    ``DEPART_REL_RMS_PCT`` for the normalized squared error,
+    ``DEPART_MEAN_ABS``, ``DEPART_CHANGED``), or it became NaN/inf or changed
+    shape. E.g. "outputs no longer follow the original: 74% of decisions
+    flipped"; with several outputs each departed one is named. Documents with
+    only the combined value (older ones) are judged by it and its metric.
+    """
+    doc = doc or {}
+    outputs = doc.get(f"{prefix}_outputs")
+    reasons: list[str] = []
+    if isinstance(outputs, list) and outputs:
+        for o in outputs:
+            if not isinstance(o, Mapping):
+                continue
+            why = _departed_output(o)
+            if why:
+                reasons.append(f"{o.get('name')}: {why}" if len(outputs) > 1 else why)
+    else:
+        v = doc.get(prefix)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return None
+        metric = doc.get(f"{prefix}_metric")
+        why = _departed_output({"metric": metric, "value": v, str(metric): v})
+        if why:
+            reasons.append(why)
+    return f"{_DEPARTED}: {'; '.join(reasons)}" if reasons else None

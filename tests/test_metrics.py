@@ -195,3 +195,44 @@ def test_metrics_imports_numpy_only():
     code = ("import sys, sparsify_tui.metrics; bad = [m for m in ('onnx', 'onnxruntime', 'textual') "
             "if m in sys.modules]; assert not bad, bad")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0
+
+
+def test_departure_names_the_broken_metric_and_stays_silent_when_slightly_worse():
+    from sparsify_tui.metrics import DEPART_DECISIONS, departure
+
+    # 4 rows of 3 classes; the changed model swaps the top class on 3 of them: top-1 changed on 75%
+    x = np.array([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0], [4.0, 0, 0]])
+    y = x.copy()
+    y[:3] = x[:3][:, [1, 2, 0]]
+    doc = compare_outputs([[x]], [[y]], names=["logits"]).to_json()
+    assert doc["output_change_outputs"][0]["top1_changed"] == 0.75
+    assert departure(doc) == "outputs no longer follow the original: top-1 changed on 75% of samples"
+    # one row of 4 changed (25%, not more than DEPART_DECISIONS) and the KL of that row averaged over 4 rows:
+    y1 = x.copy()
+    y1[0] = x[0][[1, 2, 0]]
+    doc1 = compare_outputs([[x]], [[y1]], names=["logits"]).to_json()
+    o = doc1["output_change_outputs"][0]
+    assert o["top1_changed"] == DEPART_DECISIONS
+    # KL of a swapped row = (p_top - p_other) * 4 = 4 (e^4 - 1)/(e^4 + 2), averaged over 4 rows: < 1 nat
+    assert o["kl"] == pytest.approx((math.exp(4) - 1) / (math.exp(4) + 2), rel=1e-6)
+    assert departure(doc1) is None
+    # a regression output (a [1, 4, 4] map): relative RMS exactly 200% (y' = -y) departs, 50% does not
+    r = RNG.standard_normal((1, 4, 4)).astype(np.float32)
+    assert departure(compare_outputs([[r]], [[-r]]).to_json("d"), "d") == \
+        "outputs no longer follow the original: values moved 200% RMS"
+    assert departure(compare_outputs([[r]], [[1.5 * r]]).to_json()) is None
+    # cosine distance of orthogonal unit vectors is 1 (> 0.5), of 60 + 5 degrees 1 - cos(65 deg) = 0.577
+    e = np.array([[2.0, 0.0]])  # (not a unit row, which would read as probabilities)
+    assert departure(compare_outputs([[e]], [[np.array([[0.0, 2.0]])]], names=["embedding"]).to_json()) == \
+        "outputs no longer follow the original: cosine distance 1"
+    a = math.radians(65)
+    assert "cosine distance 0.58" in departure(
+        compare_outputs([[e]], [[np.array([[math.cos(a), math.sin(a)]])]], names=["embedding"]).to_json())
+    # broken (NaN) and several outputs: each departed output is named
+    two = compare_outputs([[r, x]], [[r * np.nan, x]], names=["boxes", "logits"]).to_json()
+    assert departure(two) == "outputs no longer follow the original: boxes: NaN/inf or a changed shape"
+    # an older document with only the combined value is judged by its metric
+    assert departure({"output_change": 1.2, "output_change_metric": "kl"}) == \
+        "outputs no longer follow the original: KL 1.2 nats"
+    assert departure({"output_change": 0.3, "output_change_metric": "kl"}) is None
+    assert departure({}) is None and departure(None) is None
