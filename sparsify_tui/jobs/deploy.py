@@ -173,6 +173,7 @@ def _time_block(fn: Runner, iterations: int) -> float:
 @register("deploy")
 def deploy_job(job: dict, ctx) -> dict[str, Any]:
     from sparsify_tui.errors import EngineError
+    from sparsify_tui.analysis.loader import bounded_output_names
     from sparsify_tui.metrics import compare_outputs, plan_outputs
 
     variants = list(job["variants"])
@@ -254,7 +255,7 @@ def deploy_job(job: dict, ctx) -> dict[str, Any]:
                 outs = [[np.asarray(y) for y in run(h)] for h in heldout]
                 if i == 0:
                     ref_out = outs
-                    plan = plan_outputs(ref_out, out_names)
+                    plan = plan_outputs(ref_out, out_names, bounded=bounded_output_names(c["path"]))
                     kinds = [m.kind for m in plan]
                 change = compare_outputs(ref_out, outs, plan=plan, names=out_names).to_json()
             except EngineError as exc:
