@@ -301,3 +301,30 @@ def test_a_relative_metric_is_never_computed_over_a_negligible_reference():
     mean_den = (25 + 25e-12) / 2
     expected = (0.01 * 25 / 25 + 4 * 0.01 / mean_den) / 2
     assert o["nse"] == pytest.approx(expected)
+
+
+def test_bounded_outputs_follow_a_sigmoid_or_softmax_through_reshapes_only():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sparsify_tui.analysis.loader import bounded_output_names
+    from sparsify_tui.onnxkit.graphs import bounded_outputs
+
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Softmax", ["x"], ["p"], axis=1),
+        helper.make_node("Transpose", ["s"], ["st"], perm=[1, 0]),
+        helper.make_node("Reshape", ["st", "shape"], ["map"]),  # Sigmoid -> Transpose -> Reshape: bounded
+        helper.make_node("Concat", ["s", "p"], ["both"], axis=0),  # both inputs bounded
+        helper.make_node("Concat", ["s", "x"], ["mixed"], axis=0),  # one input unbounded
+        helper.make_node("Mul", ["s", "two"], ["scaled"]),  # arithmetic may leave [0, 1]
+        helper.make_node("Identity", ["x"], ["raw"]),
+    ]
+    outs = [helper.make_tensor_value_info(n, f, None) for n in ("map", "both", "mixed", "scaled", "raw", "p")]
+    g = helper.make_graph(nodes, "b", [helper.make_tensor_value_info("x", f, [2, 3])], outs,
+                          [numpy_helper.from_array(np.array([6], np.int64), "shape"),
+                           numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    assert bounded_outputs(m) == {"map", "both", "p"}
+    assert bounded_output_names(m) == {"map", "both", "p"}  # through the weight-free skeleton
+    assert bounded_output_names("/nonexistent.onnx") == set()  # a hint only: unreadable -> none
