@@ -136,7 +136,8 @@ OUTPUT_CHANGE_HELP = (
     "relative RMS change in percent (its square root); maps bounded in [0, 1] (a Sigmoid or Softmax "
     "output, or values that stay in that range) the mean absolute change, with the share of decisions at 0.5 "
     "that flipped beside it; integer outputs the fraction of elements that changed. A relative metric is "
-    "never computed over a reference that is about zero: the RMS change in the output's units is used. Where a metric cannot see a change (a softmax saturated even at T, an all-zero output) the "
+    "never computed over a reference that is about zero: the RMS change in the output's units is used. "
+    "Where a metric cannot see a change (a softmax saturated even at T, an all-zero output) the "
     "next informative one is used and the notes say so. The value is the sum over the outputs of each "
     "output's metric, averaged over the samples."
 )
