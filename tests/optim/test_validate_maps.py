@@ -65,6 +65,8 @@ def _validate(tmp_path, bias: float):
     return v, a, b, text.stdout
 
 
+# slow: the real validation path (a perf profile for the estimate, the A/B benchmark child), ~12 s on 2 cores
+@pytest.mark.slow
 def test_a_map_near_zero_reports_a_change_near_zero_not_a_relative_blow_up(tmp_path):
     # pre-activation about -16.5 dense (ONNX Runtime's Sigmoid gives ~1e-7 or 0 there), -10.5 pruned (~3e-5)
     v, a, b, stdout = _validate(tmp_path, bias=-14.5)
@@ -81,13 +83,14 @@ def test_a_map_near_zero_reports_a_change_near_zero_not_a_relative_blow_up(tmp_p
     for seed in range(4):
         x = make_inputs(str(tmp_path / "map.onnx"), 1, {}, seed=100 + seed)
         ya, yb = a.run(None, x)[0].astype(np.float64), b.run(None, x)[0].astype(np.float64)
-        assert ya.max() < 1e-6
+        assert ya.max() < 1e-5  # ~1e-7 on average
         rel.append(np.sqrt(np.sum((ya - yb) ** 2) / np.sum(ya ** 2)))
         mae.append(np.mean(np.abs(ya - yb)))
     assert min(rel) > 10
     assert v["output_change"] == pytest.approx(np.mean(mae), rel=0.5)
 
 
+@pytest.mark.slow
 def test_a_pruned_layer_that_flips_decisions_reports_the_flipped_fraction(tmp_path):
     # pre-activation about -5.5 dense (decisions 0), +0.5 pruned (decisions mostly 1)
     v, a, b, stdout = _validate(tmp_path, bias=-3.5)
