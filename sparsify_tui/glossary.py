@@ -95,8 +95,13 @@ ENTRIES: list[Entry] = [
     Entry("Relative RMS change", "For maps, boxes and other values: the RMS of the change divided by the RMS "
           "of the original output, in percent (2% = the values moved by 2% of their size). Its square, the "
           "normalized squared error ||y - y'||^2 / ||y||^2, is the value that enters the output change. An "
-          "output that is all zeros gets the plain RMS change in its own units instead.",
+          "output that is all zeros or about zero (RMS below 1e-6) gets the plain RMS change in its own units "
+          "instead: a relative change over ~0 would only measure noise.",
           ("rms", "normalized squared error", "nse", "relative rms"), "loss"),
+    Entry("Mean absolute change", "For maps bounded in [0, 1] (a Sigmoid or Softmax output such as a text "
+          "detector's probability map): the mean over the elements of |y - y'|, in the map's own units, with the "
+          "share of decisions at 0.5 that flipped beside it. A map near zero everywhere reads ~0, not a relative "
+          "blow-up.", ("mean_abs", "mae", "flipped", "decisions flipped", "map"), "loss"),
     Entry("Changed elements", "For integer outputs (ids, masks, class indices): the share of elements that "
           "differ from the original's.", ("changed fraction", "changed_fraction"), "loss"),
     # ---------------------------------------------------------------- optimizer

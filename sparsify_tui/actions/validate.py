@@ -19,7 +19,11 @@ beside the optimization:
 * ``output_change``: how far the pruned model's outputs move from the dense
   model's on the samples (:func:`sparsify_tui.metrics.compare_outputs`; its
   metric, unit, reading and per-output values in ``output_change_metric``,
-  ``_unit``, ``_reading``, ``_samples``, ``_outputs``): one-shot, before any retraining.
+  ``_unit``, ``_reading``, ``_samples``, ``_outputs``): one-shot, before any retraining;
+* ``departure``: a sentence when the pruned model's outputs no longer follow
+  the dense model's (:func:`sparsify_tui.metrics.departure`, e.g. "outputs no
+  longer follow the original: 74% of decisions flipped"), else None; it is
+  also the first of the validation's warnings (``quality.warnings``, notes).
 """
 
 from __future__ import annotations
@@ -495,6 +499,7 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
                       cores_given=False):
     from sparsify_tui.optim.optimization import now_iso
     from sparsify_tui.actions.optimizer import save_optimization
+    from sparsify_tui.metrics import departure
 
     notes = list(sample_notes)
     if pruned_info.get("magnitude_layers"):
@@ -531,6 +536,10 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
     warnings = list(rq.get("warnings") or [])
     warnings += [f"the estimate rests on perf profile {perf_entry.id}, which has a warning: {w}"
                  for w in pq.get("warnings") or []]
+    # the pruned model's outputs no longer resemble the dense model's (metrics.departure thresholds)
+    departed = departure(res)
+    if departed:
+        warnings.insert(0, departed)
     notes.extend(warnings)
     quality = {"interference": rq.get("interference"), "interference_by_block": rq.get("interference_by_block"),
                "profile_interference": pq.get("interference"), "deployed_ms": res.get("dense_ms"),
@@ -569,6 +578,7 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
         "relative_error": (estimated - measured) / measured if measured else None,
         "output_change": res.get("output_change"),
         "output_change_error": res.get("output_change_error"),
+        "departure": departed,
         # the metric, unit, plain-words reading and per-output values (sparsify_tui.metrics)
         **{k: v for k, v in res.items() if k.startswith("output_change_") and k != "output_change_error"},
         "method": method,

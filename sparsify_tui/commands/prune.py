@@ -98,6 +98,8 @@ def run_prune(args: argparse.Namespace) -> int:
             ]
             if meaning:
                 rows.append(["", meaning])
+            if doc.get("departure"):
+                rows.append(["", f"warning: {doc['departure']}"])
             if doc.get("method", "magnitude") != "magnitude":
                 mc = doc.get("magnitude_output_change")
                 rows.append(["Magnitude at same plan", "n/a" if mc is None else f"{mc:.4g}"])
@@ -106,7 +108,8 @@ def run_prune(args: argparse.Namespace) -> int:
             for k, v in rows:
                 print(f"{k.ljust(w)}  {v}")
             for n in doc.get("notes") or []:
-                print(f"Note: {n}")
+                if n != doc.get("departure"):  # shown above, beside the output change
+                    print(f"Note: {n}")
             return 0
         progress = Progress(f"prune ({method})")
 

@@ -85,7 +85,8 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     from sparsify_tui.engines.registry import REFERENCE, get_engine, resolve_auto
     from sparsify_tui.errors import EngineError
     from sparsify_tui.engines.inputs import input_specs, make_inputs
-    from sparsify_tui.metrics import compare_outputs
+    from sparsify_tui.analysis.loader import bounded_output_names
+    from sparsify_tui.metrics import compare_outputs, plan_outputs
 
     a, b = str(job["model_a"]), str(job["model_b"])
     batch = int(job.get("batch_size", 1))
@@ -168,10 +169,11 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
                                   if job.get("data") is None else [])
         names, ya = _outputs(a, samples)
         _, yb = _outputs(b, samples)
-        change = compare_outputs(ya, yb, names=names).to_json()
+        plan = plan_outputs(ya, names, bounded=bounded_output_names(a))
+        change = compare_outputs(ya, yb, plan, names=names).to_json()
         if job.get("model_magnitude"):  # magnitude pruning at the same plan, on the same samples
             _, yc = _outputs(str(job["model_magnitude"]), samples)
-            magnitude_change = compare_outputs(ya, yc, names=names).value
+            magnitude_change = compare_outputs(ya, yc, plan, names=names).value
     except Exception as exc:  # noqa: BLE001 - the timing is still worth reporting
         change_error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     ctx.progress(total, total, label="done")

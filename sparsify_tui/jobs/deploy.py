@@ -216,6 +216,7 @@ class _Search:
         (the first); a configuration that fails is skipped, a reference that fails ends the search."""
         import onnx
 
+        from sparsify_tui.analysis.loader import bounded_output_names
         from sparsify_tui.errors import EngineError
         from sparsify_tui.metrics import compare_outputs, plan_outputs
 
@@ -233,7 +234,7 @@ class _Search:
                 outs = [[np.asarray(y) for y in run(h)] for h in self.heldout]
                 if i == 0:
                     ref_out = outs
-                    plan = plan_outputs(ref_out, out_names)
+                    plan = plan_outputs(ref_out, out_names, bounded=bounded_output_names(c["path"]))
                     self.kinds = [m.kind for m in plan]
                 change = compare_outputs(ref_out, outs, plan=plan, names=out_names).to_json()
             except EngineError as exc:
