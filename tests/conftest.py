@@ -13,7 +13,9 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
+import weakref
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,35 @@ def default_sigint() -> None:
     through exec, and Python then installs no KeyboardInterrupt handler.
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# The one way a test interrupts a child: start it with ``interruptible_popen`` (SIGINT back to its default in
+# the child, whatever the runner's disposition) and send Ctrl+C with ``send_sigint``, which refuses a child
+# started any other way. ``tests/test_isolation.py`` checks statically that no test sends SIGINT otherwise.
+_INTERRUPTIBLE: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
+
+
+def interruptible_popen(args, *, preexec_fn=None, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` for a child a test will interrupt (or that interrupts itself) with SIGINT."""
+
+    def pre() -> None:
+        default_sigint()
+        if preexec_fn is not None:
+            preexec_fn()
+
+    proc = subprocess.Popen(args, preexec_fn=pre, **kwargs)
+    _INTERRUPTIBLE.add(proc)
+    return proc
+
+
+def send_sigint(proc: subprocess.Popen, *, group: bool = False) -> None:
+    """Ctrl+C to a child from ``interruptible_popen``; ``group=True`` sends it to the child's process group, as
+    a terminal does to its foreground job (the child needs ``start_new_session=True``)."""
+    assert proc in _INTERRUPTIBLE, "start a child you interrupt with tests.conftest.interruptible_popen"
+    if group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_NAMES = {
