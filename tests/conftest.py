@@ -70,6 +70,35 @@ def send_sigint(proc: subprocess.Popen, *, group: bool = False) -> None:
         proc.send_signal(signal.SIGINT)
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Tests that must not run beside another test: they time an engine or read the machine's load (a ratio or an
+# interference share measured while another test takes a core is another figure), run DeepSparse (it stalls
+# when another process takes one of its cores), start a Ray cluster or drive the real app with its profiles.
+# They get the ``timing`` marker; ``-n 2 -m "not timing"`` runs the rest in parallel while working (HACKING.md).
+TIMING_PATHS = (
+    "tests/engines/",
+    "tests/profiles/test_perf_profile.py",
+    "tests/profiles/test_perf_quality.py",
+    "tests/profiles/test_perf_cli.py",
+    "tests/profiles/test_auto_fallback.py",
+    "tests/profiles/test_quant.py",
+    "tests/optim/test_validate.py",
+    "tests/deploy/",
+    "tests/cluster/",
+    "tests/analysis/test_deepsparse_flops.py",
+    "tests/reliability/test_engine_faults.py",
+    "tests/reliability/test_tui.py",
+    "tests/tui/test_overview.py",
+    "tests/tui/test_e2e_tmux.py",
+    "tests/tui/test_e2e_tmux_plan.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(TIMING_PATHS) or item.get_closest_marker("deepsparse"):
+            item.add_marker(pytest.mark.timing)
+
 CORPUS_NAMES = {
     "resnet50": "onnx-1.23.2_light-resnet50_constw.onnx",
     "mobilenetv3": "rapidocr-1.4.4_ppocr-cls-mobilenetv3.onnx",
