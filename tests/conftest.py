@@ -9,6 +9,7 @@ developer's machine, and FAILS when ``CI`` is set (CI must never skip them).
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -149,6 +150,22 @@ class Corpus:
         return out
 
 
+def corpus_changes(root: Path) -> list[str]:
+    """The corpus files whose sha256 no longer matches ``SHA256SUMS`` (DeepSparse 1.8, handed a model and
+    input shapes, rewrites the file in place: a test or tool that forgets the private copy changes the corpus
+    for every later run)."""
+    sums = root / "SHA256SUMS"
+    if not sums.exists():
+        return []
+    changed = []
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.strip().partition("  ")
+        f = root / name
+        if name and (not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest):
+            changed.append(name)
+    return changed
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Corpus:
     root = _corpus_dir()
@@ -156,7 +173,30 @@ def corpus() -> Corpus:
         if os.environ.get("CI"):
             pytest.fail("the model corpus is missing: .ci/run must fetch it and set SPARSIFY_TEST_MODELS")
         pytest.skip("model corpus not fetched (run scripts/get_models.sh DIR and set SPARSIFY_TEST_MODELS=DIR)")
+    changed = corpus_changes(root)
+    if changed:
+        pytest.fail(f"the corpus in {root} was modified ({', '.join(changed)}): fetch it again with "
+                    f"scripts/get_models.sh {root}")
     return Corpus(root)
+
+
+_CORPUS_AT_START: dict[Path, list[str]] = {}
+
+
+def pytest_sessionstart(session):
+    root = _corpus_dir()
+    if root is not None and not hasattr(session.config, "workerinput"):  # once, in the process that reports
+        _CORPUS_AT_START[root] = corpus_changes(root)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run that modified the corpus fails, naming the files (the next runs would test other models)."""
+    for root, before in _CORPUS_AT_START.items():
+        changed = [n for n in corpus_changes(root) if n not in before]
+        if changed:
+            session.config.get_terminal_writer().line(
+                f"error: this run modified the corpus in {root}: {', '.join(changed)}", red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def deepsparse_available() -> bool:
