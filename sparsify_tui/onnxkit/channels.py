@@ -439,10 +439,14 @@ def _unary(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
     _pass(a, node, x)
 
 
-def _binary(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
+def _output_and_live(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> tuple[str, int | None, list[_Tensor]]:
+    """(the node's first output, its rank if known, the channel tensors among its inputs)."""
     out = node.output[0]
-    rank_out = _rank(a, out)
-    live = [c for c in chan if c is not None]
+    return out, _rank(a, out), [c for c in chan if c is not None]
+
+
+def _binary(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
+    out, rank_out, live = _output_and_live(a, node, chan)
     if rank_out is None:
         a.refuse_all(live, f"the output of {node.op_type} {node.name!r} has no known shape")
         return
@@ -529,9 +533,7 @@ def _reduce(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
 
 
 def _concat(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
-    out = node.output[0]
-    rank = _rank(a, out)
-    live = [c for c in chan if c is not None]
+    out, rank, live = _output_and_live(a, node, chan)
     axis = None if rank is None else _norm_axis(int(_attr(node, "axis", 0)), rank)
     if axis is None or any(c.axis != axis for c in live):
         a.refuse_all(live, f"Concat {node.name!r} joins on another axis")
