@@ -1,0 +1,123 @@
+"""The deployment search on several servers of the real two-node test cluster (every address 127.0.0.1).
+
+Each server runs the real child job on the tiny model, ONNX Runtime fp32 and INT8 only, with short blocks.
+No time is asserted: where each search ran, that each server's rows are against its own reference row,
+what is stored, what a second run measures (nothing) and what a lost server does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+FAST = dict(engines=["onnxruntime"], precisions=["fp32", "int8"], repeats=2, min_block_ms=20.0)
+
+
+def deploy(project, cluster, servers="alpha,beta", on_event=None, **kw):
+    from sparsify_tui.cluster.deploy import run_cluster_deploy
+
+    return run_cluster_deploy(project, address=cluster.address, servers=servers, on_event=on_event, **{**FAST, **kw})
+
+
+def test_each_server_gets_its_own_search_stored_once(ray_cluster, make_project):
+    project = make_project("fleet")
+    events = []
+    doc = deploy(project, ray_cluster, on_event=events.append)
+    by_name = {s["name"]: s for s in doc["servers"]}
+    assert sorted(by_name) == ["alpha", "beta"] and doc["measured"] == ["alpha", "beta"]
+    for name, s in by_name.items():
+        assert s["failed"] is None and s["measured_on"] == name
+        ids = {r["id"] for r in s["rows"]}
+        assert ids == {"onnxruntime/fp32/dense", "onnxruntime/int8/dense"}
+        ref = s["reference"]
+        assert ref["id"] == "onnxruntime/fp32/dense" and ref["speedup"] == 1.0
+        # the reference is this server's own: its output change is zero, and its block times are the ones
+        # this server measured (the two servers' timings are independent measurements)
+        assert ref["output_change"] == 0.0
+        int8 = next(r for r in s["rows"] if r["precision"] == "int8")
+        assert int8["speedup"] > 0 and int8["output_change"] > 0
+        assert s["machine"]["cpu_model"] and s["machine"]["isa"] is not None
+        assert {"amx", "bf16", "cores"} <= set(s["machine"])
+    assert by_name["alpha"]["reference"]["block_ms"] != by_name["beta"]["reference"]["block_ms"]
+    starts = [e for e in events if e["event"] == "start"]
+    assert sorted(e["server"] for e in starts) == ["alpha", "beta"]
+    # one stored deploy profile per server, with the server in its settings and the node that measured it
+    entries = project.profiles_of("deploy")
+    assert sorted(e.settings["server"] for e in entries) == ["alpha", "beta"]
+    for e in entries:
+        stored = project.load_profile(e)
+        assert stored["cluster"]["node_id"] == ray_cluster.node_id(e.settings["server"])
+    assert [r["server"] for r in doc["ship"]] == ["alpha", "beta"]
+    assert all(r["engine"] == "onnxruntime" and r["speedup"] for r in doc["ship"])
+
+    # the same search again measures nothing: every server's profile comes from the project
+    events.clear()
+    again = deploy(project, ray_cluster, on_event=events.append)
+    assert again["measured"] == [] and again["cached"] == ["alpha", "beta"]
+    assert not [e for e in events if e["event"] == "start"]
+    assert {s["entry_id"] for s in again["servers"]} == {e.id for e in entries}
+    assert len(project.profiles_of("deploy")) == 2
+
+
+def test_cli_json_and_a_server_without_the_engine(ray_cluster, make_project):
+    """``deploy --servers --json`` through the CLI; an engine that is not installed lists its skipped rows."""
+    import subprocess
+    import sys
+
+    project = make_project("fleet-cli")
+    project.close()
+    out = subprocess.run([sys.executable, "-m", "sparsify_tui", "deploy", str(project.dir), "--servers", "beta",
+                          "--address", ray_cluster.address, "--engines", "onnxruntime,deepsparse",
+                          "--precisions", "fp32", "--repeats", "2", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    (beta,) = doc["servers"]
+    assert set(beta) >= {"name", "machine", "rows", "best", "skipped", "failed"}
+    assert beta["name"] == "beta" and beta["failed"] is None
+    engines = {r["engine"] for r in beta["rows"]} | {s["engine"] for s in beta["skipped"]}
+    assert "onnxruntime" in engines
+    for s in beta["skipped"]:
+        assert s["reason"], s
+
+
+def test_server_killed_mid_search_moves_to_an_equivalent_one(ray_cluster, make_project):
+    ray_cluster.add_server("gamma")
+    project = make_project("fleet-lost")
+    killed = []
+
+    def on_event(ev):
+        if ev["event"] == "start" and ev["server"] == "gamma" and not killed:
+            time.sleep(0.5)  # let its task start, then power the node off under it
+            ray_cluster.remove_server("gamma", graceful=False)
+            killed.append(True)
+
+    doc = deploy(project, ray_cluster, servers="alpha,gamma", on_event=on_event, precisions=["fp32"])
+    assert killed
+    by_name = {s["name"]: s for s in doc["servers"]}
+    assert by_name["alpha"]["failed"] is None and by_name["alpha"]["measured_on"] == "alpha"
+    gamma = by_name["gamma"]
+    assert gamma["failed"] is None, gamma["failed"]
+    assert gamma["measured_on"] == "alpha" and gamma["rows"]
+    assert gamma["reference"]["id"] == "onnxruntime/fp32/dense"
+    # nothing finished was lost: both searches are in the project
+    assert sorted(e.settings["server"] for e in project.profiles_of("deploy")) == ["alpha", "gamma"]
+
+
+def test_server_killed_without_equivalent_is_reported_failed(ray_cluster, make_project):
+    ray_cluster.add_server("delta")
+    project = make_project("fleet-delta")
+    killed = []
+
+    def on_event(ev):
+        if ev["event"] == "start" and ev["server"] == "delta" and not killed:
+            time.sleep(0.5)
+            ray_cluster.remove_server("delta", graceful=False)
+            killed.append(True)
+
+    doc = deploy(project, ray_cluster, servers="delta", on_event=on_event, precisions=["fp32"])
+    assert killed
+    (delta,) = doc["servers"]
+    assert "no equivalent server" in delta["failed"] and delta["rows"] == []
+    assert doc["ship"][0]["engine"] is None and "no equivalent server" in doc["ship"][0]["why_none"]
+    assert project.profiles_of("deploy") == []
