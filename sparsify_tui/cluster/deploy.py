@@ -50,19 +50,17 @@ def machine_brief(machine: dict | None) -> dict:
 
 
 def search_capabilities(server: Server) -> dict:
-    """Which engines and precisions the deployment search can run on ``server`` (``cluster status``)."""
-    from sparsify_tui.engines.registry import get_engine
+    """``{engine: {precision: None (runs) or why not}}`` of the deployment search on ``server``, from its probed
+    machine summary (``cluster status``): the same checks the search's child job makes there."""
+    from sparsify_tui.actions.deploy import ENGINES, PRECISIONS
+    from sparsify_tui.engines.registry import get_engine, precision_problem
 
-    out = {}
-    isa = set(server.isa)
-    bf16 = bool((server.machine or {}).get("bf16")) or any("bf16" in x for x in isa)
-    for name, version in server.engines.items():
-        if not version:
+    out: dict[str, dict[str, str | None]] = {}
+    for e in ENGINES:
+        if not server.engines.get(e):
+            out[e] = {p: get_engine(e).install_hint for p in PRECISIONS}
             continue
-        precisions = ["fp32", "int8"]
-        if bf16 and getattr(get_engine(name), "precision_hint", False):
-            precisions.insert(1, "bf16")
-        out[name] = precisions
+        out[e] = {p: precision_problem(e, p, server.machine) for p in PRECISIONS}
     return out
 
 

@@ -694,6 +694,8 @@ def cluster_status(address: str | None = None, *, timeout_s: float = 120.0) -> d
     """``cluster status --json``: the servers with their machine summaries."""
     from sparsify_tui.cluster.session import ray_session
 
+    from sparsify_tui.cluster.deploy import search_capabilities
+
     with ray_session(address) as session:
         ray = require_ray()
         servers = list_servers(timeout_s=timeout_s)
@@ -704,5 +706,5 @@ def cluster_status(address: str | None = None, *, timeout_s: float = 120.0) -> d
             "address": session.address,
             "ray_version": getattr(ray, "__version__", None),
             "nodes": len(nodes),
-            "servers": [s.to_dict() for s in servers],
+            "servers": [dict(s.to_dict(), deploy=search_capabilities(s) if s.usable else None) for s in servers],
         }

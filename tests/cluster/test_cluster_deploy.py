@@ -59,26 +59,27 @@ def test_each_server_gets_its_own_search_stored_once(ray_cluster, make_project):
     assert len(project.profiles_of("deploy")) == 2
 
 
-def test_cli_json_and_a_server_without_the_engine(ray_cluster, make_project):
-    """``deploy --servers --json`` through the CLI; an engine that is not installed lists its skipped rows."""
-    import subprocess
-    import sys
+def test_cli_json_lists_the_rows_a_server_skipped(ray_cluster, make_project, capsys):
+    """``deploy --servers NAME --json`` (in this process, on the test cluster): one JSON document; a
+    configuration the server cannot run is listed in its ``skipped`` with why."""
+    from sparsify_tui.cli import main
 
     project = make_project("fleet-cli")
     project.close()
-    out = subprocess.run([sys.executable, "-m", "sparsify_tui", "deploy", str(project.dir), "--servers", "beta",
-                          "--address", ray_cluster.address, "--engines", "onnxruntime,deepsparse",
-                          "--precisions", "fp32", "--repeats", "2", "--json"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)
+    code = main(["deploy", str(project.dir), "--servers", "beta", "--address", ray_cluster.address,
+                 "--engines", "onnxruntime", "--precisions", "fp32,bf16", "--repeats", "2", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    doc = json.loads(out)
     (beta,) = doc["servers"]
     assert set(beta) >= {"name", "machine", "rows", "best", "skipped", "failed"}
     assert beta["name"] == "beta" and beta["failed"] is None
-    engines = {r["engine"] for r in beta["rows"]} | {s["engine"] for s in beta["skipped"]}
-    assert "onnxruntime" in engines
-    for s in beta["skipped"]:
-        assert s["reason"], s
+    assert [r["id"] for r in beta["rows"]] == ["onnxruntime/fp32/dense"]
+    assert beta["best"]["id"] == "onnxruntime/fp32/dense"
+    (skip,) = beta["skipped"]
+    assert (skip["engine"], skip["precision"]) == ("onnxruntime", "bf16") and "openvino" in skip["reason"]
+    assert doc["ship"] == [{"server": "beta", "engine": "onnxruntime", "precision": "fp32", "plan": "dense",
+                            "speedup": 1.0, "change": 0.0, "row": "onnxruntime/fp32/dense", "why_none": None}]
 
 
 def test_server_killed_mid_search_moves_to_an_equivalent_one(ray_cluster, make_project):
