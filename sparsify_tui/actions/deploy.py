@@ -789,10 +789,11 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     return apply_budget(doc, max_output_change)
 
 
-def latest(project: Any) -> tuple[Any, dict] | None:
-    """(entry, doc) of the project's newest readable deploy result, or None."""
+def latest(project: Any, server: str | None = None) -> tuple[Any, dict] | None:
+    """(entry, doc) of the project's newest readable deploy result of this machine (``server`` None) or of the
+    cluster server ``server`` (``deploy --servers``), or None."""
     for e in reversed(project.profiles_of(KIND)):
-        if project.is_stale(e):
+        if (e.settings or {}).get("server") != server or project.is_stale(e):
             continue
         try:
             doc = project.load_profile(e)
@@ -801,6 +802,24 @@ def latest(project: Any) -> tuple[Any, dict] | None:
         doc["entry_id"] = e.id
         return e, doc
     return None
+
+
+def result_servers(project: Any) -> list[str]:
+    """The cluster servers with a stored deploy result (``deploy --servers``), sorted."""
+    return sorted({str(e.settings["server"]) for e in project.profiles_of(KIND)
+                   if (e.settings or {}).get("server") and not project.is_stale(e)})
+
+
+def ship_row(server: str, doc: dict | None, failed: str | None = None) -> dict:
+    """One line of the "ship this" table: what to run on ``server`` (its best row within the budget of ``doc``,
+    see :func:`apply_budget`), or why there is nothing."""
+    best = (doc or {}).get("best")
+    why = failed or (None if best else ("not measured" if doc is None else "no row within the budget"))
+    return {"server": server, "engine": best["engine"] if best else None,
+            "precision": best["precision"] if best else None,
+            "plan": (best.get("optimization") or "dense") if best else None,
+            "speedup": best.get("speedup") if best else None, "change": best.get("output_change") if best else None,
+            "row": best["id"] if best else None, "why_none": why}
 
 
 # ---------------------------------------------------------------- export

@@ -231,14 +231,7 @@ def assemble_report(chosen: list[Server], targets: dict[str, _Target], failed: d
         if entry["failed"] is None and doc is None:
             entry["failed"] = "not measured"
         out.append(entry)
-        best = entry["best"]
-        ship.append({"server": srv.name, "engine": best["engine"] if best else None,
-                     "precision": best["precision"] if best else None,
-                     "plan": (best.get("optimization") or "dense") if best else None,
-                     "speedup": best.get("speedup") if best else None,
-                     "change": best.get("output_change") if best else None,
-                     "row": best["id"] if best else None,
-                     "why_none": entry["failed"] or (None if best else "no row within the budget")})
+        ship.append(core.ship_row(srv.name, doc, entry["failed"]))
     return {"schema_version": SCHEMA_VERSION, "kind": "deploy_cluster", "address": address,
             "budget": core.budget_info(budget), "servers": out, "ship": ship,
             "measured": sorted(s["name"] for s in out if s["entry_id"] and not s["cached"]),
