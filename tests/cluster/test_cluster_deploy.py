@@ -122,3 +122,42 @@ def test_server_killed_without_equivalent_is_reported_failed(ray_cluster, make_p
     assert "no equivalent server" in delta["failed"] and delta["rows"] == []
     assert doc["ship"][0]["engine"] is None and "no equivalent server" in doc["ship"][0]["why_none"]
     assert project.profiles_of("deploy") == []
+
+
+async def test_deploy_screen_selects_a_server_and_ships_per_server(ray_cluster, make_project):
+    """The app's Deploy screen on two servers' real results: s shows each server's rows, the ship table both."""
+    from textual.widgets import DataTable, Static
+
+    from sparsify_tui.tui.app import SparsifyApp
+    from sparsify_tui.tui.screens.deploy import DeployScreen
+    from tests.tui.conftest import FIXED_MACHINE, settle, widget_text
+
+    project = make_project("fleet-screen")
+    doc = deploy(project, ray_cluster, precisions=["fp32"])
+    by_name = {s["name"]: s for s in doc["servers"]}
+    app = SparsifyApp(project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("f6")
+        await settle(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, DeployScreen)
+        table = screen.query_one("#deploy-table", DataTable)
+        # this machine has no result of its own; the ship table names both servers' best rows
+        assert table.row_count == 0 and screen.servers == ["alpha", "beta"]
+        ship = widget_text(screen.query_one("#deploy-ship", Static), width=200)
+        for name in ("alpha", "beta"):
+            best = by_name[name]["best"]
+            assert f"{name}: {best['engine']} {best['precision']} dense, {best['speedup']:.2f}x" in ship
+        for name in ("alpha", "beta"):
+            await pilot.press("s")
+            await settle(pilot, app)
+            assert screen.server == name
+            status = widget_text(screen.query_one("#deploy-status", Static), width=300)
+            assert status.startswith(f"server {name} (")
+            ids = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
+            assert ids == [r["id"] for r in by_name[name]["rows"]]
+            assert screen.doc["entry_id"] == by_name[name]["entry_id"]
+        await pilot.press("s")
+        await settle(pilot, app)
+        assert screen.server is None
