@@ -59,7 +59,7 @@ def test_each_server_gets_its_own_search_stored_once(ray_cluster, make_project):
     assert len(project.profiles_of("deploy")) == 2
 
 
-def test_cli_json_lists_the_rows_a_server_skipped(ray_cluster, make_project, capsys):
+def test_cli_json_lists_the_rows_a_server_skipped(ray_cluster, make_project, capsys, tmp_path):
     """``deploy --servers NAME --json`` (in this process, on the test cluster): one JSON document; a
     configuration the server cannot run is listed in its ``skipped`` with why."""
     from sparsify_tui.cli import main
@@ -67,7 +67,8 @@ def test_cli_json_lists_the_rows_a_server_skipped(ray_cluster, make_project, cap
     project = make_project("fleet-cli")
     project.close()
     code = main(["deploy", str(project.dir), "--servers", "beta", "--address", ray_cluster.address,
-                 "--engines", "onnxruntime", "--precisions", "fp32,bf16", "--repeats", "2", "--json"])
+                 "--engines", "onnxruntime", "--precisions", "fp32,bf16", "--repeats", "2", "--json",
+                 "--export", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     doc = json.loads(out)
@@ -80,6 +81,37 @@ def test_cli_json_lists_the_rows_a_server_skipped(ray_cluster, make_project, cap
     assert (skip["engine"], skip["precision"]) == ("onnxruntime", "bf16") and "openvino" in skip["reason"]
     assert doc["ship"] == [{"server": "beta", "engine": "onnxruntime", "precision": "fp32", "plan": "dense",
                             "speedup": 1.0, "change": 0.0, "row": "onnxruntime/fp32/dense", "why_none": None}]
+    # --export DIR: one model and snippet per server, the server's best row
+    assert [(e["server"], e["row"]) for e in doc["exported"]] == [("beta", "onnxruntime/fp32/dense")]
+    assert (tmp_path / "beta.onnx").read_bytes() == project.model_path.read_bytes()
+    assert "onnxruntime" in (tmp_path / "beta.py").read_text()
+    # with --servers, --export takes a directory: one clear error line
+    assert main(["deploy", str(project.dir), "--servers", "beta", "--export", str(tmp_path / "x.onnx")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --export")
+
+
+def test_cancel_keeps_the_servers_that_finished(ray_cluster, make_project):
+    import threading
+
+    import pytest
+
+    from sparsify_tui.cluster.deploy import run_cluster_deploy
+    from sparsify_tui.errors import CancelledError
+
+    project = make_project("fleet-cancel")
+    cancel = threading.Event()
+
+    def on_event(ev):
+        if ev["event"] == "done":
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        run_cluster_deploy(project, address=ray_cluster.address, servers="alpha,beta", on_event=on_event,
+                           cancel=cancel, **{**FAST, "precisions": ["fp32"]})
+    kept = sorted(e.settings["server"] for e in project.profiles_of("deploy"))
+    assert kept and set(kept) <= {"alpha", "beta"}
+    again = deploy(project, ray_cluster, precisions=["fp32"])
+    assert again["cached"] == kept and sorted(again["measured"] + again["cached"]) == ["alpha", "beta"]
 
 
 def test_server_killed_mid_search_moves_to_an_equivalent_one(ray_cluster, make_project):
