@@ -819,7 +819,7 @@ def ship_row(server: str, doc: dict | None, failed: str | None = None) -> dict:
             "precision": best["precision"] if best else None,
             "plan": (best.get("optimization") or "dense") if best else None,
             "speedup": best.get("speedup") if best else None, "change": best.get("output_change") if best else None,
-            "row": best["id"] if best else None, "why_none": why}
+            "change_metric": best.get("output_change_metric") if best else None, "row": best["id"] if best else None, "why_none": why}
 
 
 # ---------------------------------------------------------------- export

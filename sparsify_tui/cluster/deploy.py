@@ -77,10 +77,11 @@ class _Target:
 class _DeployRunner(_Runner):
     """The sweep's driver loop with one deployment search per server."""
 
-    def __init__(self, project: "Project", targets: dict[str, _Target], bundle: dict, setup: Any, built: Any,
-                 report: SweepReport, on_event: EventCallback | None, cancel: threading.Event | None) -> None:
-        usable = [t.server for t in targets.values()]
-        plan = Plan(servers=usable, jobs=[Job(KIND, name) for name in targets], cached=[], skipped=[])
+    def __init__(self, project: "Project", servers: list[Server], targets: dict[str, _Target], bundle: dict,
+                 setup: Any, built: Any, report: SweepReport, on_event: EventCallback | None,
+                 cancel: threading.Event | None) -> None:
+        # every usable server of the selection (also those whose result was cached) can take a lost one's search
+        plan = Plan(servers=servers, jobs=[Job(KIND, name) for name in targets], cached=[], skipped=[])
         super().__init__(project, plan, SweepSpec(kind="perf"), report, on_event, cancel)
         self.targets, self.bundle, self.setup, self.built = targets, bundle, setup, built
 
@@ -201,8 +202,8 @@ def run_cluster_deploy(project: "Project", *, address: str | None = None, server
         if todo:
             with tempfile.TemporaryDirectory(prefix="sparsify-deploy-") as tmp:
                 built = core.build(setup, Path(tmp), cancel=cancel)
-                runner = _DeployRunner(project, todo, _bundle(project, built, Path(tmp)), setup, built, report,
-                                       on_event, cancel)
+                runner = _DeployRunner(project, [t.server for t in targets.values()], todo,
+                                       _bundle(project, built, Path(tmp)), setup, built, report, on_event, cancel)
                 runner.run()
         for r in report.failed:
             t = targets.get(r["server"])

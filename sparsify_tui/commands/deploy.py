@@ -241,7 +241,6 @@ def _export_servers(project, doc: dict, which: str | None, out_dir: Path) -> lis
 
 
 def _print_cluster(doc: dict) -> None:
-    from sparsify_tui.metrics import format_change
 
     for s in doc["servers"]:
         m = s["machine"]
@@ -259,6 +258,14 @@ def _print_cluster(doc: dict) -> None:
     print("Ship this:")
     rows = [[r["server"], r["engine"] or "-", r["precision"] or "-", r["plan"] or "-",
              _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] is not None else ""),
-             format_change({"output_change": r["change"]}, short=True)[0] if r["change"] is not None else "-",
+             _ship_change(r),
              r["why_none"] or ""] for r in doc["ship"]]
     print_table(["SERVER", "ENGINE", "PREC", "PLAN", "SPEEDUP", "CHANGE", "NOTE"], rows, right=[4, 5])
+
+
+def _ship_change(r: dict) -> str:
+    from sparsify_tui.metrics import format_change
+
+    if r["change"] is None:
+        return "-"
+    return format_change({"output_change": r["change"], "output_change_metric": r["change_metric"]}, short=True)[0]

@@ -22,7 +22,7 @@ def deploy(project, cluster, servers="alpha,beta", on_event=None, **kw):
 def test_each_server_gets_its_own_search_stored_once(ray_cluster, make_project):
     project = make_project("fleet")
     events = []
-    doc = deploy(project, ray_cluster, on_event=events.append)
+    doc = deploy(project, ray_cluster, servers="all", on_event=events.append)
     by_name = {s["name"]: s for s in doc["servers"]}
     assert sorted(by_name) == ["alpha", "beta"] and doc["measured"] == ["alpha", "beta"]
     for name, s in by_name.items():
@@ -80,7 +80,9 @@ def test_cli_json_lists_the_rows_a_server_skipped(ray_cluster, make_project, cap
     (skip,) = beta["skipped"]
     assert (skip["engine"], skip["precision"]) == ("onnxruntime", "bf16") and "openvino" in skip["reason"]
     assert doc["ship"] == [{"server": "beta", "engine": "onnxruntime", "precision": "fp32", "plan": "dense",
-                            "speedup": 1.0, "change": 0.0, "row": "onnxruntime/fp32/dense", "why_none": None}]
+                            "speedup": 1.0, "change": 0.0, "change_metric": beta["best"]["output_change_metric"],
+                            "row": "onnxruntime/fp32/dense", "why_none": None}]
+    assert beta["best"]["output_change_metric"]
     # --export DIR: one model and snippet per server, the server's best row
     assert [(e["server"], e["row"]) for e in doc["exported"]] == [("beta", "onnxruntime/fp32/dense")]
     assert (tmp_path / "beta.onnx").read_bytes() == project.model_path.read_bytes()

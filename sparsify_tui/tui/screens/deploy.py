@@ -246,7 +246,8 @@ class DeployScreen(Screen):
             if r["engine"] is None:
                 text.append(f"\n{mark}{r['server']}: {r['why_none']}", style="dim")
                 continue
-            change = format_change({"output_change": r["change"]}, short=True)[0] if r["change"] is not None else "-"
+            change = "-" if r["change"] is None else format_change(
+                {"output_change": r["change"], "output_change_metric": r["change_metric"]}, short=True)[0]
             text.append(f"\n{mark}{r['server']}: {r['engine']} {r['precision']} {r['plan']}, "
                         f"{_fmt(r['speedup'], '.2f')}x, change {change}")
         return text
