@@ -74,6 +74,9 @@ class _Target:
         self.measured_on: str | None = None
 
 
+_REMOTE_SEARCH = None
+
+
 class _DeployRunner(_Runner):
     """The sweep's driver loop with one deployment search per server."""
 
@@ -92,10 +95,12 @@ class _DeployRunner(_Runner):
             raise ClusterError(f"could not send the deployment files to Ray's object store: {exc}") from None
 
     def submit(self, srv: Server, job: Job) -> Any:
-        from sparsify_tui.cluster import tasks
+        global _REMOTE_SEARCH
+        if _REMOTE_SEARCH is None:
+            from sparsify_tui.cluster import tasks
 
-        remote = self.ray.remote(tasks.deploy_search)
-        return remote.options(**measure_options(srv)).remote(self.model_ref, self.targets[job.server].cores)
+            _REMOTE_SEARCH = self.ray.remote(tasks.deploy_search)
+        return _REMOTE_SEARCH.options(**measure_options(srv)).remote(self.model_ref, self.targets[job.server].cores)
 
     def store(self, job: Job, result: dict) -> None:
         from sparsify_tui.actions.deploy import make_doc, store_doc
