@@ -455,14 +455,270 @@ def _items_per_second(rows: list[dict], batch: int) -> None:
         r["items_per_second"] = (1000.0 * batch / r["median_ms"]) if r.get("median_ms") else None
 
 
-# ---------------------------------------------------------------- the search
+# ---------------------------------------------------------------- the search, in steps
+class Setup:
+    """The settings of one deployment search that do not depend on the machine (:func:`prepare`).
+
+    ``settings_for(cores)`` is the cache key's settings on a machine with that many cores (the cluster path
+    adds ``server``); ``plans`` are :func:`load_plans`' (name, plan, graph)."""
+
+    def __init__(self, project: Any, engines: list[str], precisions: list[str], plans: list, batch: int,
+                 cores: int | None, data: Any, repeats: int, min_block_ms: float, prune_method: str) -> None:
+        self.project = project
+        self.engines, self.precisions, self.plans = engines, precisions, plans
+        self.batch, self.cores, self.data = batch, cores, data
+        self.repeats, self.min_block_ms, self.prune_method = int(repeats), float(min_block_ms), prune_method
+
+    def settings_for(self, cores: int) -> dict:
+        s = {"engines": self.engines, "precisions": self.precisions, "batch_size": self.batch, "cores": int(cores),
+             "optimizations": [n for n, _p, _g in self.plans],
+             "plans": {n: _plan_hash(p) for n, p, _g in self.plans},
+             "data": str(Path(self.data).expanduser().resolve()) if self.data else None,
+             "input_shapes": {k: list(v) for k, v in sorted((self.project.input_shapes or {}).items())},
+             "repeats": self.repeats, "min_block_ms": self.min_block_ms}
+        if self.prune_method != "magnitude":  # magnitude searches keep the cache key they always had
+            s["prune_method"] = self.prune_method
+        return s
+
+
+def prepare(project: Any, *, engines: list[str] | None = None, precisions: list[str] | None = None,
+            optimizations: list[str] | None = None, batch_size: int = 1, cores: int | None = None,
+            data: str | os.PathLike | None = None, repeats: int = DEFAULT_REPEATS, min_block_ms: float = 250.0,
+            prune_method: str = "magnitude") -> Setup:
+    """Check the options and read the optimizations' plans: a :class:`Setup` (``cores`` None: each machine's)."""
+    from sparsify_tui.optim.calibrated import check_method
+
+    plans = load_plans(project, optimizations) if (optimizations is None and project.optimizations) \
+        or optimizations else []
+    return Setup(project, list(engines or ENGINES), list(precisions or PRECISIONS), plans, int(batch_size),
+                 int(cores) if cores else None, data, repeats, min_block_ms, check_method(prune_method))
+
+
+def version_text(versions: dict[str, str]) -> str:
+    return " ".join(f"{e}={v}" for e, v in versions.items() if v)
+
+
+def cache_key(project: Any, settings: dict, versions: dict[str, str], machine: dict | None) -> str:
+    return project.profile_key(KIND, settings, KIND, version_text(versions), (machine or {}).get("fingerprint", ""))
+
+
+def cached(project: Any, key: str) -> dict | None:
+    """The stored, complete, fresh deploy document with this key (``cached`` true), or None."""
+    entry = project.find_profile(key)
+    if entry is None or project.is_stale(entry):
+        return None
+    try:
+        doc = project.load_profile(entry)
+    except SparsifyError:
+        return None
+    if not doc or not doc.get("complete"):
+        return None
+    doc["cached"] = True
+    doc["entry_id"] = entry.id
+    return doc
+
+
+class Built:
+    """The files of a search, built once (:func:`build`): the job without ``cores``, and what the rows need."""
+
+    def __init__(self, job: dict, files: dict[str, dict], sample_info: dict, quantized_note: str | None) -> None:
+        self.job, self.files, self.sample_info, self.quantized_note = job, files, sample_info, quantized_note
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("the deployment search was cancelled")
+
+
+def _variant(setup: Setup, name: str | None, plan: dict, g: Any, t: Path, tag: str, calib: list[dict],
+             quantized_note: str | None, note: Callable, cancel: threading.Event | None) -> tuple[dict, float]:
+    """One sparsity's files (the fp32 file, pruned unless dense, and its INT8 QDQ file) and its sparsity."""
+    project = setup.project
+    if name is None:
+        fp32, sparsity = Path(project.model_path), 0.0
+    else:
+        _check_cancel(cancel)
+        note(f"pruning for optimization {name!r} ({setup.prune_method})")
+        fp32 = t / f"{tag}.fp32.onnx"
+        _prune(project, g, plan, fp32, setup.prune_method, calib)
+        n = sum(lay.prunable_params for lay in g.prunable_layers)
+        zeros = sum(round(plan.get(lay.id, 0.0) * lay.prunable_params) for lay in g.prunable_layers)
+        sparsity = zeros / n if n else 0.0
+    v: dict[str, Any] = {"optimization": name, "fp32": str(fp32), "int8": None, "int8_error": None}
+    if "int8" in setup.precisions:
+        _check_cancel(cancel)
+        note(f"quantizing {name or 'the dense model'} to INT8 (calibrated on {len(calib)} samples)")
+        q = t / f"{tag}.int8.onnx"
+        quantized = quantized_note if name is None else already_quantized(fp32)
+        if quantized:
+            v["int8_error"] = quantized
+        else:
+            try:
+                _quantize(fp32, q, calib)
+                v["int8"] = str(q)
+            except SparsifyError as exc:
+                v["int8_error"] = exc.message
+    return v, sparsity
+
+
+def build(setup: Setup, tmp: Path, on_progress: ProgressFn | None = None,
+          cancel: threading.Event | None = None) -> Built:
+    """Prune per optimization and quantize to INT8 into ``tmp`` (none of it depends on the machine),
+    with the timing inputs and held-out batches: the child job of every machine."""
+    from sparsify_tui.engines.inputs import make_inputs
+
+    project = setup.project
+    plans = setup.plans
+    graph = plans[0][2] if plans else None
+    if graph is None:
+        from sparsify_tui.analysis import analyze
+
+        graph = analyze(project.model_path, dict(project.input_shapes or {}) or None)
+    calib, held, sample_info = split_samples(project, setup.data, graph)
+    quantized_note = already_quantized(project.model_path)
+    timing = make_inputs(str(project.model_path), setup.batch, dict(project.input_shapes or {}), data=setup.data)
+    steps = 1 + len(plans) * (2 if "int8" in setup.precisions else 1)
+    done = [0]
+
+    def note(label: str) -> None:
+        if on_progress:
+            on_progress({"event": "progress", "done": done[0], "total": steps, "label": label})
+        done[0] += 1
+
+    variants: list[dict] = []
+    files: dict[str, dict] = {}
+    for name, plan, g in [(None, {}, graph)] + plans:
+        tag = "dense" if name is None else f"opt{len(variants)}"
+        v, sparsity = _variant(setup, name, plan, g, tmp, tag, calib, quantized_note, note, cancel)
+        for e in ENGINES:
+            for p in PRECISIONS:
+                path = v["int8"] if p == "int8" else v["fp32"]
+                if path:
+                    files[f"{e}/{p}/{name or 'dense'}"] = {"bytes": Path(path).stat().st_size, "sparsity": sparsity}
+        variants.append(v)
+    np.savez(tmp / "timing.npz", **timing)
+    held_paths = []
+    for i, h in enumerate(_batches(held, setup.batch)):
+        np.savez(tmp / f"heldout{i}.npz", **h)
+        held_paths.append(str(tmp / f"heldout{i}.npz"))
+    job = {"kind": KIND, "variants": variants, "engines": setup.engines, "precisions": setup.precisions,
+           "batch_size": setup.batch, "timing_inputs": str(tmp / "timing.npz"), "heldout": held_paths,
+           "repeats": setup.repeats, "min_block_ms": setup.min_block_ms, "warmup": 3, "skip": {},
+           "scratch": str(tmp)}
+    return Built(job, files, sample_info, quantized_note)
+
+
+class Measurement:
+    """What the child reported so far: rows (compiled and checked), skips and the timed rounds."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.rounds: list[dict[str, float]] = []
+        self.skipped: list[dict] = []
+        self.config: str | None = None
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.rounds.clear()
+        self.skipped.clear()
+        self.config = None
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "rounds": self.rounds, "skipped": self.skipped}
+
+
+def measure(job: dict, cores: int, m: Measurement | None = None, *, on_progress: ProgressFn | None = None,
+            on_update: Callable[[Measurement, dict], Any] | None = None,
+            cancel: threading.Event | None = None) -> Measurement:
+    """Run the child job ``deploy`` on the given files with ``cores`` cores, filling ``m`` as events arrive
+    (so a caller keeps the finished rounds when it raises). A configuration the child crashed on is
+    skipped with the reason and the job run again (at most MAX_RETRIES times)."""
+    from sparsify_tui.engines.runner import run_job
+
+    m = m if m is not None else Measurement()
+    job = dict(job, skip=dict(job.get("skip") or {}))
+
+    def on_event(ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "progress":
+            m.config = ev.get("config")
+            if on_progress:
+                on_progress(ev)
+        elif kind == "partial":
+            d = ev.get("data") or {}
+            if "row" in d:
+                m.rows.append(d["row"])
+            elif "skipped" in d:
+                m.skipped.append(d["skipped"])
+            elif "iterations" in d:
+                for r in m.rows:
+                    r["iterations"] = (d["iterations"] or {}).get(r["id"])
+            elif "round" in d:
+                m.config = None
+                m.rounds.append(d.get("block_ms") or {})
+            if on_update:
+                on_update(m, d)
+        elif on_progress and kind in ("heartbeat", "log", "started"):
+            on_progress(ev)
+
+    for attempt in range(MAX_RETRIES + 1):
+        m.clear()
+        try:
+            run_job(job, on_progress=on_event, cancel=cancel, timeout_s=900, cores=cores)
+            return m
+        except EngineError as exc:
+            # the child died (a segfault in one engine) while compiling or checking one configuration:
+            # run again without it, saying why
+            crashed = m.config
+            if not crashed or attempt == MAX_RETRIES or crashed.startswith("onnxruntime/fp32/dense") \
+                    or "engine process" not in exc.message:
+                raise
+            job["skip"][crashed] = f"the engine process crashed on it: {exc.message}"
+    return m
+
+
+def make_doc(setup: Setup, built: Built, m: Measurement | dict, *, cores: int, machine: dict | None,
+             versions: dict[str, str], started: str, complete: bool, error: str | None = None) -> dict:
+    """The deploy document of one machine from its measurement: rows with timings, speedups against this
+    machine's own ONNX Runtime fp32 dense reference, and Pareto flags."""
+    if isinstance(m, dict):
+        rows_seen, rounds, skipped = m.get("rows") or [], m.get("rounds") or [], m.get("skipped") or []
+    else:
+        rows_seen, rounds, skipped = m.rows, m.rounds, m.skipped
+    ref, rows = assemble(rows_seen, rounds, skipped, built.files)
+    _items_per_second(rows, setup.batch)
+    annotate(rows, bool(built.quantized_note))
+    return {
+        "kind": KIND, "created": started, "complete": complete, "error": error,
+        "model": setup.project.model_path.name, "batch_size": setup.batch, "cores": cores,
+        "engines": setup.engines, "precisions": setup.precisions, "optimizations": [n for n, _p, _g in setup.plans],
+        "samples": built.sample_info, "rounds": len(rounds), "repeats": setup.repeats,
+        "min_block_ms": setup.min_block_ms, "engine_versions": versions, "machine": machine,
+        "reference": ref, "rows": rows, "skipped": list(skipped),
+        "plans": {n: _plan_hash(p) for n, p, _g in setup.plans}, "prune_method": setup.prune_method,
+        "already_quantized": built.quantized_note, "definition": DEFINITION,
+    }
+
+
+def store_doc(project: Any, settings: dict, versions: dict[str, str], machine: dict | None, doc: dict,
+              label: str | None = None) -> dict:
+    """Store ``doc`` (when it has rows) as a profile of kind deploy; sets ``entry_id``."""
+    if doc["rows"]:
+        name = label or f"deploy b{doc['batch_size']} c{doc['cores']}"
+        entry = project.add_profile(KIND, name + ("" if doc["complete"] else " (partial)"), settings, KIND,
+                                    version_text(versions), machine, doc)
+        doc["entry_id"] = entry.id
+    return doc
+
+
 def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: list[str] | None = None,
                optimizations: list[str] | None = None, batch_size: int = 1, cores: int | None = None,
                data: str | os.PathLike | None = None, max_output_change: float | str | None = None,
                repeats: int = DEFAULT_REPEATS, min_block_ms: float = 250.0, force: bool = False,
                on_progress: ProgressFn | None = None, on_rows: Callable[[list[dict]], Any] | None = None,
                cancel: threading.Event | None = None, store: bool = True, prune_method: str = "magnitude") -> dict:
-    """Measure (or reuse) the deployment search of ``project``; return its document with ``best`` for the budget.
+    """Measure (or reuse) the deployment search of ``project`` on this machine; return its document with
+    ``best`` for the budget.
 
     ``max_output_change``: None (the default budget: outputs must follow the original), a number, or
     ``"none"`` (the raw fastest); see :func:`budget_info`.
@@ -473,204 +729,59 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     ``on_progress`` gets the runner's progress events; ``on_rows(rows)`` gets the
     rows known so far (each with ``median_ms`` once a round finished) as they arrive.
     """
-    from sparsify_tui.engines.inputs import make_inputs
     from sparsify_tui.engines.machine import machine_summary
-    from sparsify_tui.engines.runner import run_job
     from sparsify_tui.jobs.deploy import engine_unavailable, engine_version
     from sparsify_tui.optim.optimization import now_iso
     from sparsify_tui.settings import usable_cores as default_cores
 
-    engines = list(engines or ENGINES)
-    precisions = list(precisions or PRECISIONS)
-    batch = int(batch_size)
-    cores = int(cores) if cores else default_cores()
     max_output_change = parse_budget(max_output_change)
-    plans = load_plans(project, optimizations) if (optimizations is None and project.optimizations) \
-        or optimizations else []
+    setup = prepare(project, engines=engines, precisions=precisions, optimizations=optimizations,
+                    batch_size=batch_size, cores=cores, data=data, repeats=repeats, min_block_ms=min_block_ms,
+                    prune_method=prune_method)
+    cores = setup.cores or default_cores()
     machine = machine_summary()
-    versions = {e: engine_version(e) for e in engines}
-    settings = {"engines": engines, "precisions": precisions, "batch_size": batch, "cores": cores,
-                "optimizations": [n for n, _p, _g in plans],
-                "plans": {n: _plan_hash(p) for n, p, _g in plans},
-                "data": str(Path(data).expanduser().resolve()) if data else None,
-                "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
-                "repeats": int(repeats), "min_block_ms": float(min_block_ms)}
-    from sparsify_tui.optim.calibrated import check_method
-
-    prune_method = check_method(prune_method)
-    if prune_method != "magnitude":  # magnitude searches keep the cache key they always had
-        settings["prune_method"] = prune_method
-    version_text = " ".join(f"{e}={v}" for e, v in versions.items() if v)
-    key = project.profile_key(KIND, settings, KIND, version_text, (machine or {}).get("fingerprint", ""))
+    versions = {e: engine_version(e) for e in setup.engines}
+    settings = setup.settings_for(cores)
     if not force:
-        entry = project.find_profile(key)
-        if entry is not None and not project.is_stale(entry):
-            try:
-                doc = project.load_profile(entry)
-            except SparsifyError:
-                doc = None
-            if doc and doc.get("complete"):
-                doc["cached"] = True
-                doc["entry_id"] = entry.id
-                return apply_budget(doc, max_output_change)
+        doc = cached(project, cache_key(project, settings, versions, machine))
+        if doc is not None:
+            return apply_budget(doc, max_output_change)
     if store:
         project.require_writable()
-
-    def note(done: float, total: float, label: str) -> None:
-        if on_progress:
-            on_progress({"event": "progress", "done": done, "total": total, "label": label})
-
-    graph = plans[0][2] if plans else None
-    if graph is None:
-        from sparsify_tui.analysis import analyze
-
-        graph = analyze(project.model_path, dict(project.input_shapes or {}) or None)
-    calib, held, sample_info = split_samples(project, data, graph)
-    quantized_note = already_quantized(project.model_path)
-    shapes = dict(project.input_shapes or {})
-    timing = make_inputs(str(project.model_path), batch, shapes, data=data)
-    rows_seen: list[dict] = []
-    rounds: list[dict[str, float]] = []
-    skipped: list[dict] = []
-    files: dict[str, dict] = {}
     started = now_iso()
-
-    def doc_of(complete: bool, error: str | None = None) -> dict:
-        ref, rows = assemble(rows_seen, rounds, skipped, files)
-        _items_per_second(rows, batch)
-        annotate(rows, bool(quantized_note))
-        return {
-            "kind": KIND, "created": started, "complete": complete, "error": error,
-            "model": project.model_path.name, "batch_size": batch, "cores": cores,
-            "engines": engines, "precisions": precisions, "optimizations": [n for n, _p, _g in plans],
-            "samples": sample_info, "rounds": len(rounds), "repeats": int(repeats),
-            "min_block_ms": float(min_block_ms), "engine_versions": versions, "machine": machine,
-            "reference": ref, "rows": rows, "skipped": skipped,
-            "plans": settings["plans"], "prune_method": prune_method,
-            "already_quantized": quantized_note, "definition": DEFINITION,
-        }
-
-    def save(doc: dict) -> dict:
-        if store and doc["rows"]:
-            entry = project.add_profile(KIND, f"deploy b{batch} c{cores}" + ("" if doc["complete"] else " (partial)"),
-                                        settings, KIND, version_text, machine, doc)
-            doc["entry_id"] = entry.id
-        return doc
-
+    m = Measurement()
     with tempfile.TemporaryDirectory(prefix="sparsify-deploy-") as tmp:
-        t = Path(tmp)
-        steps = 1 + len(plans) * (2 if "int8" in precisions else 1)
-        done = 0
-        variants: list[dict] = []
-        for name, plan, g in [(None, {}, graph)] + plans:
-            tag = "dense" if name is None else f"opt{len(variants)}"
-            if name is None:
-                fp32 = Path(project.model_path)
-                sparsity = 0.0
-            else:
-                if cancel is not None and cancel.is_set():
-                    raise CancelledError("the deployment search was cancelled")
-                note(done, steps, f"pruning for optimization {name!r} ({prune_method})")
-                fp32 = t / f"{tag}.fp32.onnx"
-                _prune(project, g, plan, fp32, prune_method, calib)
-                done += 1
-                n = sum(lay.prunable_params for lay in g.prunable_layers)
-                zeros = sum(round(plan.get(lay.id, 0.0) * lay.prunable_params) for lay in g.prunable_layers)
-                sparsity = zeros / n if n else 0.0
-            v: dict[str, Any] = {"optimization": name, "fp32": str(fp32), "int8": None, "int8_error": None}
-            if "int8" in precisions:
-                if cancel is not None and cancel.is_set():
-                    raise CancelledError("the deployment search was cancelled")
-                note(done, steps, f"quantizing {name or 'the dense model'} to INT8 "
-                                  f"(calibrated on {len(calib)} samples)")
-                q = t / f"{tag}.int8.onnx"
-                quantized = quantized_note if name is None else already_quantized(fp32)
-                if quantized:
-                    v["int8_error"] = quantized
-                else:
-                    try:
-                        _quantize(fp32, q, calib)
-                        v["int8"] = str(q)
-                    except SparsifyError as exc:
-                        v["int8_error"] = exc.message
-                done += 1
-            for e in ENGINES:
-                for p in PRECISIONS:
-                    path = v["int8"] if p == "int8" else v["fp32"]
-                    if path:
-                        files[f"{e}/{p}/{name or 'dense'}"] = {"bytes": Path(path).stat().st_size,
-                                                              "sparsity": sparsity}
-            variants.append(v)
-        np.savez(t / "timing.npz", **timing)
-        held_paths = []
-        for i, h in enumerate(_batches(held, batch)):
-            np.savez(t / f"heldout{i}.npz", **h)
-            held_paths.append(str(t / f"heldout{i}.npz"))
-        job = {"kind": KIND, "variants": variants, "engines": engines, "precisions": precisions,
-               "batch_size": batch, "timing_inputs": str(t / "timing.npz"), "heldout": held_paths,
-               "repeats": int(repeats), "min_block_ms": float(min_block_ms), "warmup": 3, "skip": {},
-               "scratch": str(t)}
-        current: dict[str, str | None] = {"config": None}
+        built = build(setup, Path(tmp), on_progress, cancel)
 
-        def on_event(ev: dict) -> None:
-            kind = ev.get("event")
-            if kind == "progress":
-                current["config"] = ev.get("config")
-                if on_progress:
-                    on_progress(ev)
-            elif kind == "partial":
-                d = ev.get("data") or {}
-                if "row" in d:
-                    rows_seen.append(d["row"])
-                elif "skipped" in d:
-                    skipped.append(d["skipped"])
-                elif "iterations" in d:
-                    for r in rows_seen:
-                        r["iterations"] = (d["iterations"] or {}).get(r["id"])
-                elif "round" in d:
-                    current["config"] = None
-                    rounds.append(d.get("block_ms") or {})
-                if on_rows and ("row" in d or "round" in d):
-                    on_rows(doc_of(False)["rows"] + [dict(r, median_ms=None) for r in rows_seen
-                                                     if not any(r["id"] in b for b in rounds)])
-            elif on_progress and kind in ("heartbeat", "log", "started"):
-                on_progress(ev)
+        def doc_of(complete: bool, error: str | None = None) -> dict:
+            return make_doc(setup, built, m, cores=cores, machine=machine, versions=versions, started=started,
+                            complete=complete, error=error)
+
+        def save(doc: dict) -> dict:
+            return store_doc(project, settings, versions, machine, doc) if store else doc
+
+        def on_update(_m: Measurement, d: dict) -> None:
+            if on_rows and ("row" in d or "round" in d):
+                on_rows(doc_of(False)["rows"] + [dict(r, median_ms=None) for r in m.rows
+                                                 if not any(r["id"] in b for b in m.rounds)])
 
         try:
-            for attempt in range(MAX_RETRIES + 1):
-                rows_seen.clear()
-                rounds.clear()
-                skipped.clear()
-                current["config"] = None
-                try:
-                    run_job(job, on_progress=on_event, cancel=cancel, timeout_s=900, cores=cores)
-                    break
-                except EngineError as exc:
-                    # the child died (a segfault in one engine) while compiling or checking one configuration:
-                    # run again without it, saying why
-                    crashed = current["config"]
-                    if not crashed or attempt == MAX_RETRIES or crashed.startswith("onnxruntime/fp32/dense") \
-                            or "engine process" not in exc.message:
-                        raise
-                    job["skip"][crashed] = f"the engine process crashed on it: {exc.message}"
+            measure(built.job, cores, m, on_progress=on_progress, on_update=on_update, cancel=cancel)
         except (CancelledError, KeyboardInterrupt) as exc:
-            doc = doc_of(False, "cancelled" if isinstance(exc, CancelledError) else "interrupted")
             try:
-                save(doc)
+                save(doc_of(False, "cancelled" if isinstance(exc, CancelledError) else "interrupted"))
             except SparsifyError:
                 pass
             raise
         except SparsifyError as exc:
-            doc = doc_of(False, exc.message)
-            if rounds:
+            if m.rounds:
                 try:
-                    exc.partial_doc = save(doc)  # type: ignore[attr-defined]
+                    exc.partial_doc = save(doc_of(False, exc.message))  # type: ignore[attr-defined]
                 except SparsifyError:
                     pass
             raise
-    missing = [e for e in engines if engine_unavailable(e)]
-    doc = doc_of(True)
-    doc["engines_missing"] = missing
+        doc = doc_of(True)
+    doc["engines_missing"] = [e for e in setup.engines if engine_unavailable(e)]
     if not store:
         doc["entry_id"] = None
     save(doc)
@@ -678,10 +789,11 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     return apply_budget(doc, max_output_change)
 
 
-def latest(project: Any) -> tuple[Any, dict] | None:
-    """(entry, doc) of the project's newest readable deploy result, or None."""
+def latest(project: Any, server: str | None = None) -> tuple[Any, dict] | None:
+    """(entry, doc) of the project's newest readable deploy result of this machine (``server`` None) or of the
+    cluster server ``server`` (``deploy --servers``), or None."""
     for e in reversed(project.profiles_of(KIND)):
-        if project.is_stale(e):
+        if (e.settings or {}).get("server") != server or project.is_stale(e):
             continue
         try:
             doc = project.load_profile(e)
@@ -690,6 +802,24 @@ def latest(project: Any) -> tuple[Any, dict] | None:
         doc["entry_id"] = e.id
         return e, doc
     return None
+
+
+def result_servers(project: Any) -> list[str]:
+    """The cluster servers with a stored deploy result (``deploy --servers``), sorted."""
+    return sorted({str(e.settings["server"]) for e in project.profiles_of(KIND)
+                   if (e.settings or {}).get("server") and not project.is_stale(e)})
+
+
+def ship_row(server: str, doc: dict | None, failed: str | None = None) -> dict:
+    """One line of the "ship this" table: what to run on ``server`` (its best row within the budget of ``doc``,
+    see :func:`apply_budget`), or why there is nothing."""
+    best = (doc or {}).get("best")
+    why = failed or (None if best else ("not measured" if doc is None else "no row within the budget"))
+    return {"server": server, "engine": best["engine"] if best else None,
+            "precision": best["precision"] if best else None,
+            "plan": (best.get("optimization") or "dense") if best else None,
+            "speedup": best.get("speedup") if best else None, "change": best.get("output_change") if best else None,
+            "change_metric": best.get("output_change_metric") if best else None, "row": best["id"] if best else None, "why_none": why}
 
 
 # ---------------------------------------------------------------- export

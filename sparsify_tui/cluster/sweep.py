@@ -409,10 +409,24 @@ class _Runner:
             job = queue.popleft()
             srv = self.servers[name]
             job.attempts += 1
-            ref = submit_measure(srv, self.model_ref, job.payload(self.spec, self.project.input_shapes))
+            ref = self.submit(srv, job)
             self.inflight[ref] = job
             self.busy[name] = ref
             self.emit("start", job, queued=len(queue))
+
+    def submit(self, srv: Server, job: Job) -> Any:
+        """Start ``job``'s task on ``srv`` (the deployment search overrides it)."""
+        return submit_measure(srv, self.model_ref, job.payload(self.spec, self.project.input_shapes))
+
+    def put_model(self) -> Any:
+        """Send the model to Ray's object store once; the reference every task gets."""
+        files = model_files(self.project.model_path)
+        size = sum(len(b) for b in files.values())
+        try:
+            return self.ray.put(files)
+        except Exception as exc:  # noqa: BLE001 - ObjectStoreFullError and friends
+            raise ClusterError(f"could not send the model {self.project.model_path} ({size / 1e6:.0f} MB) "
+                               f"to Ray's object store: {_short_error(exc)}") from None
 
     def _release(self, ref: Any) -> Job:
         job = self.inflight.pop(ref)
@@ -548,13 +562,7 @@ class _Runner:
     # -- main loop
     def run(self) -> None:
         ray = self.ray
-        files = model_files(self.project.model_path)
-        size = sum(len(b) for b in files.values())
-        try:
-            self.model_ref = ray.put(files)
-        except Exception as exc:  # noqa: BLE001 - ObjectStoreFullError and friends
-            raise ClusterError(f"could not send the model {self.project.model_path} ({size / 1e6:.0f} MB) "
-                               f"to Ray's object store: {_short_error(exc)}") from None
+        self.model_ref = self.put_model()
         last_check = time.monotonic()
         try:
             while True:
@@ -686,6 +694,8 @@ def cluster_status(address: str | None = None, *, timeout_s: float = 120.0) -> d
     """``cluster status --json``: the servers with their machine summaries."""
     from sparsify_tui.cluster.session import ray_session
 
+    from sparsify_tui.cluster.deploy import search_capabilities
+
     with ray_session(address) as session:
         ray = require_ray()
         servers = list_servers(timeout_s=timeout_s)
@@ -696,5 +706,5 @@ def cluster_status(address: str | None = None, *, timeout_s: float = 120.0) -> d
             "address": session.address,
             "ray_version": getattr(ray, "__version__", None),
             "nodes": len(nodes),
-            "servers": [s.to_dict() for s in servers],
+            "servers": [dict(s.to_dict(), deploy=search_capabilities(s) if s.usable else None) for s in servers],
         }

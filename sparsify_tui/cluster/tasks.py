@@ -172,3 +172,81 @@ def measure(model_files: bytes | dict, job: dict) -> dict:
         out["machine"] = (box["profile"] or {}).get("machine")
     out["profile"] = box["profile"]
     return out
+
+
+def _in_thread(fn) -> dict:
+    """Run ``fn(cancel)`` in a helper thread so a Ray cancellation (KeyboardInterrupt here) stops the engine's
+    child process through the runner's cancel event; returns ``{"value": ...}`` or ``{"exc": ...}``."""
+    box: dict[str, Any] = {}
+    cancel = threading.Event()
+
+    def work() -> None:
+        try:
+            box["value"] = fn(cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the task thread
+            box["exc"] = exc
+
+    t = threading.Thread(target=work, name="sparsify-deploy", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.2)
+    except BaseException:
+        cancel.set()
+        t.join(30)
+        raise
+    return box
+
+
+def deploy_search(bundle: dict, cores: int) -> dict:
+    """One server's deployment search (``sparsify-tui deploy --servers``).
+
+    ``bundle`` (from Ray's object store, the same for every server): ``files`` ``{relative name: bytes}`` (the
+    dense model, the pruned and INT8 files, the timing inputs and held-out batches, built once by the driver) and
+    ``job``, the child job ``deploy`` with those relative names. Runs it here with ``cores`` cores
+    (:func:`sparsify_tui.actions.deploy.measure`) and returns the raw measurement (``rows``, ``rounds``,
+    ``skipped``: the driver computes the timings and flags against this server's own reference row) with this
+    server's machine summary and engine versions; a measurement error is returned as ``error`` with what finished.
+    """
+    os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+    from sparsify_tui.actions.deploy import Measurement, measure
+    from sparsify_tui.errors import SparsifyError
+    from sparsify_tui.jobs.deploy import engine_version
+
+    started = time.time()
+    out: dict[str, Any] = {"hostname": socket.gethostname(), "pid": os.getpid()}
+    try:
+        import ray
+
+        out["node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001
+        out["node_id"] = None
+    m = Measurement()
+    with tempfile.TemporaryDirectory(prefix="sparsify-deploy-") as tmp:
+        root = Path(tmp)
+        _write_model(bundle["files"], root)
+        job = relocate(bundle["job"], root)
+        box = _in_thread(lambda cancel: measure(job, int(cores), m, cancel=cancel))
+    out["started"], out["finished"] = started, time.time()
+    out["measurement"] = m.to_dict()
+    exc = box.get("exc")
+    if exc is not None:
+        if not isinstance(exc, SparsifyError):
+            raise exc
+        out["error"], out["error_type"] = str(exc), type(exc).__name__
+    out["machine"] = machine_summary()
+    out["versions"] = {e: engine_version(e) for e in job.get("engines") or []}
+    return out
+
+
+def relocate(job: dict, root: Path) -> dict:
+    """The deploy job with its relative file names made absolute under ``root``."""
+    def at(rel: str | None) -> str | None:
+        return str(root / rel) if rel else None
+
+    out = dict(job)
+    out["variants"] = [dict(v, fp32=at(v["fp32"]), int8=at(v.get("int8"))) for v in job["variants"]]
+    out["timing_inputs"] = at(job["timing_inputs"])
+    out["heldout"] = [at(h) for h in job["heldout"]]
+    out["scratch"] = str(root)
+    return out

@@ -50,6 +50,12 @@ def run_status(args: argparse.Namespace) -> int:
                      " ".join(s["isa"]) or "-", engines,
                      "ok" if s["usable"] else (s["error"] or "not usable")])
     print_table(["SERVER", "NODE", "ADDRESS", "CORES", "ISA", "ENGINES", "STATE"], rows, right=[3])
+    print("Deployment search (deploy --servers) can run:")
+    for s in servers:
+        can = s.get("deploy") or {}
+        runs = ["/".join(p for p, why in precs.items() if why is None) for precs in can.values()]
+        text = ", ".join(f"{e} {r}" for e, r in zip(can, runs) if r) or "nothing (not usable)"
+        print(f"  {s['name']}: {text}")
     for s in servers:
         for note in s["notes"]:
             print(f"note: {s['name']}: {note}", file=sys.stderr)

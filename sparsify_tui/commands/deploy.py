@@ -34,6 +34,10 @@ def add_parser(sub) -> None:
                    help="write the chosen model here, and OUT.py: a snippet that runs it")
     p.add_argument("--row", default=None, metavar="ENGINE/PRECISION/OPT",
                    help="export this row instead of the best one (e.g. openvino/int8/dense)")
+    p.add_argument("--servers", default=None, metavar="all|NAME,...",
+                   help="run the search on these servers of a Ray cluster (one task per server; default: here)")
+    p.add_argument("--address", default=None, metavar="HEAD:PORT",
+                   help="Ray head address for --servers (default: a local Ray instance)")
     p.add_argument("--force", action="store_true", help="measure again even if cached")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     cores = None
     if args.cores is not None:
         cores = parse_int("--cores", args.cores, minimum=1)
-        if cores > max_cores():
+        if cores > max_cores() and args.servers is None and args.address is None:  # servers check their own
             raise UsageError(f"--cores must be at most {max_cores()}, got {cores}")
     repeats = parse_int("--repeats", args.repeats, minimum=1, maximum=1000)
     budget = core.parse_budget(args.max_output_change)
@@ -63,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{path} is a model file: deploy needs a project directory "
                          f"(create one with 'sparsify-tui new {path}')")
     export = Path(args.export).expanduser() if args.export else None
+    if args.servers is not None or args.address is not None:
+        return run_cluster(args, path, export, dict(
+            engines=engines, precisions=precisions, optimizations=[] if args.dense_only else args.optimization,
+            batch_size=batch, cores=cores, data=args.data, repeats=repeats, prune_method=args.prune_method), budget)
     if export is not None:
         if export.suffix.lower() != ".onnx":
             raise UsageError(f"--export {args.export}: give an .onnx file name")
@@ -107,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         project.close()
 
 
-def _print(doc: dict) -> None:
+def _print(doc: dict, brief: bool = False) -> None:
     from sparsify_tui.commands.info import fit_columns, terminal_width
     from sparsify_tui.metrics import format_change
 
@@ -132,6 +140,10 @@ def _print(doc: dict) -> None:
     print_table(headers, rows, right=[i for i, h in enumerate(headers) if h in right])
     if dropped:
         print(f"({', '.join(dropped)} in --json)")
+    if brief:
+        for sk in doc.get("skipped") or []:
+            print(f"skipped {sk['engine']} {sk['precision']} {sk.get('optimization') or 'dense'}: {sk['reason']}")
+        return
     m = doc.get("machine") or {}
     cached = " (cached; --force measures again)" if doc.get("cached") else ""
     print(f"Reference: onnxruntime fp32 dense, {_fmt((doc.get('reference') or {}).get('median_ms'), '.2f')} ms; "
@@ -156,3 +168,104 @@ def _print(doc: dict) -> None:
               file=sys.stdout)
     if not doc.get("complete"):
         print(f"Note: incomplete ({doc.get('error') or 'stopped early'}): the finished rounds are shown")
+
+
+# ---------------------------------------------------------------- on the servers of a Ray cluster
+def run_cluster(args: argparse.Namespace, path: Path, export: Path | None, options: dict, budget) -> int:
+    """``deploy --servers``: the search on each server, one "ship this" table, one model per server exported."""
+    from sparsify_tui.cluster import require_ray
+    from sparsify_tui.errors import ClusterError
+    from sparsify_tui.project import Project
+
+    if export is not None and export.suffix.lower() == ".onnx":
+        raise UsageError(f"--export {args.export}: with --servers give a directory (one model per server)")
+    if export is not None and not export.is_dir():
+        raise UsageError(f"--export {args.export}: no such directory")
+    require_ray()
+    from sparsify_tui.cluster.deploy import run_cluster_deploy
+
+    project = Project.open(path)
+    try:
+        doc = run_cluster_deploy(project, address=args.address, servers=args.servers or "all",
+                                 max_output_change=budget, force=args.force, on_event=_ClusterProgress(),
+                                 **options)
+        if export is not None:
+            doc["exported"] = _export_servers(project, doc, args.row, export)
+    finally:
+        project.close()
+    if args.json:
+        emit_json(doc)
+    else:
+        _print_cluster(doc)
+    failed = [s for s in doc["servers"] if s["failed"]]
+    if failed:
+        raise ClusterError(f"{len(failed)} of {len(doc['servers'])} servers have no result (first: "
+                           f"{failed[0]['name']}: {failed[0]['failed']}); the others are saved, run the same "
+                           "command again to retry")
+    return 0
+
+
+class _ClusterProgress:
+    """One stderr line per server event."""
+
+    def __init__(self) -> None:
+        from sparsify_tui.commands.cluster import SweepProgress
+
+        self.out = SweepProgress()
+
+    def __call__(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "plan":
+            self.out._print(f"deploy: {len(ev['servers'])} server(s): measure {', '.join(ev['to_measure']) or 'none'}"
+                            f"; already in the project: {', '.join(ev['cached']) or 'none'}")
+            for name, why in (ev.get("failed") or {}).items():
+                self.out._print(f"  {name}: {why}")
+        elif kind == "done":
+            self.out._print(f"{ev.get('measured_on')}: deployment search for {ev.get('server')} done "
+                            f"({ev.get('rows')} rows) -> {ev.get('profile_id')}")
+        else:
+            self.out(ev)
+
+
+def _export_servers(project, doc: dict, which: str | None, out_dir: Path) -> list[dict]:
+    from sparsify_tui.actions import deploy as core
+
+    done = []
+    for s in doc["servers"]:
+        if not s.get("entry_id"):
+            continue
+        full = core.apply_budget(project.load_profile(project.get_profile(s["entry_id"])), doc.get("budget"))
+        row = core.find_row(full, which)
+        done.append(dict(core.export_row(project, full, row, out_dir / f"{s['name']}.onnx"), server=s["name"]))
+    return done
+
+
+def _print_cluster(doc: dict) -> None:
+
+    for s in doc["servers"]:
+        m = s["machine"]
+        print(f"== {s['name']}: {m.get('cpu_model') or '?'}, {m.get('cores') or '?'} cores, "
+              f"{' '.join(m.get('isa') or []) or '-'}; AMX {'yes' if m.get('amx') else 'no'}, "
+              f"bf16 {'yes' if m.get('bf16') else 'no'}"
+              + (" (cached)" if s.get("cached") else "")
+              + (f" (measured on {s['measured_on']})" if s.get("measured_on") not in (None, s["name"]) else ""))
+        if s["failed"]:
+            print(f"failed: {s['failed']}")
+            continue
+        _print({"rows": s["rows"], "best": s["best"], "reference": s["reference"], "machine": {},
+                "samples": {}, "budget": doc["budget"], "left_out": s["left_out"], "skipped": s["skipped"],
+                "complete": True, "cores": s["cores"], "cached": s["cached"]}, brief=True)
+    print("Ship this:")
+    rows = [[r["server"], r["engine"] or "-", r["precision"] or "-", r["plan"] or "-",
+             _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] is not None else ""),
+             _ship_change(r),
+             r["why_none"] or ""] for r in doc["ship"]]
+    print_table(["SERVER", "ENGINE", "PREC", "PLAN", "SPEEDUP", "CHANGE", "NOTE"], rows, right=[4, 5])
+
+
+def _ship_change(r: dict) -> str:
+    from sparsify_tui.metrics import format_change
+
+    if r["change"] is None:
+        return "-"
+    return format_change({"output_change": r["change"], "output_change_metric": r["change_metric"]}, short=True)[0]

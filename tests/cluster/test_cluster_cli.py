@@ -85,12 +85,17 @@ def test_cluster_status_lists_the_servers(ray_cluster):
         assert s["usable"] and s["error"] is None
         assert s["engines"]["onnxruntime"] == onnxruntime.__version__
         assert s["cores"] >= 1 and isinstance(s["isa"], list) and s["fingerprint"]
+        # what its deployment search can run: ONNX Runtime fp32 and INT8 everywhere, bf16 only with OpenVINO
+        can = s["deploy"]
+        assert can["onnxruntime"]["fp32"] is None and can["onnxruntime"]["int8"] is None
+        assert "openvino" in can["onnxruntime"]["bf16"]
 
     text = cli("cluster", "status", "--address", ray_cluster.address)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[1].split()[:4] == ["SERVER", "NODE", "ADDRESS", "CORES"]
     assert any(ln.startswith("alpha ") and "onnxruntime" in ln and ln.rstrip().endswith("ok") for ln in lines)
+    assert any(ln.strip().startswith("alpha:") and "onnxruntime fp32/int8" in ln for ln in lines), text.stdout
 
 
 def test_sweep_command_stores_profiles_and_prints_json(ray_cluster, make_project):

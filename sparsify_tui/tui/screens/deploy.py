@@ -11,6 +11,10 @@ raw fastest. The search runs as an App job (``app.start_deploy``):
 rows appear as their configuration compiles and their times fill in round
 after round; cancelling (x) keeps the finished rounds. The budget (b) picks the
 best row again without measuring; e exports the highlighted row (model + snippet).
+
+When the project holds results of ``deploy --servers`` (one per cluster server), s cycles the shown result
+through this machine and each server (the table, chart and export are that server's), and a "ship this" table
+under the chart says, per server, the engine, precision, plan, speedup and output change to run there.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class DeployScreen(Screen):
     DeployScreen.-tall #deploy-chart { height: 16; }
     DeployScreen #deploy-detail { height: auto; max-height: 3; }
     DeployScreen #deploy-info { height: auto; max-height: 3; }
+    DeployScreen #deploy-ship { height: auto; max-height: 8; }
     """
     BINDINGS = [
         Binding("m", "measure", "Measure", id="deploy_measure",
@@ -61,6 +66,8 @@ class DeployScreen(Screen):
                 "outputs must follow the original; none: the raw fastest)"),
         Binding("e", "export", "Export", id="deploy_export", tooltip="Write the highlighted row's model and snippet"),
         Binding("c", "toggle_chart", "Chart", id="deploy_chart", tooltip="Show or hide the scatter"),
+        Binding("s", "next_server", "Server", id="deploy_server",
+                tooltip="Show the next server's result (deploy --servers), then this machine's"),
         Binding("escape", "back", "Back", id="deploy_back", tooltip="Back"),
     ]
 
@@ -73,6 +80,9 @@ class DeployScreen(Screen):
         self._live_best: str | None = None
         self._loaded_after_job: int | None = None
         self._ready = False
+        self.server: str | None = None  # None: this machine; else a cluster server of deploy --servers
+        self.servers: list[str] = []
+        self.ship: list[dict] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -85,6 +95,7 @@ class DeployScreen(Screen):
         yield Static("", id="deploy-detail")
         yield DeployChart(id="deploy-chart")
         yield Static("", id="deploy-info")
+        yield Static("", id="deploy-ship")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -110,11 +121,19 @@ class DeployScreen(Screen):
         return None
 
     def _load_stored(self) -> None:
-        from sparsify_tui.actions.deploy import apply_budget, latest
+        from sparsify_tui.actions.deploy import apply_budget, latest, result_servers
 
-        found = latest(self.project)
+        servers = result_servers(self.project)
+        if servers != self.servers:
+            self.servers = servers
+            self.refresh_bindings()
+        if self.server is not None and self.server not in servers:
+            self.server = None
+        self._load_ship()
+        found = latest(self.project, self.server)
         if found is None:
             self.doc = None
+            self._entry_id = None
             return
         entry, doc = found
         if self.doc is None or entry.id != self._entry_id:
@@ -126,12 +145,35 @@ class DeployScreen(Screen):
         self._entry_id = entry.id
         self.doc = apply_budget(doc, self.budget)
 
+    def _load_ship(self) -> None:
+        """The "ship this" table of the cluster servers' stored results, for the current budget."""
+        from sparsify_tui.actions.deploy import apply_budget, latest, ship_row
+
+        self.ship = []
+        for name in self.servers:
+            found = latest(self.project, name)
+            self.ship.append(ship_row(name, apply_budget(found[1], self.budget) if found else None))
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "next_server":
+            return bool(self.servers)  # hidden until the project holds a deploy --servers result
+        return True
+
+    def action_next_server(self) -> None:
+        if not self.servers:
+            return
+        order: list[str | None] = [None] + list(self.servers)
+        self.server = order[(order.index(self.server) + 1) % len(order)] if self.server in order else None
+        self.doc = None
+        self._load_stored()
+        self._refresh()
+
     def _rows(self) -> tuple[list[dict], str]:
         """(rows to show, status text): the running search's rows, or the stored result's."""
         from sparsify_tui.actions.deploy import apply_budget
 
         job = self._job()
-        if job is not None and job.active:
+        if job is not None and job.active and self.server is None:
             rows = list((job.live or {}).get("rows") or [])
             doc = apply_budget({"rows": [r for r in rows if r.get("median_ms") is not None]}, self.budget)
             self._live_best = (doc.get("best") or {}).get("id")
@@ -141,12 +183,18 @@ class DeployScreen(Screen):
             # the search ended (finished, cancelled or failed): read what it stored
             self._loaded_after_job = job.id
             self._load_stored()
+        where = "" if not self.servers else (f"server {escape(self.server)}: " if self.server
+                                              else "this machine (s: the servers): ")
         if self.doc is None:
-            return [], "no deployment search yet: m measures"
+            return [], where + "no deployment search yet: m measures"
         d = self.doc
+        if self.server:
+            m = d.get("machine") or {}
+            where = (f"server {escape(self.server)} ({escape(str(m.get('cpu_model') or '?'))}, "
+                     f"{' '.join(m.get('isa') or []) or '-'}): ")
         state = "" if d.get("complete") else f" [yellow]incomplete ({d.get('error') or 'stopped'})[/yellow]"
         name = escape(str((d.get("budget") or {}).get("name") or ""))
-        return list(d.get("rows") or []), (f"budget: {name}; {d.get('rounds')} rounds, batch "
+        return list(d.get("rows") or []), (f"{where}budget: {name}; {d.get('rounds')} rounds, batch "
                                            f"{d.get('batch_size')}, {d.get('cores')} cores{state}")
 
     # ------------------------------------------------------------------ refresh
@@ -184,6 +232,25 @@ class DeployScreen(Screen):
             [r for r in rows if r.get("median_ms") is not None], best,
             self.budget if isinstance(self.budget, float) else None)
         self.query_one("#deploy-info", Static).update(self._info(rows))
+        ship = self.query_one("#deploy-ship", Static)
+        ship.display = bool(self.ship)
+        if self.ship:
+            ship.update(self._ship_text())
+
+    def _ship_text(self) -> Text:
+        from sparsify_tui.metrics import format_change
+
+        text = Text("Ship this (per server, within the budget):", style="bold")
+        for r in self.ship:
+            mark = "> " if r["server"] == self.server else "  "
+            if r["engine"] is None:
+                text.append(f"\n{mark}{r['server']}: {r['why_none']}", style="dim")
+                continue
+            change = "-" if r["change"] is None else format_change(
+                {"output_change": r["change"], "output_change_metric": r["change_metric"]}, short=True)[0]
+            text.append(f"\n{mark}{r['server']}: {r['engine']} {r['precision']} {r['plan']}, "
+                        f"{_fmt(r['speedup'], '.2f')}x, change {change}")
+        return text
 
     def highlighted(self) -> dict | None:
         """The highlighted row's dict (live or stored), or None."""
@@ -247,6 +314,12 @@ class DeployScreen(Screen):
 
     # ------------------------------------------------------------------ actions
     def action_measure(self) -> None:
+        if self.server is not None:
+            self.notify("m measures this machine; sparsify-tui deploy --servers measures the cluster's servers",
+                        timeout=6)
+            self.server = None
+            self.doc = None
+            self._load_stored()
         self.app.start_deploy({"max_output_change": self.budget})
 
     def action_focus_budget(self) -> None:
@@ -273,6 +346,7 @@ class DeployScreen(Screen):
             from sparsify_tui.actions.deploy import apply_budget
 
             self.doc = apply_budget(self.doc, self.budget, "the budget box")
+        self._load_ship()
         self.query_one("#deploy-table", DataTable).focus()
         self._refresh()
 
