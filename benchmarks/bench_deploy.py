@@ -94,7 +94,7 @@ def print_table(name: str, doc: dict) -> None:
           f"(output change {top['output_change']:.3g})")
     if doc.get("best"):
         b = doc["best"]
-        print(f"  fastest within output change {doc['budget']:g}: {b['engine']} {b['precision']} "
+        print(f"  fastest within the budget ({doc['budget']['name']}): {b['engine']} {b['precision']} "
               f"{b['optimization'] or 'dense'} {b['speedup']:.2f}x (output change {b['output_change']:.3g})")
 
 

@@ -35,8 +35,18 @@ def _add_input_shape(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=D1,D2,...",
-        help="shape of a model input with dynamic dimensions, e.g. input=1,3,224,224 (repeatable)",
+        help="shape of a model input, e.g. input=1,3,224,224 or state=2,N,128 (repeatable): a number is fed as "
+             "stated; N marks the dimension that takes --batch-size (else the model's batch dimension takes it "
+             "where it is left open or 1); NAME= is a 0-d input",
     )
+
+
+def _engines_text(with_auto: bool = True) -> str:
+    """``auto, deepsparse, onnxruntime or openvino``: the engines of the registry, for ``--engine`` helps."""
+    from sparsify_tui.engines.registry import engine_choices, engine_names
+
+    c = engine_choices() if with_auto else engine_names()
+    return f"{', '.join(c[:-1])} or {c[-1]}" if len(c) > 1 else c[0]
 
 
 def _add_precision(p: argparse.ArgumentParser, what: str = "") -> None:
@@ -93,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = psub.add_parser("perf", help="per-layer timings and performance sensitivity")
     pp.add_argument("target", help="ONNX file or project directory")
-    pp.add_argument("--engine", default="auto", help="auto, deepsparse, onnxruntime or openvino (default auto)")
+    pp.add_argument("--engine", default="auto", help=f"{_engines_text()} (default auto)")
     _add_precision(pp)
     pp.add_argument("--batch-size", default="1", help="batch size (default 1)")
     pp.add_argument("--cores", default=None, help="cores to use (default: all physical cores)")
@@ -145,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-speedup", default=None, help="filter: layers below this speedup get no pruning")
     p.add_argument("--min-recovery", default=None, help="filter: layers below this recovery get no pruning")
     p.add_argument("--max-sparsity", default=None, help="per-layer cap (default 0.95)")
+    edges = p.add_mutually_exclusive_group()
+    edges.add_argument("--prune-edges", dest="protect_edges", action="store_false", default=None,
+                       help="plan the stem, the output heads and tiny layers like the others "
+                            "(by default they are left dense, with the reason shown)")
+    edges.add_argument("--protect-edges", dest="protect_edges", action="store_true", default=None,
+                       help="leave the stem, the output heads and tiny layers dense (the default)")
+    p.add_argument("--tiny-params", default=None, metavar="N",
+                   help="with edge protection, layers with fewer than N weights stay dense (default 1024, 0 = none)")
     p.add_argument("--override", action="append", default=[], metavar="LAYER=S",
                    help="fix a layer's sparsity (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
@@ -170,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="pruned ONNX file to write")
     p.add_argument("--optimization", default=None, help="optimization name (default: the first)")
     p.add_argument("--validate", action="store_true", help="benchmark dense against pruned and store it")
-    p.add_argument("--engine", default="auto", help="engine for --validate: auto, deepsparse, onnxruntime or openvino")
+    p.add_argument("--engine", default="auto", help=f"engine for --validate: {_engines_text()}")
     _add_precision(p, " for --validate")
     p.add_argument("--iterations", default="20", help="timed iterations for --validate")
     p.add_argument("--method", default="magnitude",
@@ -184,11 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture each layer's inputs on the model with the earlier layers already pruned")
     p.add_argument("--cores", default=None,
                    help="cores for --validate (default: those of the optimizer's perf profile, else all)")
+    p.add_argument("--input-value", action="append", default=[], metavar="NAME=VALUE",
+                   help="for --validate: fill a model input with this value instead of random data, e.g. "
+                        "sr=16000 (repeatable)")
     _add_json(p)
 
     p = sub.add_parser("benchmark", help="latency and throughput of models, side by side")
     p.add_argument("models", nargs="+", help="ONNX files or project directories (a project's model uses its stored input shapes)")
-    p.add_argument("--engine", default="auto", help="auto, deepsparse, onnxruntime or openvino")
+    p.add_argument("--engine", default="auto", help=_engines_text())
     _add_precision(p)
     p.add_argument("--batch-size", default="1", help="batch sizes, e.g. 1,16")
     p.add_argument("--cores", default=None, help="core counts, e.g. 1,2")
@@ -221,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", default="all", help="all, or server names separated by commas")
     p.add_argument("--batch-sizes", default="1", help="e.g. 1,16,64")
     p.add_argument("--cores", default=None, help="e.g. 1,2,4")
-    p.add_argument("--engines", default="onnxruntime", help="e.g. deepsparse,onnxruntime,openvino")
+    p.add_argument("--engines", default="onnxruntime", help=f"{_engines_text(False)}, separated by commas")
     p.add_argument("--precision", default=None, metavar="P",
                    help="precision of the openvino jobs: fp32, bf16, fp16 or int8 (default fp32)")
     p.add_argument("--kind", default="perf", help="perf, loss or quant")

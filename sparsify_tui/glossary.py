@@ -95,8 +95,13 @@ ENTRIES: list[Entry] = [
     Entry("Relative RMS change", "For maps, boxes and other values: the RMS of the change divided by the RMS "
           "of the original output, in percent (2% = the values moved by 2% of their size). Its square, the "
           "normalized squared error ||y - y'||^2 / ||y||^2, is the value that enters the output change. An "
-          "output that is all zeros gets the plain RMS change in its own units instead.",
+          "output that is all zeros or about zero (RMS below 1e-6) gets the plain RMS change in its own units "
+          "instead: a relative change over ~0 would only measure noise.",
           ("rms", "normalized squared error", "nse", "relative rms"), "loss"),
+    Entry("Mean absolute change", "For maps bounded in [0, 1] (a Sigmoid or Softmax output such as a text "
+          "detector's probability map): the mean over the elements of |y - y'|, in the map's own units, with the "
+          "share of decisions at 0.5 that flipped beside it. A map near zero everywhere reads ~0, not a relative "
+          "blow-up.", ("mean_abs", "mae", "flipped", "decisions flipped", "map"), "loss"),
     Entry("Changed elements", "For integer outputs (ids, masks, class indices): the share of elements that "
           "differ from the original's.", ("changed fraction", "changed_fraction"), "loss"),
     # ---------------------------------------------------------------- optimizer
@@ -130,6 +135,10 @@ ENTRIES: list[Entry] = [
     Entry("Filters", "Minimum sparsity, minimum speedup and minimum recovery: a layer whose planned value falls "
           "below a filter is left dense. 0 switches a filter off.",
           ("min sparsity", "min speedup", "min recovery", "filter"), "optim"),
+    Entry("Protect edges", "On by default: the stem (the layer reading the model input), the output heads (the "
+          "last prunable layers before an output) and tiny layers (fewer weights than Tiny layer, 1024) are left "
+          "dense with the reason in their row, because pruning them saves little and can wreck every output. "
+          "Off plans them like the others.", ("stem", "head", "tiny layer", "prune edges"), "optim"),
     Entry("Max sparsity", "The per-layer cap the allocation never exceeds.", ("cap",), "optim"),
     Entry("Buckets", "The plan groups its layers into at most this many sparsity values, one pruning modifier "
           "each, so the recipe stays readable. 0 keeps one value per layer.", (), "optim"),

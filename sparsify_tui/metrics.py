@@ -19,6 +19,10 @@ kind               how it is recognised                        primary metric   
                    unit L2 norm, or whose D is the feature
                    axis of a 3-D output of the same model, or
                    a name such as ``embedding``/``pooled``
+``map``            a float output bounded in [0, 1]: a Sigmoid  ``mean_abs``           ``flipped`` (share of
+                   or Softmax output in the graph (the caller's                      decisions at 0.5)
+                   ``bounded`` names), or values within [0, 1]
+                   on every reference sample
 ``regression``     any other float output (maps, boxes...)     ``nse`` (ratio)      relative RMS (%)
 ``integer``        integer or boolean outputs                  ``changed_fraction`` -
 =================  ==========================================  ===================  =====================
@@ -37,14 +41,25 @@ kind               how it is recognised                        primary metric   
 * ``nse``: normalized squared error ||y - y'||^2 / ||y||^2 per sample;
   ``rel_rms_pct`` = 100 * sqrt(nse), the relative RMS change in percent.
 * ``changed_fraction``: the share of elements that differ.
+* ``mean_abs``: mean over the elements of |y - y'| (a probability map's own
+  units); ``flipped``: the share of elements on the other side of 0.5
+  (``flipped_count`` of ``elements``). A map fed inputs that keep it near 0
+  reads ~0 here, where a relative metric would divide noise by ~0.
 
 **Degenerate-metric guard**: where the primary metric cannot see a change on
 the reference samples, the output switches to the next informative metric and
 says so in ``notes``: a softmax saturated even at T (on every row the classes
 other than the top one hold less than ``SATURATED_MASS`` of the probability)
 -> ``nse`` of the scores; an embedding with an all-zero row -> ``nse``; an
-output that is all zeros (``nse`` undefined) -> ``rms``, the RMS change in the
-output's own units.
+output that is all zeros (``nse`` undefined) or whose reference energy is
+negligible (RMS below ``NEGLIGIBLE_RMS`` over the samples: a relative metric
+would rank noise) -> ``rms``, the RMS change in the output's own units. Within
+``nse``, a sample whose reference energy is below ``NEGLIGIBLE_SHARE`` of the
+samples' mean is scaled by that mean. A relative metric is never computed over
+a reference that is about zero.
+
+:func:`departure` turns a stored output change into a sentence when the changed
+model's outputs no longer follow the original (thresholds ``DEPART_*``).
 
 **The combined value** (``output_change``): the sum over the model's outputs of
 each output's primary-metric value (``value``), each averaged over the
@@ -61,11 +76,12 @@ counts as ``MAX_CHANGE``.
 ``metric``, ``unit``, ``temperature`` (KL only), ``notes``, ``value`` (the
 primary metric), the values of every metric computed for it (``kl``,
 ``top1_changed``, ``top1_agreement``, ``cosine_distance``, ``nse``,
-``rel_rms_pct``, ``rms``, ``changed_fraction``), ``rows`` (class scores and
-embeddings) and ``reading``. Profiles, whose rows all share one reference, list
+``rel_rms_pct``, ``rms``, ``changed_fraction``, ``mean_abs``, ``flipped``,
+``flipped_count``), ``rows`` (class scores and embeddings), ``elements`` (maps)
+and ``reading``. Profiles, whose rows all share one reference, list
 the plan once (``output_metrics``: ``name``, ``kind``, ``metric``, ``unit``,
 ``temperature``, ``notes``) and give each layer ``output_values``:
-{output name: {``value``, ``top1_changed``, ``rel_rms_pct``}} (those present).
+{output name: {``value``, ``top1_changed``, ``flipped``, ``rel_rms_pct``}} (those present).
 """
 
 from __future__ import annotations
@@ -87,10 +103,17 @@ TEMPERATURE_SPREAD = 4.0
 SATURATED_MASS = 1e-4
 _TINY = 1e-30  # probabilities are clipped here before their log
 
-KINDS = ("probabilities", "class_scores", "embedding", "regression", "integer")
+# a reference whose RMS is below this (in the output's own units, over all samples) has negligible energy:
+# a relative metric over it would divide noise by ~0, so the RMS change in output units is used instead
+NEGLIGIBLE_RMS = 1e-6
+# a sample whose reference energy is below this share of the samples' mean is scaled by that mean
+NEGLIGIBLE_SHARE = 1e-6
+DECISION = 0.5  # a [0, 1] map's decisions: above it or not
+
+KINDS = ("probabilities", "class_scores", "embedding", "map", "regression", "integer")
 # the kind names of the first output-change definition (the `output_kinds` key of older documents)
 LEGACY_KIND = {"probabilities": "dist", "class_scores": "logits", "regression": "nse", "integer": "discrete",
-               "embedding": "embedding"}
+               "embedding": "embedding", "map": "map"}
 
 UNITS = {
     "kl": "nats",
@@ -99,6 +122,8 @@ UNITS = {
     "rms": "output units (RMS)",
     "changed_fraction": "fraction of elements",
     "top1_changed": "fraction of rows",
+    "mean_abs": "mean absolute change (of a [0, 1] map)",
+    "flipped": "fraction of decisions at 0.5",
 }
 
 OUTPUT_CHANGE_HELP = (
@@ -108,8 +133,11 @@ OUTPUT_CHANGE_HELP = (
     "median spread of the reference scores across classes; T = 1 for ordinary trained classifiers), with the "
     "share of samples whose top-1 class changed beside it; embeddings use the cosine distance 1 - cos; "
     "other float outputs (maps, boxes) the normalized squared error ||y - y'||^2 / ||y||^2, shown as a "
-    "relative RMS change in percent (its square root); integer outputs the fraction of elements that "
-    "changed. Where a metric cannot see a change (a softmax saturated even at T, an all-zero output) the "
+    "relative RMS change in percent (its square root); maps bounded in [0, 1] (a Sigmoid or Softmax "
+    "output, or values that stay in that range) the mean absolute change, with the share of decisions at 0.5 "
+    "that flipped beside it; integer outputs the fraction of elements that changed. A relative metric is "
+    "never computed over a reference that is about zero: the RMS change in the output's units is used. "
+    "Where a metric cannot see a change (a softmax saturated even at T, an all-zero output) the "
     "next informative one is used and the notes say so. The value is the sum over the outputs of each "
     "output's metric, averaged over the samples."
 )
@@ -119,8 +147,23 @@ _EMBED_NAME = re.compile(r"(embed|pool|sentence|feature|vector|encod)", re.IGNOR
 
 
 # ---------------------------------------------------------------- what an output is
-def classify_output(y: np.ndarray, name: str = "", others: Iterable[np.ndarray] = ()) -> str:
-    """The kind of an output (one of ``KINDS``) from its reference values, its name and the other outputs."""
+def in_unit_range(y: np.ndarray) -> bool:
+    """Whether a float output's values are all finite and within [0, 1], and not all zeros (an all-zero
+    output, e.g. a dead ReLU, says nothing of a bound)."""
+    y = np.asarray(y)
+    return y.size > 0 and y.dtype.kind == "f" and bool(np.all(np.isfinite(y))) \
+        and float(y.min()) >= 0.0 and 0.0 < float(y.max()) <= 1.0
+
+
+def classify_output(y: np.ndarray, name: str = "", others: Iterable[np.ndarray] = (),
+                    bounded: bool | None = None) -> str:
+    """The kind of an output (one of ``KINDS``) from its reference values, its name and the other outputs.
+
+    ``bounded``: True when the graph says the output is a map bounded in [0, 1] (produced by a Sigmoid or
+    Softmax, possibly through reshapes), False when the caller checked it is not, None to judge from ``y``
+    (values within [0, 1]). A bounded output is a ``map`` unless it is ``probabilities`` (rows summing to 1
+    on the last axis, compared by KL); judged from the values alone, an ``embedding`` stays one.
+    """
     y = np.asarray(y)
     if y.dtype.kind not in "fc":
         return "integer"
@@ -129,6 +172,13 @@ def classify_output(y: np.ndarray, name: str = "", others: Iterable[np.ndarray] 
         yy = y.astype(np.float64)
         if yy.min() >= -1e-6 and np.all(np.abs(yy.sum(axis=-1) - 1.0) <= 1e-3):
             return "probabilities"
+    kind = _classify_unbounded(y, name, others, finite)
+    if bounded is None:
+        bounded = in_unit_range(y) and kind != "embedding"
+    return "map" if bounded and y.dtype.kind == "f" else kind
+
+
+def _classify_unbounded(y: np.ndarray, name: str, others: Iterable[np.ndarray], finite: bool) -> str:
     if y.ndim >= 2 and y.shape[-1] >= 2:
         if name and _CLASS_NAME.search(name):
             return "class_scores"
@@ -192,8 +242,14 @@ def _as_list(sample: Any, names: Sequence[str] | None) -> list[np.ndarray]:
 
 
 def plan_outputs(reference: Sequence[Any], names: Sequence[str] | None = None,
-                 kinds: Mapping[str, str] | None = None) -> list[OutputMetric]:
-    """The metric of each output, from the reference outputs of all samples (lists or {name: array})."""
+                 kinds: Mapping[str, str] | None = None, bounded: Iterable[str] = ()) -> list[OutputMetric]:
+    """The metric of each output, from the reference outputs of all samples (lists or {name: array}).
+
+    ``bounded``: names of outputs the graph says are bounded in [0, 1] (a Sigmoid or Softmax output,
+    e.g. from :func:`sparsify_tui.onnxkit.graphs.bounded_outputs`); any other float output whose values
+    stay in [0, 1] on every sample is a map too (see :func:`classify_output`).
+    """
+    bounded = set(bounded)
     reference = list(reference)
     if not reference:
         return []
@@ -205,10 +261,24 @@ def plan_outputs(reference: Sequence[Any], names: Sequence[str] | None = None,
     plan = []
     for i, name in enumerate(names):
         y0 = np.asarray(samples[0][i])
-        kind = (kinds or {}).get(name) or classify_output(
-            y0, name, [np.asarray(s) for j, s in enumerate(samples[0]) if j != i])
         ys = [np.asarray(s[i]) for s in samples]
-        plan.append(_plan_one(name, kind, ys))
+        from_graph = name in bounded
+        from_values = not from_graph and any(np.any(y) for y in ys) \
+            and all(in_unit_range(y) or not np.any(y) for y in ys)
+        kind = (kinds or {}).get(name)
+        if not kind:
+            kind = classify_output(y0, name, [np.asarray(s) for j, s in enumerate(samples[0]) if j != i],
+                                   bounded=False)
+            if (from_graph and kind in ("class_scores", "embedding", "regression")) or \
+                    (from_values and kind in ("class_scores", "regression")):
+                kind = "map"
+        m = _plan_one(name, kind, ys)
+        if m.kind == "map":
+            why = ("a Sigmoid or Softmax output in the graph" if from_graph else
+                   f"its values stay in [0, 1] on the {len(ys)} samples" if from_values else "as the caller said")
+            m.notes.insert(0, f"{name} is a map bounded in [0, 1] ({why}): compared by the mean absolute "
+                              f"change, with the share of decisions at {DECISION:g} that flipped")
+        plan.append(m)
     return plan
 
 
@@ -226,11 +296,16 @@ def _plan_one(name: str, kind: str, ys: list[np.ndarray]) -> OutputMetric:
     flat = [y.astype(np.float64).ravel() for y in ys]
     finite_vals = np.concatenate([f[np.isfinite(f)] for f in flat]) if flat else np.zeros(0)
     all_zero = finite_vals.size == 0 or not np.any(finite_vals)
+    ref_rms = float(np.sqrt(np.mean(np.square(finite_vals)))) if finite_vals.size else 0.0
+    if kind == "map":
+        return OutputMetric(name, kind, "mean_abs", UNITS["mean_abs"])
 
     def fallback_nse(note: str) -> OutputMetric:
-        if all_zero:
+        if all_zero or (ref_rms < NEGLIGIBLE_RMS and kind != "probabilities"):
             zero = (f"{name} is all zeros on the samples: a relative change is undefined, "
-                    "the RMS change in the output's own units is used")
+                    "the RMS change in the output's own units is used") if all_zero else (
+                    f"{name} is about zero on the samples (RMS {ref_rms:.2g}, below {NEGLIGIBLE_RMS:g}): a "
+                    "relative change over it would rank noise, the RMS change in the output's own units is used")
             return OutputMetric(name, kind, "rms", UNITS["rms"], notes=[n for n in (note, zero) if n])
         return OutputMetric(name, kind, "nse", UNITS["nse"], notes=[note] if note else [])
 
@@ -297,6 +372,10 @@ def _one(m: OutputMetric, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     out["sq_err"] = num
     out["sq_norm"] = den
     out["elements"] = float(af.size)
+    if m.kind == "map":
+        out["abs_err"] = float(np.sum(np.abs(af - bf)))
+        out["flipped"] = float(np.count_nonzero((af > DECISION) != (bf > DECISION)))
+        return out
     if partial or m.kind == "regression":
         return out
     if m.kind in ("probabilities", "class_scores"):
@@ -350,7 +429,7 @@ class OutputChange:
 
     def values_by_output(self) -> dict[str, dict[str, Any]]:
         """{output name: {"value": primary value, secondary values...}} (compact, for per-layer rows)."""
-        keys = ("value", "top1_changed", "rel_rms_pct")
+        keys = ("value", "top1_changed", "flipped", "rel_rms_pct")
         return {o["name"]: {k: o[k] for k in keys if k in o} for o in self.outputs}
 
     def to_json(self, prefix: str = "output_change") -> dict[str, Any]:
@@ -379,6 +458,18 @@ def _finish(m: OutputMetric, acc: dict[str, float], per_sample: dict[str, list[f
         d.update(value=frac, changed_fraction=frac)
         d["reading"] = "no element changed" if frac == 0 else f"{_g(100 * frac)}% of the elements changed"
         return d
+    if m.metric == "mean_abs":
+        elements = acc.get("elements", 0.0)
+        mean_abs = acc.get("abs_err", 0.0) / elements if elements else 0.0
+        k = int(acc.get("flipped", 0))
+        flipped = k / elements if elements else 0.0
+        rms_list = per_sample.get("rms", [])
+        d.update(value=mean_abs, mean_abs=mean_abs, flipped=flipped, flipped_count=k, elements=int(elements),
+                 rms=float(np.mean(rms_list)) if rms_list else 0.0)
+        decisions = ("no decision at 0.5 flipped" if k == 0 else
+                     f"{_g(100 * flipped)}% of the decisions at 0.5 flipped ({k} of {int(elements)})")
+        d["reading"] = f"map moved {mean_abs:.2g} on average (mean absolute change); {decisions}"
+        return d
     nse_list = per_sample.get("nse", [])
     nse = float(np.mean(nse_list)) if nse_list else 0.0
     rms_list = per_sample.get("rms", [])
@@ -406,7 +497,7 @@ def _finish(m: OutputMetric, acc: dict[str, float], per_sample: dict[str, list[f
         parts.append(f"cosine distance {values['cosine_distance']:.2g} on average over {rows} {item}")
         what = "vectors"
     if m.metric == "rms":
-        parts.append(f"{what} moved {values['rms']:.3g} RMS (the reference is all zeros)")
+        parts.append(f"{what} moved {values['rms']:.3g} RMS (the reference is about zero)")
     else:
         parts.append(f"{what} moved {_g(values['rel_rms_pct'])}% RMS")
     if m.metric == "kl":
@@ -417,7 +508,8 @@ def _finish(m: OutputMetric, acc: dict[str, float], per_sample: dict[str, list[f
 
 
 def compare_outputs(reference: Sequence[Any], changed: Sequence[Any], plan: list[OutputMetric] | None = None,
-                    names: Sequence[str] | None = None, kinds: Mapping[str, str] | None = None) -> OutputChange:
+                    names: Sequence[str] | None = None, kinds: Mapping[str, str] | None = None,
+                    bounded: Iterable[str] = ()) -> OutputChange:
     """THE output change of ``changed`` against ``reference`` (see the module doc).
 
     ``reference``/``changed``: one entry per sample, each a list of output arrays
@@ -427,7 +519,7 @@ def compare_outputs(reference: Sequence[Any], changed: Sequence[Any], plan: list
     """
     reference, changed = list(reference), list(changed)
     if plan is None:
-        plan = plan_outputs(reference, names, kinds)
+        plan = plan_outputs(reference, names, kinds, bounded)
     if names is None:
         names = [m.name for m in plan]
     n = min(len(reference), len(changed))
@@ -449,7 +541,7 @@ def compare_outputs(reference: Sequence[Any], changed: Sequence[Any], plan: list
                 per[i].setdefault("nse", []).append(0.0)
                 per[i].setdefault("rms", []).append(0.0)
                 continue
-            for k in ("changed", "elements", "rows", "top1_changed", "kl", "cosine_distance"):
+            for k in ("changed", "elements", "rows", "top1_changed", "kl", "cosine_distance", "abs_err", "flipped"):
                 if k in r:
                     acc[k] = acc.get(k, 0.0) + r[k]
             if "sq_err" in r:
@@ -457,11 +549,13 @@ def compare_outputs(reference: Sequence[Any], changed: Sequence[Any], plan: list
                 per[i].setdefault("den", []).append(r["sq_norm"])
                 per[i].setdefault("rms", []).append(math.sqrt(r["sq_err"] / max(1.0, r["elements"])))
     for p in per:
-        # nse per sample; a sample whose reference is all zeros is scaled by the other samples' mean norm
+        # nse per sample; a sample whose reference energy is negligible against the samples' mean (all zeros,
+        # or below NEGLIGIBLE_SHARE of it) is scaled by that mean instead of its own ~0 norm
         dens = [d for d in p.get("den", []) if d > 0]
         mean_den = float(np.mean(dens)) if dens else 0.0
-        p["nse"] = p.get("nse", []) + [e / d if d > 0 else (e / mean_den if mean_den > 0 else 0.0)
-                                       for e, d in zip(p.get("err", []), p.get("den", []))]
+        p["nse"] = p.get("nse", []) + [
+            e / d if d > NEGLIGIBLE_SHARE * mean_den and d > 0 else (e / mean_den if mean_den > 0 else 0.0)
+            for e, d in zip(p.get("err", []), p.get("den", []))]
     outputs = [_finish(m, accs[i], per[i], n) for i, m in enumerate(plan)]
     total = 0.0
     for o in outputs:
@@ -480,10 +574,12 @@ def plan_notes(plan: list[OutputMetric]) -> list[str]:
 
 # ---------------------------------------------------------------- showing it
 SHORT = {"kl": "nats (KL)", "cosine_distance": "(cosine distance)", "nse": "(normalized squared error)",
-         "rms": "(RMS, output units)", "changed_fraction": "(fraction of elements changed)"}
+         "rms": "(RMS, output units)", "changed_fraction": "(fraction of elements changed)",
+         "mean_abs": "(mean absolute change)"}
 
 
-SHORTER = {"kl": "nats", "cosine_distance": "cos dist", "nse": "NSE", "rms": "RMS", "changed_fraction": "changed"}
+SHORTER = {"kl": "nats", "cosine_distance": "cos dist", "nse": "NSE", "rms": "RMS", "changed_fraction": "changed",
+            "mean_abs": "MAE"}
 
 
 def format_change(doc: Mapping[str, Any] | None, prefix: str = "output_change", *,
@@ -513,7 +609,8 @@ def format_change(doc: Mapping[str, Any] | None, prefix: str = "output_change", 
 
 _METRIC_WORDS = {"kl": "KL divergence in nats", "cosine_distance": "cosine distance",
                  "nse": "normalized squared error", "rms": "RMS change (output units)",
-                 "changed_fraction": "fraction of elements changed"}
+                 "changed_fraction": "fraction of elements changed",
+                 "mean_abs": "mean absolute change (a [0, 1] map)"}
 
 
 def describe_metrics(output_metrics: Sequence[Mapping[str, Any]] | None) -> str:
@@ -526,3 +623,85 @@ def describe_metrics(output_metrics: Sequence[Mapping[str, Any]] | None) -> str:
             words += f" at T={m['temperature']:g}"
         parts.append(f"{m.get('name')}: {words}")
     return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- outputs that no longer follow the original
+# Thresholds of :func:`departure`: past these a changed model's outputs are "broken", not "slightly worse".
+DEPART_DECISIONS = 0.25  # more than a quarter of the top-1 classes / decisions at 0.5 changed
+DEPART_REL_RMS_PCT = 100.0  # the change is larger than the reference itself (relative RMS > 100%)
+DEPART_COSINE = 0.5  # vectors more than 60 degrees away on average (cos < 0.5)
+DEPART_KL = 1.0  # nats: a confident (one-hot) reference class kept less than e^-1 = 37% of the probability
+DEPART_MEAN_ABS = 0.25  # a [0, 1] map moved by more than a quarter of its range on average
+DEPART_CHANGED = 0.25  # more than a quarter of an integer output's elements changed
+_DEPARTED = "outputs no longer follow the original"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.2g}%"
+
+
+def _departed_output(o: Mapping[str, Any]) -> str | None:
+    """Why one output (an entry of ``{prefix}_outputs``) no longer follows the original, or None."""
+    def num(k: str) -> float | None:
+        v = o.get(k)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    metric = o.get("metric")
+    value = num("value")
+    if value is not None and value >= MAX_CHANGE:
+        return "NaN/inf or a changed shape"
+    checks: list[tuple[str, float, str]] = []
+    if (v := num("flipped")) is not None and v > DEPART_DECISIONS:
+        checks.append(("flipped", v, f"{_pct(v)} of decisions flipped"))
+    if (v := num("top1_changed")) is not None and v > DEPART_DECISIONS:
+        checks.append(("top1_changed", v, f"top-1 changed on {_pct(v)} of samples"))
+    if metric == "cosine_distance" and (v := num("cosine_distance")) is not None and v > DEPART_COSINE:
+        checks.append(("cosine_distance", v, f"cosine distance {v:.2g}"))
+    if metric == "kl" and (v := num("kl")) is not None and v > DEPART_KL:
+        checks.append(("kl", v, f"KL {v:.2g} nats"))
+    if metric == "nse":
+        v = num("rel_rms_pct")
+        if v is None and (nse := num("nse")) is not None:
+            v = 100.0 * math.sqrt(max(0.0, nse))
+        if v is not None and v > DEPART_REL_RMS_PCT:
+            checks.append(("rel_rms_pct", v, f"values moved {_g(v)}% RMS"))
+    if metric == "mean_abs" and (v := num("mean_abs")) is not None and v > DEPART_MEAN_ABS:
+        checks.append(("mean_abs", v, f"values moved {v:.2g} on average (on a [0, 1] map)"))
+    if metric == "changed_fraction" and (v := num("changed_fraction")) is not None and v > DEPART_CHANGED:
+        checks.append(("changed_fraction", v, f"{_pct(v)} of the elements changed"))
+    return checks[0][2] if checks else None
+
+
+def departure(doc: Mapping[str, Any] | None, prefix: str = "output_change") -> str | None:
+    """A sentence when the changed model's outputs no longer follow the original, else None.
+
+    ``doc``: an output-change JSON document (:meth:`OutputChange.to_json` with
+    ``prefix``, as stored in validation and deployment rows). An output departs
+    when its decisions changed (top-1 class, or decision at 0.5 of a [0, 1]
+    map, on more than ``DEPART_DECISIONS`` of the rows), or its primary metric
+    is past its threshold (``DEPART_KL`` nats, ``DEPART_COSINE``,
+    ``DEPART_REL_RMS_PCT`` for the normalized squared error,
+    ``DEPART_MEAN_ABS``, ``DEPART_CHANGED``), or it became NaN/inf or changed
+    shape. E.g. "outputs no longer follow the original: 74% of decisions
+    flipped"; with several outputs each departed one is named. Documents with
+    only the combined value (older ones) are judged by it and its metric.
+    """
+    doc = doc or {}
+    outputs = doc.get(f"{prefix}_outputs")
+    reasons: list[str] = []
+    if isinstance(outputs, list) and outputs:
+        for o in outputs:
+            if not isinstance(o, Mapping):
+                continue
+            why = _departed_output(o)
+            if why:
+                reasons.append(f"{o.get('name')}: {why}" if len(outputs) > 1 else why)
+    else:
+        v = doc.get(prefix)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return None
+        metric = doc.get(f"{prefix}_metric")
+        why = _departed_output({"metric": metric, "value": v, str(metric): v})
+        if why:
+            reasons.append(why)
+    return f"{_DEPARTED}: {'; '.join(reasons)}" if reasons else None

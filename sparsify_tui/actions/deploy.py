@@ -18,8 +18,17 @@ deploy``) and the app call it.
   of them; ``speedup``: the median over rounds of reference block / row block
   (blocks of one round run next to each other); ``pareto``: no other row is at
   least as fast with at most the same output change (and better in one).
-* ``best``: the fastest row whose output change is within the budget
-  (``max_output_change``; no budget: the fastest row).
+* ``budget`` (``{"kind", "source", "value", "name"}``): with none given, the
+  default one, "outputs must follow the original": a row whose outputs no
+  longer follow the reference's (``metrics.departure``, e.g. an INT8 file that
+  moves a spectrogram by 201% RMS) is left out; ``max_output_change`` X keeps
+  the rows whose output change is at most X; ``"none"`` keeps every row (the
+  raw fastest). ``best``: the fastest row the budget keeps; ``left_out``: the
+  faster rows it left out, each with why.
+* An already-quantized model (dynamic INT8 ops, QLinear ops, Q/DQ pairs) gets
+  no INT8 rows: they are skipped with "the model is already quantized", never
+  quantized twice. A dense fp32 row of another engine whose outputs differ from
+  ONNX Runtime fp32's far beyond rounding carries ``engines_disagree``.
 
 The result is stored in the project as a profile of kind ``deploy`` (cached by
 its settings, the optimizations' plans, the engines' versions and the machine;
@@ -42,9 +51,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sparsify_tui.engines.registry import REFERENCE, engine_names, engines as all_engines, get_engine
 from sparsify_tui.errors import CancelledError, EngineError, SparsifyError, UsageError
 
-ENGINES = ("onnxruntime", "deepsparse", "openvino")
+ENGINES = engine_names()
 PRECISIONS = ("fp32", "bf16", "int8")
 KIND = "deploy"
 CALIBRATION_SAMPLES = 8
@@ -63,7 +73,55 @@ DEFINITION = (
 )
 
 
+NO_BUDGET = "none"
+DEFAULT_BUDGET_NAME = "default: outputs must follow the original"
+# a dense fp32 row of another engine whose outputs move more than this (relative RMS, percent) from
+# ONNX Runtime fp32's is beyond anything fp32 rounding does (rounding moves them ~1e-5 %)
+ENGINES_DISAGREE_PCT = 1.0
+# on an already-quantized model each engine rounds the INT8 ops its own way: OpenVINO fp32 moves a dynamically
+# quantized MiniLM's outputs 1.8% RMS from ONNX Runtime's (cosine distance 5e-5), which is no disagreement
+ENGINES_DISAGREE_QUANTIZED_PCT = 10.0
+DYNAMIC_INT8_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
+
+
 # ---------------------------------------------------------------- settings
+def parse_budget(value: Any) -> float | str | None:
+    """``--max-output-change``: None (the default budget), ``"none"`` (no budget) or a number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == NO_BUDGET:
+            return NO_BUDGET
+        if text in ("", "default"):
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"--max-output-change must be a number >= 0 or 'none', got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 and math.isfinite(value)):
+        raise UsageError(f"--max-output-change must be a finite number >= 0 or 'none', got {value!r}")
+    return float(value)
+
+
+def budget_info(budget: Any, source: str | None = None) -> dict:
+    """The budget as stored in the JSON: ``kind`` (default / max_output_change / none), ``source``,
+    ``value`` (the number, or None) and ``name`` (shown on screen and in the summary)."""
+    if isinstance(budget, dict):
+        kind = budget.get("kind")
+        source = source or budget.get("source")
+        budget = NO_BUDGET if kind == "none" else (budget.get("value") if kind == "max_output_change" else None)
+    budget = parse_budget(budget)
+    if budget is None:
+        return {"kind": "default", "source": source or "default (no --max-output-change)", "value": None,
+                "name": DEFAULT_BUDGET_NAME}
+    if budget == NO_BUDGET:
+        return {"kind": "none", "source": source or "--max-output-change none", "value": None,
+                "name": "none (the raw fastest, outputs unchecked)"}
+    return {"kind": "max_output_change", "source": source or "--max-output-change", "value": budget,
+            "name": f"output change <= {budget:g}"}
+
+
 def _choose(flag: str, value: Any, allowed: tuple[str, ...]) -> list[str]:
     """The comma-separated choices of ``flag`` (all of ``allowed`` when none), in ``allowed``'s order."""
     items = _split(value) or list(allowed)
@@ -151,6 +209,45 @@ def _quantize(src: Path, dst: Path, calib: list[dict]) -> None:
         root.setLevel(level)
 
 
+def quantized_ops(path: str | os.PathLike) -> dict[str, int]:
+    """{op type: count} of the INT8 operators already in the model (dynamic INT8, QLinear*, and
+    QuantizeLinear / DequantizeLinear when both are present, i.e. Q/DQ pairs)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    counts: dict[str, int] = {}
+
+    def walk(graph: Any) -> None:
+        for n in graph.node:
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+            for a in n.attribute:
+                if a.g is not None and a.g.node:
+                    walk(a.g)
+                for sub in a.graphs:
+                    walk(sub)
+
+    walk(model.graph)
+    out = {k: v for k, v in counts.items() if k in DYNAMIC_INT8_OPS or k.startswith("QLinear")}
+    if counts.get("QuantizeLinear") and counts.get("DequantizeLinear"):
+        out["QuantizeLinear"] = counts["QuantizeLinear"]
+        out["DequantizeLinear"] = counts["DequantizeLinear"]
+    return out
+
+
+def already_quantized(path: str | os.PathLike) -> str | None:
+    """"the model is already quantized (N dynamic INT8 ops)" (or QLinear / Q/DQ ops) when it is, else None:
+    quantizing it again fails inside ONNX Runtime's quantizer with an unrelated message ("Graph is not a DAG")."""
+    ops = quantized_ops(path)
+    if not ops:
+        return None
+    dynamic = sum(v for k, v in ops.items() if k in DYNAMIC_INT8_OPS)
+    qlinear = sum(v for k, v in ops.items() if k.startswith("QLinear"))
+    qdq = ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0)
+    parts = [f"{n} {what}" for n, what in ((dynamic, "dynamic INT8 ops"), (qlinear, "QLinear INT8 ops"),
+                                           (qdq, "QuantizeLinear/DequantizeLinear ops")) if n]
+    return f"the model is already quantized ({', '.join(parts)}): no INT8 row to add"
+
+
 def _prune(project: Any, graph: Any, plan: dict[str, float], dst: Path, method: str = "magnitude",
            calib: list[dict] | None = None) -> None:
     """The plan pruned one-shot into ``dst``: by magnitude, or by Wanda / SparseGPT on the calibration samples."""
@@ -200,17 +297,79 @@ def pareto_flags(rows: list[dict]) -> list[bool]:
     return flags
 
 
-def best_row(rows: list[dict], budget: float | None) -> dict | None:
-    """The fastest row whose output change is within ``budget`` (None: the fastest row)."""
+def departure(row: dict) -> str | None:
+    """Why the row's outputs no longer follow the reference's (``metrics.departure``), or None."""
+    if row.get("output_change") is None:
+        return None
+    from sparsify_tui.metrics import departure as judge
+
+    return judge(row)
+
+
+def engines_disagree(row: dict, quantized: bool = False) -> str | None:
+    """For a dense fp32 row of another engine than ONNX Runtime: "engines disagree: ..." when its outputs
+    differ from ONNX Runtime fp32's far beyond rounding (``quantized``: the model already holds INT8 ops,
+    whose rounding differs between engines); None otherwise (and for every other row)."""
+    if row.get("precision") != "fp32" or row.get("optimization") or row.get("engine") == "onnxruntime" \
+            or row.get("output_change") is None:
+        return None
+    pct = max((float(o["rel_rms_pct"]) for o in row.get("output_change_outputs") or []
+               if isinstance(o.get("rel_rms_pct"), (int, float))), default=0.0)
+    gone = departure(row)
+    if gone is None and pct <= (ENGINES_DISAGREE_QUANTIZED_PCT if quantized else ENGINES_DISAGREE_PCT):
+        return None
+    what = row.get("output_change_reading") or f"outputs moved {pct:.3g}% RMS"
+    return (f"engines disagree: {row['engine']} fp32 and ONNX Runtime fp32 run the same file, yet the outputs "
+            f"differ ({what}), far beyond fp32 rounding; this engine's other rows are suspect too")
+
+
+def annotate(rows: list[dict], quantized: bool = False) -> list[dict]:
+    """Each row with ``departure`` and ``engines_disagree`` (recomputed: older documents lack them)."""
+    for r in rows:
+        r["departure"] = departure(r)
+        r["engines_disagree"] = engines_disagree(r, quantized)
+    return rows
+
+
+def left_out_reason(row: dict, budget: Any) -> str | None:
+    """Why ``budget`` leaves ``row`` out, or None when it keeps it."""
+    info = budget_info(budget)
+    if info["kind"] == "none":
+        return None
+    if info["kind"] == "default":
+        return row.get("departure") if "departure" in row else departure(row)
+    if row["output_change"] > info["value"]:
+        from sparsify_tui.metrics import format_change
+
+        return f"output change {format_change(row)[0]} is over the budget {info['value']:g}"
+    return None
+
+
+def best_row(rows: list[dict], budget: Any) -> dict | None:
+    """The fastest row that ``budget`` keeps (see :func:`budget_info`; None: the default budget)."""
     ok = [r for r in rows if r.get("speedup") is not None and r.get("output_change") is not None
-          and (budget is None or r["output_change"] <= budget)]
+          and left_out_reason(r, budget) is None]
     return max(ok, key=lambda r: r["speedup"]) if ok else None
+
+
+def left_out(rows: list[dict], budget: Any, best: dict | None) -> list[dict]:
+    """The rows faster than ``best`` (every measured row without one) that ``budget`` left out, fastest first."""
+    out = []
+    for r in rows:
+        if r.get("speedup") is None or r.get("output_change") is None:
+            continue
+        if best is not None and r["speedup"] <= best["speedup"]:
+            continue
+        why = left_out_reason(r, budget)
+        if why:
+            out.append({"id": r["id"], "label": row_label(r), "speedup": r["speedup"], "reason": why})
+    return sorted(out, key=lambda x: -x["speedup"])
 
 
 def sparse_plan_row(rows: list[dict]) -> dict | None:
     """What following the sparsity plan alone ships: DeepSparse fp32 with the first optimization
     (ONNX Runtime fp32 when DeepSparse did not run it)."""
-    for engine in ("deepsparse", "onnxruntime"):
+    for engine in [e.name for e in all_engines() if e.sparse_speedup] + [REFERENCE]:
         for r in rows:
             if r["engine"] == engine and r["precision"] == "fp32" and r.get("optimization") \
                     and r.get("speedup") is not None:
@@ -218,12 +377,17 @@ def sparse_plan_row(rows: list[dict]) -> dict | None:
     return None
 
 
-def apply_budget(doc: dict, budget: float | None) -> dict:
-    """``doc`` with ``budget``, ``best`` and ``versus_sparse_plan`` for this budget (rows unchanged)."""
+def apply_budget(doc: dict, budget: Any, source: str | None = None) -> dict:
+    """``doc`` with ``budget`` (:func:`budget_info`), ``best``, ``left_out`` and ``versus_sparse_plan`` for
+    this budget (None: the default one; ``"none"``: the raw fastest); rows get ``departure`` and
+    ``engines_disagree``."""
     doc = dict(doc)
-    doc["budget"] = budget
-    best = best_row(doc.get("rows") or [], budget)
+    info = budget_info(budget, source)
+    doc["budget"] = info
+    rows = annotate(doc.get("rows") or [], bool(doc.get("already_quantized")))
+    best = best_row(rows, info)
     doc["best"] = best
+    doc["left_out"] = left_out(rows, info, best)
     plan = sparse_plan_row(doc.get("rows") or [])
     doc["sparse_plan"] = plan
     doc["versus_sparse_plan"] = (best["speedup"] / plan["speedup"]) if best and plan and plan["speedup"] else None
@@ -237,14 +401,23 @@ def row_label(r: dict) -> str:
 def summary_line(doc: dict) -> str:
     """One sentence: the fastest configuration within the budget and how it compares (overview, CLI)."""
     best = doc.get("best")
-    budget = doc.get("budget")
-    within = f"within output change {budget:g}" if budget is not None else "(no output-change budget)"
+    info = budget_info(doc.get("budget"))
+    within = f"within the budget ({info['name']})" if info["kind"] != "none" else "(no budget: outputs unchecked)"
     if not best:
-        return f"no configuration {within}"
-    text = f"fastest {within}: {row_label(best)}, {best['speedup']:.2f}x ONNX Runtime fp32 dense"
-    plan = doc.get("sparse_plan")
-    if plan and doc.get("versus_sparse_plan"):
-        text += f", {doc['versus_sparse_plan']:.2f}x the sparse plan alone ({row_label(plan)})"
+        text = f"no configuration {within}"
+    else:
+        text = f"fastest {within}: {row_label(best)}, {best['speedup']:.2f}x ONNX Runtime fp32 dense"
+        plan = doc.get("sparse_plan")
+        if plan and doc.get("versus_sparse_plan"):
+            text += f", {doc['versus_sparse_plan']:.2f}x the sparse plan alone ({row_label(plan)})"
+    gone = doc.get("left_out") or []
+    if gone:
+        by_reason: dict[str, list[dict]] = {}
+        for g in gone:
+            by_reason.setdefault(g["reason"], []).append(g)
+        text += (f"; left out {len(gone)} faster row{'s' if len(gone) > 1 else ''}: "
+                 + "; ".join(", ".join(f"{g['label']} {g['speedup']:.2f}x" for g in group) + f" ({why})"
+                             for why, group in by_reason.items()))
     return text
 
 
@@ -264,7 +437,7 @@ def assemble(rows_seen: list[dict], rounds: list[dict[str, float]], skipped: lis
         row["file_bytes"] = f.get("bytes")
         row["sparsity"] = f.get("sparsity", 0.0)
         out.append(row)
-    ref = next((r for r in out if r["engine"] == "onnxruntime" and r["precision"] == "fp32"
+    ref = next((r for r in out if r["engine"] == REFERENCE and r["precision"] == "fp32"
                 and r.get("optimization") is None), None)
     for row in out:
         if ref is None:
@@ -285,11 +458,14 @@ def _items_per_second(rows: list[dict], batch: int) -> None:
 # ---------------------------------------------------------------- the search
 def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: list[str] | None = None,
                optimizations: list[str] | None = None, batch_size: int = 1, cores: int | None = None,
-               data: str | os.PathLike | None = None, max_output_change: float | None = None,
+               data: str | os.PathLike | None = None, max_output_change: float | str | None = None,
                repeats: int = DEFAULT_REPEATS, min_block_ms: float = 250.0, force: bool = False,
                on_progress: ProgressFn | None = None, on_rows: Callable[[list[dict]], Any] | None = None,
                cancel: threading.Event | None = None, store: bool = True, prune_method: str = "magnitude") -> dict:
     """Measure (or reuse) the deployment search of ``project``; return its document with ``best`` for the budget.
+
+    ``max_output_change``: None (the default budget: outputs must follow the original), a number, or
+    ``"none"`` (the raw fastest); see :func:`budget_info`.
 
     ``prune_method`` prunes each optimization's plan by ``magnitude`` (the default), or keeps the outputs
     with ``wanda`` / ``sparsegpt`` calibrated on the same samples as INT8 (never the held-out ones).
@@ -308,8 +484,7 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     precisions = list(precisions or PRECISIONS)
     batch = int(batch_size)
     cores = int(cores) if cores else default_cores()
-    if max_output_change is not None and not (max_output_change >= 0 and math.isfinite(max_output_change)):
-        raise UsageError(f"--max-output-change must be a finite number >= 0, got {max_output_change}")
+    max_output_change = parse_budget(max_output_change)
     plans = load_plans(project, optimizations) if (optimizations is None and project.optimizations) \
         or optimizations else []
     machine = machine_summary()
@@ -351,6 +526,7 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
 
         graph = analyze(project.model_path, dict(project.input_shapes or {}) or None)
     calib, held, sample_info = split_samples(project, data, graph)
+    quantized_note = already_quantized(project.model_path)
     shapes = dict(project.input_shapes or {})
     timing = make_inputs(str(project.model_path), batch, shapes, data=data)
     rows_seen: list[dict] = []
@@ -362,6 +538,7 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     def doc_of(complete: bool, error: str | None = None) -> dict:
         ref, rows = assemble(rows_seen, rounds, skipped, files)
         _items_per_second(rows, batch)
+        annotate(rows, bool(quantized_note))
         return {
             "kind": KIND, "created": started, "complete": complete, "error": error,
             "model": project.model_path.name, "batch_size": batch, "cores": cores,
@@ -370,7 +547,7 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
             "min_block_ms": float(min_block_ms), "engine_versions": versions, "machine": machine,
             "reference": ref, "rows": rows, "skipped": skipped,
             "plans": settings["plans"], "prune_method": prune_method,
-            "definition": DEFINITION,
+            "already_quantized": quantized_note, "definition": DEFINITION,
         }
 
     def save(doc: dict) -> dict:
@@ -407,11 +584,15 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
                 note(done, steps, f"quantizing {name or 'the dense model'} to INT8 "
                                   f"(calibrated on {len(calib)} samples)")
                 q = t / f"{tag}.int8.onnx"
-                try:
-                    _quantize(fp32, q, calib)
-                    v["int8"] = str(q)
-                except SparsifyError as exc:
-                    v["int8_error"] = exc.message
+                quantized = quantized_note if name is None else already_quantized(fp32)
+                if quantized:
+                    v["int8_error"] = quantized
+                else:
+                    try:
+                        _quantize(fp32, q, calib)
+                        v["int8"] = str(q)
+                    except SparsifyError as exc:
+                        v["int8_error"] = exc.message
                 done += 1
             for e in ENGINES:
                 for p in PRECISIONS:
@@ -512,43 +693,6 @@ def latest(project: Any) -> tuple[Any, dict] | None:
 
 
 # ---------------------------------------------------------------- export
-SNIPPET = {
-    "onnxruntime": '''"""Run {model} with ONNX Runtime ({precision}{sparse}), as measured by sparsify-tui deploy."""
-import numpy as np
-import onnxruntime as ort
-
-so = ort.SessionOptions()
-so.intra_op_num_threads = {cores}
-so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-session = ort.InferenceSession("{model}", so, providers=["CPUExecutionProvider"])
-feed = {{i.name: np.random.rand(*{shapes}[i.name]).astype(np.float32) for i in session.get_inputs()}}
-outputs = session.run(None, feed)
-''',
-    "deepsparse": '''"""Run {model} with DeepSparse ({precision}{sparse}), as measured by sparsify-tui deploy."""
-import numpy as np
-from deepsparse import compile_model
-
-engine = compile_model("{model}", batch_size={batch}, num_cores={cores})
-inputs = [np.random.rand(*shape).astype(np.float32) for shape in {shapes}.values()]
-outputs = engine.run(inputs)
-''',
-    "openvino": '''"""Run {model} with OpenVINO ({precision}{sparse}), as measured by sparsify-tui deploy."""
-import numpy as np
-import openvino as ov
-
-core = ov.Core()
-compiled = core.compile_model("{model}", "CPU", {{
-    "INFERENCE_PRECISION_HINT": "{hint}",  # {precision}{int8_note}
-    "PERFORMANCE_HINT": "LATENCY",
-    "INFERENCE_NUM_THREADS": {cores},
-}})
-request = compiled.create_infer_request()
-feed = {{p.get_any_name(): np.random.rand(*{shapes}[p.get_any_name()]).astype(np.float32) for p in compiled.inputs}}
-outputs = request.infer(feed)
-''',
-}
-
-
 def find_row(doc: dict, which: str | None) -> dict:
     """The row named ``which`` (its id ``engine/precision/optimization-or-dense``), or ``best``."""
     if which:
@@ -558,8 +702,9 @@ def find_row(doc: dict, which: str | None) -> dict:
         raise UsageError(f"the deploy result has no row {which!r} (rows: "
                          f"{', '.join(r['id'] for r in doc.get('rows') or [])})")
     if not doc.get("best"):
-        raise UsageError("no configuration is within the output-change budget: nothing to export "
-                         "(raise --max-output-change)")
+        name = budget_info(doc.get("budget"))["name"]
+        raise UsageError(f"no configuration is within the budget ({name}): nothing to export "
+                         "(raise --max-output-change, give 'none', or name a row with --row)")
     return doc["best"]
 
 
@@ -602,7 +747,7 @@ def export_row(project: Any, doc: dict, row: dict, out: str | os.PathLike) -> di
             shutil.copyfile(src, staged)
         shapes = {k: [int(doc.get("batch_size") or 1)] + list(v)[1:]
                   for k, v in _input_shapes(project).items()}
-        snippet = SNIPPET[row["engine"]].format(
+        snippet = get_engine(row["engine"]).deploy_snippet().format(
             model=out.name, precision=row["precision"], cores=int(doc.get("cores") or 1),
             batch=int(doc.get("batch_size") or 1), shapes=repr(shapes),
             sparse=f", optimization {opt!r} one-shot pruned" if opt else ", dense",

@@ -141,6 +141,18 @@ def save_optimization(project: "Project", opt: Optimization) -> None:
     project.set_optimization(opt.to_dict())
 
 
+def loss_measured(project: Any, opt: Optimization) -> bool:
+    """True when the optimization was planned from a measured (one-shot) loss profile of the project;
+    False when it had none or a weight-magnitude (approx) one."""
+    pid = opt.loss_profile_id or ""
+    if not pid or project is None:
+        return False
+    entry = next((e for e in project.profiles_of("loss") if e.id == pid), None)
+    if entry is None:
+        return False
+    return not str((entry.settings or {}).get("method", "")).startswith("approx")
+
+
 def profile_labels(project: Any, opt: Optimization) -> dict[str, str]:
     """``{"perf": "'deepsparse b1 c2' (perf-1)", ...}``: the profiles an optimization's estimates came from,
     by name; a recorded id the project no longer has is labelled missing."""

@@ -36,7 +36,7 @@ LOSS_METHODS = ("approx", "one-shot")
 
 
 def _shapes(input_shapes: dict | None) -> dict[str, list[int]]:
-    return {k: [int(d) for d in v] for k, v in sorted((input_shapes or {}).items())}
+    return {k: [d if d == "N" else int(d) for d in v] for k, v in sorted((input_shapes or {}).items())}
 
 
 def _levels(levels: Any, default: tuple) -> list[float]:
@@ -125,20 +125,11 @@ def _canon(value: Any) -> str:
 
 
 def installed_version(engine: str) -> str | None:
-    """The version of an engine as installed now (a cached profile of another version is not reused)."""
-    if engine == "deepsparse":
-        from sparsify_tui.engines import deepsparse_engine as dse
+    """The version of an engine as installed now (a cached profile of another version is not reused);
+    None for a name that is no engine of the registry."""
+    from sparsify_tui.engines.registry import engine_names, get_engine
 
-        return dse.version()
-    if engine == "onnxruntime":
-        from sparsify_tui.engines import ort
-
-        return ort.version()
-    if engine == "openvino":
-        from sparsify_tui.engines import openvino_engine as ove
-
-        return ove.version()
-    return None
+    return get_engine(engine).version() if engine in engine_names() else None
 
 
 def _same_machine(kind: str, settings: dict) -> bool:
@@ -148,6 +139,8 @@ def _same_machine(kind: str, settings: dict) -> bool:
 
 def find_cached(project: "Project", kind: str, settings: dict, machine: dict | None = None) -> Any:
     """A stored, complete, fresh profile of ``kind`` with these settings (and this machine where it matters)."""
+    from sparsify_tui.engines.registry import engine_names
+
     want = _canon(settings)
     fingerprint = (machine or {}).get("fingerprint")
     for entry in reversed(project.profiles_of(kind)):
@@ -157,7 +150,7 @@ def find_cached(project: "Project", kind: str, settings: dict, machine: dict | N
             continue
         if project.is_stale(entry) or project.profile_problem(entry):
             continue
-        if entry.engine and entry.engine_version and entry.engine in ("deepsparse", "onnxruntime", "openvino") \
+        if entry.engine and entry.engine_version and entry.engine in engine_names() \
                 and installed_version(entry.engine) != entry.engine_version:
             continue
         try:
@@ -220,7 +213,9 @@ def engine_of(kind: str, settings: dict, doc: dict) -> tuple[str, str]:
         return str(doc.get("engine") or ""), str(doc.get("engine_version") or "")
     if kind == "loss" and settings.get("method") == "approx":
         return "none", ""
-    return "onnxruntime", str(installed_version("onnxruntime") or "")
+    from sparsify_tui.engines.registry import REFERENCE
+
+    return REFERENCE, str(installed_version(REFERENCE) or "")
 
 
 @dataclass

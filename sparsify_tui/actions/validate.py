@@ -19,7 +19,11 @@ beside the optimization:
 * ``output_change``: how far the pruned model's outputs move from the dense
   model's on the samples (:func:`sparsify_tui.metrics.compare_outputs`; its
   metric, unit, reading and per-output values in ``output_change_metric``,
-  ``_unit``, ``_reading``, ``_samples``, ``_outputs``): one-shot, before any retraining.
+  ``_unit``, ``_reading``, ``_samples``, ``_outputs``): one-shot, before any retraining;
+* ``departure``: a sentence when the pruned model's outputs no longer follow
+  the dense model's (:func:`sparsify_tui.metrics.departure`, e.g. "outputs no
+  longer follow the original: 74% of decisions flipped"), else None; it is
+  also the first of the validation's warnings (``quality.warnings``, notes).
 """
 
 from __future__ import annotations
@@ -168,6 +172,12 @@ def _sample_key(sample: dict) -> bytes:
     return h.digest()
 
 
+def _with_values(samples: list[dict], values: dict) -> list[dict]:
+    """The samples with the ``--input-value`` inputs set to their values."""
+    return [{k: (np.full(np.shape(v), values[k], dtype=np.asarray(v).dtype) if k in values else v)
+             for k, v in s.items()} for s in samples]
+
+
 def split_samples(project: "Project", graph: "ModelGraph", method: str, data: str | None, samples: int,
                   eval_data: str | None, *, need_eval: bool = True, max_eval: int = 64) -> tuple[list, list, list]:
     """(calibration samples, evaluation samples, notes saying where they came from); they never overlap.
@@ -242,6 +252,8 @@ def _same_engine_profile(project: "Project", engine: str, batch: int, cores: int
                          precision: str | None = None):
     """(entry, doc) of the newest usable perf profile measured with ``engine`` at this batch size
     (and precision: None matches profiles measured without one)."""
+    from sparsify_tui.engines.registry import get_engine
+
     best = None
     top = min(max(_levels_for(plan)), 0.9)  # the highest level the estimate needs (as measured for it)
     for e in project.profiles_of("perf"):
@@ -258,7 +270,7 @@ def _same_engine_profile(project: "Project", engine: str, batch: int, cores: int
             doc = project.load_profile(e)
         except Exception:  # noqa: BLE001 - an unreadable profile is skipped
             continue
-        if doc.get("approximated") and engine not in ("onnxruntime", "openvino"):  # theirs always are
+        if doc.get("approximated") and get_engine(engine).sparse_speedup:  # the others' always are
             continue
         have = [float(x) for x in doc.get("levels", [])]
         if have and max(have) + 1e-9 < top:
@@ -275,9 +287,12 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
                           cancel: threading.Event | None = None, precision: str | None = None,
                           method: str = "magnitude", data: str | None = None,
                           samples: int = DEFAULT_CALIBRATION_SAMPLES, eval_data: str | None = None,
-                          sequential: bool = False) -> dict:
-    """Prune, benchmark dense against pruned, store and return the validation (see module doc)."""
-    from sparsify_tui.engines.bench import resolve_engine
+                          sequential: bool = False, input_values: dict | None = None) -> dict:
+    """Prune, benchmark dense against pruned, store and return the validation (see module doc).
+
+    ``input_values`` (``--input-value NAME=V``): those inputs hold ``V`` in every sample and timed batch
+    (a sample rate a model branches on) instead of random values."""
+    from sparsify_tui.engines.registry import get_engine, resolve_auto
     from sparsify_tui.engines.runner import run_job
     from sparsify_tui.optim.estimate import Evaluator
     from sparsify_tui.settings import usable_cores as default_cores
@@ -307,6 +322,8 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
     if not plan:
         raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to validate")
     cal, ev, sample_notes = split_samples(project, graph, method, data, samples, eval_data)
+    if input_values:
+        cal, ev = _with_values(cal, input_values), _with_values(ev, input_values)
 
     def note(label: str) -> None:
         if on_progress:
@@ -327,12 +344,12 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
         note("pruning by magnitude at the same plan (for comparison)")
         magnitude_file = Path(scratch.name) / "magnitude.onnx"
         _write_plan(project, graph, opt, magnitude_file, None)
-    chosen, auto_reason = resolve_engine(engine, str(project.model_path), batch_size, project.input_shapes or {})
+    chosen, auto_reason = resolve_auto(engine)
 
     def estimate_and_measure(chosen: str) -> tuple[Any, dict, Any, dict]:
         # the estimate, from the optimizer's own profile when it fits, else a profile measured with the
         # same engine (measured now if there is none)
-        prec = precision if chosen == "openvino" or precision == "int8" else None
+        prec = precision if get_engine(chosen).precision_hint or precision == "int8" else None
         found = None
         if opt_entry is not None and prec is not None and (opt_entry.settings or {}).get("precision") != prec:
             pass  # measured at another precision: not this estimate's profile
@@ -353,7 +370,8 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
             doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
                                    levels=levels, iterations=max(20, iterations), warmup=warmup, repeats=3,
                                    input_shapes=project.input_shapes or {}, on_progress=on_progress,
-                                   cancel=cancel, min_level_ms=MIN_LEVEL_MS, precision=prec)
+                                   cancel=cancel, min_level_ms=MIN_LEVEL_MS, precision=prec,
+                                   input_values=input_values)
             settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
                         "iterations": max(20, iterations), "warmup": warmup, "repeats": 3,
                         "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
@@ -371,6 +389,8 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
                                                                        (project.input_shapes or {}).items()},
                "eval_data": str(eval_file),
                "model_magnitude": str(magnitude_file) if magnitude_file is not None else None}
+        if input_values:
+            job["input_values"] = dict(input_values)
         if prec:
             job["precision"] = prec
         res = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)
@@ -454,6 +474,7 @@ def explain_miss(v: dict, *, profile_warnings: int = 0, tolerance: float = MISS_
 
 
 def _measure_with_fallback(estimate_and_measure, chosen, engine, note, auto_reason: str = ""):
+    from sparsify_tui.engines.registry import REFERENCE
     from sparsify_tui.errors import EngineError
 
     try:
@@ -464,11 +485,11 @@ def _measure_with_fallback(estimate_and_measure, chosen, engine, note, auto_reas
     except EngineError as exc:
         # DeepSparse may compile the dense model and still fail, or crash, on the pruned one: with engine
         # "auto" the validation is then measured with ONNX Runtime, saying why
-        if engine != "auto" or chosen == "onnxruntime":
+        if engine != "auto" or chosen == REFERENCE:
             raise
-        why = f"deepsparse failed on the pruned model ({exc.message})"
-        note(f"{why}; measuring with onnxruntime")
-        perf_entry, perf_doc, est, res = estimate_and_measure("onnxruntime")
+        why = f"{chosen} failed on the pruned model ({exc.message})"
+        note(f"{why}; measuring with {REFERENCE}")
+        perf_entry, perf_doc, est, res = estimate_and_measure(REFERENCE)
         res["engine_reason"] = why
     return perf_entry, perf_doc, est, res
 
@@ -478,6 +499,7 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
                       cores_given=False):
     from sparsify_tui.optim.optimization import now_iso
     from sparsify_tui.actions.optimizer import save_optimization
+    from sparsify_tui.metrics import departure
 
     notes = list(sample_notes)
     if pruned_info.get("magnitude_layers"):
@@ -514,6 +536,10 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
     warnings = list(rq.get("warnings") or [])
     warnings += [f"the estimate rests on perf profile {perf_entry.id}, which has a warning: {w}"
                  for w in pq.get("warnings") or []]
+    # the pruned model's outputs no longer resemble the dense model's (metrics.departure thresholds)
+    departed = departure(res)
+    if departed:
+        warnings.insert(0, departed)
     notes.extend(warnings)
     quality = {"interference": rq.get("interference"), "interference_by_block": rq.get("interference_by_block"),
                "profile_interference": pq.get("interference"), "deployed_ms": res.get("dense_ms"),
@@ -552,6 +578,7 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
         "relative_error": (estimated - measured) / measured if measured else None,
         "output_change": res.get("output_change"),
         "output_change_error": res.get("output_change_error"),
+        "departure": departed,
         # the metric, unit, plain-words reading and per-output values (sparsify_tui.metrics)
         **{k: v for k, v in res.items() if k.startswith("output_change_") and k != "output_change_error"},
         "method": method,

@@ -84,9 +84,32 @@ MAX_INPUT_DIM = 2**31 - 1  # larger dimensions overflow the engines' int32/int64
 MAX_INPUT_ELEMENTS = 2**40  # 4 TB of float32: no machine can feed that
 
 
-def parse_input_shapes(args: list[str] | None) -> dict[str, list[int]]:
-    """``["x=1,3,224,224", ...]`` -> ``{"x": [1, 3, 224, 224]}``; InputShapeError if malformed."""
-    shapes: dict[str, list[int]] = {}
+BATCH_DIM = "N"  # in a stated shape: the dimension that takes the batch size (--input-shape state=2,N,128)
+_BATCH_WORDS = ("n", "b", "batch")
+
+
+def is_batch_dim(d: Any) -> bool:
+    return isinstance(d, str) and d == BATCH_DIM
+
+
+def format_shape(dims: list[Any] | None) -> str:
+    """``[2, "N", 128]`` -> ``"2,N,128"`` (as written after ``--input-shape NAME=``)."""
+    return ",".join(str(d) for d in dims or [])
+
+
+def one_item(dims: list[Any]) -> list[int]:
+    """A stated shape with its batch mark ``N`` at 1 (one item: what the analysis counts)."""
+    return [1 if is_batch_dim(d) else int(d) for d in dims]
+
+
+def parse_input_shapes(args: list[str] | None) -> dict[str, list[Any]]:
+    """``["x=1,3,224,224", "state=2,N,128", "sr="]`` -> ``{"x": [1, 3, 224, 224], "state": [2, "N", 128],
+    "sr": []}``; InputShapeError if malformed.
+
+    A number is fed as stated. ``N`` (or ``B``, ``batch``; any case) marks the one dimension that takes
+    the batch size; ``NAME=`` is a 0-d (scalar) input.
+    """
+    shapes: dict[str, list[Any]] = {}
     for arg in args or []:
         text = str(arg)
         if "=" not in text:
@@ -100,16 +123,20 @@ def parse_input_shapes(args: list[str] | None) -> dict[str, list[int]]:
                 raise InputShapeError(f"--input-shape gives two different shapes for {name!r}")
             shapes[name] = []
             continue
-        parts = [p.strip() for p in dims_s.replace("x", ",").split(",")]
-        if not name or not parts or any(not (p.isascii() and p.isdigit()) for p in parts):
+        parts = [p.strip() for p in re.split(r"[,x]", dims_s)]
+        marks = [p.isascii() and p.lower() in _BATCH_WORDS for p in parts]
+        if not name or not parts or any(not m and not (p.isascii() and p.isdigit()) for p, m in zip(parts, marks)):
             raise InputShapeError(
-                f"--input-shape {text!r} is malformed: expected NAME=D1,D2,... with whole numbers, "
-                f"such as input=1,3,224,224"
+                f"--input-shape {text!r} is malformed: expected NAME=D1,D2,... with whole numbers (N for the "
+                f"batch dimension), such as input=1,3,224,224 or state=2,N,128"
             )
-        dims = [int(p) for p in parts]
-        if any(d <= 0 for d in dims):
+        if sum(marks) > 1:
+            raise InputShapeError(f"--input-shape {text!r} marks {sum(marks)} batch dimensions (N); mark one at most")
+        dims: list[Any] = [BATCH_DIM if m else int(p) for p, m in zip(parts, marks)]
+        nums = [d for d in dims if isinstance(d, int)]
+        if any(d <= 0 for d in nums):
             raise InputShapeError(f"--input-shape {text!r} has a dimension of 0; every dimension must be at least 1")
-        if any(d > MAX_INPUT_DIM for d in dims) or prod(dims) > MAX_INPUT_ELEMENTS:
+        if any(d > MAX_INPUT_DIM for d in nums) or prod(nums) > MAX_INPUT_ELEMENTS:
             raise InputShapeError(
                 f"--input-shape {text!r} is absurdly large: each dimension must be at most {MAX_INPUT_DIM} "
                 f"and the whole tensor at most {MAX_INPUT_ELEMENTS} elements"
@@ -525,11 +552,7 @@ class _Walker:
         ins = list(node.input)  # (each access to a protobuf repeated field builds a new wrapper)
         outs = list(node.output)
         attr_protos = list(node.attribute)
-        try:  # protobuf hands out bytes for strings that are not valid UTF-8 ("".join rejects them, fast)
-            "".join(ins), "".join(outs), "".join([op, domain, node.name]), "".join([a.name for a in attr_protos])
-        except TypeError:
-            raise ModelError(f"{self.label} is corrupt: node {self.depth} has a name or op type that is not "
-                             "valid UTF-8 text") from None
+        self._check_text(node, op, domain, ins, outs, attr_protos)
         depth = self.depth
         self.depth += 1
         lid = outs[0] if outs and outs[0] else ""
@@ -551,8 +574,28 @@ class _Walker:
             inputs=ins, outputs=outs, input_shapes=act_shapes,
             output_shapes=out_shapes, attributes=attrs,
         )
+        widx = self._prunable_weight(layer, ins, consts, shapes, attrs)
+        self._other_params(layer, ins, outs, consts, widx)
+        if outs and all(o in consts for o in outs if o):
+            layer.flops = 0  # folded at load time by every engine
+            layer.constant = True
+        else:
+            layer.flops = node_flops(op, domain, NodeShapes(in_shapes_all, out_shapes, attrs))
+        self.layers.append(layer)
+        self._walk_subgraphs(op, attr_protos, path, node.name or lid, consts, shapes)
 
-        # ---- prunable weight
+    def _check_text(self, node, op: str, domain: str, ins: list, outs: list, attr_protos: list) -> None:
+        try:  # protobuf hands out bytes for strings that are not valid UTF-8 ("".join rejects them, fast)
+            "".join(ins), "".join(outs), "".join([op, domain, node.name]), "".join([a.name for a in attr_protos])
+        except TypeError:
+            raise ModelError(f"{self.label} is corrupt: node {self.depth} has a name or op type that is not "
+                             "valid UTF-8 text") from None
+
+    def _prunable_weight(self, layer: Layer, ins: list, consts: dict[str, Const], shapes: dict[str, Any],
+                         attrs: dict) -> int | None:
+        """Mark ``layer`` prunable when it holds a constant float (or quantized) weight: its weight, params,
+        sparsity and bias; returns the weight's input index (None: not prunable)."""
+        op, domain = layer.op_type, layer.domain
         widx = None
         if op in PRUNABLE_OPS and domain in ("", "com.microsoft"):
             if op in ("Conv", "ConvTranspose", "ConvInteger", "FusedConv"):
@@ -569,41 +612,46 @@ class _Walker:
                     if c.source.dims is not None and (c.data_type in FLOAT_TYPES or c.data_type in QUANT_WEIGHT_TYPES):
                         widx = k
                         break
-        if widx is not None:
-            c = consts[ins[widx]]
-            src = c.source
-            layer.prunable = True
-            layer.weight_name = src.name
-            layer.weight_shape = list(src.dims)
-            layer.prunable_params = prod(src.dims)
-            layer.weight = WeightRef(name=src.name, kind=src.kind, graph_path=src.graph_path,
-                                     transform=list(c.transform))
-            self._count_param(c, layer)
-            key = c.key
-            if key not in self.prunable_keys:
-                # integer ops carry the weight's zero point as an input
-                zk = {"ConvInteger": 3, "QLinearConv": 5, "QLinearMatMul": 5 if widx == 3 else 2,
-                      "MatMulInteger": 3 if widx == 1 else 2}.get(op)
-                zp = None
-                if zk is not None and zk < len(ins) and ins[zk] in consts:
-                    zp = (consts[ins[zk]], 0)
-                self.prunable_keys[key] = self._zeros(c, zp)
-            n, z = self.prunable_keys[key]
-            layer.sparsity = (z / n) if n else 0.0
-            bidx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8, "FusedConv": 2, "FusedGemm": 2}.get(op)
-            if bidx is not None and bidx < len(ins) and ins[bidx] in consts:
-                b = consts[ins[bidx]]
-                layer.bias_name = b.source.name
-                layer.bias_shape = list(b.source.dims) if b.source.dims is not None else None
-                self._count_param(b, layer)
-            if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv") and "kernel_shape" not in attrs:
-                dims = shapes.get(ins[widx]) or src.dims
-                if dims and len(dims) > 2:
-                    attrs["kernel_shape"] = list(dims[2:])
-        elif op in ("Gemm",) and len(ins) > 2 and ins[2] in consts:
-            self._count_param(consts[ins[2]], layer)
+        if widx is None:
+            if op in ("Gemm",) and len(ins) > 2 and ins[2] in consts:
+                self._count_param(consts[ins[2]], layer)
+            return None
+        c = consts[ins[widx]]
+        src = c.source
+        layer.prunable = True
+        layer.weight_name = src.name
+        layer.weight_shape = list(src.dims)
+        layer.prunable_params = prod(src.dims)
+        layer.weight = WeightRef(name=src.name, kind=src.kind, graph_path=src.graph_path,
+                                 transform=list(c.transform))
+        self._count_param(c, layer)
+        key = c.key
+        if key not in self.prunable_keys:
+            # integer ops carry the weight's zero point as an input
+            zk = {"ConvInteger": 3, "QLinearConv": 5, "QLinearMatMul": 5 if widx == 3 else 2,
+                  "MatMulInteger": 3 if widx == 1 else 2}.get(op)
+            zp = None
+            if zk is not None and zk < len(ins) and ins[zk] in consts:
+                zp = (consts[ins[zk]], 0)
+            self.prunable_keys[key] = self._zeros(c, zp)
+        n, z = self.prunable_keys[key]
+        layer.sparsity = (z / n) if n else 0.0
+        bidx = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8, "FusedConv": 2, "FusedGemm": 2}.get(op)
+        if bidx is not None and bidx < len(ins) and ins[bidx] in consts:
+            b = consts[ins[bidx]]
+            layer.bias_name = b.source.name
+            layer.bias_shape = list(b.source.dims) if b.source.dims is not None else None
+            self._count_param(b, layer)
+        if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv") and "kernel_shape" not in attrs:
+            dims = shapes.get(ins[widx]) or src.dims
+            if dims and len(dims) > 2:
+                attrs["kernel_shape"] = list(dims[2:])
+        return widx
 
-        # ---- other params
+    def _other_params(self, layer: Layer, ins: list, outs: list, consts: dict[str, Const], widx: int | None) -> None:
+        """The layer's params besides its prunable weight: per-op parameter inputs, embedding tables,
+        weights of any op and domain, learned biases."""
+        op, domain = layer.op_type, layer.domain
         for k in PARAM_INPUTS.get(op, ()):
             if k < len(ins) and ins[k] in consts and not (layer.prunable and k in (widx,)):
                 c = consts[ins[k]]
@@ -626,17 +674,8 @@ class _Walker:
                         and c.source.kind != "constant_of_shape":  # a filled tensor is not a learned bias
                     self._count_param(c, layer)
 
-        # ---- FLOPs
-        if outs and all(o in consts for o in outs if o):
-            layer.flops = 0  # folded at load time by every engine
-            layer.constant = True
-        else:
-            fl_shapes = NodeShapes(in_shapes_all, out_shapes, attrs)
-            layer.flops = node_flops(op, domain, fl_shapes)
-
-        self.layers.append(layer)
-
-        # ---- subgraphs
+    def _walk_subgraphs(self, op: str, attr_protos: list, path: str, name: str, consts: dict[str, Const],
+                        shapes: dict[str, Any]) -> None:
         if op == "If":
             self.has_if = True
         if op in ("Loop", "Scan"):
@@ -644,10 +683,10 @@ class _Walker:
         subgraphs = [a for a in attr_protos if a.type in (5, 10)]
         for a in sorted(subgraphs, key=lambda a: a.name != "then_branch"):  # then before else
             if a.type == 5:  # GRAPH
-                self.walk(a.g, f"{path + '/' if path else ''}{node.name or lid}/{a.name}", consts, shapes, False)
+                self.walk(a.g, f"{path + '/' if path else ''}{name}/{a.name}", consts, shapes, False)
             elif a.type == 10:  # GRAPHS
                 for gi, sg in enumerate(a.graphs):
-                    self.walk(sg, f"{path + '/' if path else ''}{node.name or lid}/{a.name}[{gi}]",
+                    self.walk(sg, f"{path + '/' if path else ''}{name}/{a.name}[{gi}]",
                               consts, shapes, False)
 
 
@@ -777,19 +816,22 @@ def _opset(model, label: str) -> int:
     return opset
 
 
-def _check_given_shape(name: str, shape: list[Any] | None, given: list[int], label: str) -> None:
-    """InputShapeError when ``--input-shape`` contradicts the rank or a fixed dimension of the input."""
-    if shape is not None and len(shape) != len(given):
-        raise InputShapeError(
-            f"--input-shape {name}: {label} expects {len(shape)} dimensions "
-            f"({','.join(str(d) for d in shape)}), got {len(given)}"
-        )
-    if shape is not None:
-        for i, (d, v) in enumerate(zip(shape, given)):
-            if isinstance(d, int) and d != v:
-                raise InputShapeError(
-                    f"--input-shape {name}: {label} fixes axis {i} to {d}, got {v}"
-                )
+def _check_given_shape(name: str, shape: list[Any] | None, given: list[Any], label: str) -> None:
+    """InputShapeError when ``--input-shape`` contradicts the rank or a fixed dimension of the input
+    (naming the shape stated, which would be fed, and the one the model declares)."""
+    if shape is None:
+        return
+    both = f"--input-shape {name}={format_shape(given)} would feed [{format_shape(given)}]"
+    declared = f"{label} declares {name} as [{format_shape(shape)}]"
+    if len(shape) != len(given):
+        raise InputShapeError(f"{both}, but {declared}: it expects {len(shape)} dimensions, got {len(given)}")
+    for i, (d, v) in enumerate(zip(shape, given)):
+        if is_batch_dim(v):
+            if isinstance(d, int) and d != 1:
+                raise InputShapeError(f"{both}, but {declared}, which fixes axis {i} to {d}: it cannot take "
+                                      "the batch size (N)")
+        elif isinstance(d, int) and d != v:
+            raise InputShapeError(f"{both}, but {declared}, which fixes axis {i} to {d}, got {v}")
 
 
 def _inputs(g, init_names: set[str], input_shapes: dict[str, list[int]], label: str,
@@ -811,7 +853,7 @@ def _inputs(g, init_names: set[str], input_shapes: dict[str, list[int]], label: 
         if vi.name in input_shapes:
             given = list(input_shapes[vi.name])
             _check_given_shape(vi.name, shape, given, label)
-            concrete, assumed = given, {}
+            concrete, assumed = one_item(given), {}
         elif shape is None:
             concrete, assumed = None, {}
             notes.append(f"Input {vi.name!r} has no shape in the model; give one with --input-shape.")
@@ -965,9 +1007,20 @@ def _analyze(skel: Skeleton, label: str, input_shapes: dict[str, list[int]], sou
         if not isinstance(vi.name, str):
             raise ModelError(f"{label} is corrupt: a graph input, output or initializer name is not valid UTF-8 text")
     init_names = {t.name for t in g.initializer}
+    declared = {vi.name: _tensor_shape(vi) for vi in g.input if vi.name not in init_names}
     inputs = _inputs(g, init_names, input_shapes, label, notes)
     _in_execution_order(g, {vi.name for vi in g.input} | init_names, notes)
-    inferred, main_shapes, out_elem = _infer(model, opset, label, notes)
+    try:
+        inferred, main_shapes, out_elem = _infer(model, opset, label, notes)
+    except ModelError as exc:
+        if not input_shapes:
+            raise
+        # the stated shapes do not go together in the model: say which were stated and what it declares
+        def dims(shape):
+            return "[" + ", ".join(str(d) for d in shape) + "]" if shape is not None else "(no shape)"
+        fed = ", ".join(f"{t.name} {dims(t.shape)}" for t in inputs)
+        decl = ", ".join(f"{t.name} {dims(declared.get(t.name))}" for t in inputs)
+        raise InputShapeError(f"{exc.message} (with --input-shape: fed {fed}; the model declares {decl})") from None
     walker = _walk(skel, label, inferred, main_shapes, inputs, notes)
     outputs = _outputs(inferred.graph, walker.main_shapes, out_elem)
 

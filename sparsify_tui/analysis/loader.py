@@ -379,3 +379,15 @@ def read_raw(ref: RawRef, data_type: int, dims: list[int]) -> np.ndarray:
     if dt.byteorder == ">" or (dt.byteorder == "=" and not np.little_endian):  # pragma: no cover
         arr = arr.byteswap()
     return arr.reshape([int(d) for d in dims]) if int(np.prod(dims, dtype=np.int64)) == arr.size else arr
+
+
+def bounded_output_names(source: Any) -> set[str]:
+    """Names of the model's outputs bounded in [0, 1] by construction (a Sigmoid or Softmax output, possibly
+    through reshapes: :func:`sparsify_tui.onnxkit.graphs.bounded_outputs`), read from the weight-free skeleton
+    of ``source`` (a path or a ModelProto); an empty set when the file cannot be read (the values decide)."""
+    from sparsify_tui.onnxkit.graphs import bounded_outputs
+
+    try:
+        return bounded_outputs(load_skeleton(source).model)
+    except Exception:  # noqa: BLE001 - a hint only: the output's values still decide
+        return set()

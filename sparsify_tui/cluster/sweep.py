@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from sparsify_tui.cluster import BENCH_RESOURCE, require_ray, server_resource
 from sparsify_tui.cluster.servers import Server, alive_node_ids, list_servers, probe_servers, select_servers
+from sparsify_tui.engines.registry import REFERENCE, engine_names, get_engine
 from sparsify_tui.errors import CancelledError, ClusterError, UsageError
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 KINDS = ("perf", "loss", "quant")
-ENGINES = ("deepsparse", "onnxruntime", "openvino")
+ENGINES = engine_names()
 MAX_CRASH_ATTEMPTS = 2      # a worker crash on a live server is retried once there
 CANCEL_GRACE_S = 10.0       # after Ctrl+C, wait this long for tasks in flight to stop (and store finishers)
 LIVENESS_EVERY_S = 3.0      # how often the driver checks that the servers are alive
@@ -77,7 +78,7 @@ class SweepSpec:
     servers: str = "all"
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     cores: list[int] | None = None
-    engines: list[str] = field(default_factory=lambda: ["onnxruntime"])
+    engines: list[str] = field(default_factory=lambda: [REFERENCE])
     levels: list[float] | None = None
     iterations: int = 10
     warmup: int = 5
@@ -133,7 +134,7 @@ class Job:
             s.update(batch_size=self.batch_size, cores=self.cores, engine=self.engine,
                      levels=spec.level_list(), iterations=spec.iterations, warmup=spec.warmup,
                      repeats=spec.repeats)
-            if self.engine == "openvino":
+            if get_engine(self.engine).precision_hint:
                 s["precision"] = spec.precision or "fp32"
         if input_shapes:
             s["input_shapes"] = {k: [int(d) for d in v] for k, v in sorted(input_shapes.items())}
@@ -149,7 +150,7 @@ class Job:
             p.update(engine=self.engine, batch_size=self.batch_size, cores=self.cores,
                      levels=spec.level_list(), iterations=spec.iterations, warmup=spec.warmup,
                      repeats=spec.repeats)
-            if self.engine == "openvino":
+            if get_engine(self.engine).precision_hint:
                 p["precision"] = spec.precision or "fp32"
         elif self.kind == "loss":
             p["method"] = spec.method

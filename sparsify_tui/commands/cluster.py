@@ -86,11 +86,13 @@ def build_spec(args: argparse.Namespace) -> Any:
     servers = str(args.servers or "all").strip() or "all"
     precision = getattr(args, "precision", None)
     if precision is not None:
-        from sparsify_tui.engines.openvino_engine import normalize_precision
+        from sparsify_tui.engines.registry import engines as all_engines, normalize_precision
 
         precision = normalize_precision(precision)
-        if "openvino" not in engines:
-            raise UsageError("--precision applies to the openvino jobs: add openvino to --engines")
+        hinted = [e.name for e in all_engines() if e.precision_hint]
+        if not set(hinted) & set(engines):
+            raise UsageError(f"--precision applies to the {' and '.join(hinted)} jobs: add "
+                             f"{' or '.join(hinted)} to --engines")
     return SweepSpec(kind=kind, servers=servers, batch_sizes=batch_sizes, cores=cores, engines=engines,
                      levels=levels, iterations=iterations, warmup=warmup, repeats=repeats, precision=precision)
 

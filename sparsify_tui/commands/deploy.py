@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from sparsify_tui.commands.common import Progress, emit_json, print_table
-from sparsify_tui.settings import parse_float, parse_int
+from sparsify_tui.settings import parse_int
 from sparsify_tui.settings import usable_cores as max_cores
 from sparsify_tui.errors import UsageError
 
@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
                         "calibrated on the calibration samples so the pruned model keeps its outputs")
     p.add_argument("--batch-size", default="1", help="batch size (default 1)")
     p.add_argument("--cores", default=None, help="cores to use (default: all this process may use)")
-    p.add_argument("--max-output-change", default=None, help="budget: the best row is the fastest within it")
+    p.add_argument("--max-output-change", default=None, metavar="X|none",
+                   help="budget: the best row is the fastest whose output change is at most X; 'none': the raw "
+                        "fastest (default: the fastest whose outputs still follow the original)")
     p.add_argument("--data", default=None, help=".npz/.npy file or directory of samples (calibration + held out)")
     p.add_argument("--repeats", default="7", help="timed rounds (default 7)")
     p.add_argument("--export", default=None, metavar="OUT.onnx",
@@ -53,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if cores > max_cores():
             raise UsageError(f"--cores must be at most {max_cores()}, got {cores}")
     repeats = parse_int("--repeats", args.repeats, minimum=1, maximum=1000)
-    budget = None if args.max_output_change is None else parse_float(
-        "--max-output-change", args.max_output_change, minimum=0.0)
+    budget = core.parse_budget(args.max_output_change)
     if args.data is not None and not Path(args.data).expanduser().exists():
         raise UsageError(f"--data {args.data}: no such file or directory")
     path = Path(args.project).expanduser()
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(doc: dict) -> None:
     from sparsify_tui.commands.info import fit_columns, terminal_width
+    from sparsify_tui.metrics import format_change
 
     rows = []
     best = (doc.get("best") or {}).get("id")
@@ -117,7 +119,8 @@ def _print(doc: dict) -> None:
             ("* " if r["id"] == best else "  ") + r["engine"], r["precision"], r.get("optimization") or "dense",
             _fmt(r.get("median_ms"), ".2f"), f"{_fmt(spread[0], '.2f')}-{_fmt(spread[1], '.2f')}",
             _fmt(r.get("items_per_second"), ".1f"), _fmt(r.get("speedup"), ".2f") + "x",
-            _fmt(r.get("output_change"), ".3g"), _fmt(r.get("top1_agreement"), ".0%"),
+            format_change(r, short=True)[0] if r.get("output_change") is not None else "-",
+            _fmt(r.get("top1_agreement"), ".0%"),
             _fmt((r.get("file_bytes") or 0) / 1e6 if r.get("file_bytes") else None, ".1f"),
             "yes" if r.get("pareto") else "",
         ])
@@ -138,9 +141,16 @@ def _print(doc: dict) -> None:
         print(f"Machine: {m.get('cpu_model')} ({' '.join(m.get('isa') or [])})")
     s = doc.get("samples") or {}
     print(f"Output change on {s.get('heldout')} held-out samples; INT8 calibrated on {s.get('calibration')} others")
-    from sparsify_tui.actions.deploy import summary_line
+    from sparsify_tui.actions.deploy import row_label, summary_line
 
-    print(summary_line(doc)[0].upper() + summary_line(doc)[1:])
+    line = summary_line(doc)
+    print(line[0].upper() + line[1:])
+    b = doc.get("budget") or {}
+    if b.get("kind") == "default":
+        print("Budget: " + b.get("name", "") + " (--max-output-change X sets one, 'none' gives the raw fastest)")
+    for r in doc.get("rows") or []:
+        if r.get("engines_disagree"):
+            print(f"{row_label(r)}: {r['engines_disagree']}")
     for sk in doc.get("skipped") or []:
         print(f"skipped {sk['engine']} {sk['precision']} {sk.get('optimization') or 'dense'}: {sk['reason']}",
               file=sys.stdout)

@@ -163,6 +163,9 @@ def run_optimize(args: argparse.Namespace) -> int:
                                                                maximum=1.0)
     max_s = None if args.max_sparsity is None else parse_float("--max-sparsity", args.max_sparsity, minimum=0.01,
                                                                maximum=0.99)
+    tiny = getattr(args, "tiny_params", None)
+    tiny = None if tiny is None else parse_int("--tiny-params", tiny, minimum=0, maximum=10**9)
+    protect = getattr(args, "protect_edges", None)
     overrides = dict(_parse_override(v) for v in (args.override or []))
     excludes = [str(x).strip() for x in (args.exclude or [])]
     if getattr(args, "name", None) is not None and not str(args.name).strip():
@@ -192,7 +195,8 @@ def run_optimize(args: argparse.Namespace) -> int:
             opt = reschedule(opt, epochs)
         p = opt.pruning
         for attr, value in (("target_sparsity", sparsity), ("balance", balance), ("min_sparsity", min_s),
-                            ("min_speedup", min_sp), ("min_recovery", min_r), ("max_sparsity", max_s)):
+                            ("min_speedup", min_sp), ("min_recovery", min_r), ("max_sparsity", max_s),
+                            ("protect_edges", protect), ("tiny_params", tiny)):
             if value is not None:
                 setattr(p, attr, value)
         for lid, s in overrides.items():
@@ -295,9 +299,10 @@ def run_export(args: argparse.Namespace) -> int:
             opt = ctx.evaluator.allocate(ctx.attach(opt))
             if not project.readonly:
                 save_optimization(project, opt)
-        from sparsify_tui.actions.optimizer import profile_labels
+        from sparsify_tui.actions.optimizer import loss_measured, profile_labels
 
-        recipe = export_recipe(opt, graph, name_map, warnings, profiles=profile_labels(project, opt))
+        recipe = export_recipe(opt, graph, name_map, warnings, profiles=profile_labels(project, opt),
+                               loss_measured=loss_measured(project, opt))
         recipe_path = _write(args.recipe, recipe, "recipe", project) if args.recipe else None
         code = code_sample(framework, code_type, str(recipe_path or "recipe.yaml"), mapped=bool(name_map))
         code_path = _write(args.code, code, "code sample", project) if args.code else None

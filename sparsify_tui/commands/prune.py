@@ -46,6 +46,11 @@ def run_prune(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {value}: no such file or directory")
     if eval_data is not None and not args.validate:
         raise UsageError("--eval-data is only used with --validate")
+    from sparsify_tui.engines.inputs import parse_input_values
+
+    values = parse_input_values(getattr(args, "input_value", None))
+    if values and not args.validate:
+        raise UsageError("--input-value is only used with --validate")
     sequential = bool(getattr(args, "sequential", False))
     if sequential and method == "magnitude":
         raise UsageError("--sequential needs --method wanda or sparsegpt")
@@ -70,7 +75,7 @@ def run_prune(args: argparse.Namespace) -> int:
             doc = validate_optimization(project, args.optimization, engine=engine, iterations=iterations,
                                         cores=cores, out_path=out, on_progress=on_progress, precision=precision,
                                         method=method, data=data, samples=samples, eval_data=eval_data,
-                                        sequential=sequential)
+                                        sequential=sequential, input_values=values or None)
             progress.done()
             if args.json:
                 emit_json(doc)
@@ -93,6 +98,8 @@ def run_prune(args: argparse.Namespace) -> int:
             ]
             if meaning:
                 rows.append(["", meaning])
+            if doc.get("departure"):
+                rows.append(["", f"warning: {doc['departure']}"])
             if doc.get("method", "magnitude") != "magnitude":
                 mc = doc.get("magnitude_output_change")
                 rows.append(["Magnitude at same plan", "n/a" if mc is None else f"{mc:.4g}"])
@@ -101,7 +108,8 @@ def run_prune(args: argparse.Namespace) -> int:
             for k, v in rows:
                 print(f"{k.ljust(w)}  {v}")
             for n in doc.get("notes") or []:
-                print(f"Note: {n}")
+                if n != doc.get("departure"):  # shown above, beside the output change
+                    print(f"Note: {n}")
             return 0
         progress = Progress(f"prune ({method})")
 
@@ -133,7 +141,10 @@ def run_prune(args: argparse.Namespace) -> int:
 def _engine_label(r: dict) -> str:
     """``onnxruntime 1.18.1``; with a precision other than fp32 (or OpenVINO's): ``openvino 2026.4.1 bf16``."""
     label = f"{r['engine']} {r.get('engine_version') or ''}".strip()
-    if r.get("engine") == "openvino" or (r.get("precision") or "fp32") != "fp32":
+    from sparsify_tui.engines.registry import engine_names, get_engine
+
+    hinted = r.get("engine") in engine_names() and get_engine(r["engine"]).precision_hint
+    if hinted or (r.get("precision") or "fp32") != "fp32":
         label += f" {r.get('precision') or 'fp32'}"
     return label
 

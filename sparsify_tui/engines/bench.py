@@ -12,6 +12,8 @@ reuses it (dense vs pruned, same engine and settings).
 
 from __future__ import annotations
 
+import numpy as np
+
 import statistics
 import time
 from pathlib import Path
@@ -20,19 +22,12 @@ from typing import Any
 from sparsify_tui.engines.machine import loadavg
 
 
-def resolve_engine(engine: str, model_path: str, batch_size: int, shapes: dict | None) -> tuple[str, str]:
-    from sparsify_tui.engines import deepsparse_engine as dse
+def resolve_engine(engine: str, model_path: str = "", batch_size: int = 1, shapes: dict | None = None
+                   ) -> tuple[str, str]:
+    """(engine, reason): :func:`sparsify_tui.engines.registry.resolve_auto` (the model does not change it)."""
+    from sparsify_tui.engines.registry import resolve_auto
 
-    engine = (engine or "auto").lower()
-    if engine == "onnxruntime":
-        return "onnxruntime", "requested with --engine onnxruntime"
-    if engine == "deepsparse":
-        return "deepsparse", "requested with --engine deepsparse"
-    if engine == "openvino":
-        return "openvino", "requested with --engine openvino"
-    if not dse.available():
-        return "onnxruntime", "deepsparse not installed"
-    return "deepsparse", "deepsparse installed and compiled the model"
+    return resolve_auto(engine)
 
 
 def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores: int | None = None,
@@ -49,8 +44,7 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     ``quality`` says what stayed busy.
     """
     from sparsify_tui.engines import interference as itf
-    from sparsify_tui.engines import deepsparse_engine as dse
-    from sparsify_tui.engines import ort
+    from sparsify_tui.engines.registry import REFERENCE, get_engine
     from sparsify_tui.errors import EngineError
     from sparsify_tui.engines.inputs import input_specs, make_inputs
 
@@ -63,7 +57,6 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     idle = itf.wait_idle(float(wait_idle_s)) if wait_idle_s else None
     t0 = time.perf_counter()
     load_start = loadavg()
-    res = None
     retries = itf.MAX_REMEASURE if remeasure is None else int(remeasure)
 
     def watched(run):
@@ -89,33 +82,24 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
         out["attempts"] = attempts
         return out
 
-    if chosen == "deepsparse":
-        try:
-            with dse.compatible_model(path) as (ds_path, note):
-                res = watched(lambda beat: dse.benchmark(
-                    ds_path, inputs, names, batch_size=batch_size, cores=cores, iterations=iterations,
-                    warmup=warmup, repeats=repeats, heartbeat=beat))
-            if note:
-                reason = f"{reason} ({note})"
-            version = dse.version()
-        except EngineError as exc:
-            if (engine or "auto") != "auto":
-                raise
-            chosen = "onnxruntime"
-            reason = exc.message.replace("deepsparse could not compile the model",
-                                         "deepsparse could not compile the model")
-    if chosen == "openvino":
-        from sparsify_tui.engines import openvino_engine as ove
+    def timed(name: str) -> dict:
+        return watched(lambda beat: get_engine(name).benchmark(
+            path, inputs, names=names, batch_size=batch_size, cores=cores, iterations=iterations, warmup=warmup,
+            repeats=repeats, heartbeat=beat, precision=precision))
 
-        res = watched(lambda beat: ove.benchmark(path, inputs, precision=precision or "fp32", cores=cores,
-                                                 iterations=iterations, warmup=warmup, repeats=repeats,
-                                                 heartbeat=beat))
-        version = ove.version()
+    try:
+        res = timed(chosen)
+    except EngineError as exc:
+        if (engine or "auto") != "auto" or chosen == REFERENCE:
+            raise
+        chosen, reason = REFERENCE, exc.message  # auto: the engine it picked failed on this model
+        res = timed(chosen)
+    spec = get_engine(chosen)
+    version = spec.version()
+    if res.get("note"):
+        reason = f"{reason} ({res['note']})"
+    if spec.precision_hint:
         reason = f"{reason} ({res['precision']}, runs in {res['inference_precision']})"
-    if res is None:
-        res = watched(lambda beat: ort.benchmark(path, inputs, cores=cores, iterations=iterations, warmup=warmup,
-                                                 repeats=repeats, heartbeat=beat))
-        version = ort.version()
     med = statistics.median(res["repeat_ms"])
     shares = [x for x in res.get("interference_by_repeat") or [] if x is not None]
     share = max(shares) if shares else None
@@ -135,6 +119,7 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
         "engine_version": version,
         "engine_reason": reason,
         "batch_size": int(batch_size),
+        "input_shapes": {n: list(np.shape(inputs[n])) for n in names},  # the shapes actually fed
         "cores": cores,
         "iterations": int(iterations),
         "warmup": int(warmup),

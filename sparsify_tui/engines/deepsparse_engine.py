@@ -26,27 +26,18 @@ import numpy as np
 
 from sparsify_tui.engines.mapping import Step, attribute
 from sparsify_tui.engines.modelinfo import ModelInfo
+from sparsify_tui.engines.registry import get_engine
 from sparsify_tui.errors import EngineError, EngineUnavailableError
 
-INSTALL_HINT = "deepsparse is not installed; pip install 'sparsify-tui[deepsparse]'"
+INSTALL_HINT = get_engine("deepsparse").install_hint
 
 
 def available() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("deepsparse") is not None
-    except (ImportError, ValueError):  # pragma: no cover
-        return False
+    return get_engine("deepsparse").available()
 
 
 def version() -> str | None:
-    try:
-        from importlib.metadata import version as v
-
-        return v("deepsparse")
-    except Exception:  # noqa: BLE001
-        return None
+    return get_engine("deepsparse").version()
 
 
 def _import():
@@ -145,6 +136,27 @@ def compatible_model(model_path: str, input_shapes: dict[str, list[int]] | None 
         yield out, f"its IR version was lowered from {old} to {MAX_IR_VERSION} in a temporary copy"
 
 
+def arrays(inputs: dict[str, np.ndarray], input_names: list[str]) -> list[np.ndarray]:
+    """The inputs in the engine's order, C-contiguous (a 0-d input stays 0-d)."""
+    return [np.require(inputs[n], requirements="C") for n in input_names]
+
+
+def engine_batch(xs: list[np.ndarray], batch_size: int) -> int | None:
+    """The ``batch_size`` to hand DeepSparse: it rewrites the FIRST dimension of every input to it, so
+    when an input has its batch elsewhere or none (a state [2, N, 128], a 0-d sample rate) the batch
+    override is turned off (None) and the shapes fed (written in the file, or given as input_shapes)
+    are compiled as they are."""
+    if all(x.ndim and x.shape[0] == int(batch_size) for x in xs):
+        return int(batch_size)
+    return None
+
+
+def _fed(model_path: str, inputs: dict[str, np.ndarray], input_names: list[str]) -> str:
+    from sparsify_tui.engines.inputs import declared_shapes, shapes_fed
+
+    return shapes_fed({n: inputs[n] for n in input_names if n in inputs}, declared_shapes(model_path))
+
+
 def _first_line(exc: BaseException) -> str:
     """The useful part of an engine exception, in one short line."""
     import re
@@ -171,18 +183,19 @@ def analyze_level(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray
     :func:`compatible_model`), so DeepSparse need not rewrite it first.
     """
     mda = _import()
-    xs = [np.ascontiguousarray(inputs[n]) for n in input_names]
+    xs = arrays(inputs, input_names)
     shapes = None if shapes_fixed else [list(x.shape) for x in xs]
     ks = float(level) if level else None
     t0 = time.perf_counter()
     try:
         res = mda(
-            model=model_path, inp=xs, batch_size=int(batch_size), num_cores=cores,
+            model=model_path, inp=xs, batch_size=engine_batch(xs, batch_size), num_cores=cores,
             num_iterations=max(1, int(iterations)), num_warmup_iterations=max(0, int(warmup)),
             optimization_level=1, imposed_ks=ks, input_shapes=shapes,
         )
     except Exception as exc:  # noqa: BLE001 - the engine raises RuntimeError and friends
-        raise EngineError(f"deepsparse could not compile or run the model: {_first_line(exc)}") from None
+        raise EngineError(f"deepsparse could not compile or run the model: {_first_line(exc)} "
+                          f"({_fed(model_path, inputs, input_names)})") from None
     engine_s = time.perf_counter() - t0
     steps = []
     for entry in res.get("layer_info", []):
@@ -211,18 +224,22 @@ def analyze_level(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray
 
 def benchmark(model_path: str, inputs: dict[str, np.ndarray], input_names: list[str], *, batch_size: int,
               cores: int | None, iterations: int = 20, warmup: int = 5, repeats: int = 3,
-              heartbeat=None) -> dict[str, Any]:
-    """Compile once and time ``repeats`` x ``iterations`` runs (ms per batch)."""
+              heartbeat=None, shapes_fixed: bool = False) -> dict[str, Any]:
+    """Compile once and time ``repeats`` x ``iterations`` runs (ms per batch).
+
+    ``shapes_fixed``: as in :func:`analyze_level` (no rewrite of the file before the compile).
+    """
     _import()
     from deepsparse import compile_model
 
-    xs = [np.ascontiguousarray(inputs[n]) for n in input_names]
+    xs = arrays(inputs, input_names)
     t0 = time.perf_counter()
     try:
-        engine = compile_model(model_path, batch_size=int(batch_size), num_cores=cores,
-                               input_shapes=[list(x.shape) for x in xs])
+        engine = compile_model(model_path, batch_size=engine_batch(xs, batch_size), num_cores=cores,
+                               input_shapes=None if shapes_fixed else [list(x.shape) for x in xs])
     except Exception as exc:  # noqa: BLE001
-        raise EngineError(f"deepsparse could not compile the model: {_first_line(exc)}") from None
+        raise EngineError(f"deepsparse could not compile the model: {_first_line(exc)} "
+                          f"({_fed(model_path, inputs, input_names)})") from None
     compile_s = time.perf_counter() - t0
     try:
         for _ in range(max(0, int(warmup))):
@@ -239,5 +256,33 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], input_names: list[
             if heartbeat:
                 heartbeat(f"repeat {r + 1}")
     except Exception as exc:  # noqa: BLE001
-        raise EngineError(f"deepsparse failed to run the model: {_first_line(exc)}") from None
+        raise EngineError(f"deepsparse failed to run the model: {_first_line(exc)} "
+                          f"({_fed(model_path, inputs, input_names)})") from None
     return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": compile_s}
+
+
+# what `sparsify-tui deploy --export` writes next to the exported model (str.format fields: model, precision,
+# sparse, cores, batch, shapes, hint, int8_note)
+DEPLOY_SNIPPET = '''"""Run {model} with DeepSparse ({precision}{sparse}), as measured by sparsify-tui deploy."""
+import numpy as np
+from deepsparse import compile_model
+
+engine = compile_model("{model}", batch_size={batch}, num_cores={cores})
+inputs = [np.random.rand(*shape).astype(np.float32) for shape in {shapes}.values()]
+outputs = engine.run(inputs)
+'''
+
+
+def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
+           cores: int | None, precision: str | None = None, tmp: str | None = None):
+    """A zero-argument function running one inference of ``model_path`` (a :func:`compatible_model` file)."""
+    _import()
+    from deepsparse import compile_model
+
+    xs = arrays(inputs, names)
+    try:
+        eng = compile_model(model_path, batch_size=engine_batch(xs, batch_size), num_cores=cores,
+                            input_shapes=[list(x.shape) for x in xs])
+    except Exception as exc:  # noqa: BLE001
+        raise EngineError(f"deepsparse could not compile {model_path}: {_first_line(exc)}") from None
+    return lambda: eng.run(xs)

@@ -2,8 +2,12 @@
 
 :func:`make_inputs` gives one batch ``{input name: array}``:
 
-* shapes come from ``input_shapes`` (e.g. the project's), else from the model;
-  the first dimension is the batch size; other dynamic dimensions must be given;
+* shapes come from ``input_shapes`` (e.g. the project's), else from the model
+  (:func:`concrete_shape`): a stated dimension is fed as stated; the batch size
+  goes only into the input's batch dimension -- the one the user marks ``N``,
+  else the model's (a symbolic dimension named like a batch, else a symbolic or
+  1 first dimension, else its one unnamed symbolic dimension) -- where the
+  user left it open or wrote 1 (one item); other dynamic dimensions must be given;
 * float inputs: uniform random in [0, 1); bool inputs: random booleans;
 * integer inputs that feed an embedding ``Gather`` (directly or through
   Cast/Reshape/Unsqueeze/...) get ids below the vocabulary size (the table's
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from sparsify_tui.analysis.analyzer import BATCH_DIM, format_shape, is_batch_dim
 from sparsify_tui.errors import InputShapeError, ModelError, ProfileError, UsageError
 
 if TYPE_CHECKING:
@@ -44,10 +49,12 @@ _ONNX_DTYPES = {
 @dataclass
 class InputSpec:
     name: str
-    shape: list[Any]  # ints, or str / None for dynamic dims
+    shape: list[Any]  # ints, or str / None for dynamic dims (the stated shape when there is one)
     dtype: str
     vocab: int | None = None  # ids must stay below this (embedding table rows)
     role: str = ""  # "mask", "token_type", "position", "ids" or ""
+    declared: list[Any] | None = None  # the shape the model file declares (ints, str / None when dynamic)
+    stated: list[Any] | None = None  # the user's --input-shape (ints and at most one BATCH_DIM), if any
 
 
 def _load_proto(path: str | os.PathLike):
@@ -132,7 +139,7 @@ def input_specs(model: Any, input_shapes: dict[str, list[int]] | None = None) ->
             for ax in t.assumed:
                 if 0 < ax < len(shape) and ax < len(declared):
                     shape[ax] = declared[ax]
-        spec = InputSpec(vi.name, shape, dtype)
+        spec = InputSpec(vi.name, shape, dtype, declared=list(declared))
         if dtype.startswith(("int", "uint")):
             spec.vocab = vocab_of(vi.name)
             low = vi.name.lower()
@@ -153,26 +160,154 @@ def input_specs(model: Any, input_shapes: dict[str, list[int]] | None = None) ->
                 f"the model has no input named {unknown[0]!r} (its inputs: {', '.join(sorted(names))})")
         for s in specs:
             if s.name in input_shapes:
-                s.shape = [int(d) for d in input_shapes[s.name]]
+                s.stated = [BATCH_DIM if is_batch_dim(d) else int(d) for d in input_shapes[s.name]]
+                s.shape = list(s.stated)
     return specs
 
 
+def model_batch_axis(declared: list[Any] | None) -> int | None:
+    """The axis of a declared shape that holds the batch: a symbolic one named like a batch (N, B, batch,
+    batch_size, ...), else the first when it is symbolic or 1, else the only unnamed symbolic one; None when
+    the model has no batch dimension there (every dimension fixed, or only named ones like ``seq``)."""
+    if not declared:
+        return None
+    dyn = [i for i, d in enumerate(declared) if not (isinstance(d, int) and d > 0)]
+    for i in dyn:
+        name = str(declared[i] or "").lower()
+        if "batch" in name or name in ("n", "b", "bs"):
+            return i
+    if 0 in dyn or declared[0] == 1:
+        return 0
+    unnamed = [i for i in dyn if declared[i] in (None, "", "?")]
+    return unnamed[0] if len(unnamed) == 1 else None
+
+
+def batch_axis(spec: InputSpec) -> int | None:
+    """Where the batch size goes in this input: the dimension the user marks N, else the model's."""
+    if spec.stated is not None:
+        if BATCH_DIM in spec.stated:
+            return spec.stated.index(BATCH_DIM)
+        if spec.declared is not None and len(spec.declared) != len(spec.stated):
+            return None
+    return model_batch_axis(spec.declared if spec.declared is not None else spec.shape)
+
+
 def concrete_shape(spec: InputSpec, batch_size: int) -> list[int]:
-    """The spec's shape with the batch size as first dimension; dynamic dims must be known."""
-    shape = list(spec.shape)
-    if not shape:
-        return []
+    """The shape fed to the engine for this input at ``batch_size``.
+
+    A dimension the user states is fed as stated; the batch size fills only the input's batch dimension
+    (:func:`batch_axis`) where the user marked it N, left the shape open, or wrote 1 (one item). Other
+    dynamic dimensions must be given (InputShapeError).
+    """
+    b = int(batch_size)
+    ax = batch_axis(spec)
+    if spec.stated is not None:
+        out = list(spec.stated)
+        if ax is None or not out:
+            return [int(d) for d in out]
+        if is_batch_dim(out[ax]) or out[ax] == 1:
+            out[ax] = b
+        elif b != 1:
+            raise InputShapeError(
+                f"--batch-size {b} has no dimension to go into: --input-shape {spec.name}={format_shape(spec.stated)} "
+                f"states {out[ax]} for its batch dimension (axis {ax}); write N there "
+                f"(--input-shape {spec.name}={format_shape(out[:ax] + [BATCH_DIM] + out[ax + 1:])}) to feed the batch "
+                f"size, or leave --batch-size at 1 to feed the shape as stated")
+        return [int(d) for d in out]
+    shape = list(spec.declared if spec.declared is not None else spec.shape)
     out = []
     for axis, d in enumerate(shape):
-        if axis == 0:
-            out.append(int(batch_size))
+        if axis == ax:
+            out.append(b)
         elif isinstance(d, int) and d > 0:
             out.append(d)
         else:
+            hint = format_shape(["N" if i == ax else (x if isinstance(x, int) and x > 0 else "?")
+                                 for i, x in enumerate(shape)])
             raise InputShapeError(
                 f"input {spec.name!r} has a dynamic dimension {d!r} at axis {axis}; "
-                f"give its shape with --input-shape {spec.name}=...")
+                f"give its shape with --input-shape {spec.name}={hint} (a number for each ?)")
     return out
+
+
+def _dims(shape: Any) -> str:
+    return "[" + ", ".join(str(d) if d not in (None, "") else "?" for d in shape) + "]"
+
+
+def shapes_fed(inputs: dict[str, Any], declared: dict[str, Any] | None = None) -> str:
+    """``"fed input [1, 512], state [1, 1, 128], sr []; the model declares input [N, 512], state [2, N, 128],
+    sr []"``: what an engine error names (the shapes actually fed, and the model's own)."""
+    text = "fed " + ", ".join(f"{k} {_dims(v if isinstance(v, (tuple, list)) else np.shape(v))}"
+                              for k, v in inputs.items())
+    if declared:
+        text += "; the model declares " + ", ".join(
+            f"{k} {_dims(declared[k]) if declared.get(k) is not None else '(no shape)'}"
+            for k in inputs if k in declared)
+    return text
+
+
+def misfits(inputs: dict[str, Any], declared: dict[str, Any]) -> list[str]:
+    """``["state [1, 1, 128] against [2, N, 128]"]``: fed inputs whose rank or a fixed dimension differs
+    from what the model declares."""
+    out = []
+    for k, v in inputs.items():
+        want = declared.get(k)
+        if want is None:
+            continue
+        got = list(v) if isinstance(v, (tuple, list)) else list(np.shape(v))
+        if len(got) != len(want) or any(isinstance(w, int) and w > 0 and g != w for g, w in zip(got, want)):
+            out.append(f"{k} {_dims(got)} against {_dims(want)}")
+    return out
+
+
+def shape_hint_for(inputs: dict[str, Any], declared: dict[str, Any]) -> str | None:
+    """The hint of an engine error when fed shapes do not fit the model (None when they all fit)."""
+    bad = misfits(inputs, declared)
+    if not bad:
+        return None
+    return (f"the shapes fed do not fit the model: {'; '.join(bad)}; state each with --input-shape NAME=D1,D2,... "
+            "(N for the dimension that takes the batch size)")
+
+
+def synthetic_hint(values: dict[str, Any] | None = None) -> str:
+    """What an engine failure on random inputs suggests (naming the inputs that were random when some were
+    given with --input-value)."""
+    if not values:
+        return SYNTHETIC_HINT
+    return SYNTHETIC_HINT.replace("the inputs were synthetic", f"the inputs other than {', '.join(values)} "
+                                  "were synthetic")
+
+
+def fed_batch(inputs: dict[str, Any], declared: dict[str, Any]) -> int:
+    """The batch size of fed inputs: the size of the first one's batch dimension (the model's, see
+    :func:`model_batch_axis`); 1 when none has one."""
+    for k, v in inputs.items():
+        ax = model_batch_axis(declared.get(k))
+        if ax is not None and np.ndim(v) > ax:
+            return int(np.shape(v)[ax])
+    return 1
+
+
+def rebatch(inputs: dict[str, Any], batch_size: int, declared: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The inputs with their batch dimension (the model's) tiled or cut to ``batch_size``; inputs
+    without one (a 0-d sample rate, a fixed state) as they are."""
+    out = {}
+    for k, v in inputs.items():
+        v = np.asarray(v)
+        ax = model_batch_axis(declared.get(k))
+        if ax is not None and v.ndim > ax and v.shape[ax] != batch_size:
+            reps = -(-batch_size // max(1, v.shape[ax]))
+            v = np.take(np.concatenate([v] * reps, axis=ax), range(batch_size), axis=ax)
+        out[k] = v
+    return out
+
+
+def declared_shapes(model_path: str | os.PathLike) -> dict[str, Any]:
+    """``{input name: declared shape}`` of a model file (empty when it cannot be read)."""
+    try:
+        return {s.name: s.declared for s in input_specs(model_path)}
+    except Exception:  # noqa: BLE001 - only decorates an error message
+        return {}
 
 
 def random_input(spec: InputSpec, shape: list[int], rng: np.random.Generator) -> np.ndarray:
@@ -221,23 +356,26 @@ def _fit(spec: InputSpec, arr: np.ndarray, batch_size: int, source: Path) -> np.
             raise ProfileError(
                 f"{source}: array {spec.name!r} has dtype {arr.dtype}, but the model's input needs {want_dtype}")
         arr = arr.astype(want_dtype)
-    rank = len(spec.shape)
-    if arr.ndim == rank - 1:
-        arr = arr[None, ...]
+    template = spec.stated if spec.stated is not None else (spec.declared if spec.declared is not None
+                                                             else spec.shape)
+    rank = len(template)
+    ax = batch_axis(spec)
+    if arr.ndim == rank - 1 and ax is not None:
+        arr = np.expand_dims(arr, ax)  # one sample without its batch axis
     if arr.ndim != rank:
         raise ProfileError(
             f"{source}: array {spec.name!r} has shape {list(arr.shape)}, but the model's input has rank {rank} "
-            f"(shape {spec.shape})")
-    for axis in range(1, rank):
-        d = spec.shape[axis]
-        if isinstance(d, int) and d > 0 and arr.shape[axis] != d:
+            f"(shape {format_shape(template)})")
+    for axis in range(rank):
+        d = template[axis]
+        if axis != ax and isinstance(d, int) and d > 0 and arr.shape[axis] != d:
             raise ProfileError(
                 f"{source}: array {spec.name!r} has shape {list(arr.shape)}, but the model's input needs "
-                f"{want or spec.shape}")
-    if rank and arr.shape[0] != batch_size:
-        reps = -(-batch_size // max(arr.shape[0], 1))
-        arr = np.concatenate([arr] * reps, axis=0)[:batch_size] if arr.shape[0] else arr
-    return np.ascontiguousarray(arr)
+                f"{want or format_shape(template)}")
+    if ax is not None and arr.shape[ax] != batch_size and (want is None or want[ax] == batch_size):
+        reps = -(-batch_size // max(arr.shape[ax], 1))
+        arr = np.take(np.concatenate([arr] * reps, axis=ax), range(batch_size), axis=ax) if arr.shape[ax] else arr
+    return np.require(arr, requirements="C")  # (0-d stays 0-d)
 
 
 def _files_of(data: Path) -> list[Path]:
@@ -373,10 +511,8 @@ def load_samples_for(model_path: str | os.PathLike, graph: "ModelGraph", *, data
     src = graph if graph is not None else model_path
     specs = input_specs(src, input_shapes)
     if data is None:
-        # one item per sample, unless the model fixes its batch dimension to another size
-        firsts = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
-        batch = firsts.pop() if len(firsts) == 1 else 1
-        return [make_inputs(src, batch, input_shapes, seed=seed + i) for i in range(samples)]
+        # one item per sample (a model that fixes its batch dimension to another size keeps that size)
+        return [make_inputs(src, 1, input_shapes, seed=seed + i) for i in range(samples)]
     data = Path(data).expanduser()
     if not data.exists():
         raise ProfileError(f"{data}: no such data file or directory")
@@ -387,9 +523,12 @@ def load_samples_for(model_path: str | os.PathLike, graph: "ModelGraph", *, data
     for f in files:
         rows = _rows_in(f, specs)
         batch = load_samples(src, f, batch_size=max(1, rows), input_shapes=input_shapes, specs=specs)
+        axes = {sp.name: batch_axis(sp) for sp in specs}
         for b in batch:
             for r in range(max(1, rows)):
-                out.append({k: np.ascontiguousarray(v[r:r + 1]) if v.ndim else v for k, v in b.items()})
+                out.append({k: np.ascontiguousarray(np.take(v, range(r, r + 1), axis=axes[k]))
+                            if v.ndim and axes.get(k) is not None and v.shape[axes[k]] > r else v
+                            for k, v in b.items()})
                 if len(out) >= samples:
                     return out
     return out
@@ -410,6 +549,7 @@ def _rows_in(f: Path, specs) -> int:
         a = arrays.get(s.name)
         if a is None and len(arrays) == 1 and len(specs) == 1:
             a = next(iter(arrays.values()))
-        if a is not None and a.ndim == len(s.shape) and a.ndim >= 1:
-            return int(a.shape[0])
+        ax = batch_axis(s)
+        if a is not None and a.ndim == len(s.shape) and a.ndim >= 1 and ax is not None:
+            return int(a.shape[ax])
     return 1

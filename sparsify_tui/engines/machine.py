@@ -25,13 +25,11 @@ _X86_FLAGS = [
 _ARM_FLAGS = [("asimd", "neon"), ("neon", "neon"), ("sve", "sve"), ("sve2", "sve2"), ("i8mm", "i8mm"),
               ("asimddp", "dotprod")]
 
-ENGINES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "ort-nightly"),
-           "deepsparse": ("deepsparse", "deepsparse-nightly", "deepsparse-ent"),
-           "openvino": ("openvino", "openvino-nightly")}
-
 # CPU flags that give bf16 arithmetic (what OpenVINO's bf16 precision needs): x86 AVX-512 BF16 or AMX-BF16;
 # ARM: the BF16 extension ("bf16" in /proc/cpuinfo features)
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+# fp16 arithmetic OpenVINO's fp16 precision runs on: x86 AMX-FP16; ARM half-precision SIMD
+_FP16_FLAGS = ("amx_fp16", "asimdhp", "fphp")
 
 
 def _read_cpuinfo(path: str = "/proc/cpuinfo") -> str:
@@ -136,19 +134,28 @@ def _version(dist_names: tuple[str, ...], scanned: dict[str, str] | None = None)
 
 
 def engine_versions() -> dict[str, str | None]:
-    scanned = _dist_info_versions()
-    return {engine: _version(dists, scanned) for engine, dists in ENGINES.items()}
+    """``{engine: version or None}`` for every engine of the registry."""
+    from sparsify_tui.engines import registry
+
+    return registry.engine_versions()
 
 
 def installed_engines() -> list[str]:
-    """Engines installed here, best first (deepsparse before onnxruntime, then openvino)."""
+    """Engines installed here, best first (the order ``auto`` prefers, :mod:`sparsify_tui.engines.registry`)."""
+    from sparsify_tui.engines import registry
+
     v = machine_info()["engines"]
-    return [e for e in ("deepsparse", "onnxruntime", "openvino") if v.get(e)]
+    return [e for e in registry.installed_engines() if v.get(e)]
 
 
 def has_bf16(flags: set[str]) -> bool:
     """Whether the CPU computes in bf16 (AVX-512 BF16 / AMX-BF16 on x86, the BF16 extension on ARM)."""
     return any(f in flags for f in _BF16_FLAGS)
+
+
+def has_fp16(flags: set[str]) -> bool:
+    """Whether the CPU computes in fp16 (AMX-FP16 on x86, half-precision SIMD on ARM)."""
+    return any(f in flags for f in _FP16_FLAGS)
 
 
 def capability_line(machine: dict[str, Any]) -> str:
@@ -190,6 +197,7 @@ def machine_info() -> dict[str, Any]:
         "usable_cores": int(usable),
         "isa": isa,
         "bf16": has_bf16(info["flags"]),
+        "fp16": has_fp16(info["flags"]),
         "engines": engine_versions(),
         "fingerprint": fingerprint_of(model, isa, physical, logical, usable),
     }

@@ -45,32 +45,23 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sparsify_tui.engines import registry
 from sparsify_tui.errors import EngineError, EngineUnavailableError, UsageError
 
-INSTALL_HINT = "openvino is not installed; pip install 'sparsify-tui[openvino]' (Python 3.10 or newer)"
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+INSTALL_HINT = registry.get_engine("openvino").install_hint
+PRECISIONS = registry.get_engine("openvino").precisions_known
 # our precision -> (OpenVINO inference precision hint, plugin capability that must be listed)
 _HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16"), "int8": ("f32", "INT8")}
 _SUFFIXES = re.compile(r"(/WithoutBiases|/WithoutBias|_original|/sink_port_\d+)$")
 
 
 def available() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("openvino") is not None
-    except (ImportError, ValueError):  # pragma: no cover
-        return False
+    return registry.get_engine("openvino").available()
 
 
 def version() -> str | None:
     """The installed distribution's version (e.g. ``2026.4.1``), without importing openvino."""
-    try:
-        from importlib.metadata import version as v
-
-        return v("openvino")
-    except Exception:  # noqa: BLE001
-        return None
+    return registry.get_engine("openvino").version()
 
 
 def _ov():
@@ -98,11 +89,7 @@ def capabilities() -> list[str]:
 
 def normalize_precision(precision: str | None) -> str:
     """``fp32`` (default), ``bf16``, ``fp16`` or ``int8``; UsageError otherwise."""
-    p = (precision or "fp32").strip().lower()
-    p = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16", "i8": "int8"}.get(p, p)
-    if p not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return p
+    return registry.normalize_precision(precision)
 
 
 def check_precision(precision: str | None) -> str:
@@ -204,8 +191,10 @@ def compile_model(model_path: str, inputs: dict[str, np.ndarray], *, precision: 
     try:
         model.reshape(shapes)
     except Exception as exc:  # noqa: BLE001
-        dims = ", ".join(f"{n}={'x'.join(map(str, np.shape(inputs[n])))}" for n in order)
-        raise EngineError(f"openvino could not set the input shapes {dims} of {model_path}: "
+        from sparsify_tui.engines.inputs import declared_shapes, shapes_fed
+
+        fed = shapes_fed({n: inputs[n] for n in order}, declared_shapes(model_path))
+        raise EngineError(f"openvino could not set the input shapes of {model_path} ({fed}): "
                           f"{_first_line(exc)}") from None
     try:
         compiled = _core().compile_model(model, "CPU", _config(precision, cores, profile))
@@ -271,7 +260,7 @@ class Runner:
         for i, (name, dtype, shape) in enumerate(zip(self.input_names, self._dtypes, self._shapes)):
             if name not in feed:
                 raise EngineError(f"no data for the model input {name!r}")
-            arr = np.ascontiguousarray(feed[name], dtype=dtype)
+            arr = np.require(feed[name], dtype=dtype, requirements="C")  # (0-d stays 0-d)
             if tuple(arr.shape) != shape:
                 raise EngineError(f"input {name!r} has shape {list(arr.shape)}, the compiled model takes "
                                   f"{list(shape)}")
@@ -283,8 +272,11 @@ class Runner:
         try:
             res = self._request.infer(data, share_inputs=True, share_outputs=False)
         except Exception as exc:  # noqa: BLE001
-            raise EngineError(f"openvino failed to run {self.model_path} (batch size {self.batch_size}): "
-                              f"{_first_line(exc)}") from None
+            from sparsify_tui.engines.inputs import declared_shapes, shapes_fed
+
+            fed = dict(zip(self.input_names, self._shapes)) if feed is None else feed
+            raise EngineError(f"openvino failed to run {self.model_path} "
+                              f"({shapes_fed(fed, declared_shapes(self.model_path))}): {_first_line(exc)}") from None
         return list(res.to_tuple())
 
     def profiling_info(self):
@@ -296,15 +288,18 @@ class Runner:
         return self._compiled.get_runtime_model()
 
 
-def _batch_of(inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in inputs.items():
-        v = np.asarray(v)
-        if v.ndim and v.shape[0] != batch_size:
-            reps = -(-batch_size // max(1, v.shape[0]))
-            v = np.concatenate([v] * reps, axis=0)[:batch_size]
-        out[k] = v
-    return out
+def _batch_of(path: str, inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """The inputs at ``batch_size`` along each one's batch dimension (the model's: not always the first;
+    an input without one, e.g. a 0-d sample rate, stays as it is)."""
+    from sparsify_tui.engines.inputs import declared_shapes, rebatch
+
+    return rebatch(inputs, batch_size, declared_shapes(path))
+
+
+def _fed_batch(path: str, inputs: dict[str, np.ndarray]) -> int:
+    from sparsify_tui.engines.inputs import declared_shapes, fed_batch
+
+    return fed_batch(inputs, declared_shapes(path))
 
 
 def make_runner(path: str, *, precision: str = "fp32", cores: int | None = None, batch_size: int = 1,
@@ -323,7 +318,7 @@ def make_runner(path: str, *, precision: str = "fp32", cores: int | None = None,
         from sparsify_tui.engines.inputs import make_inputs
 
         inputs = make_inputs(str(path), batch_size, {})
-    inputs = _batch_of(inputs, batch_size)
+    inputs = _batch_of(str(path), inputs, batch_size)
     compiled, order, compile_s = compile_model(str(path), inputs, precision=precision, cores=cores,
                                                profile=profile)
     return Runner(compiled, order, inputs, normalize_precision(precision), compile_s, str(path))
@@ -336,7 +331,7 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], *, precision: str 
 
     Returns ``{"repeat_ms", "iteration_ms", "compile_s", "precision", "inference_precision", "threads"}``.
     """
-    batch = next((int(np.shape(v)[0]) for v in inputs.values() if np.ndim(v)), 1)
+    batch = _fed_batch(model_path, inputs)
     run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs)
     for _ in range(max(0, int(warmup))):
         run()
@@ -477,34 +472,9 @@ def _window_ms(before: dict, n_before: int, after: dict, n_after: int) -> dict[s
     return out
 
 
-def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: str = "fp32",
-            cores: int | None = None, iterations: int = 10, warmup: int = 5, repeats: int = 1,
-            heartbeat: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Profile the model with the performance counters: per-layer times and the model time per repeat.
-
-    The counters hold each node's average since the compile (see :func:`_window_ms`), so a node's time
-    in a repeat is its mean over that repeat's ``iterations`` runs; the model time of a repeat is the
-    median wall time of its runs (one synchronous inference each). The layer times reported are those
-    of the repeat with the median model time; what no node accounts for in it becomes the
-    engine-internal row ``engine:run overhead``.
-
-    Returns the keys of :func:`sparsify_tui.engines.ort.profile` (``repeat_ms``, ``iteration_ms``,
-    ``layer_ms``, ``owner``, ``groups``, ``internal``, ``steps``, ``engine_s``) and: ``repeats``
-    [{``model_ms``, ``mean_ms``, ``layer_ms``, ``internal``}] per repeat; ``kernels`` {layer or
-    engine-internal row id: ``exec_type`` of the node that computed it}; ``layer_precision`` {same
-    ids: that node's runtime precision}; ``step_info`` [{name, type, exec_type, precision, ms,
-    layers}] for every executed node; ``precision`` (asked for), ``inference_precision`` (applied:
-    f32|bf16|f16), ``threads``; ``counted_share``: the nodes' summed time over the mean wall time of
-    the same runs (median over the repeats).
-    """
-    from sparsify_tui.engines.mapping import Step, attribute
-
-    iterations = max(1, int(iterations))
-    repeats = max(1, int(repeats))
-    t0 = time.perf_counter()
-    batch = next((int(np.shape(v)[0]) for v in inputs.values() if np.ndim(v)), 1)
-    run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs,
-                      profile=True)
+def _timed_windows(run, warmup: int, iterations: int, repeats: int,
+                   heartbeat: Callable[[str], Any] | None) -> tuple[list[float], list[dict[str, float]], dict]:
+    """(wall ms of every timed run, each repeat's per-node ms window, the last counter snapshot)."""
     done = 0
     for _ in range(max(0, int(warmup))):
         run()
@@ -522,9 +492,14 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
         snap, done = after, done + iterations
         if heartbeat:
             heartbeat(f"repeat {r + 1}/{repeats}")
-    kind = {name: (node_type, exec_type) for name, (_, node_type, exec_type) in snap.items()}
-    order = list(snap)  # execution order
-    nodes = _runtime_nodes(run._compiled)
+    return run_ms, windows, snap
+
+
+def _attributed_repeats(info, order: list[str], nodes: dict, kind: dict, windows: list[dict[str, float]],
+                        run_ms: list[float], iterations: int) -> list[dict[str, Any]]:
+    """Each repeat's node times attributed to the ONNX layers, with its model time and engine-internal rows."""
+    from sparsify_tui.engines.mapping import Step, attribute
+
     anchors = _step_anchors(order, nodes, _resolver(info))
     labels = []
     for n in order:
@@ -546,18 +521,18 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
                              "ms": model_ms - node_sum})
         per_repeat.append({"model_ms": model_ms, "mean_ms": statistics.fmean(chunk), "node_ms": node_sum,
                            "layer_ms": att.layer_ms, "internal": internal, "att": att, "steps": steps})
-    engine_s = time.perf_counter() - t0
-    ranked = sorted(range(repeats), key=lambda i: per_repeat[i]["model_ms"])
-    mid = per_repeat[ranked[(repeats - 1) // 2]]
-    att, steps = mid["att"], mid["steps"]
-    # the kernel that computed each layer: its primary owner's
+    return per_repeat
+
+
+def _kernels(att, steps: list, order: list[str], kind: dict, nodes: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """({layer or internal row: exec_type of the node that computed it}, {same: that node's precision})."""
     step_of_key: dict[str, int] = {}
     used: dict[str, int] = {}
     for i, st in enumerate(steps):
         used[st.name] = used.get(st.name, 0) + 1
         step_of_key[st.name if used[st.name] == 1 else f"{st.name}#{used[st.name]}"] = i
     kernels, layer_precision = {}, {}
-    for lid, key in att.owner.items():
+    for lid, key in att.owner.items():  # the kernel that computed each layer: its primary owner's
         i = step_of_key.get(key)
         if i is not None:
             kernels[lid] = kind[order[i]][1]
@@ -566,6 +541,45 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
     for (rid, _, _), i in zip(att.internal, unanchored):
         kernels[rid] = kind[order[i]][1]
         layer_precision[rid] = nodes.get(order[i], {}).get("precision", "")
+    return kernels, layer_precision
+
+
+def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: str = "fp32",
+            cores: int | None = None, iterations: int = 10, warmup: int = 5, repeats: int = 1,
+            heartbeat: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Profile the model with the performance counters: per-layer times and the model time per repeat.
+
+    The counters hold each node's average since the compile (see :func:`_window_ms`), so a node's time
+    in a repeat is its mean over that repeat's ``iterations`` runs; the model time of a repeat is the
+    median wall time of its runs (one synchronous inference each). The layer times reported are those
+    of the repeat with the median model time; what no node accounts for in it becomes the
+    engine-internal row ``engine:run overhead``.
+
+    Returns the keys of :func:`sparsify_tui.engines.ort.profile` (``repeat_ms``, ``iteration_ms``,
+    ``layer_ms``, ``owner``, ``groups``, ``internal``, ``steps``, ``engine_s``) and: ``repeats``
+    [{``model_ms``, ``mean_ms``, ``layer_ms``, ``internal``}] per repeat; ``kernels`` {layer or
+    engine-internal row id: ``exec_type`` of the node that computed it}; ``layer_precision`` {same
+    ids: that node's runtime precision}; ``step_info`` [{name, type, exec_type, precision, ms,
+    layers}] for every executed node; ``precision`` (asked for), ``inference_precision`` (applied:
+    f32|bf16|f16), ``threads``; ``counted_share``: the nodes' summed time over the mean wall time of
+    the same runs (median over the repeats).
+    """
+    iterations = max(1, int(iterations))
+    repeats = max(1, int(repeats))
+    t0 = time.perf_counter()
+    batch = _fed_batch(model_path, inputs)
+    run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs,
+                      profile=True)
+    run_ms, windows, snap = _timed_windows(run, warmup, iterations, repeats, heartbeat)
+    kind = {name: (node_type, exec_type) for name, (_, node_type, exec_type) in snap.items()}
+    order = list(snap)  # execution order
+    nodes = _runtime_nodes(run._compiled)
+    per_repeat = _attributed_repeats(info, order, nodes, kind, windows, run_ms, iterations)
+    engine_s = time.perf_counter() - t0
+    ranked = sorted(range(repeats), key=lambda i: per_repeat[i]["model_ms"])
+    mid = per_repeat[ranked[(repeats - 1) // 2]]
+    att, steps = mid["att"], mid["steps"]
+    kernels, layer_precision = _kernels(att, steps, order, kind, nodes)
     step_info = [{"name": order[i], "type": st.op_type, "exec_type": kind[order[i]][1],
                   "precision": nodes.get(order[i], {}).get("precision", ""), "ms": st.ms, "layers": list(st.anchors)}
                  for i, st in enumerate(steps)]
@@ -579,3 +593,28 @@ def profile(model_path: str, info, inputs: dict[str, np.ndarray], *, precision: 
         "precision": run.precision, "inference_precision": run.inference_precision, "threads": run.cores,
         "counted_share": statistics.median(shares) if shares else 0.0,
     }
+
+
+# what `sparsify-tui deploy --export` writes next to the exported model (str.format fields: model, precision,
+# sparse, cores, batch, shapes, hint, int8_note)
+DEPLOY_SNIPPET = '''"""Run {model} with OpenVINO ({precision}{sparse}), as measured by sparsify-tui deploy."""
+import numpy as np
+import openvino as ov
+
+core = ov.Core()
+compiled = core.compile_model("{model}", "CPU", {{
+    "INFERENCE_PRECISION_HINT": "{hint}",  # {precision}{int8_note}
+    "PERFORMANCE_HINT": "LATENCY",
+    "INFERENCE_NUM_THREADS": {cores},
+}})
+request = compiled.create_infer_request()
+feed = {{p.get_any_name(): np.random.rand(*{shapes}[p.get_any_name()]).astype(np.float32) for p in compiled.inputs}}
+outputs = request.infer(feed)
+'''
+
+
+def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
+           cores: int | None, precision: str | None = None, tmp: str | None = None):
+    """A zero-argument function running one inference at ``precision`` (:func:`make_runner`)."""
+    return make_runner(model_path, precision=precision or "fp32", cores=cores, batch_size=batch_size,
+                       inputs=inputs)

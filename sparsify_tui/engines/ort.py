@@ -38,6 +38,12 @@ def version() -> str:
     return ort.__version__
 
 
+def available() -> bool:
+    from sparsify_tui.engines.registry import get_engine
+
+    return get_engine("onnxruntime").available()
+
+
 def _with_batch(model_path: str, inputs: dict[str, np.ndarray] | None):
     """The model (path, or serialized bytes with a symbolic batch dimension when the
     inputs' batch differs from a fixed first dimension in the model)."""
@@ -103,10 +109,12 @@ def _run(sess, feed) -> None:
     try:
         sess.run(None, feed)
     except Exception as exc:  # noqa: BLE001
-        batch = next((int(v.shape[0]) for v in feed.values() if getattr(v, "ndim", 0)), None)
+        from sparsify_tui.engines.inputs import shape_hint_for, shapes_fed
+
         model = getattr(sess, "_sparsify_model_path", "the model")
-        raise EngineError(f"onnxruntime failed to run {model} (batch size {batch}): "
-                          f"{str(exc).strip().splitlines()[0][:300]}") from None
+        declared = {i.name: list(i.shape) for i in sess.get_inputs()}
+        raise EngineError(f"onnxruntime failed to run {model} ({shapes_fed(feed, declared)}): "
+                          f"{str(exc).strip().splitlines()[0][:300]}", hint=shape_hint_for(feed, declared)) from None
 
 
 def profile(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray], *, cores: int | None = None,
@@ -285,3 +293,28 @@ def session_from_model(model, so, **kwargs):
         path = Path(d) / "model.onnx"
         save_model_atomic(model, path, external=True)
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], **kwargs)
+
+
+# what `sparsify-tui deploy --export` writes next to the exported model (str.format fields: model, precision,
+# sparse, cores, batch, shapes, hint, int8_note)
+DEPLOY_SNIPPET = '''"""Run {model} with ONNX Runtime ({precision}{sparse}), as measured by sparsify-tui deploy."""
+import numpy as np
+import onnxruntime as ort
+
+so = ort.SessionOptions()
+so.intra_op_num_threads = {cores}
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+session = ort.InferenceSession("{model}", so, providers=["CPUExecutionProvider"])
+feed = {{i.name: np.random.rand(*{shapes}[i.name]).astype(np.float32) for i in session.get_inputs()}}
+outputs = session.run(None, feed)
+'''
+
+
+def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
+           cores: int | None, precision: str | None = None, tmp: str | None = None):
+    """A zero-argument function running one inference (``tmp``: where the session writes; it must outlive it)."""
+    if tmp is None:
+        tmp = tempfile.mkdtemp(prefix="sparsify-ort-run-")
+    sess = _session(model_path, cores, tmp, profile=False, inputs=inputs)
+    feed = _feed(sess, inputs)
+    return lambda: _run(sess, feed)

@@ -40,32 +40,11 @@ CHANGE_SAMPLES = 8  # batches the output change is measured on (job key change_s
 
 def _runner(engine: str, path: str, inputs: dict[str, np.ndarray], names: list[str], batch_size: int,
             cores: int | None, tmp: str, precision: str | None = None) -> Callable[[], None]:
-    """A zero-argument function running one inference of ``path`` on ``engine``."""
-    if engine == "openvino":
-        from sparsify_tui.engines import openvino_engine as ove
+    """A zero-argument function running one inference of ``path`` on ``engine`` (the registry's runner)."""
+    from sparsify_tui.engines.registry import get_engine
 
-        return ove.make_runner(path, precision=precision or "fp32", cores=cores, batch_size=batch_size,
-                               inputs=inputs)
-    if engine == "deepsparse":
-        from sparsify_tui.engines import deepsparse_engine as dse
-        from sparsify_tui.errors import EngineError
-
-        dse._import()
-        from deepsparse import compile_model
-
-        xs = [np.ascontiguousarray(inputs[n]) for n in names]
-        try:
-            eng = compile_model(path, batch_size=int(batch_size), num_cores=cores,
-                                input_shapes=[list(x.shape) for x in xs])
-        except Exception as exc:  # noqa: BLE001
-            raise EngineError(f"deepsparse could not compile {path}: {str(exc).strip().splitlines()[0][:300]}") \
-                from None
-        return lambda: eng.run(xs)
-    from sparsify_tui.engines import ort
-
-    sess = ort._session(path, cores, tmp, profile=False, inputs=inputs)
-    feed = ort._feed(sess, inputs)
-    return lambda: ort._run(sess, feed)
+    return get_engine(engine).runner(path, inputs, names=names, batch_size=batch_size, cores=cores,
+                                     precision=precision, tmp=tmp)
 
 
 def _time_block(fn: Callable[[], None], iterations: int) -> float:
@@ -103,12 +82,11 @@ def read_samples(path: str) -> list[dict[str, np.ndarray]]:
 
 @register("ab_benchmark")
 def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
-    from sparsify_tui.engines.bench import resolve_engine
-    from sparsify_tui.engines import deepsparse_engine as dse
-    from sparsify_tui.engines import ort as ort_engine
+    from sparsify_tui.engines.registry import REFERENCE, get_engine, resolve_auto
     from sparsify_tui.errors import EngineError
     from sparsify_tui.engines.inputs import input_specs, make_inputs
-    from sparsify_tui.metrics import compare_outputs
+    from sparsify_tui.analysis.loader import bounded_output_names
+    from sparsify_tui.metrics import compare_outputs, plan_outputs
 
     a, b = str(job["model_a"]), str(job["model_b"])
     batch = int(job.get("batch_size", 1))
@@ -120,35 +98,27 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     requested = job.get("engine", "auto")
     precision = job.get("precision")
     names = [s.name for s in input_specs(a, shapes)]
-    inputs = make_inputs(a, batch, shapes, data=job.get("data"))
-    engine, reason = resolve_engine(requested, a, batch, shapes)
+    values = job.get("input_values") or None
+    inputs = make_inputs(a, batch, shapes, data=job.get("data"), values=values)
+    engine, reason = resolve_auto(requested)
     total = 2 + 2 * repeats + 1
     with tempfile.TemporaryDirectory(prefix="sparsify-ab-") as tmp:
         ctx.progress(0, total, label=f"compiling the dense model ({engine})")
         try:
-            if engine == "deepsparse":
-                with dse.compatible_model(a) as (pa, note_a), dse.compatible_model(b) as (pb, _):
-                    run_a = _runner(engine, pa, inputs, names, batch, cores, tmp)
-                    ctx.progress(1, total, label="compiling the pruned model")
-                    run_b = _runner(engine, pb, inputs, names, batch, cores, tmp)
-                if note_a:
-                    reason = f"{reason} ({note_a})"
-            else:
-                run_a = _runner(engine, a, inputs, names, batch, cores, tmp, precision)
+            spec = get_engine(engine)
+            with spec.prepared(a) as (pa, note_a), spec.prepared(b) as (pb, _):
+                run_a = _runner(engine, pa, inputs, names, batch, cores, tmp, precision)
                 ctx.progress(1, total, label="compiling the pruned model")
-                run_b = _runner(engine, b, inputs, names, batch, cores, tmp, precision)
+                run_b = _runner(engine, pb, inputs, names, batch, cores, tmp, precision)
+            if note_a:
+                reason = f"{reason} ({note_a})"
         except EngineError as exc:
-            if requested != "auto" or engine == "onnxruntime":
+            if requested != "auto" or engine == REFERENCE:
                 raise
-            engine, reason = "onnxruntime", exc.message
+            engine, reason = REFERENCE, exc.message
             run_a = _runner(engine, a, inputs, names, batch, cores, tmp)
             run_b = _runner(engine, b, inputs, names, batch, cores, tmp)
-        if engine == "openvino":
-            from sparsify_tui.engines import openvino_engine as ove
-
-            version = ove.version()
-        else:
-            version = dse.version() if engine == "deepsparse" else ort_engine.version()
+        version = get_engine(engine).version()
         for _ in range(warmup):
             run_a()
             run_b()
@@ -195,14 +165,15 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
         else:
             # the timed batch, plus more random batches (CHANGE_SAMPLES in all) so top-1 counts mean something
             n = max(1, int(job.get("change_samples", CHANGE_SAMPLES)))
-            samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i) for i in range(1, n)]
+            samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i, values=values) for i in range(1, n)]
                                   if job.get("data") is None else [])
         names, ya = _outputs(a, samples)
         _, yb = _outputs(b, samples)
-        change = compare_outputs(ya, yb, names=names).to_json()
+        plan = plan_outputs(ya, names, bounded=bounded_output_names(a))
+        change = compare_outputs(ya, yb, plan, names=names).to_json()
         if job.get("model_magnitude"):  # magnitude pruning at the same plan, on the same samples
             _, yc = _outputs(str(job["model_magnitude"]), samples)
-            magnitude_change = compare_outputs(ya, yc, names=names).value
+            magnitude_change = compare_outputs(ya, yc, plan, names=names).value
     except Exception as exc:  # noqa: BLE001 - the timing is still worth reporting
         change_error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     ctx.progress(total, total, label="done")

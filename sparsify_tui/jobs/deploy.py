@@ -33,9 +33,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sparsify_tui.engines.registry import REFERENCE, engine_names
 from sparsify_tui.jobs import register
 
-ENGINES = ("onnxruntime", "deepsparse", "openvino")
+ENGINES = engine_names()
 PRECISIONS = ("fp32", "bf16", "int8")
 MIN_BLOCK_MS = 250.0
 MAX_ITERATIONS = 5000
@@ -91,69 +92,47 @@ def _ds_runner(path: str, *, precision: str, cores: int | None, batch_size: int,
     dse._import()
     from deepsparse import compile_model
 
-    xs = [np.ascontiguousarray(inputs[n]) for n in names]
+    xs = dse.arrays(inputs, names)
     try:
-        eng = compile_model(path, batch_size=int(batch_size), num_cores=cores,
+        eng = compile_model(path, batch_size=dse.engine_batch(xs, batch_size), num_cores=cores,
                             input_shapes=[list(x.shape) for x in xs])
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"deepsparse could not compile {path}: {_first_line(exc)}") from None
 
     def run(feed: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
-        data = xs if feed is None else [np.ascontiguousarray(feed[n]) for n in names]
+        data = xs if feed is None else dse.arrays(feed, names)
         return [np.asarray(y) for y in eng.run(data)]
 
     return run
 
 
 def engine_unavailable(engine: str) -> str | None:
-    """Why ``engine`` cannot run here (not installed), or None."""
-    if engine == "deepsparse":
-        from sparsify_tui.engines import deepsparse_engine as dse
+    """Why ``engine`` cannot run here (not installed, or its import fails), or None."""
+    import importlib
 
-        if not dse.available():
-            return "deepsparse is not installed (pip install 'sparsify-tui[deepsparse]')"
-        try:
-            import deepsparse  # noqa: F401
-        except Exception as exc:  # noqa: BLE001
-            return f"deepsparse cannot be imported: {_first_line(exc)}"
-    if engine == "openvino":
-        from sparsify_tui.engines import openvino_engine
+    from sparsify_tui.engines.registry import get_engine
 
-        if not openvino_engine.available():
-            return openvino_engine.INSTALL_HINT
-        try:
-            import openvino  # noqa: F401
-        except Exception as exc:  # noqa: BLE001
-            return f"openvino cannot be imported: {_first_line(exc)}"
+    spec = get_engine(engine)
+    if not spec.available():
+        return spec.install_hint
+    try:
+        importlib.import_module(spec.import_name)
+    except Exception as exc:  # noqa: BLE001
+        return f"{spec.name} cannot be imported: {_first_line(exc)}"
     return None
 
 
 def precision_unsupported(engine: str, precision: str) -> str | None:
-    """Why ``engine`` cannot run ``precision`` on this machine, or None."""
-    if precision == "bf16":
-        if engine == "onnxruntime":
-            return "ONNX Runtime's CPU provider has no bf16 kernels for these operators"
-        if engine == "deepsparse":
-            return "DeepSparse runs fp32 and int8 only"
-        if engine == "openvino":
-            from sparsify_tui.engines import openvino_engine
-            from sparsify_tui.errors import EngineError
+    """Why ``engine`` cannot run ``precision`` on this machine, or None (the registry's one message)."""
+    from sparsify_tui.engines.registry import precision_problem
 
-            try:
-                openvino_engine.check_precision("bf16")
-            except EngineError as exc:
-                return exc.message
-            return None
-    return None
+    return precision_problem(engine, precision)
 
 
 def engine_version(engine: str) -> str:
-    try:
-        from importlib.metadata import version
+    from sparsify_tui.engines.registry import get_engine
 
-        return version({"onnxruntime": "onnxruntime", "deepsparse": "deepsparse", "openvino": "openvino"}[engine])
-    except Exception:  # noqa: BLE001
-        return ""
+    return get_engine(engine).version() or ""
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
@@ -170,103 +149,103 @@ def _time_block(fn: Runner, iterations: int) -> float:
     return statistics.median(times)
 
 
-@register("deploy")
-def deploy_job(job: dict, ctx) -> dict[str, Any]:
-    from sparsify_tui.errors import EngineError
-    from sparsify_tui.metrics import compare_outputs, plan_outputs
+class _Search:
+    """One deployment search in the child: its configurations, their compiled runners, rows and skips."""
 
-    variants = list(job["variants"])
-    engines = [e for e in ENGINES if e in (job.get("engines") or ENGINES)]
-    precisions = [p for p in PRECISIONS if p in (job.get("precisions") or PRECISIONS)]
-    batch = int(job.get("batch_size", 1))
-    cores = job.get("cores")
-    repeats = max(1, int(job.get("repeats", 5)))
-    warmup = max(0, int(job.get("warmup", 3)))
-    min_block = float(job.get("min_block_ms", MIN_BLOCK_MS))
-    skip_ids = dict(job.get("skip") or {})
-    inputs = _load_npz(job["timing_inputs"])
-    heldout = [_load_npz(p) for p in job.get("heldout") or []]
-    names = list(inputs)
+    def __init__(self, job: dict, ctx) -> None:
+        self.job, self.ctx = job, ctx
+        self.variants = list(job["variants"])
+        self.engines = [e for e in ENGINES if e in (job.get("engines") or ENGINES)]
+        self.precisions = [p for p in PRECISIONS if p in (job.get("precisions") or PRECISIONS)]
+        self.batch = int(job.get("batch_size", 1))
+        self.cores = job.get("cores")
+        self.repeats = max(1, int(job.get("repeats", 5)))
+        self.warmup = max(0, int(job.get("warmup", 3)))
+        self.min_block = float(job.get("min_block_ms", MIN_BLOCK_MS))
+        self.inputs = _load_npz(job["timing_inputs"])
+        self.heldout = [_load_npz(p) for p in job.get("heldout") or []]
+        self.skipped: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
+        self.runners: dict[str, Runner] = {}
+        self.kinds: list[str] = []
 
-    # the configurations, reference first
-    configs: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-
-    def skip(engine: str, precision: str, opt: str | None, reason: str) -> None:
+    def skip(self, engine: str, precision: str, opt: str | None, reason: str) -> None:
         s = {"id": row_id(engine, precision, opt), "engine": engine, "precision": precision,
              "optimization": opt, "reason": reason}
-        skipped.append(s)
-        ctx.partial({"skipped": s})
+        self.skipped.append(s)
+        self.ctx.partial({"skipped": s})
 
-    plan: list[tuple[str, str, dict]] = [("onnxruntime", "fp32", variants[0])]
-    for v in variants:
-        for e in engines:
-            for p in precisions:
-                if (e, p, v) != plan[0]:
-                    plan.append((e, p, v))
-    unavailable = {e: engine_unavailable(e) for e in ENGINES}
-    for e, p, v in plan:
-        opt = v.get("optimization")
-        rid = row_id(e, p, opt)
-        if rid in skip_ids:
-            skip(e, p, opt, skip_ids[rid])
-            continue
-        if unavailable.get(e):
-            skip(e, p, opt, str(unavailable[e]))
-            continue
-        why = precision_unsupported(e, p)
-        if why:
-            skip(e, p, opt, why)
-            continue
-        if p == "int8" and not v.get("int8"):
-            skip(e, p, opt, v.get("int8_error") or "no INT8 file")
-            continue
-        configs.append({"id": rid, "engine": e, "precision": p, "optimization": opt,
-                        "path": v["int8"] if p == "int8" else v["fp32"]})
+    def configurations(self) -> list[dict[str, Any]]:
+        """Every engine x precision x variant this machine can run, the reference (ORT fp32 dense) first;
+        the others are skipped with the reason."""
+        skip_ids = dict(self.job.get("skip") or {})
+        order: list[tuple[str, str, dict]] = [(REFERENCE, "fp32", self.variants[0])]
+        for v in self.variants:
+            for e in self.engines:
+                for p in self.precisions:
+                    if (e, p, v) != order[0]:
+                        order.append((e, p, v))
+        unavailable = {e: engine_unavailable(e) for e in ENGINES}
+        configs = []
+        for e, p, v in order:
+            opt = v.get("optimization")
+            rid = row_id(e, p, opt)
+            why = skip_ids.get(rid) or unavailable.get(e) or precision_unsupported(e, p)
+            if not why and p == "int8" and not v.get("int8"):
+                why = v.get("int8_error") or "no INT8 file"
+            if why:
+                self.skip(e, p, opt, str(why))
+                continue
+            configs.append({"id": rid, "engine": e, "precision": p, "optimization": opt,
+                            "path": v["int8"] if p == "int8" else v["fp32"]})
+        return configs
 
-    total = len(configs) + repeats
-    runners: dict[str, Runner] = {}
-    rows: list[dict[str, Any]] = []
-    ref_out: list[list[np.ndarray]] = []
-    kinds: list[str] = []
-    plan: list = []
-    import onnx
-
-    out_names = [o.name for o in onnx.load(variants[0]["fp32"], load_external_data=False).graph.output]
-    # inside the parent's scratch directory: a child killed mid-search (Ctrl+C, cancel) leaves nothing behind
-    with tempfile.TemporaryDirectory(prefix="child-", dir=job.get("scratch")) as tmp:
+    def _runner(self, c: dict[str, Any], tmp: str) -> Runner:
         from sparsify_tui.engines import deepsparse_engine as dse
 
+        kw = dict(precision=c["precision"], cores=self.cores, batch_size=self.batch, inputs=self.inputs)
+        if c["engine"] == "onnxruntime":
+            return _ort_runner(c["path"], tmp=tmp, **kw)
+        if c["engine"] == "deepsparse":
+            with dse.compatible_model(c["path"]) as (pd, _note):
+                return _ds_runner(pd, names=list(self.inputs), **kw)
+        return ov_make_runner(c["path"], **kw)
+
+    def compile_and_check(self, configs: list[dict[str, Any]], tmp: str) -> None:
+        """Compile each configuration and compare its outputs on the held-out batches with the reference's
+        (the first); a configuration that fails is skipped, a reference that fails ends the search."""
+        import onnx
+
+        from sparsify_tui.analysis.loader import bounded_output_names
+        from sparsify_tui.errors import EngineError
+        from sparsify_tui.metrics import compare_outputs, plan_outputs
+
+        out_names = [o.name for o in onnx.load(self.variants[0]["fp32"], load_external_data=False).graph.output]
+        ref_out: list[list[np.ndarray]] = []
+        plan: list = []
+        total = len(configs) + self.repeats
         for i, c in enumerate(configs):
-            ctx.progress(i, total, label=f"compiling {c['engine']} {c['precision']} "
-                                         f"{c['optimization'] or 'dense'}", config=c["id"])
+            self.ctx.progress(i, total, label=f"compiling {c['engine']} {c['precision']} "
+                                              f"{c['optimization'] or 'dense'}", config=c["id"])
             t0 = time.perf_counter()
             try:
-                kw = dict(precision=c["precision"], cores=cores, batch_size=batch, inputs=inputs)
-                if c["engine"] == "onnxruntime":
-                    run = _ort_runner(c["path"], tmp=tmp, **kw)
-                elif c["engine"] == "deepsparse":
-                    with dse.compatible_model(c["path"]) as (pd, _note):
-                        run = _ds_runner(pd, names=names, **kw)
-                else:
-                    run = ov_make_runner(c["path"], **kw)
+                run = self._runner(c, tmp)
                 compile_s = time.perf_counter() - t0
-                outs = [[np.asarray(y) for y in run(h)] for h in heldout]
+                outs = [[np.asarray(y) for y in run(h)] for h in self.heldout]
                 if i == 0:
                     ref_out = outs
-                    plan = plan_outputs(ref_out, out_names)
-                    kinds = [m.kind for m in plan]
+                    plan = plan_outputs(ref_out, out_names, bounded=bounded_output_names(c["path"]))
+                    self.kinds = [m.kind for m in plan]
                 change = compare_outputs(ref_out, outs, plan=plan, names=out_names).to_json()
             except EngineError as exc:
                 if i == 0:
                     raise
-                skip(c["engine"], c["precision"], c["optimization"], exc.message)
+                self.skip(c["engine"], c["precision"], c["optimization"], exc.message)
                 continue
             except Exception as exc:  # noqa: BLE001 - an engine failing on one file skips that row only
                 if i == 0:
                     raise EngineError(f"onnxruntime could not run the model: {_first_line(exc)}") from None
-                skip(c["engine"], c["precision"], c["optimization"],
-                     f"{c['engine']} failed: {_first_line(exc)}")
+                self.skip(c["engine"], c["precision"], c["optimization"], f"{c['engine']} failed: {_first_line(exc)}")
                 continue
             row = {k: c[k] for k in ("id", "engine", "precision", "optimization")}
             row.update({
@@ -276,36 +255,54 @@ def deploy_job(job: dict, ctx) -> dict[str, Any]:
                 "top1_agreement": next((o["top1_agreement"] for o in change["output_change_outputs"]
                                         if o.get("top1_agreement") is not None), None),
             })
-            runners[c["id"]] = run
-            rows.append(row)
-            ctx.partial({"row": row})
-        # warm up, then size each configuration's block to at least min_block ms
+            self.runners[c["id"]] = run
+            self.rows.append(row)
+            self.ctx.partial({"row": row})
+
+    def size_blocks(self) -> dict[str, int]:
+        """Warm each runner up, then give it the iteration count of a block of at least ``min_block`` ms."""
         iterations: dict[str, int] = {}
-        for rid, run in runners.items():
-            ctx.heartbeat(f"warming up {rid}")
-            for _ in range(warmup):
+        for rid, run in self.runners.items():
+            self.ctx.heartbeat(f"warming up {rid}")
+            for _ in range(self.warmup):
                 run()
             one = _time_block(run, 3)
             n = MIN_ITERATIONS
-            if min_block > 0 and one > 0:
-                n = max(n, min(MAX_ITERATIONS, math.ceil(min_block / one)))
+            if self.min_block > 0 and one > 0:
+                n = max(n, min(MAX_ITERATIONS, math.ceil(self.min_block / one)))
             iterations[rid] = n
-        for r in rows:
+        for r in self.rows:
             r["iterations"] = iterations.get(r["id"])
-        ctx.partial({"iterations": iterations})
-        order = list(runners)
+        self.ctx.partial({"iterations": iterations})
+        return iterations
+
+    def timed_rounds(self, iterations: dict[str, int], done: int) -> list[dict[str, float]]:
+        """``repeats`` rounds, each one block per configuration, the order rotating every round."""
+        order = list(self.runners)
+        total = done + self.repeats
         rounds: list[dict[str, float]] = []
-        for rnd in range(repeats):
+        for rnd in range(self.repeats):
             k = rnd % len(order) if order else 0
             block: dict[str, float] = {}
             for rid in order[k:] + order[:k]:
-                block[rid] = _time_block(runners[rid], iterations[rid])
-                ctx.heartbeat(f"round {rnd + 1}: {rid}")
+                block[rid] = _time_block(self.runners[rid], iterations[rid])
+                self.ctx.heartbeat(f"round {rnd + 1}: {rid}")
             rounds.append(block)
-            ctx.partial({"round": rnd, "block_ms": block})
+            self.ctx.partial({"round": rnd, "block_ms": block})
             ref = block.get(order[0]) if order else None
-            ctx.progress(len(configs) + rnd + 1, total,
-                         label=f"round {rnd + 1}/{repeats}" + (f": reference {ref:.2f} ms" if ref else ""))
-        runners.clear()
-    return {"rows": rows, "skipped": skipped, "rounds": rounds, "output_kinds": kinds,
-            "heldout_batches": len(heldout), "repeats": repeats, "min_block_ms": min_block}
+            self.ctx.progress(done + rnd + 1, total,
+                              label=f"round {rnd + 1}/{self.repeats}" + (f": reference {ref:.2f} ms" if ref else ""))
+        return rounds
+
+
+@register("deploy")
+def deploy_job(job: dict, ctx) -> dict[str, Any]:
+    search = _Search(job, ctx)
+    configs = search.configurations()
+    # inside the parent's scratch directory: a child killed mid-search (Ctrl+C, cancel) leaves nothing behind
+    with tempfile.TemporaryDirectory(prefix="child-", dir=job.get("scratch")) as tmp:
+        search.compile_and_check(configs, tmp)
+        rounds = search.timed_rounds(search.size_blocks(), len(configs))
+        search.runners.clear()
+    return {"rows": search.rows, "skipped": search.skipped, "rounds": rounds, "output_kinds": search.kinds,
+            "heldout_batches": len(search.heldout), "repeats": search.repeats, "min_block_ms": search.min_block}

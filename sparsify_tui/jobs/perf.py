@@ -15,31 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sparsify_tui.engines.machine import loadavg, machine_summary
-from sparsify_tui.errors import EngineError, EngineUnavailableError
+from sparsify_tui.errors import EngineError
 from sparsify_tui.jobs import JobContext, register
 from sparsify_tui.profiles.perf import add_quality, assemble
 from sparsify_tui.settings import PERF_LEVELS, level_key, usable_cores
 
 
 def choose_engine(requested: str) -> tuple[str, str]:
-    """(engine, reason) for ``--engine requested``; ``auto`` prefers DeepSparse when installed."""
-    from sparsify_tui.engines import deepsparse_engine as dse
+    """(engine, reason) for ``--engine requested``: the registry's one ``auto`` resolution."""
+    from sparsify_tui.engines.registry import resolve_auto
 
-    if requested == "onnxruntime":
-        return "onnxruntime", "requested with --engine onnxruntime"
-    if requested == "openvino":
-        from sparsify_tui.engines import openvino_engine as ove
-
-        if not ove.available():
-            raise EngineUnavailableError(ove.INSTALL_HINT)
-        return "openvino", "requested with --engine openvino"
-    if requested == "deepsparse":
-        if not dse.available():
-            raise EngineUnavailableError(dse.INSTALL_HINT)
-        return "deepsparse", "requested with --engine deepsparse"
-    if not dse.available():
-        return "onnxruntime", "deepsparse not installed"
-    return "deepsparse", "deepsparse installed and compiled the model"
+    return resolve_auto(requested)
 
 
 def busy_note(doc: dict, load_start: float | None) -> None:
@@ -93,6 +79,9 @@ class PerfRun:
     setup: dict | None = None
     done: int = 1
     level_notes: list[str] = field(default_factory=list)
+    stay_busy: str = ""  # the block whose re-measure was busy too: later busy blocks are not re-measured
+    not_remeasured: list[str] = field(default_factory=list)  # busy blocks left at one attempt because of it
+    stayed_busy: list[str] = field(default_factory=list)  # every block whose re-measure was busy too
 
     @property
     def threshold(self) -> float:
@@ -142,11 +131,42 @@ class PerfRun:
             res["model_ms"] = res["average_total_ms"]
             return res, res["interference"]
 
-        res, _share, attempts = itf.remeasure(once, threshold=self.threshold,
-                                              retries=self.retries if tries is None else tries,
-                                              on_retry=self._on_retry)
+        res, share, attempts = itf.remeasure(once, threshold=self.threshold, retries=self._retries_now(tries),
+                                             on_retry=self._on_retry)
+        if tries is None:
+            self._after_remeasure("the dense model" if not level else f"level {level_key(level)}", share, attempts)
         res["attempts"] = attempts
         return res
+
+    def _retries_now(self, tries: int | None = None) -> int:
+        """Re-measures allowed for the next block: none while the machine stayed busy through a re-measure
+        (a compile and a run more, most likely as busy again); the block's interference is still recorded
+        and warned about."""
+        if tries is not None:
+            return tries
+        return 0 if self.stay_busy else self.retries
+
+    def _after_remeasure(self, what: str, share: float | None, attempts: int) -> None:
+        from sparsify_tui.engines import interference as itf
+
+        if not itf.above(share, self.threshold):
+            self.stay_busy = ""  # quiet again: the next busy block gets its re-measures back
+        elif attempts == 1 and self.stay_busy and self.retries > 0:
+            self.not_remeasured.append(what)
+        elif attempts > 1 and not self.stay_busy:
+            self.stay_busy = what
+            self.stayed_busy.append(what)
+            self.ctx.log(f"{what} stayed busy when measured again: busy blocks are not re-measured until the "
+                         "machine is quiet again")
+
+    def remeasure_note(self) -> str:
+        """The warning for the busy blocks left unmeasured again (empty when there are none)."""
+        if not self.not_remeasured:
+            return ""
+        one = len(self.not_remeasured) == 1
+        return (f"{', '.join(self.stayed_busy)} stayed busy when measured again, so {', '.join(self.not_remeasured)} "
+                f"(busy too) {'was' if one else 'were'} not measured again: {'its time is' if one else 'their times are'}"
+                " probably too high; measure again on a quiet machine (--wait-idle SECONDS)")
 
     def deepsparse_dense(self) -> bool:
         """The dense model ``repeats`` times; False when DeepSparse failed on it and ``auto`` falls back."""
@@ -187,7 +207,17 @@ class PerfRun:
                 continue
             self._keep(_part(res, "level", lv, keep_groups=False))
             self._step(f"level {level_key(lv)}: {res['model_ms']:.2f} ms")
-        self.level_notes = level_sanity(self.ctx, self.parts, lambda lv: self._analyze(lv, tries=0))
+        self.level_notes = level_sanity(self.ctx, self.parts, self._sanity_again)
+
+    def _sanity_again(self, lv: float) -> dict | None:
+        """A level slower than the one before, measured once more -- unless it was busy and the machine
+        stayed busy through a re-measure (then None: the rise is flagged, not measured again)."""
+        from sparsify_tui.engines import interference as itf
+
+        part = next((p for p in self.parts if p.get("type") == "level" and p.get("level") == lv), None)
+        if self.stay_busy and part is not None and itf.above(part.get("interference"), self.threshold):
+            return None
+        return self._analyze(lv, tries=0)
 
     def onnxruntime(self) -> None:
         """ONNX Runtime's profiler on the dense model; the levels are approximated from FLOPs."""
@@ -270,6 +300,8 @@ class PerfRun:
         setup = dict(self.setup or {})
         if self.failures:
             setup["failures"] = self.failures
+        if self.not_remeasured:
+            self.level_notes = self.level_notes + [self.remeasure_note()]
         if self.level_notes:
             setup["level_notes"] = self.level_notes
         return setup
@@ -296,7 +328,8 @@ class PerfRun:
             with itf.Sampler(engine_cores=self.cores) as sampler:
                 if self.engine == "deepsparse":
                     res = dse.benchmark(self.ds_path, self.inputs, self.names, batch_size=self.batch,
-                                        cores=self.cores, iterations=iterations, warmup=3, repeats=3, heartbeat=beat)
+                                        cores=self.cores, iterations=iterations, warmup=3, repeats=3, heartbeat=beat,
+                                        shapes_fixed=True)
                 elif self.engine == "openvino":
                     from sparsify_tui.engines import openvino_engine as ove
 
@@ -309,7 +342,7 @@ class PerfRun:
             return res, max((x for x in shares if x is not None), default=None)
 
         try:
-            res, share, _n = itf.remeasure(once, threshold=self.threshold, retries=self.retries,
+            res, share, _n = itf.remeasure(once, threshold=self.threshold, retries=self._retries_now(),
                                            on_retry=self._on_retry)
         except EngineError as exc:
             self.ctx.log(f"the engine as deployed could not time the model: {exc.message}")
@@ -329,8 +362,8 @@ def repeat_shares(sampler: Any, ends: list[float], res: dict) -> list:
 
 def level_sanity(ctx: Any, parts: list[dict], measure_again: Any) -> list[str]:
     """Model time must not rise from one sparsity level to the next by more than the dense repeats'
-    spread (at least 2%): such a level is measured once more (the lower time kept); what still
-    rises is returned as warning sentences."""
+    spread (at least 2%): such a level is measured once more (the lower time kept; ``measure_again``
+    may return None to skip it); what still rises is returned as warning sentences."""
     base = [float(p["model_ms"]) for p in parts if p.get("type") == "baseline"]
     levels = sorted((p for p in parts if p.get("type") == "level"), key=lambda p: p["level"])
     if not base or not levels:
@@ -343,8 +376,8 @@ def level_sanity(ctx: Any, parts: list[dict], measure_again: Any) -> list[str]:
         if part["model_ms"] > prev_ms + tol:
             ctx.heartbeat(f"level {part['key']} is slower than level {prev_key}: measuring it again")
             try:
-                again = measure_again(part["level"])
-                if again["model_ms"] < part["model_ms"]:
+                again = measure_again(part["level"])  # None: not measured again (a machine that stays busy)
+                if again is not None and again["model_ms"] < part["model_ms"]:
                     new = _part(again, "level", part["level"], keep_groups=False)
                     new["attempts"] = int(part.get("attempts", 1)) + 1
                     new["interference"] = max(float(part.get("interference") or 0.0),

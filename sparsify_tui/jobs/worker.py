@@ -117,9 +117,11 @@ def main() -> int:
     except SparsifyError as exc:
         hint = exc.hint
         if not hint and job.get("data") is None and "failed to run" in exc.message:
-            from sparsify_tui.engines.inputs import SYNTHETIC_HINT
+            from sparsify_tui.engines.inputs import synthetic_hint
 
-            hint = SYNTHETIC_HINT  # a model that branches on an input's value fails on random ones
+            # a model that branches on an input's value fails on random ones (a failure the fed shapes
+            # explain carries its own hint instead)
+            hint = synthetic_hint(job.get("input_values"))
         emit({"event": "error", "message": exc.message, "type": type(exc).__name__,
               "hint": hint})
         return 4

@@ -58,3 +58,58 @@ def graph_at(root: Any, graph_path: str, prefix: str = "") -> Any:
                 if found is not None:
                     return found
     return None
+
+
+# ops whose outputs hold only values of their (first / every) data input: a [0, 1] map stays one through them
+_VALUE_PRESERVING = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather",
+                     "GatherElements", "GatherND", "Expand", "Tile", "Resize", "Upsample", "MaxPool", "Split",
+                     "Cast", "Concat", "ReduceMax", "ReduceMin", "ReduceMean", "AveragePool", "GlobalAveragePool",
+                     "GlobalMaxPool", "DepthToSpace", "SpaceToDepth"}
+_BOUNDED_OPS = {"Sigmoid", "Softmax", "HardSigmoid"}
+
+
+def bounded_outputs(model: Any) -> set[str]:
+    """Names of the main graph's outputs whose values lie in [0, 1] by construction: produced by a Sigmoid,
+    Softmax or HardSigmoid, possibly through ops that only move, select or average values (Reshape,
+    Transpose, Concat of bounded inputs, Resize...). ``model``: a ModelProto or GraphProto."""
+    graph = getattr(model, "graph", model)
+    producer = {o: n for n in graph.node for o in n.output if o}
+    const = {t.name for t in graph.initializer}
+    memo: dict[str, bool] = {}
+
+    def bounded(name: str, depth: int = 0) -> bool:
+        if name in memo:
+            return memo[name]
+        memo[name] = False  # cycles and unknown producers: not bounded
+        node = producer.get(name)
+        if node is None or depth > 200:
+            return False
+        if node.op_type in _BOUNDED_OPS:
+            ok = True
+        elif node.op_type in _VALUE_PRESERVING:
+            if node.op_type == "Cast":
+                ok = bounded(node.input[0], depth + 1) and _float_cast(node)
+            elif node.op_type == "Concat":
+                ok = all(bounded(i, depth + 1) for i in node.input if i)
+            elif node.op_type == "Resize":  # a cubic resize overshoots
+                ok = bounded(node.input[0], depth + 1) and _attr(node, "mode", b"nearest") in (b"nearest",
+                                                                                              b"linear")
+            else:
+                ok = bool(node.input) and node.input[0] not in const and bounded(node.input[0], depth + 1)
+        else:
+            ok = False
+        memo[name] = ok
+        return ok
+
+    return {o.name for o in graph.output if bounded(o.name)}
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return a.s if a.type == 3 else a.i  # STRING, else INT
+    return default
+
+
+def _float_cast(node: Any) -> bool:
+    return _attr(node, "to", 1) in (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16

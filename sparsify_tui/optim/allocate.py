@@ -90,11 +90,14 @@ import numpy as np
 
 from sparsify_tui.optim.optimization import (
     REASON_DISABLED,
+    REASON_HEAD,
     REASON_MIN_RECOVERY,
     REASON_MIN_SPARSITY,
     REASON_MIN_SPEEDUP,
     REASON_NO_PARAMS,
     REASON_NOT_PRUNABLE,
+    REASON_STEM,
+    REASON_TINY,
     REASON_USER,
     LayerResult,
     Optimization,
@@ -117,9 +120,16 @@ Automatic sparsity allocation
   Filters (0 = off): every pruned layer ends at or above the minimum sparsity, at or above
   the minimum speedup factor and at or above the minimum recovery; a layer that cannot is
   left dense with the reason shown, and the other layers take over its share of the target.
-  Overrides fix a layer's sparsity; exclusions leave it dense. Nothing is excluded
-  silently: the first layer and grouped or depthwise convolutions are allocated like
-  the others.
+  Protect edges (on by default): the stem (a layer reading the model input through
+  only casts, transposes, reshapes or normalisation), the output heads (the last
+  prunable layers before a model output) and tiny layers (fewer weights than the tiny
+  size, 1024 by default) are left dense with the reason shown: pruning them saves
+  next to nothing and can wreck every output. A stem or head holding more than a
+  quarter of the prunable weights is planned, and so are the small layers when
+  together they hold more than a tenth of them (a model made of small layers). Turn the filter off
+  to plan them like the others. Overrides fix a layer's sparsity (an override beats
+  the filter); exclusions leave it dense. Grouped and depthwise convolutions are
+  otherwise allocated like the others.
   Buckets: the plan is grouped into at most this many sparsity values (one recipe
   modifier each; 0 = every layer keeps its own value). Raising the target only adds
   sparsity to each layer, so with Buckets 0 no estimate falls; with buckets the
@@ -160,6 +170,113 @@ def _gaussian_proxy() -> np.ndarray:
 
 
 GAUSSIAN_PROXY = _gaussian_proxy()
+
+
+# ---------------------------------------------------------------- stem and output heads
+# ops a stem may read the model input through: casts, layout changes and normalisation (every other
+# operand a constant or itself derived from the input the same way)
+STEM_PASS_OPS = frozenset({
+    "Cast", "CastLike", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Pad",
+    "Resize", "Upsample", "Slice", "Concat", "Clip", "Add", "Sub", "Mul", "Div", "Sqrt", "Pow",
+    "BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
+    "MeanVarianceNormalization", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+})
+# ops whose output is not the data: a path through them neither makes a stem nor a head
+_SHAPE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "NonZero"})
+# elementwise / normalisation ops that may carry constants (a bias, a scale) and still pass toward an output
+_HEAD_PASS_WITH_PARAMS = STEM_PASS_OPS | {"PRelu", "Where", "Expand", "Tile", "Min", "Max", "Mod"}
+
+
+# a stem or head holding more than this share of the prunable weights is planned like the others: held back,
+# it would leave the target to too few weights (an OCR model's classifier can hold 90% of them)
+EDGE_MAX_SHARE = 0.25
+# when the layers under the tiny size hold more than this share of the prunable weights together, the model
+# is made of small layers and none of them is protected as tiny (the target would be left to too few weights)
+TINY_MAX_TOTAL = 0.1
+
+
+def edge_roles(graph: "ModelGraph") -> dict[str, str]:
+    """{layer id: "stem" | "head"} of the prunable layers at the model's edges (main graph only).
+
+    A **stem** reads a graph input directly or through only :data:`STEM_PASS_OPS` (each of their
+    other operands constant or derived from an input the same way). A **head** is a prunable layer
+    whose output reaches a graph output without passing another prunable layer, a weighted
+    non-prunable op (an embedding Gather, an LSTM) or a shape computation, and on which no other
+    weighted layer depends (so the blocks of a residual stream, which reach the output through its
+    Adds, are not heads). A layer that is both is reported as the stem.
+    """
+    main = [lay for lay in graph.layers if not lay.graph_path]
+    producer: dict[str, Any] = {}
+    consumers: dict[str, list[Any]] = {}
+    for lay in main:
+        for t in lay.outputs:
+            if t:
+                producer[t] = lay
+        for t in lay.inputs:
+            if t:
+                consumers.setdefault(t, []).append(lay)
+    inputs = {t.name for t in graph.inputs}
+
+    def const(t: str) -> bool:
+        if t in inputs:
+            return False
+        lay = producer.get(t)
+        return lay is None or bool(lay.constant)
+
+    def weights(lay: Any) -> set[str]:
+        return {t for t in (lay.weight_name, lay.bias_name, lay.weight.name if lay.weight else None) if t}
+
+    roles: dict[str, str] = {}
+    reached = set(inputs)
+    todo = list(inputs)
+    while todo:
+        t = todo.pop()
+        for lay in consumers.get(t, []):
+            if lay.constant or t in weights(lay):
+                continue
+            if lay.prunable:
+                roles.setdefault(lay.id, "stem")
+            elif lay.op_type in STEM_PASS_OPS and all(
+                    not x or x in reached or const(x) for x in lay.inputs):
+                for o in lay.outputs:
+                    if o and o not in reached:
+                        reached.add(o)
+                        todo.append(o)
+    # feeds_weighted[id]: another prunable (or weighted) layer depends on this layer's data. A residual
+    # stream reaches the output through Adds from every block: its blocks are not heads, only the last
+    # weighted layers are (layers are in execution order, so one reverse pass decides every layer)
+    feeds_weighted: dict[str, bool] = {}
+    for lay in sorted(main, key=lambda x: x.depth, reverse=True):
+        hit = False
+        for t in lay.outputs:
+            for nxt in consumers.get(t, []):
+                if nxt.op_type in _SHAPE_OPS or nxt.constant:
+                    continue
+                if (nxt.prunable or feeds_weighted.get(nxt.id)
+                        or (nxt.params and nxt.op_type not in _HEAD_PASS_WITH_PARAMS)):
+                    hit = True
+                    break
+            if hit:
+                break
+        feeds_weighted[lay.id] = hit
+    seen: set[str] = set()
+    todo = [t.name for t in graph.outputs]
+    while todo:
+        t = todo.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        lay = producer.get(t)
+        if lay is None or lay.constant:
+            continue
+        if lay.prunable:
+            if not feeds_weighted.get(lay.id):
+                roles.setdefault(lay.id, "head")
+            continue
+        if lay.op_type in _SHAPE_OPS or (lay.params and lay.op_type not in _HEAD_PASS_WITH_PARAMS):
+            continue
+        todo.extend(x for x in lay.inputs if x and not const(x))
+    return roles
 
 
 def _levels(by_level: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -233,6 +350,7 @@ class Curves:
     notes: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
     all_ids: set[str] = field(default_factory=set)
+    roles: dict[int, str] = field(default_factory=dict)  # layer index -> "stem" | "head" (edge_roles)
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -358,6 +476,7 @@ class Curves:
         )
         c.index = {lid: i for i, lid in enumerate(ids)}
         c.all_ids = {lay.id for lay in graph.layers}
+        c.roles = {c.index[lid]: role for lid, role in edge_roles(graph).items() if lid in c.index}
         return c
 
     # ------------------------------------------------------------ evaluation on the raw curves
@@ -520,6 +639,19 @@ class _Allocator:
         for i in range(m):
             if c.n[i] <= 0 and i not in self.reasons and i not in self.overridden:
                 self.reasons[i] = REASON_NO_PARAMS
+        if p.protect_edges:  # the edge filter: stem, output heads, tiny layers (an override wins)
+            tiny = int(p.tiny_params)
+            small = c.n < tiny if tiny > 0 else np.zeros(m, dtype=bool)
+            if float(c.n[small].sum()) > TINY_MAX_TOTAL * self.N:
+                small[:] = False  # a model made of small layers: none of them is "tiny" for it
+            for i in range(m):
+                if i in self.reasons or i in self.overridden:
+                    continue
+                role = c.roles.get(i)
+                if role is not None and c.n[i] <= EDGE_MAX_SHARE * self.N:
+                    self.reasons[i] = REASON_STEM if role == "stem" else REASON_HEAD
+                elif small[i]:
+                    self.reasons[i] = REASON_TINY.format(int(c.n[i]), tiny)
         if not self.enabled:
             for i in range(m):
                 if i not in self.overridden:
@@ -764,7 +896,8 @@ def settings_key(opt: Optimization) -> str:
     """Everything the allocation depends on except the balance."""
     p = opt.pruning
     return json.dumps([p.enabled, p.target_sparsity, p.max_sparsity, p.min_sparsity, p.min_speedup,
-                       p.min_recovery, p.buckets, sorted(p.overrides.items()), sorted(p.exclusions.items())])
+                       p.min_recovery, p.buckets, p.protect_edges, p.tiny_params, sorted(p.overrides.items()),
+                       sorted(p.exclusions.items())])
 
 
 class AllocationCache:

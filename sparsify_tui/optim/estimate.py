@@ -58,7 +58,7 @@ from sparsify_tui.optim.allocate import (
     apply_plan,
     layer_recovery,
 )
-from sparsify_tui.optim.optimization import LayerResult, Optimization
+from sparsify_tui.optim.optimization import NO_MEASURED_LOSS_NOTE, LayerResult, Optimization
 
 if TYPE_CHECKING:
     from sparsify_tui.analysis.graph import ModelGraph
@@ -287,6 +287,8 @@ class Evaluator:
                          f"(per-layer cap {p.max_sparsity:.2f}, exclusions, overrides and filters)")
         elif p.enabled and N > 0 and achieved > p.target_sparsity + 0.005:
             notes.append(f"overrides alone exceed the target: achieved {achieved:.3f}")
+        if p.enabled and N > 0 and c.loss_basis != "measured":
+            notes.insert(0, NO_MEASURED_LOSS_NOTE)
         return Estimates(
             name=opt.name, target_sparsity=float(p.target_sparsity), achieved_sparsity=achieved,
             balance=float(p.balance), reachable=reachable, estimated_speedup=float(speedup),

@@ -25,7 +25,10 @@ Fields
   ``min_recovery`` (0 = off), ``overrides`` {layer_id: sparsity} (kept as is),
   ``exclusions`` {layer_id: reason} (left dense) and ``buckets`` (the plan is
   grouped into at most this many sparsity values, one ``!GMPruningModifier``
-  each; 0 = every layer keeps its own value).
+  each; 0 = every layer keeps its own value), and the edge filter
+  ``protect_edges`` (on by default: the stem, the output heads and layers with
+  fewer than ``tiny_params`` weights are left dense with their reason; a stored
+  optimization without the field loads with it off, as it was planned).
 * ``lr_modifiers``: list of :class:`LRModifier` (kind ``set|step|multi_step|
   exponential|cosine``, start/end epoch (-1 = until the end), ``init_lr`` and
   ``args``: ``gamma``, ``step_size``, ``milestones``, ``lr_min``, ``cycle_epochs``).
@@ -57,6 +60,7 @@ DEFAULT_INIT_LR = 0.01
 DEFAULT_FINAL_LR = 0.0001
 DEFAULT_BUCKETS = 6
 DEFAULT_MAX_SPARSITY = 0.95
+DEFAULT_TINY_PARAMS = 1024  # with protect_edges, a prunable layer with fewer weights is left dense
 
 # reasons a layer is left dense (shown in the editor and the JSON output)
 REASON_USER = "excluded by user"
@@ -66,6 +70,16 @@ REASON_MIN_SPARSITY = "filtered: below minimum sparsity {:.2f}"
 REASON_MIN_SPEEDUP = "filtered: speedup below minimum {:.2f}x"
 REASON_MIN_RECOVERY = "filtered: recovery below minimum {:.2f}"
 REASON_DISABLED = "pruning disabled"
+# the edge filter (protect_edges): layers whose pruning wrecks the whole model for next to no gain
+REASON_STEM = "protected: stem (reads the model input)"
+REASON_HEAD = "protected: output head (writes a model output)"
+REASON_TINY = "protected: tiny ({} weights < {})"
+
+# said by every plan whose loss sensitivities are not measured (estimates, the app's panel, the export)
+NO_MEASURED_LOSS_NOTE = ("planned without a measured loss profile: loss sensitivity comes from weight magnitudes, "
+                         "which do not say how the model's outputs react (measure it with "
+                         "'sparsify-tui profile loss --method one-shot' before trusting the plan)")
+
 
 SCHEDULE_HELP = """\
 Default schedule for E training epochs (every value can be edited):
@@ -189,6 +203,9 @@ class PruningSettings:
     min_speedup: float = 0.0  # filter on a layer's speedup factor (>1 to have effect), 0 = off
     min_recovery: float = 0.0  # filter on a layer's recovery in [0,1], 0 = off
     buckets: int = DEFAULT_BUCKETS
+    # edge filter: leave dense the stem, the output heads and the layers with fewer than tiny_params weights
+    protect_edges: bool = True
+    tiny_params: int = DEFAULT_TINY_PARAMS  # 0 = no layer counts as tiny
     overrides: dict[str, float] = field(default_factory=dict)
     exclusions: dict[str, str] = field(default_factory=dict)
 
@@ -209,6 +226,8 @@ class PruningSettings:
             "min_speedup": _num(self.min_speedup),
             "min_recovery": _num(self.min_recovery),
             "buckets": int(self.buckets),
+            "protect_edges": bool(self.protect_edges),
+            "tiny_params": int(self.tiny_params),
             "overrides": {str(k): _num(v) for k, v in self.overrides.items()},
             "exclusions": {str(k): str(v) for k, v in self.exclusions.items()},
         }
@@ -239,6 +258,10 @@ class PruningSettings:
             min_speedup=_get_float(d, "min_speedup", base.min_speedup, c),
             min_recovery=_get_float(d, "min_recovery", base.min_recovery, c),
             buckets=_get_int(d, "buckets", base.buckets, c),
+            # a stored optimization from before the edge filter existed was planned without it: it loads
+            # with the filter off so that it re-allocates to the plan it was saved (and exported) with
+            protect_edges=_get_bool(d, "protect_edges", False, c),
+            tiny_params=_get_int(d, "tiny_params", base.tiny_params, c),
             overrides=overrides,
             exclusions=exclusions,
         )
@@ -559,6 +582,8 @@ class _Validator:
         if not p.leave_enabled:
             self.fail("leave enabled must stay true: SparseML's GMPruningModifier keeps masking the weights "
                       "after pruning ends (its base class rejects false)")
+        if p.tiny_params < 0 or p.tiny_params > 10**9:
+            self.fail(f"tiny layer size must be between 0 (off) and 1000000000 weights, got {p.tiny_params}")
         if p.buckets < 0 or p.buckets > 100:
             self.fail(f"sparsity buckets must be between 0 (no grouping) and 100, got {p.buckets}")
         if p.enabled:

@@ -222,9 +222,18 @@ def _digest(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
 
 
+NO_LOSS_HEADER = ("# Planned without a measured loss profile: layer sensitivities came from weight magnitudes.\n"
+                  "# Measure one ('sparsify-tui profile loss --method one-shot') and validate the plan first.\n")
+
+
 def export_recipe(opt: Optimization, graph: "ModelGraph", name_map: dict[str, str] | None = None,
-                  warnings: list[str] | None = None, profiles: dict[str, str] | None = None) -> str:
-    """The optimization as SparseML recipe YAML (its ``layers`` must hold the allocation)."""
+                  warnings: list[str] | None = None, profiles: dict[str, str] | None = None,
+                  loss_measured: bool | None = None) -> str:
+    """The optimization as SparseML recipe YAML (its ``layers`` must hold the allocation).
+
+    ``loss_measured`` (None: the optimization names no loss profile means not measured) adds a header
+    line saying that the plan was made without a measured loss profile.
+    """
     opt.validate()
     if opt.pruning.enabled and not opt.layers:
         raise RecipeError(f"optimization {opt.name!r} has no per-layer sparsities yet: run the allocation first")
@@ -240,6 +249,8 @@ def export_recipe(opt: Optimization, graph: "ModelGraph", name_map: dict[str, st
               + ("# Estimates from " + ", ".join(f"{k} profile {v}" for k, v in profiles.items()) + ".\n"
                  if profiles else "")
               + (NAME_WARNING_MAPPED if name_map else NAME_WARNING)
+              + (NO_LOSS_HEADER if opt.pruning.enabled and not (
+                  bool(opt.loss_profile_id) if loss_measured is None else loss_measured) else "")
               + META_PREFIX + json.dumps(meta, separators=(",", ":"), sort_keys=True, ensure_ascii=True) + "\n")
     return header + body
 

@@ -700,6 +700,7 @@ class LayerSwapRunner:
     def __init__(self, model_path: str | os.PathLike, graph: "ModelGraph", samples: list[dict[str, np.ndarray]], *,
                  cores: int | None = None, layer_ids: Iterable[str] | None = None, log=None,
                  parallel: bool = True) -> None:
+        from sparsify_tui.analysis.loader import bounded_output_names
         from sparsify_tui.metrics import LEGACY_KIND, plan_outputs
         from sparsify_tui.profiles.fedmodel import WeightFedModel
         from sparsify_tui.settings import usable_cores
@@ -744,7 +745,7 @@ class LayerSwapRunner:
             self.boundary.append(bnd)
         self.output_names = list(getattr(self.impl, "model_outputs", None) or self.impl.output_names)
         # how each output is compared (metric, temperature), fixed from the dense outputs for every layer
-        self.plan = plan_outputs(self.dense, self.output_names)
+        self.plan = plan_outputs(self.dense, self.output_names, bounded=bounded_output_names(model_path))
         self.kinds = {m.name: LEGACY_KIND[m.kind] for m in self.plan}
         self._ref: dict[str, list[dict[str, np.ndarray]]] = {}
 

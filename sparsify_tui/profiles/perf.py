@@ -64,7 +64,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from sparsify_tui.errors import (
     CancelledError,
     EngineError,
-    EngineUnavailableError,
     ProfileError,
     UsageError,
 )
@@ -76,7 +75,6 @@ from sparsify_tui.engines.machine import machine_summary
 if TYPE_CHECKING:
     from sparsify_tui.analysis.graph import ModelGraph
 
-ENGINES = ("auto", "deepsparse", "onnxruntime", "openvino")
 ASSUMED_GFLOPS_PER_CORE = 100.0
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -305,20 +303,10 @@ def warning_kind(text: str) -> str:
 
 # ---------------------------------------------------------------- parent side
 def validate_engine(engine: str) -> str:
-    engine = (engine or "auto").strip().lower()
-    if engine not in ENGINES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if engine == "deepsparse":
-        from sparsify_tui.engines import deepsparse_engine as dse
+    """``--engine``: auto or an installed engine of the registry (UsageError / EngineUnavailableError)."""
+    from sparsify_tui.engines.registry import check_engine
 
-        if not dse.available():
-            raise EngineUnavailableError(dse.INSTALL_HINT)
-    if engine == "openvino":
-        from sparsify_tui.engines import openvino_engine as ove
-
-        if not ove.available():
-            raise EngineUnavailableError(ove.INSTALL_HINT)
-    return engine
+    return check_engine(engine)
 
 
 def validate_precision(engine: str, precision: str | None) -> str | None:
@@ -327,17 +315,9 @@ def validate_precision(engine: str, precision: str | None) -> str | None:
     OpenVINO runs fp32, bf16, fp16 (each only where this CPU has it) and int8 (a QDQ file as is);
     ONNX Runtime and DeepSparse run fp32, and int8 for a QDQ file (what the file holds).
     """
-    if precision is None or str(precision).strip() == "":
-        return "fp32" if engine == "openvino" else None
-    from sparsify_tui.engines import openvino_engine as ove
+    from sparsify_tui.engines.registry import check_precision
 
-    p = ove.normalize_precision(str(precision))
-    if engine == "openvino":
-        return ove.check_precision(p)
-    if p in ("bf16", "fp16"):
-        name = "onnxruntime and deepsparse run" if engine == "auto" else f"{engine} runs"
-        raise UsageError(f"--precision {p} needs --engine openvino ({name} fp32 on the CPU here)")
-    return None if p == "fp32" else p
+    return check_precision(engine, precision)
 
 
 def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, cores: int | None = None,

@@ -48,6 +48,7 @@ import numpy as np
 
 from sparsify_tui.errors import UsageError
 from sparsify_tui.profiles import SCHEMA_VERSION
+from sparsify_tui.analysis.loader import bounded_output_names
 from sparsify_tui.metrics import LEGACY_KIND, OUTPUT_CHANGE_HELP, compare_outputs, plan_notes, plan_to_json
 from sparsify_tui.progress import check_cancel
 from sparsify_tui.engines.inputs import load_samples_for
@@ -195,7 +196,8 @@ def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, co
             int8 = ort.InferenceSession(str(qpath), session_options(cores), providers=["CPUExecutionProvider"])
             names = [o.name for o in fp32.get_outputs()]
             ref = [fp32.run(None, s) for s in samples]
-            change = compare_outputs(ref, [int8.run(None, s) for s in samples], names=names)
+            change = compare_outputs(ref, [int8.run(None, s) for s in samples], names=names,
+                                     bounded=bounded_output_names(model_path))
             out.update(change.to_json())
             fp32_ms = _median_ms(fp32, samples[0], runs)
             int8_ms = _median_ms(int8, samples[0], runs)
@@ -263,7 +265,7 @@ def compute_quant(
             dense.append(dict(zip(impl.output_names, impl.run(s))))
             boundary.append({})
     names = list(dense[0]) if dense else []
-    plan = plan_outputs(dense, names)  # each output's metric, fixed from the dense outputs for every layer
+    plan = plan_outputs(dense, names, bounded=bounded_output_names(model_path))  # each output's metric, fixed from the dense outputs for every layer
     kinds = {m.name: LEGACY_KIND[m.kind] for m in plan}
     notes += plan_notes(plan)
     total = len(layers) + (1 if whole_model else 0)

@@ -28,10 +28,10 @@ def check_input_shapes(shapes: Any) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for k, v in shapes.items():
         try:
-            dims = [int(x) for x in v]
+            dims = [x if x == "N" else int(x) for x in v]  # "N": the dimension that takes the batch size
         except (TypeError, ValueError):
             raise InputShapeError(f"input shape of {k!r} must be a list of whole numbers, got {v!r}") from None
-        if any(d < 1 for d in dims):
+        if any(d != "N" and d < 1 for d in dims):
             raise InputShapeError(f"input shape of {k!r} must have dimensions of at least 1, got {dims}")
         out[str(k)] = dims
     return out
@@ -120,9 +120,10 @@ def read_model_table(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     if not isinstance(shapes, dict):
         raise bad_type(path, "model.input_shapes", "a table of integer arrays", shapes)
     input_shapes = {}
-    for k, v in shapes.items():
-        if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-            raise bad_type(path, f"model.input_shapes.{k}", "an array of integers", v)
+    for k, v in shapes.items():  # whole numbers, and "N" for the dimension that takes the batch size
+        if not isinstance(v, list) or not all((isinstance(x, int) and not isinstance(x, bool)) or x == "N"
+                                              for x in v):
+            raise bad_type(path, f"model.input_shapes.{k}", "an array of integers (and \"N\" for the batch)", v)
         input_shapes[k] = list(v)
     return {"model_file": mfile, "recorded_model_sha256": sha, "model_size": model.get("size"),
             "model_mtime_ns": model.get("mtime_ns"), "input_shapes": input_shapes}
@@ -138,7 +139,7 @@ def model_table(raw: Any, file: str, sha256: str, size: int | None, mtime_ns: in
             mt.pop(k, None)
         else:
             mt[k] = v
-    mt["input_shapes"] = {str(k): [int(x) for x in v] for k, v in input_shapes.items()}
+    mt["input_shapes"] = {str(k): [x if x == "N" else int(x) for x in v] for k, v in input_shapes.items()}
     return mt
 
 

@@ -334,7 +334,7 @@ def test_precision_settings_are_checked_everywhere():
     s = parse_perf_settings("openvino", "1", "2", "10", "", 2, "int8")
     assert s["precision"] == "int8" and s["engine"] == "openvino"
     assert "precision" not in parse_perf_settings("onnxruntime", "1", "2", "10", "", 2)
-    with pytest.raises(UsageError, match="needs the openvino engine"):
+    with pytest.raises(UsageError, match="needs --engine openvino"):
         parse_perf_settings("onnxruntime", "1", "2", "10", "", 2, "bf16")
 
     import argparse

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sparsify_tui.optim.allocate import Curves, allocate
 from sparsify_tui.optim.estimate import Evaluator, evaluate
-from sparsify_tui.optim.optimization import default_optimization
+from sparsify_tui.optim.optimization import REASON_HEAD, REASON_STEM, default_optimization
 from sparsify_tui.optim.synthetic import loss_profile, perf_profile, synthetic_graph, synthetic_model
 from sparsify_tui.settings import LOSS_ONE_SHOT_LEVELS, PERF_LEVELS, level_key
 
@@ -52,6 +52,14 @@ def models(draw, min_layers=1, max_layers=10):
     return graph, perf, loss
 
 
+def _unprotected(graph):
+    """The default optimization without the edge filter: the allocator's own properties are checked on every
+    layer (the filter, which leaves the stem, the heads and tiny layers dense, has its own tests)."""
+    opt = default_optimization(graph)
+    opt.pruning.protect_edges = False
+    return opt
+
+
 def _s(opt, lid):
     return opt.layers[lid].sparsity
 
@@ -66,7 +74,7 @@ def _achieved(graph, opt):
 @given(models(), st.floats(0.0, 0.98), st.floats(0.05, 0.99), st.floats(0.0, 1.0), st.sampled_from([0, 3, 6]))
 def test_target_met_and_cap_respected(model, target, cap, balance, buckets):
     graph, perf, loss = model
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     p = opt.pruning
     p.target_sparsity, p.max_sparsity, p.balance, p.buckets = target, cap, balance, buckets
     new = allocate(graph, opt, perf, loss)
@@ -90,7 +98,7 @@ def test_balance_is_monotone(model, target, b1, b2, min_s, min_speedup, min_rec,
     graph, perf, loss = model
     b1, b2 = sorted((b1, b2))
     ev = Evaluator(graph, perf, loss)
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity = target
     opt.pruning.min_sparsity, opt.pruning.min_speedup, opt.pruning.min_recovery = min_s, min_speedup, min_rec
     opt.pruning.buckets = buckets
@@ -112,7 +120,7 @@ def test_overrides_and_exclusions_respected(model, target, balance, data):
     ov_ids = data.draw(st.lists(st.sampled_from(ids), unique=True, max_size=len(ids) // 2))
     rest = [i for i in ids if i not in ov_ids]
     ex_ids = data.draw(st.lists(st.sampled_from(rest), unique=True, max_size=len(rest) // 2)) if rest else []
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     p = opt.pruning
     p.target_sparsity, p.balance = target, balance
     p.overrides = {i: data.draw(st.floats(0.0, 0.99)) for i in ov_ids}
@@ -143,7 +151,7 @@ def test_overrides_and_exclusions_respected(model, target, balance, data):
 def test_filters_hold(model, target, balance, min_s, min_speedup, min_rec):
     graph, perf, loss = model
     ev = Evaluator(graph, perf, loss)
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     p = opt.pruning
     p.target_sparsity, p.balance = target, balance
     p.min_sparsity = min(min_s, p.max_sparsity)
@@ -175,7 +183,7 @@ def _two_layer(ms_a=10.0, ms_b=0.01, loss_a=0.01, loss_b=0.01, params=(1000, 100
 
 def test_huge_time_saving_low_loss_is_pruned_first_under_performance():
     graph, perf, loss = _two_layer(ms_a=10.0, ms_b=0.01, loss_a=0.01, loss_b=0.01)
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity, opt.pruning.balance, opt.pruning.buckets = 0.45, 0.0, 0
     new = allocate(graph, opt, perf, loss)
     assert _s(new, "conv0") == pytest.approx(0.9)
@@ -184,7 +192,7 @@ def test_huge_time_saving_low_loss_is_pruned_first_under_performance():
 
 def test_recovery_prunes_the_least_sensitive_first():
     graph, perf, loss = _two_layer(ms_a=10.0, ms_b=0.01, loss_a=5.0, loss_b=0.01)
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity, opt.pruning.balance, opt.pruning.buckets = 0.4, 1.0, 0
     new = allocate(graph, opt, perf, loss)
     assert _s(new, "conv1") > _s(new, "conv0")
@@ -197,7 +205,7 @@ def test_recovery_prunes_the_least_sensitive_first():
 def test_flops_fallback_performance_side_is_not_inverted():
     # the original's bug: moving to Performance lowered the 1e9-FLOP layer from 0.95 to 0.56
     graph = synthetic_graph([100_000, 100_000], [10**9, 10**6])
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity = 0.6
     ests = []
     for b in (1.0, 0.5, 0.0):
@@ -213,7 +221,7 @@ def test_flops_fallback_performance_side_is_not_inverted():
 
 def test_cap_is_respected_during_allocation_so_target_is_met():
     graph, perf, loss = _two_layer(ms_a=1.0, ms_b=1.0, loss_a=0.1, loss_b=1.0)
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity, opt.pruning.balance, opt.pruning.max_sparsity, opt.pruning.buckets = 0.9, 1.0, 0.95, 0
     new = allocate(graph, opt, perf, loss)
     # the original allocated 0.99 then clipped to 0.95 (achieved < target); ours spreads it
@@ -224,9 +232,16 @@ def test_cap_is_respected_during_allocation_so_target_is_met():
 
 def test_first_layer_and_grouped_convs_are_not_silently_excluded():
     graph, perf, loss = synthetic_model(20, seed=3)
-    graph.layers[0].attributes["group"] = 4
+    graph.layers[2].attributes["group"] = 4
     opt = default_optimization(graph)
     opt.pruning.balance = 0.5
+    new = allocate(graph, opt, perf, loss)
+    # by default the stem (reads the input) and the head (writes the output) stay dense, saying why
+    assert new.layers["conv0"].sparsity == 0 and new.layers["conv0"].excluded_reason == REASON_STEM
+    assert new.layers["conv19"].sparsity == 0 and new.layers["conv19"].excluded_reason == REASON_HEAD
+    assert new.layers["conv1"].sparsity > 0  # the grouped conv is allocated like the others
+    assert all(not r.excluded_reason for k, r in new.layers.items() if k not in ("conv0", "conv19"))
+    opt.pruning.protect_edges = False
     new = allocate(graph, opt, perf, loss)
     assert all(not r.excluded_reason for r in new.layers.values())
     assert new.layers["conv0"].sparsity > 0
@@ -237,7 +252,7 @@ def test_min_sparsity_filter_changes_the_result():
     ms = {"conv0": 1.0, "conv1": 1.0, "conv2": 1.0}
     perf = perf_profile(graph, ms, {k: 0.9 for k in ms}, {k: 0.0 for k in ms})
     loss = loss_profile(graph, {"conv0": 0.01, "conv1": 0.01, "conv2": 5.0}, {k: 2.0 for k in ms})
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity, opt.pruning.balance, opt.pruning.buckets = 0.3, 1.0, 0
     plain = allocate(graph, opt, perf, loss)
     assert 0 < plain.layers["conv2"].sparsity < 0.4
@@ -253,7 +268,7 @@ def test_min_sparsity_filter_changes_the_result():
 def test_min_speedup_filter_drops_layers_that_do_not_speed_up():
     graph = synthetic_graph([1000, 1000])
     perf = perf_profile(graph, {"conv0": 1.0, "conv1": 1.0}, {"conv0": 0.9, "conv1": 0.01}, {"conv0": 0.0, "conv1": 0.0})
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity, opt.pruning.balance = 0.4, 1.0
     assert allocate(graph, opt, perf).layers["conv1"].sparsity > 0
     opt.pruning.min_speedup = 1.1
@@ -266,7 +281,7 @@ def test_min_speedup_filter_drops_layers_that_do_not_speed_up():
 def test_engine_internal_counts_in_baseline_and_never_speeds_up():
     graph = synthetic_graph([1000])
     perf = perf_profile(graph, {"conv0": 1.0}, {"conv0": 0.5}, {"conv0": 0.0}, internal_ms=1.0, other_ms=0.0)
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity = 0.95
     est = evaluate(graph, allocate(graph, opt, perf), perf)
     assert est.baseline_ms == pytest.approx(2.0)
@@ -276,7 +291,7 @@ def test_engine_internal_counts_in_baseline_and_never_speeds_up():
 
 def test_excluding_a_non_prunable_layer_reports_it():
     graph = synthetic_graph([1000, 1000])
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.exclusions = {"relu0": "excluded by user"}
     new = allocate(graph, opt)
     assert new.layers["relu0"].excluded_reason == "not prunable"
@@ -284,7 +299,7 @@ def test_excluding_a_non_prunable_layer_reports_it():
 
 def test_pruning_disabled_gives_a_dense_plan():
     graph, perf, loss = synthetic_model(10, seed=1)
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.enabled = False
     est = evaluate(graph, allocate(graph, opt, perf, loss), perf, loss)
     assert est.achieved_sparsity == 0.0 and est.estimated_speedup == pytest.approx(1.0)
@@ -292,7 +307,7 @@ def test_pruning_disabled_gives_a_dense_plan():
 
 def test_buckets_limit_distinct_values_and_keep_target():
     graph, perf, loss = synthetic_model(120, seed=5)
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity = 0.8
     new = allocate(graph, opt, perf, loss)
     vals = {r.sparsity for r in new.layers.values() if r.sparsity > 0}
@@ -337,7 +352,7 @@ def test_balance_sweep_on_a_large_model_is_monotone():
     # above 200 prunable layers the candidate set is coarser (11 balances): still monotone
     graph, perf, loss = synthetic_model(260, seed=9)
     ev = Evaluator(graph, perf, loss)
-    opt = default_optimization(graph)
+    opt = _unprotected(graph)
     opt.pruning.target_sparsity = 0.8
     speed, lossv = [], []
     for k in range(21):
@@ -354,7 +369,7 @@ def test_balance_sweep_on_a_large_model_is_monotone():
 def test_a_measured_validation_is_dropped_when_the_plan_changes():
     graph, perf, loss = synthetic_model(20, seed=1)
     ev = Evaluator(graph, perf, loss)
-    opt = ev.allocate(default_optimization(graph))
+    opt = ev.allocate(_unprotected(graph))
     opt.validation = {"measured_speedup": 2.0, "estimated_speedup": 2.1}
     assert ev.allocate(opt).validation == opt.validation  # same plan: kept
     opt.pruning.target_sparsity = 0.5

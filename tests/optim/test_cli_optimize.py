@@ -154,7 +154,8 @@ def test_export_with_name_map(project, capsys, tmp_path):
     nmap = tmp_path / "map.csv"
     nmap.write_text("onnx_name,framework_name\n" + "".join(f"{w},fw.{i}.weight\n" for i, w in enumerate(weights)))
     out = run_json(capsys, "export", str(project), "--name-map", str(nmap))
-    assert "fw.0.weight" in out["recipe"] or "fw.1.weight" in out["recipe"]
+    # (the first layers are the stem and a tiny depthwise conv, left dense by the edge filter)
+    assert any(f"fw.{i}.weight" in out["recipe"] for i in range(len(weights)))
     assert not any(f"'{w}'" in out["recipe"] for w in weights if w)
     assert out["warnings"] == []
     assert d["layers"]

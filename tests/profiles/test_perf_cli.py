@@ -134,9 +134,13 @@ def test_benchmark_side_by_side(capsys, demo_model):
 
 
 def test_deepsparse_requested_but_not_installed(capsys, monkeypatch, demo_model):
-    from sparsify_tui.engines import deepsparse_engine
+    import dataclasses
 
-    monkeypatch.setattr(deepsparse_engine, "available", lambda: False)
+    from sparsify_tui.engines import registry
+
+    # the registry's deepsparse looked for under a distribution name that is installed nowhere
+    gone = dataclasses.replace(registry.get_engine("deepsparse"), distributions=("deepsparse-not-installed",))
+    monkeypatch.setitem(registry._REGISTRY, "deepsparse", gone)
     code, out, err = _run(capsys, "profile", "perf", demo_model, "--engine", "deepsparse")
     assert code == 2 and out == ""
     assert err.strip() == "error: deepsparse is not installed; pip install 'sparsify-tui[deepsparse]'"

@@ -156,6 +156,45 @@ def test_level_sanity_remeasures_a_level_slower_than_the_one_before_and_flags_wh
     assert level_sanity(ctx, parts, again(7.0)) == []
     assert [p["model_ms"] for p in parts if p["type"] == "level"] == [8.0, 7.0, 5.0]
     assert ctx.sent and ctx.sent[0]["model_ms"] == 7.0  # the parent gets the new part
+    # not measured again (None: a busy level on a machine that stayed busy): still flagged
+    asked.clear()
+    parts = base + [_level(0.5, 8.0), _level(0.7, 12.0), _level(0.9, 5.0)]
+    notes = level_sanity(_Ctx(), parts, lambda lv: asked.append(lv))
+    assert asked == [0.7] and len(notes) == 1 and notes[0].startswith("level 0.7 measured 12.000 ms")
+    assert next(p for p in parts if p.get("level") == 0.7)["attempts"] == 1
     # within the spread: nothing measured again
     asked.clear()
     assert level_sanity(_Ctx(), base + [_level(0.5, 10.1)], again(1.0)) == [] and asked == []
+
+
+def test_busy_blocks_are_not_remeasured_while_a_remeasure_stayed_busy_and_say_so():
+    from sparsify_tui.engines import interference as itf
+    from sparsify_tui.jobs.perf import PerfRun
+
+    class Ctx(_Ctx):
+        def log(self, _message: str) -> None:
+            pass
+
+    run = PerfRun(Ctx(), {"remeasure": 1}, "deepsparse", "", "", None, {}, [], 1, 1, [0.0, 0.5, 0.7, 0.9, 0.95], 10,
+                  5, 1, [], [], 5)
+
+    def block(name, shares):
+        """One block measured as the job does, its attempts seeing ``shares`` in turn; the attempts made."""
+        it = iter(shares)
+        _res, share, attempts = itf.remeasure(lambda: (None, next(it)), threshold=run.threshold,
+                                              retries=run._retries_now(), on_retry=None)
+        run._after_remeasure(name, share, attempts)
+        return attempts
+
+    assert block("the dense model", [0.05]) == 1  # quiet: one attempt
+    assert block("level 0.5", [0.4, 0.05]) == 2  # busy, quiet when measured again
+    assert block("level 0.7", [0.4, 0.3]) == 2  # busy, and busy again: the machine stays busy
+    assert block("level 0.9", [0.5, 0.0]) == 1  # so this busy level is not measured again
+    run.parts = [{"type": "level", "level": 0.9, "interference": 0.5}]
+    assert run._sanity_again(0.9) is None  # nor for the level sanity check (the engine is not called)
+    assert block("level 0.95", [0.02]) == 1  # quiet again ...
+    assert block("level 0.97", [0.4, 0.05]) == 2  # ... so a busy level gets its re-measure back
+    assert run._retries_now(tries=0) == 0
+    assert run.remeasure_note() == (
+        "level 0.7 stayed busy when measured again, so level 0.9 (busy too) was not measured again: its time is "
+        "probably too high; measure again on a quiet machine (--wait-idle SECONDS)")

@@ -42,7 +42,10 @@ async def test_deploy_screen_shows_the_stored_search(deployed_project, size, tmp
         totals = widget_text(app.screen.query_one("#totals", Static), width=200)
         assert "Deploy" in totals
         fastest = max(rows, key=lambda r: r["speedup"])
-        assert f"{fastest['engine']} {fastest['precision']}" in totals and f"{fastest['speedup']:.2f}x" in totals
+        best = doc["best"]  # the default budget: the fastest row whose outputs follow the original
+        assert doc["budget"]["kind"] == "default"
+        assert best["id"] == max((r for r in rows if not r["departure"]), key=lambda r: r["speedup"])["id"]
+        assert f"{best['engine']} {best['precision']}" in totals and f"{best['speedup']:.2f}x" in totals
         if doc["versus_sparse_plan"]:
             assert f"{doc['versus_sparse_plan']:.2f}x the sparse plan alone" in totals
         await pilot.press("f6")
@@ -55,13 +58,39 @@ async def test_deploy_screen_shows_the_stored_search(deployed_project, size, tmp
         shown = [table.get_row_at(i) for i in range(table.row_count)]
         speed = [float(r[5].plain.rstrip("x")) for r in shown]
         assert speed == sorted(speed, reverse=True)  # fastest first
-        assert shown[0][0].plain == "*"  # no budget: the fastest is the best
-        assert {r[0].plain for r in shown[1:]} <= {"", "P"}
-        n_pareto = sum(1 for r in rows if r["pareto"])
-        assert sum(1 for r in shown if r[0].plain in ("*", "P")) == n_pareto + (0 if fastest["pareto"] else 1)
+        marks = {table.coordinate_to_cell_key((i, 0)).row_key.value: shown[i][0].plain for i in range(len(shown))}
+        assert [k for k, m in marks.items() if m == "*"] == [best["id"]]
+        for r in rows:  # ! marks the rows whose outputs departed (or whose engine disagrees), P the front
+            if r["id"] != best["id"]:
+                want = "!" if (r["departure"] or r["engines_disagree"]) else ("P" if r["pareto"] else "")
+                assert marks[r["id"]] == want, r
+        status = widget_text(screen.query_one("#deploy-status", Static), width=300)
+        assert "budget: default: outputs must follow the original" in status
+        # the Change column names the highlighted row's unit; the detail line its reading and output metric
+        from sparsify_tui.metrics import SHORTER, format_change
+
+        for i in (0, len(shown) - 1):
+            table.move_cursor(row=i)
+            await settle(pilot, app)
+            r = next(x for x in rows if x["id"] == table.coordinate_to_cell_key((i, 0)).row_key.value)
+            unit = SHORTER.get(r["output_change_metric"], r["output_change_metric"])
+            assert unit in table.columns["Change"].label.plain
+            detail = widget_text(screen.query_one("#deploy-detail", Static), width=400)
+            assert detail.startswith(f"{r['engine']} {r['precision']} {r['optimization'] or 'dense'}: change ")
+            assert r["output_change_reading"] in detail
+            outs = r["output_change_outputs"]  # the metric of each output (one: the change's own)
+            if len(outs) == 1:
+                assert f"change {format_change(r)[0]} on {outs[0]['name']}" in detail
+            else:
+                for out in outs:
+                    assert f"{out['name']}: {SHORTER.get(out['metric'], out['metric'])}" in detail
+            if r["departure"] and not r["engines_disagree"]:
+                assert f"left out by the budget: {r['departure']}" in detail
+        table.move_cursor(row=0)
+        await settle(pilot, app)
         assert chart.points == len(rows)
         # it fits: table, chart, info and footer inside the screen, none of them collapsed
-        for w in (table, chart, screen.query_one("#deploy-info")):
+        for w in (table, chart, screen.query_one("#deploy-info"), screen.query_one("#deploy-detail")):
             assert w.region.height > 0 and w.region.right <= size[0] and w.region.bottom <= size[1] - 1
         assert table.region.height >= 4 and chart.region.height >= 8
         # a budget below the fastest row's change picks another best row, without measuring again
@@ -77,7 +106,15 @@ async def test_deploy_screen_shows_the_stored_search(deployed_project, size, tmp
         assert screen.doc["best"]["id"] == want["id"]
         best_row = next(table.get_row_at(i) for i in range(table.row_count) if table.get_row_at(i)[0].plain == "*")
         assert best_row[1].plain == want["engine"] and best_row[3].plain == (want["optimization"] or "dense")
-        assert "within output change" in widget_text(screen.query_one("#deploy-info", Static), width=300)
+        assert f"within the budget (output change <= {tight:g})" in widget_text(
+            screen.query_one("#deploy-info", Static), width=300)
+        assert screen.doc["budget"]["source"] == "the budget box"
+        # none: the raw fastest
+        await pilot.press("b")
+        box.value = "none"
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert screen.doc["best"]["id"] == fastest["id"] and screen.doc["budget"]["kind"] == "none"
         # export the highlighted row (the first: the fastest)
         await pilot.press("e")
         path = screen.query_one("#deploy-export-path", Input)

@@ -28,10 +28,18 @@ async def test_export_recipe_code_and_save(demo_project, tmp_path):
         screen = await open_export(pilot, app)
         graph = screen.graph
         assert "!GMPruningModifier" in screen.recipe_text
-        first = graph.prunable_layers[0]
-        assert first.weight_name in screen.recipe_text  # ONNX weight names without a name map
+        pruned = [lay for lay in graph.prunable_layers if screen.opt.layers[lay.id].sparsity > 0]
+        assert pruned[0].weight_name in screen.recipe_text  # ONNX weight names without a name map
+        # the stem is left dense by the edge filter, so it is not in the recipe's modifiers
+        stem = graph.prunable_layers[0]
+        assert screen.opt.layers[stem.id].excluded_reason.startswith("protected: stem")
+        assert stem.weight_name not in screen.recipe_text.split("modifiers:", 1)[1]
         assert "ONNX weight" in widget_text(screen.query_one("#export-note", Static), 120)
-        assert "no optimization yet" in widget_text(screen.query_one("#export-title", Static), 120)
+        title = widget_text(screen.query_one("#export-title", Static), 120)
+        assert "no optimization yet" in title
+        # the demo project's loss profile is the weight-magnitude approximation: the screen and the recipe say so
+        assert "Planned without a measured loss profile" in title
+        assert "# Planned without a measured loss profile" in screen.recipe_text
         # framework and code type by keys
         assert "torch" in screen.code_text
         await pilot.press("f")
@@ -67,7 +75,7 @@ async def test_export_name_map(demo_project, tmp_path):
     app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_export(pilot, app)
-        first = screen.graph.prunable_layers[0]
+        first = next(lay for lay in screen.graph.prunable_layers if screen.opt.layers[lay.id].sparsity > 0)
         await pilot.press("m")
         inp = screen.query_one("#export-namemap", Input)
         inp.value = str(tmp_path / "missing.json")

@@ -366,3 +366,32 @@ async def test_long_layer_table_rows_out_of_view_follow_each_edit(tmp_path, tui_
         assert not isinstance(app.screen, OptimizerScreen)
         assert gc.get_freeze_count() == 0
     project.close()
+
+
+async def test_protect_edges_setting_reasons_and_no_measured_loss_note(demo_project):
+    """The default plan leaves the demo model's stem dense with its reason in the row; the estimates panel says
+    that no measured loss profile backs the plan; Protect edges off (] on the setting) plans the stem."""
+    from sparsify_tui.optim.optimization import REASON_STEM
+    from sparsify_tui.tui.screens.optimizer import SETTINGS
+
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_optimizer(pilot, app)
+        stem = screen.graph.prunable_layers[0].id
+        lt = screen.query_one("#opt-layers", DataTable)
+        assert screen.opt.pruning.protect_edges is True
+        assert screen.opt.layers[stem].sparsity == 0 and screen.opt.layers[stem].excluded_reason == REASON_STEM
+        assert lt.get_row(stem)[6].plain.startswith("protected: stem")
+        text = widget_text(screen.query_one("#opt-estimates", Static), 200)
+        assert "(no measured loss profile)" in text, text
+        st = screen.query_one("#opt-settings", DataTable)
+        st.move_cursor(row=[s.key for s in SETTINGS].index("protect_edges"))
+        await pilot.pause()
+        assert "on" in st.get_row_at(st.cursor_row)[1].plain
+        await pilot.press("right_square_bracket")
+        await pilot.pause()
+        assert screen.opt.pruning.protect_edges is False
+        assert screen.opt.layers[stem].sparsity > 0 and not screen.opt.layers[stem].excluded_reason
+        assert not lt.get_row(stem)[6].plain.startswith("protected")
+        await wait_for(pilot, lambda: not screen.dirty, timeout=5)
+        assert stored(demo_project).pruning.protect_edges is False

@@ -1,8 +1,13 @@
 """Deploy screen: the deployment search (engines x precisions x sparsity) of the project.
 
 The table lists every measured row (fastest first; * marks the best row within
-the budget, P the Pareto front), the chart plots speedup against output change
-with the front drawn. The search runs as an App job (``app.start_deploy``):
+the budget, ! a row the budget leaves out because its outputs no longer follow
+the original or its engine disagrees with ONNX Runtime, P the Pareto front);
+the Change column's header names the highlighted row's unit, and the detail
+line under the table gives its reading and each output's metric. The chart
+plots speedup against output change with the front drawn. With no budget typed,
+the default one applies (outputs must follow the original); "none" gives the
+raw fastest. The search runs as an App job (``app.start_deploy``):
 rows appear as their configuration compiles and their times fill in round
 after round; cancelling (x) keeps the finished rounds. The budget (b) picks the
 best row again without measuring; e exports the highlighted row (model + snippet).
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -44,13 +50,15 @@ class DeployScreen(Screen):
     DeployScreen #deploy-table { height: 1fr; min-height: 4; }
     DeployScreen #deploy-chart { height: 9; }
     DeployScreen.-tall #deploy-chart { height: 16; }
+    DeployScreen #deploy-detail { height: auto; max-height: 3; }
     DeployScreen #deploy-info { height: auto; max-height: 3; }
     """
     BINDINGS = [
         Binding("m", "measure", "Measure", id="deploy_measure",
                 tooltip="Run the deployment search (all engines, precisions and optimizations)"),
         Binding("b", "focus_budget", "Budget", id="deploy_budget",
-                tooltip="Edit the output-change budget: the best row is the fastest within it"),
+                tooltip="Edit the output-change budget: the best row is the fastest within it (empty: the default, "
+                "outputs must follow the original; none: the raw fastest)"),
         Binding("e", "export", "Export", id="deploy_export", tooltip="Write the highlighted row's model and snippet"),
         Binding("c", "toggle_chart", "Chart", id="deploy_chart", tooltip="Show or hide the scatter"),
         Binding("escape", "back", "Back", id="deploy_back", tooltip="Back"),
@@ -60,7 +68,7 @@ class DeployScreen(Screen):
         super().__init__()
         self.project = project
         self.doc: dict | None = None
-        self.budget: float | None = None
+        self.budget: float | str | None = None  # None: the default budget; "none": no budget
         self._entry_id: str | None = None
         self._live_best: str | None = None
         self._loaded_after_job: int | None = None
@@ -70,10 +78,11 @@ class DeployScreen(Screen):
         yield Header()
         with Horizontal(id="deploy-top"):
             yield Static("Budget")
-            yield Input(placeholder="none", id="deploy-budget-input", classes="deploy-input")
+            yield Input(placeholder="default", id="deploy-budget-input", classes="deploy-input")
             yield Input(placeholder="OUT.onnx (enter writes)", id="deploy-export-path", classes="deploy-input")
             yield Static("", id="deploy-status")
         yield DataTable(id="deploy-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="deploy-detail")
         yield DeployChart(id="deploy-chart")
         yield Static("", id="deploy-info")
         yield Footer()
@@ -109,8 +118,10 @@ class DeployScreen(Screen):
             return
         entry, doc = found
         if self.doc is None or entry.id != self._entry_id:
-            if self._entry_id is None and doc.get("budget") is not None and self.budget is None:
-                self.budget = doc.get("budget")
+            stored = doc.get("budget")
+            if self._entry_id is None and self.budget is None and isinstance(stored, dict) \
+                    and stored.get("kind") == "max_output_change":
+                self.budget = stored.get("value")
                 self.query_one("#deploy-budget-input", Input).value = f"{self.budget:g}"
         self._entry_id = entry.id
         self.doc = apply_budget(doc, self.budget)
@@ -134,8 +145,9 @@ class DeployScreen(Screen):
             return [], "no deployment search yet: m measures"
         d = self.doc
         state = "" if d.get("complete") else f" [yellow]incomplete ({d.get('error') or 'stopped'})[/yellow]"
-        return list(d.get("rows") or []), (f"{d.get('rounds')} rounds, batch {d.get('batch_size')}, "
-                                           f"{d.get('cores')} cores{state}")
+        name = escape(str((d.get("budget") or {}).get("name") or ""))
+        return list(d.get("rows") or []), (f"budget: {name}; {d.get('rounds')} rounds, batch "
+                                           f"{d.get('batch_size')}, {d.get('cores')} cores{state}")
 
     # ------------------------------------------------------------------ refresh
     def _refresh(self, *_: Any) -> None:
@@ -149,8 +161,9 @@ class DeployScreen(Screen):
         table.clear()
         order = sorted(rows, key=lambda r: -(r.get("speedup") or 0))
         for r in order:
-            mark = "*" if r["id"] == best else ("P" if r.get("pareto") else "")
-            style = "bold green" if mark == "*" else ""
+            flagged = bool(r.get("departure") or r.get("engines_disagree"))
+            mark = "*" if r["id"] == best else ("!" if flagged else ("P" if r.get("pareto") else ""))
+            style = "bold green" if mark == "*" else ("red" if mark == "!" else "")
             fb = r.get("file_bytes")
             table.add_row(
                 Text(mark, style=style), Text(r["engine"], style=style), Text(r["precision"]),
@@ -158,16 +171,63 @@ class DeployScreen(Screen):
                 Text(_fmt(r.get("median_ms"), ".2f") if r.get("median_ms") is not None else "…", justify="right"),
                 Text(_fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") is not None else ""),
                      justify="right"),
-                Text(_fmt(r.get("output_change"), ".3g"), justify="right"),
+                Text(_fmt(r.get("output_change"), ".3g"), justify="right", style="red" if flagged else ""),
                 Text(_fmt(r.get("top1_agreement"), ".0%"), justify="right"),
                 Text(_fmt(fb / 1e6 if fb else None, ".1f"), justify="right"),
                 key=r["id"],
             )
         if table.row_count:
             table.move_cursor(row=min(max(cursor, 0), table.row_count - 1))
+        self._rows_by_id = {r["id"]: r for r in rows}
+        self._show_detail()
         self.query_one("#deploy-chart", DeployChart).set_data(
-            [r for r in rows if r.get("median_ms") is not None], best, self.budget)
+            [r for r in rows if r.get("median_ms") is not None], best,
+            self.budget if isinstance(self.budget, float) else None)
         self.query_one("#deploy-info", Static).update(self._info(rows))
+
+    def highlighted(self) -> dict | None:
+        """The highlighted row's dict (live or stored), or None."""
+        table = self.query_one("#deploy-table", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        return getattr(self, "_rows_by_id", {}).get(key)
+
+    @on(DataTable.RowHighlighted, "#deploy-table")
+    def _highlight(self, _event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        """The Change header in the highlighted row's unit; under the table its reading, each output's
+        metric and why the budget leaves it out."""
+        from sparsify_tui.actions.deploy import left_out_reason, row_label
+        from sparsify_tui.metrics import SHORTER, format_change
+
+        table = self.query_one("#deploy-table", DataTable)
+        r = self.highlighted()
+        metric = (r or {}).get("output_change_metric")
+        unit = str(SHORTER.get(metric, metric or ""))  # a metric without a short word shows its name
+        col = table.columns.get("Change")  # type: ignore[call-overload]
+        label = (f"Δ {unit}" if len(unit) <= 6 else unit) if unit else "Change"
+        if col is not None and col.label.plain != label:
+            col.label = Text(label)
+            table._update_count += 1  # the header is cached per update: draw it again with the new label
+            table.refresh()
+        detail = self.query_one("#deploy-detail", Static)
+        if r is None or r.get("output_change") is None:
+            detail.update("")
+            return
+        value, reading = format_change(r)
+        outs = r.get("output_change_outputs") or []
+        per = ", ".join(f"{o.get('name')}: {SHORTER.get(str(o.get('metric')), o.get('metric'))}" for o in outs)
+        per = f" on {outs[0].get('name')}" if len(outs) == 1 else (f" ({per})" if per else "")
+        text = Text(f"{row_label(r)}: change {value}{per}"
+                    + (f", {reading}" if reading else ""))
+        if r.get("engines_disagree"):
+            text.append(f"\n{r['engines_disagree']}", style="red")
+        elif (why := left_out_reason(r, self.budget)):
+            text.append(f"\nleft out by the budget: {why}", style="red")
+        detail.update(text)
 
     def _info(self, rows: list[dict]) -> Text:
         from sparsify_tui.actions.deploy import summary_line
@@ -195,21 +255,24 @@ class DeployScreen(Screen):
     @on(Input.Submitted, "#deploy-budget-input")
     def _budget_set(self, event: Input.Submitted) -> None:
         text = event.value.strip()
-        if not text or text.lower() == "none":
+        if not text or text.lower() == "default":
             self.budget = None
+        elif text.lower() == "none":
+            self.budget = "none"
         else:
             try:
                 value = float(text)
                 if not (value >= 0 and value < float("inf")):
                     raise ValueError
             except ValueError:
-                self.notify(f"the budget must be a number >= 0, not {text!r}", severity="error")
+                self.notify(f"the budget must be a number >= 0, 'none' or empty (the default), not {text!r}",
+                            severity="error")
                 return
             self.budget = value
         if self.doc is not None:
             from sparsify_tui.actions.deploy import apply_budget
 
-            self.doc = apply_budget(self.doc, self.budget)
+            self.doc = apply_budget(self.doc, self.budget, "the budget box")
         self.query_one("#deploy-table", DataTable).focus()
         self._refresh()
 

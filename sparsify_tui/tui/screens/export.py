@@ -242,6 +242,11 @@ class ExportScreen(Screen):
                      style="dim")
         if notice:
             t.append("\n" + notice, style="yellow")
+        from sparsify_tui.actions.optimizer import loss_measured
+
+        if opt.pruning.enabled and not loss_measured(self.project, opt):
+            t.append("\nPlanned without a measured loss profile: sensitivities from weight magnitudes "
+                     "(profile loss one-shot, then validate)", style="bold yellow")
         self.query_one("#export-title", Static).update(t)
         self.render_recipe()
         self._show_validation((self.project.get_optimization(opt.name) or {}).get("validation")
@@ -254,11 +259,11 @@ class ExportScreen(Screen):
 
         warnings: list[str] = []
         try:
-            from sparsify_tui.actions.optimizer import profile_labels
+            from sparsify_tui.actions.optimizer import loss_measured, profile_labels
 
             labels = profile_labels(self.project, self.opt) if self.project is not None else None
             self.recipe_text = export_recipe(self.opt, self.graph, name_map=self.name_map, warnings=warnings,
-                                             profiles=labels)
+                                             profiles=labels, loss_measured=loss_measured(self.project, self.opt))
             missing = [f"{k} profile {v}" for k, v in (labels or {}).items() if "missing" in v]
             if missing:
                 warnings.append("this optimization was planned with a profile that no longer exists ("

@@ -42,6 +42,7 @@ from sparsify_tui.optim.optimization import (
     INTERPOLATIONS,
     LR_KINDS,
     MASK_TYPES,
+    NO_MEASURED_LOSS_NOTE,
     REASON_USER,
     LRModifier,
     Optimization,
@@ -89,6 +90,9 @@ SETTINGS: list[Setting] = [
     Setting("min_sparsity", "Min sparsity", "float", 0.05, 0.0, 0.99),
     Setting("min_speedup", "Min speedup (x)", "float", 0.05, 0.0, 100.0),
     Setting("min_recovery", "Min recovery", "float", 0.05, 0.0, 1.0),
+    Setting("protect_edges", "Protect edges", "bool",
+            help="leave the stem, output heads and tiny layers dense"),
+    Setting("tiny_params", "Tiny layer (<N w)", "int", 256, 0, 10**9, help="with Protect edges; 0 = off"),
     Setting("buckets", "Buckets", "int", 1, 0, 100),
     Setting("quantization", "INT8 QAT", "bool"),
 ]
@@ -131,7 +135,7 @@ def fmt_setting(opt: Optimization, s: Setting) -> str:
     if s.kind == "choice":
         return str(v)
     if s.kind == "int":
-        return f"{int(v)}"
+        return "off" if s.key == "tiny_params" and not v else f"{int(v)}"
     if s.key in ("min_sparsity", "min_speedup", "min_recovery") and not v:
         return "off"
     return f"{float(v):.4g}"
@@ -153,6 +157,10 @@ def with_setting(opt: Optimization, key: str, value: Any) -> Optimization:
         setattr(p, key, str(value))
     elif key == "buckets":
         p.buckets = int(value)
+    elif key == "tiny_params":
+        p.tiny_params = int(value)
+    elif key == "protect_edges":
+        p.protect_edges = bool(value)
     else:
         setattr(p, key, float(value))
     return new
@@ -172,6 +180,8 @@ def parse_setting(s: Setting, text: str) -> Any:
             raise UsageError(f"{s.label} must be one of {', '.join(s.choices)}, got {t!r}")
         return t
     if s.kind == "int":
+        if s.key == "tiny_params" and t.lower() == "off":
+            return 0
         try:
             v: Any = int(t)
         except ValueError:
@@ -334,11 +344,14 @@ def estimates_text(est: Any, width: int = 120, profile: str = "") -> Group:
     drop = next((n for n in est.notes if "fell" in n and "as the target rose" in n), "")
     if drop:  # first: it explains the number the user just saw change
         notes.append(drop + "  ", style="bold yellow")
+    no_loss = NO_MEASURED_LOSS_NOTE in est.notes  # the plan rests on weight magnitudes, not on the outputs
     if est.approximated:
         named = f" {profile!r}" if profile else ""
-        notes.append(f"Approximated Profile{named}: {est.perf_basis} times, {est.loss_basis} loss sensitivity  ",
-                     style="bold yellow")
+        notes.append(f"Approximated Profile{named}: {est.perf_basis} times, {est.loss_basis} loss sensitivity"
+                     + (" (no measured loss profile)" if no_loss else "") + "  ", style="bold yellow")
         profile = ""  # named already
+    elif no_loss:
+        notes.append(f"No measured loss profile: {est.loss_basis} loss sensitivity  ", style="bold yellow")
     if not est.reachable:
         notes.append(next((n for n in est.notes if "not reachable" in n), "target not reachable") + "  ",
                      style="yellow")
@@ -362,9 +375,9 @@ def target_drop_note(old_opt: Any, old_est: Any, new_opt: Any, new_est: Any) -> 
     if not b.target_sparsity > a.target_sparsity + 1e-9:
         return ""
     same = (a.enabled, a.balance, a.max_sparsity, a.min_sparsity, a.min_speedup, a.min_recovery, a.buckets,
-            sorted(a.overrides.items()), sorted(a.exclusions.items()))
+            a.protect_edges, a.tiny_params, sorted(a.overrides.items()), sorted(a.exclusions.items()))
     if same != (b.enabled, b.balance, b.max_sparsity, b.min_sparsity, b.min_speedup, b.min_recovery, b.buckets,
-                sorted(b.overrides.items()), sorted(b.exclusions.items())):
+                b.protect_edges, b.tiny_params, sorted(b.overrides.items()), sorted(b.exclusions.items())):
         return ""
     if new_est.estimated_speedup < old_est.estimated_speedup - 5e-5:
         fell = f"Speedup fell {old_est.estimated_speedup:.2f}x→{new_est.estimated_speedup:.2f}x"

@@ -54,8 +54,9 @@ def _deploy_best(project: "Project") -> tuple[str, str] | None:
         return None
     doc = apply_budget(found[1], found[1].get("budget"))
     best = doc.get("best")
-    budget = doc.get("budget")
-    within = f"change <= {budget:g}" if budget is not None else "no budget"
+    budget = doc.get("budget") or {}
+    within = {"default": "default budget (outputs follow the original)", "none": "no budget"}.get(
+        budget.get("kind"), f"change <= {budget.get('value') or 0:g}")
     if not best:
         return "none within budget", within
     note = f"{best['speedup']:.2f}x ORT fp32, {within}"

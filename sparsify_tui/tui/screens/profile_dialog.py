@@ -21,8 +21,12 @@ DEFAULT_LEVELS = "0.4,0.6,0.7,0.8,0.85,0.9,0.95,0.975,0.99"
 
 
 def precision_choices(machine: dict) -> list[str]:
-    """The precisions the dialog offers: fp32, bf16 where the CPU has it, int8 (a QDQ model as is)."""
-    return ["fp32"] + (["bf16"] if machine.get("bf16") else []) + ["int8"]
+    """The precisions the dialog offers: what any engine runs on this CPU (the registry's precisions), in
+    order: fp32, bf16 / fp16 where the CPU has them, int8 (a QDQ model as is)."""
+    from sparsify_tui.engines.registry import PRECISIONS, engines
+
+    offered = {p for e in engines() for p in e.precisions(machine)}
+    return [p for p in PRECISIONS if p in offered]
 
 
 def parse_perf_settings(engine: str, batch: str, cores: str, iterations: str, levels: str,
@@ -31,9 +35,12 @@ def parse_perf_settings(engine: str, batch: str, cores: str, iterations: str, le
     from sparsify_tui.errors import UsageError
     from sparsify_tui.settings import parse_int, parse_levels
 
+    from sparsify_tui.engines.registry import AUTO, get_engine, precision_problem
+
     precision = (precision or "fp32").strip().lower()
-    if precision in ("bf16", "fp16") and engine != "openvino":
-        raise UsageError(f"precision {precision} needs the openvino engine")
+    problem = precision_problem(engine, precision, {"bf16": True, "fp16": True})  # the CPU was asked already
+    if problem:
+        raise UsageError(problem)
     settings: dict[str, Any] = {
         "engine": engine,
         "batch_size": parse_int("batch size", batch, minimum=1, maximum=4096),
@@ -43,7 +50,7 @@ def parse_perf_settings(engine: str, batch: str, cores: str, iterations: str, le
     settings["cores"] = None if c == max_cores else c
     lv = parse_levels("levels", levels.strip() or None, [])
     settings["levels"] = None if levels.strip() in ("", DEFAULT_LEVELS) else lv
-    if engine == "openvino" or precision != "fp32":
+    if (engine != AUTO and get_engine(engine).precision_hint) or precision != "fp32":
         settings["precision"] = precision
     return settings
 

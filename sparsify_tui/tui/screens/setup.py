@@ -28,10 +28,10 @@ def installed_engines() -> list[str]:
         from sparsify_tui.engines.machine import installed_engines as fn
 
         return list(fn())
-    except Exception:  # noqa: BLE001 - fall back to a plain import probe
-        import importlib.util
+    except Exception:  # noqa: BLE001 - fall back to the registry's plain import probe
+        from sparsify_tui.engines.registry import installed_engines as probe
 
-        return [e for e in ("deepsparse", "onnxruntime", "openvino") if importlib.util.find_spec(e) is not None]
+        return probe()
 
 
 def usable_cores(machine: dict) -> int:

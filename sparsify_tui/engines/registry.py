@@ -1,0 +1,296 @@
+"""The engine registry: one description per inference engine, the only list of engines.
+
+Every list of engines, precisions and capabilities elsewhere (the CLI's
+``--engine`` choices, the app's dialogs, the deployment search's rows and skips,
+sweeps, the machine summary, what ``auto`` becomes) is derived from the
+:class:`EngineSpec` values registered here. Adding an engine is one backend
+module in ``sparsify_tui/engines/`` plus one :func:`register` call below
+(HACKING.md, "Add an engine").
+
+Nothing here imports an engine: the backend module (and with it deepsparse or
+openvino, which take seconds to import) is imported on the first call that
+runs the engine. Installed checks and versions read the distributions'
+metadata (:mod:`sparsify_tui.engines.machine`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sparsify_tui.errors import EngineUnavailableError, UsageError
+
+AUTO = "auto"
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # every precision any engine runs, in display order
+_ALIASES = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16", "i8": "int8"}
+# a precision that needs CPU support -> (machine_info() key that says the CPU has it, what it needs)
+_CPU_PRECISIONS = {"bf16": ("bf16", "AVX-512 BF16 or AMX"),
+                   "fp16": ("fp16", "AMX-FP16 or an ARM CPU with fp16 arithmetic")}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What sparsify-tui knows about one engine.
+
+    ``precisions_known``: the precisions the engine can run at all; those in ``_CPU_PRECISIONS`` only
+    where this CPU has them (:meth:`precisions`). ``precision_hint``: the engine compiles the model at a
+    chosen precision (OpenVINO's inference precision hint); without it the engine runs what the file
+    holds (fp32, or int8 for a QDQ file) and a profile records no precision. ``sparse_speedup``: sparse
+    weights run faster (so a perf profile measures each sparsity level; otherwise the levels are
+    approximated from FLOPs). ``instrumented``: the engine has a per-layer profile (:meth:`layer_profile`);
+    an engine without one only times whole models. ``auto_rank``: the order ``auto`` tries installed
+    engines in (lower first; None: ``auto`` never picks it).
+    """
+
+    name: str
+    label: str
+    module: str
+    distributions: tuple[str, ...]
+    install_hint: str
+    precisions_known: tuple[str, ...] = ("fp32", "int8")
+    precision_hint: bool = False
+    sparse_speedup: bool = False
+    instrumented: bool = True
+    auto_rank: int | None = None
+    layer_hook: str = "profile"  # the backend function behind layer_profile()
+
+    # ------------------------------------------------------------ installed, version
+    def backend(self):
+        """The backend module (imported now; raises EngineUnavailableError when the engine is missing)."""
+        if not self.available():
+            raise EngineUnavailableError(self.install_hint)
+        return importlib.import_module(self.module)
+
+    def available(self) -> bool:
+        """Installed here (found on the path, not imported)."""
+        import importlib.util
+
+        try:
+            return importlib.util.find_spec(self.import_name) is not None
+        except (ImportError, ValueError):  # pragma: no cover - a broken install
+            return False
+
+    @property
+    def import_name(self) -> str:
+        return self.distributions[0].replace("-", "_")
+
+    def version(self) -> str | None:
+        """The installed distribution's version, or None (read from metadata, without importing it)."""
+        from sparsify_tui.engines.machine import _dist_info_versions, _version
+
+        return _version(self.distributions, _dist_info_versions())
+
+    def deploy_snippet(self) -> str:
+        """The backend's ``DEPLOY_SNIPPET``: a script that runs an exported model (``str.format`` template)."""
+        return importlib.import_module(self.module).DEPLOY_SNIPPET
+
+    # ------------------------------------------------------------ precisions
+    def precisions(self, machine: dict | None = None) -> tuple[str, ...]:
+        """The precisions this engine runs on this CPU (``machine``: a machine summary; default this one)."""
+        if machine is None:
+            from sparsify_tui.engines.machine import machine_summary
+
+            machine = machine_summary()
+        return tuple(p for p in self.precisions_known
+                     if p not in _CPU_PRECISIONS or machine.get(_CPU_PRECISIONS[p][0]))
+
+    # ------------------------------------------------------------ running
+    def benchmark(self, path: str, inputs: dict[str, Any], *, names: list[str] | None = None,
+                  batch_size: int = 1, cores: int | None = None, iterations: int = 20, warmup: int = 5,
+                  repeats: int = 3, heartbeat: Callable[[str], Any] | None = None,
+                  precision: str | None = None) -> dict[str, Any]:
+        """Compile ``path`` once and time ``repeats`` blocks of ``iterations`` runs (ms per batch).
+
+        Returns ``repeat_ms``, ``iteration_ms``, ``compile_s``, ``precision`` (what it ran at), and where
+        the engine says so ``inference_precision`` and ``note`` (how the file was adapted to the engine).
+        """
+        be = self.backend()
+        names = list(names or inputs)
+        kw = dict(cores=cores, iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+        if self.precision_hint:
+            res = be.benchmark(path, inputs, precision=precision or "fp32", **kw)
+        elif hasattr(be, "compatible_model"):
+            with self.prepared(path) as (p, note):
+                res = be.benchmark(p, inputs, names, batch_size=batch_size, **kw)
+            if note:
+                res["note"] = note
+        else:
+            res = be.benchmark(path, inputs, **kw)
+        res.setdefault("precision", precision or "fp32")
+        return res
+
+    def prepared(self, path: str):
+        """Context manager: ``(path the engine reads, note or None)``: the backend's ``compatible_model``
+        (DeepSparse rewrites files its bundled ONNX reader cannot read), else the file as is."""
+        import contextlib
+
+        be = self.backend()
+        if hasattr(be, "compatible_model"):
+            return be.compatible_model(path)
+        return contextlib.nullcontext((path, None))
+
+    def runner(self, path: str, inputs: dict[str, Any], *, names: list[str] | None = None, batch_size: int = 1,
+               cores: int | None = None, precision: str | None = None, tmp: str | None = None) -> Callable[[], Any]:
+        """A zero-argument function running one inference of ``path`` (already :meth:`prepared`) on
+        ``inputs``; ``tmp``: a directory that outlives the runner (for engines that write files)."""
+        return self.backend().runner(path, inputs, names=list(names or inputs), batch_size=batch_size, cores=cores,
+                                     precision=(precision or "fp32") if self.precision_hint else None, tmp=tmp)
+
+    def layer_profile(self, path: str, info, inputs: dict[str, Any], *, names: list[str] | None = None,
+                      batch_size: int = 1, cores: int | None = None, iterations: int = 10, warmup: int = 5,
+                      repeats: int = 1, heartbeat: Callable[[str], Any] | None = None,
+                      precision: str | None = None, level: float | None = None, **extra: Any) -> dict[str, Any]:
+        """Per-layer times of the model (``layer_ms``: layer id -> ms, ``internal``, ``repeat_ms`` or
+        ``model_ms``) with the engine's profiler; ``level``: a sparsity the engine imposes (only an engine
+        with ``sparse_speedup``; others profile the file as it is)."""
+        if not self.instrumented:
+            raise UsageError(f"{self.name} has no per-layer profile")
+        be = self.backend()
+        fn = getattr(be, self.layer_hook)
+        if self.sparse_speedup:
+            return fn(path, info, inputs, list(names or inputs), batch_size=batch_size, cores=cores,
+                      iterations=iterations, warmup=warmup, level=level, **extra)
+        kw = dict(cores=cores, iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+        if self.precision_hint:
+            kw["precision"] = precision or "fp32"
+        return fn(path, info, inputs, **kw, **extra)
+
+
+_REGISTRY: dict[str, EngineSpec] = {}
+
+
+def register(spec: EngineSpec) -> EngineSpec:
+    if spec.name in _REGISTRY or spec.name == AUTO:
+        raise ValueError(f"engine {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+# ---------------------------------------------------------------- the engines (display order)
+register(EngineSpec(
+    name="deepsparse", label="DeepSparse", module="sparsify_tui.engines.deepsparse_engine",
+    distributions=("deepsparse", "deepsparse-nightly", "deepsparse-ent"),
+    install_hint="deepsparse is not installed; pip install 'sparsify-tui[deepsparse]'",
+    sparse_speedup=True, auto_rank=0, layer_hook="analyze_level"))
+register(EngineSpec(
+    name="onnxruntime", label="ONNX Runtime", module="sparsify_tui.engines.ort",
+    distributions=("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "ort-nightly"),
+    install_hint="onnxruntime is not installed; pip install onnxruntime",
+    auto_rank=1))
+register(EngineSpec(
+    name="openvino", label="OpenVINO", module="sparsify_tui.engines.openvino_engine",
+    distributions=("openvino", "openvino-nightly"),
+    install_hint="openvino is not installed; pip install 'sparsify-tui[openvino]' (Python 3.10 or newer)",
+    precisions_known=("fp32", "bf16", "fp16", "int8"), precision_hint=True))
+
+# the engine every other one is compared with and falls back to (a dependency of sparsify-tui itself)
+REFERENCE = "onnxruntime"
+
+
+# ---------------------------------------------------------------- lookups
+def engine_names() -> tuple[str, ...]:
+    """Every registered engine, in display order."""
+    return tuple(_REGISTRY)
+
+
+def engine_choices() -> tuple[str, ...]:
+    """What ``--engine`` accepts: ``auto`` and every engine."""
+    return (AUTO, *_REGISTRY)
+
+
+def engines() -> tuple[EngineSpec, ...]:
+    return tuple(_REGISTRY.values())
+
+
+def get_engine(name: str) -> EngineSpec:
+    """The spec of ``name`` (case and spaces ignored); UsageError listing the engines otherwise."""
+    key = str(name or "").strip().lower()
+    if key not in _REGISTRY:
+        raise UsageError(f"--engine must be one of {', '.join(engine_choices())}, got {key!r}")
+    return _REGISTRY[key]
+
+
+def installed_engines() -> list[str]:
+    """The engines installed here, in the order ``auto`` prefers them, then the others in display order."""
+    ranked = sorted(_REGISTRY.values(), key=lambda s: (s.auto_rank is None, s.auto_rank or 0))
+    return [s.name for s in ranked if s.available()]
+
+
+def engine_versions() -> dict[str, str | None]:
+    """``{engine: installed version or None}`` for every engine (one scan of the installed distributions)."""
+    from sparsify_tui.engines.machine import _dist_info_versions, _version
+
+    scanned = _dist_info_versions()
+    return {s.name: _version(s.distributions, scanned) for s in _REGISTRY.values()}
+
+
+def check_engine(engine: str | None) -> str:
+    """``engine`` (or ``auto``) checked: UsageError for an unknown name, EngineUnavailableError with the
+    install hint for one that is not installed."""
+    key = (engine or AUTO).strip().lower()
+    if key == AUTO:
+        return AUTO
+    spec = get_engine(key)
+    if not spec.available():
+        raise EngineUnavailableError(spec.install_hint)
+    return key
+
+
+def resolve_auto(requested: str | None) -> tuple[str, str]:
+    """(engine, reason) for ``--engine requested``: the one resolution of ``auto``.
+
+    A named engine is checked (:func:`check_engine`); ``auto`` becomes the best-ranked installed engine
+    (DeepSparse, else ONNX Runtime), the reason saying which better ones are missing.
+    """
+    key = check_engine(requested)
+    if key != AUTO:
+        return key, f"requested with --engine {key}"
+    ranked = sorted((s for s in _REGISTRY.values() if s.auto_rank is not None), key=lambda s: s.auto_rank)
+    missing = []
+    for s in ranked:
+        if s.available():
+            if missing:
+                return s.name, f"{', '.join(missing)} not installed"
+            return s.name, f"{s.name} installed and compiled the model"
+        missing.append(s.name)
+    return REFERENCE, f"{', '.join(missing)} not installed"
+
+
+def normalize_precision(precision: str | None) -> str:
+    """``fp32`` (default), ``bf16``, ``fp16`` or ``int8``; UsageError otherwise."""
+    p = (precision or "fp32").strip().lower()
+    p = _ALIASES.get(p, p)
+    if p not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return p
+
+
+def precision_problem(engine: str, precision: str | None, machine: dict | None = None) -> str | None:
+    """Why ``engine`` (or ``auto``) cannot run ``precision`` on this CPU, or None: the one message."""
+    p = normalize_precision(precision)
+    specs = [s for s in _REGISTRY.values() if s.auto_rank is not None] if engine == AUTO else [get_engine(engine)]
+    if all(p in s.precisions_known for s in specs):
+        spec = specs[0]
+        if p in _CPU_PRECISIONS and p not in spec.precisions(machine):
+            offered = ", ".join(spec.precisions(machine))
+            return (f"this CPU cannot run {p} with {spec.name}: it needs {_CPU_PRECISIONS[p][1]} "
+                    f"({spec.name} offers here: {offered})")
+        return None
+    who = " and ".join(s.name for s in specs)
+    can = " or ".join(f"--engine {s.name}" for s in _REGISTRY.values() if p in s.precisions_known)
+    return f"--precision {p} needs {can} ({who} run{'' if len(specs) > 1 else 's'} fp32 on the CPU here)"
+
+
+def check_precision(engine: str, precision: str | None, machine: dict | None = None) -> str | None:
+    """The precision to run ``engine`` at: None (the engine runs what the file holds, fp32) or a checked
+    name; UsageError when the engine never runs it, EngineUnavailableError when this CPU lacks it."""
+    if precision is None or str(precision).strip() == "":
+        return "fp32" if engine != AUTO and get_engine(engine).precision_hint else None
+    p = normalize_precision(str(precision))
+    problem = precision_problem(engine, p, machine)
+    if problem:
+        raise (EngineUnavailableError if problem.startswith("this CPU") else UsageError)(problem)
+    if engine != AUTO and get_engine(engine).precision_hint:
+        return p
+    return None if p == "fp32" else p
