@@ -227,3 +227,62 @@ def test_trained_models_reconstruct_beats_l2_at_the_same_plan(corpus, key):
             assert got["reconstruct"] < got["l2"], got
         else:
             assert got["reconstruct"] <= 0.5 * got["l2"], got
+
+
+# ---------------------------------------------------------------- the command line
+def cli(*args: str):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "sparsify_tui", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo_project(tmp_path_factory):
+    from sparsify_tui.analysis.demo import build_demo_model
+
+    tmp = tmp_path_factory.mktemp("chprune")
+    model = build_demo_model(tmp / "demo.onnx")
+    assert cli("new", str(model), "--dir", str(tmp / "demo")).returncode == 0
+    return tmp / "demo"
+
+
+def test_cli_prunes_channels_and_validates_against_l2(demo_project, tmp_path):
+    import json
+
+    out = tmp_path / "p.onnx"
+    p = cli("prune", str(demo_project), "-o", str(out), "--structure", "channels", "--method", "reconstruct",
+            "--samples", "16", "--validate", "--engine", "onnxruntime", "--iterations", "3", "--json")
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    assert v["structure"] == "channels" and v["method"] == "reconstruct"
+    assert v["round_to"] == 8 and "default for onnxruntime fp32" in v["round_to_reason"]
+    assert all(k % 8 == 0 for k in v["kept_channels"].values())
+    assert v["calibration_samples"] == 16 and v["evaluation_samples"] == 8
+    assert 0.2 < v["flops_reduction"] < 0.45 and v["pruned_flops"] < v["dense_flops"]
+    assert v["measured_speedup"] > 0 and v["dense_ms"] > 0 and v["engine"] == "onnxruntime"
+    assert 0 < v["output_change"] < v["l2_output_change"], v
+    m = onnx.load(str(out))
+    onnx.checker.check_model(m)
+    assert out.stat().st_size < 0.8 * (demo_project.parent / "demo.onnx").stat().st_size
+    p = cli("prune", str(demo_project), "-o", str(tmp_path / "q.onnx"), "--structure", "channels",
+            "--channel-fraction", "0.5", "--round-to", "16", "--json")
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    assert v["method"] == "l2" and v["round_to"] == 16 and v["channel_fraction"] == 0.5
+    assert all(k % 16 == 0 for k in v["kept_channels"].values())
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--structure", "rows"], "--structure must be unstructured or channels"),
+    (["--structure", "channels", "--method", "sparsegpt"], "--method must be one of l2, reconstruct"),
+    (["--structure", "channels", "--round-to", "0"], "--round-to must be between 1 and 4096"),
+    (["--structure", "channels", "--flops-reduction", "1.5"], "--flops-reduction must be between 0 and 1"),
+    (["--structure", "channels", "--flops-reduction", "0.3", "--channel-fraction", "0.2"], "not both"),
+    (["--round-to", "16"], "--round-to is only used with --structure channels"),
+])
+def test_cli_bad_channel_flags_end_in_one_error_line(demo_project, tmp_path, flags, message):
+    p = cli("prune", str(demo_project), "-o", str(tmp_path / "p.onnx"), *flags)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("error: ") and message in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.onnx").exists()
