@@ -53,7 +53,7 @@ MIN_COLUMNS = 4096
 # help consistently (better on one plan, worse on the other), so both are off.
 BN_WEIGHTED = False
 CENTERED = False
-MIN_RATIO = 4  # a layer's weights are refit only from at least this many columns per input row
+MIN_RATIO = 1  # a layer's weights are refit only from at least this many columns per input row
 
 
 def check_method(method: str) -> str:
