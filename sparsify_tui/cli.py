@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of aiming at a FLOPs reduction")
     p.add_argument("--round-to", default=None,
                    help="with --structure channels: keep each group's channels at a multiple of N (default: "
-                        "16 for INT8/bf16 on OpenVINO, DeepSparse and ONNX Runtime INT8, else 8; 1 = no rounding)")
+                        "8 on ONNX Runtime fp32, 32 on OpenVINO, 16 otherwise; 1 = no rounding)")
     p.add_argument("--data", default=None, help="calibration samples (.npz, .npy or a directory of them)")
     p.add_argument("--samples", default="32", help="calibration samples to use (default 32)")
     p.add_argument("--eval-data", default=None,
