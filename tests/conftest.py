@@ -9,11 +9,14 @@ developer's machine, and FAILS when ``CI`` is set (CI must never skip them).
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
+import weakref
 from pathlib import Path
 
 import pytest
@@ -38,7 +41,65 @@ def default_sigint() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
+
+# The one way a test interrupts a child: start it with ``interruptible_popen`` (SIGINT back to its default in
+# the child, whatever the runner's disposition) and send Ctrl+C with ``send_sigint``, which refuses a child
+# started any other way. ``tests/test_isolation.py`` checks statically that no test sends SIGINT otherwise.
+_INTERRUPTIBLE: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
+
+
+def interruptible_popen(args, *, preexec_fn=None, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` for a child a test will interrupt (or that interrupts itself) with SIGINT."""
+
+    def pre() -> None:
+        default_sigint()
+        if preexec_fn is not None:
+            preexec_fn()
+
+    proc = subprocess.Popen(args, preexec_fn=pre, **kwargs)
+    _INTERRUPTIBLE.add(proc)
+    return proc
+
+
+def send_sigint(proc: subprocess.Popen, *, group: bool = False) -> None:
+    """Ctrl+C to a child from ``interruptible_popen``; ``group=True`` sends it to the child's process group, as
+    a terminal does to its foreground job (the child needs ``start_new_session=True``)."""
+    assert proc in _INTERRUPTIBLE, "start a child you interrupt with tests.conftest.interruptible_popen"
+    if group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+
 REPO = Path(__file__).resolve().parent.parent
+
+# Tests that must not run beside another test: they time an engine or read the machine's load (a ratio or an
+# interference share measured while another test takes a core is another figure), run DeepSparse (it stalls
+# when another process takes one of its cores), start a Ray cluster or drive the real app with its profiles.
+# They get the ``timing`` marker; ``-n 2 -m "not timing"`` runs the rest in parallel while working (HACKING.md).
+TIMING_PATHS = (
+    "tests/engines/",
+    "tests/profiles/test_perf_profile.py",
+    "tests/profiles/test_perf_quality.py",
+    "tests/profiles/test_perf_cli.py",
+    "tests/profiles/test_auto_fallback.py",
+    "tests/profiles/test_quant.py",
+    "tests/optim/test_validate.py",
+    "tests/deploy/",
+    "tests/cluster/",
+    "tests/analysis/test_deepsparse_flops.py",
+    "tests/reliability/test_engine_faults.py",
+    "tests/reliability/test_tui.py",
+    "tests/tui/test_overview.py",
+    "tests/tui/test_e2e_tmux.py",
+    "tests/tui/test_e2e_tmux_plan.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(TIMING_PATHS) or item.get_closest_marker("deepsparse"):
+            item.add_marker(pytest.mark.timing)
+
 CORPUS_NAMES = {
     "resnet50": "onnx-1.23.2_light-resnet50_constw.onnx",
     "mobilenetv3": "rapidocr-1.4.4_ppocr-cls-mobilenetv3.onnx",
@@ -89,6 +150,22 @@ class Corpus:
         return out
 
 
+def corpus_changes(root: Path) -> list[str]:
+    """The corpus files whose sha256 no longer matches ``SHA256SUMS`` (DeepSparse 1.8, handed a model and
+    input shapes, rewrites the file in place: a test or tool that forgets the private copy changes the corpus
+    for every later run)."""
+    sums = root / "SHA256SUMS"
+    if not sums.exists():
+        return []
+    changed = []
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.strip().partition("  ")
+        f = root / name
+        if name and (not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest):
+            changed.append(name)
+    return changed
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Corpus:
     root = _corpus_dir()
@@ -96,7 +173,30 @@ def corpus() -> Corpus:
         if os.environ.get("CI"):
             pytest.fail("the model corpus is missing: .ci/run must fetch it and set SPARSIFY_TEST_MODELS")
         pytest.skip("model corpus not fetched (run scripts/get_models.sh DIR and set SPARSIFY_TEST_MODELS=DIR)")
+    changed = corpus_changes(root)
+    if changed:
+        pytest.fail(f"the corpus in {root} was modified ({', '.join(changed)}): fetch it again with "
+                    f"scripts/get_models.sh {root}")
     return Corpus(root)
+
+
+_CORPUS_AT_START: dict[Path, list[str]] = {}
+
+
+def pytest_sessionstart(session):
+    root = _corpus_dir()
+    if root is not None and not hasattr(session.config, "workerinput"):  # once, in the process that reports
+        _CORPUS_AT_START[root] = corpus_changes(root)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run that modified the corpus fails, naming the files (the next runs would test other models)."""
+    for root, before in _CORPUS_AT_START.items():
+        changed = [n for n in corpus_changes(root) if n not in before]
+        if changed:
+            session.config.get_terminal_writer().line(
+                f"error: this run modified the corpus in {root}: {', '.join(changed)}", red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def deepsparse_available() -> bool:

@@ -138,24 +138,23 @@ def test_sweep_without_address_uses_a_local_ray_instance(tmp_path, tiny_model):
 
 
 def test_ctrl_c_stops_the_sweep_and_keeps_finished_profiles(ray_cluster, make_project):
-    import signal
     import time
 
-    from tests.conftest import default_sigint
+    from tests.conftest import interruptible_popen, send_sigint
 
     project = make_project("ctrl-c")
     project.close()
-    proc = subprocess.Popen(
+    proc = interruptible_popen(
         [sys.executable, "-m", "sparsify_tui", "sweep", str(project.dir), "--address", ray_cluster.address,
          "--servers", "beta", "--cores", "1,2", "--batch-sizes", "1,2,3", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ), preexec_fn=default_sigint)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     lines = []
     deadline = time.monotonic() + 240
     try:
         for line in proc.stderr:
             lines.append(line)
             if ": done batch" in line:
-                proc.send_signal(signal.SIGINT)
+                send_sigint(proc)
                 break
             assert time.monotonic() < deadline, "".join(lines)
         out, err = proc.communicate(timeout=120)

@@ -111,13 +111,12 @@ def test_ctrl_c_in_the_parent_kills_the_child(test_jobs):
         "    print('interrupted', flush=True)\n"
         "    sys.exit(130)\n"
     )
-    from tests.conftest import default_sigint
+    from tests.conftest import interruptible_popen, send_sigint
 
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=dict(os.environ),
-                              preexec_fn=default_sigint)
+    parent = interruptible_popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
     child_pid = int(parent.stdout.readline())
     os.kill(child_pid, 0)  # alive
-    parent.send_signal(signal.SIGINT)
+    send_sigint(parent)
     assert parent.wait(timeout=30) == 130
     assert parent.stdout.read().strip() == "interrupted"
     deadline = time.monotonic() + 10

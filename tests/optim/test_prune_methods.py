@@ -170,13 +170,14 @@ def test_loss_profile_measures_with_the_pruning_method(tmp_path):
 
 
 def test_ctrl_c_leaves_no_partial_output(demo_project, tmp_path):
-    import signal
     import time
+
+    from tests.conftest import interruptible_popen, send_sigint
 
     outdir = tmp_path / "out"
     outdir.mkdir()
     out = outdir / "p.onnx"
-    proc = subprocess.Popen([PY, "-m", "sparsify_tui", "prune", str(demo_project), "-o", str(out), "--method",
+    proc = interruptible_popen([PY, "-m", "sparsify_tui", "prune", str(demo_project), "-o", str(out), "--method",
                              "sparsegpt", "--sequential", "--samples", "8"], stderr=subprocess.PIPE, text=True)
     seen = ""
     deadline = time.monotonic() + 300
@@ -186,7 +187,7 @@ def test_ctrl_c_leaves_no_partial_output(demo_project, tmp_path):
             break
         seen += line
     assert "sparsegpt stem" in seen, seen
-    proc.send_signal(signal.SIGINT)
+    send_sigint(proc)
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 130, rest
     assert "interrupted" in rest and "Traceback" not in rest

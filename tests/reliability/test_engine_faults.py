@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import default_sigint
+from tests.conftest import interruptible_popen, send_sigint
 
 from .helpers import PY, assert_user_error, cli_env, snapshot_dir
 
@@ -41,9 +41,8 @@ class Cli:
 
     def __init__(self, *args, pre: str = "") -> None:
         code = pre + "\nimport sys\nfrom sparsify_tui.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-        self.proc = subprocess.Popen([PY, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True,
-                                     preexec_fn=default_sigint)
+        self.proc = interruptible_popen([PY, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True)
         self.err: list[str] = []
 
     def wait_line(self, needle: str, timeout: float = 90) -> str:
@@ -125,7 +124,7 @@ def test_ctrl_c_during_a_profile(demo_project):
               "--repeats", "1")
     cli.wait_line("compiling")
     worker = cli.worker()
-    os.killpg(cli.proc.pid, signal.SIGINT)  # the terminal's Ctrl+C goes to the foreground process group
+    send_sigint(cli.proc, group=True)  # the terminal's Ctrl+C goes to the foreground process group
     res = cli.finish()
     assert "Traceback" not in res.stderr
     assert res.returncode == 130
