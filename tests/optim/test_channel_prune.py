@@ -141,6 +141,7 @@ def test_reconstruct_refits_every_consumer_and_beats_l2_on_the_same_channels():
         oc.prune_channels(m, 0.4, method="obs")
 
 
+@pytest.mark.timing  # runs DeepSparse where installed
 def test_the_pruned_file_runs_on_every_installed_engine(tmp_path):
     m = small_cnn()
     r = oc.prune_channels(m, 0.5, method="reconstruct", samples=images(8), round_to=4)
@@ -246,6 +247,8 @@ def demo_project(tmp_path_factory):
     return tmp / "demo"
 
 
+@pytest.mark.slow
+@pytest.mark.timing  # --validate times dense against pruned
 def test_cli_prunes_channels_and_validates_against_l2(demo_project, tmp_path):
     import json
 
