@@ -103,6 +103,11 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
             "dense_flops": dense_flops, "pruned_flops": pruned_flops,
             "groups": len(cmap.groups), "prunable_groups": sum(g.prunable for g in cmap.groups),
             "output": str(out), "notes": notes + res.notes}
+    fr = info["flops_reduction"]
+    if target is not None and fr is not None and abs(fr - target) > 0.05:
+        info["notes"].append(f"the FLOPs reduction is {fr:.0%}, not {target:.0%}: with channel counts rounded to "
+                             f"multiples of {round_to} that is the closest one fraction of every group reaches "
+                             "(--round-to 1 gets nearer)")
     if not validate:
         return info
     with tempfile.TemporaryDirectory(prefix="sparsify-channels-", dir=str(out.parent)) as scratch:
@@ -114,8 +119,24 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
             l2 = oc.prune_channels(model, fraction, method="l2", round_to=round_to, prepared=prep)
             l2_file = Path(scratch) / "l2.onnx"
             save_model_atomic(l2.model, l2_file, external=False)
+        model_a, model_b = str(project.model_path), str(out)
+        if (precision or "").lower() == "int8":
+            # INT8 runs a quantized file as is: the dense, pruned (and l2) files are quantized alike (QDQ, per
+            # channel) on the calibration samples (the evaluation ones when there are none) before timing
+            from sparsify_tui.actions.validate import quantize_file
+
+            emit_progress(on_progress, 0, 1, "quantizing the dense and pruned models to INT8")
+            qs = cal or ev
+            model_a, model_b = str(Path(scratch) / "dense_int8.onnx"), str(Path(scratch) / "pruned_int8.onnx")
+            quantize_file(project.model_path, model_a, qs)
+            quantize_file(out, model_b, qs)
+            if l2_file is not None:
+                quantize_file(l2_file, Path(scratch) / "l2_int8.onnx", qs)
+                l2_file = Path(scratch) / "l2_int8.onnx"
+            info["notes"].append(f"INT8: the dense, pruned and l2 files were quantized (QDQ, per channel) on "
+                                 f"{len(qs)} samples for the benchmark; {out} itself is fp32")
         emit_progress(on_progress, 0, 1, f"benchmarking dense against pruned ({chosen})")
-        job = {"kind": "ab_benchmark", "model_a": str(project.model_path), "model_b": str(out), "engine": chosen,
+        job = {"kind": "ab_benchmark", "model_a": model_a, "model_b": model_b, "engine": chosen,
                "batch_size": 1, "cores": cores, "iterations": iterations, "warmup": 5, "repeats": 5,
                "input_shapes": {k: list(v) for k, v in (shapes or {}).items()}, "eval_data": str(eval_file),
                "model_magnitude": str(l2_file) if l2_file is not None else None}
