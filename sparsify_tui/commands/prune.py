@@ -44,6 +44,8 @@ def run_prune(args: argparse.Namespace) -> int:
                        ("--channel-fraction", "channel_fraction")):
         if getattr(args, attr, None) is not None:
             raise UsageError(f"{flag} is only used with --structure channels")
+    if str(getattr(args, "method", None) or "").strip().lower() in ("l2", "reconstruct"):
+        raise UsageError(f"--method {args.method} removes channels: add --structure channels")
     engine = validate_engine(args.engine)
     precision = validate_precision(engine, getattr(args, "precision", None))
     iterations = parse_int("--iterations", args.iterations, minimum=1)

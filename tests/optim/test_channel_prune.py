@@ -282,6 +282,8 @@ def test_cli_prunes_channels_and_validates_against_l2(demo_project, tmp_path):
     (["--structure", "channels", "--flops-reduction", "1.5"], "--flops-reduction must be between 0 and 1"),
     (["--structure", "channels", "--flops-reduction", "0.3", "--channel-fraction", "0.2"], "not both"),
     (["--round-to", "16"], "--round-to is only used with --structure channels"),
+    (["--method", "reconstruct"], "--method reconstruct removes channels: add --structure channels"),
+    (["--structure", "channels", "--sequential"], "--sequential is for the unstructured methods"),
 ])
 def test_cli_bad_channel_flags_end_in_one_error_line(demo_project, tmp_path, flags, message):
     p = cli("prune", str(demo_project), "-o", str(tmp_path / "p.onnx"), *flags)
