@@ -536,7 +536,7 @@ class Segments:
         m = helper.make_model(g, opset_imports=list(self.model.opset_import))
         m.ir_version = self.model.ir_version
         m.functions.extend(self.model.functions)
-        sess = _session(m.SerializeToString(), cores, optimize=False)
+        sess = _session(m.SerializeToString(), cores)
         results: dict[str, list[np.ndarray]] = {o: [] for o in outs}
         for i in range(n):
             _check(cancel)
