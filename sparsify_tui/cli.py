@@ -77,10 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sparsify-tui {__version__}")
     parser.add_argument("--demo", action="store_true", help="open the bundled demo project")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    # one function per subcommand, in the order `--help` lists them
+    _add_open(sub)
+    _add_new(sub)
+    _add_info(sub)
+    _add_profile(sub)
+    _add_optimize(sub)
+    _add_export(sub)
+    _add_prune(sub)
+    _add_benchmark(sub)
+    from sparsify_tui.commands import deploy as deploy_cmd
 
+    deploy_cmd.add_parser(sub)  # the deploy command keeps its flags beside its code
+    _add_compare(sub)
+    _add_cluster(sub)
+    _add_sweep(sub)
+
+    return parser
+
+
+def _add_open(sub) -> None:
     p = sub.add_parser("open", help="open the app on a project directory")
     p.add_argument("project", help="project directory")
 
+
+def _add_new(sub) -> None:
     p = sub.add_parser("new", help="create a project from an ONNX model")
     p.add_argument("model", help="ONNX file")
     p.add_argument("--name", help="project name (default: the model's file name)")
@@ -90,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_shape(p)
     _add_json(p)
 
+
+def _add_info(sub) -> None:
     p = sub.add_parser("info", help="analyse a model: totals, layers, this machine")
     p.add_argument("target", help="ONNX file or project directory")
     p.add_argument("--all", action="store_true",
@@ -97,10 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_shape(p)
     _add_json(p)
 
+
+def _add_profile(sub) -> None:
     p = sub.add_parser("profile", help="measure a performance, loss or quantization profile")
     psub = p.add_subparsers(dest="kind", parser_class=_Parser, metavar="KIND")
     psub.required = True
+    _add_profile_perf(psub)
+    _add_profile_loss(psub)
+    _add_profile_quant(psub)
 
+
+def _add_profile_perf(psub) -> None:
     pp = psub.add_parser("perf", help="per-layer timings and performance sensitivity")
     pp.add_argument("target", help="ONNX file or project directory")
     pp.add_argument("--engine", default="auto", help=f"{_engines_text()} (default auto)")
@@ -121,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_measure_flags(pp)
     _add_json(pp)
 
+
+def _add_profile_loss(psub) -> None:
     pl = psub.add_parser("loss", help="per-layer loss sensitivity to pruning")
     pl.add_argument("target", help="ONNX file or project directory")
     pl.add_argument("--method", default="approx", help="approx (weight magnitude) or one-shot (measured)")
@@ -135,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_shape(pl)
     _add_json(pl)
 
+
+def _add_profile_quant(psub) -> None:
     pq = psub.add_parser("quant", help="per-layer INT8 quantization sensitivity")
     pq.add_argument("target", help="ONNX file or project directory")
     pq.add_argument("--data", default=None, help=".npz file or directory of .npz/.npy samples")
@@ -144,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_shape(pq)
     _add_json(pq)
 
+
+def _add_optimize(sub) -> None:
     p = sub.add_parser("optimize", help="create or update an optimization and print its estimates")
     p.add_argument("project", help="project directory")
     p.add_argument("--name", default=None, help="optimization name (default: the first, or 'default')")
@@ -171,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy", default=None, metavar="NEW_NAME", help="copy the optimization as a new version")
     _add_json(p)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write a SparseML recipe and a code sample (or import a recipe)")
     p.add_argument("project", help="project directory")
     p.add_argument("--optimization", default=None, help="optimization name (default: the first)")
@@ -183,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="import a recipe into the optimization instead of exporting")
     _add_json(p)
 
+
+def _add_prune(sub) -> None:
     p = sub.add_parser("prune", help="one-shot prune the model to an optimization's sparsities")
     p.add_argument("project", help="project directory")
     p.add_argument("-o", "--output", required=True, help="pruned ONNX file to write")
@@ -220,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "sr=16000 (repeatable)")
     _add_json(p)
 
+
+def _add_benchmark(sub) -> None:
     p = sub.add_parser("benchmark", help="latency and throughput of models, side by side")
     p.add_argument("models", nargs="+", help="ONNX files or project directories (a project's model uses its stored input shapes)")
     p.add_argument("--engine", default="auto", help=_engines_text())
@@ -233,15 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_measure_flags(p)
     _add_json(p)
 
-    from sparsify_tui.commands import deploy as deploy_cmd
 
-    deploy_cmd.add_parser(sub)
-
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="compare two performance profiles layer by layer")
     p.add_argument("profile_a", help="profile JSON file (or PROJECT_DIR:PROFILE_ID)")
     p.add_argument("profile_b", help="profile JSON file (or PROJECT_DIR:PROFILE_ID)")
     _add_json(p)
 
+
+def _add_cluster(sub) -> None:
     p = sub.add_parser("cluster", help="Ray cluster of benchmark servers")
     csub = p.add_subparsers(dest="cluster_command", parser_class=_Parser, metavar="ACTION")
     csub.required = True
@@ -249,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--address", default=None, help="Ray head address HOST:PORT")
     _add_json(pc)
 
+
+def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="profile a project on many servers of a Ray cluster")
     p.add_argument("project", help="project directory")
     p.add_argument("--address", default=None, help="Ray head address HOST:PORT (default: local)")
@@ -264,8 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", default="5", help="warm-up iterations per level (default 5)")
     p.add_argument("--repeats", default="3", help="repeats of the baseline for the spread (default 3)")
     _add_json(p)
-
-    return parser
 
 
 def _dispatch(args: argparse.Namespace) -> int:

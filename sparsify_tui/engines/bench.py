@@ -17,9 +17,19 @@ import numpy as np
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sparsify_tui.engines.machine import loadavg
+
+
+def time_block(fn: Callable[[], Any], iterations: int) -> float:
+    """Median wall time, in ms, of ``iterations`` calls of ``fn`` (one timed block of the in-process jobs)."""
+    times = []
+    for _ in range(iterations):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000.0)
+    return statistics.median(times)
 
 
 def resolve_engine(engine: str, model_path: str = "", batch_size: int = 1, shapes: dict | None = None
@@ -28,6 +38,50 @@ def resolve_engine(engine: str, model_path: str = "", batch_size: int = 1, shape
     from sparsify_tui.engines.registry import resolve_auto
 
     return resolve_auto(engine)
+
+
+def _watched(run, cores: int | None, heartbeat, retries: int) -> dict:
+    """run(beat) -> result; with the interference of each repeat (its runs end at the beat), measured
+    again (``retries`` times at most) while other processes take the cores."""
+    from sparsify_tui.engines import interference as itf
+
+    def once():
+        ends: list[float] = []
+
+        def beat(label):
+            ends.append(time.perf_counter())
+            if heartbeat:
+                heartbeat(label)
+
+        with itf.Sampler(engine_cores=cores) as sampler:
+            out = run(beat)
+            its = out["iteration_ms"]
+            per = len(its) // max(1, len(out["repeat_ms"]))
+            out["interference_by_repeat"] = [
+                sampler.share(end - sum(its[r * per:(r + 1) * per]) / 1000.0, end).interference
+                for r, end in enumerate(ends[:len(out["repeat_ms"])])]
+        return out, max((x for x in out["interference_by_repeat"] if x is not None), default=None)
+
+    out, _share, attempts = itf.remeasure(once, retries=retries)
+    out["attempts"] = attempts
+    return out
+
+
+def _quality(res: dict, med: float, idle) -> dict[str, Any]:
+    """How far the benchmark can be trusted: the busiest repeat's interference, and its warning."""
+    from sparsify_tui.engines import interference as itf
+
+    shares = [x for x in res.get("interference_by_repeat") or [] if x is not None]
+    share = max(shares) if shares else None
+    warnings = []
+    if itf.above(share):
+        warnings.append(itf.busy_warning("the benchmark", share, res.get("attempts", 1)))
+    quality = {"interference": share, "interference_by_repeat": res.get("interference_by_repeat"),
+               "interference_threshold": itf.THRESHOLD, "deployed_ms": med, "instrumentation_ratio": None,
+               "warnings": warnings}
+    if idle is not None:
+        quality["wait_idle"] = idle
+    return quality
 
 
 def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores: int | None = None,
@@ -59,33 +113,10 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     load_start = loadavg()
     retries = itf.MAX_REMEASURE if remeasure is None else int(remeasure)
 
-    def watched(run):
-        """run(beat) -> result; with the interference of each repeat (its runs end at the beat)."""
-        def once():
-            ends: list[float] = []
-
-            def beat(label):
-                ends.append(time.perf_counter())
-                if heartbeat:
-                    heartbeat(label)
-
-            with itf.Sampler(engine_cores=cores) as sampler:
-                out = run(beat)
-                its = out["iteration_ms"]
-                per = len(its) // max(1, len(out["repeat_ms"]))
-                out["interference_by_repeat"] = [
-                    sampler.share(end - sum(its[r * per:(r + 1) * per]) / 1000.0, end).interference
-                    for r, end in enumerate(ends[:len(out["repeat_ms"])])]
-            return out, max((x for x in out["interference_by_repeat"] if x is not None), default=None)
-
-        out, _share, attempts = itf.remeasure(once, retries=retries)
-        out["attempts"] = attempts
-        return out
-
     def timed(name: str) -> dict:
-        return watched(lambda beat: get_engine(name).benchmark(
+        return _watched(lambda beat: get_engine(name).benchmark(
             path, inputs, names=names, batch_size=batch_size, cores=cores, iterations=iterations, warmup=warmup,
-            repeats=repeats, heartbeat=beat, precision=precision))
+            repeats=repeats, heartbeat=beat, precision=precision), cores, heartbeat, retries)
 
     try:
         res = timed(chosen)
@@ -101,18 +132,8 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     if spec.precision_hint:
         reason = f"{reason} ({res['precision']}, runs in {res['inference_precision']})"
     med = statistics.median(res["repeat_ms"])
-    shares = [x for x in res.get("interference_by_repeat") or [] if x is not None]
-    share = max(shares) if shares else None
-    warnings = []
-    if itf.above(share):
-        warnings.append(itf.busy_warning("the benchmark", share, res.get("attempts", 1)))
-    quality = {"interference": share, "interference_by_repeat": res.get("interference_by_repeat"),
-               "interference_threshold": itf.THRESHOLD, "deployed_ms": med, "instrumentation_ratio": None,
-               "warnings": warnings}
-    if idle is not None:
-        quality["wait_idle"] = idle
     return {
-        "quality": quality,
+        "quality": _quality(res, med, idle),
         "model": path,
         "model_name": Path(path).name,
         "engine": chosen,

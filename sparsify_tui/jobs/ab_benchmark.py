@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 import statistics
 import tempfile
-import time
 from typing import Any, Callable
 
 import numpy as np
 
+from sparsify_tui.engines.bench import time_block as _time_block
 from sparsify_tui.jobs import register
 
 MIN_BLOCK_MS = 250.0  # the shortest timed block (job key min_block_ms; 0 = exactly `iterations`)
@@ -45,15 +45,6 @@ def _runner(engine: str, path: str, inputs: dict[str, np.ndarray], names: list[s
 
     return get_engine(engine).runner(path, inputs, names=names, batch_size=batch_size, cores=cores,
                                      precision=precision, tmp=tmp)
-
-
-def _time_block(fn: Callable[[], None], iterations: int) -> float:
-    times = []
-    for _ in range(iterations):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000.0)
-    return statistics.median(times)
 
 
 def _outputs(path: str, samples: list[dict[str, np.ndarray]]) -> tuple[list[str], list[list[np.ndarray]]]:
@@ -80,13 +71,42 @@ def read_samples(path: str) -> list[dict[str, np.ndarray]]:
     return [out[i] for i in sorted(out)]
 
 
+def _output_change(job: dict, a: str, b: str, inputs: dict[str, np.ndarray], batch: int, shapes: dict,
+                   values) -> tuple[dict[str, Any], str | None, float | None]:
+    """The pruned model's output change against the dense one (ONNX Runtime, on the evaluation samples
+    or the timed batch and more random ones), the error that stopped it, and the magnitude model's change."""
+    from sparsify_tui.analysis.loader import bounded_output_names
+    from sparsify_tui.engines.inputs import make_inputs
+    from sparsify_tui.metrics import compare_outputs, plan_outputs
+
+    change: dict[str, Any] = {"output_change": None}
+    change_error = None
+    magnitude_change = None
+    try:
+        if job.get("eval_data"):  # the validation's evaluation samples (never used for calibration)
+            samples = read_samples(str(job["eval_data"]))
+        else:
+            # the timed batch, plus more random batches (CHANGE_SAMPLES in all) so top-1 counts mean something
+            n = max(1, int(job.get("change_samples", CHANGE_SAMPLES)))
+            samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i, values=values) for i in range(1, n)]
+                                  if job.get("data") is None else [])
+        names, ya = _outputs(a, samples)
+        _, yb = _outputs(b, samples)
+        plan = plan_outputs(ya, names, bounded=bounded_output_names(a))
+        change = compare_outputs(ya, yb, plan, names=names).to_json()
+        if job.get("model_magnitude"):  # magnitude pruning at the same plan, on the same samples
+            _, yc = _outputs(str(job["model_magnitude"]), samples)
+            magnitude_change = compare_outputs(ya, yc, plan, names=names).value
+    except Exception as exc:  # noqa: BLE001 - the timing is still worth reporting
+        change_error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return change, change_error, magnitude_change
+
+
 @register("ab_benchmark")
 def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
     from sparsify_tui.engines.registry import REFERENCE, get_engine, resolve_auto
     from sparsify_tui.errors import EngineError
     from sparsify_tui.engines.inputs import input_specs, make_inputs
-    from sparsify_tui.analysis.loader import bounded_output_names
-    from sparsify_tui.metrics import compare_outputs, plan_outputs
 
     a, b = str(job["model_a"]), str(job["model_b"])
     batch = int(job.get("batch_size", 1))
@@ -156,26 +176,7 @@ def ab_benchmark(job: dict, ctx) -> dict[str, Any]:
                                             f"pruned {b_ms[-1]:.2f} ms")
         del run_a, run_b
     ratios = [x / y for x, y in zip(a_ms, b_ms) if y > 0]
-    change: dict[str, Any] = {"output_change": None}
-    change_error = None
-    magnitude_change = None
-    try:
-        if job.get("eval_data"):  # the validation's evaluation samples (never used for calibration)
-            samples = read_samples(str(job["eval_data"]))
-        else:
-            # the timed batch, plus more random batches (CHANGE_SAMPLES in all) so top-1 counts mean something
-            n = max(1, int(job.get("change_samples", CHANGE_SAMPLES)))
-            samples = [inputs] + ([make_inputs(a, batch, shapes, seed=i, values=values) for i in range(1, n)]
-                                  if job.get("data") is None else [])
-        names, ya = _outputs(a, samples)
-        _, yb = _outputs(b, samples)
-        plan = plan_outputs(ya, names, bounded=bounded_output_names(a))
-        change = compare_outputs(ya, yb, plan, names=names).to_json()
-        if job.get("model_magnitude"):  # magnitude pruning at the same plan, on the same samples
-            _, yc = _outputs(str(job["model_magnitude"]), samples)
-            magnitude_change = compare_outputs(ya, yc, plan, names=names).value
-    except Exception as exc:  # noqa: BLE001 - the timing is still worth reporting
-        change_error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    change, change_error, magnitude_change = _output_change(job, a, b, inputs, batch, shapes, values)
     ctx.progress(total, total, label="done")
     known = [x for x in shares if x is not None]
     worst = max(known) if known else None

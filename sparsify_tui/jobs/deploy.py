@@ -26,7 +26,6 @@ Job keys: ``variants`` (list of ``{"optimization": name|None, "fp32": path,
 from __future__ import annotations
 
 import math
-import statistics
 import tempfile
 import time
 from typing import Any, Callable
@@ -34,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sparsify_tui.engines.registry import REFERENCE, engine_names
+from sparsify_tui.engines.bench import time_block as _time_block
 from sparsify_tui.jobs import register
 
 ENGINES = engine_names()
@@ -138,15 +138,6 @@ def engine_version(engine: str) -> str:
 def _load_npz(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
-
-
-def _time_block(fn: Runner, iterations: int) -> float:
-    times = []
-    for _ in range(iterations):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000.0)
-    return statistics.median(times)
 
 
 class _Search:

@@ -174,6 +174,12 @@ class _Analysis:
             if reason not in self.reasons[s.space]:
                 self.reasons[s.space].append(reason)
 
+    def refuse_all(self, tensors: Iterable["_Tensor | None"], reason: str) -> None:
+        """Refuse the channels of every tensor given (None: no channels there)."""
+        for t in tensors:
+            if t is not None:
+                self.refuse(t.layout, reason)
+
     # ---------------------------------------------------------------- helpers
     def value(self, name: str) -> np.ndarray | None:
         if name not in self.consts:
@@ -421,9 +427,7 @@ def _pass(a: _Analysis, node: Any, t: _Tensor, out: str | None = None) -> None:
 def _unary(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
     x = chan[0]
     if x is None or any(c is not None for c in chan[1:]):
-        for c in chan:
-            if c is not None:
-                a.refuse(c.layout, f"{node.op_type} {node.name!r} reads channels as a parameter")
+        a.refuse_all(chan, f"{node.op_type} {node.name!r} reads channels as a parameter")
         return
     for extra in node.input[1:]:
         v = a.value(extra) if extra else None
@@ -435,25 +439,26 @@ def _unary(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
     _pass(a, node, x)
 
 
-def _binary(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
+def _output_and_live(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> tuple[str, int | None, list[_Tensor]]:
+    """(the node's first output, its rank if known, the channel tensors among its inputs)."""
     out = node.output[0]
-    rank_out = _rank(a, out)
-    live = [c for c in chan if c is not None]
+    return out, _rank(a, out), [c for c in chan if c is not None]
+
+
+def _binary(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
+    out, rank_out, live = _output_and_live(a, node, chan)
     if rank_out is None:
-        for c in live:
-            a.refuse(c.layout, f"the output of {node.op_type} {node.name!r} has no known shape")
+        a.refuse_all(live, f"the output of {node.op_type} {node.name!r} has no known shape")
         return
     first = live[0]
     ref_axis = first.axis + (rank_out - first.rank)
     for c in live[1:]:
         if c.axis + (rank_out - c.rank) != ref_axis or [s.size for s in c.layout] != [s.size for s in first.layout]:
-            for d in live:
-                a.refuse(d.layout, f"{node.op_type} {node.name!r} meets channels laid out differently")
+            a.refuse_all(live, f"{node.op_type} {node.name!r} meets channels laid out differently")
             return
         for s, r in zip(c.layout, first.layout):
             if s.start != r.start or s.stop != r.stop:
-                for d in live:
-                    a.refuse(d.layout, f"{node.op_type} {node.name!r} meets channels laid out differently")
+                a.refuse_all(live, f"{node.op_type} {node.name!r} meets channels laid out differently")
                 return
         for s, r in zip(c.layout, first.layout):
             a.union(s.space, r.space)
@@ -479,9 +484,7 @@ def _binary(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
 def _batchnorm(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
     x = chan[0]
     if x is None or x.axis != 1 or any(c is not None for c in chan[1:]):
-        for c in chan:
-            if c is not None:
-                a.refuse(c.layout, f"BatchNormalization {node.name!r} on another axis")
+        a.refuse_all(chan, f"BatchNormalization {node.name!r} on another axis")
         return
     t1 = _Tensor(x.layout, 0, 1)
     for p in node.input[1:5]:
@@ -494,9 +497,7 @@ def _batchnorm(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
 def _pool(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
     x = chan[0]
     if x is None or x.axis != 1 or any(c is not None for c in chan[1:]):
-        for c in chan:
-            if c is not None:
-                a.refuse(c.layout, f"{node.op_type} {node.name!r} does not keep channels on axis 1")
+        a.refuse_all(chan, f"{node.op_type} {node.name!r} does not keep channels on axis 1")
         return
     if node.op_type in ("Resize", "Upsample") and not _keeps_channels(a, node, _width(x.layout)):
         a.refuse(x.layout, f"{node.op_type} {node.name!r} may change the channel axis")
@@ -532,13 +533,10 @@ def _reduce(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
 
 
 def _concat(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
-    out = node.output[0]
-    rank = _rank(a, out)
-    live = [c for c in chan if c is not None]
+    out, rank, live = _output_and_live(a, node, chan)
     axis = None if rank is None else _norm_axis(int(_attr(node, "axis", 0)), rank)
     if axis is None or any(c.axis != axis for c in live):
-        for c in live:
-            a.refuse(c.layout, f"Concat {node.name!r} joins on another axis")
+        a.refuse_all(live, f"Concat {node.name!r} joins on another axis")
         return
     layout: list[Seg] = []
     for c in chan:

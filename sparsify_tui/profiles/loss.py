@@ -244,6 +244,68 @@ def build_document(method: str, layers, levels: list[float], eval_sparsity: floa
 
 
 # ---------------------------------------------------------------- one-shot (in this process)
+def _pruned_weights(fw, levels: list[float], pruner, layer_id: str) -> tuple[list[int | None], list[np.ndarray]]:
+    """The layer's weight pruned at each level: ``arrays`` holds each distinct pruned weight once and
+    ``slot_of_level`` points each level at its array (None: the weight is unchanged, exactly 0).
+    A calibrated ``pruner`` gives the arrays where it can; else magnitude: levels ascend, and one
+    working copy is pruned further at each level (only the newly removed elements are written) and
+    snapshotted; each snapshot equals prune_array(dense, s)."""
+    from sparsify_tui.onnxkit.sparsity import pruned_count
+
+    order = fw.magnitude_order()
+    work = fw.dense.copy()
+    flat = work.reshape(-1)
+    zero_flat = None if np.ndim(fw.zero) == 0 else \
+        np.broadcast_to(np.asarray(fw.zero, dtype=work.dtype), work.shape).reshape(-1)
+    slot_of_level: list[int | None] = []  # index into `arrays`, or None for an exact 0
+    arrays: list[np.ndarray] = []
+    last_k = 0
+    wanted = [s for s in levels if s > 0 and pruned_count(fw.dense.size, s) > fw.existing_zeros]
+    calibrated = pruner.weights(layer_id, fw.dense, wanted) if pruner is not None and wanted else None
+    if calibrated is not None:
+        by_level = dict(zip(wanted, calibrated))
+        for s in levels:
+            if s in by_level:
+                arrays.append(by_level[s])
+                slot_of_level.append(len(arrays) - 1)
+            else:
+                slot_of_level.append(None)
+    for s in levels if calibrated is None else []:
+        k = pruned_count(fw.dense.size, s)
+        if s == 0 or k <= fw.existing_zeros:
+            slot_of_level.append(None)  # unchanged weight: exactly 0
+            continue
+        if k != last_k or not arrays:
+            idx = order[last_k:k]
+            flat[idx] = fw.zero if zero_flat is None else zero_flat[idx]
+            arrays.append(work.copy())
+            last_k = k
+        slot_of_level.append(len(arrays) - 1)
+    return slot_of_level, arrays
+
+
+def _measure_levels(runner, layer_id: str, fw, levels: list[float], pruner, eval_sparsity: float,
+                    cancel) -> tuple[list[float], dict]:
+    """The layer's output change at each level, and its per-output values at the evaluation sparsity."""
+    slot_of_level, arrays = _pruned_weights(fw, levels, pruner, layer_id)
+    check_cancel(cancel)
+    results = runner.comparisons(layer_id, arrays, cancel=cancel) if arrays else []
+    values = [0.0 if slot is None else results[slot].value for slot in slot_of_level]
+    at_eval = slot_of_level[levels.index(round(float(eval_sparsity), 6))]
+    return values, results[at_eval].values_by_output() if at_eval is not None else {}
+
+
+def _one_shot_pruner(model_path, graph, data, samples: int, input_shapes, prune_method: str,
+                     pruner_factory, cores, cancel) -> tuple[Any, int]:
+    """The calibrated pruner of ``prune_method`` (None for magnitude) and its number of calibration samples."""
+    if prune_method == "magnitude":
+        return None, 0
+    if pruner_factory is None:
+        raise UsageError(f"--prune-method {prune_method} is measured in the profile's child process only")
+    cal = _calibration_samples(model_path, graph, data, samples, input_shapes)
+    return pruner_factory(model_path, graph, cal, prune_method, cores=cores, cancel=cancel), len(cal)
+
+
 def compute_one_shot(
     model_path: str | os.PathLike,
     *,
@@ -276,16 +338,9 @@ def compute_one_shot(
     layers = list(graph.prunable_layers)
     sample_list = load_samples_for(model_path, graph, data=data, samples=samples, input_shapes=input_shapes)
     from sparsify_tui.profiles.downstream import LayerSwapRunner
-    from sparsify_tui.onnxkit.sparsity import pruned_count
 
-    pruner = None
-    calibration = 0
-    if prune_method != "magnitude":
-        if pruner_factory is None:
-            raise UsageError(f"--prune-method {prune_method} is measured in the profile's child process only")
-        cal = _calibration_samples(model_path, graph, data, samples, input_shapes)
-        calibration = len(cal)
-        pruner = pruner_factory(model_path, graph, cal, prune_method, cores=cores, cancel=cancel)
+    pruner, calibration = _one_shot_pruner(model_path, graph, data, samples, input_shapes, prune_method,
+                                           pruner_factory, cores, cancel)
     runner = LayerSwapRunner(model_path, graph, sample_list, cores=cores)
     total = sum(1 for layer in layers if layer.id in runner.layer_weight) * max(1, len(levels) - 1)
     done = 0
@@ -307,44 +362,8 @@ def compute_one_shot(
                 by_output[layer.id] = by_output[first]
                 done += max(1, len(levels) - 1)
             else:
-                fw = runner.weights[name]
-                # levels ascend: one working copy is pruned further at each level (only the newly removed
-                # elements are written) and snapshotted; each snapshot equals prune_array(dense, s)
-                order = fw.magnitude_order()
-                work = fw.dense.copy()
-                flat = work.reshape(-1)
-                zero_flat = None if np.ndim(fw.zero) == 0 else \
-                    np.broadcast_to(np.asarray(fw.zero, dtype=work.dtype), work.shape).reshape(-1)
-                slot_of_level: list[int | None] = []  # index into `arrays`, or None for an exact 0
-                arrays: list[np.ndarray] = []
-                last_k = 0
-                wanted = [s for s in levels if s > 0 and pruned_count(fw.dense.size, s) > fw.existing_zeros]
-                calibrated = pruner.weights(layer.id, fw.dense, wanted) if pruner is not None and wanted else None
-                if calibrated is not None:
-                    by_level = dict(zip(wanted, calibrated))
-                    for s in levels:
-                        if s in by_level:
-                            arrays.append(by_level[s])
-                            slot_of_level.append(len(arrays) - 1)
-                        else:
-                            slot_of_level.append(None)
-                for s in levels if calibrated is None else []:
-                    k = pruned_count(fw.dense.size, s)
-                    if s == 0 or k <= fw.existing_zeros:
-                        slot_of_level.append(None)  # unchanged weight: exactly 0
-                        continue
-                    if k != last_k or not arrays:
-                        idx = order[last_k:k]
-                        flat[idx] = fw.zero if zero_flat is None else zero_flat[idx]
-                        arrays.append(work.copy())
-                        last_k = k
-                    slot_of_level.append(len(arrays) - 1)
-                check_cancel(cancel)
-                results = runner.comparisons(layer.id, arrays, cancel=cancel) if arrays else []
-                values = [0.0 if slot is None else results[slot].value for slot in slot_of_level]
-                at_eval = slot_of_level[levels.index(round(float(eval_sparsity), 6))]
-                by_output[layer.id] = results[at_eval].values_by_output() if at_eval is not None else {}
-                del work, flat, arrays
+                values, by_output[layer.id] = _measure_levels(runner, layer.id, runner.weights[name], levels,
+                                                              pruner, eval_sparsity, cancel)
                 done += max(1, len(levels) - 1)
                 if on_progress:
                     on_progress({"event": "progress", "done": done, "total": total, "label": layer.id})
@@ -355,15 +374,13 @@ def compute_one_shot(
                 on_partial({"layer": layer.id, "raw": raw[layer.id]})
     finally:
         runner.close()
-    runs = runner.runs
     kinds = [runner.kinds.get(n, "nse") for n in runner.output_names]
-    fed = runner
     # the approx proxy at the evaluation sparsity for the rank correlation
     approx_doc = approx_loss_profile(graph, levels=[0.0, eval_sparsity], eval_sparsity=eval_sparsity)
     approx_at_eval = {r["id"]: r["sensitivity"] for r in approx_doc["layers"]}
     doc = build_document(
         "one-shot", layers, levels, eval_sparsity, raw, samples=len(sample_list), keep_raw=True,
-        approx_at_eval=approx_at_eval, skipped=fed.skipped,
+        approx_at_eval=approx_at_eval, skipped=runner.skipped,
         extra={
             "definition": LOSS_ONE_SHOT_HELP,
             "output_kinds": kinds,
@@ -371,7 +388,7 @@ def compute_one_shot(
             "engine": "onnxruntime",
             "engine_version": _ort_version(),
             "data": str(data) if data is not None else None,
-            "runs": runs,
+            "runs": runner.runs,
             "execution": runner.mode,
             "prune_method": prune_method,
             "calibration_samples": calibration,

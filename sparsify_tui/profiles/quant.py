@@ -215,113 +215,110 @@ def quantize_whole_model(model_path, samples: list[dict[str, np.ndarray]], *, co
 
 
 # ---------------------------------------------------------------- per layer
-def compute_quant(
-    model_path: str | os.PathLike,
-    *,
-    data=None,
-    samples: int = 4,
-    input_shapes: dict[str, list[int]] | None = None,
-    on_progress: Callable[[dict], Any] | None = None,
-    on_partial: Callable[[dict], Any] | None = None,
-    cancel=None,
-    cores: int | None = None,
-    graph: "ModelGraph | None" = None,
-    whole_model: bool = True,
-    latency_runs: int = LATENCY_RUNS,
-) -> dict:
-    """Measure the quantization profile in this process (the child process calls this)."""
-    from sparsify_tui.analysis import analyze
+def _layer_runner(model_path, graph, threads, notes: list[str]) -> tuple[Any, str]:
+    """The session the layers run in: downstream-only where it can be built, else the whole model
+    fed its weights (a note says why)."""
     from sparsify_tui.profiles.downstream import DownstreamModel, _Unsupported
-    from sparsify_tui.metrics import plan_outputs
     from sparsify_tui.profiles.fedmodel import WeightFedModel
 
-    t0 = time.perf_counter()
-    if graph is None:
-        graph = analyze(model_path, input_shapes=input_shapes or None)
-    layers = list(graph.prunable_layers)
-    sample_list = load_samples_for(model_path, graph, data=data, samples=samples, input_shapes=input_shapes)
-    notes: list[str] = []
-    mode = "downstream"
-    from sparsify_tui.settings import usable_cores
-
-    workers = max(1, int(cores or usable_cores()))
-    threads = 1 if workers > 1 else cores
     try:
         impl: Any = DownstreamModel(model_path, graph, cores=threads, act_qdq=True)
         impl.build_session()
+        return impl, "downstream"
     except _Unsupported as exc:
-        mode = "full"
         notes.append(f"downstream-only runs unavailable ({exc}); weights only, the whole model runs each time")
         impl = WeightFedModel(model_path, graph, cores=threads)
         impl.build_session()
-    dense: list[dict[str, np.ndarray]] = []
-    boundary: list[dict[str, np.ndarray]] = []
-    for s in sample_list:
-        if mode == "downstream":
-            outs, bnd = impl.run_dense(s)
-            dense.append(dict(zip(impl.model_outputs, outs)))
-            boundary.append(bnd)
-        else:
-            dense.append(dict(zip(impl.output_names, impl.run(s))))
-            boundary.append({})
-    names = list(dense[0]) if dense else []
-    plan = plan_outputs(dense, names, bounded=bounded_output_names(model_path))  # each output's metric, fixed from the dense outputs for every layer
-    kinds = {m.name: LEGACY_KIND[m.kind] for m in plan}
-    notes += plan_notes(plan)
-    total = len(layers) + (1 if whole_model else 0)
-    rows: list[dict[str, Any]] = []
-    def measure(layer) -> dict[str, Any]:
+        return impl, "full"
+
+
+class _LayerQuant:
+    """The dense reference (outputs, and the boundary tensors of a downstream run) and one layer's
+    measurement against it."""
+
+    def __init__(self, impl, mode: str, sample_list: list[dict], model_path) -> None:
+        from sparsify_tui.metrics import plan_outputs
+
+        self.impl, self.mode, self.sample_list = impl, mode, sample_list
+        self.dense: list[dict[str, np.ndarray]] = []
+        self.boundary: list[dict[str, np.ndarray]] = []
+        for s in sample_list:
+            if mode == "downstream":
+                outs, bnd = impl.run_dense(s)
+                self.dense.append(dict(zip(impl.model_outputs, outs)))
+                self.boundary.append(bnd)
+            else:
+                self.dense.append(dict(zip(impl.output_names, impl.run(s))))
+                self.boundary.append({})
+        self.names = list(self.dense[0]) if self.dense else []
+        # each output's metric, fixed from the dense outputs for every layer
+        self.plan = plan_outputs(self.dense, self.names, bounded=bounded_output_names(model_path))
+
+    def _quantized_weight(self, layer, fw, row: dict) -> np.ndarray:
+        if fw.quant is not None or fw.dense.dtype.kind not in "f":
+            row["weight_quantized"] = "already"
+            return fw.dense  # already stored as integers
+        axis = weight_channel_axis(layer)
+        row["weight_quantized"] = "per-channel" if axis is not None else "per-tensor"
+        return fake_quant_weight(fw.dense, axis)
+
+    def _activation(self, cut) -> tuple[float, float]:
+        """Per-tensor uint8 parameters of the layer's activation input over all samples."""
+        lo, hi = np.inf, -np.inf
+        for smp, bnd in zip(self.sample_list, self.boundary):
+            x = bnd.get(cut.act_input)
+            if x is None:
+                x = smp.get(cut.act_input)
+            if x is not None and x.size:
+                lo = min(lo, float(np.min(x)))
+                hi = max(hi, float(np.max(x)))
+        return activation_qparams(lo, hi) if np.isfinite(lo) else (1.0, 0.0)
+
+    def measure(self, layer, stopped: Callable[[], bool]) -> dict[str, Any]:
+        impl = self.impl
         row: dict[str, Any] = {"id": layer.id, "name": layer.name, "op_type": layer.op_type, "depth": layer.depth}
         fed = impl.layer_weight.get(layer.id)
         if fed is None:
             row.update({"sensitivity": None, "skipped": impl.skipped.get(layer.id, "not measurable")})
             return row
-        if stop.is_set() or (cancel is not None and cancel.is_set()):
+        if stopped():
             row["sensitivity"] = None
             return row
-        fw = impl.weights[fed]
-        if fw.quant is not None or fw.dense.dtype.kind not in "f":
-            wq = fw.dense  # already stored as integers
-            row["weight_quantized"] = "already"
-        else:
-            axis = weight_channel_axis(layer)
-            wq = fake_quant_weight(fw.dense, axis)
-            row["weight_quantized"] = "per-channel" if axis is not None else "per-tensor"
+        wq = self._quantized_weight(layer, impl.weights[fed], row)
         act = None
-        cut = impl.layer_cut.get(layer.id) if mode == "downstream" else None
+        cut = impl.layer_cut.get(layer.id) if self.mode == "downstream" else None
         if cut is not None and cut.act_scale:
-            lo, hi = np.inf, -np.inf
-            for smp, bnd in zip(sample_list, boundary):
-                x = bnd.get(cut.act_input)
-                if x is None:
-                    x = smp.get(cut.act_input)
-                if x is not None and x.size:
-                    lo = min(lo, float(np.min(x)))
-                    hi = max(hi, float(np.max(x)))
-            act = activation_qparams(lo, hi) if np.isfinite(lo) else (1.0, 0.0)
+            act = self._activation(cut)
             row["activation_scale"] = act[0]
             row["activation_zero_point"] = act[1]
         row["activation_quantized"] = act is not None
         changed = []
-        for j, smp in enumerate(sample_list):
-            if mode == "downstream":
-                outs = impl.run_cut(layer.id, smp, boundary[j], wq, act=act if cut is not None and cut.act_scale else None)
+        for j, smp in enumerate(self.sample_list):
+            if self.mode == "downstream":
+                outs = impl.run_cut(layer.id, smp, self.boundary[j], wq, act=act if cut is not None and cut.act_scale else None)
             else:
                 outs = dict(zip(impl.output_names, impl.run(smp, {fed: wq})))
             changed.append(outs)
-        change = compare_outputs(dense, changed, plan, names)
+        change = compare_outputs(self.dense, changed, self.plan, self.names)
         row["sensitivity"] = change.value
         row["output_values"] = change.values_by_output()
         return row
 
-    # layers are measured concurrently, one single-threaded run per core (see LayerSwapRunner)
+
+def _measure_layers(quant: _LayerQuant, layers, workers: int, total: int, cancel, on_progress, on_partial) -> list[dict]:
+    """Layers are measured concurrently, one single-threaded run per core (see LayerSwapRunner);
+    rows come back in layer order."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     stop = threading.Event()
+    rows: list[dict[str, Any]] = []
+
+    def stopped() -> bool:
+        return stop.is_set() or (cancel is not None and cancel.is_set())
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsify-quant") as ex:
-        futures = [ex.submit(measure, layer) for layer in layers]
+        futures = [ex.submit(quant.measure, layer, stopped) for layer in layers]
         try:
             for i, (layer, fut) in enumerate(zip(layers, futures)):
                 check_cancel(cancel)
@@ -339,6 +336,41 @@ def compute_quant(
             raise
     for r, k in zip(rows, sensitivity_ranks([r.get("sensitivity") for r in rows])):
         r["rank"] = k
+    return rows
+
+
+def compute_quant(
+    model_path: str | os.PathLike,
+    *,
+    data=None,
+    samples: int = 4,
+    input_shapes: dict[str, list[int]] | None = None,
+    on_progress: Callable[[dict], Any] | None = None,
+    on_partial: Callable[[dict], Any] | None = None,
+    cancel=None,
+    cores: int | None = None,
+    graph: "ModelGraph | None" = None,
+    whole_model: bool = True,
+    latency_runs: int = LATENCY_RUNS,
+) -> dict:
+    """Measure the quantization profile in this process (the child process calls this)."""
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.settings import usable_cores
+
+    t0 = time.perf_counter()
+    if graph is None:
+        graph = analyze(model_path, input_shapes=input_shapes or None)
+    layers = list(graph.prunable_layers)
+    sample_list = load_samples_for(model_path, graph, data=data, samples=samples, input_shapes=input_shapes)
+    notes: list[str] = []
+    workers = max(1, int(cores or usable_cores()))
+    impl, mode = _layer_runner(model_path, graph, 1 if workers > 1 else cores, notes)
+    quant = _LayerQuant(impl, mode, sample_list, model_path)
+    names, plan = quant.names, quant.plan
+    kinds = {m.name: LEGACY_KIND[m.kind] for m in plan}
+    notes += plan_notes(plan)
+    total = len(layers) + (1 if whole_model else 0)
+    rows = _measure_layers(quant, layers, workers, total, cancel, on_progress, on_partial)
     measured = [r["sensitivity"] for r in rows if r.get("sensitivity") is not None]
     model_part: dict[str, Any] = {}
     if whole_model:
@@ -346,7 +378,7 @@ def compute_quant(
         if on_progress:
             on_progress({"event": "progress", "done": len(layers), "total": total,
                          "label": "whole model: quantize_static"})
-        del impl
+        del impl, quant
         model_part = quantize_whole_model(model_path, sample_list, cores=cores, runs=latency_runs)
         if on_progress:
             on_progress({"event": "progress", "done": total, "total": total, "label": "done"})

@@ -394,11 +394,8 @@ class Project:
     def get_optimization(self, name: str) -> dict[str, Any] | None:
         return self.opts.get(name)
 
-    @_serialized
-    def set_optimization(self, opt: dict[str, Any]) -> None:
-        """Add or replace the optimization named ``opt["name"]`` (position kept on replace), then save()."""
-        self._check_writable()
-        old = self.opts.put(opt)
+    def _save_optimizations(self, old) -> None:
+        """save() after a change of the optimizations; when it fails they are put back to ``old``."""
         try:
             self.save()
         except BaseException:
@@ -406,15 +403,16 @@ class Project:
             raise
 
     @_serialized
+    def set_optimization(self, opt: dict[str, Any]) -> None:
+        """Add or replace the optimization named ``opt["name"]`` (position kept on replace), then save()."""
+        self._check_writable()
+        self._save_optimizations(self.opts.put(opt))
+
+    @_serialized
     def remove_optimization(self, name: str) -> None:
         """Remove the optimization named ``name`` (ProjectError if there is none), then save()."""
         self._check_writable()
-        old = self.opts.remove(name)
-        try:
-            self.save()
-        except BaseException:
-            self.optimizations = old
-            raise
+        self._save_optimizations(self.opts.remove(name))
 
     # ------------------------------------------------------------ summary
     def to_dict(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from textual_plotext import PlotextPlot
 from sparsify_tui.actions.sweeps import group_sweep_profiles, is_sweep_entry
 from sparsify_tui.profiles.compare import compare_profiles
 from sparsify_tui.tui.data import fmt_ms
+from sparsify_tui.tui.widgets.charts import no_data
 from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.scaling import ScalingView
 
@@ -164,10 +165,7 @@ def draw_compare(plt: Any, depths: Sequence[int], a: Sequence[float | None], b: 
             plt.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker="braille")
             n += 1
     if not n:
-        plt.text("no data", x=0.5, y=0.5, alignment="center")
-        plt.xlim(0, 1)
-        plt.ylim(0, 1)
-        return 0
+        return no_data(plt, "no data")
     plt.xlabel("Layer Depth")
     return n
 

@@ -18,6 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from sparsify_tui import glossary
+from sparsify_tui.tui.screens.help import term_table
 
 AREA_TITLES = {
     "opt-settings": "Optimizer: global settings",
@@ -38,13 +39,9 @@ AREA_ALIASES = {"opt-lr-chart": "opt-lr"}
 
 
 def entries_table(entries: list[glossary.Entry]) -> Table:
-    table = Table(box=None, padding=(0, 1), show_header=False, expand=True)
     width = min(28, max((len(e.term) for e in entries), default=10))
-    table.add_column(style="bold cyan", no_wrap=True, min_width=width, max_width=width)
-    table.add_column(ratio=1)
-    for e in entries:
-        table.add_row(e.term, e.text)
-    return table
+    return term_table([(e.term, e.text) for e in entries], term_style="bold cyan", padding=1, width=width,
+                      expand=True)
 
 
 class GlossaryScreen(ModalScreen[None]):

@@ -80,13 +80,20 @@ def keys_table(screen: Any, app: Any) -> Table:
     return table
 
 
-def definitions_table() -> Table:
-    table = Table(box=None, padding=(0, 2), show_header=False)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
-    for term, text in DEFINITIONS:
+def term_table(rows, *, term_style: str = "bold", padding: int = 2, width: int | None = None,
+               expand: bool = False) -> Table:
+    """Terms beside their definitions: two columns, no header, the terms on one line (``width``
+    fixes their column; ``expand`` fills the width, the definitions taking what is left)."""
+    table = Table(box=None, padding=(0, padding), show_header=False, expand=expand)
+    table.add_column(style=term_style, no_wrap=True, min_width=width, max_width=width)
+    table.add_column(ratio=1 if expand else None)
+    for term, text in rows:
         table.add_row(term, text)
     return table
+
+
+def definitions_table() -> Table:
+    return term_table(DEFINITIONS)
 
 
 class HelpScreen(ModalScreen[None]):

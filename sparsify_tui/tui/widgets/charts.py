@@ -21,6 +21,14 @@ CHART_METRIC_LABELS = {
 }
 
 
+def no_data(plt, message: str, xmax: float = 1) -> int:
+    """An empty chart that says why (``message`` in its middle); returns 0, the number of series drawn."""
+    plt.text(message, x=xmax / 2, y=0.5, alignment="center")
+    plt.xlim(0, xmax)
+    plt.ylim(0, 1)
+    return 0
+
+
 def si_label(x: float) -> str:
     """An axis label with an SI prefix: 75563008 -> '75.6M', 0.0005 -> '500µ', 12 -> '12'."""
     ax = abs(x)
@@ -53,10 +61,7 @@ def draw_layer_bars(plt: Any, depths: Sequence[int], values: Sequence[float | No
     ys = [float(v) for v in values if v is not None]
     if not xs:
         plt.title(title)
-        plt.text("no data", x=0.5, y=0.5, alignment="center")
-        plt.xlim(0, 1)
-        plt.ylim(0, 1)
-        return 0
+        return no_data(plt, "no data")
     max_bars = max(8, (width or 80) - 12)  # about one column per bar beside the y axis
     group = 1
     if len(xs) > max_bars:
@@ -99,10 +104,7 @@ def draw_sensitivity_curve(plt: Any, name: str, perf: Sequence[tuple[float, floa
                  marker="braille")
         n += 1
     if not n:
-        plt.text("no profile for this layer", x=50, y=0.5, alignment="center")
-        plt.xlim(0, 100)
-        plt.ylim(0, 1)
-        return 0
+        return no_data(plt, "no profile for this layer", xmax=100)
     if mark is not None:
         plt.vline(100 * mark)
     plt.xlabel("sparsity %")
@@ -157,10 +159,7 @@ def draw_deploy_scatter(plt: Any, rows: Sequence[dict], *, best_id: str | None =
     plt.title("speedup vs output change (line: Pareto front, red x: best)")
     pts = [r for r in rows if r.get("speedup") is not None and r.get("output_change") is not None]
     if not pts:
-        plt.text("no measured rows yet", x=0.5, y=0.5, alignment="center")
-        plt.xlim(0, 1)
-        plt.ylim(0, 1)
-        return 0
+        return no_data(plt, "no measured rows yet")
     plt.scatter([r["output_change"] for r in pts], [r["speedup"] for r in pts], marker="dot")
     front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r["output_change"])
     if front:

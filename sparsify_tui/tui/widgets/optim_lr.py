@@ -6,6 +6,8 @@ from typing import Any, Sequence
 
 from textual_plotext import PlotextPlot
 
+from sparsify_tui.tui.widgets.charts import no_data
+
 
 def lr_curve(opt: Any, points: int = 200) -> tuple[list[float], list[float]]:
     """(epochs, learning rates) over the optimization's Epoch Range.
@@ -48,10 +50,7 @@ def draw_lr_curve(plt: Any, xs: Sequence[float], ys: Sequence[float], *, title: 
     plt.clear_figure()
     plt.title(title)
     if not xs:
-        plt.text("no learning-rate modifier", x=0.5, y=0.5, alignment="center")
-        plt.xlim(0, 1)
-        plt.ylim(0, 1)
-        return 0
+        return no_data(plt, "no learning-rate modifier")
     plt.plot(list(xs), list(ys), marker="braille")
     for m in marks:
         plt.vline(m)

@@ -30,6 +30,7 @@ from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
 from sparsify_tui.tui.data import fmt_ms
+from sparsify_tui.tui.widgets.charts import no_data
 
 if TYPE_CHECKING:
     from sparsify_tui.project import Project
@@ -96,10 +97,7 @@ def draw_scaling(plt: Any, lines: dict[str, list[tuple[int, float]]], axis: str,
     other = AXIS_LABELS[_other(axis)]
     plt.title(f"Items per Second vs {AXIS_LABELS[axis]} ({other} {fixed if fixed is not None else '-'})")
     if not lines:
-        plt.text("no sweep profile here", x=0.5, y=0.5, alignment="center")
-        plt.xlim(0, 1)
-        plt.ylim(0, 1)
-        return 0
+        return no_data(plt, "no sweep profile here")
     colors = colors or series_colors(list(lines))
     xs_all = sorted({x for pts in lines.values() for x, _ in pts})
     pos, log = _positions(xs_all)
