@@ -54,7 +54,7 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
                            input_values: dict | None = None, on_progress: Callable[[dict], Any] | None = None,
                            cancel=None) -> dict:
     """Write the channel-pruned model to ``out_path``; the info (and the validation with ``validate``)."""
-    from sparsify_tui.actions.validate import _with_values, save_samples, split_samples
+    from sparsify_tui.actions.validate import _with_values, split_samples
     from sparsify_tui.analysis import analyze
     from sparsify_tui.engines.registry import resolve_auto
     from sparsify_tui.onnxkit.modelio import load_model_copy, save_model_atomic
@@ -110,6 +110,20 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
                              "(--round-to 1 gets nearer)")
     if not validate:
         return info
+    return _validate(project, out, info, model, prep, fraction, method, round_to, cal, ev, chosen, engine_reason,
+                     shapes=shapes, precision=precision, iterations=iterations, cores=cores,
+                     input_values=input_values, on_progress=on_progress, cancel=cancel)
+
+
+def _validate(project, out: Path, info: dict, model, prep, fraction: float, method: str, round_to: int, cal: list,
+              ev: list, chosen: str, engine_reason: str, *, shapes, precision, iterations, cores, input_values,
+              on_progress, cancel) -> dict:
+    """Dense against pruned (and l2 at the same plan) on the evaluation samples, timed with ``chosen``."""
+    from sparsify_tui.actions.validate import save_samples
+    from sparsify_tui.onnxkit.modelio import save_model_atomic
+    from sparsify_tui.optim import channels as oc
+    from sparsify_tui.progress import emit_progress
+
     with tempfile.TemporaryDirectory(prefix="sparsify-channels-", dir=str(out.parent)) as scratch:
         eval_file = Path(scratch) / "evaluation.npz"
         save_samples(eval_file, ev)
