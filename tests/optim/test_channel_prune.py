@@ -291,3 +291,11 @@ def test_cli_bad_channel_flags_end_in_one_error_line(demo_project, tmp_path, fla
     assert p.stderr.startswith("error: ") and message in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_default_round_to_follows_the_measured_table():
+    from sparsify_tui.actions.channels import default_round_to
+
+    assert default_round_to("onnxruntime", None) == default_round_to("onnxruntime", "fp32") == 8
+    assert default_round_to("openvino", "int8") == default_round_to("openvino", None) == 32
+    assert default_round_to("deepsparse", None) == default_round_to("onnxruntime", "int8") == 16
