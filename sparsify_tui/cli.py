@@ -231,9 +231,22 @@ def _add_prune(sub) -> None:
     p.add_argument("--engine", default="auto", help=f"engine for --validate: {_engines_text()}")
     _add_precision(p, " for --validate")
     p.add_argument("--iterations", default="20", help="timed iterations for --validate")
-    p.add_argument("--method", default="magnitude",
-                   help="magnitude (smallest weights), wanda (|w| x input norm) or sparsegpt (reconstructs "
-                        "each layer's outputs on calibration data)")
+    p.add_argument("--method", default=None,
+                   help="magnitude (smallest weights, the default), wanda (|w| x input norm) or sparsegpt "
+                        "(reconstructs each layer's outputs on calibration data); with --structure channels: "
+                        "l2 (smallest filter norms, the default) or reconstruct (channels ranked on calibration "
+                        "data, then each layer reading them refit to its dense outputs)")
+    p.add_argument("--structure", default="unstructured",
+                   help="unstructured (single weights, the optimization's plan; the default) or channels "
+                        "(whole channels removed: a smaller model every engine runs faster)")
+    p.add_argument("--flops-reduction", default=None,
+                   help="with --structure channels: the share of the model's FLOPs to remove (default 0.3)")
+    p.add_argument("--channel-fraction", default=None,
+                   help="with --structure channels: remove this fraction of every prunable group's channels "
+                        "instead of aiming at a FLOPs reduction")
+    p.add_argument("--round-to", default=None,
+                   help="with --structure channels: keep each group's channels at a multiple of N (default: "
+                        "8 on ONNX Runtime fp32, 32 on OpenVINO, 16 otherwise; 1 = no rounding)")
     p.add_argument("--data", default=None, help="calibration samples (.npz, .npy or a directory of them)")
     p.add_argument("--samples", default="32", help="calibration samples to use (default 32)")
     p.add_argument("--eval-data", default=None,

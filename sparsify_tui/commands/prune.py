@@ -35,10 +35,21 @@ def run_prune(args: argparse.Namespace) -> int:
 
     from sparsify_tui.optim.calibrated import check_method
 
+    structure = str(getattr(args, "structure", None) or "unstructured").strip().lower()
+    if structure not in ("unstructured", "channels"):
+        raise UsageError(f"--structure must be unstructured or channels, got {args.structure!r}")
+    if structure == "channels":
+        return run_prune_channels(args)
+    for flag, attr in (("--round-to", "round_to"), ("--flops-reduction", "flops_reduction"),
+                       ("--channel-fraction", "channel_fraction")):
+        if getattr(args, attr, None) is not None:
+            raise UsageError(f"{flag} is only used with --structure channels")
+    if str(getattr(args, "method", None) or "").strip().lower() in ("l2", "reconstruct"):
+        raise UsageError(f"--method {args.method} removes channels: add --structure channels")
     engine = validate_engine(args.engine)
     precision = validate_precision(engine, getattr(args, "precision", None))
     iterations = parse_int("--iterations", args.iterations, minimum=1)
-    method = check_method(getattr(args, "method", "magnitude"))
+    method = check_method(getattr(args, "method", None) or "magnitude")
     samples = parse_int("--samples", getattr(args, "samples", "32"), minimum=1, maximum=100000)
     data, eval_data = getattr(args, "data", None), getattr(args, "eval_data", None)
     for flag, value in (("--data", data), ("--eval-data", eval_data)):
@@ -133,6 +144,91 @@ def run_prune(args: argparse.Namespace) -> int:
         if project.readonly and project.notices:
             for n in project.notices:
                 print(f"note: {n}", file=sys.stderr)
+        return 0
+    finally:
+        project.close()
+
+
+def run_prune_channels(args: argparse.Namespace) -> int:
+    """``prune PROJECT_DIR -o OUT.onnx --structure channels [--method l2|reconstruct] [--flops-reduction R |
+    --channel-fraction F] [--round-to N] [--validate --engine E --precision P] [--json]``."""
+    import sys
+
+    from sparsify_tui.actions.channels import check_fraction, prune_channels_project
+    from sparsify_tui.engines.inputs import parse_input_values
+    from sparsify_tui.optim.channels import check_method, check_round_to
+    from sparsify_tui.profiles.perf import validate_engine, validate_precision
+    from sparsify_tui.project import Project
+
+    method = check_method(getattr(args, "method", None) or "l2")
+    engine = validate_engine(args.engine)
+    precision = validate_precision(engine, getattr(args, "precision", None))
+    iterations = parse_int("--iterations", args.iterations, minimum=1)
+    samples = parse_int("--samples", getattr(args, "samples", "32"), minimum=1, maximum=100000)
+    round_to = check_round_to(args.round_to) if getattr(args, "round_to", None) is not None else None
+    flops = getattr(args, "flops_reduction", None)
+    frac = getattr(args, "channel_fraction", None)
+    if flops is not None and frac is not None:
+        raise UsageError("give --flops-reduction or --channel-fraction, not both")
+    flops = check_fraction("--flops-reduction", flops, 1.0) if flops is not None else None
+    frac = check_fraction("--channel-fraction", frac, 1.0) if frac is not None else None
+    if getattr(args, "sequential", False):
+        raise UsageError("--sequential is for the unstructured methods; --method reconstruct is sequential already")
+    if getattr(args, "optimization", None) is not None:
+        raise UsageError("--optimization is for unstructured pruning; --structure channels takes "
+                         "--flops-reduction or --channel-fraction")
+    data, eval_data = getattr(args, "data", None), getattr(args, "eval_data", None)
+    for flag, value in (("--data", data), ("--eval-data", eval_data)):
+        if value is not None and not Path(value).expanduser().exists():
+            raise UsageError(f"{flag} {value}: no such file or directory")
+    if eval_data is not None and not args.validate:
+        raise UsageError("--eval-data is only used with --validate")
+    values = parse_input_values(getattr(args, "input_value", None))
+    cores = None
+    if getattr(args, "cores", None) is not None:
+        cores = parse_int("--cores", args.cores, minimum=1, maximum=max_cores())
+    path = Path(args.project).expanduser()
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        raise UsageError(f"{path} is a model file: prune needs a project directory "
+                         f"(create one with 'sparsify-tui new {path}')")
+    project = Project.open(path, readonly=True)
+    try:
+        out = Path(args.output).expanduser()
+        _refuse_project_file(project, out)
+        progress = Progress(f"prune channels ({method})")
+
+        def on_progress(ev: dict) -> None:
+            if ev.get("event") == "progress":
+                progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
+
+        doc = prune_channels_project(project, out, method=method, flops_reduction=flops, fraction=frac,
+                                     round_to=round_to, data=data, samples=samples, eval_data=eval_data,
+                                     validate=bool(args.validate), engine=engine, precision=precision,
+                                     iterations=iterations, cores=cores, input_values=values or None,
+                                     on_progress=on_progress)
+        progress.done()
+        if args.json:
+            emit_json(doc)
+            return 0
+        fr = doc.get("flops_reduction")
+        print(f"wrote {out}: {doc['removed_channels']} channels removed from {doc['pruned_groups']} of "
+              f"{doc['prunable_groups']} prunable groups ({method}, round to {doc['round_to']}, "
+              f"{doc['round_to_reason']}); FLOPs {'n/a' if fr is None else f'-{fr:.1%}'}")
+        if args.validate:
+            sp = doc.get("measured_speedup")
+            oc_, l2 = doc.get("output_change"), doc.get("l2_output_change")
+            rows = [["Engine", _engine_label(doc)],
+                    ["Dense", f"{doc['dense_ms']:.3f} ms"], ["Pruned", f"{doc['pruned_ms']:.3f} ms"],
+                    ["Measured speedup", "n/a" if sp is None else f"{sp:.2f}x"],
+                    ["Output change", "n/a" if oc_ is None else f"{oc_:.4g}  ({method}; "
+                                                             f"{doc.get('evaluation_samples')} evaluation samples)"],
+                    ["l2 at same plan", "n/a" if l2 is None else f"{l2:.4g}"],
+                    ["Calibration samples", str(doc.get("calibration_samples"))]]
+            w = max(len(k) for k, _ in rows)
+            for k, v in rows:
+                print(f"{k.ljust(w)}  {v}")
+        for n in doc.get("notes") or []:
+            print(f"note: {n}", file=sys.stderr)
         return 0
     finally:
         project.close()

@@ -265,7 +265,7 @@ def fold_constants(model: Any) -> int:
             if all(v is not None for v in vals):
                 value = _fold_one(n, vals)
                 if value is not None:
-                    g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), n.output[0]))
+                    g.initializer.append(numpy_helper.from_array(np.array(value, order="C"), n.output[0]))  # keeps 0-d
                     known.add(n.output[0])
                     folded += 1
                     continue
@@ -782,3 +782,49 @@ def mask_channels(model: Any, removed: Mapping[str, Iterable[int]],
     """A copy of ``model`` where every consumer of the ``removed`` channels reads zeros for them instead
     (same size): what :func:`remove_channels` must compute, for tests and for measuring a plan's effect."""
     return _apply(model, removed, mask=True, shapes=shapes)
+
+
+# ---------------------------------------------------------------- the groups as the weighted layers see them
+@dataclass
+class ChannelMap:
+    """Which group channels each weighted node produces and reads (for ranking channels and refitting layers).
+
+    Nodes are keyed by their first output. ``outputs``: {producer: group id} (its output channel ``i`` is the
+    group's channel ``i``). ``inputs``: {consumer: (weight name, weight axis, block, [(group id, channel) per
+    input channel position])} for every Conv/ConvTranspose/Gemm/MatMul reading group channels (through Flatten,
+    each position stands for ``block`` consecutive features). ``depthwise``: {node: [(group id, channel)]}.
+    ``spaces``: {producer: its :class:`Space`}."""
+
+    groups: list[ChannelGroup]
+    outputs: dict[str, str]
+    inputs: dict[str, tuple[str, int, int, list[tuple[str, int]]]]
+    depthwise: dict[str, list[tuple[str, int]]]
+    spaces: dict[str, Space]
+
+
+def _positions(layout: Iterable[Seg], gid: Mapping[int, str]) -> list[tuple[str, int]]:
+    return [(gid[s.space], c) for s in layout for c in range(s.start, s.stop)]
+
+
+def channel_map(model: Any, shapes: Mapping[str, Any] | None = None) -> ChannelMap:
+    """The :class:`ChannelMap` of ``model`` (constants folded first, as :func:`remove_channels` does)."""
+    prepared = _prepared(model)
+    a = _analyze(prepared, shapes)
+    gid = _group_of(a)
+    by_key = {(n.name or n.output[0]): n for n in prepared.graph.node if n.output}
+    weight_user: dict[str, str] = {}
+    for n in prepared.graph.node:
+        if n.op_type in PRODUCERS and len(n.input) > 1:
+            weight_user.setdefault(n.input[1], n.output[0])
+    outputs, spaces = {}, {}
+    for sp in a.spaces:
+        node = by_key.get(sp.node)
+        if node is not None:
+            outputs[node.output[0]] = gid[sp.id]
+            spaces[node.output[0]] = sp
+    inputs = {}
+    for e in a.edits:
+        if e.role == "consumer" and e.name in weight_user:
+            inputs[weight_user[e.name]] = (e.name, e.axis, e.block, _positions(e.layout, gid))
+    depthwise = {node.output[0]: _positions(layout, gid) for node, layout in a.depthwise}
+    return ChannelMap(_groups(a), outputs, inputs, depthwise, spaces)

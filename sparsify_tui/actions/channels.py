@@ -1,0 +1,176 @@
+"""``prune --structure channels``: remove whole channels of a project's model, optionally validated.
+
+The plan is one fraction of every prunable channel group's channels (``fraction``), or the fraction
+whose removal cuts the model's estimated FLOPs by ``flops_reduction`` (default 0.3); the method is
+``l2`` or ``reconstruct`` (:mod:`sparsify_tui.optim.channels`), calibrated on the samples ``prune``
+already splits (:func:`sparsify_tui.actions.validate.split_samples`).
+
+``--validate`` benchmarks dense against pruned with the engine and precision asked (job kind
+``ab_benchmark``, as the unstructured validation does) and reports ``output_change`` on the held-out
+samples, and ``l2_output_change``: the same plan (the same channel counts per group) pruned by ``l2``,
+on the same samples, as ``magnitude_output_change`` does for the unstructured methods.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from sparsify_tui.errors import UsageError
+
+if TYPE_CHECKING:
+    from sparsify_tui.project import Project
+
+DEFAULT_FLOPS_REDUCTION = 0.3
+# --round-to by engine and precision, measured on the ResNet-50-sized model with 0.3 of its channels removed
+# at N = 1, 8, 16, 32, 64 (README, "Channel pruning"): ONNX Runtime fp32 runs ~10% faster per FLOP once the
+# counts are multiples of 8 and no faster beyond; OpenVINO (fp32 and INT8) runs 20-35% faster per FLOP at
+# multiples of 32 than unrounded, 8 or 16. DeepSparse and ONNX Runtime INT8 were not measured: 16, the
+# width of an AVX-512 register of fp32 (and of the int8 VNNI dot products' output lanes).
+DEFAULT_ROUND_TO = {"onnxruntime": {"fp32": 8}, "openvino": {"fp32": 32, "int8": 32, "bf16": 32, "fp16": 32}}
+DEFAULT_ROUND_TO_OTHER = 16
+
+
+def default_round_to(engine: str, precision: str | None) -> int:
+    return DEFAULT_ROUND_TO.get(engine, {}).get((precision or "fp32").lower(), DEFAULT_ROUND_TO_OTHER)
+
+
+def check_fraction(flag: str, value: Any, high: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag} must be a number between 0 and {high:g}, got {value!r}") from None
+    if not 0.0 < v < high:
+        raise UsageError(f"{flag} must be between 0 and {high:g} (exclusive), got {value!r}")
+    return v
+
+
+def prune_channels_project(project: "Project", out_path: str | Path, *, method: str = "l2",
+                           flops_reduction: float | None = None, fraction: float | None = None,
+                           round_to: int | None = None, data: str | None = None, samples: int = 32,
+                           eval_data: str | None = None, validate: bool = False, engine: str = "auto",
+                           precision: str | None = None, iterations: int = 20, cores: int | None = None,
+                           input_values: dict | None = None, on_progress: Callable[[dict], Any] | None = None,
+                           cancel=None) -> dict:
+    """Write the channel-pruned model to ``out_path``; the info (and the validation with ``validate``)."""
+    from sparsify_tui.actions.validate import _with_values, split_samples
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.engines.registry import resolve_auto
+    from sparsify_tui.onnxkit.modelio import load_model_copy, save_model_atomic
+    from sparsify_tui.optim import channels as oc
+    from sparsify_tui.progress import emit_progress
+
+    method = oc.check_method(method)
+    if fraction is not None and flops_reduction is not None:
+        raise UsageError("give --channel-fraction or --flops-reduction, not both")
+    chosen, engine_reason = resolve_auto(engine)
+    if round_to is None:
+        round_to = default_round_to(chosen, precision)
+        round_reason = f"default for {chosen} {precision or 'fp32'}"
+    else:
+        round_to = oc.check_round_to(round_to)
+        round_reason = "--round-to"
+    shapes = project.input_shapes or None
+    graph = analyze(project.model_path, shapes)
+    cal, ev, notes = split_samples(project, graph, "sparsegpt" if method == "reconstruct" else "magnitude", data,
+                                   samples, eval_data, need_eval=validate)
+    if input_values:
+        cal, ev = _with_values(cal, input_values), _with_values(ev, input_values)
+    model, external, _src = load_model_copy(project.model_path)
+    emit_progress(on_progress, 0, 1, "finding the channel groups")
+    prep = oc.prepare(model, input_shapes=oc.sample_shapes(cal or ev) or shapes)
+    cmap = prep[2]
+    if not any(g.prunable for g in cmap.groups):
+        reasons = sorted({r for g in cmap.groups for r in g.reasons})
+        raise UsageError("no channel group of this model can be pruned: " + "; ".join(reasons[:3]))
+    if fraction is None:
+        target = DEFAULT_FLOPS_REDUCTION if flops_reduction is None else float(flops_reduction)
+        emit_progress(on_progress, 0, 1, f"finding the plan that removes {target:.0%} of the FLOPs")
+        fraction, _reached = oc.refine_for_flops(prep, graph, target, round_to, input_shapes=shapes)
+    else:
+        target = None
+    res = oc.prune_channels(model, fraction, method=method, round_to=round_to, samples=cal, prepared=prep,
+                            on_progress=on_progress, cancel=cancel)
+    out = Path(out_path)
+    save_model_atomic(res.model, out, external=external)
+    pruned_graph = analyze(res.model, shapes)
+    dense_flops = graph.flops or graph.flops_known
+    pruned_flops = pruned_graph.flops or pruned_graph.flops_known
+    info = {"structure": "channels", **res.info(), "round_to_reason": round_reason,
+            "channel_fraction": round(float(fraction), 4), "flops_reduction_target": target,
+            "flops_reduction": (1 - pruned_flops / dense_flops) if dense_flops else None,
+            "dense_flops": dense_flops, "pruned_flops": pruned_flops,
+            "groups": len(cmap.groups), "prunable_groups": sum(g.prunable for g in cmap.groups),
+            "output": str(out), "notes": notes + res.notes}
+    fr = info["flops_reduction"]
+    if target is not None and fr is not None and abs(fr - target) > 0.05:
+        info["notes"].append(f"the FLOPs reduction is {fr:.0%}, not {target:.0%}: with channel counts rounded to "
+                             f"multiples of {round_to} that is the closest one fraction of every group reaches "
+                             "(--round-to 1 gets nearer)")
+    if not validate:
+        return info
+    return _validate(project, out, info, model, prep, fraction, method, round_to, cal, ev, chosen, engine_reason,
+                     shapes=shapes, precision=precision, iterations=iterations, cores=cores,
+                     input_values=input_values, on_progress=on_progress, cancel=cancel)
+
+
+def _validate(project, out: Path, info: dict, model, prep, fraction: float, method: str, round_to: int, cal: list,
+              ev: list, chosen: str, engine_reason: str, *, shapes, precision, iterations, cores, input_values,
+              on_progress, cancel) -> dict:
+    """Dense against pruned (and l2 at the same plan) on the evaluation samples, timed with ``chosen``."""
+    from sparsify_tui.actions.validate import save_samples
+    from sparsify_tui.onnxkit.modelio import save_model_atomic
+    from sparsify_tui.optim import channels as oc
+    from sparsify_tui.progress import emit_progress
+
+    with tempfile.TemporaryDirectory(prefix="sparsify-channels-", dir=str(out.parent)) as scratch:
+        eval_file = Path(scratch) / "evaluation.npz"
+        save_samples(eval_file, ev)
+        l2_file = None
+        if method != "l2":
+            emit_progress(on_progress, 0, 1, "pruning by l2 at the same plan (for comparison)")
+            l2 = oc.prune_channels(model, fraction, method="l2", round_to=round_to, prepared=prep)
+            l2_file = Path(scratch) / "l2.onnx"
+            save_model_atomic(l2.model, l2_file, external=False)
+        model_a, model_b = str(project.model_path), str(out)
+        if (precision or "").lower() == "int8":
+            # INT8 runs a quantized file as is: the dense, pruned (and l2) files are quantized alike (QDQ, per
+            # channel) on the calibration samples (the evaluation ones when there are none) before timing
+            from sparsify_tui.actions.validate import quantize_file
+
+            emit_progress(on_progress, 0, 1, "quantizing the dense and pruned models to INT8")
+            qs = cal or ev
+            model_a, model_b = str(Path(scratch) / "dense_int8.onnx"), str(Path(scratch) / "pruned_int8.onnx")
+            quantize_file(project.model_path, model_a, qs)
+            quantize_file(out, model_b, qs)
+            if l2_file is not None:
+                quantize_file(l2_file, Path(scratch) / "l2_int8.onnx", qs)
+                l2_file = Path(scratch) / "l2_int8.onnx"
+            info["notes"].append(f"INT8: the dense, pruned and l2 files were quantized (QDQ, per channel) on "
+                                 f"{len(qs)} samples for the benchmark; {out} itself is fp32")
+        emit_progress(on_progress, 0, 1, f"benchmarking dense against pruned ({chosen})")
+        job = {"kind": "ab_benchmark", "model_a": model_a, "model_b": model_b, "engine": chosen,
+               "batch_size": 1, "cores": cores, "iterations": iterations, "warmup": 5, "repeats": 5,
+               "input_shapes": {k: list(v) for k, v in (shapes or {}).items()}, "eval_data": str(eval_file),
+               "model_magnitude": str(l2_file) if l2_file is not None else None}
+        if input_values:
+            job["input_values"] = dict(input_values)
+        if precision:
+            job["precision"] = precision
+        from sparsify_tui.engines.runner import run_job
+
+        r = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)
+    doc = dict(info)
+    for k, v in r.items():
+        if k.startswith("output_change") or k in ("engine", "engine_version", "precision", "dense_ms", "pruned_ms",
+                                                   "measured_speedup", "median_ratio", "speedup_spread",
+                                                   "cores", "iterations", "quality", "departure"):
+            doc[k] = v
+    doc["engine_reason"] = r.get("engine_reason") or engine_reason
+    doc["l2_output_change"] = r.get("magnitude_output_change") if l2_file is not None else r.get("output_change")
+    doc["calibration_samples"] = len(cal)
+    doc["evaluation_samples"] = len(ev)
+    if r.get("departure"):
+        doc["notes"] = [r["departure"], *doc["notes"]]
+    return doc
