@@ -295,7 +295,7 @@ class OverviewScreen(Screen):
         if action in ("start_perf", "start_loss", "start_quant") and getattr(self.app.project, "readonly", False):
             return None  # shown disabled: a read-only project cannot store profiles
         if action == "show_warnings":
-            return True if self._warnings() else None
+            return bool(self._warnings())  # hidden without warnings: the line that counts them says `w`
         return True
 
     def _warnings(self) -> list[str]:
