@@ -6,6 +6,7 @@ API (stable)::
     ctx.evaluator            # Evaluator bound to the project's profiles (or their approximations)
     ctx.profile_ids          # {"perf": id or "", "loss": ..., "quant": ...}
     ctx.notes                # what was approximated, stale profiles used, ...
+    name = default_optimization_name(project)      # the first stored one, else "default"
     opt = load_optimization(project, name)          # Optimization or None
     save_optimization(project, opt)                 # project.set_optimization(opt.to_dict())
 
@@ -121,6 +122,12 @@ def default_quant_layers(graph: "ModelGraph", quant: dict | None,
     k = max(1, int(round(skip_share * len(rows)))) if len(rows) >= 4 else 0
     skipped = {lid: f"most sensitive to INT8 (top {skip_share:.0%}: {s:.3g})" for lid, s in rows[:k] if s > 0}
     return "all", skipped
+
+
+def default_optimization_name(project: "Project | None") -> str:
+    """The optimization a command or the editor opens when none is named: the project's first, else "default"."""
+    stored = getattr(project, "optimizations", None) or []
+    return str(stored[0].get("name")) if stored else "default"
 
 
 def load_optimization(project: "Project", name: str) -> Optimization | None:
