@@ -6,6 +6,7 @@ API (stable)::
     ctx.evaluator            # Evaluator bound to the project's profiles (or their approximations)
     ctx.profile_ids          # {"perf": id or "", "loss": ..., "quant": ...}
     ctx.notes                # what was approximated, stale profiles used, ...
+    ctx = OptimizerContext.for_editor(project, graph, name)   # with the profiles optimization name recorded
     name = default_optimization_name(project)      # the first stored one, else "default"
     opt = load_optimization(project, name)          # Optimization or None
     save_optimization(project, opt)                 # project.set_optimization(opt.to_dict())
@@ -100,6 +101,15 @@ class OptimizerContext:
                 notes.append(f"no loss profile and no weight-magnitude approximation ({exc}): Gaussian proxy used")
         ev = Evaluator(graph, docs["perf"], docs["loss"], docs["quant"])
         return cls(graph=graph, evaluator=ev, profile_ids=ids, notes=notes)
+
+    @classmethod
+    def for_editor(cls, project: "Project", graph: "ModelGraph | None" = None, name: str | None = None, *,
+                   newest: bool = False) -> "OptimizerContext":
+        """The context to edit optimization ``name`` (the default one if None) with: its recorded profiles,
+        or the newest ones (``newest``, or when it is not stored yet)."""
+        stored = project.get_optimization(name or default_optimization_name(project))
+        opt = Optimization.from_dict(stored) if stored and not newest else None
+        return cls.for_project(project, graph, opt)
 
     def attach(self, opt: Optimization) -> Optimization:
         """Record the profile ids in the optimization."""

@@ -28,6 +28,7 @@ from sparsify_tui.actions.optimizer_settings import (
     SETTING_BY_KEY,
     fmt_setting,
     get_setting,
+    lr_to_text,
     next_version_name,
     parse_lr,
     parse_setting,
@@ -120,6 +121,13 @@ class OptimizationEditor:
             self.est.notes.append(drop)
         self.histories.setdefault(self.opt.name, UndoHistory())
 
+    def perf_profile_name(self) -> str:
+        """The name of the stored perf profile the estimates come from ("" when approximated from FLOPs)."""
+        pid = (getattr(self.ctx, "profile_ids", None) or {}).get("perf", "")
+        if not pid or self.project is None:
+            return ""
+        return next((e.name for e in self.project.profiles_of("perf") if e.id == pid), "")
+
     # ------------------------------------------------------------ edits (each returns its undo label)
     def apply(self, new: Optimization, label: str) -> str:
         """Validate ``new`` (UsageError if bad, nothing changed) and make it current, undoable as ``label``."""
@@ -156,16 +164,23 @@ class OptimizationEditor:
         value = parse_setting(s, text)
         return self.apply(with_setting(self.opt, s.key, value), f"{s.label} = {value}")
 
-    def setting_text(self, key: str) -> str:
-        """What the edit field starts with for setting ``key``."""
-        s = SETTING_BY_KEY[key]
+    def edit_field(self, kind: str, what: Any) -> tuple[str, str]:
+        """(prompt, starting text) of the field where a value is typed: ``kind`` "setting" (``what`` its key),
+        "layer" (a layer id) or "lr" (a modifier's index, None for a new one)."""
+        if kind == "layer":
+            r = self.opt.layers.get(what)
+            return f"sparsity of {what} (0-0.99 or %):", f"{r.sparsity:g}" if r else "0"
+        if kind == "lr":
+            if what is None:
+                return "new LR modifier:", self.new_lr_text()
+            return f"LR modifier {what + 1}:", lr_to_text(self.opt.lr_modifiers[what])
+        s = SETTING_BY_KEY[what]
         text = fmt_setting(self.opt, s)
-        return text.replace("off", "0") if s.kind != "bool" else text
+        return f"{s.label}:", text.replace("off", "0") if s.kind != "bool" else text
 
-    def layer_text(self, lid: str) -> str:
-        """What the edit field starts with for layer ``lid``'s sparsity."""
-        r = self.opt.layers.get(lid)
-        return f"{r.sparsity:g}" if r else "0"
+    def edit(self, kind: str, what: Any, text: str) -> str:
+        """The value typed in the field of :meth:`edit_field` (kind, what)."""
+        return {"setting": self.set, "layer": self.set_layer, "lr": self.set_lr}[kind](what, text)
 
     def step_layer(self, lid: str, n: int) -> str:
         """Override layer ``lid`` at its sparsity + ``n`` %, kept in [0, 0.99]."""

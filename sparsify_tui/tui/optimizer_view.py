@@ -75,6 +75,20 @@ def layer_sig(le: Any) -> tuple:
             le.perf_rank)
 
 
+def title_text(name: str, names: list[str], dirty: bool, save_error: str, readonly: bool) -> Text:
+    """The title line: the optimization, which version of how many, saved or not (and why not)."""
+    idx = names.index(name) + 1 if name in names else len(names) + 1
+    state = "unsaved" if dirty else "saved"
+    if save_error:
+        state = f"not saved: {save_error}"
+    t = Text()
+    t.append(f"Optimization {name!r}", style="bold")
+    t.append(f"  version {idx} of {max(len(names), idx)}  ({state})", style="dim")
+    if readonly:
+        t.append("  read-only project: viewing only, edits are off", style="bold red")
+    return t
+
+
 def estimates_text(est: Any, width: int = 120, profile: str = "") -> Group:
     """The estimates panel: speedup, time vs baseline, FLOPs and params reduction, recovery confidence.
 

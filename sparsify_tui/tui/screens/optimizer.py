@@ -21,6 +21,7 @@ Everything is keyboard driven:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -34,23 +35,13 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Header, Input, Static, TabbedContent, TabPane
 
 from sparsify_tui.actions.optimizer_editor import OptimizationEditor
-from sparsify_tui.actions.optimizer_settings import SETTINGS, Setting, fmt_lr_args, fmt_setting, lr_to_text
+from sparsify_tui.actions.optimizer_settings import SETTINGS, Setting
 from sparsify_tui.errors import SparsifyError, UsageError
 from sparsify_tui.optim.optimization import Optimization
-from sparsify_tui.tui.data import ellipsize_middle, fmt_count
-from sparsify_tui.tui.optimizer_view import (
-    LAYER_COLUMNS,
-    LAYER_WIDTHS,
-    LR_COLUMNS,
-    cell,
-    estimates_text,
-    layer_sig,
-    layer_specs,
-    shared_cell,
-)
+from sparsify_tui.tui.optimizer_view import estimates_text, title_text
 from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.optim_lr import LRChart
-from sparsify_tui.tui.widgets.optim_table import FastDataTable
+from sparsify_tui.tui.widgets.optim_plan import EditBar, ErrorLine, LayerPlanTable, LRTable, SettingsTable
 from sparsify_tui.tui.widgets.optim_training import TrainingSummary, training_rows
 
 if TYPE_CHECKING:
@@ -58,6 +49,18 @@ if TYPE_CHECKING:
     from sparsify_tui.project import Project
 
 SAVE_DELAY_S = 0.5
+
+
+def freeze_heap() -> bool:
+    """Leave everything alive now (model graph, profiles, the tables' rows) out of the collector's full passes.
+
+    A full (generation 2) collection walks every tracked object: with a
+    500-layer model loaded that is an 80 ms pause every few seconds of
+    editing, which would land on some key presses. The editor hands the
+    frozen objects back to the collector (``gc.unfreeze``) when it closes.
+    """
+    gc.freeze()
+    return True
 
 
 # ---------------------------------------------------------------- modal: unsaved changes
@@ -85,33 +88,36 @@ class ConfirmLeave(ModalScreen[str]):
 
 
 # ---------------------------------------------------------------- the screen
+OPTIMIZER_BINDINGS = [
+    Binding("plus,equals_sign", "step(1)", "+ step", id="opt_step_up", tooltip="Raise the highlighted setting"),
+    Binding("minus", "step(-1)", "- step", id="opt_step_down", tooltip="Lower the highlighted setting"),
+    Binding("right_square_bracket", "step(5)", "+5 steps", show=False, id="opt_step_up5"),
+    Binding("left_square_bracket", "step(-5)", "-5 steps", show=False, id="opt_step_down5"),
+    Binding("e", "edit", "Edit value", id="opt_edit",
+            tooltip="Type a value for the highlighted setting, layer override or LR modifier"),
+    Binding("r", "reset_override", "Reset override", id="opt_reset", tooltip="Give the layer back to the allocation"),
+    Binding("x", "toggle_exclude", "Exclude layer", id="opt_exclude", tooltip="Leave the layer dense (or not)"),
+    Binding("a", "add_lr", "Add LR", id="opt_add_lr", tooltip="Add a learning-rate modifier"),
+    Binding("d", "delete_lr", "Remove LR", id="opt_del_lr", tooltip="Remove the highlighted LR modifier"),
+    Binding("u,ctrl+z", "undo", "Undo", id="opt_undo", tooltip="Undo the last edit"),
+    Binding("ctrl+y", "redo", "Redo", show=False, id="opt_redo"),
+    Binding("c", "copy_version", "Copy version", id="opt_copy", tooltip="Copy this optimization as a new version"),
+    Binding("n", "next_version", "Next version", id="opt_next", tooltip="Switch to the next version"),
+    Binding("1", "tab('tab-plan')", "Plan", show=False, id="opt_tab_plan"),
+    Binding("2", "tab('tab-lr')", "Learning rate", show=False, id="opt_tab_lr"),
+    Binding("3", "tab('tab-summary')", "Training summary", show=False, id="opt_tab_summary"),
+    Binding("f1,question_mark", "area_help", "Help here", id="opt_help", tooltip="Help for the focused area"),
+    Binding("escape", "back", "Back", id="opt_back", tooltip="Save and go back"),
+    Binding("q", "leave_app", "Quit", show=False, id="opt_quit"),
+]
+
+
 class OptimizerScreen(Screen):
     """Edit an optimization with the keyboard and see its estimates after every edit."""
 
     PALETTE_GROUP = "Optimizer"
     AUTO_FOCUS = "#opt-settings"
-    BINDINGS = [
-        Binding("plus,equals_sign", "step(1)", "+ step", id="opt_step_up", tooltip="Raise the highlighted setting"),
-        Binding("minus", "step(-1)", "- step", id="opt_step_down", tooltip="Lower the highlighted setting"),
-        Binding("right_square_bracket", "step(5)", "+5 steps", show=False, id="opt_step_up5"),
-        Binding("left_square_bracket", "step(-5)", "-5 steps", show=False, id="opt_step_down5"),
-        Binding("e", "edit", "Edit value", id="opt_edit",
-                tooltip="Type a value for the highlighted setting, layer override or LR modifier"),
-        Binding("r", "reset_override", "Reset override", id="opt_reset", tooltip="Give the layer back to the allocation"),
-        Binding("x", "toggle_exclude", "Exclude layer", id="opt_exclude", tooltip="Leave the layer dense (or not)"),
-        Binding("a", "add_lr", "Add LR", id="opt_add_lr", tooltip="Add a learning-rate modifier"),
-        Binding("d", "delete_lr", "Remove LR", id="opt_del_lr", tooltip="Remove the highlighted LR modifier"),
-        Binding("u,ctrl+z", "undo", "Undo", id="opt_undo", tooltip="Undo the last edit"),
-        Binding("ctrl+y", "redo", "Redo", show=False, id="opt_redo"),
-        Binding("c", "copy_version", "Copy version", id="opt_copy", tooltip="Copy this optimization as a new version"),
-        Binding("n", "next_version", "Next version", id="opt_next", tooltip="Switch to the next version"),
-        Binding("1", "tab('tab-plan')", "Plan", show=False, id="opt_tab_plan"),
-        Binding("2", "tab('tab-lr')", "Learning rate", show=False, id="opt_tab_lr"),
-        Binding("3", "tab('tab-summary')", "Training summary", show=False, id="opt_tab_summary"),
-        Binding("f1,question_mark", "area_help", "Help here", id="opt_help", tooltip="Help for the focused area"),
-        Binding("escape", "back", "Back", id="opt_back", tooltip="Save and go back"),
-        Binding("q", "leave_app", "Quit", show=False, id="opt_quit"),
-    ]
+    BINDINGS = OPTIMIZER_BINDINGS
     # bindings that only make sense in one area (hidden from the footer elsewhere)
     AREA_ACTIONS = {"reset_override": ("opt-layers",), "toggle_exclude": ("opt-layers",),
                     "delete_lr": ("opt-lr", "opt-lr-chart")}
@@ -125,16 +131,7 @@ class OptimizerScreen(Screen):
         self.opt_name = opt_name
         self.editor = OptimizationEditor(project)  # the optimization, its undo history and its saving
         self._save_timer = None
-        self._edit_target: tuple[str, Any] | None = None
-        self._layer_cache: dict[str, dict[str, tuple[str, str, str]]] = {}
-        self._layer_keys: dict[str, Any] = {}
-        self._layers_pending: list | None = None
         self._heap_frozen = False
-        self._settings_cache: dict[str, str] = {}
-        self._layer_sigs: dict[str, tuple] = {}
-        self._error_shown = ""
-        self._lr_sig: tuple = ()
-        self._lr_shown: list[str] = []
         self.last_update_ms: float | None = None
         self.ready = False
         self._reloading = False
@@ -166,37 +163,28 @@ class OptimizerScreen(Screen):
             with TabbedContent(id="opt-tabs", initial="tab-plan"):
                 with TabPane("1 Plan", id="tab-plan"):
                     with Horizontal(id="opt-plan"):
-                        yield FastDataTable(id="opt-settings", cursor_type="row", zebra_stripes=True)
-                        yield FastDataTable(id="opt-layers", cursor_type="row", zebra_stripes=True)
+                        yield SettingsTable(id="opt-settings", cursor_type="row", zebra_stripes=True)
+                        yield LayerPlanTable(id="opt-layers", cursor_type="row", zebra_stripes=True)
                 with TabPane("2 Learning rate", id="tab-lr"):
                     with Horizontal(id="opt-lr-box"):
-                        yield FastDataTable(id="opt-lr", cursor_type="row")
+                        yield LRTable(id="opt-lr", cursor_type="row")
                         yield LRChart(id="opt-lr-chart")
                 with TabPane("3 Training summary", id="tab-summary"):
                     yield TrainingSummary(id="opt-summary")
-            with Horizontal(id="opt-edit-bar"):
-                yield Static("", id="opt-edit-label")
-                yield Input(id="opt-edit")
-            yield Static("", id="opt-error")
+            yield EditBar(id="opt-edit-bar")
+            yield ErrorLine("", id="opt-error")
         yield FitFooter()
 
     def on_mount(self) -> None:
         # the widgets every edit touches, looked up once
-        self._settings_table = st = self.query_one("#opt-settings", FastDataTable)
-        self._layers_table = self.query_one("#opt-layers", FastDataTable)
+        self._settings_table = self.query_one("#opt-settings", SettingsTable)
+        self._layers_table = self.query_one("#opt-layers", LayerPlanTable)
+        self._lr_table = self.query_one("#opt-lr", LRTable)
         self._estimates_box = self.query_one("#opt-estimates", Static)
         self._title_box = self.query_one("#opt-title", Static)
-        st.add_column("Setting", key="label")
-        st.add_column("Value", key="value", width=13)
-        for s in SETTINGS:
-            st.add_row(cell(s.label), cell(""), key=s.key)
-        lt = self.query_one("#opt-layers", DataTable)
-        for key, label in LAYER_COLUMNS:
-            lt.add_column(label, key=key, width=LAYER_WIDTHS.get(key))
-        lr = self.query_one("#opt-lr", DataTable)
-        for key, label in LR_COLUMNS:
-            lr.add_column(label, key=key)
-        self.query_one("#opt-edit-bar").display = False
+        self._edit_bar = self.query_one("#opt-edit-bar", EditBar)
+        for table in (self._settings_table, self._layers_table, self._lr_table):
+            table.setup()
         if self.project is None:
             self.project = self.editor.project = getattr(self.app, "project", None)
         if self.graph is None:
@@ -223,16 +211,13 @@ class OptimizerScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="optimizer-load",
           description="Preparing the optimizer")
     def _load_context(self) -> None:
-        from sparsify_tui.actions.optimizer import OptimizerContext, default_optimization_name
+        from sparsify_tui.actions.optimizer import OptimizerContext
 
         try:
             if self.project is None:
                 raise UsageError("open a project first")
-            stored = self.project.get_optimization(self.opt_name or default_optimization_name(self.project))
-            opt = Optimization.from_dict(stored) if stored else None
-            if self._reloading:  # new profiles arrived: use the newest ones, not the plan's recorded ids
-                opt = None
-            ctx = OptimizerContext.for_project(self.project, self.graph, opt)
+            # new profiles arrived (reloading): the newest ones, not the plan's recorded ids
+            ctx = OptimizerContext.for_editor(self.project, self.graph, self.opt_name, newest=self._reloading)
         except SparsifyError as exc:
             self.app.call_from_thread(self._fail, str(exc))
             return
@@ -249,25 +234,22 @@ class OptimizerScreen(Screen):
         self.graph = ctx.graph
         self.editor.bind(ctx)
         self._seen_profiles = self._profile_ids()
-        if self._reloading and self.opt is not None:  # new profiles: same optimization, new estimates
+        t0 = time.perf_counter()
+        reload = self._reloading and self.opt is not None  # new profiles: same optimization, new estimates
+        if reload:
             self._reloading = False
-            t0 = time.perf_counter()
             self.editor.reattach()
             self._update_view(t0)
             self._schedule_save()
-            self.ready = True
-            self._freeze_heap()
-            self.notify("profiles changed: estimates recomputed", timeout=3)
-            return
-        t0 = time.perf_counter()
-        fresh = self.editor.open(self.opt_name)
-        self._update_view(t0, first=True)
-        if fresh:
-            self._save_now()
+        else:
+            fresh = self.editor.open(self.opt_name)
+            self._update_view(t0, first=True)
+            if fresh:
+                self._save_now()
         self.ready = True
-        self._freeze_heap()
-        for note in ctx.notes:
-            self.notify(note, timeout=5)
+        self._heap_frozen = freeze_heap()
+        for note in ["profiles changed: estimates recomputed"] if reload else ctx.notes:
+            self.notify(note, timeout=3 if reload else 5)
 
     # ------------------------------------------------------------ recompute and show
     def _show_opt(self, opt: Optimization, *, first: bool = False) -> None:
@@ -281,120 +263,21 @@ class OptimizerScreen(Screen):
         self.opt_name = self.opt.name
         self._update_title()
         box = self._estimates_box
-        box.update(estimates_text(self.est, box.size.width or self.app.size.width, self.perf_profile_name()),
+        box.update(estimates_text(self.est, box.size.width or self.app.size.width, self.editor.perf_profile_name()),
                    layout=False)
-        self._update_settings()
-        self._update_layers(rebuild=first)
-        self._update_lr()
+        self._settings_table.show(self.opt)
+        self._layers_table.show(self.est, rebuild=first)
+        self._lr_table.show(self.opt)
+        self.query_one("#opt-lr-chart", LRChart).show(self.opt)
         summary = self.query_one("#opt-summary", TrainingSummary)
         if first or training_rows(self.opt) != summary.rows or summary.end != self.opt.end_epoch:
             summary.set_opt(self.opt)
         self.last_update_ms = (time.perf_counter() - t0) * 1000
 
-    def perf_profile_name(self) -> str:
-        """The name of the stored perf profile the estimates come from ("" when approximated from FLOPs)."""
-        pid = (getattr(self.ctx, "profile_ids", None) or {}).get("perf", "")
-        if not pid or self.project is None:
-            return ""
-        return next((e.name for e in self.project.profiles_of("perf") if e.id == pid), "")
-
     def _update_title(self) -> None:
-        names = self.editor.version_names()
-        idx = names.index(self.opt.name) + 1 if self.opt.name in names else len(names) + 1
-        state = "unsaved" if self.dirty else "saved"
-        if self.editor.save_error:
-            state = f"not saved: {self.editor.save_error}"
-        t = Text()
-        t.append(f"Optimization {self.opt.name!r}", style="bold")
-        t.append(f"  version {idx} of {max(len(names), idx)}  ({state})", style="dim")
-        if getattr(self.project, "readonly", False):
-            t.append("  read-only project: viewing only, edits are off", style="bold red")
-        self._title_box.update(t, layout=False)
-
-    def _update_settings(self) -> None:
-        changes = []
-        for s in SETTINGS:
-            v = fmt_setting(self.opt, s)
-            if self._settings_cache.get(s.key) != v:
-                changes.append((s.key, "value", cell(v, "bold")))
-                self._settings_cache[s.key] = v
-        self._settings_table.set_cells(changes)
-
-    def _update_layers(self, rebuild: bool = False) -> None:
-        lt = self._layers_table
-        keys = self._layer_keys
-        if rebuild or lt.row_count != len(self.est.layers) or any(le.id not in keys for le in self.est.layers):
-            self._layers_pending = None
-            lt.clear()
-            self._layer_cache = {}
-            self._layer_sigs = {}
-            rows = []
-            for le in self.est.layers:
-                specs = layer_specs(le)
-                self._layer_cache[le.id] = specs
-                self._layer_sigs[le.id] = layer_sig(le)
-                cells = {k: cell(*spec) for k, spec in specs.items()}
-                rows.append((cell(ellipsize_middle(le.name, LAYER_WIDTHS["name"])), cells["sparsity"], cells["speedup"], cells["time"], cells["loss"],
-                             cells["perf"], cells["note"], cells["recovery"],
-                             cell(fmt_count(le.params), justify="right"), cell(le.op_type)))
-            self._layer_keys = {}
-            for le, row in zip(self.est.layers, rows):
-                self._layer_keys[le.id] = lt.add_row(*row, key=le.id)
-            return
-        # rows in view (and a few around) now, in this frame; the others right after it is drawn
-        self._layers_pending = None
-        top = int(lt.scroll_offset.y) - 5
-        bottom = top + lt.size.height + 10
-        index = lt._row_locations.get
-        now, later = [], []
-        for le in self.est.layers:
-            i = index(le.id)
-            (now if i is not None and top <= i < bottom else later).append(le)
-        self._apply_layer_rows(now)
-        if later:
-            self._layers_pending = later
-            self.call_after_refresh(self._flush_layer_rows, later)
-
-    def _flush_layer_rows(self, pending: list) -> None:
-        if self._layers_pending is pending:  # else a newer edit superseded it (and did all rows again)
-            self._layers_pending = None
-            self._apply_layer_rows(pending)
-
-    def _apply_layer_rows(self, layers: list) -> None:
-        """Put the changed cells of these layers' rows in the table (rows that show no change are skipped)."""
-        changes = []
-        sigs = self._layer_sigs
-        cache = self._layer_cache
-        keys = self._layer_keys
-        for le in layers:
-            sig = layer_sig(le)
-            if sigs.get(le.id) == sig:
-                continue  # nothing this row shows changed: skip formatting
-            sigs[le.id] = sig
-            old = cache[le.id]
-            for k, spec in layer_specs(le).items():
-                if old.get(k) != spec:
-                    old[k] = spec
-                    changes.append((keys[le.id], k, shared_cell(*spec)))
-        self._layers_table.set_cells(changes)  # repaints only changed rows in view
-
-    def _update_lr(self) -> None:
-        lr = self.query_one("#opt-lr", DataTable)
-        shown = [lr_to_text(m) for m in self.opt.lr_modifiers]
-        if shown != self._lr_shown:
-            cur = lr.cursor_row
-            lr.clear()
-            for i, m in enumerate(self.opt.lr_modifiers):
-                lr.add_row(str(i + 1), m.kind, f"{m.start_epoch:g}", "end" if m.end_epoch < 0 else f"{m.end_epoch:g}",
-                           f"{m.init_lr:g}", fmt_lr_args(m), key=str(i))
-            if lr.row_count:
-                lr.move_cursor(row=min(cur, lr.row_count - 1))
-            self._lr_shown = shown
-        p = self.opt.pruning
-        sig = (tuple(shown), self.opt.start_epoch, self.opt.end_epoch, p.enabled, p.start_epoch, p.end_epoch)
-        if sig != self._lr_sig:
-            self._lr_sig = sig
-            self.query_one("#opt-lr-chart", LRChart).set_opt(self.opt)
+        ed = self.editor
+        self._title_box.update(title_text(ed.opt.name, ed.version_names(), ed.dirty, ed.save_error,
+                                          getattr(self.project, "readonly", False)), layout=False)
 
     # ------------------------------------------------------------ edits
     def _edit(self, edit: Callable[..., Any], *args: Any) -> bool:
@@ -411,12 +294,7 @@ class OptimizerScreen(Screen):
         return True
 
     def show_error(self, message: str) -> None:
-        if message == self._error_shown:
-            return
-        self._error_shown = message
-        err = self.query_one("#opt-error", Static)
-        err.update(Text(message, style="bold red") if message else "")
-        err.display = bool(message)
+        self.query_one("#opt-error", ErrorLine).show(message)
 
     def focused_area(self) -> str:
         f = self.focused
@@ -449,38 +327,20 @@ class OptimizerScreen(Screen):
             return
         area = self.focused_area()
         if area == "opt-layers":
-            lid = self.current_layer()
-            if lid is None:
+            target: tuple[str, Any] = ("layer", self.current_layer())
+            if target[1] is None:
                 return
-            self._open_edit(("layer", lid), f"sparsity of {lid} (0-0.99 or %):", self.editor.layer_text(lid))
         elif area in ("opt-lr", "opt-lr-chart"):
-            lr = self.query_one("#opt-lr", DataTable)
-            if not lr.row_count:
+            if not self._lr_table.row_count:
                 self.action_add_lr()
                 return
-            i = lr.cursor_row
-            self._open_edit(("lr", i), f"LR modifier {i + 1}:", lr_to_text(self.opt.lr_modifiers[i]))
+            target = ("lr", self._lr_table.cursor_row)
         else:
-            s = self.current_setting()
-            self._open_edit(("setting", s.key), f"{s.label}:", self.editor.setting_text(s.key))
+            target = ("setting", self.current_setting().key)
+        self._open_edit(target)
 
-    def _open_edit(self, target: tuple[str, Any], label: str, value: str) -> None:
-        self._edit_target = target
-        self._edit_return = self.focused
-        self.query_one("#opt-edit-label", Static).update(label)
-        bar = self.query_one("#opt-edit-bar")
-        bar.display = True
-        inp = self.query_one("#opt-edit", Input)
-        inp.value = value
-        inp.focus()
-        inp.action_end()
-
-    def _close_edit(self) -> None:
-        self._edit_target = None
-        self.query_one("#opt-edit-bar").display = False
-        back = getattr(self, "_edit_return", None)
-        if back is not None and back.is_attached:
-            back.focus()
+    def _open_edit(self, target: tuple[str, Any]) -> None:
+        self._edit_bar.open(target, *self.editor.edit_field(*target), self.focused)
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -490,13 +350,9 @@ class OptimizerScreen(Screen):
     @on(Input.Submitted, "#opt-edit")
     def _edit_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        target = self._edit_target
-        if target is None:
-            return
-        kind, what = target
-        edit = {"setting": self.editor.set, "layer": self.editor.set_layer, "lr": self.editor.set_lr}[kind]
-        if self._edit(edit, what, event.value):
-            self._close_edit()
+        target = self._edit_bar.target
+        if target is not None and self._edit(self.editor.edit, *target, event.value):
+            self._edit_bar.close()
 
     def action_reset_override(self) -> None:
         lid = self.current_layer() if self.ready else None
@@ -512,7 +368,7 @@ class OptimizerScreen(Screen):
         if not self.ready:
             return
         self.action_tab("tab-lr")
-        self._open_edit(("lr", None), "new LR modifier:", self.editor.new_lr_text())
+        self._open_edit(("lr", None))
 
     def action_delete_lr(self) -> None:
         if not self.ready:
@@ -603,9 +459,9 @@ class OptimizerScreen(Screen):
         then()
 
     def action_back(self) -> None:
-        if self._edit_target is not None:  # escape in the edit field cancels the edit
+        if self._edit_bar.target is not None:  # escape in the edit field cancels the edit
             self.show_error("")
-            self._close_edit()
+            self._edit_bar.close()
             return
         self._leave(self.app.pop_screen)
 
@@ -614,24 +470,11 @@ class OptimizerScreen(Screen):
 
     def on_unmount(self) -> None:
         if self.dirty:
-            try:
+            with contextlib.suppress(Exception):
                 self._save_now()
-            except Exception:  # noqa: BLE001
-                pass
         if self._heap_frozen:
             self._heap_frozen = False
             gc.unfreeze()  # what was frozen (this screen's widgets too) can be collected again
-
-    def _freeze_heap(self) -> None:
-        """Leave everything alive now (model graph, profiles, the tables' rows) out of the collector's full passes.
-
-        A full (generation 2) collection walks every tracked object: with a
-        500-layer model loaded that is an 80 ms pause every few seconds of
-        editing, which would land on some key presses. The frozen objects are
-        handed back to the collector when the editor closes.
-        """
-        gc.freeze()
-        self._heap_frozen = True
 
     # ------------------------------------------------------------ misc
     WRITE_ACTIONS = frozenset({"step", "edit", "reset_override", "toggle_exclude", "add_lr", "delete_lr",
@@ -651,7 +494,7 @@ class OptimizerScreen(Screen):
     def on_resize(self, event) -> None:  # noqa: ANN001
         if self.est is not None:
             box = self.query_one("#opt-estimates", Static)
-            box.update(estimates_text(self.est, event.size.width - 4, self.perf_profile_name()))
+            box.update(estimates_text(self.est, event.size.width - 4, self.editor.perf_profile_name()))
 
     def action_tab(self, tab: str) -> None:
         tabs = self.query_one("#opt-tabs", TabbedContent)
