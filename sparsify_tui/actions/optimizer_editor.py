@@ -21,6 +21,7 @@ error or the new plan, and schedules the save.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from sparsify_tui.actions.optimizer import default_optimization_name
@@ -85,6 +86,7 @@ class OptimizationEditor:
         self.histories: dict[str, UndoHistory] = {}
         self.dirty = False
         self.save_error = ""
+        self.shown_at = 0.0
         if context is not None:
             self.bind(context)
 
@@ -114,6 +116,7 @@ class OptimizationEditor:
 
     def show(self, opt: Optimization, *, first: bool = False) -> None:
         """Allocate and estimate ``opt`` and make it current (not undoable: :meth:`apply` is)."""
+        self.shown_at = time.perf_counter()  # the screen times allocation, estimates and redraw from here
         old_opt, old_est = (None, None) if first else (self.opt, self.est)
         self.opt, self.est = self.ctx.evaluator.run(opt)
         drop = target_drop_note(old_opt, old_est, self.opt, self.est)

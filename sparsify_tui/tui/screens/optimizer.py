@@ -234,16 +234,15 @@ class OptimizerScreen(Screen):
         self.graph = ctx.graph
         self.editor.bind(ctx)
         self._seen_profiles = self._profile_ids()
-        t0 = time.perf_counter()
         reload = self._reloading and self.opt is not None  # new profiles: same optimization, new estimates
         if reload:
             self._reloading = False
             self.editor.reattach()
-            self._update_view(t0)
+            self._update_view()
             self._schedule_save()
         else:
             fresh = self.editor.open(self.opt_name)
-            self._update_view(t0, first=True)
+            self._update_view(first=True)
             if fresh:
                 self._save_now()
         self.ready = True
@@ -254,12 +253,11 @@ class OptimizerScreen(Screen):
     # ------------------------------------------------------------ recompute and show
     def _show_opt(self, opt: Optimization, *, first: bool = False) -> None:
         """Allocate, estimate, and update what changed on screen."""
-        t0 = time.perf_counter()
         self.editor.show(opt, first=first)
-        self._update_view(t0, first=first)
+        self._update_view(first=first)
 
-    def _update_view(self, t0: float, *, first: bool = False) -> None:
-        """Update what changed on screen after the editor's optimization changed (``t0``: when the edit began)."""
+    def _update_view(self, *, first: bool = False) -> None:
+        """Update what changed on screen after the editor's optimization changed."""
         self.opt_name = self.opt.name
         self._update_title()
         box = self._estimates_box
@@ -272,7 +270,7 @@ class OptimizerScreen(Screen):
         summary = self.query_one("#opt-summary", TrainingSummary)
         if first or training_rows(self.opt) != summary.rows or summary.end != self.opt.end_epoch:
             summary.set_opt(self.opt)
-        self.last_update_ms = (time.perf_counter() - t0) * 1000
+        self.last_update_ms = (time.perf_counter() - self.editor.shown_at) * 1000  # allocation to cells
 
     def _update_title(self) -> None:
         ed = self.editor
@@ -282,14 +280,13 @@ class OptimizerScreen(Screen):
     # ------------------------------------------------------------ edits
     def _edit(self, edit: Callable[..., Any], *args: Any) -> bool:
         """Run one edit of the editor: show its error, or the new plan (and schedule a save)."""
-        t0 = time.perf_counter()
         try:
             edit(*args)
         except UsageError as exc:
             self.show_error(str(exc))
             return False
         self.show_error("")
-        self._update_view(t0)
+        self._update_view()
         self._schedule_save()
         return True
 
@@ -388,12 +385,11 @@ class OptimizerScreen(Screen):
             self._undo_redo(self.editor.redo, "redo", "redone")
 
     def _undo_redo(self, move: Callable[[], str | None], verb: str, done: str) -> None:
-        t0 = time.perf_counter()
         label = move()
         if label is None:
             self.notify(f"nothing to {verb}", timeout=2)
             return
-        self._update_view(t0)
+        self._update_view()
         self._schedule_save()
         self.notify(f"{done}: {label}", timeout=2)
 
@@ -402,9 +398,8 @@ class OptimizerScreen(Screen):
         if not self.ready:
             return
         self._save_now()
-        t0 = time.perf_counter()
         name = self.editor.copy_version()
-        self._update_view(t0)
+        self._update_view()
         self._save_now()
         self.notify(f"copied as {name!r}", timeout=3)
 
@@ -419,9 +414,8 @@ class OptimizerScreen(Screen):
         self.switch_to(name)
 
     def switch_to(self, name: str) -> None:
-        t0 = time.perf_counter()
         if self.editor.switch(name):
-            self._update_view(t0)
+            self._update_view()
             self.notify(f"version {name!r}", timeout=2)
 
     # ------------------------------------------------------------ saving
