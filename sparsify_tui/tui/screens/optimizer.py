@@ -17,6 +17,11 @@ Everything is keyboard driven:
   view in the same frame as the estimates, the other rows right after that
   frame is drawn; the project is saved after 0.5 s without edits. Leaving
   with unsaved changes asks first.
+
+The edits themselves (stepping, typed values, overrides, undo, versions,
+saving) are :class:`~sparsify_tui.actions.optimizer_editor.OptimizationEditor`,
+without Textual; this screen lays out its widgets (``widgets/optim_plan.py``),
+binds the keys, calls the editor and shows its errors.
 """
 
 from __future__ import annotations
@@ -183,6 +188,7 @@ class OptimizerScreen(Screen):
         self._estimates_box = self.query_one("#opt-estimates", Static)
         self._title_box = self.query_one("#opt-title", Static)
         self._edit_bar = self.query_one("#opt-edit-bar", EditBar)
+        self._error_line = self.query_one("#opt-error", ErrorLine)
         for table in (self._settings_table, self._layers_table, self._lr_table):
             table.setup()
         if self.project is None:
@@ -291,7 +297,7 @@ class OptimizerScreen(Screen):
         return True
 
     def show_error(self, message: str) -> None:
-        self.query_one("#opt-error", ErrorLine).show(message)
+        self._error_line.show(message)
 
     def focused_area(self) -> str:
         f = self.focused
