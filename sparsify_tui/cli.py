@@ -200,7 +200,7 @@ def _add_optimize(sub) -> None:
     p.add_argument("--tiny-params", default=None, metavar="N",
                    help="with edge protection, layers with fewer than N weights stay dense (default 1024, 0 = none)")
     p.add_argument("--override", action="append", default=[], metavar="LAYER=S",
-                   help="fix a layer's sparsity (repeatable)")
+                   help="fix a layer's sparsity, 0.8 or 80%% (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
                    help="leave a layer dense (repeatable)")
     p.add_argument("--quantize", action="store_true", help="add INT8 quantization-aware training")

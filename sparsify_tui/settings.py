@@ -61,6 +61,19 @@ def parse_float(flag: str, value: Any, *, minimum: float | None = None, maximum:
     return x
 
 
+def parse_sparsity(value: Any, what: str = "a layer sparsity") -> float:
+    """A layer sparsity in [0, 1), written 0.8 or 80%: the one syntax of the optimizer editor and
+    ``optimize --override``; a bad value raises a UsageError naming ``what``."""
+    t = str(value).strip()
+    try:
+        v = float(t.rstrip("%")) / (100.0 if t.endswith("%") else 1.0)
+    except ValueError:
+        raise UsageError(f"{what} must be a number in [0, 1) such as 0.8 or 80%, got {t!r}") from None
+    if not (0.0 <= v < 1.0):
+        raise UsageError(f"{what} must be in [0, 1), got {t!r}")
+    return v
+
+
 def parse_int_list(flag: str, value: Any, *, minimum: int = 1) -> list[int]:
     parts = [p for p in str(value).replace(" ", "").split(",") if p != ""]
     if not parts:

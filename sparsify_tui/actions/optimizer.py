@@ -6,6 +6,8 @@ API (stable)::
     ctx.evaluator            # Evaluator bound to the project's profiles (or their approximations)
     ctx.profile_ids          # {"perf": id or "", "loss": ..., "quant": ...}
     ctx.notes                # what was approximated, stale profiles used, ...
+    ctx = OptimizerContext.for_editor(project, graph, name)   # with the profiles optimization name recorded
+    name = default_optimization_name(project)      # the first stored one, else "default"
     opt = load_optimization(project, name)          # Optimization or None
     save_optimization(project, opt)                 # project.set_optimization(opt.to_dict())
 
@@ -100,6 +102,15 @@ class OptimizerContext:
         ev = Evaluator(graph, docs["perf"], docs["loss"], docs["quant"])
         return cls(graph=graph, evaluator=ev, profile_ids=ids, notes=notes)
 
+    @classmethod
+    def for_editor(cls, project: "Project", graph: "ModelGraph | None" = None, name: str | None = None, *,
+                   newest: bool = False) -> "OptimizerContext":
+        """The context to edit optimization ``name`` (the default one if None) with: its recorded profiles,
+        or the newest ones (``newest``, or when it is not stored yet)."""
+        stored = project.get_optimization(name or default_optimization_name(project))
+        opt = Optimization.from_dict(stored) if stored and not newest else None
+        return cls.for_project(project, graph, opt)
+
     def attach(self, opt: Optimization) -> Optimization:
         """Record the profile ids in the optimization."""
         opt.perf_profile_id = self.profile_ids.get("perf", "")
@@ -121,6 +132,12 @@ def default_quant_layers(graph: "ModelGraph", quant: dict | None,
     k = max(1, int(round(skip_share * len(rows)))) if len(rows) >= 4 else 0
     skipped = {lid: f"most sensitive to INT8 (top {skip_share:.0%}: {s:.3g})" for lid, s in rows[:k] if s > 0}
     return "all", skipped
+
+
+def default_optimization_name(project: "Project | None") -> str:
+    """The optimization a command or the editor opens when none is named: the project's first, else "default"."""
+    stored = getattr(project, "optimizations", None) or []
+    return str(stored[0].get("name")) if stored else "default"
 
 
 def load_optimization(project: "Project", name: str) -> Optimization | None:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from sparsify_tui.commands.common import emit_json, fmt_count, print_table
-from sparsify_tui.settings import parse_float, parse_int
+from sparsify_tui.settings import parse_float, parse_int, parse_sparsity
 from sparsify_tui.errors import RecipeError, UsageError
 from sparsify_tui.fsutil import read_user_text
 
@@ -56,7 +56,7 @@ def _parse_override(value: str) -> tuple[str, float]:
     lid = lid.strip()
     if not lid:
         raise UsageError(f"--override must be LAYER=SPARSITY, got {value!r}")
-    return lid, parse_float(f"--override {lid}", s, minimum=0.0, maximum=1.0, max_exclusive=True)
+    return lid, parse_sparsity(s, f"--override {lid}")  # the editor's syntax: 0.8 or 80%
 
 
 def _check_layer(graph: "ModelGraph", lid: str, flag: str) -> None:
@@ -67,10 +67,6 @@ def _check_layer(graph: "ModelGraph", lid: str, flag: str) -> None:
                                  "MatMul layers with constant weights can be pruned)")
             return
     raise UsageError(f"{flag}: layer {lid!r} is not in the model (use the ids that 'sparsify-tui info' lists)")
-
-
-def _default_name(project: "Project") -> str:
-    return str(project.optimizations[0].get("name")) if project.optimizations else "default"
 
 
 def _document(est, opt, ctx_notes: list[str], profile_ids: dict[str, str], warnings: list[str] | None = None) -> dict:
@@ -131,10 +127,11 @@ def _print_estimates(est, opt, notes: list[str], *, file=None) -> None:
 
 
 def _next_after_optimize(project: "Project", opt) -> None:
+    from sparsify_tui.actions.optimizer import default_optimization_name
     from sparsify_tui.commands.common import next_steps
 
     d = str(project.dir)
-    sel = "" if _default_name(project) == opt.name else f" --optimization {opt.name}"
+    sel = "" if default_optimization_name(project) == opt.name else f" --optimization {opt.name}"
     steps = []
     if not project.profiles_of("perf"):
         steps.append(f"sparsify-tui profile perf {d}   (measured timings instead of FLOPs estimates)")
@@ -148,7 +145,8 @@ def _next_after_optimize(project: "Project", opt) -> None:
 # ---------------------------------------------------------------- optimize
 def run_optimize(args: argparse.Namespace) -> int:
     from sparsify_tui.optim.optimization import default_optimization, reschedule
-    from sparsify_tui.actions.optimizer import OptimizerContext, default_quant_layers, load_optimization, save_optimization
+    from sparsify_tui.actions.optimizer import (OptimizerContext, default_optimization_name, default_quant_layers,
+                                                load_optimization, save_optimization)
 
     # flag values first: a bad flag never touches the project
     sparsity = None if args.sparsity is None else parse_float("--sparsity", args.sparsity, minimum=0.0, maximum=1.0,
@@ -179,7 +177,7 @@ def run_optimize(args: argparse.Namespace) -> int:
             print(f"note: {notice}", file=sys.stderr)
         project.require_writable()  # optimize stores the plan: a locked project fails before the analysis
         graph = _analyze(project)
-        name = args.name or _default_name(project)
+        name = args.name or default_optimization_name(project)
         opt = load_optimization(project, name)
         created = opt is None
         if args.copy is not None:
@@ -251,7 +249,8 @@ def _write(path: str, text: str, what: str, project: "Project | None" = None) ->
 
 def run_export(args: argparse.Namespace) -> int:
     from sparsify_tui.optim.code_samples import code_sample
-    from sparsify_tui.actions.optimizer import OptimizerContext, load_optimization, save_optimization
+    from sparsify_tui.actions.optimizer import (OptimizerContext, default_optimization_name, load_optimization,
+                                                save_optimization)
     from sparsify_tui.optim.recipe import export_recipe, import_recipe, load_name_map
 
     framework = str(args.framework or "pytorch")
@@ -289,7 +288,7 @@ def run_export(args: argparse.Namespace) -> int:
 
         if not project.optimizations:
             raise UsageError(f"project {project.dir} has no optimization yet: run 'sparsify-tui optimize {args.project}' first")
-        name = args.optimization or _default_name(project)
+        name = args.optimization or default_optimization_name(project)
         opt = load_optimization(project, name)
         if opt is None:
             names = ", ".join(repr(str(o.get("name"))) for o in project.optimizations)

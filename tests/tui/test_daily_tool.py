@@ -101,7 +101,7 @@ def test_raising_the_target_never_lowers_the_estimates_with_buckets_off(corpus):
 async def test_when_buckets_lower_an_estimate_the_optimizer_says_why(mnv3_project):
     """MobileNetV3 at balance 0 with the default 6 buckets: 0.88 -> 0.89 lowers the estimated speedup
     (the buckets regroup the layers); the estimates panel says so instead of leaving it unexplained."""
-    from sparsify_tui.tui.screens.optimizer import with_setting
+    from sparsify_tui.actions.optimizer_settings import with_setting
     from tests.tui.conftest import FIXED_MACHINE, widget_text
     from tests.tui.test_optimizer import open_optimizer
 

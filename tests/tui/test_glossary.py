@@ -10,8 +10,9 @@ from textual.widgets import Input, Static
 from sparsify_tui import glossary
 from sparsify_tui.tui.app import SparsifyApp
 from sparsify_tui.tui.screens.glossary import GlossaryScreen
-from sparsify_tui.tui.screens.optimizer import LAYER_COLUMNS, SETTINGS
-from sparsify_tui.tui.undo import UndoHistory
+from sparsify_tui.actions.optimizer_settings import SETTINGS
+from sparsify_tui.tui.optimizer_view import LAYER_COLUMNS
+from sparsify_tui.actions.undo import UndoHistory
 from tests.tui.conftest import FIXED_MACHINE, settle, widget_text
 
 # every term the optimizer, compare and export screens show in labels and panels must have an entry

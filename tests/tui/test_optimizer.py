@@ -222,7 +222,7 @@ async def test_unsaved_changes_ask_before_quitting(demo_project):
         await pilot.pause()
         assert screen.opt.pruning.target_sparsity == 0.85  # read-only: the edit keys are disabled (#19)
         # an edit that could not be saved (made through the screen's own method, as a key would)
-        from sparsify_tui.tui.screens.optimizer import with_setting
+        from sparsify_tui.actions.optimizer_settings import with_setting
 
         screen.dirty = True
         screen._show_opt(with_setting(screen.opt, "target_sparsity", 0.9))
@@ -372,7 +372,7 @@ async def test_protect_edges_setting_reasons_and_no_measured_loss_note(demo_proj
     """The default plan leaves the demo model's stem dense with its reason in the row; the estimates panel says
     that no measured loss profile backs the plan; Protect edges off (] on the setting) plans the stem."""
     from sparsify_tui.optim.optimization import REASON_STEM
-    from sparsify_tui.tui.screens.optimizer import SETTINGS
+    from sparsify_tui.actions.optimizer_settings import SETTINGS
 
     app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 from textual_plotext import PlotextPlot
 
+from sparsify_tui.actions.optimizer_settings import lr_to_text
 from sparsify_tui.tui.widgets.charts import no_data
 
 
@@ -67,7 +68,17 @@ class LRChart(PlotextPlot):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._args: tuple = ([], [], ())
+        self._shown: tuple = ()
         self.points = 0
+
+    def show(self, opt: Any) -> None:
+        """``set_opt`` when what the curve shows changed (the modifiers, the epochs, the pruning window)."""
+        p = opt.pruning
+        shown = (tuple(lr_to_text(m) for m in opt.lr_modifiers), opt.start_epoch, opt.end_epoch, p.enabled,
+                 p.start_epoch, p.end_epoch)
+        if shown != self._shown:
+            self._shown = shown
+            self.set_opt(opt)
 
     def set_opt(self, opt: Any) -> None:
         xs, ys = lr_curve(opt)

@@ -1,4 +1,5 @@
-"""A small undo/redo history of snapshots (plain dicts), used by the optimizer editor.
+"""A small undo/redo history of snapshots (plain dicts), used by the optimizer editor
+(:class:`~sparsify_tui.actions.optimizer_editor.OptimizationEditor`).
 
 Each entry is a snapshot of the state *before* an edit plus a label saying
 what the edit was ("target sparsity 0.85 -> 0.90"), so the editor can tell
