@@ -1,7 +1,9 @@
 """The Textual application: :class:`SparsifyApp`.
 
 The App owns the open project, its analysed model and loaded profiles
-(``model_data``) and the background profile jobs. Screens read those
+(``model_data``) and the background jobs (``job_manager``, a
+:class:`~sparsify_tui.tui.jobs.JobManager`: the App runs its jobs in thread
+workers and routes their messages back to it). Screens read those
 attributes and watch the reactive counters ``data_version`` (the model or a
 profile changed) and ``jobs_version`` (a job moved on) to refresh; they post
 requests up by calling the App's public methods (``open_project``,
@@ -21,13 +23,19 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from sparsify_tui.errors import SparsifyError
 from sparsify_tui.tui import jobs as jobs_mod
 from sparsify_tui.tui.commands import SparsifyCommands
-from sparsify_tui.tui.data import ModelData, build_model_data
+from sparsify_tui.tui.data import ModelData
+from sparsify_tui.tui.jobs import JobManager, job_label
 from sparsify_tui.tui.launch import close_quietly as _close_quietly
-from sparsify_tui.tui.launch import load_selected as _load_selected
-from sparsify_tui.tui.launch import prepare_demo, resolve_open_target
+from sparsify_tui.tui.launch import (
+    held_project,
+    load_model_data,
+    machine_info,
+    prepare_demo,
+    remember,
+    resolve_open_target,
+)
 from sparsify_tui.tui.messages import (
     JobFailed,
     JobFinished,
@@ -42,13 +50,6 @@ if TYPE_CHECKING:
 
 # the profile kinds the layer summaries use, and the App attribute holding the id of the one in use
 _ENTRY_ATTRS = {"perf": "perf_entry_id", "loss": "loss_entry_id", "quant": "quant_entry_id"}
-
-
-def job_label(job: Any) -> str:
-    """``perf 'deepsparse b1 c2'``: a job's kind and name, for questions and notices."""
-    name = getattr(job, "name", "") or ""
-    kind = getattr(job, "kind", "profile")
-    return f"{kind} {name!r}" if name else kind
 
 
 class SparsifyApp(App[None]):
@@ -95,7 +96,8 @@ class SparsifyApp(App[None]):
         self.model_data: ModelData | None = None
         self.load_errors: list[str] = []
         self.loading = False
-        self.jobs: list[jobs_mod.Job] = []
+        self.job_manager = JobManager(self)
+        self.jobs: list[jobs_mod.Job] = self.job_manager.jobs  # the same list (screens and tests read it)
         self.perf_entry_id: str | None = None
         self.loss_entry_id: str | None = None
         self.quant_entry_id: str | None = None
@@ -122,15 +124,7 @@ class SparsifyApp(App[None]):
     def machine(self) -> dict:
         """This machine's cores, ISA and engines (``engines.machine.machine_info``), cached."""
         if self._machine is None:
-            try:
-                from sparsify_tui.engines.machine import machine_info
-
-                self._machine = machine_info()
-            except Exception:  # noqa: BLE001 - the machine panel is informative only
-                import os
-
-                self._machine = {"physical_cores": os.cpu_count() or 1, "logical_cores": os.cpu_count() or 1,
-                                 "isa": [], "engines": {}, "cpu_model": "unknown"}
+            self._machine = machine_info()
         return self._machine
 
     # ------------------------------------------------------------------ projects
@@ -140,9 +134,8 @@ class SparsifyApp(App[None]):
         from sparsify_tui.tui.screens.overview import OverviewScreen
 
         old = self.project
-        if old is not None and old is not project:
-            if not any(j.active and j.project is old for j in self.jobs):
-                _close_quietly(old)
+        if old is not None and old is not project and not self.job_manager.active(old):
+            _close_quietly(old)
         self.project = project
         self.model_data = None
         self.perf_entry_id = None
@@ -153,7 +146,7 @@ class SparsifyApp(App[None]):
             why = next((n for n in getattr(project, "notices", []) if "read-only" in n), "opened read-only")
             self.notify(f"{why}. Viewing only: profiles, edits and validations are off.", severity="warning",
                         timeout=12)
-        self._remember(project)
+        remember(project)
         # fresh project screens, installed so switching between them keeps their state
         for name in ("overview", "layers"):
             if self.is_screen_installed(name):
@@ -182,25 +175,13 @@ class SparsifyApp(App[None]):
         self.loading = True
         self._open_started = time.perf_counter()
         self.data_version += 1
-        self._load_project(self.project, self.perf_entry_id, self.loss_entry_id)
+        self._load_project(self.project, {kind: getattr(self, attr) for kind, attr in _ENTRY_ATTRS.items()})
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", description="Reading the project")
-    def _load_project(self, project: "Project", perf_id: str | None, loss_id: str | None) -> None:
-        errors: list[str] = []
-        graph = None
-        try:
-            from sparsify_tui.analysis import analyze
-
-            graph = analyze(project.model_path, dict(project.input_shapes or {}) or None)
-        except Exception as exc:  # noqa: BLE001 - shown on the overview
-            errors.append(f"the model could not be analysed: {exc}")
-        perf = _load_selected(project, "perf", perf_id, errors)
-        loss = _load_selected(project, "loss", loss_id, errors)
-        quant = _load_selected(project, "quant", self.quant_entry_id, errors)
-        if get_current_worker().is_cancelled:
-            return
-        data = build_model_data(graph, perf, loss, quant)
-        self.post_message(ProjectLoaded(project, data, errors))
+    def _load_project(self, project: "Project", entry_ids: dict[str, str | None]) -> None:
+        loaded = load_model_data(project, entry_ids, cancelled=lambda: get_current_worker().is_cancelled)
+        if loaded is not None:
+            self.post_message(ProjectLoaded(project, *loaded))
 
     @on(ProjectLoaded)
     def _on_project_loaded(self, message: ProjectLoaded) -> None:
@@ -212,7 +193,7 @@ class SparsifyApp(App[None]):
         for kind in _ENTRY_ATTRS:
             doc = getattr(message.data, kind)
             if doc is not None:
-                self._use_entry(kind, doc.get("_entry_id"))
+                self.use_entry(kind, doc.get("_entry_id"))
         if self._open_started is not None:
             self.last_open_ms = (time.perf_counter() - self._open_started) * 1000
         self.data_version += 1
@@ -223,7 +204,7 @@ class SparsifyApp(App[None]):
     def _on_open_failed(self, message: ProjectOpenFailed) -> None:
         self.notify(message.error, severity="error", timeout=10)
 
-    def _use_entry(self, kind: str, entry_id: str | None) -> bool:
+    def use_entry(self, kind: str, entry_id: str | None) -> bool:
         """Make ``entry_id`` the profile of ``kind`` in use; False for a kind the summaries do not use."""
         attr = _ENTRY_ATTRS.get(kind)
         if attr is None:
@@ -241,7 +222,7 @@ class SparsifyApp(App[None]):
         if entry.kind == "deploy":  # a deployment search: its own screen
             self.action_show_deploy()
             return
-        if not self._use_entry(entry.kind, entry.id):
+        if not self.use_entry(entry.kind, entry.id):
             return
         self.notify(f"using {entry.kind} profile {entry.name!r}", timeout=3)
         self.reload_project()
@@ -267,18 +248,8 @@ class SparsifyApp(App[None]):
         Opening it again must reuse that object: a second ``Project.open`` in
         this process is read-only, and closing the first would drop the lock.
         """
-        try:
-            target = Path(directory).expanduser().resolve()
-        except OSError:
-            return None
-        held = ([self.project] if self.project is not None else []) + [j.project for j in list(self.jobs)]
-        for p in held:
-            try:
-                if not p.readonly and Path(p.dir).resolve() == target:
-                    return p
-            except (OSError, AttributeError):
-                continue
-        return None
+        return held_project(directory, ([self.project] if self.project is not None else []) +
+                            [j.project for j in list(self.jobs)])
 
     def open_demo(self) -> None:
         self._open_demo()
@@ -297,214 +268,59 @@ class SparsifyApp(App[None]):
     def _after_open(self, project: "Project", jobs: list[tuple[str, dict]]) -> None:
         self.open_project(project)
         for kind, settings in jobs:
-            if not any(j.active and j.kind == kind for j in self.active_jobs(project)):
+            if not any(j.kind == kind for j in self.active_jobs(project)):
                 self.start_profile(kind, settings)
 
-    def _remember(self, project: "Project") -> None:
-        try:
-            from sparsify_tui import project as project_mod
-
-            fn = getattr(project_mod, "remember_project", None) or getattr(project_mod, "add_recent_project", None)
-            if fn is not None:
-                fn(project.dir, getattr(project, "display_name", None))
-        except Exception:  # noqa: BLE001 - recent list is a convenience
-            pass
-
-    # ------------------------------------------------------------------ jobs
+    # ------------------------------------------------------------------ jobs (tui.jobs.JobManager does the work)
     def start_profile(self, kind: str, settings: dict | None = None, *, name: str = "") -> jobs_mod.Job | None:
         """Queue a profile of the current project and start it in a thread worker."""
-        if self.project is None:
-            self.notify("open a project first", severity="warning")
-            return None
-        if getattr(self.project, "readonly", False):
-            self.notify("this project is open read-only: profiles cannot be saved", severity="error")
-            return None
-        try:
-            full = jobs_mod.canonical_settings(kind, settings or {}, self.project)
-        except SparsifyError as exc:
-            self.notify(str(exc), severity="error")
-            return None
-        return self.start_job(jobs_mod.Job(kind=kind, settings=full, project=self.project, name=name))
+        return self.job_manager.start_profile(kind, settings, name=name)
 
     def start_validation(self, opt_name: str, **kwargs: Any) -> jobs_mod.Job | None:
         """Validate an optimization of the current project (prune one-shot, measure against the dense model)."""
-        if self.project is None:
-            return None
-        if any(j.kind == "validate" and j.active for j in self.jobs):
-            self.notify("a validation is already running", timeout=3)
-            return None
-        return self.start_job(jobs_mod.Job(kind="validate", settings={"optimization": opt_name, **kwargs},
-                                           project=self.project))
+        return self.job_manager.start_validation(opt_name, **kwargs)
 
     def start_deploy(self, settings: dict | None = None) -> jobs_mod.Job | None:
         """Start the deployment search of the current project (one at a time; it measures like a profile)."""
-        if self.project is None:
-            self.notify("open a project first", severity="warning")
-            return None
-        if getattr(self.project, "readonly", False):
-            self.notify("this project is open read-only: a deployment search cannot be saved", severity="error")
-            return None
-        if any(j.kind == "deploy" and j.active and j.project is self.project for j in self.jobs):
-            self.notify("a deployment search is already running", severity="warning")
-            return None
-        return self.start_job(jobs_mod.Job(kind="deploy", settings=dict(settings or {}), project=self.project))
+        return self.job_manager.start_deploy(settings)
 
     def start_job(self, job: jobs_mod.Job) -> jobs_mod.Job:
         """Start any background job; its progress and end come back as Job* messages."""
-        self.jobs.append(job)
+        return self.job_manager.start(job)
+
+    def jobs_changed(self) -> None:
         self.jobs_version += 1
+
+    def run_in_worker(self, job: jobs_mod.Job) -> None:
         self._run_job(job)
-        return job
 
     @work(thread=True, exclusive=False, exit_on_error=False, group="profile", description="Profile")
     def _run_job(self, job: jobs_mod.Job) -> None:
-        from sparsify_tui.errors import CancelledError, SparsifyError
-
-        graph = None
-        if self.model_data is not None and job.project is self.project:
-            graph = self.model_data.graph
-
-        def progress(fraction: float, label: str) -> None:
-            self.post_message(JobProgress(job.id, fraction, label))
-
-        jobs_mod.lower_thread_priority()  # the engine's child process inherits it: keys stay responsive
-        lock = jobs_mod.MEASURE_LOCK if jobs_mod.needs_measure_slot(job) else None
-        try:
-            if lock is not None:
-                while not lock.acquire(timeout=0.2):
-                    if job.cancel.is_set() or get_current_worker().is_cancelled:
-                        raise CancelledError("cancelled while queued")
-            try:
-                self.post_message(JobStarted(job.id))
-                doc = jobs_mod.run_job(job, progress, graph=graph)
-            finally:
-                if lock is not None:
-                    lock.release()
-        except CancelledError as exc:
-            self.post_message(JobFailed(job.id, str(exc) or "cancelled", cancelled=True,
-                                        partial=getattr(exc, "partial", None)))
-            return
-        except SparsifyError as exc:
-            self.post_message(JobFailed(job.id, str(exc), partial=getattr(exc, "partial", None)))
-            return
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the app
-            self.post_message(JobFailed(job.id, f"internal error: {type(exc).__name__}: {exc}"))
-            return
-        self.post_message(JobFinished(job.id, doc))
-
-    def _job(self, job_id: int) -> jobs_mod.Job | None:
-        return next((j for j in self.jobs if j.id == job_id), None)
+        graph = self.model_data.graph if self.model_data is not None and job.project is self.project else None
+        outcome = JobManager.execute(
+            job, graph=graph, started=lambda: self.post_message(JobStarted(job.id)),
+            progress=lambda fraction, label: self.post_message(JobProgress(job.id, fraction, label)),
+            cancelled=lambda: get_current_worker().is_cancelled)
+        if outcome.doc is not None:
+            self.post_message(JobFinished(job.id, outcome.doc))
+        else:
+            self.post_message(JobFailed(job.id, outcome.error, cancelled=outcome.cancelled, partial=outcome.partial))
 
     @on(JobStarted)
     def _on_job_started(self, message: JobStarted) -> None:
-        job = self._job(message.job_id)
-        if job is not None and job.state == jobs_mod.QUEUED:
-            job.state = jobs_mod.RUNNING
-            job.started = time.monotonic()
-            self.jobs_version += 1
+        self.job_manager.started(message.job_id)
 
     @on(JobProgress)
     def _on_job_progress(self, message: JobProgress) -> None:
-        job = self._job(message.job_id)
-        if job is None or not job.active:
-            return
-        job.state = jobs_mod.RUNNING
-        job.fraction = message.fraction
-        job.label = message.label
-        self.jobs_version += 1
+        self.job_manager.progressed(message.job_id, message.fraction, message.label)
 
     @on(JobFinished)
     def _on_job_finished(self, message: JobFinished) -> None:
-        job = self._job(message.job_id)
-        if job is None:
-            return
-        job.ended = time.monotonic()
-        job.result = message.doc
-        if job.kind == "deploy":
-            self._finish_deploy(job)
-            return
-        if job.kind not in jobs_mod.PROFILE_KINDS:
-            self._finish_validation(job)
-            return
-        try:
-            entry = jobs_mod.save_job_result(job, message.doc)
-        except Exception as exc:  # noqa: BLE001 - report, keep the app alive
-            job.state = jobs_mod.FAILED
-            job.error = f"the result could not be saved: {exc}"
-            self.notify(f"{job.title}: {job.error}", severity="error", timeout=10)
-            self.jobs_version += 1
-            return
-        job.state = jobs_mod.DONE
-        job.fraction = 1.0
-        job.entry_id = getattr(entry, "id", None)
-        job.name = getattr(entry, "name", job.name)
-        self.jobs_version += 1
-        if message.doc.get("incomplete"):
-            why = message.doc.get("error") or "stopped early"
-            self.notify(f"{job.kind} profile {job.title!r} is incomplete (finished levels kept): {why}",
-                        severity="warning", timeout=12)
-        else:
-            self.notify(f"{job.kind} profile {job.title!r} finished", timeout=4)
-        if job.project is self.project:
-            self._use_entry(job.kind, job.entry_id)
-            self.reload_project()
-        self._close_if_orphan(job.project)
-
-    def _finish_deploy(self, job: jobs_mod.Job) -> None:
-        from sparsify_tui.actions.deploy import summary_line
-
-        job.state = jobs_mod.DONE
-        job.fraction = 1.0
-        job.entry_id = (job.result or {}).get("entry_id")  # stored by the core function
-        self.jobs_version += 1
-        self.notify(summary_line(job.result or {}), timeout=10)
-        if job.project is self.project:
-            self.reload_project()
-        self._close_if_orphan(job.project)
-
-    def _finish_validation(self, job: jobs_mod.Job) -> None:
-        job.state = jobs_mod.DONE
-        job.fraction = 1.0
-        self.jobs_version += 1
-        v = job.result or {}
-        v = v.get("validation", v) if isinstance(v.get("validation"), dict) else v
-        ms, es = v.get("measured_speedup"), v.get("estimated_speedup")
-        if isinstance(ms, (int, float)):
-            est = f", estimated {es:.2f}x" if isinstance(es, (int, float)) else ""
-            self.notify(f"{job.title}: measured {ms:.2f}x{est}", timeout=10)
-        if job.project is self.project:
-            self.reload_project()
+        self.job_manager.finished(message.job_id, message.doc)
 
     @on(JobFailed)
     def _on_job_failed(self, message: JobFailed) -> None:
-        job = self._job(message.job_id)
-        if job is None:
-            return
-        job.ended = time.monotonic()
-        job.state = jobs_mod.CANCELLED if message.cancelled else jobs_mod.FAILED
-        job.error = message.error
-        # finished levels are kept, but never in place of a complete profile of the same settings
-        keep_partial = message.partial and job.kind in jobs_mod.PROFILE_KINDS and \
-            jobs_mod.profiles_action.find_cached(job.project, job.kind, job.settings,
-                                                 message.partial.get("machine")) is None
-        if keep_partial:
-            try:
-                job.name = (job.name or jobs_mod.profiles_action.profile_name(job.kind, job.settings, message.partial)) \
-                    + " (partial)"
-                entry = jobs_mod.save_job_result(job, message.partial)
-                job.entry_id = getattr(entry, "id", None)
-            except Exception:  # noqa: BLE001
-                pass
-        self.jobs_version += 1
-        if message.cancelled:
-            self.notify(f"{job.title} cancelled", timeout=4)
-        else:
-            self.notify(f"{job.title} failed: {message.error}", severity="error", timeout=12)
-        self._close_if_orphan(job.project)
-
-    def _close_if_orphan(self, project: "Project") -> None:
-        if project is not self.project and not any(j.active and j.project is project for j in self.jobs):
-            _close_quietly(project)
+        self.job_manager.failed(message.job_id, message.error, cancelled=message.cancelled, partial=message.partial)
 
     @on(Worker.StateChanged)
     def _on_worker_state(self, event: Worker.StateChanged) -> None:
@@ -516,8 +332,8 @@ class SparsifyApp(App[None]):
             self.data_version += 1
 
     def active_jobs(self, project: "Project | None" = None) -> list[jobs_mod.Job]:
-        project = project or self.project
-        return [j for j in self.jobs if j.active and (project is None or j.project is project)]
+        """The queued and running jobs of ``project`` (the current one by default)."""
+        return self.job_manager.active(project or self.project)
 
     # ------------------------------------------------------------------ actions
     def action_help(self) -> None:
@@ -530,37 +346,30 @@ class SparsifyApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_jobs":  # the footer offers it only while a profile runs or waits
-            return any(j.active for j in self.jobs)
+            return bool(self.job_manager.active())
         return True
 
     def watch_jobs_version(self) -> None:
         self.refresh_bindings()
 
     def action_cancel_jobs(self) -> None:
-        active = [j for j in self.jobs if j.active]
-        if not active:
-            self.notify("no profile is running", timeout=3)
-            return
-        for job in active:
-            job.cancel.set()
-        self.notify(f"cancelling {len(active)} job(s)…", timeout=3)
+        n = self.job_manager.cancel_active()
+        self.notify(f"cancelling {n} job(s)…" if n else "no profile is running", timeout=3)
 
     def action_home(self) -> None:
         self._pop_to_home()
 
     def action_show_overview(self) -> None:
-        if self.project is None:
-            self.notify("open a project first", severity="warning")
-            return
         self._show("overview")
 
     def action_show_layers(self) -> None:
-        if self.project is None:
-            self.notify("open a project first", severity="warning")
-            return
         self._show("layers")
 
     def _show(self, name: str) -> None:
+        """Show the project's overview or layers screen (popping back to it when it is below)."""
+        if self.project is None:
+            self.notify("open a project first", severity="warning")
+            return
         target = self.get_screen(name)
         if self.screen is target:
             return
@@ -618,7 +427,7 @@ class SparsifyApp(App[None]):
         """Quit; while a profile runs or waits, ask first (quitting cancels it)."""
         from sparsify_tui.tui.screens.confirm import ConfirmQuit
 
-        active = [j for j in self.jobs if j.active]
+        active = self.job_manager.active()
         if not active:
             self.exit()
             return
@@ -627,18 +436,10 @@ class SparsifyApp(App[None]):
 
         def done(quit_: bool | None) -> None:
             if quit_:
-                for job in self.jobs:
-                    if job.active:
-                        job.cancel.set()
+                self.job_manager.cancel_active()
                 self.exit()
 
         self.push_screen(ConfirmQuit([job_label(j) for j in active]), done)
 
     def on_unmount(self) -> None:
-        for job in self.jobs:
-            job.cancel.set()
-        projects = {id(j.project): j.project for j in self.jobs}
-        if self.project is not None:
-            projects[id(self.project)] = self.project
-        for p in projects.values():
-            _close_quietly(p)
+        self.job_manager.shut_down()

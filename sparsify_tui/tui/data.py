@@ -164,40 +164,46 @@ def build_model_data(graph: "ModelGraph | None" = None, perf: dict | None = None
     FLOPs); perf rows whose id matches no layer (engine-internal steps such as
     DeepSparse's Shuffle) are added after the layer they follow in the profile.
     """
-    perf_layers: dict[str, dict] = {}
-    perf_order: list[str] = []
-    if perf:
-        for entry in perf.get("layers") or []:
-            lid = str(entry.get("id"))
-            perf_layers[lid] = entry
-            perf_order.append(lid)
-    loss_layers: dict[str, dict] = {}
-    if loss:
-        for entry in loss.get("layers") or []:
-            loss_layers[str(entry.get("id"))] = entry
+    perf_layers = {str(e.get("id")): e for e in (perf or {}).get("layers") or []}
+    rows = _graph_rows(graph)
+    by_id = {r.id: r for r in rows}
+    rows = _with_profile_only_rows(rows, by_id, perf_layers, graph)
+    _apply_perf(by_id, perf_layers)
+    _apply_loss(by_id, loss)
+    for entry in (quant or {}).get("layers") or []:
+        row = by_id.get(str(entry.get("id")))
+        if row is not None:
+            row.quant_sens = _float_or_none(entry.get("sensitivity"))
+    eval_s = _float_or_none((loss or {}).get("eval_sparsity"))
+    return ModelData(rows=rows, perf=perf, loss=loss, graph=graph, quant=quant,
+                     perf_levels=sorted(float(x) for x in (perf or {}).get("levels") or []),
+                     loss_levels=sorted(float(x) for x in (loss or {}).get("levels") or []),
+                     eval_sparsity=DEFAULT_EVAL_SPARSITY if eval_s is None else eval_s)
 
-    rows: list[LayerRow] = []
-    by_id: dict[str, LayerRow] = {}
-    if graph is not None:
-        for layer in graph.layers:
-            row = LayerRow(
-                id=layer.id,
-                name=layer.name or layer.id,
-                op_type=layer.op_type,
-                depth=layer.depth,
-                params=layer.params,
-                flops=layer.flops,
-                prunable=bool(layer.prunable),
-                prunable_params=layer.prunable_params,
-                layer=layer,
-            )
-            rows.append(row)
-            by_id[row.id] = row
-    # perf rows not in the graph (or no graph at all)
+
+def _float_or_none(x: Any) -> float | None:
+    try:
+        return float(x) if x is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _graph_rows(graph: "ModelGraph | None") -> list[LayerRow]:
+    """One row per layer of the analysed model (none without a model)."""
+    if graph is None:
+        return []
+    return [LayerRow(id=layer.id, name=layer.name or layer.id, op_type=layer.op_type, depth=layer.depth,
+                     params=layer.params, flops=layer.flops, prunable=bool(layer.prunable),
+                     prunable_params=layer.prunable_params, layer=layer)
+            for layer in graph.layers]
+
+
+def _with_profile_only_rows(rows: list[LayerRow], by_id: dict[str, LayerRow], perf_layers: dict[str, dict],
+                            graph: "ModelGraph | None") -> list[LayerRow]:
+    """``rows`` with the perf rows the graph lacks (all of them without a graph), each after the one it follows."""
     previous: LayerRow | None = None
     inserts: list[tuple[LayerRow | None, LayerRow]] = []
-    for lid in perf_order:
-        entry = perf_layers[lid]
+    for lid, entry in perf_layers.items():
         row = by_id.get(lid)
         if row is None:
             row = LayerRow(
@@ -210,56 +216,41 @@ def build_model_data(graph: "ModelGraph | None" = None, perf: dict | None = None
             by_id[lid] = row
             inserts.append((previous, row))
         previous = row
-    if inserts:
-        if graph is None:
-            rows = [r for _, r in inserts]
-        else:
-            after: dict[int, list[LayerRow]] = {}
-            for prev, row in inserts:
-                after.setdefault(id(prev), []).append(row)
-            merged = list(after.get(id(None), []))
-            for r in rows:
-                merged.append(r)
-                merged.extend(after.get(id(r), []))
-            rows = merged
+    if not inserts:
+        return rows
+    if graph is None:
+        return [r for _, r in inserts]
+    after: dict[int, list[LayerRow]] = {}
+    for prev, row in inserts:
+        after.setdefault(id(prev), []).append(row)
+    merged = list(after.get(id(None), []))
+    for r in rows:
+        merged.append(r)
+        merged.extend(after.get(id(r), []))
+    return merged
+
+
+def _apply_perf(by_id: dict[str, LayerRow], perf_layers: dict[str, dict]) -> None:
+    """Each row's times from the perf profile: baseline, by level, its fused group, its kernel."""
     for lid, entry in perf_layers.items():
         row = by_id[lid]
-        try:
-            row.baseline_ms = float(entry.get("baseline_ms")) if entry.get("baseline_ms") is not None else None
-        except (TypeError, ValueError):
-            row.baseline_ms = None
+        row.baseline_ms = _float_or_none(entry.get("baseline_ms"))
         row.ms_points = parse_levels(entry.get("ms_by_level"))
         grp = entry.get("group") or []
         row.group = [str(g) for g in grp] if isinstance(grp, (list, tuple)) else [str(grp)]
         if entry.get("kernel"):
             prec = entry.get("runtime_precision")
             row.kernel = f"{entry['kernel']} ({prec})" if prec else str(entry["kernel"])
-    for lid, entry in loss_layers.items():
-        row = by_id.get(lid)
+
+
+def _apply_loss(by_id: dict[str, LayerRow], loss: dict | None) -> None:
+    """Each row's loss sensitivities by level and at the evaluation sparsity."""
+    for entry in (loss or {}).get("layers") or []:
+        row = by_id.get(str(entry.get("id")))
         if row is None:
             continue
         row.loss_points = parse_levels(entry.get("sensitivity_by_level"))
-        try:
-            row.loss_eval = float(entry["sensitivity"]) if entry.get("sensitivity") is not None else None
-        except (TypeError, ValueError):
-            row.loss_eval = None
-    for entry in (quant or {}).get("layers") or []:
-        row = by_id.get(str(entry.get("id")))
-        if row is not None:
-            try:
-                row.quant_sens = float(entry["sensitivity"]) if entry.get("sensitivity") is not None else None
-            except (TypeError, ValueError):
-                row.quant_sens = None
-    perf_levels = sorted(float(x) for x in (perf or {}).get("levels") or [])
-    loss_levels = sorted(float(x) for x in (loss or {}).get("levels") or [])
-    eval_s = DEFAULT_EVAL_SPARSITY
-    if loss and loss.get("eval_sparsity") is not None:
-        try:
-            eval_s = float(loss["eval_sparsity"])
-        except (TypeError, ValueError):
-            pass
-    return ModelData(rows=rows, perf=perf, loss=loss, graph=graph, quant=quant, perf_levels=perf_levels,
-                     loss_levels=loss_levels, eval_sparsity=eval_s)
+        row.loss_eval = _float_or_none(entry.get("sensitivity"))
 
 
 # ---------------------------------------------------------------- value display

@@ -21,6 +21,66 @@ def close_quietly(project: "Project") -> None:
         pass
 
 
+def machine_info() -> dict:
+    """This machine's cores, ISA and engines (``engines.machine.machine_info``); a minimal one if that fails."""
+    try:
+        from sparsify_tui.engines.machine import machine_info as info
+
+        return info()
+    except Exception:  # noqa: BLE001 - the machine panel is informative only
+        import os
+
+        return {"physical_cores": os.cpu_count() or 1, "logical_cores": os.cpu_count() or 1,
+                "isa": [], "engines": {}, "cpu_model": "unknown"}
+
+
+def remember(project: "Project") -> None:
+    """Put the project on the home screen's recent list (a convenience: never fails)."""
+    try:
+        from sparsify_tui.project import remember_project
+
+        remember_project(project.dir, getattr(project, "display_name", None))
+    except Exception:  # noqa: BLE001 - recent list is a convenience
+        pass
+
+
+def held_project(directory: Any, projects: list[Any]) -> Any:
+    """The writable one of ``projects`` open in ``directory``, or None."""
+    try:
+        target = Path(directory).expanduser().resolve()
+    except OSError:
+        return None
+    for p in projects:
+        try:
+            if not p.readonly and Path(p.dir).resolve() == target:
+                return p
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def load_model_data(project: "Project", entry_ids: dict[str, str | None],
+                    cancelled: Any = lambda: False) -> tuple[Any, list[str]] | None:
+    """(``tui.data.ModelData``, errors): the analysed model and its selected profiles (blocking).
+
+    None when ``cancelled()`` says so once the files are read (a newer load replaced this one).
+    """
+    from sparsify_tui.tui.data import build_model_data
+
+    errors: list[str] = []
+    graph = None
+    try:
+        from sparsify_tui.analysis import analyze
+
+        graph = analyze(project.model_path, dict(project.input_shapes or {}) or None)
+    except Exception as exc:  # noqa: BLE001 - shown on the overview
+        errors.append(f"the model could not be analysed: {exc}")
+    docs = {kind: load_selected(project, kind, entry_ids.get(kind), errors) for kind in ("perf", "loss", "quant")}
+    if cancelled():
+        return None
+    return build_model_data(graph, docs["perf"], docs["loss"], docs["quant"]), errors
+
+
 def load_selected(project: "Project", kind: str, entry_id: str | None, errors: list[str]) -> dict | None:
     """The chosen profile of a kind, or the newest readable one."""
     try:

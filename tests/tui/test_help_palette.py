@@ -65,7 +65,7 @@ async def test_palette_runs_screen_actions(demo_project):
         await pilot.pause(0.5)
         await pilot.press("enter")
         await pilot.pause(0.3)
-        assert app.screen is screen and screen.prunable_only and table.row_count == 12
+        assert app.screen is screen and screen.view.prunable_only and table.row_count == 12
         # an App-level entry: the overview
         await pilot.press("ctrl+p")
         await pilot.pause()

@@ -75,7 +75,7 @@ async def test_summary_type_sort_filters(demo_project):
         assert data.summary_levels[:2] == [0.4, 0.6]
         # Summary Type: first level 40 %
         await pilot.press("t")
-        assert screen.level == 0.4
+        assert screen.view.level == 0.4
         header = [str(c.label) for c in table.columns.values()]
         assert "ms@40%" in header and "Perf@40%" in header
         i = [c.value for c in table.columns].index("ms")
@@ -103,22 +103,22 @@ async def test_summary_type_sort_filters(demo_project):
             x += column.get_render_width(table)
         await pilot.click("#layer-table", offset=(x + 2, 0))
         await pilot.pause()
-        assert screen.sort_column == "flops" and screen.sort_reverse
+        assert screen.view.sort_column == "flops" and screen.view.sort_reverse
         col = [c.value for c in _column(table, "flops")]
         assert col == sorted(col, reverse=True)
         screen.sort_by("ms", reverse=False)
         # the 's' key moves to the next column and sorts by it
         await pilot.press("s")
-        assert screen.sort_column == "share"
+        assert screen.view.sort_column == "share"
 
         # op-type filter cycles through the op types (alphabetical after "all")
         await pilot.press("f")
-        assert screen.op_filter == "Add"
+        assert screen.view.op_filter == "Add"
         assert {c.plain for c in _column(table, "op")} == {"Add"} and table.row_count == 4
         await pilot.press("f", "f", "f", "f")
-        assert screen.op_filter == "GlobalAveragePool" and table.row_count == 1
+        assert screen.view.op_filter == "GlobalAveragePool" and table.row_count == 1
         await pilot.press("f", "f")  # Relu, then back to all op types
-        assert screen.op_filter == "__all__" and table.row_count == 27
+        assert screen.view.op_filter == "__all__" and table.row_count == 27
 
         # name filter (regex) typed into the input
         await pilot.press("slash")

@@ -43,9 +43,9 @@ async def test_layers_summary_type_optimized(demo_project):
         levels = app.model_data.summary_levels
         await pilot.press(*["t"] * (len(levels) + 1))
         await pilot.pause()
-        assert screen.optimized is not None and screen.level is None
+        assert screen.view.optimized is not None and screen.view.level is None
         status = widget_text(screen.query_one("#layers-status", Static), 400)
-        o = screen.optimized
+        o = screen.view.optimized
         assert "optimized 'plan'" in status and f"Current Timing {fmt_ms(o.current_ms)}" in status
         assert f"Current Parameters {fmt_count(o.current_params)} vs {fmt_count(o.baseline_params)}" in status
         table = screen.query_one("#layer-table", DataTable)
@@ -58,6 +58,6 @@ async def test_layers_summary_type_optimized(demo_project):
         # t again: back to baseline
         await pilot.press("t")
         await pilot.pause()
-        assert screen.optimized is None
+        assert screen.view.optimized is None
         labels = [str(c.label) for c in table.columns.values()]
         assert "Base ms" in labels

@@ -120,11 +120,14 @@ def _fmt_ms(x: float | None) -> str:
     return fmt_ms(x)
 
 
-def refresh_optimized(screen: Any) -> None:
-    """Recompute ``screen.optimized`` (when the Summary Type is "optimized") from the current data."""
+def refresh_optimized(screen: Any, project: "Project | None") -> None:
+    """Recompute ``screen.optimized`` (when the Summary Type is "optimized") from the current data.
+
+    ``screen``: the layer summaries' view-model (``tui.views.layers.LayerView``).
+    """
     if getattr(screen, "optimized", None) is None or screen.data is None:
         return
-    opt = selected_optimization(getattr(screen.app, "project", None), screen.optimized.name)
+    opt = selected_optimization(project, screen.optimized.name)
     if opt is None:
         screen.optimized = None
         return
@@ -132,13 +135,12 @@ def refresh_optimized(screen: Any) -> None:
     screen.optimized = optimized_summary(screen.data.rows, opt, perf.get("baseline_ms"))
 
 
-def cycle_summary(screen: Any) -> bool:
+def cycle_summary(screen: Any, project: "Project | None") -> bool:
     """Key ``t`` with an optimization in the project: baseline -> levels -> optimized -> baseline.
 
     Returns False (nothing done) when the project has no optimization, so the
     screen keeps its own behaviour.
     """
-    project = getattr(screen.app, "project", None)
     opt = selected_optimization(project)
     if opt is None or screen.data is None:
         if getattr(screen, "optimized", None) is not None:
