@@ -134,29 +134,9 @@ def measure(model_files: bytes | dict, job: dict) -> dict:
     except Exception:  # noqa: BLE001
         out["node_id"] = None
 
-    box: dict[str, Any] = {}
-    cancel = threading.Event()
     with tempfile.TemporaryDirectory(prefix="sparsify-sweep-") as tmp:
         model_path = _write_model(model_files, Path(tmp))
-
-        def work() -> None:
-            try:
-                box["profile"] = run_profile(model_path, job, cancel)
-            except BaseException as exc:  # noqa: BLE001 - handed to the task thread
-                box["exc"] = exc
-
-        # The measurement runs in a helper thread so that a Ray cancellation
-        # (KeyboardInterrupt in this thread) can stop the engine's child
-        # process cleanly through the runner's cancel event.
-        t = threading.Thread(target=work, name="sparsify-measure", daemon=True)
-        t.start()
-        try:
-            while t.is_alive():
-                t.join(0.2)
-        except BaseException:
-            cancel.set()
-            t.join(30)
-            raise
+        box = _in_thread(lambda cancel: run_profile(model_path, job, cancel))
     out["started"] = started
     out["finished"] = time.time()
     exc = box.get("exc")
@@ -169,8 +149,8 @@ def measure(model_files: bytes | dict, job: dict) -> dict:
     try:
         out["machine"] = machine_summary()
     except Exception:  # noqa: BLE001
-        out["machine"] = (box["profile"] or {}).get("machine")
-    out["profile"] = box["profile"]
+        out["machine"] = (box["value"] or {}).get("machine")
+    out["profile"] = box["value"]
     return out
 
 
@@ -186,7 +166,7 @@ def _in_thread(fn) -> dict:
         except BaseException as exc:  # noqa: BLE001 - handed to the task thread
             box["exc"] = exc
 
-    t = threading.Thread(target=work, name="sparsify-deploy", daemon=True)
+    t = threading.Thread(target=work, name="sparsify-measure", daemon=True)
     t.start()
     try:
         while t.is_alive():

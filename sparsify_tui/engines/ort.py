@@ -279,6 +279,21 @@ def session_options(cores: int | None = None, *, spinning: bool = True):
     return so
 
 
+def bytes_session(model_bytes: bytes, cores: int | None = None, *, optimize: bool = True, purpose: str = "run it"):
+    """A quiet ONNX Runtime CPU session for a serialized model; EngineError naming ``purpose`` when it fails."""
+    from sparsify_tui.errors import EngineError
+
+    ort = _ort()
+    so = session_options(cores)
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        raise EngineError(f"ONNX Runtime could not load the model to {purpose}: "
+                          f"{str(exc).splitlines()[0][:300]}") from None
+
+
 def session_from_model(model, so, **kwargs):
     """An ONNX Runtime CPU session for an in-memory model; models over ~1.8 GB of tensors go through a
     temporary file with external data (a protobuf cannot exceed 2 GB)."""

@@ -29,7 +29,6 @@ and listed in ``info["magnitude_layers"]`` with the reason.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -134,18 +133,9 @@ def _columns(job: LayerJob, x: np.ndarray) -> np.ndarray:
 
 
 def _session(model_bytes: bytes, cores: int | None):
-    os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
-    import onnxruntime as ort
+    from sparsify_tui.engines.ort import bytes_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if cores:
-        so.intra_op_num_threads = int(cores)
-    try:
-        return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-        raise EngineError(f"ONNX Runtime could not load the model to capture layer inputs: "
-                          f"{str(exc).splitlines()[0][:300]}") from None
+    return bytes_session(model_bytes, cores, purpose="capture layer inputs")
 
 
 def capture(model, jobs: list[LayerJob], samples: list[dict], *, diagonal_only: bool, cores: int | None,

@@ -338,19 +338,9 @@ def l2_scores(dense, cmap) -> dict[str, np.ndarray]:
 
 
 def _session(model_bytes: bytes, cores: int | None = None, optimize: bool = True):
-    import onnxruntime as ort
+    from sparsify_tui.engines.ort import bytes_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if cores:
-        so.intra_op_num_threads = int(cores)
-    try:
-        return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-        raise EngineError(f"ONNX Runtime could not load the model for channel pruning: "
-                          f"{str(exc).splitlines()[0][:300]}") from None
+    return bytes_session(model_bytes, cores, optimize=optimize, purpose="prune its channels")
 
 
 def _feed(sess, sample: Mapping[str, np.ndarray]) -> dict:
