@@ -25,6 +25,17 @@ def _refuse_project_file(project: "Project", out: Path) -> None:
         raise UsageError(f"-o {out} is a directory; give the file to write, e.g. {target / 'pruned.onnx'}")
 
 
+def _sample_files(args) -> tuple[str | None, str | None]:
+    """``--data`` and ``--eval-data``: each an existing file, the held-out one only with ``--validate``."""
+    data, eval_data = getattr(args, "data", None), getattr(args, "eval_data", None)
+    for flag, value in (("--data", data), ("--eval-data", eval_data)):
+        if value is not None and not Path(value).expanduser().exists():
+            raise UsageError(f"{flag} {value}: no such file or directory")
+    if eval_data is not None and not args.validate:
+        raise UsageError("--eval-data is only used with --validate")
+    return data, eval_data
+
+
 def run_prune(args: argparse.Namespace) -> int:
     """``prune PROJECT_DIR -o OUT.onnx [--optimization N] [--validate] [--engine] [--iterations] [--json]``."""
     import sys
@@ -51,12 +62,7 @@ def run_prune(args: argparse.Namespace) -> int:
     iterations = parse_int("--iterations", args.iterations, minimum=1)
     method = check_method(getattr(args, "method", None) or "magnitude")
     samples = parse_int("--samples", getattr(args, "samples", "32"), minimum=1, maximum=100000)
-    data, eval_data = getattr(args, "data", None), getattr(args, "eval_data", None)
-    for flag, value in (("--data", data), ("--eval-data", eval_data)):
-        if value is not None and not Path(value).expanduser().exists():
-            raise UsageError(f"{flag} {value}: no such file or directory")
-    if eval_data is not None and not args.validate:
-        raise UsageError("--eval-data is only used with --validate")
+    data, eval_data = _sample_files(args)
     from sparsify_tui.engines.inputs import parse_input_values
 
     values = parse_input_values(getattr(args, "input_value", None))
@@ -177,12 +183,7 @@ def run_prune_channels(args: argparse.Namespace) -> int:
     if getattr(args, "optimization", None) is not None:
         raise UsageError("--optimization is for unstructured pruning; --structure channels takes "
                          "--flops-reduction or --channel-fraction")
-    data, eval_data = getattr(args, "data", None), getattr(args, "eval_data", None)
-    for flag, value in (("--data", data), ("--eval-data", eval_data)):
-        if value is not None and not Path(value).expanduser().exists():
-            raise UsageError(f"{flag} {value}: no such file or directory")
-    if eval_data is not None and not args.validate:
-        raise UsageError("--eval-data is only used with --validate")
+    data, eval_data = _sample_files(args)
     values = parse_input_values(getattr(args, "input_value", None))
     cores = None
     if getattr(args, "cores", None) is not None:

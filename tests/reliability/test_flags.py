@@ -112,7 +112,7 @@ def test_new_with_an_absurd_input_shape_leaves_nothing(tmp_path):
     (["profile", "loss", "{proj}", "--eval-sparsity", "1.5"], "--eval-sparsity must be below 1"),
     (["profile", "quant", "{proj}", "--samples", "-1"], "--samples must be at least 1"),
     (["optimize", "{proj}", "--override", "nosuch=0.5"], "not in the model"),
-    (["optimize", "{proj}", "--override", "c=1.5"], "below 1"),
+    (["optimize", "{proj}", "--override", "c=1.5"], "must be in [0, 1)"),
     (["optimize", "{proj}", "--override", "c"], "LAYER=SPARSITY"),
     (["optimize", "{proj}", "--exclude", "nosuch"], "not in the model"),
     (["optimize", "{proj}", "--min-speedup", "abc"], "must be a number"),
