@@ -246,34 +246,48 @@ def _onnx_shapes(model: Any) -> dict[str, list[Any]]:
 _FOLDABLE = {"Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast", "Flatten"}
 
 
+def nodes_to_initializers(model: Any, value_of: Any) -> int:
+    """Replace, in place, each main-graph node (in order) for which ``value_of(node)`` gives an array by an
+    initializer of its first output's name holding that value (0-d kept); graph outputs stay nodes.
+    Returns how many nodes were replaced."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    keep, replaced = [], 0
+    for n in g.node:
+        value = value_of(n) if n.output and n.output[0] not in outputs else None
+        if value is not None:
+            g.initializer.append(numpy_helper.from_array(np.array(value, order="C"), n.output[0]))  # keeps 0-d
+            replaced += 1
+            continue
+        keep.append(n)
+    if replaced:
+        del g.node[:]
+        g.node.extend(keep)
+    return replaced
+
+
 def fold_constants(model: Any) -> int:
     """Replace, in place, the main graph's Reshape/Unsqueeze/Squeeze/Identity/Cast/Flatten nodes of constant
     inputs by initializers of their value (a per-channel bias stored as a Reshape of a vector becomes a
     constant the analysis can slice). Returns how many nodes were folded."""
-    from onnx import numpy_helper
-
     from sparsify_tui.onnxkit.tensors import constant_tensor
 
     g = model.graph
     known = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant" and n.output}
-    outputs = {o.name for o in g.output}
-    folded, keep = 0, []
-    for n in g.node:
+
+    def folded(n: Any) -> np.ndarray | None:
         ins = [i for i in n.input if i]
-        if n.op_type in _FOLDABLE and ins and all(i in known for i in ins) and n.output[0] not in outputs:
-            vals = [constant_tensor(model, i) for i in ins]
-            if all(v is not None for v in vals):
-                value = _fold_one(n, vals)
-                if value is not None:
-                    g.initializer.append(numpy_helper.from_array(np.array(value, order="C"), n.output[0]))  # keeps 0-d
-                    known.add(n.output[0])
-                    folded += 1
-                    continue
-        keep.append(n)
-    if folded:
-        del g.node[:]
-        g.node.extend(keep)
-    return folded
+        if n.op_type not in _FOLDABLE or not ins or not all(i in known for i in ins):
+            return None
+        vals = [constant_tensor(model, i) for i in ins]
+        value = _fold_one(n, vals) if all(v is not None for v in vals) else None
+        if value is not None:
+            known.add(n.output[0])
+        return value
+
+    return nodes_to_initializers(model, folded)
 
 
 def _fold_one(n: Any, vals: list[np.ndarray]) -> np.ndarray | None:

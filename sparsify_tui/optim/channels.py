@@ -144,25 +144,11 @@ def prepare(model: Any, shapes: Mapping[str, Any] | None = None,
 def constants_to_initializers(model) -> int:
     """Turn the main graph's Constant nodes into initializers of the same name, in place (a weight stored in a
     Constant would otherwise be computed once, before the segment that refits it). Returns how many."""
-    from onnx import numpy_helper
-
+    from sparsify_tui.onnxkit.channels import nodes_to_initializers
     from sparsify_tui.onnxkit.tensors import constant_node_value
 
-    g = model.graph
-    outputs = {o.name for o in g.output}
-    keep, moved = [], 0
-    for n in g.node:
-        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.output and n.output[0] not in outputs:
-            v = constant_node_value(n)
-            if v is not None:
-                g.initializer.append(numpy_helper.from_array(np.array(v, order="C"), n.output[0]))  # keeps 0-d
-                moved += 1
-                continue
-        keep.append(n)
-    if moved:
-        del g.node[:]
-        g.node.extend(keep)
-    return moved
+    return nodes_to_initializers(
+        model, lambda n: constant_node_value(n) if n.op_type == "Constant" and n.domain in ("", "ai.onnx") else None)
 
 
 # ---------------------------------------------------------------- the plan
