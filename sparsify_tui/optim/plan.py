@@ -143,6 +143,13 @@ class Plan:
         e = self.entries.get(layer_id)
         return float(e.sparsity) if e is not None and e.structure is Structure.UNSTRUCTURED else 0.0
 
+    def overall_sparsity(self, layers: Iterable[Any]) -> float:
+        """Share of the prunable weights of ``layers`` (graph layers: ``id``, ``prunable_params``) the plan zeroes."""
+        layers = list(layers)
+        n = sum(lay.prunable_params for lay in layers)
+        zeros = sum(round(self.sparsity_of(lay.id) * lay.prunable_params) for lay in layers)
+        return zeros / n if n else 0.0
+
     def precision_by_layer(self, layer_ids: Iterable[str] | None = None) -> dict[str, Precision]:
         """{layer id: Precision} where the plan says one: the entry's, else the plan's default.
 
@@ -181,7 +188,32 @@ class Plan:
             body = {"sparsity": body, "channels": extra, "precision": prec}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
+    def annotations(self) -> dict[str, dict[str, Any]]:
+        """The stored entries without their sparsity, for the entries that say more than one (an exported
+        recipe keeps these; its modifiers hold the sparsities)."""
+        out = {}
+        for k, e in self.entries.items():
+            d = {kk: vv for kk, vv in e.to_dict().items() if kk != "sparsity"}
+            if d:
+                out[str(k)] = d
+        return out
+
     # ------------------------------------------------------------ building
+    def with_sparsities(self, sparsities: Mapping[str, float], layer_ids: Iterable[str]) -> "Plan":
+        """A copy whose entries are ``layer_ids`` at ``sparsities`` (0 when absent), each keeping what this plan
+        says of it besides the sparsity; entries of other ids are kept at sparsity 0 (an imported recipe)."""
+        new = self.copy(with_entries=False)
+        for lid in layer_ids:
+            e = self.entries[lid].copy() if lid in self.entries else LayerPlan()
+            e.sparsity = float(sparsities.get(lid, 0.0))
+            new.entries[lid] = e
+        for lid, old in self.entries.items():
+            if lid not in new.entries:
+                e = old.copy()
+                e.sparsity = 0.0
+                new.entries[lid] = e
+        return new
+
     @classmethod
     def from_sparsities(cls, sparsities: Mapping[str, float], *, overridden: bool = False) -> "Plan":
         """A plan of unstructured entries (a recipe's or a measured model's sparsities)."""
@@ -215,3 +247,14 @@ class Plan:
             estimates=dict(get_dict(d, "estimates", "")),
             default_precision=None if prec is None else _enum(Precision, prec, "default_precision"),
         )
+
+
+def pruned_sparsities(plan: "Plan | Mapping[str, float]") -> dict[str, float]:
+    """What a weight pruner applies: a Plan's unstructured sparsities, or a {layer id: sparsity} map as given.
+
+    The one accessor the pruners (:func:`~sparsify_tui.optim.prune.prune_model`,
+    :func:`~sparsify_tui.optim.calibrated.prune_model_calibrated`) read a plan through.
+    """
+    if isinstance(plan, Plan):
+        return plan.unstructured()
+    return dict(plan)
