@@ -70,7 +70,7 @@ def _check_layer(graph: "ModelGraph", lid: str, flag: str) -> None:
 
 
 def _default_name(project: "Project") -> str:
-    return str(project.optimizations[0].get("name")) if project.optimizations else "default"
+    return project.optimization_names()[0] if project.optimizations else "default"
 
 
 def _document(est, opt, ctx_notes: list[str], profile_ids: dict[str, str], warnings: list[str] | None = None) -> dict:
@@ -292,7 +292,7 @@ def run_export(args: argparse.Namespace) -> int:
         name = args.optimization or _default_name(project)
         opt = load_optimization(project, name)
         if opt is None:
-            names = ", ".join(repr(str(o.get("name"))) for o in project.optimizations)
+            names = ", ".join(repr(n) for n in project.optimization_names())
             raise UsageError(f"project {project.dir} has no optimization {name!r} (it has {names})")
         if opt.pruning.enabled and not opt.layers:
             ctx = OptimizerContext.for_project(project, graph, opt)
@@ -311,7 +311,7 @@ def run_export(args: argparse.Namespace) -> int:
                 "optimization": opt.name, "recipe_path": str(recipe_path) if recipe_path else None,
                 "code_path": str(code_path) if code_path else None, "framework": framework, "code_type": code_type,
                 "name_map": str(args.name_map) if args.name_map else None,
-                "pruned_layers": sum(1 for r in opt.layers.values() if r.sparsity > 0),
+                "pruned_layers": len(opt.plan.sparsities()),
                 "modifiers": recipe.count("\n    - !"), "warnings": warnings, "recipe": recipe, "code": code,
             })
             return 0

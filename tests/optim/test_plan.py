@@ -104,3 +104,39 @@ def test_the_stored_fixture_projects_plans_round_trip():
         assert plan.to_dict() == {k: stored[k] for k in ("layers", "perf_profile_id", "loss_profile_id",
                                                          "quant_profile_id")}
         assert plan.sparsities() == {k: v["sparsity"] for k, v in stored["layers"].items() if v["sparsity"] > 0}
+
+
+def test_a_per_layer_precision_reaches_the_recipe_and_the_pruner_refuses_channel_groups(tmp_path):
+    """The lever of HACKING.md: a precision set in the plan is the one the recipe's quantization follows."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.optim.prune import prune_model
+    from sparsify_tui.optim.recipe import export_recipe, import_recipe
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), f"w{i}") for i in range(3)]
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], [f"h{i}"]) for i in range(3)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("h2", TensorProto.FLOAT, [1, 64])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    graph = analyze(path)
+    ids = [lay.id for lay in graph.prunable_layers]
+    opt = default_optimization(graph, 10)
+    opt.quantization.enabled = True
+    opt.plan.entries = {lid: LayerPlan(0.5) for lid in ids}
+    plain = export_recipe(opt, graph)
+    assert "ignore" not in plain
+    opt.plan.entries[ids[1]].precision = Precision.FP32
+    text = export_recipe(opt, graph)
+    assert "ignore: [w1]" in text.replace("'", "").replace('"', "")
+    back = import_recipe(text, graph)  # an unedited export comes back with its precision
+    assert back.plan.entries[ids[1]].precision is Precision.FP32 and back.plan.sparsities() == opt.plan.sparsities()
+    pruned = prune_model(str(path), opt.plan, graph=graph)
+    assert sum(int((numpy_helper.to_array(t) == 0).sum()) for t in pruned.graph.initializer) == 3 * 2048
+    opt.plan.entries["grp"] = LayerPlan(0.5, structure=Structure.CHANNELS, layers=(ids[0],))
+    with pytest.raises(UsageError, match="channel pruner"):
+        prune_model(str(path), opt.plan, graph=graph)

@@ -590,7 +590,7 @@ class OptimizerScreen(Screen):
             self._freeze_heap()
             self.notify("profiles changed: estimates recomputed", timeout=3)
             return
-        names = [o.get("name") for o in self.project.optimizations] if self.project is not None else []
+        names = self.project.optimization_names() if self.project is not None else []
         name = self.opt_name or (names[0] if names else None)
         stored = self.project.get_optimization(name) if (self.project is not None and name) else None
         if stored:
@@ -974,7 +974,7 @@ class OptimizerScreen(Screen):
     def version_names(self) -> list[str]:
         if self.project is None:
             return [self.opt.name] if self.opt else []
-        return [str(o.get("name")) for o in self.project.optimizations]
+        return self.project.optimization_names()
 
     def action_copy_version(self) -> None:
         if not self.ready:
