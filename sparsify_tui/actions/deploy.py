@@ -38,8 +38,6 @@ it finished (``complete`` false) and raises; temporary files never outlive the c
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -53,6 +51,7 @@ import numpy as np
 
 from sparsify_tui.engines.registry import REFERENCE, engine_names, engines as all_engines, get_engine
 from sparsify_tui.errors import CancelledError, EngineError, SparsifyError, UsageError
+from sparsify_tui.optim.plan import Plan
 
 ENGINES = engine_names()
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -150,9 +149,9 @@ def _split(value: Any) -> list[str]:
     return out
 
 
-def _plan_hash(plan: dict[str, float]) -> str:
-    body = json.dumps({k: round(float(v), 6) for k, v in sorted(plan.items())}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+def _plan_hash(plan: "Plan") -> str:
+    """The plan's identity, stored with a search so that an export can tell it changed since."""
+    return plan.digest()
 
 
 # ---------------------------------------------------------------- samples
@@ -248,7 +247,7 @@ def already_quantized(path: str | os.PathLike) -> str | None:
     return f"the model is already quantized ({', '.join(parts)}): no INT8 row to add"
 
 
-def _prune(project: Any, graph: Any, plan: dict[str, float], dst: Path, method: str = "magnitude",
+def _prune(project: Any, graph: Any, plan: "Plan", dst: Path, method: str = "magnitude",
            calib: list[dict] | None = None) -> None:
     """The plan pruned one-shot into ``dst``: by magnitude, or by Wanda / SparseGPT on the calibration samples."""
     if method == "magnitude":
@@ -261,17 +260,17 @@ def _prune(project: Any, graph: Any, plan: dict[str, float], dst: Path, method: 
     prune_model_calibrated(str(project.model_path), plan, dst, graph=graph, method=method, samples=calib)
 
 
-def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, dict[str, float], Any]]:
-    """(name, layer sparsities, graph) of each chosen optimization (default: all of the project's)."""
+def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, "Plan", Any]]:
+    """(name, plan, graph) of each chosen optimization (default: all of the project's)."""
     from sparsify_tui.actions.validate import load_plan
 
     if names is None:
-        names = [str(o.get("name")) for o in project.optimizations]
+        names = project.optimization_names()
     out = []
     for n in names:
         graph, opt, _ctx = load_plan(project, n)
-        plan = opt.layer_sparsities()
-        if not plan:
+        plan = opt.plan
+        if not plan.sparsities():
             raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to deploy beyond dense")
         out.append((opt.name, plan, graph))
     return out
@@ -530,7 +529,7 @@ def _check_cancel(cancel: threading.Event | None) -> None:
         raise CancelledError("the deployment search was cancelled")
 
 
-def _variant(setup: Setup, name: str | None, plan: dict, g: Any, t: Path, tag: str, calib: list[dict],
+def _variant(setup: Setup, name: str | None, plan: Any, g: Any, t: Path, tag: str, calib: list[dict],
              quantized_note: str | None, note: Callable, cancel: threading.Event | None) -> tuple[dict, float]:
     """One sparsity's files (the fp32 file, pruned unless dense, and its INT8 QDQ file) and its sparsity."""
     project = setup.project
@@ -541,9 +540,7 @@ def _variant(setup: Setup, name: str | None, plan: dict, g: Any, t: Path, tag: s
         note(f"pruning for optimization {name!r} ({setup.prune_method})")
         fp32 = t / f"{tag}.fp32.onnx"
         _prune(project, g, plan, fp32, setup.prune_method, calib)
-        n = sum(lay.prunable_params for lay in g.prunable_layers)
-        zeros = sum(round(plan.get(lay.id, 0.0) * lay.prunable_params) for lay in g.prunable_layers)
-        sparsity = zeros / n if n else 0.0
+        sparsity = plan.overall_sparsity(g.prunable_layers)
     v: dict[str, Any] = {"optimization": name, "fp32": str(fp32), "int8": None, "int8_error": None}
     if "int8" in setup.precisions:
         _check_cancel(cancel)
@@ -587,7 +584,9 @@ def build(setup: Setup, tmp: Path, on_progress: ProgressFn | None = None,
 
     variants: list[dict] = []
     files: dict[str, dict] = {}
-    for name, plan, g in [(None, {}, graph)] + plans:
+    from sparsify_tui.optim.plan import Plan
+
+    for name, plan, g in [(None, Plan(), graph)] + plans:
         tag = "dense" if name is None else f"opt{len(variants)}"
         v, sparsity = _variant(setup, name, plan, g, tmp, tag, calib, quantized_note, note, cancel)
         for e in ENGINES:

@@ -136,8 +136,8 @@ def default_quant_layers(graph: "ModelGraph", quant: dict | None,
 
 def default_optimization_name(project: "Project | None") -> str:
     """The optimization a command or the editor opens when none is named: the project's first, else "default"."""
-    stored = getattr(project, "optimizations", None) or []
-    return str(stored[0].get("name")) if stored else "default"
+    names = project.optimization_names() if project is not None else []
+    return names[0] if names else "default"
 
 
 def load_optimization(project: "Project", name: str) -> Optimization | None:

@@ -39,6 +39,7 @@ from sparsify_tui.errors import UsageError
 
 if TYPE_CHECKING:
     from sparsify_tui.analysis.graph import ModelGraph
+    from sparsify_tui.optim.plan import Plan
     from sparsify_tui.project import Project
 
 VALIDATION_LEVEL_STEP = 0.05
@@ -63,10 +64,10 @@ def load_plan(project: "Project", opt_name: str | None = None):
     if not project.optimizations:
         raise UsageError(f"project {project.dir} has no optimization yet: run "
                          f"'sparsify-tui optimize {project.dir}' first")
-    name = opt_name or str(project.optimizations[0].get("name"))
+    name = opt_name or project.optimization_names()[0]
     opt = load_optimization(project, name)
     if opt is None:
-        names = ", ".join(repr(str(o.get("name"))) for o in project.optimizations)
+        names = ", ".join(repr(n) for n in project.optimization_names())
         raise UsageError(f"project {project.dir} has no optimization named {name!r} (it has {names})")
     ctx = OptimizerContext.for_project(project, None, opt)
     if not opt.layers:
@@ -119,7 +120,7 @@ def prune_optimization(project: "Project", out_path: str | Path, opt_name: str |
     return info
 
 
-def _prune_to(project: "Project", graph: "ModelGraph", plan: dict, path: Path, method: str, calibration: list | None,
+def _prune_to(project: "Project", graph: "ModelGraph", plan: "Plan", path: Path, method: str, calibration: list | None,
               sequential: bool, on_progress: Callable[[dict], Any] | None) -> dict:
     from sparsify_tui.optim.calibrated import prune_model_calibrated
 
@@ -134,9 +135,9 @@ def _write_plan(project: "Project", graph: "ModelGraph", opt: Any, out: Path, qu
     import os
     import tempfile
 
-    plan = opt.layer_sparsities()
+    plan = opt.plan
     do_quant = opt.quantization.enabled if quantize is None else quantize
-    info: dict[str, Any] = {"optimization": opt.name, "output": str(out), "layers_pruned": len(plan),
+    info: dict[str, Any] = {"optimization": opt.name, "output": str(out), "layers_pruned": len(plan.sparsities()),
                             "quantized": False, "method": method,
                             "calibration_samples": len(calibration or []) if method != "magnitude" else 0}
     if not do_quant:
@@ -156,9 +157,7 @@ def _write_plan(project: "Project", graph: "ModelGraph", opt: Any, out: Path, qu
     if method != "magnitude":
         info["sequential"] = bool(sequential)
         info["prune_seconds"] = pinfo.get("seconds")
-    n = sum(lay.prunable_params for lay in graph.prunable_layers)
-    zeros = sum(round(plan.get(lay.id, 0.0) * lay.prunable_params) for lay in graph.prunable_layers)
-    info["sparsity"] = zeros / n if n else 0.0
+    info["sparsity"] = plan.overall_sparsity(graph.prunable_layers)
     return info
 
 
@@ -235,10 +234,10 @@ def save_samples(path: Path, samples: list[dict]) -> None:
     np.savez(str(path), **{f"{i}:{k}": v for i, s in enumerate(samples) for k, v in s.items()})
 
 
-def _levels_for(plan: dict[str, float]) -> list[float]:
+def _levels_for(plan: "Plan") -> list[float]:
     """The perf levels an estimate of ``plan`` needs: 0, its sparsities rounded to 0.05, and 0.9."""
     lv = {0.0}
-    for s in plan.values():
+    for s in plan.sparsities().values():
         lv.add(round(round(s / VALIDATION_LEVEL_STEP) * VALIDATION_LEVEL_STEP, 4))
     lv = sorted(x for x in lv if 0.0 <= x < 1.0)
     if len(lv) > MAX_VALIDATION_LEVELS:
@@ -248,7 +247,7 @@ def _levels_for(plan: dict[str, float]) -> list[float]:
     return lv
 
 
-def _same_engine_profile(project: "Project", engine: str, batch: int, cores: int | None, plan: dict[str, float],
+def _same_engine_profile(project: "Project", engine: str, batch: int, cores: int | None, plan: "Plan",
                          precision: str | None = None):
     """(entry, doc) of the newest usable perf profile measured with ``engine`` at this batch size
     (and precision: None matches profiles measured without one)."""
@@ -318,8 +317,8 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
         cores = int(opt_cores)
     else:
         cores = default_cores()
-    plan = opt.layer_sparsities()
-    if not plan:
+    plan = opt.plan
+    if not plan.sparsities():
         raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to validate")
     cal, ev, sample_notes = split_samples(project, graph, method, data, samples, eval_data)
     if input_values:
@@ -331,7 +330,7 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
 
     out = Path(out_path) if out_path else project.dir / "validation" / f"{_safe_name(opt.name)}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
-    note(f"pruning {len(plan)} layers ({method})")
+    note(f"pruning {len(plan.sparsities())} layers ({method})")
     pruned_info = _write_plan(project, graph, opt, out, None, method=method, calibration=cal,
                               sequential=sequential, on_progress=on_progress)
     import tempfile

@@ -291,7 +291,7 @@ def run_export(args: argparse.Namespace) -> int:
         name = args.optimization or default_optimization_name(project)
         opt = load_optimization(project, name)
         if opt is None:
-            names = ", ".join(repr(str(o.get("name"))) for o in project.optimizations)
+            names = ", ".join(repr(n) for n in project.optimization_names())
             raise UsageError(f"project {project.dir} has no optimization {name!r} (it has {names})")
         if opt.pruning.enabled and not opt.layers:
             ctx = OptimizerContext.for_project(project, graph, opt)
@@ -310,7 +310,7 @@ def run_export(args: argparse.Namespace) -> int:
                 "optimization": opt.name, "recipe_path": str(recipe_path) if recipe_path else None,
                 "code_path": str(code_path) if code_path else None, "framework": framework, "code_type": code_type,
                 "name_map": str(args.name_map) if args.name_map else None,
-                "pruned_layers": sum(1 for r in opt.layers.values() if r.sparsity > 0),
+                "pruned_layers": len(opt.plan.sparsities()),
                 "modifiers": recipe.count("\n    - !"), "warnings": warnings, "recipe": recipe, "code": code,
             })
             return 0

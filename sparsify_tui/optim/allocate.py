@@ -74,7 +74,7 @@ Algorithm
 Public API::
 
     curves = Curves(graph, perf=None, loss=None)
-    plan = allocate_plan(curves, opt)          # -> Plan (sparsity per layer, reasons)
+    plan = allocate_plan(curves, opt)          # -> Allocation (sparsity per layer by position, reasons)
     new_opt = allocate(graph, opt, perf, loss)  # opt copy with .layers filled
 """
 
@@ -512,8 +512,9 @@ class Curves:
 
 
 @dataclass
-class Plan:
-    """An allocation: a sparsity for every prunable layer, and reasons for the ones left dense."""
+class Allocation:
+    """An allocation: a sparsity for every prunable layer (by position in ``Curves.ids``), and reasons for the
+    ones left dense; :func:`apply_plan` turns it into the optimization's :class:`~sparsify_tui.optim.plan.Plan`."""
 
     sparsity: np.ndarray  # (m,)
     reasons: dict[int, str]
@@ -692,7 +693,7 @@ class _Allocator:
                     B[i, :j] = -(Ph[i, j] - Ph[i, 0]) / c.P_scale / (c.n[i] * self.pts[j])
             self.A = np.maximum.accumulate(A, axis=1) if m and W.size else W
             self.B = np.maximum.accumulate(B, axis=1) if m and W.size else W
-        self.cache: dict[float, Plan] = {}
+        self.cache: dict[float, Allocation] = {}
         self._free_cache: dict[bytes, _FreeSet] = {}
         self._point_filters = self.min_speedup > 1.0 or self.min_recovery > 0
         self._over_idx = np.fromiter(self.overridden, dtype=np.int64, count=len(self.overridden))
@@ -770,7 +771,7 @@ class _Allocator:
         return out
 
     # ------------------------------------------------------------ one candidate with filters
-    def _plan(self, b: float) -> Plan:
+    def _plan(self, b: float) -> Allocation:
         c = self.c
         reasons = dict(self.reasons)
         free = self.free0.copy()
@@ -811,7 +812,7 @@ class _Allocator:
             s[idx] = 0.0
         achieved = float((c.n * s).sum() / self.N) if self.N > 0 else 0.0
         L, P = c.totals(s)
-        return Plan(sparsity=s, reasons=reasons, overridden=set(self.overridden), achieved=achieved,
+        return Allocation(sparsity=s, reasons=reasons, overridden=set(self.overridden), achieved=achieved,
                     reachable=bool(reachable), balance=b, L=L, P=P, extra=dict(self.extra))
 
     def _violates(self, rows: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -852,7 +853,7 @@ class _Allocator:
         return bad
 
     # ------------------------------------------------------------ candidates and selection
-    def candidates(self) -> list[Plan]:
+    def candidates(self) -> list[Allocation]:
         out = []
         filters = self.min_s > 0 or self.min_speedup > 1.0 or self.min_recovery > 0
         coarse = filters or len(self.c.ids) > 200
@@ -865,7 +866,7 @@ class _Allocator:
             out.append(self.cache[b])
         return out
 
-    def select(self, balance: float) -> Plan:
+    def select(self, balance: float) -> Allocation:
         cands = self.candidates()
         c = self.c
         L = np.array([p.L for p in cands])
@@ -908,7 +909,7 @@ class AllocationCache:
         self.size = size
         self._d: dict[str, _Allocator] = {}
 
-    def plan(self, opt: Optimization) -> Plan:
+    def plan(self, opt: Optimization) -> Allocation:
         key = settings_key(opt)
         a = self._d.pop(key, None)
         if a is None:
@@ -919,11 +920,11 @@ class AllocationCache:
         return a.select(float(opt.pruning.balance))
 
 
-def allocate_plan(curves: Curves, opt: Optimization) -> Plan:
+def allocate_plan(curves: Curves, opt: Optimization) -> Allocation:
     return _Allocator(curves, opt).select(float(opt.pruning.balance))
 
 
-def apply_plan(curves: Curves, opt: Optimization, plan: Plan) -> Optimization:
+def apply_plan(curves: Curves, opt: Optimization, plan: Allocation) -> Optimization:
     """A copy of ``opt`` whose ``layers`` hold the plan's results."""
     new = opt.copy(with_layers=False)
     layers: dict[str, LayerResult] = {}

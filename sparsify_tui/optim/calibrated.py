@@ -37,6 +37,7 @@ import numpy as np
 
 from sparsify_tui.errors import CancelledError, EngineError, UsageError
 from sparsify_tui.optim import reconstruct as rc
+from sparsify_tui.optim.plan import Plan, pruned_sparsities
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 MEMORY_BUDGET = 768 * 2**20  # bytes of H matrices captured in one pass
@@ -327,17 +328,19 @@ class CalibratedPruner:
         return [reconstructed_weight(stored, job, self.method, float(s))[0] for s in levels]
 
 
-def prune_model_calibrated(model_path, sparsities: dict[str, float], out_path=None, *, graph, method: str,
+def prune_model_calibrated(model_path, sparsities: "Plan | dict[str, float]", out_path=None, *, graph, method: str,
                            samples: list[dict] | None = None, sequential: bool = False,
                            cores: int | None = None, memory_budget: int = MEMORY_BUDGET,
                            on_progress: Callable[[dict], Any] | None = None, cancel=None):
-    """Prune each layer of the plan with ``method`` on the calibration ``samples``; (model, info).
+    """Prune each layer of the plan (a :class:`~sparsify_tui.optim.plan.Plan` or {layer id: sparsity}) with
+    ``method`` on the calibration ``samples``; (model, info).
 
     ``out_path`` (optional) is written atomically once every layer is done.
     """
     from sparsify_tui.onnxkit.modelio import load_model_copy, save_model_atomic
     from sparsify_tui.optim.prune import prune_model, prune_weight_in_model
 
+    sparsities = pruned_sparsities(sparsities)
     method = check_method(method)
     t0 = time.perf_counter()
     if method == "magnitude":

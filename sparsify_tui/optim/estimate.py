@@ -197,12 +197,13 @@ class Evaluator:
 
     # ------------------------------------------------------------ estimates
     def sparsity_vector(self, opt: Optimization) -> np.ndarray:
+        """The plan's sparsities by position in the curves (the allocator's form)."""
         c = self.curves
         s = np.zeros(len(c.ids))
-        for lid, r in opt.layers.items():
+        for lid, sp in opt.plan.sparsities().items():
             i = c.index.get(lid)
             if i is not None:
-                s[i] = float(r.sparsity)
+                s[i] = sp
         return s
 
     def evaluate(self, opt: Optimization) -> Estimates:

@@ -34,11 +34,13 @@ Fields
   ``args``: ``gamma``, ``step_size``, ``milestones``, ``lr_min``, ``cycle_epochs``).
 * ``quantization`` (:class:`QuantizationSettings`): enabled, start epoch, bits
   (8), ``layers`` = ``"all"`` or a list of layer ids, ``skipped`` {layer_id: reason}.
-* ``layers``: per-layer results written by the allocation
-  (:meth:`sparsify_tui.optim.estimate.Evaluator.allocate`):
-  {layer_id: :class:`LayerResult` (sparsity, excluded_reason, overridden)}.
-* ``perf_profile_id`` / ``loss_profile_id`` / ``quant_profile_id``: the
-  project profiles the plan was computed from ("" = approximated).
+* ``plan`` (:class:`sparsify_tui.optim.plan.Plan`): per-layer results written
+  by the allocation (:meth:`sparsify_tui.optim.estimate.Evaluator.allocate`),
+  also reachable as ``layers`` {layer_id: ``LayerPlan`` (sparsity,
+  excluded_reason, overridden, structure, precision)}, and the project
+  profiles the plan was computed from, also reachable as ``perf_profile_id`` /
+  ``loss_profile_id`` / ``quant_profile_id`` ("" = approximated). The plan
+  reads and writes its own keys of the stored optimization.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from sparsify_tui.errors import UsageError
+from sparsify_tui.optim.fields import get_bool as _get_bool
+from sparsify_tui.optim.fields import get_dict as _get_dict
+from sparsify_tui.optim.fields import get_float as _get_float
+from sparsify_tui.optim.fields import get_int as _get_int
+from sparsify_tui.optim.fields import get_str as _get_str
+from sparsify_tui.optim.fields import num as _num
+from sparsify_tui.optim.plan import LayerPlan, Plan
 
 SCHEMA_VERSION = 1
 INTERPOLATIONS = ("linear", "cubic", "inverse_cubic")
@@ -115,72 +124,6 @@ def _drop_none(v: Any) -> Any:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-# ---------------------------------------------------------------- coercion helpers
-def _where(ctx: str, key: str) -> str:
-    return f"{ctx}.{key}" if ctx else key
-
-
-def _get_float(d: dict, key: str, default: float, ctx: str) -> float:
-    v = d.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        try:
-            v = float(str(v).strip())
-        except (TypeError, ValueError):
-            raise UsageError(f"optimization field {_where(ctx, key)} must be a number, got {v!r}") from None
-    v = float(v)
-    if not math.isfinite(v):
-        raise UsageError(f"optimization field {_where(ctx, key)} must be a finite number, got {v!r}")
-    return v
-
-
-def _get_int(d: dict, key: str, default: int, ctx: str) -> int:
-    v = d.get(key, default)
-    if isinstance(v, bool):
-        raise UsageError(f"optimization field {_where(ctx, key)} must be a whole number, got {v!r}")
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if not isinstance(v, int):
-        try:
-            v = int(str(v).strip())
-        except (TypeError, ValueError):
-            raise UsageError(f"optimization field {_where(ctx, key)} must be a whole number, got {v!r}") from None
-    return v
-
-
-def _get_bool(d: dict, key: str, default: bool, ctx: str) -> bool:
-    v = d.get(key, default)
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str) and v.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
-        return v.strip().lower() in ("true", "yes", "1")
-    if isinstance(v, int) and v in (0, 1):
-        return bool(v)
-    raise UsageError(f"optimization field {_where(ctx, key)} must be true or false, got {v!r}")
-
-
-def _get_str(d: dict, key: str, default: str, ctx: str) -> str:
-    v = d.get(key, default)
-    if v is None:
-        return default
-    if not isinstance(v, str):
-        raise UsageError(f"optimization field {_where(ctx, key)} must be text, got {v!r}")
-    return v
-
-
-def _get_dict(d: dict, key: str, ctx: str) -> dict:
-    v = d.get(key, {})
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise UsageError(f"optimization field {_where(ctx, key)} must be a table, got {type(v).__name__}")
-    return v
-
-
-def _num(x: float) -> float | int:
-    """Floats stay floats (TOML/JSON friendly), no None."""
-    return float(x)
 
 
 # ---------------------------------------------------------------- parts
@@ -392,34 +335,8 @@ class QuantizationSettings:
         )
 
 
-@dataclass
-class LayerResult:
-    """A layer's allocated sparsity; ``excluded_reason`` is "" unless the layer is left dense on purpose."""
-
-    sparsity: float = 0.0
-    excluded_reason: str = ""
-    overridden: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"sparsity": _num(self.sparsity)}
-        if self.excluded_reason:
-            d["excluded_reason"] = self.excluded_reason
-        if self.overridden:
-            d["overridden"] = True
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Any, lid: str = "") -> "LayerResult":
-        if isinstance(d, (int, float)) and not isinstance(d, bool):
-            return cls(sparsity=float(d))
-        if not isinstance(d, dict):
-            raise UsageError(f"optimization field layers[{lid}] must be a table, got {type(d).__name__}")
-        c = f"layers[{lid}]"
-        return cls(
-            sparsity=_get_float(d, "sparsity", 0.0, c),
-            excluded_reason=_get_str(d, "excluded_reason", "", c),
-            overridden=_get_bool(d, "overridden", False, c),
-        )
+# a layer's entry of the plan (the name the allocation and older code use)
+LayerResult = LayerPlan
 
 
 @dataclass
@@ -434,10 +351,8 @@ class Optimization:
     pruning: PruningSettings = field(default_factory=PruningSettings)
     lr_modifiers: list[LRModifier] = field(default_factory=list)
     quantization: QuantizationSettings = field(default_factory=QuantizationSettings)
-    layers: dict[str, LayerResult] = field(default_factory=dict)
-    perf_profile_id: str = ""
-    loss_profile_id: str = ""
-    quant_profile_id: str = ""
+    # the per-layer plan and the profiles it rests on (:mod:`sparsify_tui.optim.plan`)
+    plan: Plan = field(default_factory=Plan)
     # the last measured validation (actions.validate): dense vs one-shot pruned, estimated vs measured
     validation: dict[str, Any] = field(default_factory=dict)
 
@@ -455,10 +370,7 @@ class Optimization:
             "pruning": self.pruning.to_dict(),
             "lr_modifiers": [m.to_dict() for m in self.lr_modifiers],
             "quantization": self.quantization.to_dict(),
-            "layers": {str(k): v.to_dict() for k, v in self.layers.items()},
-            "perf_profile_id": self.perf_profile_id,
-            "loss_profile_id": self.loss_profile_id,
-            "quant_profile_id": self.quant_profile_id,
+            **self.plan.to_dict(),  # layers, perf/loss/quant_profile_id (the keys and order of schema 1)
             **({"validation": _drop_none(self.validation)} if self.validation else {}),
         }
 
@@ -484,10 +396,7 @@ class Optimization:
             pruning=PruningSettings.from_dict(_get_dict(d, "pruning", "")),
             lr_modifiers=[LRModifier.from_dict(m, i) for i, m in enumerate(lrs)],
             quantization=QuantizationSettings.from_dict(_get_dict(d, "quantization", "")),
-            layers={str(k): LayerResult.from_dict(v, str(k)) for k, v in _get_dict(d, "layers", "").items()},
-            perf_profile_id=_get_str(d, "perf_profile_id", "", ""),
-            loss_profile_id=_get_str(d, "loss_profile_id", "", ""),
-            quant_profile_id=_get_str(d, "quant_profile_id", "", ""),
+            plan=Plan.from_dict(d),
             validation=dict(_get_dict(d, "validation", "")),
         )
 
@@ -496,13 +405,12 @@ class Optimization:
 
         ``with_layers=False`` leaves the per-layer results out (the allocation refills them).
         """
-        layers, self.layers = self.layers, {}
+        plan, self.plan = self.plan, Plan()
         try:
             new = _copy.deepcopy(self)
         finally:
-            self.layers = layers
-        if with_layers:
-            new.layers = {k: LayerResult(v.sparsity, v.excluded_reason, v.overridden) for k, v in layers.items()}
+            self.plan = plan
+        new.plan = plan.copy(with_entries=with_layers)
         if name is not None:
             new.name = name
             new.created = new.modified = now_iso()
@@ -513,10 +421,43 @@ class Optimization:
         if not self.created:
             self.created = self.modified
 
-    # ------------------------------------------------------------ derived
+    # ------------------------------------------------------------ the plan's parts, by their old names
     def layer_sparsities(self) -> dict[str, float]:
-        """{layer_id: sparsity} of the allocated layers with a sparsity above 0."""
-        return {k: v.sparsity for k, v in self.layers.items() if v.sparsity > 0}
+        """{layer_id: sparsity} of the allocated layers with a sparsity above 0 (``plan.sparsities()``)."""
+        return self.plan.sparsities()
+
+    @property
+    def layers(self) -> dict[str, LayerPlan]:
+        """The plan's entries {layer id: LayerPlan}."""
+        return self.plan.entries
+
+    @layers.setter
+    def layers(self, entries: dict[str, LayerPlan]) -> None:
+        self.plan.entries = entries
+
+    @property
+    def perf_profile_id(self) -> str:
+        return self.plan.perf_profile_id
+
+    @perf_profile_id.setter
+    def perf_profile_id(self, v: str) -> None:
+        self.plan.perf_profile_id = v
+
+    @property
+    def loss_profile_id(self) -> str:
+        return self.plan.loss_profile_id
+
+    @loss_profile_id.setter
+    def loss_profile_id(self, v: str) -> None:
+        self.plan.loss_profile_id = v
+
+    @property
+    def quant_profile_id(self) -> str:
+        return self.plan.quant_profile_id
+
+    @quant_profile_id.setter
+    def quant_profile_id(self, v: str) -> None:
+        self.plan.quant_profile_id = v
 
     # ------------------------------------------------------------ validation
     def validate(self, layer_ids: Iterable[str] | None = None) -> None:

@@ -41,6 +41,7 @@ from sparsify_tui.onnxkit.tensors import (
     weight_dequant,
     write_site,
 )
+from sparsify_tui.optim.plan import Plan, pruned_sparsities
 
 if TYPE_CHECKING:
     from sparsify_tui.analysis.graph import Layer, ModelGraph
@@ -51,19 +52,21 @@ def _weight_refs(graph: "ModelGraph") -> dict[str, "Layer"]:
 
 def prune_model(
     model_path_or_proto,
-    sparsities: dict[str, float],
+    sparsities: "Plan | dict[str, float]",
     out_path: str | os.PathLike | None = None,
     *,
     graph: "ModelGraph | None" = None,
 ):
     """Prune each layer's weight to its sparsity; return the pruned copy (and write it to ``out_path``).
 
-    ``sparsities`` maps layer ids (from :mod:`sparsify_tui.analysis`) to a
-    sparsity in [0, 1]; a layer at 0 (or absent) is left bit-identical. A
+    ``sparsities`` is a :class:`~sparsify_tui.optim.plan.Plan` (its
+    unstructured entries) or a map of layer ids (from :mod:`sparsify_tui.analysis`)
+    to a sparsity in [0, 1]; a layer at 0 (or absent) is left bit-identical. A
     weight shared by several layers is pruned once, to the largest sparsity
     requested for any of them. ``graph`` is the :class:`ModelGraph` of the
     same model (analysed when not given).
     """
+    sparsities = pruned_sparsities(sparsities)
     model, external, src = load_model_copy(model_path_or_proto)
     label = str(src) if src is not None else "the model"
     if graph is None:

@@ -64,13 +64,13 @@ from sparsify_tui.optim.optimization import (
     INTERPOLATIONS,
     MASK_TYPES,
     REASON_USER,
-    LayerResult,
     LRModifier,
     Optimization,
     PruningSettings,
     QuantizationSettings,
     now_iso,
 )
+from sparsify_tui.optim.plan import LayerPlan, Precision
 
 if TYPE_CHECKING:
     from sparsify_tui.analysis.graph import Layer, ModelGraph
@@ -160,12 +160,12 @@ def _modifiers(opt: Optimization, graph: "ModelGraph", name_map: dict[str, str] 
     if p.enabled:
         buckets: dict[float, list[str]] = {}
         depth = {lay.id: lay.depth for lay in graph.layers}
-        for lid, r in sorted(opt.layers.items(), key=lambda kv: depth.get(kv[0], 0)):
-            if lid not in names or r.sparsity <= 0:
+        for lid, sp in sorted(opt.plan.unstructured().items(), key=lambda kv: depth.get(kv[0], 0)):
+            if lid not in names:
                 continue
-            if r.sparsity >= 1.0:
-                raise RecipeError(f"layer {lid!r} has sparsity {r.sparsity:g}: a recipe needs sparsities below 1")
-            buckets.setdefault(float(r.sparsity), []).append(lid)
+            if sp >= 1.0:
+                raise RecipeError(f"layer {lid!r} has sparsity {sp:g}: a recipe needs sparsities below 1")
+            buckets.setdefault(sp, []).append(lid)
         unmapped = 0
         for s in sorted(buckets):
             params = []
@@ -205,6 +205,9 @@ def _modifiers(opt: Optimization, graph: "ModelGraph", name_map: dict[str, str] 
         props: dict[str, Any] = {"start_epoch": float(q.start_epoch)}
         quantized = set(names) if q.layers == "all" else set(q.layers)
         quantized -= set(q.skipped)
+        for lid, prec in opt.plan.precision_by_layer().items():  # a per-layer precision in the plan wins
+            if lid in names:
+                (quantized.add if prec is Precision.INT8 else quantized.discard)(lid)
         ignore = [module_name(nm.get(names[lid], names[lid])) for lid in names if lid not in quantized]
         if ignore:
             props["ignore"] = ignore
@@ -240,8 +243,7 @@ def export_recipe(opt: Optimization, graph: "ModelGraph", name_map: dict[str, st
     mods = _modifiers(opt, graph, name_map, warnings)
     body = f"version: {RECIPE_VERSION}\n\nmodifiers:\n" + "\n".join(_modifier_text(t, p) for t, p in mods)
     meta_opt = opt.to_dict()
-    meta_opt["layers"] = {k: {kk: vv for kk, vv in v.items() if kk != "sparsity"}
-                          for k, v in meta_opt["layers"].items() if v.get("excluded_reason") or v.get("overridden")}
+    meta_opt["layers"] = opt.plan.annotations()  # the sparsities are in the modifiers
     meta = {"digest": _digest(body), "mapped": bool(name_map), "optimization": meta_opt}
     model = Path(getattr(graph, "path", "") or "model.onnx").name
     header = (f"# SparseML recipe written by sparsify-tui {__version__} for {model}, "
@@ -619,16 +621,7 @@ class _Modifiers:
 def _exported_optimization(meta: dict, sparsity: dict[str, float], prunable: list["Layer"]) -> Optimization:
     """The optimization saved in an unedited export, with the recipe's sparsities."""
     opt = Optimization.from_dict(meta.get("optimization") or {})
-    reasons = opt.layers
-    opt.layers = {}
-    for lay in prunable:
-        r = reasons.get(lay.id)
-        opt.layers[lay.id] = LayerResult(sparsity=sparsity.get(lay.id, 0.0),
-                                         excluded_reason=r.excluded_reason if r else "",
-                                         overridden=bool(r and r.overridden))
-    for lid, r in reasons.items():
-        if lid not in opt.layers:
-            opt.layers[lid] = LayerResult(sparsity=0.0, excluded_reason=r.excluded_reason, overridden=r.overridden)
+    opt.plan = opt.plan.with_sparsities(sparsity, [lay.id for lay in prunable])
     opt.validate()
     return opt
 
@@ -676,8 +669,8 @@ def import_recipe(text: str, graph: "ModelGraph", name_map: dict[str, str] | Non
     opt.pruning = pr
     opt.lr_modifiers = lrs
     opt.quantization = quant
-    opt.layers = {lay.id: LayerResult(sparsity=sparsity.get(lay.id, 0.0), overridden=lay.id in sparsity)
-                  for lay in prunable}
+    opt.plan.entries = {lay.id: LayerPlan(sparsity.get(lay.id, 0.0), overridden=lay.id in sparsity)
+                        for lay in prunable}
     try:
         opt.validate()
     except UsageError as exc:

@@ -32,6 +32,9 @@ class OptimizationSet:
         self.row_extra: dict[str, dict[str, Any]] = {}  # unknown keys of [[optimizations]] rows, kept
         self.problems: dict[str, str] = {}  # "optimization:<name>" -> why its file cannot be read
 
+    def names(self) -> list[str]:
+        return [str(o.get("name", "")) for o in self.items]
+
     def get(self, name: str) -> dict[str, Any] | None:
         for opt in self.items:
             if opt.get("name") == name:

@@ -391,6 +391,10 @@ class Project:
         return self.catalogue.stale()
 
     # ------------------------------------------------------------ optimizations (see OptimizationSet)
+    def optimization_names(self) -> list[str]:
+        """The optimizations' names, in order (read their plans with ``actions.optimizer.load_optimization``)."""
+        return self.opts.names()
+
     def get_optimization(self, name: str) -> dict[str, Any] | None:
         return self.opts.get(name)
 
@@ -433,5 +437,5 @@ class Project:
             "readonly": self.readonly,
             "notices": list(self.notices),
             "profiles": [dict(e.to_dict(), stale=self.is_stale(e)) for e in self.profiles],
-            "optimizations": [str(o.get("name", "")) for o in self.optimizations],
+            "optimizations": self.optimization_names(),
         }

@@ -203,7 +203,7 @@ class ExportScreen(Screen):
         try:
             if self.project is None:
                 raise UsageError("open a project first")
-            names = [o.get("name") for o in self.project.optimizations]
+            names = self.project.optimization_names()
             graph = self.graph
             if graph is None:
                 from sparsify_tui.analysis import analyze
@@ -236,7 +236,7 @@ class ExportScreen(Screen):
         self.opt_name = opt.name
         t = Text()
         t.append(f"Export optimization {opt.name!r}", style="bold")
-        names = [o.get("name") for o in self.project.optimizations] if self.project is not None else []
+        names = self.project.optimization_names() if self.project is not None else []
         if len(names) > 1:
             t.append(f"  ({names.index(opt.name) + 1 if opt.name in names else '?'} of {len(names)}, n: next)",
                      style="dim")
@@ -400,7 +400,7 @@ class ExportScreen(Screen):
         return True
 
     def action_next_optimization(self) -> None:
-        names = [o.get("name") for o in self.project.optimizations] if self.project is not None else []
+        names = self.project.optimization_names() if self.project is not None else []
         if len(names) < 2:
             self.notify("the project has one optimization: copy it in the optimizer (F2, c)", timeout=3)
             return

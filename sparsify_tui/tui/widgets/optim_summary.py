@@ -18,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
+from sparsify_tui.errors import UsageError
+from sparsify_tui.optim.plan import Plan
+
 if TYPE_CHECKING:
     from sparsify_tui.project import Project
 
@@ -55,18 +58,16 @@ class OptimizedSummary:
 
 
 def plan_sparsities(opt: dict | Any) -> dict[str, float]:
-    """{layer id: sparsity} of an optimization (dict from the project or Optimization)."""
-    layers = opt.get("layers", {}) if isinstance(opt, dict) else {k: v.to_dict() for k, v in opt.layers.items()}
-    out = {}
-    for lid, r in (layers or {}).items():
-        s = r.get("sparsity", 0.0) if isinstance(r, dict) else r
-        try:
-            s = float(s)
-        except (TypeError, ValueError):
-            continue
-        if s > 0:
-            out[str(lid)] = s
-    return out
+    """{layer id: sparsity} of an optimization (dict from the project or Optimization), read by its Plan.
+
+    A stored plan that cannot be read shows as dense here (opening it says why).
+    """
+    if not isinstance(opt, dict):
+        return opt.plan.sparsities()
+    try:
+        return Plan.from_dict(opt).sparsities()
+    except UsageError:
+        return {}
 
 
 def optimized_summary(rows: Iterable[Any], opt: dict | Any, model_baseline_ms: float | None = None) -> OptimizedSummary:

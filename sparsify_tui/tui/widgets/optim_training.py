@@ -31,7 +31,7 @@ def training_rows(opt: Any) -> list[tuple[str, float, float, str]]:
     if p.enabled:
         if p.start_epoch > s:
             rows.append(("Stabilization", s, p.start_epoch, "stabilization"))
-        pruned = sum(1 for r in opt.layers.values() if r.sparsity > 0)
+        pruned = len(opt.plan.sparsities())
         rows.append((f"Pruning ({pruned} layers, {p.interpolation}, every {p.update_frequency:g})",
                      p.start_epoch, p.end_epoch, "pruning"))
         if p.end_epoch < e:
