@@ -50,12 +50,21 @@ def test_old_project_opens_with_its_profiles_and_optimizations(old_project):
         assert p.get_optimization("balanced")["perf_profile_id"] == "perf-1"
 
 
+# Since this fixture was made, a recipe whose plan rests on no measured loss profile says so in two comment
+# lines of its header (issue #24: the fixture's plans use the approximated loss profile). Everything else —
+# the modifiers and the embedded optimization — must stay byte for byte what the old release exported.
+LOSS_NOTE = (b"# Planned without a measured loss profile: layer sensitivities came from weight magnitudes.\n"
+             b"# Measure one ('sparsify-tui profile loss --method one-shot') and validate the plan first.\n")
+
+
 def test_old_project_exports_the_same_recipes(old_project, tmp_path, capsys):
     before = (old_project / "project.toml").read_bytes()
     for name in ("default", "balanced"):
         out = tmp_path / f"{name}.yaml"
         assert cli.main(["export", str(old_project), "--optimization", name, "--recipe", str(out)]) == 0
-        assert out.read_bytes() == (FIXTURE / "expected" / f"{name}.yaml").read_bytes(), name
+        got = out.read_bytes()
+        assert got.count(LOSS_NOTE) == 1, name
+        assert got.replace(LOSS_NOTE, b"") == (FIXTURE / "expected" / f"{name}.yaml").read_bytes(), name
     assert (old_project / "project.toml").read_bytes() == before  # exporting rewrote nothing
 
 

@@ -153,7 +153,7 @@ class PruningSettings:
     exclusions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "enabled": bool(self.enabled),
             "start_epoch": _num(self.start_epoch),
             "end_epoch": _num(self.end_epoch),
@@ -174,6 +174,11 @@ class PruningSettings:
             "overrides": {str(k): _num(v) for k, v in self.overrides.items()},
             "exclusions": {str(k): str(v) for k, v in self.exclusions.items()},
         }
+        if not self.protect_edges and int(self.tiny_params) == DEFAULT_TINY_PARAMS:
+            # what a stored plan without these keys reads back as (the filter came later): an optimization
+            # saved before it writes, and exports, exactly what it did
+            del d["protect_edges"], d["tiny_params"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "PruningSettings":

@@ -17,6 +17,8 @@ from onnx import TensorProto as TP
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
+from sparsify_tui.optim.optimization import Optimization
+
 from sparsify_tui.analysis import analyze
 from sparsify_tui.cli import main
 from sparsify_tui.optim.allocate import edge_roles
@@ -108,7 +110,9 @@ def test_default_plan_leaves_stem_and_head_dense_and_prune_edges_plans_them(mode
 
     off = json.loads(_run(capsys, "optimize", proj, "--prune-edges", "--json").out)
     lay = _layers(off)
-    assert off["optimization"]["pruning"]["protect_edges"] is False
+    # off at the default tiny size is stored as plans were before the filter: without the two keys
+    assert "protect_edges" not in off["optimization"]["pruning"]
+    assert Optimization.from_dict(off["optimization"]).pruning.protect_edges is False
     for name in ("stem", "head", "dw1", "neck"):
         assert lay[name]["sparsity"] > 0 and not lay[name]["excluded_reason"], name
     assert abs(off["achieved_sparsity"] - 0.3) < 0.005
