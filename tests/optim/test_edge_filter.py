@@ -17,11 +17,10 @@ from onnx import TensorProto as TP
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from sparsify_tui.optim.optimization import Optimization
-
 from sparsify_tui.analysis import analyze
 from sparsify_tui.cli import main
 from sparsify_tui.optim.allocate import edge_roles
+from sparsify_tui.optim.optimization import Optimization
 from sparsify_tui.optim.optimization import (
     NO_MEASURED_LOSS_NOTE,
     REASON_HEAD,
