@@ -129,7 +129,7 @@ def perf_channels_job(job: dict, ctx) -> dict[str, Any]:  # noqa: C901 - the ste
                 p = q
             with spec.prepared(str(p)) as (pp, _note):
                 return spec.runner(pp, inputs, names=names, batch_size=batch, cores=cores,
-                                   precision=None if precision == "int8" else precision, tmp=tmp)
+                                   precision=precision, tmp=tmp)
 
         total = len(measured) * len(fractions) + 1
         ctx.progress(0, total, label=f"compiling the dense model ({engine})")
