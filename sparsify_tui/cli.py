@@ -122,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "perf profile: each channel group's time with a fraction of its channels removed)")
     pp.add_argument("--fractions", default=None,
                     help="--structure channels: fractions of each group's channels removed (default 0.25,0.5,0.75)")
-    pp.add_argument("--max-groups", default=None,
-                    help="--structure channels: groups measured one by one, largest FLOPs first (default 12); "
-                         "the others are estimated from them")
+    pp.add_argument("--combinations", default=None,
+                    help="--structure channels: variants measured per fraction, each pruning several groups "
+                         "(default: groups + 1, at most 12)")
     _add_input_shape(pp)
     _add_measure_flags(pp)
     _add_json(pp)

@@ -71,17 +71,19 @@ def perf_settings(*, engine: str = "auto", batch_size: int = 1, cores: int | Non
 
 
 def channel_perf_settings(*, engine: str = "auto", precision: str | None = None, batch_size: int = 1,
-                          cores: int | None = None, fractions: Any = None, max_groups: int | None = None,
+                          cores: int | None = None, fractions: Any = None, combinations: int | None = None,
                           repeats: int = 3, input_shapes: dict | None = None, data: Any = None) -> dict[str, Any]:
     """The settings that identify a channel perf profile (``perf_channels``), every default filled in."""
-    from sparsify_tui.profiles.perf_channels import DEFAULT_FRACTIONS, MAX_GROUPS, check_fractions
+    from sparsify_tui.profiles.perf_channels import DEFAULT_FRACTIONS, check_fractions
 
     s: dict[str, Any] = {
         "engine": engine or "auto", "precision": precision or "fp32", "batch_size": int(batch_size),
         "cores": int(cores or usable_cores()),
         "fractions": check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions),
-        "max_groups": int(max_groups or MAX_GROUPS), "repeats": int(repeats), "input_shapes": _shapes(input_shapes),
+        "repeats": int(repeats), "input_shapes": _shapes(input_shapes),
     }
+    if combinations:
+        s["combinations"] = int(combinations)
     if data:
         s["data"] = _data(data)
     return s
@@ -228,7 +230,7 @@ def measure(model_path: Any, kind: str, settings: dict, *, graph: "ModelGraph | 
         return run_channel_perf_profile(
             model_path, engine=settings["engine"], precision=settings["precision"],
             batch_size=settings["batch_size"], cores=settings["cores"], fractions=settings["fractions"],
-            max_groups=settings["max_groups"], repeats=settings["repeats"], input_shapes=shapes,
+            combinations=settings.get("combinations"), repeats=settings["repeats"], input_shapes=shapes,
             data=settings.get("data"), on_progress=on_progress, cancel=cancel, **kw)
     if kind == "quant":
         from sparsify_tui.profiles import quant

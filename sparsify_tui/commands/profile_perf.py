@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_channels(args)
     if structure != "unstructured":
         raise UsageError(f"--structure must be unstructured or channels, got {structure!r}")
-    for flag in ("fractions", "max_groups"):
+    for flag in ("fractions", "combinations"):
         if getattr(args, flag, None) is not None:
             raise UsageError(f"--{flag.replace('_', '-')} needs --structure channels")
     engine = validate_engine(args.engine)
@@ -231,7 +231,7 @@ def print_channel_profile(doc: dict, *, file=None) -> None:
           + f" ({doc.get('engine_reason', '')})", file=file)
     print(f"Batch size:  {doc['batch_size']}    cores: {doc.get('cores')}    CPU: {m.get('cpu_model', '?')}",
           file=file)
-    print(f"Dense:       {doc['dense_ms']:.3f} ms per batch (fastest of {len(doc.get('dense_block_ms') or [])} "
+    print(f"Dense:       {doc['dense_ms']:.3f} ms per batch (median of {len(doc.get('dense_block_ms') or [])} "
           f"blocks of {doc.get('iterations')} runs)", file=file)
     from sparsify_tui.commands.info import _wrap, terminal_width
 
@@ -250,10 +250,10 @@ def print_channel_profile(doc: dict, *, file=None) -> None:
         cells = []
         for f in fractions:
             r = per.get(float(f))
-            cells.append("" if r is None else f"{r['saved_ms']:.3f}" + ("*" if r.get("estimated") else ""))
+            cells.append("" if r is None else f"{r['saved_ms']:.3f}")
         rows.append([ellipsize(gid, 32), str(first["channels"]), ellipsize(", ".join(producers.get(gid, [])), 40)]
                     + cells)
-    print("Channel groups (time saved with a fraction of the group's channels removed; * estimated)", file=file)
+    print("Channel groups (time saved with a fraction of the group's channels removed, fitted)", file=file)
     print_table(headers, rows, right=[1] + [3 + i for i in range(len(fractions))], file=file)
 
 
@@ -275,7 +275,8 @@ def _run_channels(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--fractions must be numbers separated by commas, e.g. 0.25,0.5, got "
                              f"{args.fractions!r}") from None
-    max_groups = parse_int("--max-groups", args.max_groups, minimum=1) if args.max_groups is not None else None
+    combinations = (parse_int("--combinations", args.combinations, minimum=1)
+                    if args.combinations is not None else None)
     batch = parse_int("--batch-size", args.batch_size, minimum=1)
     cores = parse_cores("--cores", args.cores)
     repeats = parse_int("--repeats", getattr(args, "repeats", 3), minimum=1)
@@ -290,7 +291,7 @@ def _run_channels(args: argparse.Namespace) -> int:
     project = target.project
     settings = profiles_action.channel_perf_settings(
         engine=engine, precision=precision, batch_size=batch, cores=cores, fractions=fractions,
-        max_groups=max_groups, repeats=repeats, input_shapes=target.input_shapes, data=args.data)
+        combinations=combinations, repeats=repeats, input_shapes=target.input_shapes, data=args.data)
     progress = Progress("profile perf channels")
 
     def on_progress(ev: dict) -> None:

@@ -3,22 +3,24 @@
 Every variant is a physically smaller file (:func:`sparsify_tui.onnxkit.channels.remove_channels`; INT8: the
 pruned file quantized as the deployment search does), compiled on the chosen engine and precision and timed
 against the dense model compiled once in the same process: dense and variant blocks (each the median of
-``iterations`` runs) alternate, the order flipping each repeat, so both see the same drift and load; a
-variant's ratio is its fastest block over the fastest dense block among those interleaved with it (the
-least-disturbed of each, as the A/B benchmark does), and its saving is ``dense_ms * (1 - ratio)`` with
-``dense_ms`` the fastest dense block of the run.
+``iterations`` runs) alternate, the order flipping each repeat, so drift and neighbours' load cancel in the
+ratio ``variant / dense`` of each pair; a variant's ratio is the median over its pairs, its saving
+``dense_ms * (1 - ratio)`` with ``dense_ms`` the median of every dense block of the run.
 
-Compiles: ``1 + measured groups x fractions``. Only the ``max_groups`` groups that remove the most FLOPs at
-the middle fraction are measured one by one; the others (each a small share of the model) get the measured
-groups' pooled saving per removed FLOP at the same fraction (``estimated: true`` in their rows).
+Groups are measured in batches, not one by one (a group's own saving is often smaller than the machine's
+noise, and groups x fractions compiles is too many for a large model): at each fraction, ``combinations``
+variants (default groups + 1, at most 12) remove that fraction from several groups at once: all of them,
+then random halves (seeded). Each group's saving per removed FLOP is a least-squares fit over the
+combinations (:func:`fit_ms_per_flop`), and its saving at the fraction is that times the FLOPs it removes
+alone. Compiles: ``1 + fractions x combinations``.
 
 For the estimator the result keeps, for every group and fraction, the FLOPs it removes from each layer
 (``removed_flops``: layer id -> FLOPs; from the analysis of the pruned file), and the dense FLOPs of those
 layers (``layer_flops``): a layer between two pruned groups loses ``1 - (1-a)(1-b)`` of its FLOPs, not
-``a + b`` (:func:`sparsify_tui.optim.channel_estimate.estimate_channel_speedup`).
+``a + b`` (:func:`sparsify_tui.optim.channel_estimate.estimate_channel_speedup`, which the fit uses too).
 
 Job keys: ``model_path``, ``engine``, ``precision``, ``batch_size``, ``cores``, ``input_shapes``, ``data``,
-``fractions``, ``max_groups``, ``repeats`` (pairs per variant), ``warmup``, ``min_block_ms``.
+``fractions``, ``combinations`` (per fraction), ``seed``, ``repeats`` (pairs per variant), ``warmup``, ``min_block_ms``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from sparsify_tui.jobs import register
 
 MIN_BLOCK_MS = 120.0
 MAX_ITERATIONS = 2000
-MAX_GROUPS = 12
+MAX_COMBINATIONS = 12  # per fraction
+RIDGE = 0.3  # pull of each group's ms per FLOP towards the pooled one (share of the mean diagonal)
 CALIBRATION_SAMPLES = 4
 
 
@@ -59,6 +64,31 @@ def _layer_flops(model: Any, shapes: dict | None) -> dict[str, int]:
     return {la.id: int(la.flops or 0) for la in g.layers}
 
 
+def fit_ms_per_flop(combos: list[dict[str, dict[str, int]]], saved_ms: list[float], layer_flops: dict[str, int],
+                    groups: list[str]) -> dict[str, float]:
+    """Each group's saving per removed FLOP, fitted to the combinations' measured savings.
+
+    ``combos[c]``: {group: {layer: FLOPs the group removes alone}} of combination ``c``. A combination's
+    saving is modelled as ``sum_g e_g * x_cg``, ``x_cg`` the FLOPs group ``g`` removes there once overlaps
+    are counted once (:func:`sparsify_tui.optim.channel_estimate.group_shares`, as the estimate counts
+    them). Least squares with a ridge pull towards the pooled ``e`` (a group in few combinations, or in
+    always the same ones as another, gets the pooled value), ``e_g`` kept at 0 or above."""
+    from sparsify_tui.optim.channel_estimate import group_shares
+
+    x = np.zeros((len(combos), len(groups)))
+    col = {g: i for i, g in enumerate(groups)}
+    for c, removed in enumerate(combos):
+        for g, v in group_shares(removed, layer_flops).items():
+            x[c, col[g]] = v
+    y = np.asarray(saved_ms, dtype=float)
+    pooled = float(y.sum() / x.sum()) if x.sum() > 0 else 0.0
+    gram = x.T @ x
+    lam = RIDGE * float(np.mean(np.diag(gram))) if gram.size else 0.0
+    d = np.linalg.solve(gram + lam * np.eye(len(groups)), x.T @ (y - x @ np.full(len(groups), pooled)))
+    e = np.maximum(pooled + d, 0.0)
+    return {g: float(e[col[g]]) for g in groups}
+
+
 @register("perf_channels")
 def perf_channels_job(job: dict, ctx) -> dict[str, Any]:  # noqa: C901 - the steps are short and in order
     import onnx
@@ -77,7 +107,6 @@ def perf_channels_job(job: dict, ctx) -> dict[str, Any]:  # noqa: C901 - the ste
     precision = job.get("precision") or "fp32"
     repeats = max(1, int(job.get("repeats", 3)))
     warmup = max(0, int(job.get("warmup", 3)))
-    max_groups = max(1, int(job.get("max_groups", MAX_GROUPS)))
     min_block = float(job.get("min_block_ms", MIN_BLOCK_MS))
     engine, reason = resolve_auto(job.get("engine", "auto"))
     spec = get_engine(engine)
@@ -103,16 +132,25 @@ def perf_channels_job(job: dict, ctx) -> dict[str, Any]:  # noqa: C901 - the ste
         after = _layer_flops(small, shapes)
         return small, {k: v - after.get(k, 0) for k, v in dense_flops.items() if v - after.get(k, 0) > 0}
 
-    # rank: FLOPs each group removes at the middle fraction (an analysis only, no engine)
-    mid = fractions[len(fractions) // 2]
-    ranked: list[tuple[int, Any, dict[str, int]]] = []
-    for i, g in enumerate(groups):
-        ctx.progress(i, len(groups), label=f"FLOPs of group {g.id}")
-        _, rem = removed_flops(g.id, g.channels, mid)
-        ranked.append((sum(rem.values()), g, rem))
-    ranked.sort(key=lambda r: -r[0])
-    measured = [g for _, g, _ in ranked[:max_groups]]
-    rest = [(g, rem) for _, g, rem in ranked[max_groups:]]
+    # what each group removes alone at each fraction, layer by layer (an analysis only, no engine)
+    solo: dict[tuple[str, float], dict[str, int]] = {}
+    step, steps = 0, len(groups) * len(fractions)
+    for g in groups:
+        for f in fractions:
+            ctx.progress(step, steps, label=f"FLOPs of group {g.id} at {f:g}")
+            solo[(g.id, f)] = removed_flops(g.id, g.channels, f)[1]
+            step += 1
+    n_comb = int(job.get("combinations") or min(len(groups) + 1, MAX_COMBINATIONS))
+    rng = np.random.default_rng(int(job.get("seed", 0)))
+    plans: list[tuple[float, list[str]]] = []
+    for f in fractions:
+        chosen = [[g.id for g in groups]]  # all groups: the plans the optimizer makes look like this
+        while len(chosen) < n_comb:
+            pick = [g.id for g in groups if rng.random() < 0.5]
+            if pick and pick not in chosen or (pick and len(chosen) >= 2 ** len(groups) - 1):
+                chosen.append(pick)
+        plans += [(f, c) for c in chosen]
+    by_id = {g.id: g for g in groups}
 
     with tempfile.TemporaryDirectory(prefix="sparsify-chperf-") as tmp:
         def compiled(src: Any, stem: str) -> Callable[[], Any]:
@@ -131,7 +169,7 @@ def perf_channels_job(job: dict, ctx) -> dict[str, Any]:  # noqa: C901 - the ste
                 return spec.runner(pp, inputs, names=names, batch_size=batch, cores=cores,
                                    precision=precision, tmp=tmp)
 
-        total = len(measured) * len(fractions) + 1
+        total = len(plans) + 1
         ctx.progress(0, total, label=f"compiling the dense model ({engine})")
         t0 = time.perf_counter()
         run_dense = compiled(path, "dense")
@@ -141,54 +179,48 @@ def perf_channels_job(job: dict, ctx) -> dict[str, Any]:  # noqa: C901 - the ste
         one = _block(run_dense, 3)
         iterations = max(3, min(MAX_ITERATIONS, math.ceil(min_block / one))) if one > 0 else 3
         dense_blocks: list[float] = []
-        rows: list[dict[str, Any]] = []
-        step = 1
-        for g in measured:
-            for f in fractions:
-                k = removed_count(g.channels, f)
-                ctx.progress(step, total, label=f"group {g.id}: {k}/{g.channels} channels removed")
-                small, rem = removed_flops(g.id, g.channels, f)
-                run_v = compiled(small, f"v{step}")
-                for _ in range(warmup):
-                    run_v()
-                pairs, ds, vs = [], [], []
-                for r in range(repeats):
-                    if r % 2 == 0:
-                        d, v = _block(run_dense, iterations), _block(run_v, iterations)
-                    else:
-                        v, d = _block(run_v, iterations), _block(run_dense, iterations)
-                    ds.append(d)
-                    vs.append(v)
-                    pairs.append(v / d if d > 0 else 1.0)
-                del run_v
-                dense_blocks += ds
-                ratio = min(vs) / min(ds) if min(ds) > 0 else 1.0
-                row = {"group": g.id, "fraction": f, "removed": k, "channels": g.channels, "ratio": ratio,
-                       "ratio_spread": [min(pairs), max(pairs)], "removed_flops": rem, "estimated": False}
-                rows.append(row)
-                ctx.partial({"row": row})
-                step += 1
-        dense_ms = min(dense_blocks) if dense_blocks else one
-        for row in rows:
-            row["saved_ms"] = dense_ms * (1.0 - row["ratio"])
-        # the groups not measured: the measured groups' pooled ms per removed FLOP at the same fraction
-        for f in fractions:
-            at = [r for r in rows if r["fraction"] == f]
-            flops = sum(sum(r["removed_flops"].values()) for r in at)
-            per_flop = sum(r["saved_ms"] for r in at) / flops if flops > 0 else 0.0
-            for g, rem_mid in rest:
-                scale = removed_count(g.channels, f) / removed_count(g.channels, mid)
-                rem = {lid: int(round(v * scale)) for lid, v in rem_mid.items()}
-                rows.append({"group": g.id, "fraction": f, "removed": removed_count(g.channels, f),
-                             "channels": g.channels, "ratio": None, "removed_flops": rem, "estimated": True,
-                             "saved_ms": per_flop * sum(rem.values())})
+        combos: list[dict[str, Any]] = []
+        for step, (f, members) in enumerate(plans, start=1):
+            ctx.progress(step, total, label=f"{len(members)} groups with {f:g} of their channels removed")
+            small = remove_channels(model, {gid: range(removed_count(by_id[gid].channels, f)) for gid in members},
+                                    tshapes)
+            run_v = compiled(small, f"v{step}")
+            for _ in range(warmup):
+                run_v()
+            pairs, ds = [], []
+            for r in range(repeats):
+                if r % 2 == 0:
+                    d, v = _block(run_dense, iterations), _block(run_v, iterations)
+                else:
+                    v, d = _block(run_v, iterations), _block(run_dense, iterations)
+                ds.append(d)
+                pairs.append(v / d if d > 0 else 1.0)
+            del run_v
+            dense_blocks += ds
+            combo = {"fraction": f, "groups": members, "ratio": statistics.median(pairs),
+                     "ratio_spread": [min(pairs), max(pairs)]}
+            combos.append(combo)
+            ctx.partial({"combination": combo})
+        dense_ms = statistics.median(dense_blocks) if dense_blocks else one
+    rows: list[dict[str, Any]] = []
+    for f in fractions:
+        at = [c for c in combos if c["fraction"] == f]
+        for c in at:
+            c["saved_ms"] = dense_ms * (1.0 - c["ratio"])
+        per_flop = fit_ms_per_flop([{gid: solo[(gid, f)] for gid in c["groups"]} for c in at],
+                                   [c["saved_ms"] for c in at], dense_flops, [g.id for g in groups])
+        for g in groups:
+            rem = solo[(g.id, f)]
+            rows.append({"group": g.id, "fraction": f, "removed": removed_count(g.channels, f),
+                         "channels": g.channels, "removed_flops": rem, "ms_per_gflop": per_flop[g.id] * 1e9,
+                         "saved_ms": per_flop[g.id] * sum(rem.values())})
     touched = {lid for r in rows for lid in r["removed_flops"]}
     ctx.progress(total, total, label="done")
     return {
         "engine": engine, "engine_version": spec.version(), "engine_reason": reason, "precision": precision,
         "batch_size": batch, "cores": cores, "fractions": fractions, "repeats": repeats, "iterations": iterations,
         "dense_ms": dense_ms, "dense_block_ms": dense_blocks, "compile_s": compile_s,
-        "measured_groups": [g.id for g in measured], "estimated_groups": [g.id for g, _ in rest],
+        "combinations": combos,
         "groups": [{"id": g.id, "channels": g.channels, "producers": list(g.producers)} for g in groups],
         "layer_flops": {lid: dense_flops[lid] for lid in sorted(touched)},
         "total_flops": sum(dense_flops.values()),

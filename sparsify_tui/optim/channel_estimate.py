@@ -32,6 +32,27 @@ def _rows_by_group(profile: dict) -> dict[str, list[dict]]:
     return out
 
 
+def group_shares(removed: Mapping[str, Mapping[str, float]], layer_flops: Mapping[str, float]) -> dict[str, float]:
+    """{group: FLOPs it removes} when the groups of ``removed`` ({group: {layer: FLOPs removed alone}}) are
+    pruned together: a layer keeps the product of what each group leaves of it, and what it loses is split
+    between its groups in proportion to what each removes alone."""
+    share: dict[str, float] = {g: 0.0 for g in removed}
+    by_layer: dict[str, dict[str, float]] = {}
+    for gid, rem in removed.items():
+        for lid, v in rem.items():
+            by_layer.setdefault(lid, {})[gid] = float(v)
+    for lid, per in by_layer.items():
+        dense = float(layer_flops.get(lid) or sum(per.values()))
+        kept = 1.0
+        for v in per.values():
+            kept *= 1.0 - (min(1.0, v / dense) if dense > 0 else 0.0)
+        joint = dense * (1.0 - kept)
+        total = sum(per.values())
+        for g, v in per.items():
+            share[g] += joint * v / total if total > 0 else 0.0
+    return share
+
+
 def estimated_saving(profile: dict, plan: Mapping[str, float]) -> dict[str, Any]:
     """``{"dense_ms", "saved_ms", "by_group": {group: ms}}`` of ``plan`` on the profile's engine."""
     rows = _rows_by_group(profile)
@@ -51,21 +72,7 @@ def estimated_saving(profile: dict, plan: Mapping[str, float]) -> dict[str, Any]
         layers = {lid for r in grp for lid in r["removed_flops"]}
         removed[gid] = {lid: max(0.0, _interp([(r["fraction"], float(r["removed_flops"].get(lid, 0)))
                                                  for r in grp], f)) for lid in layers}
-    share: dict[str, float] = {g: 0.0 for g in removed}
-    by_layer: dict[str, dict[str, float]] = {}
-    for gid, rem in removed.items():
-        for lid, v in rem.items():
-            by_layer.setdefault(lid, {})[gid] = v
-    for lid, per in by_layer.items():
-        dense = layer_flops.get(lid) or sum(per.values())
-        fracs = {g: min(1.0, v / dense) if dense > 0 else 0.0 for g, v in per.items()}
-        kept = 1.0
-        for r in fracs.values():
-            kept *= 1.0 - r
-        joint = dense * (1.0 - kept)
-        total = sum(per.values())
-        for g, v in per.items():
-            share[g] += joint * v / total if total > 0 else 0.0
+    share = group_shares(removed, layer_flops)
     by_group = {}
     for gid, s in solo.items():
         alone = sum(removed[gid].values())

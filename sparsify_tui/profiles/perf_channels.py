@@ -6,11 +6,12 @@ says how it measures) in a child process and returns the document (``kind: "perf
 * ``engine``, ``engine_version``, ``engine_reason``, ``precision``, ``batch_size``, ``cores``,
   ``fractions``, ``repeats``, ``iterations`` (per timed block);
 * ``dense_ms`` (the fastest dense block of the run), ``dense_block_ms`` (every dense block);
+* ``combinations``: each measured variant: ``fraction``, ``groups`` (those it prunes), ``ratio``
+  (variant / dense time, median of the pairs), ``ratio_spread``, ``saved_ms``;
 * ``rows``: one per group and fraction: ``group``, ``fraction``, ``removed`` (channels) of ``channels``,
-  ``ratio`` (variant / dense time; None when ``estimated``), ``saved_ms``, ``removed_flops``
-  (layer id -> FLOPs the removal takes from it), ``estimated`` (not measured: a small group, given the
-  measured groups' saving per removed FLOP);
-* ``measured_groups``, ``estimated_groups``, ``groups`` (id, channels, producers), ``layer_flops``,
+  ``saved_ms`` (fitted over the combinations), ``ms_per_gflop``, ``removed_flops`` (layer id -> FLOPs the
+  removal alone takes from it);
+* ``groups`` (id, channels, producers), ``layer_flops``,
   ``total_flops``, ``notes``, ``machine``, ``created``, ``schema_version``.
 
 :func:`sparsify_tui.optim.channel_estimate.estimate_channel_speedup` turns it into a plan's speedup.
@@ -26,7 +27,6 @@ from sparsify_tui.errors import UsageError
 from sparsify_tui.profiles import SCHEMA_VERSION
 
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75)
-MAX_GROUPS = 12
 PRECISIONS = ("fp32", "int8", "bf16")
 
 
@@ -42,19 +42,19 @@ def check_fractions(fractions: Any) -> list[float]:
 
 
 def method_note(doc: dict) -> str:
-    n_est = len(doc.get("estimated_groups") or [])
-    text = (f"each of {len(doc.get('measured_groups') or [])} groups measured alone at each fraction: the "
-            "whole model with that fraction of the group's channels physically removed, timed in blocks "
-            "alternating with the dense model (fastest block of each)")
-    if n_est:
-        text += (f"; the {n_est} smaller groups (by FLOPs removed) are not measured: they get the measured "
-                 "groups' saving per removed FLOP at the same fraction")
-    return text
+    per = {}
+    for c in doc.get("combinations") or []:
+        per[c["fraction"]] = per.get(c["fraction"], 0) + 1
+    n = max(per.values()) if per else 0
+    return (f"measured in batches: at each fraction, {n} variants of the whole model with that fraction of "
+            "the channels physically removed from several groups at once (all groups, then random halves), "
+            "timed in blocks alternating with the dense model; each group's saving is a least-squares fit "
+            "over them (per removed FLOP, pulled towards the pooled value), not a FLOPs guess")
 
 
 def run_channel_perf_profile(model_path: Any, *, engine: str = "auto", precision: str | None = None,
                              batch_size: int = 1, cores: int | None = None, fractions: Any = None,
-                             max_groups: int = MAX_GROUPS, repeats: int = 3, warmup: int = 3,
+                             combinations: int | None = None, repeats: int = 3, warmup: int = 3,
                              input_shapes: dict | None = None, data: Any = None,
                              min_block_ms: float | None = None,
                              on_progress: Callable[[dict], Any] | None = None,
@@ -82,10 +82,12 @@ def run_channel_perf_profile(model_path: Any, *, engine: str = "auto", precision
         "kind": "perf_channels", "model_path": str(model_path), "engine": engine, "precision": precision,
         "batch_size": int(batch_size), "cores": cores,
         "fractions": check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions),
-        "max_groups": int(max_groups), "repeats": int(repeats), "warmup": int(warmup),
+        "repeats": int(repeats), "warmup": int(warmup),
         "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
         "data": None if data is None else str(data),
     }
+    if combinations:
+        job["combinations"] = int(combinations)
     if min_block_ms is not None:
         job["min_block_ms"] = float(min_block_ms)
     doc = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
