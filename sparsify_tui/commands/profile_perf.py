@@ -255,6 +255,15 @@ def print_channel_profile(doc: dict, *, file=None) -> None:
                     + cells)
     print("Channel groups (time saved with a fraction of the group's channels removed, fitted)", file=file)
     print_table(headers, rows, right=[1] + [3 + i for i in range(len(fractions))], file=file)
+    from sparsify_tui.optim.channel_estimate import estimate_channel_speedup, flops_reduction
+
+    print(file=file)
+    print("Estimated speedup with the same fraction removed from every group", file=file)
+    erows = []
+    for f in fractions:
+        plan = {gid: float(f) for gid in by_group}
+        erows.append([f"{f:g}", f"{100 * flops_reduction(doc, plan):.0f}%", f"{estimate_channel_speedup(doc, plan):.2f}x"])
+    print_table(["Fraction", "FLOPs removed", "Speedup"], erows, right=(1, 2), file=file)
 
 
 def _run_channels(args: argparse.Namespace) -> int:
