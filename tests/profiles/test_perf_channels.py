@@ -91,21 +91,25 @@ def test_the_fit_recovers_each_groups_saving_per_flop():
     combos = [["a", "b", "c"], ["a"], ["b"], ["a", "c"], ["b", "c"]]
     removed = [{g: solo[g] for g in c} for c in combos]
     saved = [sum(truth[g] * 50 for g in c) for c in combos]
-    fit = fit_ms_per_flop(removed, saved, flops, ["a", "b", "c"])
+    fit, sse = fit_ms_per_flop(removed, saved, flops, ["a", "b", "c"])
     assert fit["a"] > fit["b"] > fit["c"] >= 0
     assert fit["a"] == pytest.approx(0.02, rel=0.25) and fit["b"] == pytest.approx(0.01, rel=0.3)
 
 
 def test_measured_speedup_of_a_channel_plan_is_within_20_percent_of_the_estimate(cnn, tmp_path):
     """Profile on ORT fp32, pick a plan at the profile's fractions, remove its channels physically and time
-    it against the dense model (interleaved A/B): the must-hold of #26."""
+    it against the dense model (interleaved A/B): the must-hold of #26.
+
+    On one core: on a shared 2-core machine ONNX Runtime's two intra-op threads wait for each other whenever
+    one is descheduled, which stretches a long dense run more than a short pruned one (measured under load 10:
+    dense 16-33 ms on two cores against 6-8 ms on one, the pruned file 1.8 ms on both)."""
     from sparsify_tui.analysis.shapes import infer
     from sparsify_tui.engines.runner import run_job
     from sparsify_tui.jobs.perf_channels import removed_count
     from sparsify_tui.onnxkit.channels import find_groups, remove_channels
     from sparsify_tui.profiles.perf_channels import run_channel_perf_profile
 
-    doc = run_channel_perf_profile(cnn, engine="onnxruntime", cores=2, fractions=[0.25, 0.5], repeats=5,
+    doc = run_channel_perf_profile(cnn, engine="onnxruntime", cores=1, fractions=[0.25, 0.5], repeats=5,
                                    min_block_ms=150)
     groups = {g["id"]: g["channels"] for g in doc["groups"]}
     assert len(groups) == 6
@@ -124,9 +128,10 @@ def test_measured_speedup_of_a_channel_plan_is_within_20_percent_of_the_estimate
     small = remove_channels(model, {g: range(removed_count(groups[g], f)) for g, f in plan.items()}, shapes)
     onnx.save(small, str(tmp_path / "small.onnx"))
     ab = run_job({"kind": "ab_benchmark", "model_a": str(cnn), "model_b": str(tmp_path / "small.onnx"),
-                  "engine": "onnxruntime", "cores": 2, "repeats": 7, "warmup": 3, "iterations": 10,
+                  "engine": "onnxruntime", "cores": 1, "repeats": 7, "warmup": 3, "iterations": 10,
                   "min_block_ms": 150, "change_samples": 1})
     measured = ab["median_ratio"]
+    print(f"channel plan: estimate {estimate:.2f}x, measured {measured:.2f}x (spread {ab['speedup_spread']})")
     assert measured > 1.2, f"the plan removes {flops_reduction(doc, plan):.0%} of the FLOPs: it must run faster"
     assert abs(estimate / measured - 1) <= 0.2, (estimate, measured, ab["speedup_spread"])
 
