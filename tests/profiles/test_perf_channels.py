@@ -80,6 +80,20 @@ def test_the_estimate_counts_a_layer_between_two_pruned_groups_once():
     assert flops_reduction(doc, {"a": 0.5, "b": 0.5}) == pytest.approx((75 + 25) / 200)
 
 
+def test_gamma_above_one_makes_a_layer_thinned_twice_cheaper_than_its_flops():
+    """With gamma 2 a layer keeping a quarter of its FLOPs keeps 1/16 of its cost: the two groups' joint saving
+    grows, each alone saves what it measured."""
+    doc = {"dense_ms": 10.0, "layer_flops": {"conv": 100}, "total_flops": 100, "gamma": 2.0, "rows": [
+        {"group": "a", "fraction": 0.5, "saved_ms": 3.0, "removed_flops": {"conv": 50}},
+        {"group": "b", "fraction": 0.5, "saved_ms": 3.0, "removed_flops": {"conv": 50}},
+    ]}
+    assert estimated_saving(doc, {"a": 0.5})["saved_ms"] == pytest.approx(3.0)
+    # alone: 1 - 0.5**2 = 0.75 of the cost; together 1 - 0.25**2 = 0.9375, split evenly: each 3 * 0.46875/0.75
+    assert estimated_saving(doc, {"a": 0.5, "b": 0.5})["saved_ms"] == pytest.approx(2 * 3.0 * 0.46875 / 0.75)
+    doc["gamma"] = 1.0
+    assert estimated_saving(doc, {"a": 0.5, "b": 0.5})["saved_ms"] == pytest.approx(2 * 3.0 * 0.375 / 0.5)
+
+
 def test_the_fit_recovers_each_groups_saving_per_flop():
     """Savings made of known per-FLOP costs are fitted back (the pull to the pooled value is small when every
     group is seen in several combinations)."""
