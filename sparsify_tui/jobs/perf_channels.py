@@ -168,8 +168,16 @@ def perf_channels_job(job: dict, ctx) -> dict[str, Any]:  # noqa: C901 - the ste
             if calib is not None:
                 from sparsify_tui.profiles.quant import quantize_file
 
+                import logging
+
                 q = Path(tmp) / f"{stem}.int8.onnx"
-                quantize_file(p, q, calib)
+                root = logging.getLogger()
+                level = root.level
+                root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
+                try:
+                    quantize_file(p, q, calib)
+                finally:
+                    root.setLevel(level)
                 p = q
             with spec.prepared(str(p)) as (pp, _note):
                 return spec.runner(pp, inputs, names=names, batch_size=batch, cores=cores,

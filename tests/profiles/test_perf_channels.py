@@ -211,3 +211,15 @@ def test_a_model_without_a_prunable_group_is_one_error_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and err[-1] == "error: the model has no prunable channel group: no channel perf profile to measure"
     assert not any("Traceback" in line for line in err)
+
+
+def test_int8_variants_are_quantized_pruned_files(cnn):
+    """--precision int8: the dense model and every variant are quantized (QDQ) before timing; the variant
+    pruning half of every group's channels runs faster than the dense INT8 model in the same run."""
+    from sparsify_tui.profiles.perf_channels import run_channel_perf_profile
+
+    doc = run_channel_perf_profile(cnn, engine="onnxruntime", precision="int8", cores=1, fractions=[0.5],
+                                   combinations=1, repeats=3, min_block_ms=60)
+    (combo,) = doc["combinations"]
+    assert doc["precision"] == "int8" and len(combo["groups"]) == 6
+    assert combo["ratio"] < 0.8, combo
