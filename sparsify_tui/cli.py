@@ -147,6 +147,14 @@ def _add_profile_perf(psub) -> None:
     pp.add_argument("--timeout", default="600", help="time limit per level in seconds (default 600)")
     pp.add_argument("--import", dest="import_file", default=None,
                     help="import a profile JSON measured elsewhere into the project")
+    pp.add_argument("--structure", default=None,
+                    help="what pruning removes: unstructured (default: weights) or channels (a channel "
+                         "perf profile: each channel group's time with a fraction of its channels removed)")
+    pp.add_argument("--fractions", default=None,
+                    help="--structure channels: fractions of each group's channels removed (default 0.25,0.5,0.75)")
+    pp.add_argument("--combinations", default=None,
+                    help="--structure channels: variants measured per fraction, each pruning several groups "
+                         "(default: groups + 1, at most 12)")
     _add_input_shape(pp)
     _add_measure_flags(pp)
     _add_json(pp)

@@ -81,6 +81,7 @@ TIMING_PATHS = (
     "tests/profiles/test_perf_profile.py",
     "tests/profiles/test_perf_quality.py",
     "tests/profiles/test_perf_cli.py",
+    "tests/profiles/test_perf_channels.py",
     "tests/profiles/test_auto_fallback.py",
     "tests/profiles/test_quant.py",
     "tests/optim/test_validate.py",

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from sparsify_tui.analysis.graph import ModelGraph
     from sparsify_tui.project import Project
 
-KINDS = ("perf", "loss", "quant")
+KINDS = ("perf", "loss", "quant", "perf_channels")
 LOSS_METHODS = ("approx", "one-shot")
 
 
@@ -67,6 +67,25 @@ def perf_settings(*, engine: str = "auto", batch_size: int = 1, cores: int | Non
         s["precision"] = str(precision)
     if input_values:  # (--input-value: part of what was measured)
         s["input_values"] = dict(sorted(input_values.items()))
+    return s
+
+
+def channel_perf_settings(*, engine: str = "auto", precision: str | None = None, batch_size: int = 1,
+                          cores: int | None = None, fractions: Any = None, combinations: int | None = None,
+                          repeats: int = 3, input_shapes: dict | None = None, data: Any = None) -> dict[str, Any]:
+    """The settings that identify a channel perf profile (``perf_channels``), every default filled in."""
+    from sparsify_tui.profiles.perf_channels import DEFAULT_FRACTIONS, check_fractions
+
+    s: dict[str, Any] = {
+        "engine": engine or "auto", "precision": precision or "fp32", "batch_size": int(batch_size),
+        "cores": int(cores or usable_cores()),
+        "fractions": check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions),
+        "repeats": int(repeats), "input_shapes": _shapes(input_shapes),
+    }
+    if combinations:
+        s["combinations"] = int(combinations)
+    if data:
+        s["data"] = _data(data)
     return s
 
 
@@ -110,6 +129,11 @@ def profile_name(kind: str, settings: dict[str, Any], doc: dict | None = None) -
         precision = doc.get("precision") or settings.get("precision")
         return f"{engine} b{batch}" + (f" c{cores}" if cores else "") + (
             f" {precision}" if precision and precision != "fp32" else "")
+    if kind == "perf_channels":
+        engine = doc.get("engine") or settings.get("engine") or "auto"
+        precision = doc.get("precision") or settings.get("precision")
+        return f"channels {engine} b{settings.get('batch_size', 1)} c{settings.get('cores')}" + (
+            f" {precision}" if precision and precision != "fp32" else "")
     if kind == "loss":
         pm = settings.get("prune_method")
         return f"loss {doc.get('method') or settings.get('method', 'approx')}" + (f" {pm}" if pm else "")
@@ -134,7 +158,7 @@ def installed_version(engine: str) -> str | None:
 
 def _same_machine(kind: str, settings: dict) -> bool:
     """Timings (perf) and quantized speed (quant) belong to the machine that measured them."""
-    return kind == "quant" or (kind == "perf" and not settings.get("approximate"))
+    return kind in ("quant", "perf_channels") or (kind == "perf" and not settings.get("approximate"))
 
 
 def find_cached(project: "Project", kind: str, settings: dict, machine: dict | None = None) -> Any:
@@ -199,6 +223,15 @@ def measure(model_path: Any, kind: str, settings: dict, *, graph: "ModelGraph | 
             model_path, "one-shot", data=settings.get("data"), samples=settings["samples"],
             levels=settings["levels"], input_shapes=shapes, eval_sparsity=settings["eval_sparsity"],
             on_progress=on_progress, cancel=cancel, prune_method=settings.get("prune_method") or "magnitude")
+    if kind == "perf_channels":
+        from sparsify_tui.profiles.perf_channels import run_channel_perf_profile
+
+        kw = {"timeout_s": timeout_s} if timeout_s else {}
+        return run_channel_perf_profile(
+            model_path, engine=settings["engine"], precision=settings["precision"],
+            batch_size=settings["batch_size"], cores=settings["cores"], fractions=settings["fractions"],
+            combinations=settings.get("combinations"), repeats=settings["repeats"], input_shapes=shapes,
+            data=settings.get("data"), on_progress=on_progress, cancel=cancel, **kw)
     if kind == "quant":
         from sparsify_tui.profiles import quant
 
@@ -209,7 +242,7 @@ def measure(model_path: Any, kind: str, settings: dict, *, graph: "ModelGraph | 
 
 def engine_of(kind: str, settings: dict, doc: dict) -> tuple[str, str]:
     """(engine, engine version) a stored profile is filed under."""
-    if kind == "perf":
+    if kind in ("perf", "perf_channels"):
         return str(doc.get("engine") or ""), str(doc.get("engine_version") or "")
     if kind == "loss" and settings.get("method") == "approx":
         return "none", ""

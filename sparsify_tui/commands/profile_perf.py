@@ -98,6 +98,14 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "import_file", None):
         return _run_import(args)
+    structure = getattr(args, "structure", None) or "unstructured"
+    if structure == "channels":
+        return _run_channels(args)
+    if structure != "unstructured":
+        raise UsageError(f"--structure must be unstructured or channels, got {structure!r}")
+    for flag in ("fractions", "combinations"):
+        if getattr(args, flag, None) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')} needs --structure channels")
     engine = validate_engine(args.engine)
     precision = validate_precision(engine, getattr(args, "precision", None))
     batch = parse_int("--batch-size", args.batch_size, minimum=1)
@@ -212,3 +220,110 @@ def _analyse_ids(project: "Project") -> list:
         return load_model_info(str(project.model_path), project.input_shapes).layers
     except Exception:  # noqa: BLE001 - the check is a courtesy
         return []
+
+
+def print_channel_profile(doc: dict, *, file=None) -> None:
+    """The human view of a channel perf document: one row per group, its saving at each fraction."""
+    file = file or sys.stdout
+    m = doc.get("machine") or {}
+    prec = f" {doc['precision']}" if doc.get("precision") and doc["precision"] != "fp32" else ""
+    print(f"Engine:      {doc['engine']} {doc.get('engine_version') or ''}".rstrip() + prec
+          + f" ({doc.get('engine_reason', '')})", file=file)
+    print(f"Batch size:  {doc['batch_size']}    cores: {doc.get('cores')}    CPU: {m.get('cpu_model', '?')}",
+          file=file)
+    print(f"Dense:       {doc['dense_ms']:.3f} ms per batch (median of {len(doc.get('dense_block_ms') or [])} "
+          f"blocks of {doc.get('iterations')} runs)", file=file)
+    from sparsify_tui.commands.info import _wrap, terminal_width
+
+    for note in doc.get("notes") or []:
+        print(_wrap("Note: ", str(note), terminal_width() if file is sys.stdout else 10_000), file=file)
+    print(file=file)
+    fractions = doc.get("fractions") or []
+    by_group: dict[str, dict[float, dict]] = {}
+    for r in doc.get("rows") or []:
+        by_group.setdefault(r["group"], {})[float(r["fraction"])] = r
+    producers = {g["id"]: g.get("producers") or [] for g in doc.get("groups") or []}
+    headers = ["Group", "Channels", "Layers"] + [f"saved ms @{f:g}" for f in fractions]
+    rows = []
+    for gid, per in by_group.items():
+        first = next(iter(per.values()))
+        cells = []
+        for f in fractions:
+            r = per.get(float(f))
+            cells.append("" if r is None else f"{r['saved_ms']:.3f}")
+        rows.append([ellipsize(gid, 32), str(first["channels"]), ellipsize(", ".join(producers.get(gid, [])), 40)]
+                    + cells)
+    print("Channel groups (time saved with a fraction of the group's channels removed, fitted)", file=file)
+    print_table(headers, rows, right=[1] + [3 + i for i in range(len(fractions))], file=file)
+    from sparsify_tui.optim.channel_estimate import estimate_channel_speedup, flops_reduction
+
+    print(file=file)
+    print("Estimated speedup with the same fraction removed from every group", file=file)
+    erows = []
+    for f in fractions:
+        plan = {gid: float(f) for gid in by_group}
+        erows.append([f"{f:g}", f"{100 * flops_reduction(doc, plan):.0f}%", f"{estimate_channel_speedup(doc, plan):.2f}x"])
+    print_table(["Fraction", "FLOPs removed", "Speedup"], erows, right=(1, 2), file=file)
+
+
+def _run_channels(args: argparse.Namespace) -> int:
+    from sparsify_tui.profiles.perf import validate_engine
+    from sparsify_tui.profiles.perf_channels import PRECISIONS
+
+    engine = validate_engine(args.engine)
+    precision = getattr(args, "precision", None) or "fp32"
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision with --structure channels must be one of {', '.join(PRECISIONS)}, "
+                         f"got {precision!r}")
+    if getattr(args, "levels", None) is not None:
+        raise UsageError("--levels is for unstructured profiles; with --structure channels use --fractions")
+    fractions = None
+    if getattr(args, "fractions", None) is not None:
+        try:
+            fractions = [float(x) for x in str(args.fractions).split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--fractions must be numbers separated by commas, e.g. 0.25,0.5, got "
+                             f"{args.fractions!r}") from None
+    combinations = (parse_int("--combinations", args.combinations, minimum=1)
+                    if args.combinations is not None else None)
+    batch = parse_int("--batch-size", args.batch_size, minimum=1)
+    cores = parse_cores("--cores", args.cores)
+    repeats = parse_int("--repeats", getattr(args, "repeats", 3), minimum=1)
+    timeout = parse_float("--timeout", getattr(args, "timeout", 600), minimum=1.0)
+    if args.data is not None and not Path(args.data).expanduser().exists():
+        raise UsageError(f"{args.data}: no such data file or directory")
+    from sparsify_tui.profiles.perf_channels import check_fractions
+
+    if fractions is not None:
+        check_fractions(fractions)  # before opening a project
+    target = resolve_target(args.target, args.input_shape)
+    project = target.project
+    settings = profiles_action.channel_perf_settings(
+        engine=engine, precision=precision, batch_size=batch, cores=cores, fractions=fractions,
+        combinations=combinations, repeats=repeats, input_shapes=target.input_shapes, data=args.data)
+    progress = Progress("profile perf channels")
+
+    def on_progress(ev: dict) -> None:
+        if ev.get("event") == "progress":
+            progress.update(ev.get("done", 0), ev.get("total", 1), ev.get("label", ""))
+
+    try:
+        if project is None:
+            doc = profiles_action.measure(target.model_path, "perf_channels", settings, on_progress=on_progress,
+                                          timeout_s=timeout)
+            progress.done()
+        else:
+            res = profiles_action.measure_or_reuse(project, "perf_channels", settings, force=args.force,
+                                                   name=args.name, on_progress=on_progress, timeout_s=timeout)
+            doc = res.doc
+            progress.done()
+            progress.note(f"reused cached profile {res.entry.id} (measure again with --force)" if res.reused
+                          else f"stored profile {doc['profile_id']} in {project.dir}")
+        if args.json:
+            emit_json(doc)
+        else:
+            print_channel_profile(doc)
+        return 0
+    finally:
+        if project is not None:
+            project.close()

@@ -442,3 +442,22 @@ def run_quant_profile(
         "whole_model": bool(whole_model),
     }
     return run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
+
+
+def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict:
+    """INT8-quantize ``src`` into ``dst`` with ONNX Runtime (QDQ per channel; QOperator for old opsets)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from sparsify_tui.errors import ModelError
+
+    errors = []
+    for fmt_name, fmt in (("QDQ", QuantFormat.QDQ), ("QOperator", QuantFormat.QOperator)):
+        try:
+            quantize_static(str(src), str(dst), CalibrationReader(samples), quant_format=fmt, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+            return {"format": fmt_name}
+        except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on unsupported models
+            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            errors.append(f"{fmt_name}: {msg}")
+    raise ModelError(f"ONNX Runtime could not quantize {src} to INT8 ({'; '.join(errors)})")

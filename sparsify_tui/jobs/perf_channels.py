@@ -1,0 +1,254 @@
+"""Job kind ``perf_channels``: each channel group's time saved with a fraction of its channels removed.
+
+Every variant is a physically smaller file (:func:`sparsify_tui.onnxkit.channels.remove_channels`; INT8: the
+pruned file quantized as the deployment search does), compiled on the chosen engine and precision and timed
+against the dense model compiled once in the same process: dense and variant blocks (each the median of
+``iterations`` runs) alternate, the order flipping each repeat, so drift and neighbours' load cancel in the
+ratio ``variant / dense`` of each pair; a variant's ratio is the median over its pairs, its saving
+``dense_ms * (1 - ratio)`` with ``dense_ms`` the median of every dense block of the run.
+
+Groups are measured in batches, not one by one (a group's own saving is often smaller than the machine's
+noise, and groups x fractions compiles is too many for a large model): at each fraction, ``combinations``
+variants (default groups + 1, at most 12) remove that fraction from several groups at once: all of them,
+then random halves (seeded). Each group's saving per removed FLOP is a least-squares fit over the
+combinations (:func:`fit_ms_per_flop`), and its saving at the fraction is that times the FLOPs it removes
+alone. A layer left with a share ``k`` of its FLOPs is modelled to keep ``k ** gamma`` of its time, ``gamma``
+(1 to 2) the exponent whose fit leaves the smallest residuals over all variants (ONNX Runtime runs a 3x3
+convolution with half its input and output channels up to 8x faster, not 4x). Compiles:
+``1 + fractions x combinations``.
+
+For the estimator the result keeps, for every group and fraction, the FLOPs it removes from each layer
+(``removed_flops``: layer id -> FLOPs; from the analysis of the pruned file), and the dense FLOPs of those
+layers (``layer_flops``): a layer between two pruned groups loses ``1 - (1-a)(1-b)`` of its FLOPs, not
+``a + b`` (:func:`sparsify_tui.optim.channel_estimate.estimate_channel_speedup`, which the fit uses too).
+
+Job keys: ``model_path``, ``engine``, ``precision``, ``batch_size``, ``cores``, ``input_shapes``, ``data``,
+``fractions``, ``combinations`` (per fraction), ``seed``, ``repeats`` (pairs per variant), ``warmup``, ``min_block_ms``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sparsify_tui.jobs import register
+
+MIN_BLOCK_MS = 120.0
+MAX_ITERATIONS = 2000
+MAX_COMBINATIONS = 12  # per fraction
+GAMMAS = (1.0, 1.25, 1.5, 1.75, 2.0)  # candidate exponents of a layer's kept cost (kept FLOPs share ** gamma)
+RIDGE = 0.3  # pull of each group's ms per FLOP towards the pooled one (share of the mean diagonal)
+CALIBRATION_SAMPLES = 4
+
+
+def removed_count(channels: int, fraction: float) -> int:
+    """Channels removed from a group of ``channels`` at ``fraction``: rounded, at least 1, one kept."""
+    return max(1, min(channels - 1, int(round(fraction * channels))))
+
+
+def _block(fn: Callable[[], Any], iterations: int) -> float:
+    times = []
+    for _ in range(iterations):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000.0)
+    return statistics.median(times)
+
+
+def _layer_flops(model: Any, shapes: dict | None) -> dict[str, int]:
+    from sparsify_tui.analysis import analyze
+
+    g = analyze(model, shapes or None)
+    return {la.id: int(la.flops or 0) for la in g.layers}
+
+
+def fit_ms_per_flop(combos: list[dict[str, dict[str, int]]], saved_ms: list[float], layer_flops: dict[str, int],
+                    groups: list[str], gamma: float = 1.0) -> tuple[dict[str, float], float]:
+    """Each group's saving per removed FLOP, fitted to the combinations' measured savings.
+
+    ``combos[c]``: {group: {layer: FLOPs the group removes alone}} of combination ``c``. A combination's
+    saving is modelled as ``sum_g e_g * x_cg``, ``x_cg`` the FLOPs group ``g`` removes there once overlaps
+    are counted once (:func:`sparsify_tui.optim.channel_estimate.group_shares`, as the estimate counts
+    them, with ``gamma``). Least squares with a ridge pull towards the pooled ``e`` (a group in few
+    combinations, or in always the same ones as another, gets the pooled value), ``e_g`` kept at 0 or above.
+    Returns ({group: e_g}, the sum of squared residuals in ms^2)."""
+    from sparsify_tui.optim.channel_estimate import group_shares
+
+    x = np.zeros((len(combos), len(groups)))
+    col = {g: i for i, g in enumerate(groups)}
+    for c, removed in enumerate(combos):
+        for g, v in group_shares(removed, layer_flops, gamma).items():
+            x[c, col[g]] = v
+    y = np.asarray(saved_ms, dtype=float)
+    pooled = float(y.sum() / x.sum()) if x.sum() > 0 else 0.0
+    gram = x.T @ x
+    lam = RIDGE * float(np.mean(np.diag(gram))) if gram.size else 0.0
+    d = np.linalg.solve(gram + lam * np.eye(len(groups)), x.T @ (y - x @ np.full(len(groups), pooled)))
+    e = np.maximum(pooled + d, 0.0)
+    sse = float(np.sum((x @ e - y) ** 2))
+    return {g: float(e[col[g]]) for g in groups}, sse
+
+
+@register("perf_channels")
+def perf_channels_job(job: dict, ctx) -> dict[str, Any]:  # noqa: C901 - the steps are short and in order
+    import onnx
+
+    from sparsify_tui.analysis.shapes import infer
+    from sparsify_tui.engines.inputs import input_specs, load_samples_for, make_inputs
+    from sparsify_tui.engines.registry import get_engine, resolve_auto
+    from sparsify_tui.errors import ProfileError
+    from sparsify_tui.onnxkit.channels import find_groups, remove_channels
+
+    path = str(job["model_path"])
+    fractions = sorted({float(f) for f in job.get("fractions") or (0.25, 0.5, 0.75)})
+    batch = int(job.get("batch_size", 1))
+    cores = job.get("cores")
+    shapes = job.get("input_shapes") or {}
+    precision = job.get("precision") or "fp32"
+    repeats = max(1, int(job.get("repeats", 3)))
+    warmup = max(0, int(job.get("warmup", 3)))
+    min_block = float(job.get("min_block_ms", MIN_BLOCK_MS))
+    engine, reason = resolve_auto(job.get("engine", "auto"))
+    spec = get_engine(engine)
+
+    model = onnx.load(path)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    tshapes = infer(model, opset)[1]
+    groups = [g for g in find_groups(model, tshapes) if g.prunable]
+    if not groups:
+        raise ProfileError("the model has no prunable channel group: no channel perf profile to measure")
+    dense_flops = _layer_flops(model, shapes)
+    names = [s.name for s in input_specs(path, shapes)]
+    inputs = make_inputs(path, batch, shapes, data=job.get("data"))
+    calib = None
+    if precision == "int8":
+        from sparsify_tui.analysis import analyze
+
+        calib = load_samples_for(path, analyze(path, shapes or None), data=job.get("data"),
+                                 samples=CALIBRATION_SAMPLES, input_shapes=shapes)
+
+    def removed_flops(gid: str, channels: int, f: float) -> tuple[Any, dict[str, int]]:
+        small = remove_channels(model, {gid: range(removed_count(channels, f))}, tshapes)
+        after = _layer_flops(small, shapes)
+        return small, {k: v - after.get(k, 0) for k, v in dense_flops.items() if v - after.get(k, 0) > 0}
+
+    # what each group removes alone at each fraction, layer by layer (an analysis only, no engine)
+    solo: dict[tuple[str, float], dict[str, int]] = {}
+    step, steps = 0, len(groups) * len(fractions)
+    for g in groups:
+        for f in fractions:
+            ctx.progress(step, steps, label=f"FLOPs of group {g.id} at {f:g}")
+            solo[(g.id, f)] = removed_flops(g.id, g.channels, f)[1]
+            step += 1
+    n_comb = int(job.get("combinations") or min(len(groups) + 1, MAX_COMBINATIONS))
+    rng = np.random.default_rng(int(job.get("seed", 0)))
+    plans: list[tuple[float, list[str]]] = []
+    for f in fractions:
+        chosen = [[g.id for g in groups]]  # all groups: the plans the optimizer makes look like this
+        while len(chosen) < n_comb:
+            pick = [g.id for g in groups if rng.random() < 0.5]
+            if pick and pick not in chosen or (pick and len(chosen) >= 2 ** len(groups) - 1):
+                chosen.append(pick)
+        plans += [(f, c) for c in chosen]
+    by_id = {g.id: g for g in groups}
+
+    with tempfile.TemporaryDirectory(prefix="sparsify-chperf-") as tmp:
+        def compiled(src: Any, stem: str) -> Callable[[], Any]:
+            if isinstance(src, (str, Path)):
+                p = Path(src)
+            else:
+                p = Path(tmp) / f"{stem}.onnx"
+                onnx.save(src, str(p))
+            if calib is not None:
+                from sparsify_tui.profiles.quant import quantize_file
+
+                import logging
+
+                q = Path(tmp) / f"{stem}.int8.onnx"
+                root = logging.getLogger()
+                level = root.level
+                root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
+                try:
+                    quantize_file(p, q, calib)
+                finally:
+                    root.setLevel(level)
+                p = q
+            with spec.prepared(str(p)) as (pp, _note):
+                return spec.runner(pp, inputs, names=names, batch_size=batch, cores=cores,
+                                   precision=precision, tmp=tmp)
+
+        total = len(plans) + 1
+        ctx.progress(0, total, label=f"compiling the dense model ({engine})")
+        t0 = time.perf_counter()
+        run_dense = compiled(path, "dense")
+        compile_s = time.perf_counter() - t0
+        for _ in range(warmup):
+            run_dense()
+        one = _block(run_dense, 3)
+        iterations = max(3, min(MAX_ITERATIONS, math.ceil(min_block / one))) if one > 0 else 3
+        dense_blocks: list[float] = []
+        combos: list[dict[str, Any]] = []
+        for step, (f, members) in enumerate(plans, start=1):
+            ctx.progress(step, total, label=f"{len(members)} groups with {f:g} of their channels removed")
+            small = remove_channels(model, {gid: range(removed_count(by_id[gid].channels, f)) for gid in members},
+                                    tshapes)
+            run_v = compiled(small, f"v{step}")
+            for _ in range(warmup):
+                run_v()
+            pairs, ds = [], []
+            for r in range(repeats):
+                if r % 2 == 0:
+                    d, v = _block(run_dense, iterations), _block(run_v, iterations)
+                else:
+                    v, d = _block(run_v, iterations), _block(run_dense, iterations)
+                ds.append(d)
+                pairs.append(v / d if d > 0 else 1.0)
+            del run_v
+            dense_blocks += ds
+            combo = {"fraction": f, "groups": members, "ratio": statistics.median(pairs),
+                     "ratio_spread": [min(pairs), max(pairs)]}
+            combos.append(combo)
+            ctx.partial({"combination": combo})
+        dense_ms = statistics.median(dense_blocks) if dense_blocks else one
+    from sparsify_tui.optim.channel_estimate import group_shares
+
+    for c in combos:
+        c["saved_ms"] = dense_ms * (1.0 - c["ratio"])
+
+    def fitted(gamma: float) -> tuple[dict[float, dict[str, float]], float]:
+        fits, sse = {}, 0.0
+        for f in fractions:
+            at = [c for c in combos if c["fraction"] == f]
+            fits[f], err = fit_ms_per_flop([{gid: solo[(gid, f)] for gid in c["groups"]} for c in at],
+                                           [c["saved_ms"] for c in at], dense_flops, [g.id for g in groups], gamma)
+            sse += err
+        return fits, sse
+
+    # how a layer's time follows its FLOPs (gamma 1: in proportion): the exponent that fits the variants best
+    gamma, (fits, _sse) = min(((gm, fitted(gm)) for gm in GAMMAS), key=lambda t: t[1][1])
+    rows: list[dict[str, Any]] = []
+    for f in fractions:
+        for g in groups:
+            rem = solo[(g.id, f)]
+            eff = group_shares({g.id: rem}, dense_flops, gamma)[g.id]
+            rows.append({"group": g.id, "fraction": f, "removed": removed_count(g.channels, f),
+                         "channels": g.channels, "removed_flops": rem, "ms_per_gflop": fits[f][g.id] * 1e9,
+                         "saved_ms": fits[f][g.id] * eff})
+    touched = {lid for r in rows for lid in r["removed_flops"]}
+    ctx.progress(total, total, label="done")
+    return {
+        "engine": engine, "engine_version": spec.version(), "engine_reason": reason, "precision": precision,
+        "batch_size": batch, "cores": cores, "fractions": fractions, "repeats": repeats, "iterations": iterations,
+        "dense_ms": dense_ms, "dense_block_ms": dense_blocks, "compile_s": compile_s,
+        "combinations": combos, "gamma": gamma,
+        "groups": [{"id": g.id, "channels": g.channels, "producers": list(g.producers)} for g in groups],
+        "layer_flops": {lid: dense_flops[lid] for lid in sorted(touched)},
+        "total_flops": sum(dense_flops.values()),
+        "rows": rows,
+    }
