@@ -95,160 +95,208 @@ def fit_ms_per_flop(combos: list[dict[str, dict[str, int]]], saved_ms: list[floa
     return {g: float(e[col[g]]) for g in groups}, sse
 
 
-@register("perf_channels")
-def perf_channels_job(job: dict, ctx) -> dict[str, Any]:  # noqa: C901 - the steps are short and in order
-    import onnx
+class _ChannelPerfRun:
+    """One ``perf_channels`` job's state, in the order its steps run: the job's settings and the dense
+    model's analysis (:meth:`__init__`), what each group removes alone (:meth:`solo_flops`), the
+    combinations (:meth:`plans`), their timing against the dense model (:meth:`measure`), the fit
+    (:meth:`fit`) and the result (:meth:`result`)."""
 
-    from sparsify_tui.analysis.shapes import infer
-    from sparsify_tui.engines.inputs import input_specs, load_samples_for, make_inputs
-    from sparsify_tui.engines.registry import get_engine, resolve_auto
-    from sparsify_tui.errors import ProfileError
-    from sparsify_tui.onnxkit.channels import find_groups, remove_channels
+    def __init__(self, job: dict, ctx) -> None:
+        import onnx
 
-    path = str(job["model_path"])
-    fractions = sorted({float(f) for f in job.get("fractions") or (0.25, 0.5, 0.75)})
-    batch = int(job.get("batch_size", 1))
-    cores = job.get("cores")
-    shapes = job.get("input_shapes") or {}
-    precision = job.get("precision") or "fp32"
-    repeats = max(1, int(job.get("repeats", 3)))
-    warmup = max(0, int(job.get("warmup", 3)))
-    min_block = float(job.get("min_block_ms", MIN_BLOCK_MS))
-    engine, reason = resolve_auto(job.get("engine", "auto"))
-    spec = get_engine(engine)
+        from sparsify_tui.analysis.shapes import infer
+        from sparsify_tui.engines.inputs import input_specs, load_samples_for, make_inputs
+        from sparsify_tui.engines.registry import get_engine, resolve_auto
+        from sparsify_tui.errors import ProfileError
+        from sparsify_tui.onnxkit.channels import find_groups
 
-    model = onnx.load(path)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    tshapes = infer(model, opset)[1]
-    groups = [g for g in find_groups(model, tshapes) if g.prunable]
-    if not groups:
-        raise ProfileError("the model has no prunable channel group: no channel perf profile to measure")
-    dense_flops = _layer_flops(model, shapes)
-    names = [s.name for s in input_specs(path, shapes)]
-    inputs = make_inputs(path, batch, shapes, data=job.get("data"))
-    calib = None
-    if precision == "int8":
-        from sparsify_tui.analysis import analyze
+        self.job, self.ctx = job, ctx
+        self.path = path = str(job["model_path"])
+        self.fractions = sorted({float(f) for f in job.get("fractions") or (0.25, 0.5, 0.75)})
+        self.batch = int(job.get("batch_size", 1))
+        self.cores = job.get("cores")
+        self.shapes = shapes = job.get("input_shapes") or {}
+        self.precision = job.get("precision") or "fp32"
+        self.repeats = max(1, int(job.get("repeats", 3)))
+        self.warmup = max(0, int(job.get("warmup", 3)))
+        self.min_block = float(job.get("min_block_ms", MIN_BLOCK_MS))
+        self.engine, self.reason = resolve_auto(job.get("engine", "auto"))
+        self.spec = get_engine(self.engine)
 
-        calib = load_samples_for(path, analyze(path, shapes or None), data=job.get("data"),
-                                 samples=CALIBRATION_SAMPLES, input_shapes=shapes)
+        self.model = model = onnx.load(path)
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        self.tshapes = infer(model, opset)[1]
+        self.groups = [g for g in find_groups(model, self.tshapes) if g.prunable]
+        if not self.groups:
+            raise ProfileError("the model has no prunable channel group: no channel perf profile to measure")
+        self.by_id = {g.id: g for g in self.groups}
+        self.dense_flops = _layer_flops(model, shapes)
+        self.names = [s.name for s in input_specs(path, shapes)]
+        self.inputs = make_inputs(path, self.batch, shapes, data=job.get("data"))
+        self.calib = None
+        if self.precision == "int8":
+            from sparsify_tui.analysis import analyze
 
-    def removed_flops(gid: str, channels: int, f: float) -> tuple[Any, dict[str, int]]:
-        small = remove_channels(model, {gid: range(removed_count(channels, f))}, tshapes)
-        after = _layer_flops(small, shapes)
-        return small, {k: v - after.get(k, 0) for k, v in dense_flops.items() if v - after.get(k, 0) > 0}
+            self.calib = load_samples_for(path, analyze(path, shapes or None), data=job.get("data"),
+                                          samples=CALIBRATION_SAMPLES, input_shapes=shapes)
 
-    # what each group removes alone at each fraction, layer by layer (an analysis only, no engine)
-    solo: dict[tuple[str, float], dict[str, int]] = {}
-    step, steps = 0, len(groups) * len(fractions)
-    for g in groups:
-        for f in fractions:
-            ctx.progress(step, steps, label=f"FLOPs of group {g.id} at {f:g}")
-            solo[(g.id, f)] = removed_flops(g.id, g.channels, f)[1]
-            step += 1
-    n_comb = int(job.get("combinations") or min(len(groups) + 1, MAX_COMBINATIONS))
-    rng = np.random.default_rng(int(job.get("seed", 0)))
-    plans: list[tuple[float, list[str]]] = []
-    for f in fractions:
-        chosen = [[g.id for g in groups]]  # all groups: the plans the optimizer makes look like this
-        while len(chosen) < n_comb:
-            pick = [g.id for g in groups if rng.random() < 0.5]
-            if pick and pick not in chosen or (pick and len(chosen) >= 2 ** len(groups) - 1):
-                chosen.append(pick)
-        plans += [(f, c) for c in chosen]
-    by_id = {g.id: g for g in groups}
+    def solo_flops(self) -> dict[tuple[str, float], dict[str, int]]:
+        """What each group removes alone at each fraction, layer by layer (an analysis only, no engine)."""
+        from sparsify_tui.onnxkit.channels import remove_channels
 
-    with tempfile.TemporaryDirectory(prefix="sparsify-chperf-") as tmp:
-        def compiled(src: Any, stem: str) -> Callable[[], Any]:
-            if isinstance(src, (str, Path)):
-                p = Path(src)
+        solo: dict[tuple[str, float], dict[str, int]] = {}
+        step, steps = 0, len(self.groups) * len(self.fractions)
+        for g in self.groups:
+            for f in self.fractions:
+                self.ctx.progress(step, steps, label=f"FLOPs of group {g.id} at {f:g}")
+                small = remove_channels(self.model, {g.id: range(removed_count(g.channels, f))}, self.tshapes)
+                after = _layer_flops(small, self.shapes)
+                solo[(g.id, f)] = {k: v - after.get(k, 0) for k, v in self.dense_flops.items()
+                                   if v - after.get(k, 0) > 0}
+                step += 1
+        return solo
+
+    def plans(self) -> list[tuple[float, list[str]]]:
+        """At each fraction, ``combinations`` sets of groups: all of them, then distinct random ones (seeded)."""
+        groups = self.groups
+        n_comb = int(self.job.get("combinations") or min(len(groups) + 1, MAX_COMBINATIONS))
+        rng = np.random.default_rng(int(self.job.get("seed", 0)))
+        plans: list[tuple[float, list[str]]] = []
+        for f in self.fractions:
+            chosen = [[g.id for g in groups]]  # all groups: the plans the optimizer makes look like this
+            while len(chosen) < n_comb:
+                pick = [g.id for g in groups if rng.random() < 0.5]
+                if pick and pick not in chosen or (pick and len(chosen) >= 2 ** len(groups) - 1):
+                    chosen.append(pick)
+            plans += [(f, c) for c in chosen]
+        return plans
+
+    def compiled(self, src: Any, stem: str, tmp: str) -> Callable[[], Any]:
+        """A runner of ``src`` (a path, or a model saved into ``tmp``), quantized first for INT8."""
+        import onnx
+
+        if isinstance(src, (str, Path)):
+            p = Path(src)
+        else:
+            p = Path(tmp) / f"{stem}.onnx"
+            onnx.save(src, str(p))
+        if self.calib is not None:
+            from sparsify_tui.profiles.quant import quantize_file
+
+            import logging
+
+            q = Path(tmp) / f"{stem}.int8.onnx"
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
+            try:
+                quantize_file(p, q, self.calib)
+            finally:
+                root.setLevel(level)
+            p = q
+        with self.spec.prepared(str(p)) as (pp, _note):
+            return self.spec.runner(pp, self.inputs, names=self.names, batch_size=self.batch, cores=self.cores,
+                                    precision=self.precision, tmp=tmp)
+
+    def time_pairs(self, run_dense: Callable[[], Any], run_v: Callable[[], Any],
+                   iterations: int) -> tuple[list[float], list[float]]:
+        """``repeats`` alternating dense/variant blocks: (the ratios variant / dense, the dense blocks)."""
+        pairs, ds = [], []
+        for r in range(self.repeats):
+            if r % 2 == 0:
+                d, v = _block(run_dense, iterations), _block(run_v, iterations)
             else:
-                p = Path(tmp) / f"{stem}.onnx"
-                onnx.save(src, str(p))
-            if calib is not None:
-                from sparsify_tui.profiles.quant import quantize_file
+                v, d = _block(run_v, iterations), _block(run_dense, iterations)
+            ds.append(d)
+            pairs.append(v / d if d > 0 else 1.0)
+        return pairs, ds
 
-                import logging
+    def measure(self, plans: list[tuple[float, list[str]]]) -> None:
+        """Compile the dense model, then every combination's variant, timed in pairs against it."""
+        from sparsify_tui.onnxkit.channels import remove_channels
 
-                q = Path(tmp) / f"{stem}.int8.onnx"
-                root = logging.getLogger()
-                level = root.level
-                root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
-                try:
-                    quantize_file(p, q, calib)
-                finally:
-                    root.setLevel(level)
-                p = q
-            with spec.prepared(str(p)) as (pp, _note):
-                return spec.runner(pp, inputs, names=names, batch_size=batch, cores=cores,
-                                   precision=precision, tmp=tmp)
-
-        total = len(plans) + 1
-        ctx.progress(0, total, label=f"compiling the dense model ({engine})")
-        t0 = time.perf_counter()
-        run_dense = compiled(path, "dense")
-        compile_s = time.perf_counter() - t0
-        for _ in range(warmup):
-            run_dense()
-        one = _block(run_dense, 3)
-        iterations = max(3, min(MAX_ITERATIONS, math.ceil(min_block / one))) if one > 0 else 3
-        dense_blocks: list[float] = []
-        combos: list[dict[str, Any]] = []
-        for step, (f, members) in enumerate(plans, start=1):
-            ctx.progress(step, total, label=f"{len(members)} groups with {f:g} of their channels removed")
-            small = remove_channels(model, {gid: range(removed_count(by_id[gid].channels, f)) for gid in members},
-                                    tshapes)
-            run_v = compiled(small, f"v{step}")
+        ctx, warmup = self.ctx, self.warmup
+        with tempfile.TemporaryDirectory(prefix="sparsify-chperf-") as tmp:
+            self.total = total = len(plans) + 1
+            ctx.progress(0, total, label=f"compiling the dense model ({self.engine})")
+            t0 = time.perf_counter()
+            run_dense = self.compiled(self.path, "dense", tmp)
+            self.compile_s = time.perf_counter() - t0
             for _ in range(warmup):
-                run_v()
-            pairs, ds = [], []
-            for r in range(repeats):
-                if r % 2 == 0:
-                    d, v = _block(run_dense, iterations), _block(run_v, iterations)
-                else:
-                    v, d = _block(run_v, iterations), _block(run_dense, iterations)
-                ds.append(d)
-                pairs.append(v / d if d > 0 else 1.0)
-            del run_v
-            dense_blocks += ds
-            combo = {"fraction": f, "groups": members, "ratio": statistics.median(pairs),
-                     "ratio_spread": [min(pairs), max(pairs)]}
-            combos.append(combo)
-            ctx.partial({"combination": combo})
-        dense_ms = statistics.median(dense_blocks) if dense_blocks else one
-    from sparsify_tui.optim.channel_estimate import group_shares
+                run_dense()
+            one = _block(run_dense, 3)
+            self.iterations = iterations = (max(3, min(MAX_ITERATIONS, math.ceil(self.min_block / one)))
+                                            if one > 0 else 3)
+            self.dense_blocks: list[float] = []
+            self.combos: list[dict[str, Any]] = []
+            for step, (f, members) in enumerate(plans, start=1):
+                ctx.progress(step, total, label=f"{len(members)} groups with {f:g} of their channels removed")
+                small = remove_channels(self.model, {gid: range(removed_count(self.by_id[gid].channels, f))
+                                                     for gid in members}, self.tshapes)
+                run_v = self.compiled(small, f"v{step}", tmp)
+                for _ in range(warmup):
+                    run_v()
+                pairs, ds = self.time_pairs(run_dense, run_v, iterations)
+                del run_v
+                self.dense_blocks += ds
+                combo = {"fraction": f, "groups": members, "ratio": statistics.median(pairs),
+                         "ratio_spread": [min(pairs), max(pairs)]}
+                self.combos.append(combo)
+                ctx.partial({"combination": combo})
+            self.dense_ms = statistics.median(self.dense_blocks) if self.dense_blocks else one
 
-    for c in combos:
-        c["saved_ms"] = dense_ms * (1.0 - c["ratio"])
+    def fit(self, solo: dict[tuple[str, float], dict[str, int]]) -> tuple[float, dict[float, dict[str, float]]]:
+        """Each combination's saving in ms, and (gamma, {fraction: {group: ms per FLOP}}) fitted to them."""
+        for c in self.combos:
+            c["saved_ms"] = self.dense_ms * (1.0 - c["ratio"])
 
-    def fitted(gamma: float) -> tuple[dict[float, dict[str, float]], float]:
-        fits, sse = {}, 0.0
-        for f in fractions:
-            at = [c for c in combos if c["fraction"] == f]
-            fits[f], err = fit_ms_per_flop([{gid: solo[(gid, f)] for gid in c["groups"]} for c in at],
-                                           [c["saved_ms"] for c in at], dense_flops, [g.id for g in groups], gamma)
-            sse += err
-        return fits, sse
+        def fitted(gamma: float) -> tuple[dict[float, dict[str, float]], float]:
+            fits, sse = {}, 0.0
+            for f in self.fractions:
+                at = [c for c in self.combos if c["fraction"] == f]
+                fits[f], err = fit_ms_per_flop([{gid: solo[(gid, f)] for gid in c["groups"]} for c in at],
+                                               [c["saved_ms"] for c in at], self.dense_flops,
+                                               [g.id for g in self.groups], gamma)
+                sse += err
+            return fits, sse
 
-    # how a layer's time follows its FLOPs (gamma 1: in proportion): the exponent that fits the variants best
-    gamma, (fits, _sse) = min(((gm, fitted(gm)) for gm in GAMMAS), key=lambda t: t[1][1])
-    rows: list[dict[str, Any]] = []
-    for f in fractions:
-        for g in groups:
-            rem = solo[(g.id, f)]
-            eff = group_shares({g.id: rem}, dense_flops, gamma)[g.id]
-            rows.append({"group": g.id, "fraction": f, "removed": removed_count(g.channels, f),
-                         "channels": g.channels, "removed_flops": rem, "ms_per_gflop": fits[f][g.id] * 1e9,
-                         "saved_ms": fits[f][g.id] * eff})
-    touched = {lid for r in rows for lid in r["removed_flops"]}
-    ctx.progress(total, total, label="done")
-    return {
-        "engine": engine, "engine_version": spec.version(), "engine_reason": reason, "precision": precision,
-        "batch_size": batch, "cores": cores, "fractions": fractions, "repeats": repeats, "iterations": iterations,
-        "dense_ms": dense_ms, "dense_block_ms": dense_blocks, "compile_s": compile_s,
-        "combinations": combos, "gamma": gamma,
-        "groups": [{"id": g.id, "channels": g.channels, "producers": list(g.producers)} for g in groups],
-        "layer_flops": {lid: dense_flops[lid] for lid in sorted(touched)},
-        "total_flops": sum(dense_flops.values()),
-        "rows": rows,
-    }
+        # how a layer's time follows its FLOPs (gamma 1: in proportion): the exponent that fits the variants best
+        gamma, (fits, _sse) = min(((gm, fitted(gm)) for gm in GAMMAS), key=lambda t: t[1][1])
+        return gamma, fits
+
+    def result(self, solo: dict[tuple[str, float], dict[str, int]], gamma: float,
+               fits: dict[float, dict[str, float]]) -> dict[str, Any]:
+        """The job's result: a row per group and fraction, and the measurements it rests on."""
+        from sparsify_tui.optim.channel_estimate import group_shares
+
+        dense_flops = self.dense_flops
+        rows: list[dict[str, Any]] = []
+        for f in self.fractions:
+            for g in self.groups:
+                rem = solo[(g.id, f)]
+                eff = group_shares({g.id: rem}, dense_flops, gamma)[g.id]
+                rows.append({"group": g.id, "fraction": f, "removed": removed_count(g.channels, f),
+                             "channels": g.channels, "removed_flops": rem, "ms_per_gflop": fits[f][g.id] * 1e9,
+                             "saved_ms": fits[f][g.id] * eff})
+        touched = {lid for r in rows for lid in r["removed_flops"]}
+        self.ctx.progress(self.total, self.total, label="done")
+        return {
+            "engine": self.engine, "engine_version": self.spec.version(), "engine_reason": self.reason,
+            "precision": self.precision, "batch_size": self.batch, "cores": self.cores,
+            "fractions": self.fractions, "repeats": self.repeats, "iterations": self.iterations,
+            "dense_ms": self.dense_ms, "dense_block_ms": self.dense_blocks, "compile_s": self.compile_s,
+            "combinations": self.combos, "gamma": gamma,
+            "groups": [{"id": g.id, "channels": g.channels, "producers": list(g.producers)} for g in self.groups],
+            "layer_flops": {lid: dense_flops[lid] for lid in sorted(touched)},
+            "total_flops": sum(dense_flops.values()),
+            "rows": rows,
+        }
+
+
+@register("perf_channels")
+def perf_channels_job(job: dict, ctx) -> dict[str, Any]:
+    run = _ChannelPerfRun(job, ctx)
+    solo = run.solo_flops()
+    run.measure(run.plans())
+    gamma, fits = run.fit(solo)
+    return run.result(solo, gamma, fits)
