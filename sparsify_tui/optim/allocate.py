@@ -326,6 +326,126 @@ def _lower_hull_on_grid(y: np.ndarray) -> np.ndarray:
     return np.interp(GRID, hx, hy)
 
 
+def _perf_rows(perf: dict) -> tuple[dict[str, tuple[float, Any]], float]:
+    """The perf profile's rows by layer id as (dense ms, levels), and the sum of every row's dense ms
+    (engine-internal rows count in that sum but get no entry)."""
+    rows = {}
+    layer_total0 = 0.0
+    for r in perf["layers"]:
+        if not isinstance(r, dict):
+            continue
+        lv = _levels(r.get("ms_by_level"))
+        b0 = r.get("baseline_ms")
+        if lv is not None and lv[0][0] == 0.0:
+            r0 = float(lv[1][0])
+        elif isinstance(b0, (int, float)) and math.isfinite(b0):
+            r0 = float(b0)
+        else:
+            r0 = 0.0
+        layer_total0 += max(r0, 0.0)
+        if not r.get("engine_internal") and r.get("id") is not None:
+            rows[str(r["id"])] = (r0, lv)
+    return rows, layer_total0
+
+
+def _perf_baseline(perf: dict, layer_total0: float, notes: list[str]) -> float:
+    """The model's time in ms: the engine as deployed if measured, else the profile's baseline, else the
+    sum of the layers' times; notes the profile's warnings."""
+    base = perf.get("baseline_ms")
+    quality = perf.get("quality") if isinstance(perf.get("quality"), dict) else {}
+    deployed = quality.get("deployed_ms")
+    if isinstance(deployed, (int, float)) and math.isfinite(deployed) and deployed > 0:
+        # the engine as deployed sets the scale; the instrumented run only the layers' shares
+        if isinstance(base, (int, float)) and base > 0 and abs(base / deployed - 1) > 0.05:
+            notes.append(f"times are scaled to the model's time in the engine as deployed ({deployed:.3f} ms; "
+                         f"the instrumented run measured {float(base):.3f} ms)")
+        base = deployed
+    for w in quality.get("warnings") or []:
+        if isinstance(w, str):
+            notes.append(f"the estimate rests on a perf profile with a warning: {w}")
+    return float(base) if isinstance(base, (int, float)) and math.isfinite(base) and base > 0 else layer_total0
+
+
+def _measured_savings(perf: dict, ids: list[str],
+                      notes: list[str]) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(t0, save, baseline, time_scale) of the layers ``ids`` from a perf profile's ``ms_by_level``."""
+    m = len(ids)
+    save = np.zeros((m, GRID_N))
+    t0 = np.zeros(m)
+    rows, layer_total0 = _perf_rows(perf)
+    missing = 0
+    top_level = 0.0
+    for i, lid in enumerate(ids):
+        if lid not in rows:
+            missing += 1
+            continue
+        r0, lv = rows[lid]
+        t0[i] = max(r0, 0.0)
+        if lv is None:
+            continue
+        xs, ys = lv
+        top_level = max(top_level, float(xs[-1]))
+        if xs[0] > 0.0:
+            xs = np.concatenate([[0.0], xs])
+            ys = np.concatenate([[r0], ys])
+        ys = np.minimum.accumulate(np.minimum(ys, t0[i]))
+        t = np.interp(GRID, xs, ys)
+        save[i] = np.clip(t0[i] - t, 0.0, t0[i])
+    baseline = _perf_baseline(perf, layer_total0, notes)
+    time_scale = baseline / layer_total0 if layer_total0 > 0 else 1.0
+    if missing:
+        notes.append(f"{missing} prunable layer(s) have no row in the perf profile: no speedup is estimated for them")
+    if 0.0 < top_level < 0.9:
+        notes.append(f"the perf profile stops at sparsity {top_level:g}: savings above it are held at that level's")
+    return t0, save, baseline, time_scale
+
+
+def _flops_savings(graph: "ModelGraph", flops: np.ndarray, fl_known: np.ndarray,
+                   notes: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """(t0, save, baseline) in FLOPs, for a model without a perf profile."""
+    t0 = flops.copy()
+    save = flops[:, None] * GRID[None, :]
+    baseline = float(graph.flops if graph.flops is not None else graph.flops_known or 0)
+    notes.append("no perf profile: speedup approximated from FLOPs")
+    if (~fl_known).any():
+        notes.append(f"{int((~fl_known).sum())} prunable layer(s) have unknown FLOPs: no speedup is estimated for them")
+    return t0, save, baseline
+
+
+def _loss_curves(loss: dict | None, ids: list[str], notes: list[str]) -> tuple[np.ndarray, str]:
+    """(loss curves on GRID, loss basis) of the layers ``ids``: the loss profile's ``sensitivity_by_level``,
+    the Gaussian weight proxy (scaled to the profiled layers) where it has none."""
+    m = len(ids)
+    lossm = np.zeros((m, GRID_N))
+    if not (loss and isinstance(loss.get("layers"), list)):
+        lossm[:] = GAUSSIAN_PROXY[None, :]
+        notes.append("no loss profile: loss sensitivity approximated by the Gaussian weight-magnitude proxy")
+        return lossm, "gaussian"
+    rows = {str(r.get("id")): r for r in loss["layers"] if isinstance(r, dict)}
+    have = np.zeros(m, dtype=bool)
+    for i, lid in enumerate(ids):
+        r = rows.get(lid)
+        lv = _levels(r.get("sensitivity_by_level")) if r else None
+        if lv is None:
+            continue
+        xs, ys = lv
+        ys = np.maximum.accumulate(ys)
+        if xs[0] > 0.0:
+            xs = np.concatenate([[0.0], xs])
+            ys = np.concatenate([[min(0.0, ys[0])], ys])
+        c = np.interp(GRID, xs, ys)
+        lossm[i] = np.maximum(c - c[0], 0.0)
+        have[i] = True
+    method = str(loss.get("method", ""))
+    loss_basis = "approx" if (loss.get("approximated") or method.startswith("approx")) else "measured"
+    if (~have).any():
+        ref = lossm[have, EVAL_INDEX] / max(GAUSSIAN_PROXY[EVAL_INDEX], 1e-12) if have.any() else np.array([1.0])
+        scale = float(np.median(ref)) if ref.size else 1.0
+        lossm[~have] = GAUSSIAN_PROXY[None, :] * (scale if scale > 0 else 1.0)
+        notes.append(f"{int((~have).sum())} prunable layer(s) have no loss curve: the Gaussian weight proxy is used")
+    return lossm, loss_basis
+
+
 @dataclass
 class Curves:
     """Per-layer loss and savings curves of a model's prunable layers, on GRID (built once)."""
@@ -363,105 +483,16 @@ class Curves:
         fl_known = np.array([lay.flops is not None for lay in layers], dtype=bool)
         flops = np.array([float(lay.flops or 0) for lay in layers], dtype=np.float64)
         notes: list[str] = []
-
-        # ---- performance
-        save = np.zeros((m, GRID_N))
-        t0 = np.zeros(m)
         if perf and isinstance(perf.get("layers"), list):
-            rows = {}
-            layer_total0 = 0.0
-            for r in perf["layers"]:
-                if not isinstance(r, dict):
-                    continue
-                lv = _levels(r.get("ms_by_level"))
-                b0 = r.get("baseline_ms")
-                if lv is not None and lv[0][0] == 0.0:
-                    r0 = float(lv[1][0])
-                elif isinstance(b0, (int, float)) and math.isfinite(b0):
-                    r0 = float(b0)
-                else:
-                    r0 = 0.0
-                layer_total0 += max(r0, 0.0)
-                if not r.get("engine_internal") and r.get("id") is not None:
-                    rows[str(r["id"])] = (r0, lv)
-            missing = 0
-            top_level = 0.0
-            for i, lid in enumerate(ids):
-                if lid not in rows:
-                    missing += 1
-                    continue
-                r0, lv = rows[lid]
-                t0[i] = max(r0, 0.0)
-                if lv is None:
-                    continue
-                xs, ys = lv
-                top_level = max(top_level, float(xs[-1]))
-                if xs[0] > 0.0:
-                    xs = np.concatenate([[0.0], xs])
-                    ys = np.concatenate([[r0], ys])
-                ys = np.minimum.accumulate(np.minimum(ys, t0[i]))
-                t = np.interp(GRID, xs, ys)
-                save[i] = np.clip(t0[i] - t, 0.0, t0[i])
-            base = perf.get("baseline_ms")
-            quality = perf.get("quality") if isinstance(perf.get("quality"), dict) else {}
-            deployed = quality.get("deployed_ms")
-            if isinstance(deployed, (int, float)) and math.isfinite(deployed) and deployed > 0:
-                # the engine as deployed sets the scale; the instrumented run only the layers' shares
-                if isinstance(base, (int, float)) and base > 0 and abs(base / deployed - 1) > 0.05:
-                    notes.append(f"times are scaled to the model's time in the engine as deployed ({deployed:.3f} ms; "
-                                 f"the instrumented run measured {float(base):.3f} ms)")
-                base = deployed
-            for w in quality.get("warnings") or []:
-                if isinstance(w, str):
-                    notes.append(f"the estimate rests on a perf profile with a warning: {w}")
-            baseline = float(base) if isinstance(base, (int, float)) and math.isfinite(base) and base > 0 else layer_total0
-            time_scale = baseline / layer_total0 if layer_total0 > 0 else 1.0
+            t0, save, baseline, time_scale = _measured_savings(perf, ids, notes)
             time_unit = "ms"
             perf_basis = "approximated" if perf.get("approximated") else "measured"
-            if missing:
-                notes.append(f"{missing} prunable layer(s) have no row in the perf profile: no speedup is estimated for them")
-            if 0.0 < top_level < 0.9:
-                notes.append(f"the perf profile stops at sparsity {top_level:g}: savings above it are held at that level's")
         else:
-            t0 = flops.copy()
-            save = flops[:, None] * GRID[None, :]
-            baseline = float(graph.flops if graph.flops is not None else graph.flops_known or 0)
+            t0, save, baseline = _flops_savings(graph, flops, fl_known, notes)
             time_scale = 1.0
             time_unit = "flops"
             perf_basis = "flops"
-            notes.append("no perf profile: speedup approximated from FLOPs")
-            if (~fl_known).any():
-                notes.append(f"{int((~fl_known).sum())} prunable layer(s) have unknown FLOPs: no speedup is estimated for them")
-
-        # ---- loss
-        lossm = np.zeros((m, GRID_N))
-        if loss and isinstance(loss.get("layers"), list):
-            rows = {str(r.get("id")): r for r in loss["layers"] if isinstance(r, dict)}
-            have = np.zeros(m, dtype=bool)
-            for i, lid in enumerate(ids):
-                r = rows.get(lid)
-                lv = _levels(r.get("sensitivity_by_level")) if r else None
-                if lv is None:
-                    continue
-                xs, ys = lv
-                ys = np.maximum.accumulate(ys)
-                if xs[0] > 0.0:
-                    xs = np.concatenate([[0.0], xs])
-                    ys = np.concatenate([[min(0.0, ys[0])], ys])
-                c = np.interp(GRID, xs, ys)
-                lossm[i] = np.maximum(c - c[0], 0.0)
-                have[i] = True
-            method = str(loss.get("method", ""))
-            loss_basis = "approx" if (loss.get("approximated") or method.startswith("approx")) else "measured"
-            if (~have).any():
-                ref = lossm[have, EVAL_INDEX] / max(GAUSSIAN_PROXY[EVAL_INDEX], 1e-12) if have.any() else np.array([1.0])
-                scale = float(np.median(ref)) if ref.size else 1.0
-                lossm[~have] = GAUSSIAN_PROXY[None, :] * (scale if scale > 0 else 1.0)
-                notes.append(f"{int((~have).sum())} prunable layer(s) have no loss curve: the Gaussian weight proxy is used")
-        else:
-            lossm[:] = GAUSSIAN_PROXY[None, :]
-            loss_basis = "gaussian"
-            notes.append("no loss profile: loss sensitivity approximated by the Gaussian weight-magnitude proxy")
+        lossm, loss_basis = _loss_curves(loss, ids, notes)
 
         loss_hull = np.array([_lower_hull_on_grid(row) for row in lossm]) if m else lossm.copy()
         save_hull = -np.array([_lower_hull_on_grid(-row) for row in save]) if m else save.copy()
@@ -622,6 +653,31 @@ class _Allocator:
         self.reasons: dict[int, str] = {}
         self.overridden: set[int] = set()
         self.extra: dict[str, str] = {}
+        self._apply_user_choices(p)
+        for i in range(m):
+            if c.n[i] <= 0 and i not in self.reasons and i not in self.overridden:
+                self.reasons[i] = REASON_NO_PARAMS
+        if p.protect_edges:
+            self._apply_edge_filter(int(p.tiny_params))
+        if not self.enabled:
+            for i in range(m):
+                if i not in self.overridden:
+                    self.reasons.setdefault(i, REASON_DISABLED)
+        self.free0 = np.array([i for i in range(m) if i not in self.reasons and i not in self.overridden],
+                              dtype=np.int64)
+        self.pts = self._points(m)
+        self.dpts = np.diff(self.pts)
+        self.A, self.B = self._marginal_costs()
+        self.cache: dict[float, Allocation] = {}
+        self._free_cache: dict[bytes, _FreeSet] = {}
+        self._point_filters = self.min_speedup > 1.0 or self.min_recovery > 0
+        self._over_idx = np.fromiter(self.overridden, dtype=np.int64, count=len(self.overridden))
+        self._filter_hopeless()
+
+    def _apply_user_choices(self, p: Any) -> None:
+        """The user's exclusions (with their reasons) and overrides (fixed sparsities); ids that are no
+        prunable layer of the model go to ``extra``. An exclusion wins over an override."""
+        c = self.c
         for lid, reason in p.exclusions.items():
             i = c.index.get(lid)
             if i is None:
@@ -637,86 +693,90 @@ class _Allocator:
                 continue  # excluded wins (validate() forbids both)
             self.fixed[i] = float(s)
             self.overridden.add(i)
+
+    def _apply_edge_filter(self, tiny: int) -> None:
+        """The edge filter: stem, output heads, tiny layers stay dense (an override wins)."""
+        c = self.c
+        m = len(c.ids)
+        small = c.n < tiny if tiny > 0 else np.zeros(m, dtype=bool)
+        if float(c.n[small].sum()) > TINY_MAX_TOTAL * self.N:
+            small[:] = False  # a model made of small layers: none of them is "tiny" for it
         for i in range(m):
-            if c.n[i] <= 0 and i not in self.reasons and i not in self.overridden:
-                self.reasons[i] = REASON_NO_PARAMS
-        if p.protect_edges:  # the edge filter: stem, output heads, tiny layers (an override wins)
-            tiny = int(p.tiny_params)
-            small = c.n < tiny if tiny > 0 else np.zeros(m, dtype=bool)
-            if float(c.n[small].sum()) > TINY_MAX_TOTAL * self.N:
-                small[:] = False  # a model made of small layers: none of them is "tiny" for it
-            for i in range(m):
-                if i in self.reasons or i in self.overridden:
-                    continue
-                role = c.roles.get(i)
-                if role is not None and c.n[i] <= EDGE_MAX_SHARE * self.N:
-                    self.reasons[i] = REASON_STEM if role == "stem" else REASON_HEAD
-                elif small[i]:
-                    self.reasons[i] = REASON_TINY.format(int(c.n[i]), tiny)
-        if not self.enabled:
-            for i in range(m):
-                if i not in self.overridden:
-                    self.reasons.setdefault(i, REASON_DISABLED)
-        self.free0 = np.array([i for i in range(m) if i not in self.reasons and i not in self.overridden],
-                              dtype=np.int64)
-        # the sparsity points a free layer may take: 0, then min_sparsity (if on), the grid, the cap
+            if i in self.reasons or i in self.overridden:
+                continue
+            role = c.roles.get(i)
+            if role is not None and c.n[i] <= EDGE_MAX_SHARE * self.N:
+                self.reasons[i] = REASON_STEM if role == "stem" else REASON_HEAD
+            elif small[i]:
+                self.reasons[i] = REASON_TINY.format(int(c.n[i]), tiny)
+
+    def _points(self, m: int) -> np.ndarray:
+        """The sparsity points a free layer may take: 0, then min_sparsity (if on), the grid, the cap."""
         pts = [0.0]
         if self.min_s > 0:
             pts.append(self.min_s)
         pts += [float(g) for g in step_grid(m)[1:] if g > max(self.min_s, 0.0) + 1e-12 and g < self.cap - 1e-12]
         if self.cap > pts[-1] + 1e-12:
             pts.append(self.cap)
-        self.pts = np.array(pts)
-        self.dpts = np.diff(self.pts)
+        return np.array(pts)
+
+    def _marginal_costs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(A, B): marginal loss and (minus) savings per param of each step between the points, both
+        non-decreasing along a row (hulls are convex / concave); b*A + (1-b)*B is then non-decreasing
+        too, even in floating point."""
+        c = self.c
+        m = len(c.ids)
         Lh = self._cols(c.loss_hull, self.pts)
         Ph = self._cols(c.save_hull, self.pts)
-        # marginal loss and (minus) savings per param of each step, both non-decreasing along a row
-        # (hulls are convex / concave); b*A + (1-b)*B is then non-decreasing too, even in floating point
         with np.errstate(divide="ignore", invalid="ignore"):
             W = np.maximum(c.n, 1e-300)[:, None] * self.dpts[None, :] if len(self.dpts) else np.zeros((m, 0))
             A = np.diff(Lh, axis=1) / c.L_scale / W if m and W.size else W
             B = -np.diff(Ph, axis=1) / c.P_scale / W if m and W.size else W
             if self.min_speedup > 1.0 and m and W.size:
-                # min speedup as a per-layer lower bound: a layer takes 0 or at least the first point where
-                # its speedup factor reaches the minimum; the steps up to that point act as one step (their
-                # chord: the row's marginal costs stay non-decreasing because the hulls are convex / concave)
-                t0 = c.t0[:, None]
-                sv = np.minimum(np.maximum(self._cols(c.save, self.pts), 0.0), t0)
-                rem = t0 - sv
-                fac = np.where(t0 > 0, t0 / np.where(rem > 0, rem, 1e-300), 1.0)
-                ok = fac >= self.min_speedup
-                ok[:, 0] = False
-                first = np.where(ok.any(axis=1), ok.argmax(axis=1), 0)
-                for i in np.nonzero(first > 1)[0].tolist():
-                    j = int(first[i])
-                    A[i, :j] = (Lh[i, j] - Lh[i, 0]) / c.L_scale / (c.n[i] * self.pts[j])
-                    B[i, :j] = -(Ph[i, j] - Ph[i, 0]) / c.P_scale / (c.n[i] * self.pts[j])
-            self.A = np.maximum.accumulate(A, axis=1) if m and W.size else W
-            self.B = np.maximum.accumulate(B, axis=1) if m and W.size else W
-        self.cache: dict[float, Allocation] = {}
-        self._free_cache: dict[bytes, _FreeSet] = {}
-        self._point_filters = self.min_speedup > 1.0 or self.min_recovery > 0
-        self._over_idx = np.fromiter(self.overridden, dtype=np.int64, count=len(self.overridden))
-        # layers that cannot pass a filter at any sparsity they may take are filtered up front (the
-        # result is the same as filtering them after a first allocation, in fewer rounds)
-        if len(self.free0) and len(self.pts) > 1:
-            hopeless: dict[int, str] = {}
-            if self.min_speedup > 1.0:
-                top = np.full(len(self.free0), self.pts[-1])
-                t0 = c.t0[self.free0]
-                sv = np.clip(Curves._at(c.save[self.free0], top), 0.0, t0)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    fac = np.where(t0 > 0, t0 / np.maximum(t0 - sv, 1e-300), 1.0)
-                for k in np.nonzero(fac < self.min_speedup)[0]:
-                    hopeless[int(self.free0[k])] = REASON_MIN_SPEEDUP.format(self.min_speedup)
-            if self.min_recovery > 0:
-                low = np.full(len(self.free0), self.pts[1])
-                rec = layer_recovery(c, self.free0, low)
-                for k in np.nonzero(rec < self.min_recovery)[0]:
-                    hopeless.setdefault(int(self.free0[k]), REASON_MIN_RECOVERY.format(self.min_recovery))
-            if hopeless:
-                self.reasons.update(hopeless)
-                self.free0 = np.array([i for i in self.free0.tolist() if i not in hopeless], dtype=np.int64)
+                self._merge_steps_to_min_speedup(A, B, Lh, Ph)
+            return (np.maximum.accumulate(A, axis=1) if m and W.size else W,
+                    np.maximum.accumulate(B, axis=1) if m and W.size else W)
+
+    def _merge_steps_to_min_speedup(self, A: np.ndarray, B: np.ndarray, Lh: np.ndarray, Ph: np.ndarray) -> None:
+        """Min speedup as a per-layer lower bound (in place on A, B): a layer takes 0 or at least the first
+        point where its speedup factor reaches the minimum; the steps up to that point act as one step (their
+        chord: the row's marginal costs stay non-decreasing because the hulls are convex / concave)."""
+        c = self.c
+        t0 = c.t0[:, None]
+        sv = np.minimum(np.maximum(self._cols(c.save, self.pts), 0.0), t0)
+        rem = t0 - sv
+        fac = np.where(t0 > 0, t0 / np.where(rem > 0, rem, 1e-300), 1.0)
+        ok = fac >= self.min_speedup
+        ok[:, 0] = False
+        first = np.where(ok.any(axis=1), ok.argmax(axis=1), 0)
+        for i in np.nonzero(first > 1)[0].tolist():
+            j = int(first[i])
+            A[i, :j] = (Lh[i, j] - Lh[i, 0]) / c.L_scale / (c.n[i] * self.pts[j])
+            B[i, :j] = -(Ph[i, j] - Ph[i, 0]) / c.P_scale / (c.n[i] * self.pts[j])
+
+    def _filter_hopeless(self) -> None:
+        """Layers that cannot pass a filter at any sparsity they may take are filtered up front (the
+        result is the same as filtering them after a first allocation, in fewer rounds)."""
+        c = self.c
+        if not (len(self.free0) and len(self.pts) > 1):
+            return
+        hopeless: dict[int, str] = {}
+        if self.min_speedup > 1.0:
+            top = np.full(len(self.free0), self.pts[-1])
+            t0 = c.t0[self.free0]
+            sv = np.clip(Curves._at(c.save[self.free0], top), 0.0, t0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fac = np.where(t0 > 0, t0 / np.maximum(t0 - sv, 1e-300), 1.0)
+            for k in np.nonzero(fac < self.min_speedup)[0]:
+                hopeless[int(self.free0[k])] = REASON_MIN_SPEEDUP.format(self.min_speedup)
+        if self.min_recovery > 0:
+            low = np.full(len(self.free0), self.pts[1])
+            rec = layer_recovery(c, self.free0, low)
+            for k in np.nonzero(rec < self.min_recovery)[0]:
+                hopeless.setdefault(int(self.free0[k]), REASON_MIN_RECOVERY.format(self.min_recovery))
+        if hopeless:
+            self.reasons.update(hopeless)
+            self.free0 = np.array([i for i in self.free0.tolist() if i not in hopeless], dtype=np.int64)
 
     @staticmethod
     def _cols(M: np.ndarray, pts: np.ndarray) -> np.ndarray:
