@@ -119,7 +119,7 @@ def _validate(project, out: Path, info: dict, model, prep, fraction: float, meth
               ev: list, chosen: str, engine_reason: str, *, shapes, precision, iterations, cores, input_values,
               on_progress, cancel) -> dict:
     """Dense against pruned (and l2 at the same plan) on the evaluation samples, timed with ``chosen``."""
-    from sparsify_tui.actions.validate import save_samples
+    from sparsify_tui.actions.validate import ab_benchmark_job, save_samples
     from sparsify_tui.onnxkit.modelio import save_model_atomic
     from sparsify_tui.optim import channels as oc
     from sparsify_tui.progress import emit_progress
@@ -150,16 +150,11 @@ def _validate(project, out: Path, info: dict, model, prep, fraction: float, meth
             info["notes"].append(f"INT8: the dense, pruned and l2 files were quantized (QDQ, per channel) on "
                                  f"{len(qs)} samples for the benchmark; {out} itself is fp32")
         emit_progress(on_progress, 0, 1, f"benchmarking dense against pruned ({chosen})")
-        job = {"kind": "ab_benchmark", "model_a": model_a, "model_b": model_b, "engine": chosen,
-               "batch_size": 1, "cores": cores, "iterations": iterations, "warmup": 5, "repeats": 5,
-               "input_shapes": {k: list(v) for k, v in (shapes or {}).items()}, "eval_data": str(eval_file),
-               "model_magnitude": str(l2_file) if l2_file is not None else None}
-        if input_values:
-            job["input_values"] = dict(input_values)
-        if precision:
-            job["precision"] = precision
         from sparsify_tui.engines.runner import run_job
 
+        job = ab_benchmark_job(model_a, model_b, engine=chosen, batch_size=1, cores=cores, iterations=iterations,
+                               warmup=5, repeats=5, input_shapes=shapes, eval_data=eval_file,
+                               model_magnitude=l2_file, input_values=input_values, precision=precision)
         r = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)
     doc = dict(info)
     for k, v in r.items():

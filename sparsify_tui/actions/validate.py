@@ -267,6 +267,88 @@ def _same_engine_profile(project: "Project", engine: str, batch: int, cores: int
     return best
 
 
+def ab_benchmark_job(model_a: str | Path, model_b: str | Path, *, engine: str, batch_size: int, cores: int | None,
+                     iterations: int, warmup: int, repeats: int, input_shapes: dict | None, eval_data: str | Path,
+                     model_magnitude: str | Path | None = None, input_values: dict | None = None,
+                     precision: str | None = None) -> dict:
+    """The ``ab_benchmark`` job: dense ``model_a`` against pruned ``model_b``, alternating, on the evaluation
+    samples (and ``model_magnitude``'s output change beside them when given)."""
+    job = {"kind": "ab_benchmark", "model_a": str(model_a), "model_b": str(model_b), "engine": engine,
+           "batch_size": batch_size, "cores": cores, "iterations": iterations, "warmup": warmup,
+           "repeats": repeats, "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
+           "eval_data": str(eval_data),
+           "model_magnitude": str(model_magnitude) if model_magnitude is not None else None}
+    if input_values:
+        job["input_values"] = dict(input_values)
+    if precision:
+        job["precision"] = precision
+    return job
+
+
+def _optimizer_profile(project: "Project", ctx: Any, opt: Any) -> tuple[Any, Any]:
+    """(entry, cores) of the perf profile the optimizer's estimate came from (None, None without one)."""
+    opt_perf_id = (ctx.profile_ids or {}).get("perf", "") or getattr(opt, "perf_profile_id", "")
+    opt_entry = next((e for e in project.profiles_of("perf") if e.id == opt_perf_id), None)
+    opt_cores = (opt_entry.settings or {}).get("cores") if opt_entry is not None else None
+    return opt_entry, opt_cores
+
+
+def _validation_cores(cores: int | None, opt_entry: Any, opt_cores: Any) -> int:
+    """``--cores`` when given, else the cores of the optimizer's measured perf profile, else all usable cores."""
+    from sparsify_tui.settings import usable_cores as default_cores
+
+    if cores:
+        return int(cores)
+    if opt_cores and not (opt_entry.settings or {}).get("approximate"):
+        return int(opt_cores)
+    return default_cores()
+
+
+def _optimizer_profile_fits(project: "Project", opt_entry: Any, chosen: str, prec: str | None, batch_size: int,
+                            cores: int) -> tuple[Any, dict] | None:
+    """(entry, doc) of the optimizer's own perf profile when the estimate can use it (same engine, precision,
+    batch size and cores, fresh, readable and measured), else None."""
+    if opt_entry is None or (prec is not None and (opt_entry.settings or {}).get("precision") != prec):
+        return None  # none, or measured at another precision: not this estimate's profile
+    if opt_entry.engine != chosen or project.is_stale(opt_entry):
+        return None
+    st = opt_entry.settings or {}
+    if int(st.get("batch_size", 1) or 1) != batch_size or (st.get("cores") and int(st["cores"]) != cores):
+        return None
+    try:
+        doc0 = project.load_profile(opt_entry)
+    except Exception:  # noqa: BLE001 - unreadable: another profile is used, said in the notes
+        return None
+    if doc0 is None or (doc0.get("approximated") and chosen != "onnxruntime"):
+        return None
+    return opt_entry, doc0
+
+
+def _measure_validation_profile(project: "Project", plan: "Plan", chosen: str, prec: str | None, *,
+                                batch_size: int, cores: int, iterations: int, warmup: int,
+                                on_progress: Callable[[dict], Any] | None, cancel: threading.Event | None,
+                                input_values: dict | None, note: Callable[[str], None]) -> tuple[Any, dict]:
+    """Measure and store a ``chosen`` perf profile at the levels ``plan`` needs; its (entry, doc)."""
+    from sparsify_tui.engines.machine import machine_summary
+    from sparsify_tui.profiles.perf import run_perf_profile
+
+    levels = _levels_for(plan)
+    note(f"measuring a {chosen} perf profile at levels {', '.join(f'{x:g}' for x in levels)}")
+    doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
+                           levels=levels, iterations=max(20, iterations), warmup=warmup, repeats=3,
+                           input_shapes=project.input_shapes or {}, on_progress=on_progress,
+                           cancel=cancel, min_level_ms=MIN_LEVEL_MS, precision=prec,
+                           input_values=input_values)
+    settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
+                "iterations": max(20, iterations), "warmup": warmup, "repeats": 3,
+                "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
+                "purpose": "validation", **({"precision": prec} if prec else {})}
+    entry = project.add_profile("perf", f"{chosen} b{batch_size} (validation)", settings, doc["engine"],
+                                doc.get("engine_version") or "", doc.get("machine") or machine_summary(),
+                                doc)
+    return entry, doc
+
+
 def validate_optimization(project: "Project", opt_name: str | None = None, *, engine: str = "auto",
                           iterations: int = 20, warmup: int = 5, repeats: int = 5, batch_size: int = 1,
                           cores: int | None = None, out_path: str | Path | None = None,
@@ -279,32 +361,24 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
 
     ``input_values`` (``--input-value NAME=V``): those inputs hold ``V`` in every sample and timed batch
     (a sample rate a model branches on) instead of random values."""
+    import tempfile
+
     from sparsify_tui.engines.registry import get_engine, resolve_auto
     from sparsify_tui.engines.runner import run_job
+    from sparsify_tui.optim.calibrated import check_method
     from sparsify_tui.optim.estimate import Evaluator
-    from sparsify_tui.settings import usable_cores as default_cores
-    from sparsify_tui.engines.machine import machine_summary
-    from sparsify_tui.profiles.perf import run_perf_profile, validate_engine, validate_precision
+    from sparsify_tui.profiles.perf import validate_engine, validate_precision
 
     project.require_writable() if hasattr(project, "require_writable") else None
     engine = validate_engine(engine)
     precision = validate_precision(engine, precision)
-    from sparsify_tui.optim.calibrated import check_method
-
     method = check_method(method)
     cores_given = bool(cores)
     graph, opt, ctx = load_plan(project, opt_name)
     # the profile the optimizer's estimate came from: the validation uses it when it can (same engine,
     # batch size and, unless --cores says otherwise, its core count), and says why when it cannot
-    opt_perf_id = (ctx.profile_ids or {}).get("perf", "") or getattr(opt, "perf_profile_id", "")
-    opt_entry = next((e for e in project.profiles_of("perf") if e.id == opt_perf_id), None)
-    opt_cores = (opt_entry.settings or {}).get("cores") if opt_entry is not None else None
-    if cores_given:
-        cores = int(cores)
-    elif opt_cores and not (opt_entry.settings or {}).get("approximate"):
-        cores = int(opt_cores)
-    else:
-        cores = default_cores()
+    opt_entry, opt_cores = _optimizer_profile(project, ctx, opt)
+    cores = _validation_cores(cores, opt_entry, opt_cores)
     plan = opt.plan
     if not plan.sparsities():
         raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to validate")
@@ -321,8 +395,6 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
     note(f"pruning {len(plan.sparsities())} layers ({method})")
     pruned_info = _write_plan(project, graph, opt, out, None, method=method, calibration=cal,
                               sequential=sequential, on_progress=on_progress)
-    import tempfile
-
     scratch = tempfile.TemporaryDirectory(prefix="sparsify-validate-", dir=str(out.parent))
     eval_file = Path(scratch.name) / "evaluation.npz"
     save_samples(eval_file, ev)
@@ -337,49 +409,18 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
         # the estimate, from the optimizer's own profile when it fits, else a profile measured with the
         # same engine (measured now if there is none)
         prec = precision if get_engine(chosen).precision_hint or precision == "int8" else None
-        found = None
-        if opt_entry is not None and prec is not None and (opt_entry.settings or {}).get("precision") != prec:
-            pass  # measured at another precision: not this estimate's profile
-        elif opt_entry is not None and opt_entry.engine == chosen and not project.is_stale(opt_entry):
-            st = opt_entry.settings or {}
-            if int(st.get("batch_size", 1) or 1) == batch_size and (not st.get("cores") or int(st["cores"]) == cores):
-                try:
-                    doc0 = project.load_profile(opt_entry)
-                except Exception:  # noqa: BLE001 - unreadable: another profile is used, said in the notes
-                    doc0 = None
-                if doc0 is not None and not (doc0.get("approximated") and chosen != "onnxruntime"):
-                    found = (opt_entry, doc0)
-        if found is None:
-            found = _same_engine_profile(project, chosen, batch_size, cores, plan, prec)
-        if found is None:
-            levels = _levels_for(plan)
-            note(f"measuring a {chosen} perf profile at levels {', '.join(f'{x:g}' for x in levels)}")
-            doc = run_perf_profile(project.model_path, engine=chosen, batch_size=batch_size, cores=cores,
-                                   levels=levels, iterations=max(20, iterations), warmup=warmup, repeats=3,
-                                   input_shapes=project.input_shapes or {}, on_progress=on_progress,
-                                   cancel=cancel, min_level_ms=MIN_LEVEL_MS, precision=prec,
-                                   input_values=input_values)
-            settings = {"engine": chosen, "batch_size": batch_size, "cores": cores, "levels": levels,
-                        "iterations": max(20, iterations), "warmup": warmup, "repeats": 3,
-                        "input_shapes": {k: list(v) for k, v in sorted((project.input_shapes or {}).items())},
-                        "purpose": "validation", **({"precision": prec} if prec else {})}
-            entry = project.add_profile("perf", f"{chosen} b{batch_size} (validation)", settings, doc["engine"],
-                                        doc.get("engine_version") or "", doc.get("machine") or machine_summary(),
-                                        doc)
-            found = (entry, doc)
+        found = (_optimizer_profile_fits(project, opt_entry, chosen, prec, batch_size, cores)
+                 or _same_engine_profile(project, chosen, batch_size, cores, plan, prec)
+                 or _measure_validation_profile(project, plan, chosen, prec, batch_size=batch_size, cores=cores,
+                                                iterations=iterations, warmup=warmup, on_progress=on_progress,
+                                                cancel=cancel, input_values=input_values, note=note))
         perf_entry, perf_doc = found
         est = Evaluator(graph, perf_doc, ctx.evaluator.loss, ctx.evaluator.quant).evaluate(opt)
         note("benchmarking dense against pruned")
-        job = {"kind": "ab_benchmark", "model_a": str(project.model_path), "model_b": str(out),
-               "engine": chosen, "batch_size": batch_size, "cores": cores, "iterations": iterations,
-               "warmup": warmup, "repeats": repeats, "input_shapes": {k: list(v) for k, v in
-                                                                       (project.input_shapes or {}).items()},
-               "eval_data": str(eval_file),
-               "model_magnitude": str(magnitude_file) if magnitude_file is not None else None}
-        if input_values:
-            job["input_values"] = dict(input_values)
-        if prec:
-            job["precision"] = prec
+        job = ab_benchmark_job(project.model_path, out, engine=chosen, batch_size=batch_size, cores=cores,
+                               iterations=iterations, warmup=warmup, repeats=repeats,
+                               input_shapes=project.input_shapes, eval_data=eval_file,
+                               model_magnitude=magnitude_file, input_values=input_values, precision=prec)
         res = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=900, cores=cores)
         return perf_entry, perf_doc, est, res
 
@@ -481,35 +522,39 @@ def _measure_with_fallback(estimate_and_measure, chosen, engine, note, auto_reas
     return perf_entry, perf_doc, est, res
 
 
-def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batch_size, cores, iterations,
-                      repeats, pruned_info, out, method, cal, ev, sample_notes, *, opt_entry=None, opt_cores=None,
-                      cores_given=False):
-    from sparsify_tui.optim.optimization import now_iso
-    from sparsify_tui.actions.optimizer import save_optimization
-    from sparsify_tui.metrics import departure
+def _profile_mismatch_note(opt_entry: Any, perf_entry: Any, res: dict, batch_size: int, cores: int) -> str | None:
+    """Why the estimate comes from another perf profile than the optimizer's (None when it is the optimizer's)."""
+    if opt_entry is not None and perf_entry.id == opt_entry.id:
+        return None
+    if opt_entry is None:
+        why = "the optimizer used no stored perf profile (times approximated from FLOPs)"
+    else:
+        st = opt_entry.settings or {}
+        diffs = []
+        if opt_entry.engine != res.get("engine"):
+            diffs.append(f"it was measured with {opt_entry.engine}, this validation runs {res.get('engine')}")
+        if int(st.get("batch_size", 1) or 1) != batch_size:
+            diffs.append(f"batch size {st.get('batch_size')} there, {batch_size} here")
+        if st.get("cores") and int(st["cores"]) != cores:
+            diffs.append(f"{st['cores']} cores there, {cores} here (--cores)")
+        if st.get("approximate") or opt_entry.engine in ("flops", "flops-estimate"):
+            diffs.append("it is approximated (no engine measured it)")
+        why = f"the optimizer's estimate comes from perf profile {opt_entry.name!r}, but " + \
+              ("; ".join(diffs) or "it cannot be read")
+    return f"estimate from perf profile {perf_entry.name!r} ({perf_entry.id}), not the optimizer's: {why}"
 
+
+def _validation_notes(res: dict, perf_entry: Any, perf_doc: dict, chosen: str, batch_size: int, cores: int,
+                      pruned_info: dict, method: str, sample_notes: list, opt_entry: Any) -> list[str]:
+    """The validation's notes before its warnings: where the samples, the estimate and the measurement came from."""
     notes = list(sample_notes)
     if pruned_info.get("magnitude_layers"):
         ml = pruned_info["magnitude_layers"]
         notes.append(f"{len(ml)} layers pruned by magnitude ({method} cannot handle them): "
                      + "; ".join(f"{k}: {v}" for k, v in list(ml.items())[:3]) + ("; ..." if len(ml) > 3 else ""))
-    if opt_entry is None or perf_entry.id != opt_entry.id:
-        if opt_entry is None:
-            why = "the optimizer used no stored perf profile (times approximated from FLOPs)"
-        else:
-            st = opt_entry.settings or {}
-            diffs = []
-            if opt_entry.engine != res.get("engine"):
-                diffs.append(f"it was measured with {opt_entry.engine}, this validation runs {res.get('engine')}")
-            if int(st.get("batch_size", 1) or 1) != batch_size:
-                diffs.append(f"batch size {st.get('batch_size')} there, {batch_size} here")
-            if st.get("cores") and int(st["cores"]) != cores:
-                diffs.append(f"{st['cores']} cores there, {cores} here (--cores)")
-            if st.get("approximate") or opt_entry.engine in ("flops", "flops-estimate"):
-                diffs.append("it is approximated (no engine measured it)")
-            why = f"the optimizer's estimate comes from perf profile {opt_entry.name!r}, but " + \
-                  ("; ".join(diffs) or "it cannot be read")
-        notes.append(f"estimate from perf profile {perf_entry.name!r} ({perf_entry.id}), not the optimizer's: {why}")
+    mismatch = _profile_mismatch_note(opt_entry, perf_entry, res, batch_size, cores)
+    if mismatch:
+        notes.append(mismatch)
     if res.get("engine") != chosen:
         notes.append(f"measured with {res.get('engine')}: {res.get('engine_reason')}")
     # an output whose metric was switched (saturated softmax, all-zero output) says so
@@ -518,6 +563,14 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
         notes.append(f"{res.get('engine')} runs sparse weights no faster: the estimate comes from FLOPs "
                      f"(what a sparsity-aware engine such as DeepSparse would gain), the measurement shows "
                      f"{res.get('engine')}'s own speed")
+    return notes
+
+
+def _validation_quality(res: dict, perf_entry: Any, perf_doc: dict, est: Any) -> tuple[dict, str | None]:
+    """(quality, departure): the benchmark's and the profile's warnings, the departure first and the
+    estimate's miss (:func:`explain_miss`) last."""
+    from sparsify_tui.metrics import departure
+
     pq = perf_doc.get("quality") if isinstance(perf_doc.get("quality"), dict) else {}
     rq = res.get("quality") if isinstance(res.get("quality"), dict) else {}
     warnings = list(rq.get("warnings") or [])
@@ -527,14 +580,12 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
     departed = departure(res)
     if departed:
         warnings.insert(0, departed)
-    notes.extend(warnings)
     quality = {"interference": rq.get("interference"), "interference_by_block": rq.get("interference_by_block"),
                "profile_interference": pq.get("interference"), "deployed_ms": res.get("dense_ms"),
                "instrumentation_ratio": pq.get("instrumentation_ratio"), "warnings": warnings}
-    measured = res.get("measured_speedup")
-    estimated = float(est.estimated_speedup)
     miss = explain_miss(
-        {"engine": res.get("engine"), "estimated_speedup": estimated, "measured_speedup": measured,
+        {"engine": res.get("engine"), "estimated_speedup": float(est.estimated_speedup),
+         "measured_speedup": res.get("measured_speedup"),
          "estimated_ms": est.estimated_ms, "baseline_ms": est.baseline_ms, "dense_ms": res.get("dense_ms"),
          "pruned_ms": res.get("pruned_ms"), "speedup_spread": res.get("speedup_spread"),
          "estimate_approximated": bool(perf_doc.get("approximated")), "interference": rq.get("interference")},
@@ -542,7 +593,21 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
     if miss:
         quality["estimate_miss"] = miss
         warnings.extend(miss)
-        notes.extend(miss)
+    return quality, departed
+
+
+def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batch_size, cores, iterations,
+                      repeats, pruned_info, out, method, cal, ev, sample_notes, *, opt_entry=None, opt_cores=None,
+                      cores_given=False):
+    from sparsify_tui.optim.optimization import now_iso
+    from sparsify_tui.actions.optimizer import save_optimization
+
+    notes = _validation_notes(res, perf_entry, perf_doc, chosen, batch_size, cores, pruned_info, method,
+                              sample_notes, opt_entry)
+    quality, departed = _validation_quality(res, perf_entry, perf_doc, est)
+    notes.extend(quality["warnings"])  # the departure, the warnings, then the estimate's miss
+    measured = res.get("measured_speedup")
+    estimated = float(est.estimated_speedup)
     validation = {
         "created": now_iso(),
         "engine": res["engine"], "engine_version": res.get("engine_version") or "",

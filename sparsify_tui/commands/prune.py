@@ -36,21 +36,21 @@ def _sample_files(args) -> tuple[str | None, str | None]:
     return data, eval_data
 
 
-def run_prune(args: argparse.Namespace) -> int:
-    """``prune PROJECT_DIR -o OUT.onnx [--optimization N] [--validate] [--engine] [--iterations] [--json]``."""
-    import sys
+def _progress_callback(progress: Progress):
+    """An ``on_progress`` that shows a job's progress events on ``progress``."""
+    def on_progress(ev: dict) -> None:
+        if ev.get("event") == "progress":
+            progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
 
-    from sparsify_tui.actions.validate import prune_optimization, validate_optimization
-    from sparsify_tui.profiles.perf import validate_engine, validate_precision
-    from sparsify_tui.project import Project
+    return on_progress
 
+
+def _unstructured_flags(args: argparse.Namespace) -> dict:
+    """The checked flags of an unstructured ``prune`` (UsageError on a flag it does not take or a bad value)."""
+    from sparsify_tui.engines.inputs import parse_input_values
     from sparsify_tui.optim.calibrated import check_method
+    from sparsify_tui.profiles.perf import validate_engine, validate_precision
 
-    structure = str(getattr(args, "structure", None) or "unstructured").strip().lower()
-    if structure not in ("unstructured", "channels"):
-        raise UsageError(f"--structure must be unstructured or channels, got {args.structure!r}")
-    if structure == "channels":
-        return run_prune_channels(args)
     for flag, attr in (("--round-to", "round_to"), ("--flops-reduction", "flops_reduction"),
                        ("--channel-fraction", "channel_fraction")):
         if getattr(args, attr, None) is not None:
@@ -63,14 +63,108 @@ def run_prune(args: argparse.Namespace) -> int:
     method = check_method(getattr(args, "method", None) or "magnitude")
     samples = parse_int("--samples", getattr(args, "samples", "32"), minimum=1, maximum=100000)
     data, eval_data = _sample_files(args)
-    from sparsify_tui.engines.inputs import parse_input_values
-
     values = parse_input_values(getattr(args, "input_value", None))
     if values and not args.validate:
         raise UsageError("--input-value is only used with --validate")
     sequential = bool(getattr(args, "sequential", False))
     if sequential and method == "magnitude":
         raise UsageError("--sequential needs --method wanda or sparsegpt")
+    return {"engine": engine, "precision": precision, "iterations": iterations, "method": method,
+            "samples": samples, "data": data, "eval_data": eval_data, "values": values, "sequential": sequential}
+
+
+def _print_validation(doc: dict, out: Path) -> None:
+    """The validation as a table, then its notes (the departure, shown in the table, once)."""
+    from sparsify_tui.metrics import format_change
+
+    print(f"wrote {out}")
+    change, meaning = format_change(doc)
+    rows = [
+        ["Engine", _engine_label(doc)],
+        ["Cores", f"{doc['cores']}  ({doc.get('cores_reason', '')})"],
+        ["Dense", f"{doc['dense_ms']:.3f} ms"],
+        ["Pruned", f"{doc['pruned_ms']:.3f} ms  (sparsity {doc['achieved_sparsity']:.3f})"],
+        ["Measured speedup", f"{doc['measured_speedup']:.2f}x"],
+        ["Estimated speedup", f"{doc['estimated_speedup']:.2f}x  (from perf profile "
+                              f"{doc.get('estimate_profile_name') or doc['estimate_profile']!r})"],
+        ["Relative error", "n/a" if doc["relative_error"] is None else f"{doc['relative_error']:+.1%}"],
+        ["Output change", f"{change}  ({doc.get('method', 'magnitude')}, one-shot, before retraining; "
+         f"{doc.get('evaluation_samples')} evaluation samples)"],
+    ]
+    if meaning:
+        rows.append(["", meaning])
+    if doc.get("departure"):
+        rows.append(["", f"warning: {doc['departure']}"])
+    if doc.get("method", "magnitude") != "magnitude":
+        mc = doc.get("magnitude_output_change")
+        rows.append(["Magnitude at same plan", "n/a" if mc is None else f"{mc:.4g}"])
+        rows.append(["Calibration samples", str(doc.get("calibration_samples"))])
+    w = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k.ljust(w)}  {v}")
+    for n in doc.get("notes") or []:
+        if n != doc.get("departure"):  # shown above, beside the output change
+            print(f"Note: {n}")
+
+
+def _validate_and_show(args: argparse.Namespace, project: "Project", out: Path, f: dict) -> int:
+    """``prune --validate``: prune, benchmark dense against pruned, store the validation and show it."""
+    from sparsify_tui.actions.validate import validate_optimization
+
+    progress = Progress("validate")
+    cores = None
+    if getattr(args, "cores", None) is not None:
+        cores = parse_int("--cores", args.cores, minimum=1, maximum=max_cores())
+    doc = validate_optimization(project, args.optimization, engine=f["engine"], iterations=f["iterations"],
+                                cores=cores, out_path=out, on_progress=_progress_callback(progress),
+                                precision=f["precision"], method=f["method"], data=f["data"], samples=f["samples"],
+                                eval_data=f["eval_data"], sequential=f["sequential"],
+                                input_values=f["values"] or None)
+    progress.done()
+    if args.json:
+        emit_json(doc)
+    else:
+        _print_validation(doc, out)
+    return 0
+
+
+def _prune_only(args: argparse.Namespace, project: "Project", out: Path, f: dict) -> int:
+    """``prune`` without ``--validate``: write the pruned file and say what was done."""
+    import sys
+
+    from sparsify_tui.actions.validate import prune_optimization
+
+    progress = Progress(f"prune ({f['method']})")
+    info = prune_optimization(project, out, args.optimization, method=f["method"], data=f["data"],
+                              samples=f["samples"], sequential=f["sequential"],
+                              on_progress=_progress_callback(progress))
+    progress.done()
+    for n in info.get("notes") or []:
+        print(f"note: {n}", file=sys.stderr)
+    if args.json:
+        emit_json(info)
+    else:
+        q = f", INT8 ({info['quant_format']})" if info.get("quantized") else ""
+        print(f"wrote {out}: {info['layers_pruned']} layers pruned, sparsity {info['sparsity']:.3f}{q}")
+        from sparsify_tui.commands.common import next_steps
+
+        next_steps(f"sparsify-tui benchmark {project.model_path} {out}   (dense and pruned side by side)")
+    if project.readonly and project.notices:
+        for n in project.notices:
+            print(f"note: {n}", file=sys.stderr)
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """``prune PROJECT_DIR -o OUT.onnx [--optimization N] [--validate] [--engine] [--iterations] [--json]``."""
+    from sparsify_tui.project import Project
+
+    structure = str(getattr(args, "structure", None) or "unstructured").strip().lower()
+    if structure not in ("unstructured", "channels"):
+        raise UsageError(f"--structure must be unstructured or channels, got {args.structure!r}")
+    if structure == "channels":
+        return run_prune_channels(args)
+    flags = _unstructured_flags(args)
     path = Path(args.project).expanduser()
     if path.is_file() and path.suffix.lower() == ".onnx":
         raise UsageError(f"{path} is a model file: prune needs a project directory "
@@ -80,77 +174,8 @@ def run_prune(args: argparse.Namespace) -> int:
         out = Path(args.output).expanduser()
         _refuse_project_file(project, out)
         if args.validate:
-            progress = Progress("validate")
-
-            def on_progress(ev: dict) -> None:
-                if ev.get("event") == "progress":
-                    progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
-
-            cores = None
-            if getattr(args, "cores", None) is not None:
-                cores = parse_int("--cores", args.cores, minimum=1, maximum=max_cores())
-            doc = validate_optimization(project, args.optimization, engine=engine, iterations=iterations,
-                                        cores=cores, out_path=out, on_progress=on_progress, precision=precision,
-                                        method=method, data=data, samples=samples, eval_data=eval_data,
-                                        sequential=sequential, input_values=values or None)
-            progress.done()
-            if args.json:
-                emit_json(doc)
-                return 0
-            print(f"wrote {out}")
-            from sparsify_tui.metrics import format_change
-
-            change, meaning = format_change(doc)
-            rows = [
-                ["Engine", _engine_label(doc)],
-                ["Cores", f"{doc['cores']}  ({doc.get('cores_reason', '')})"],
-                ["Dense", f"{doc['dense_ms']:.3f} ms"],
-                ["Pruned", f"{doc['pruned_ms']:.3f} ms  (sparsity {doc['achieved_sparsity']:.3f})"],
-                ["Measured speedup", f"{doc['measured_speedup']:.2f}x"],
-                ["Estimated speedup", f"{doc['estimated_speedup']:.2f}x  (from perf profile "
-                                      f"{doc.get('estimate_profile_name') or doc['estimate_profile']!r})"],
-                ["Relative error", "n/a" if doc["relative_error"] is None else f"{doc['relative_error']:+.1%}"],
-                ["Output change", f"{change}  ({doc.get('method', 'magnitude')}, one-shot, before retraining; "
-                 f"{doc.get('evaluation_samples')} evaluation samples)"],
-            ]
-            if meaning:
-                rows.append(["", meaning])
-            if doc.get("departure"):
-                rows.append(["", f"warning: {doc['departure']}"])
-            if doc.get("method", "magnitude") != "magnitude":
-                mc = doc.get("magnitude_output_change")
-                rows.append(["Magnitude at same plan", "n/a" if mc is None else f"{mc:.4g}"])
-                rows.append(["Calibration samples", str(doc.get("calibration_samples"))])
-            w = max(len(k) for k, _ in rows)
-            for k, v in rows:
-                print(f"{k.ljust(w)}  {v}")
-            for n in doc.get("notes") or []:
-                if n != doc.get("departure"):  # shown above, beside the output change
-                    print(f"Note: {n}")
-            return 0
-        progress = Progress(f"prune ({method})")
-
-        def on_prune_progress(ev: dict) -> None:
-            if ev.get("event") == "progress":
-                progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
-
-        info = prune_optimization(project, out, args.optimization, method=method, data=data, samples=samples,
-                                  sequential=sequential, on_progress=on_prune_progress)
-        progress.done()
-        for n in info.get("notes") or []:
-            print(f"note: {n}", file=sys.stderr)
-        if args.json:
-            emit_json(info)
-        else:
-            q = f", INT8 ({info['quant_format']})" if info.get("quantized") else ""
-            print(f"wrote {out}: {info['layers_pruned']} layers pruned, sparsity {info['sparsity']:.3f}{q}")
-            from sparsify_tui.commands.common import next_steps
-
-            next_steps(f"sparsify-tui benchmark {project.model_path} {out}   (dense and pruned side by side)")
-        if project.readonly and project.notices:
-            for n in project.notices:
-                print(f"note: {n}", file=sys.stderr)
-        return 0
+            return _validate_and_show(args, project, out, flags)
+        return _prune_only(args, project, out, flags)
     finally:
         project.close()
 
