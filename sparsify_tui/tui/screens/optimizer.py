@@ -43,6 +43,7 @@ from sparsify_tui.actions.optimizer_editor import OptimizationEditor
 from sparsify_tui.actions.optimizer_settings import SETTINGS, Setting
 from sparsify_tui.errors import SparsifyError, UsageError
 from sparsify_tui.optim.optimization import Optimization
+from sparsify_tui.tui.delegate import Delegated
 from sparsify_tui.tui.optimizer_view import estimates_text, title_text
 from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.optim_lr import LRChart
@@ -143,21 +144,9 @@ class OptimizerScreen(Screen):
         self._seen_profiles: tuple = ()
 
     # the editor's state, read by the rendering (and the tests)
-    @property
-    def opt(self) -> Optimization | None:
-        return self.editor.opt
-
-    @property
-    def est(self) -> Any:
-        return self.editor.est
-
-    @property
-    def dirty(self) -> bool:
-        return self.editor.dirty
-
-    @dirty.setter
-    def dirty(self, value: bool) -> None:
-        self.editor.dirty = value
+    opt = Delegated("editor")  # Optimization | None
+    est = Delegated("editor")
+    dirty = Delegated("editor", writable=True)
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
