@@ -27,6 +27,7 @@ binds the keys, calls the editor and shows its errors.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -116,6 +117,17 @@ OPTIMIZER_BINDINGS = [
     Binding("escape", "back", "Back", id="opt_back", tooltip="Save and go back"),
     Binding("q", "leave_app", "Quit", show=False, id="opt_quit"),
 ]
+
+
+def _when_ready(action: Callable[..., None]) -> Callable[..., None]:
+    """An action of the screen that does nothing until the screen is ready (its optimization is loaded)."""
+
+    @functools.wraps(action)
+    def run(self: "OptimizerScreen", *args: Any) -> None:
+        if self.ready:
+            action(self, *args)
+
+    return run
 
 
 class OptimizerScreen(Screen):
@@ -304,9 +316,8 @@ class OptimizerScreen(Screen):
             return None
         return self.est.layers[lt.cursor_row].id
 
+    @_when_ready
     def action_step(self, n: int) -> None:
-        if not self.ready:
-            return
         if self.focused_area() == "opt-layers":
             lid = self.current_layer()
             if lid is not None:
@@ -314,9 +325,8 @@ class OptimizerScreen(Screen):
             return
         self._edit(self.editor.step, self.current_setting().key, n)
 
+    @_when_ready
     def action_edit(self) -> None:
-        if not self.ready:
-            return
         area = self.focused_area()
         if area == "opt-layers":
             target: tuple[str, Any] = ("layer", self.current_layer())
@@ -356,28 +366,26 @@ class OptimizerScreen(Screen):
         if lid is not None:
             self._edit(self.editor.toggle_exclude, lid)
 
+    @_when_ready
     def action_add_lr(self) -> None:
-        if not self.ready:
-            return
         self.action_tab("tab-lr")
         self._open_edit(("lr", None))
 
+    @_when_ready
     def action_delete_lr(self) -> None:
-        if not self.ready:
-            return
         lr = self.query_one("#opt-lr", DataTable)
         if self.focused_area() not in ("opt-lr", "opt-lr-chart") or not lr.row_count:
             self.show_error("go to the Learning rate tab (2) and highlight a modifier to remove it")
             return
         self._edit(self.editor.delete_lr, lr.cursor_row)
 
+    @_when_ready
     def action_undo(self) -> None:
-        if self.ready:
-            self._undo_redo(self.editor.undo, "undo", "undone")
+        self._undo_redo(self.editor.undo, "undo", "undone")
 
+    @_when_ready
     def action_redo(self) -> None:
-        if self.ready:
-            self._undo_redo(self.editor.redo, "redo", "redone")
+        self._undo_redo(self.editor.redo, "redo", "redone")
 
     def _undo_redo(self, move: Callable[[], str | None], verb: str, done: str) -> None:
         label = move()
@@ -389,18 +397,16 @@ class OptimizerScreen(Screen):
         self.notify(f"{done}: {label}", timeout=2)
 
     # ------------------------------------------------------------ versions
+    @_when_ready
     def action_copy_version(self) -> None:
-        if not self.ready:
-            return
         self._save_now()
         name = self.editor.copy_version()
         self._update_view()
         self._save_now()
         self.notify(f"copied as {name!r}", timeout=3)
 
+    @_when_ready
     def action_next_version(self) -> None:
-        if not self.ready:
-            return
         name = self.editor.next_version()
         if name is None:
             self.notify("only one version: press c to copy it", timeout=3)
