@@ -318,63 +318,34 @@ def _add_sweep(sub) -> None:
     _add_json(p)
 
 
+# command -> (module of sparsify_tui.commands, its function); imported only when the command runs
+_HANDLERS: dict[str, tuple[str, str]] = {
+    "open": ("app", "run"),
+    "new": ("project", "run_new"),
+    "info": ("info", "run"),
+    "profile": ("profile", "run"),
+    "optimize": ("optimize", "run_optimize"),
+    "export": ("optimize", "run_export"),
+    "prune": ("prune", "run_prune"),
+    "benchmark": ("prune", "run_benchmark"),
+    "compare": ("profile", "run_compare"),
+    "cluster": ("cluster", "run"),
+    "sweep": ("cluster", "run"),
+    "deploy": ("deploy", "run"),
+}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
-    if cmd is None:
-        from sparsify_tui.commands import app as app_cmd
+    if cmd is not None and cmd not in _HANDLERS:
+        raise UsageError(f"unknown command {cmd!r}")
+    import importlib
 
-        return app_cmd.run(args)
-    if cmd == "open":
-        from sparsify_tui.commands import app as app_cmd
-
-        return app_cmd.run(args)
-    if cmd == "new":
-        from sparsify_tui.commands import project as project_cmd
-
-        return project_cmd.run_new(args)
-    if cmd == "info":
-        from sparsify_tui.commands import info as info_cmd
-
-        return info_cmd.run(args)
-    if cmd == "profile":
-        from sparsify_tui.commands import profile as profile_cmd
-
-        return profile_cmd.run(args)
-    if cmd == "optimize":
-        from sparsify_tui.commands import optimize as optimize_cmd
-
-        return optimize_cmd.run_optimize(args)
-    if cmd == "export":
-        from sparsify_tui.commands import optimize as optimize_cmd
-
-        return optimize_cmd.run_export(args)
-    if cmd == "prune":
-        from sparsify_tui.commands import prune as prune_cmd
-
-        return prune_cmd.run_prune(args)
-    if cmd == "benchmark":
-        from sparsify_tui.commands import prune as prune_cmd
-
-        return prune_cmd.run_benchmark(args)
-    if cmd == "deploy":
-        from sparsify_tui.commands import deploy as deploy_cmd
-
-        return deploy_cmd.run(args)
-    if cmd == "compare":
-        from sparsify_tui.commands import profile as profile_cmd
-
-        return profile_cmd.run_compare(args)
-    if cmd in ("cluster", "sweep"):
-        from sparsify_tui.commands import cluster as cluster_cmd
-
-        return cluster_cmd.run(args)
-    raise UsageError(f"unknown command {cmd!r}")
+    module, func = _HANDLERS[cmd] if cmd is not None else _HANDLERS["open"]  # no command: the app
+    return getattr(importlib.import_module(f"sparsify_tui.commands.{module}"), func)(args)
 
 
-COMMANDS = (
-    "open", "new", "info", "profile", "optimize", "export", "prune",
-    "benchmark", "compare", "cluster", "sweep", "deploy",
-)
+COMMANDS = tuple(_HANDLERS)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

@@ -20,7 +20,7 @@ import numpy as np
 from sparsify_tui.analysis.flops import NodeShapes, node_flops
 from sparsify_tui.analysis.graph import Layer, ModelGraph, TensorInfo, WeightRef
 from sparsify_tui.analysis.loader import FLOAT_TYPES, ONNX_DTYPES, Skeleton, count_zeros, load_skeleton, raw_view
-from sparsify_tui.analysis.shapes import check_conv_ranks
+from sparsify_tui.analysis.shapes import check_conv_ranks, shape_map
 from sparsify_tui.analysis.shapes import infer as infer_shapes
 from sparsify_tui.errors import InputShapeError, ModelError
 from sparsify_tui.onnxkit.tensors import constant_node_info, constant_node_value
@@ -430,15 +430,7 @@ class _Walker:
 
     # shapes of everything visible in a graph (outer scopes included)
     def graph_shapes(self, g, outer: dict[str, Any]) -> dict[str, Any]:
-        shapes = dict(outer)
-        for coll in (g.input, g.output, g.value_info):
-            for vi in coll:
-                s = _tensor_shape(vi)
-                if s is not None:
-                    shapes[vi.name] = s
-        for t in g.initializer:
-            shapes[t.name] = [int(d) for d in t.dims]
-        return shapes
+        return {**outer, **shape_map(g, _tensor_shape)}
 
     def walk(self, g, path: str, outer_consts: dict[str, Const], outer_shapes: dict[str, Any], main: bool,
              known_shapes: dict[str, Any] | None = None) -> None:

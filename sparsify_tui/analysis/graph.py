@@ -29,6 +29,11 @@ from typing import Any, Iterable, Iterator
 Shape = list  # list[int | str]: a str is an unresolved dimension
 
 
+def _attrs(obj: Any, *names: str) -> dict[str, Any]:
+    """{name: obj.name} for the named attributes, in order (the plain fields of the to_dict methods)."""
+    return {n: getattr(obj, n) for n in names}
+
+
 @dataclass
 class TensorInfo:
     """A model input or output."""
@@ -106,24 +111,9 @@ class Layer:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id,
-            "name": self.name,
-            "op_type": self.op_type,
-            "domain": self.domain,
-            "depth": self.depth,
-            "graph_path": self.graph_path,
-            "params": self.params,
-            "prunable": self.prunable,
-            "prunable_params": self.prunable_params,
-            "flops": self.flops,
-            "weight_name": self.weight_name,
-            "weight_shape": self.weight_shape,
-            "bias_name": self.bias_name,
-            "bias_shape": self.bias_shape,
-            "input_shapes": self.input_shapes,
-            "output_shapes": self.output_shapes,
-            "attributes": self.attributes,
-            "sparsity": self.sparsity,
+            **_attrs(self, "id", "name", "op_type", "domain", "depth", "graph_path", "params", "prunable",
+                     "prunable_params", "flops", "weight_name", "weight_shape", "bias_name", "bias_shape",
+                     "input_shapes", "output_shapes", "attributes", "sparsity"),
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
             "weight": self.weight.to_dict() if self.weight is not None else None,
@@ -224,21 +214,12 @@ class ModelGraph:
 
     def totals_dict(self) -> dict[str, Any]:
         return {
-            "path": self.path,
-            "opset": self.opset,
-            "ir_version": self.ir_version,
-            "producer": self.producer,
-            "file_size": self.file_size,
+            **_attrs(self, "path", "opset", "ir_version", "producer", "file_size"),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "layers": len(self.layers),
             "prunable_layers": len(self.prunable_layers),
-            "params": self.params,
-            "prunable_params": self.prunable_params,
-            "flops": self.flops,
-            "flops_known": self.flops_known,
-            "unknown_flops_layers": self.unknown_flops_layers,
-            "sparsity": self.sparsity,
+            **_attrs(self, "params", "prunable_params", "flops", "flops_known", "unknown_flops_layers", "sparsity"),
             "op_histogram": dict(self.op_histogram),
             "notes": list(self.notes),
         }

@@ -13,7 +13,7 @@ values to a copy of the skeleton as initializers and infers again.
 from __future__ import annotations
 
 from math import prod
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,11 +34,12 @@ def _dims(vi) -> list[Any] | None:
     return out
 
 
-def shape_map(g) -> dict[str, list[Any]]:
+def shape_map(g, dims: Callable[[Any], list[Any] | None] = _dims) -> dict[str, list[Any]]:
+    """{tensor name: shape} of a graph's inputs, value infos, outputs (by ``dims``) and initializers."""
     m: dict[str, list[Any]] = {}
     for coll in (g.input, g.value_info, g.output):
         for vi in coll:
-            s = _dims(vi)
+            s = dims(vi)
             if s is not None:
                 m[vi.name] = s
     for t in g.initializer:

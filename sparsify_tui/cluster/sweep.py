@@ -128,14 +128,19 @@ class Job:
         cores = f"{self.cores} core" + ("" if self.cores == 1 else "s")
         return f"batch {self.batch_size}, {cores}, {self.engine}"
 
+    def _perf_fields(self, spec: SweepSpec) -> dict[str, Any]:
+        """A perf combination's measurement settings (its settings and its job's payload share them)."""
+        f: dict[str, Any] = {"batch_size": self.batch_size, "cores": self.cores, "engine": self.engine,
+                             "levels": spec.level_list(), "iterations": spec.iterations, "warmup": spec.warmup,
+                             "repeats": spec.repeats}
+        if get_engine(self.engine).precision_hint:
+            f["precision"] = spec.precision or "fp32"
+        return f
+
     def settings(self, spec: SweepSpec, input_shapes: dict | None = None) -> dict:
         s: dict[str, Any] = {"sweep": True, "server": self.server}
         if self.kind == "perf":
-            s.update(batch_size=self.batch_size, cores=self.cores, engine=self.engine,
-                     levels=spec.level_list(), iterations=spec.iterations, warmup=spec.warmup,
-                     repeats=spec.repeats)
-            if get_engine(self.engine).precision_hint:
-                s["precision"] = spec.precision or "fp32"
+            s.update(self._perf_fields(spec))
         if input_shapes:
             s["input_shapes"] = {k: [int(d) for d in v] for k, v in sorted(input_shapes.items())}
         elif self.kind == "loss":
@@ -147,11 +152,7 @@ class Job:
     def payload(self, spec: SweepSpec, input_shapes: dict) -> dict:
         p: dict[str, Any] = {"kind": self.kind, "input_shapes": input_shapes or {}}
         if self.kind == "perf":
-            p.update(engine=self.engine, batch_size=self.batch_size, cores=self.cores,
-                     levels=spec.level_list(), iterations=spec.iterations, warmup=spec.warmup,
-                     repeats=spec.repeats)
-            if get_engine(self.engine).precision_hint:
-                p["precision"] = spec.precision or "fp32"
+            p.update(self._perf_fields(spec))
         elif self.kind == "loss":
             p["method"] = spec.method
         if spec.timeout_s:

@@ -344,6 +344,19 @@ class QuantizationSettings:
 LayerResult = LayerPlan
 
 
+class _PlanField:
+    """An attribute of :class:`Optimization` that reads and writes the same-named field of its ``plan``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.plan, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.plan, self.name, value)
+
+
 @dataclass
 class Optimization:
     name: str = "default"
@@ -440,29 +453,9 @@ class Optimization:
     def layers(self, entries: dict[str, LayerPlan]) -> None:
         self.plan.entries = entries
 
-    @property
-    def perf_profile_id(self) -> str:
-        return self.plan.perf_profile_id
-
-    @perf_profile_id.setter
-    def perf_profile_id(self, v: str) -> None:
-        self.plan.perf_profile_id = v
-
-    @property
-    def loss_profile_id(self) -> str:
-        return self.plan.loss_profile_id
-
-    @loss_profile_id.setter
-    def loss_profile_id(self, v: str) -> None:
-        self.plan.loss_profile_id = v
-
-    @property
-    def quant_profile_id(self) -> str:
-        return self.plan.quant_profile_id
-
-    @quant_profile_id.setter
-    def quant_profile_id(self, v: str) -> None:
-        self.plan.quant_profile_id = v
+    perf_profile_id = _PlanField()
+    loss_profile_id = _PlanField()
+    quant_profile_id = _PlanField()
 
     # ------------------------------------------------------------ validation
     def validate(self, layer_ids: Iterable[str] | None = None) -> None:

@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Select, Static
 
-from sparsify_tui.tui.data import ModelData
+from sparsify_tui.tui.delegate import Delegated
 from sparsify_tui.tui.views.layers import (
     ALL_OPS,
     OP_COLUMNS,
@@ -93,13 +93,8 @@ class LayersScreen(Screen):
         self._attr_lines = -1
         self._ops_in_select: list[str] = []
 
-    @property
-    def data(self) -> ModelData | None:
-        return self.view.data
-
-    @property
-    def visible_rows(self) -> list:
-        return self.view.visible_rows
+    data = Delegated("view")  # ModelData | None
+    visible_rows = Delegated("view")
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:

@@ -27,6 +27,7 @@ binds the keys, calls the editor and shows its errors.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -43,6 +44,7 @@ from sparsify_tui.actions.optimizer_editor import OptimizationEditor
 from sparsify_tui.actions.optimizer_settings import SETTINGS, Setting
 from sparsify_tui.errors import SparsifyError, UsageError
 from sparsify_tui.optim.optimization import Optimization
+from sparsify_tui.tui.delegate import Delegated
 from sparsify_tui.tui.optimizer_view import estimates_text, title_text
 from sparsify_tui.tui.widgets.footer import FitFooter
 from sparsify_tui.tui.widgets.optim_lr import LRChart
@@ -117,6 +119,17 @@ OPTIMIZER_BINDINGS = [
 ]
 
 
+def _when_ready(action: Callable[..., None]) -> Callable[..., None]:
+    """An action of the screen that does nothing until the screen is ready (its optimization is loaded)."""
+
+    @functools.wraps(action)
+    def run(self: "OptimizerScreen", *args: Any) -> None:
+        if self.ready:
+            action(self, *args)
+
+    return run
+
+
 class OptimizerScreen(Screen):
     """Edit an optimization with the keyboard and see its estimates after every edit."""
 
@@ -143,21 +156,9 @@ class OptimizerScreen(Screen):
         self._seen_profiles: tuple = ()
 
     # the editor's state, read by the rendering (and the tests)
-    @property
-    def opt(self) -> Optimization | None:
-        return self.editor.opt
-
-    @property
-    def est(self) -> Any:
-        return self.editor.est
-
-    @property
-    def dirty(self) -> bool:
-        return self.editor.dirty
-
-    @dirty.setter
-    def dirty(self, value: bool) -> None:
-        self.editor.dirty = value
+    opt = Delegated("editor")  # Optimization | None
+    est = Delegated("editor")
+    dirty = Delegated("editor", writable=True)
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -315,9 +316,8 @@ class OptimizerScreen(Screen):
             return None
         return self.est.layers[lt.cursor_row].id
 
+    @_when_ready
     def action_step(self, n: int) -> None:
-        if not self.ready:
-            return
         if self.focused_area() == "opt-layers":
             lid = self.current_layer()
             if lid is not None:
@@ -325,9 +325,8 @@ class OptimizerScreen(Screen):
             return
         self._edit(self.editor.step, self.current_setting().key, n)
 
+    @_when_ready
     def action_edit(self) -> None:
-        if not self.ready:
-            return
         area = self.focused_area()
         if area == "opt-layers":
             target: tuple[str, Any] = ("layer", self.current_layer())
@@ -367,28 +366,26 @@ class OptimizerScreen(Screen):
         if lid is not None:
             self._edit(self.editor.toggle_exclude, lid)
 
+    @_when_ready
     def action_add_lr(self) -> None:
-        if not self.ready:
-            return
         self.action_tab("tab-lr")
         self._open_edit(("lr", None))
 
+    @_when_ready
     def action_delete_lr(self) -> None:
-        if not self.ready:
-            return
         lr = self.query_one("#opt-lr", DataTable)
         if self.focused_area() not in ("opt-lr", "opt-lr-chart") or not lr.row_count:
             self.show_error("go to the Learning rate tab (2) and highlight a modifier to remove it")
             return
         self._edit(self.editor.delete_lr, lr.cursor_row)
 
+    @_when_ready
     def action_undo(self) -> None:
-        if self.ready:
-            self._undo_redo(self.editor.undo, "undo", "undone")
+        self._undo_redo(self.editor.undo, "undo", "undone")
 
+    @_when_ready
     def action_redo(self) -> None:
-        if self.ready:
-            self._undo_redo(self.editor.redo, "redo", "redone")
+        self._undo_redo(self.editor.redo, "redo", "redone")
 
     def _undo_redo(self, move: Callable[[], str | None], verb: str, done: str) -> None:
         label = move()
@@ -400,18 +397,16 @@ class OptimizerScreen(Screen):
         self.notify(f"{done}: {label}", timeout=2)
 
     # ------------------------------------------------------------ versions
+    @_when_ready
     def action_copy_version(self) -> None:
-        if not self.ready:
-            return
         self._save_now()
         name = self.editor.copy_version()
         self._update_view()
         self._save_now()
         self.notify(f"copied as {name!r}", timeout=3)
 
+    @_when_ready
     def action_next_version(self) -> None:
-        if not self.ready:
-            return
         name = self.editor.next_version()
         if name is None:
             self.notify("only one version: press c to copy it", timeout=3)

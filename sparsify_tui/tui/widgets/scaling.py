@@ -329,11 +329,8 @@ class ScalingView(Vertical):
             self.query_one("#scaling-servers", Static).update("")
             msg = Text(NO_SWEEP_MESSAGE, style="yellow")
             if self.rows or self.stale:
-                why = []
-                if self.problems:
-                    why.append(f"{len(self.problems)} sweep profile(s) cannot be read")
-                if self.stale:
-                    why.append(f"{self.stale} sweep profile(s) are stale (the model changed since)")
+                why = self._unusable_notes("sweep profile(s) cannot be read",
+                                           "sweep profile(s) are stale (the model changed since)")
                 if why:
                     msg = Text("No usable sweep profile: " + "; ".join(why) + ". Run the sweep again: "
                                "`sparsify-tui sweep PROJECT_DIR`.", style="yellow")
@@ -353,6 +350,15 @@ class ScalingView(Vertical):
                           Text(fmt_ms(r["baseline_ms"]), justify="right"), key=str(r["id"]))
         status.update(self._status_text())
         self.query_one("#scaling-servers", Static).update(self._servers_text(colors))
+
+    def _unusable_notes(self, unreadable: str, stale: str) -> list[str]:
+        """How many sweep profiles cannot be read and how many are stale, each with its wording (none: [])."""
+        notes = []
+        if self.problems:
+            notes.append(f"{len(self.problems)} {unreadable}")
+        if self.stale:
+            notes.append(f"{self.stale} {stale}")
+        return notes
 
     def _servers_text(self, colors: dict[str, str]) -> Text:
         """One line per server: the machine summary its profiles were measured with."""
@@ -386,11 +392,7 @@ class ScalingView(Vertical):
         missing = sorted(set(self.series) - set(self.lines))
         if missing:
             t.append(f"\nno profile at {AXIS_LABELS[other]} {self.fixed}: {', '.join(missing)}", style="dim")
-        notes = []
-        if self.problems:
-            notes.append(f"{len(self.problems)} profile(s) cannot be read")
-        if self.stale:
-            notes.append(f"{self.stale} stale profile(s) left out")
+        notes = self._unusable_notes("profile(s) cannot be read", "stale profile(s) left out")
         if notes:
             t.append("\n" + "; ".join(notes), style="yellow")
         return t
