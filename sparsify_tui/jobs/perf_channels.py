@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sparsify_tui.engines.bench import time_block
 from sparsify_tui.jobs import register
 
 MIN_BLOCK_MS = 120.0
@@ -50,15 +51,6 @@ CALIBRATION_SAMPLES = 4
 def removed_count(channels: int, fraction: float) -> int:
     """Channels removed from a group of ``channels`` at ``fraction``: rounded, at least 1, one kept."""
     return max(1, min(channels - 1, int(round(fraction * channels))))
-
-
-def _block(fn: Callable[[], Any], iterations: int) -> float:
-    times = []
-    for _ in range(iterations):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000.0)
-    return statistics.median(times)
 
 
 def _layer_flops(model: Any, shapes: dict | None) -> dict[str, int]:
@@ -204,9 +196,9 @@ class _ChannelPerfRun:
         pairs, ds = [], []
         for r in range(self.repeats):
             if r % 2 == 0:
-                d, v = _block(run_dense, iterations), _block(run_v, iterations)
+                d, v = time_block(run_dense, iterations), time_block(run_v, iterations)
             else:
-                v, d = _block(run_v, iterations), _block(run_dense, iterations)
+                v, d = time_block(run_v, iterations), time_block(run_dense, iterations)
             ds.append(d)
             pairs.append(v / d if d > 0 else 1.0)
         return pairs, ds
@@ -224,7 +216,7 @@ class _ChannelPerfRun:
             self.compile_s = time.perf_counter() - t0
             for _ in range(warmup):
                 run_dense()
-            one = _block(run_dense, 3)
+            one = time_block(run_dense, 3)
             self.iterations = iterations = (max(3, min(MAX_ITERATIONS, math.ceil(self.min_block / one)))
                                             if one > 0 else 3)
             self.dense_blocks: list[float] = []
