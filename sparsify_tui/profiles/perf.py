@@ -288,6 +288,7 @@ def add_quality(doc: dict, parts: list[dict], deployed: dict | None, *, idle: di
 # sentence built above for that kind always holds, and the kind's short label.
 WARNING_KINDS = (
     ("busy machine", "other processes used"),
+    ("busy machine", "stayed busy when measured again"),
     ("instrumentation overhead", "per-layer times carry instrumentation overhead"),
     ("level order", "slower than level"),
 )
