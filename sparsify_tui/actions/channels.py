@@ -23,17 +23,15 @@ if TYPE_CHECKING:
     from sparsify_tui.project import Project
 
 DEFAULT_FLOPS_REDUCTION = 0.3
-# --round-to by engine and precision, measured on the ResNet-50-sized model with 0.3 of its channels removed
-# at N = 1, 8, 16, 32, 64 (README, "Channel pruning"): ONNX Runtime fp32 runs ~10% faster per FLOP once the
-# counts are multiples of 8 and no faster beyond; OpenVINO (fp32 and INT8) runs 20-35% faster per FLOP at
-# multiples of 32 than unrounded, 8 or 16. DeepSparse and ONNX Runtime INT8 were not measured: 16, the
-# width of an AVX-512 register of fp32 (and of the int8 VNNI dot products' output lanes).
-DEFAULT_ROUND_TO = {"onnxruntime": {"fp32": 8}, "openvino": {"fp32": 32, "int8": 32, "bf16": 32, "fp16": 32}}
-DEFAULT_ROUND_TO_OTHER = 16
-
-
+# --round-to by engine and precision (the registry's channel_round_to), measured on the ResNet-50-sized model
+# with 0.3 of its channels removed at N = 1, 8, 16, 32, 64 (README, "Channel pruning"): ONNX Runtime fp32 runs
+# ~10% faster per FLOP once the counts are multiples of 8 and no faster beyond; OpenVINO (fp32 and INT8) runs
+# 20-35% faster per FLOP at multiples of 32 than unrounded, 8 or 16. DeepSparse and ONNX Runtime INT8 were not
+# measured: 16, the width of an AVX-512 register of fp32 (and of the int8 VNNI dot products' output lanes).
 def default_round_to(engine: str, precision: str | None) -> int:
-    return DEFAULT_ROUND_TO.get(engine, {}).get((precision or "fp32").lower(), DEFAULT_ROUND_TO_OTHER)
+    from sparsify_tui.engines.registry import engine_names, get_engine
+
+    return get_engine(engine).round_to(precision) if engine in engine_names() else 16
 
 
 def check_fraction(flag: str, value: Any, high: float) -> float:

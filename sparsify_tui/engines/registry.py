@@ -40,7 +40,9 @@ class EngineSpec:
     weights run faster (so a perf profile measures each sparsity level; otherwise the levels are
     approximated from FLOPs). ``instrumented``: the engine has a per-layer profile (:meth:`layer_profile`);
     an engine without one only times whole models. ``auto_rank``: the order ``auto`` tries installed
-    engines in (lower first; None: ``auto`` never picks it).
+    engines in (lower first; None: ``auto`` never picks it). ``channel_round_to``: the multiple a channel
+    group's remaining channels are rounded to by default, by precision (``"*"``: any other), where its
+    kernels run fastest per FLOP (README, "Channel pruning").
     """
 
     name: str
@@ -54,6 +56,12 @@ class EngineSpec:
     instrumented: bool = True
     auto_rank: int | None = None
     layer_hook: str = "profile"  # the backend function behind layer_profile()
+    channel_round_to: tuple[tuple[str, int], ...] = (("*", 16),)
+
+    def round_to(self, precision: str | None) -> int:
+        """The default ``--round-to`` of a channel plan run at ``precision`` on this engine."""
+        table = dict(self.channel_round_to)
+        return table.get((precision or "fp32").lower(), table.get("*", 16))
 
     # ------------------------------------------------------------ installed, version
     def backend(self):
@@ -177,12 +185,12 @@ register(EngineSpec(
     name="onnxruntime", label="ONNX Runtime", module="sparsify_tui.engines.ort",
     distributions=("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "ort-nightly"),
     install_hint="onnxruntime is not installed; pip install onnxruntime",
-    auto_rank=1))
+    auto_rank=1, channel_round_to=(("fp32", 8), ("*", 16))))
 register(EngineSpec(
     name="openvino", label="OpenVINO", module="sparsify_tui.engines.openvino_engine",
     distributions=("openvino", "openvino-nightly"),
     install_hint="openvino is not installed; pip install 'sparsify-tui[openvino]' (Python 3.10 or newer)",
-    precisions_known=("fp32", "bf16", "fp16", "int8"), precision_hint=True))
+    precisions_known=("fp32", "bf16", "fp16", "int8"), precision_hint=True, channel_round_to=(("*", 32),)))
 
 # the engine every other one is compared with and falls back to (a dependency of sparsify-tui itself)
 REFERENCE = "onnxruntime"
