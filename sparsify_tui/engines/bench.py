@@ -32,14 +32,6 @@ def time_block(fn: Callable[[], Any], iterations: int) -> float:
     return statistics.median(times)
 
 
-def resolve_engine(engine: str, model_path: str = "", batch_size: int = 1, shapes: dict | None = None
-                   ) -> tuple[str, str]:
-    """(engine, reason): :func:`sparsify_tui.engines.registry.resolve_auto` (the model does not change it)."""
-    from sparsify_tui.engines.registry import resolve_auto
-
-    return resolve_auto(engine)
-
-
 def _watched(run, cores: int | None, heartbeat, retries: int) -> dict:
     """run(beat) -> result; with the interference of each repeat (its runs end at the beat), measured
     again (``retries`` times at most) while other processes take the cores."""
@@ -107,7 +99,9 @@ def benchmark_model(path: str, engine: str = "auto", batch_size: int = 1, cores:
     specs = input_specs(path, shapes)
     names = [s.name for s in specs]
     inputs = make_inputs(path, batch_size, shapes, data=data, values=input_values)
-    chosen, reason = resolve_engine(engine, path, batch_size, shapes)
+    from sparsify_tui.engines.registry import resolve_auto
+
+    chosen, reason = resolve_auto(engine)
     idle = itf.wait_idle(float(wait_idle_s)) if wait_idle_s else None
     t0 = time.perf_counter()
     load_start = loadavg()
