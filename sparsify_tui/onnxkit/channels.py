@@ -277,6 +277,8 @@ def fold_constants(model: Any) -> int:
     g = model.graph
     known = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant" and n.output}
 
+    read_by_folded: set[str] = set()
+
     def folded(n: Any) -> np.ndarray | None:
         ins = [i for i in n.input if i]
         if n.op_type not in _FOLDABLE or not ins or not all(i in known for i in ins):
@@ -285,9 +287,36 @@ def fold_constants(model: Any) -> int:
         value = _fold_one(n, vals) if all(v is not None for v in vals) else None
         if value is not None:
             known.add(n.output[0])
+            read_by_folded.update(ins)
         return value
 
-    return nodes_to_initializers(model, folded)
+    n = nodes_to_initializers(model, folded)
+    if n:
+        _drop_unread(model, read_by_folded)
+    return n
+
+
+def _drop_unread(model: Any, names: set[str]) -> None:
+    """Remove those of ``names`` (the inputs of folded nodes) that are main-graph initializers or Constant
+    nodes nothing reads any more (ONNX Runtime would warn about each, and the file would carry them)."""
+    from sparsify_tui.onnxkit.graphs import iter_graphs
+
+    g = model.graph
+    used = {i for _, sub in iter_graphs(g) for node in sub.node for i in node.input}
+    used |= {o.name for o in g.output}
+    removed = {t.name for t in g.initializer if t.name in names and t.name not in used}
+    if removed:
+        keep = [t for t in g.initializer if t.name not in removed]
+        del g.initializer[:]
+        g.initializer.extend(keep)
+        # an old-IR model lists its initializers as graph inputs too: their entries go with them
+        inputs = [vi for vi in g.input if vi.name not in removed]
+        del g.input[:]
+        g.input.extend(inputs)
+    dead = [n for n in g.node if n.op_type == "Constant" and n.output and n.output[0] in names
+            and n.output[0] not in used]
+    for n in dead:  # a Constant node that only fed folded nodes
+        g.node.remove(n)
 
 
 def _fold_one(n: Any, vals: list[np.ndarray]) -> np.ndarray | None:
