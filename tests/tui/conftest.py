@@ -27,6 +27,20 @@ FIXED_MACHINE = {
 FIXED_TIME = "2026-01-01T12:00:00Z"
 
 
+@pytest.fixture(autouse=True)
+def _steady_cursor(monkeypatch):
+    """Text inputs show a steady cursor in tests: a blinking one makes a snapshot depend on the clock."""
+    from textual.widgets import Input
+
+    mounted = Input._on_mount
+
+    def on_mount(self, event):  # noqa: ANN001
+        mounted(self, event)
+        self.cursor_blink = False
+
+    monkeypatch.setattr(Input, "_on_mount", on_mount)
+
+
 @pytest.fixture
 def tui_home(tmp_path, monkeypatch) -> Path:
     """A private SPARSIFY_TUI_HOME (recent projects, demo, scratch projects)."""
