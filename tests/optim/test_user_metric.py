@@ -92,6 +92,41 @@ def test_a_module_importable_from_the_current_directory(tmp_path, monkeypatch):
     assert load_metric("mymetrics_for_test:agree").function_name == "agree"
 
 
+def test_lower_is_better_metric_drops_when_it_rises(tmp_path):
+    """A metric without labels where lower is better (the mean absolute change of the probabilities): the
+    reference scores 0 against itself, the pruned model more, and the drop is that rise."""
+    f = tmp_path / "mae.py"
+    f.write_text("import numpy as np\n\ndef mae(reference, changed, samples):\n"
+                 "    return float(np.abs(changed['probs'] - reference['probs']).mean()), False\n")
+    x, _labels = labelled_samples(2)
+    ref, chg = [[p[None]] for p in _probs(x)], [[p[None]] for p in _probs(x, True)]
+    um = load_metric(f"{f}:mae").evaluate(ref, chg, [{"x": r[None]} for r in x], None, names=["probs"])
+    expected = float(np.abs(_probs(x, True) - _probs(x)).mean())
+    assert um["reference_value"] == 0.0 and um["value"] == pytest.approx(expected) and expected > 0.01
+    assert um["higher_is_better"] is False and um["drop"] == pytest.approx(expected) and um["labels"] is False
+    assert over_budget(um, expected / 2).endswith(f"is over --max-drop {expected / 2:g}")
+
+
+def test_labels_that_do_not_match_their_samples_are_one_clear_error(tmp_path):
+    from sparsify_tui.engines.inputs import load_labels_for
+    from sparsify_tui.errors import ProfileError
+
+    model = classifier(tmp_path / "c.onnx")
+    x, labels = labelled_samples(2)
+    np.savez(tmp_path / "short.npz", x=x, labels=labels[:5])
+    with pytest.raises(ProfileError, match="'labels' has 5 rows but the inputs hold 8 samples"):
+        load_labels_for(model, None, data=tmp_path / "short.npz", samples=100, input_shapes={"x": [1, 20]})
+    d = tmp_path / "dir"
+    d.mkdir()
+    np.savez(d / "a.npz", x=x[:4], labels=labels[:4])
+    np.savez(d / "b.npz", x=x[4:])
+    with pytest.raises(ProfileError, match="has 'labels' but .*b.npz has none: label every file or none"):
+        load_labels_for(model, None, data=d, samples=100, input_shapes={"x": [1, 20]})
+    np.savez(d / "b.npz", x=x[4:], labels=labels[4:])  # a directory: the files' labels in the files' order
+    got = load_labels_for(model, None, data=d, samples=100, input_shapes={"x": [1, 20]})
+    assert [int(v[0]) for v in got] == list(labels)
+
+
 def test_max_drop_is_a_number_in_the_metric_units():
     assert parse_max_drop("0.5") == 0.5 and parse_max_drop(None) is None
     for bad in ("lots", "-1", "nan"):
@@ -123,6 +158,16 @@ def test_labels_follow_their_samples_and_are_never_an_input(tmp_path):
         project.close()
     assert len(ev) == 4 and [int(v[0]) for v in ev_labels] == list(labels[-4:])
     assert all(np.array_equal(e["x"][0], x[12 + i]) for i, e in enumerate(ev))
+    # --eval-data: its own labels, its first rows
+    x2, labels2 = labelled_samples(3, seed=5)
+    np.savez(tmp_path / "eval.npz", x=x2, labels=labels2)
+    project = Project.open(tmp_path / "p", readonly=True)
+    try:
+        _cal, ev, _notes, ev_labels = split_labelled_samples(project, graph, "magnitude", str(data), 32,
+                                                             str(tmp_path / "eval.npz"), max_eval=10)
+    finally:
+        project.close()
+    assert len(ev) == 10 and [int(v[0]) for v in ev_labels] == list(labels2[:10])
 
 
 # ---------------------------------------------------------------- the real CLI (a perf profile, the A/B child)
