@@ -213,6 +213,9 @@ def run_prune_channels(args: argparse.Namespace) -> int:
     from sparsify_tui.profiles.perf import validate_engine, validate_precision
     from sparsify_tui.project import Project
 
+    if getattr(args, "metric", None) is not None or getattr(args, "max_drop", None) is not None:
+        raise UsageError("--metric and --max-drop validate unstructured plans; --structure channels reports "
+                         "the output change only")
     method = check_method(getattr(args, "method", None) or "l2")
     engine = validate_engine(args.engine)
     precision = validate_precision(engine, getattr(args, "precision", None))
@@ -230,9 +233,6 @@ def run_prune_channels(args: argparse.Namespace) -> int:
     if getattr(args, "optimization", None) is not None:
         raise UsageError("--optimization is for unstructured pruning; --structure channels takes "
                          "--flops-reduction or --channel-fraction")
-    if getattr(args, "metric", None) is not None or getattr(args, "max_drop", None) is not None:
-        raise UsageError("--metric and --max-drop validate unstructured plans; --structure channels reports "
-                         "the output change only")
     data, eval_data = _sample_files(args)
     values = parse_input_values(getattr(args, "input_value", None))
     cores = None

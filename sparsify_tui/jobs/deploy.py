@@ -16,13 +16,15 @@ result holds the same data. The parent computes medians, speedups and the
 Pareto front from the block times (so a cancelled search keeps its finished
 rounds).
 
+With job key ``outputs_dir`` (``--metric``), each row's held-out outputs are
+written there (:func:`outputs_file`) before its ``row`` event, for the parent
+to score with the user's metric.
+
 Job keys: ``variants`` (list of ``{"optimization": name|None, "fp32": path,
 "int8": path|None, "int8_error": str|None}``; the first is dense),
 ``engines``, ``precisions``, ``batch_size``, ``cores``, ``timing_inputs``
 (.npz), ``heldout`` (list of .npz, one batch each), ``repeats``, ``warmup``,
-``min_block_ms``, ``scratch`` (the parent's temporary directory), ``skip`` (row ids not to try: an earlier child crashed on them),
-``outputs_dir`` (optional, with ``--metric``: each row's held-out outputs are written there, :func:`outputs_file`,
-before its ``row`` event, for the parent to score with the user's metric).
+``min_block_ms``, ``scratch`` (the parent's temporary directory), ``skip`` (row ids not to try: an earlier child crashed on them).
 """
 
 from __future__ import annotations
