@@ -419,23 +419,30 @@ def _row_samples(built: Built) -> tuple[list[dict], list | None]:
     return getattr(built, "heldout", []), getattr(built, "heldout_labels", None)
 
 
-def score_rows(rows: list[dict], built: Built, metric: Any) -> None:
-    """Each row's ``user_metric``: the user's function on the row's held-out outputs (written by the child,
-    job key ``outputs_dir``) against the reference row's, with the held-out labels. UsageError when it fails."""
-    if metric is None or not rows:
-        return
+def score_row(metric: Any, outputs_dir: str | os.PathLike, rid: str, samples: list[dict],
+              labels: list | None) -> dict:
+    """The ``user_metric`` of the row ``rid`` of a ``deploy`` job run with ``outputs_dir``: the user's function
+    (a loaded :class:`~sparsify_tui.user_metric.UserMetric`) on that row's held-out outputs against the
+    reference row's (ONNX Runtime fp32 dense), with the held-out batches ``samples`` and their ``labels``
+    (:func:`split_labelled`, grouped as the batches are). UsageError when the metric fails. Any caller that
+    runs the ``deploy`` job (the search, a budget's closed loop) scores its rows with this."""
     from sparsify_tui.jobs.deploy import outputs_file, row_id
     from sparsify_tui.jobs.outputs import output_names, read_outputs
 
-    outputs_dir = built.job["outputs_dir"]
-    ref_file = outputs_file(outputs_dir, row_id(REFERENCE, "fp32", None))
+    ref_file = outputs_file(str(outputs_dir), row_id(REFERENCE, "fp32", None))
     names = output_names(ref_file)
-    ref = read_outputs(ref_file, names)
+    return metric.evaluate(read_outputs(ref_file, names), read_outputs(outputs_file(str(outputs_dir), rid), names),
+                           samples, labels, names=names)
+
+
+def score_rows(rows: list[dict], built: Built, metric: Any) -> None:
+    """Each row's ``user_metric`` (:func:`score_row`) in place. UsageError when the metric fails."""
+    if metric is None or not rows:
+        return
     samples, labels = _row_samples(built)
     for r in rows:
         if "user_metric" not in r:
-            r["user_metric"] = metric.evaluate(ref, read_outputs(outputs_file(outputs_dir, r["id"]), names),
-                                               samples, labels, names=names)
+            r["user_metric"] = score_row(metric, built.job["outputs_dir"], r["id"], samples, labels)
 
 
 def _metric_first(on_update: Callable | None, built: Built, metric: Any) -> Callable | None:

@@ -262,10 +262,16 @@ def test_bad_metric_flags_fail_before_any_work(tmp_path):
     out = tmp_path / "x.onnx"
     assert_user_error(run_cli("prune", pdir, "-o", out, "--validate", "--metric", f"{BROKEN}:top1"),
                       "does not import (ModuleNotFoundError")
-    assert_user_error(run_cli("prune", pdir, "-o", out, "--metric", f"{METRICS}:top1"),
-                      "--metric is only used with --validate")
-    assert_user_error(run_cli("prune", pdir, "-o", out, "--validate", "--max-drop", "1"),
-                      "--max-drop is a budget on the user's metric: give --metric")
     assert_user_error(run_cli("deploy", pdir, "--metric", f"{METRICS}:top1", "--max-drop", "x"),
                       "--max-drop must be a number >= 0")
     assert not out.exists()
+    import argparse
+
+    from sparsify_tui.commands.prune import _metric_flags
+
+    with pytest.raises(UsageError, match="--metric is only used with --validate"):
+        _metric_flags(argparse.Namespace(metric=f"{METRICS}:top1", max_drop=None, validate=False))
+    with pytest.raises(UsageError, match="--max-drop is a budget on the user's metric: give --metric"):
+        _metric_flags(argparse.Namespace(metric=None, max_drop="1", validate=True))
+    metric, drop = _metric_flags(argparse.Namespace(metric=f"{METRICS}:top1", max_drop="0.5", validate=True))
+    assert metric.function_name == "top1" and drop == 0.5
