@@ -266,6 +266,11 @@ def _add_prune(sub) -> None:
     p.add_argument("--input-value", action="append", default=[], metavar="NAME=VALUE",
                    help="for --validate: fill a model input with this value instead of random data, e.g. "
                         "sr=16000 (repeatable)")
+    p.add_argument("--metric", default=None, metavar="MODULE:FUNCTION",
+                   help="for --validate: your metric of the pruned model's outputs against the dense model's "
+                        "(e.g. mymetrics:top1 or metrics.py:top1; labels from a 'labels' array in the samples)")
+    p.add_argument("--max-drop", default=None, metavar="D",
+                   help="for --validate with --metric: pass when the metric drops by at most D (its units)")
     _add_json(p)
 
 

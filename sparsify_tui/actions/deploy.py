@@ -58,6 +58,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 KIND = "deploy"
 CALIBRATION_SAMPLES = 8
 HELDOUT_SAMPLES = 4
+METRIC_HELDOUT_SAMPLES = 256  # held-out samples of --data with --metric (the user's metric needs more than 4)
 HELDOUT_SEED = 1000  # random held-out samples are drawn from other seeds than the calibration ones
 DEFAULT_REPEATS = 7
 MAX_RETRIES = 3
@@ -107,6 +108,10 @@ def budget_info(budget: Any, source: str | None = None) -> dict:
     """The budget as stored in the JSON: ``kind`` (default / max_output_change / none), ``source``,
     ``value`` (the number, or None) and ``name`` (shown on screen and in the summary)."""
     if isinstance(budget, dict):
+        if budget.get("max_drop") is not None:  # a stored budget with --max-drop keeps it (and its name)
+            base = {k: v for k, v in budget.items() if k not in ("max_drop", "metric")}
+            return with_max_drop(dict(budget_info(base, source), metric=budget.get("metric")), [],
+                                 budget["max_drop"])
         kind = budget.get("kind")
         source = source or budget.get("source")
         budget = NO_BUDGET if kind == "none" else (budget.get("value") if kind == "max_output_change" else None)
@@ -179,6 +184,32 @@ def split_samples(project: Any, data: str | os.PathLike | None, graph: Any = Non
     calib, held = every[:-n_held], every[-n_held:]
     return calib, held, {"data": str(p.resolve()), "calibration": len(calib), "heldout": len(held),
                          "source": f"{p.name}: first {len(calib)} samples calibrate, last {len(held)} held out"}
+
+
+def split_labelled(project: Any, data: str | os.PathLike | None, graph: Any = None, with_metric: bool = False
+                   ) -> tuple[list[dict], list[dict], dict, list | None]:
+    """:func:`split_samples` and the held-out samples' labels (None without labels). With ``with_metric``
+    (``--metric``) the held-out part of ``data`` grows to ``METRIC_HELDOUT_SAMPLES`` (the calibration keeps
+    its ``CALIBRATION_SAMPLES``), so the user's metric is measured on enough samples."""
+    if not with_metric or data is None:
+        calib, held, info = split_samples(project, data, graph)
+        return calib, held, info, None
+    from sparsify_tui.engines.inputs import load_labels_for, load_samples_for
+
+    shapes = dict(project.input_shapes or {}) or None
+    p = Path(data).expanduser()
+    every = load_samples_for(str(project.model_path), graph, data=str(p),
+                             samples=CALIBRATION_SAMPLES + METRIC_HELDOUT_SAMPLES, input_shapes=shapes)
+    if len(every) < 2:
+        raise UsageError(f"--data {data} holds {len(every)} sample; the deployment search needs at least 2 "
+                         "(some to calibrate INT8, others held out to measure the output change)")
+    n_cal = min(CALIBRATION_SAMPLES, len(every) - max(1, len(every) // 3))
+    calib, held = every[:n_cal], every[n_cal:]
+    labels = load_labels_for(str(project.model_path), graph, data=str(p), samples=len(every), input_shapes=shapes)
+    return calib, held, {"data": str(p.resolve()), "calibration": len(calib), "heldout": len(held),
+                         "source": f"{p.name}: first {len(calib)} samples calibrate, next {len(held)} held out"
+                                   + (" (with their labels)" if labels is not None else "")}, \
+        (labels[n_cal:] if labels is not None else None)
 
 
 def _batches(samples: list[dict], batch: int) -> list[dict]:
@@ -331,7 +362,12 @@ def annotate(rows: list[dict], quantized: bool = False) -> list[dict]:
 
 
 def left_out_reason(row: dict, budget: Any) -> str | None:
-    """Why ``budget`` leaves ``row`` out, or None when it keeps it."""
+    """Why ``budget`` leaves ``row`` out, or None when it keeps it (its ``max_drop`` first, then the output change)."""
+    from sparsify_tui.user_metric import over_budget
+
+    over = over_budget(row.get("user_metric"), budget.get("max_drop") if isinstance(budget, dict) else None)
+    if over:
+        return over
     info = budget_info(budget)
     if info["kind"] == "none":
         return None
@@ -342,6 +378,87 @@ def left_out_reason(row: dict, budget: Any) -> str | None:
 
         return f"output change {format_change(row)[0]} is over the budget {info['value']:g}"
     return None
+
+
+def _check_metric(metric: Any, max_drop: Any) -> tuple[Any, float | None]:
+    from sparsify_tui.actions.validate import check_metric
+
+    return check_metric(metric, max_drop)
+
+
+def with_max_drop(info: dict, rows: list[dict], max_drop: float | None) -> dict:
+    """The budget ``info`` with ``max_drop`` (``--max-drop``, in the user metric's units) and its name
+    ("...; top-1 drop <= 0.5"); unchanged without one. UsageError when no row carries a ``user_metric``."""
+    if max_drop is None:
+        return info
+    from sparsify_tui.user_metric import parse_max_drop
+
+    max_drop = parse_max_drop(max_drop)
+    um = next((r["user_metric"] for r in rows if r.get("user_metric")), None)
+    if um is None and rows:
+        raise UsageError("--max-drop is a budget on the user's metric, and this deployment search measured "
+                         "none: give --metric module:function too")
+    name = (um or {}).get("name") or info.get("metric") or "metric"
+    return dict(info, max_drop=max_drop, metric=name, name=f"{info['name']}; {name} drop <= {max_drop:g}")
+
+
+def over_max_drop(rows: list[dict], budget: Any) -> list[dict]:
+    """Every row whose user metric drops by more than the budget's ``max_drop`` (fastest or not), with why."""
+    from sparsify_tui.user_metric import over_budget
+
+    limit = budget.get("max_drop") if isinstance(budget, dict) else None
+    out = []
+    for r in rows:
+        why = over_budget(r.get("user_metric"), limit)
+        if why:
+            out.append({"id": r["id"], "label": row_label(r), "speedup": r.get("speedup"), "reason": why})
+    return out
+
+
+def _row_samples(built: Built) -> tuple[list[dict], list | None]:
+    return getattr(built, "heldout", []), getattr(built, "heldout_labels", None)
+
+
+def score_row(metric: Any, outputs_dir: str | os.PathLike, rid: str, samples: list[dict],
+              labels: list | None) -> dict:
+    """The ``user_metric`` of the row ``rid`` of a ``deploy`` job run with ``outputs_dir``: the user's function
+    (a loaded :class:`~sparsify_tui.user_metric.UserMetric`) on that row's held-out outputs against the
+    reference row's (ONNX Runtime fp32 dense), with the held-out batches ``samples`` and their ``labels``
+    (:func:`split_labelled`, grouped as the batches are). UsageError when the metric fails. Any caller that
+    runs the ``deploy`` job (the search, a budget's closed loop) scores its rows with this."""
+    from sparsify_tui.jobs.deploy import outputs_file, row_id
+    from sparsify_tui.jobs.outputs import output_names, read_outputs
+
+    ref_file = outputs_file(str(outputs_dir), row_id(REFERENCE, "fp32", None))
+    names = output_names(ref_file)
+    return metric.evaluate(read_outputs(ref_file, names), read_outputs(outputs_file(str(outputs_dir), rid), names),
+                           samples, labels, names=names)
+
+
+def score_rows(rows: list[dict], built: Built, metric: Any) -> None:
+    """Each row's ``user_metric`` (:func:`score_row`) in place. UsageError when the metric fails."""
+    if metric is None or not rows:
+        return
+    samples, labels = _row_samples(built)
+    for r in rows:
+        if "user_metric" not in r:
+            r["user_metric"] = score_row(metric, built.job["outputs_dir"], r["id"], samples, labels)
+
+
+def _metric_first(on_update: Callable | None, built: Built, metric: Any) -> Callable | None:
+    """``on_update`` that first scores the reference row as soon as it arrives (before the timed rounds), so a
+    metric that fails ends the search before it runs for nothing."""
+    if metric is None:
+        return on_update
+    from sparsify_tui.jobs.deploy import row_id
+
+    def check(m: Measurement, d: dict) -> None:
+        if "row" in d and d["row"]["id"] == row_id(REFERENCE, "fp32", None):
+            score_rows([dict(d["row"])], built, metric)
+        if on_update is not None:
+            on_update(m, d)
+
+    return check
 
 
 def best_row(rows: list[dict], budget: Any) -> dict | None:
@@ -376,12 +493,14 @@ def sparse_plan_row(rows: list[dict]) -> dict | None:
     return None
 
 
-def apply_budget(doc: dict, budget: Any, source: str | None = None) -> dict:
+def apply_budget(doc: dict, budget: Any, source: str | None = None, max_drop: float | None = None) -> dict:
     """``doc`` with ``budget`` (:func:`budget_info`), ``best``, ``left_out`` and ``versus_sparse_plan`` for
     this budget (None: the default one; ``"none"``: the raw fastest); rows get ``departure`` and
-    ``engines_disagree``."""
+    ``engines_disagree``. ``max_drop`` (``--max-drop``, or the budget dict's) also leaves out the rows whose
+    ``user_metric`` drops by more (:func:`with_max_drop`; every such row is in ``over_max_drop``)."""
     doc = dict(doc)
-    info = budget_info(budget, source)
+    info = with_max_drop(budget_info(budget, source), doc.get("rows") or [],
+                         budget.get("max_drop") if max_drop is None and isinstance(budget, dict) else max_drop)
     doc["budget"] = info
     rows = annotate(doc.get("rows") or [], bool(doc.get("already_quantized")))
     best = best_row(rows, info)
@@ -390,6 +509,7 @@ def apply_budget(doc: dict, budget: Any, source: str | None = None) -> dict:
     plan = sparse_plan_row(doc.get("rows") or [])
     doc["sparse_plan"] = plan
     doc["versus_sparse_plan"] = (best["speedup"] / plan["speedup"]) if best and plan and plan["speedup"] else None
+    doc["over_max_drop"] = over_max_drop(rows, info)
     return doc
 
 
@@ -571,7 +691,8 @@ def build(setup: Setup, tmp: Path, on_progress: ProgressFn | None = None,
         from sparsify_tui.analysis import analyze
 
         graph = analyze(project.model_path, dict(project.input_shapes or {}) or None)
-    calib, held, sample_info = split_samples(project, setup.data, graph)
+    metric = getattr(setup, "metric", None)  # run_deploy's --metric: held-out labels, outputs kept per row
+    calib, held, sample_info, held_labels = split_labelled(project, setup.data, graph, metric is not None)
     quantized_note = already_quantized(project.model_path)
     timing = make_inputs(str(project.model_path), setup.batch, dict(project.input_shapes or {}), data=setup.data)
     steps = 1 + len(plans) * (2 if "int8" in setup.precisions else 1)
@@ -604,7 +725,21 @@ def build(setup: Setup, tmp: Path, on_progress: ProgressFn | None = None,
            "batch_size": setup.batch, "timing_inputs": str(tmp / "timing.npz"), "heldout": held_paths,
            "repeats": setup.repeats, "min_block_ms": setup.min_block_ms, "warmup": 3, "skip": {},
            "scratch": str(tmp)}
-    return Built(job, files, sample_info, quantized_note)
+    built = Built(job, files, sample_info, quantized_note)
+    if metric is not None:
+        (tmp / "outputs").mkdir(exist_ok=True)
+        job["outputs_dir"] = str(tmp / "outputs")
+        built.heldout = _batches(held, setup.batch)  # type: ignore[attr-defined]
+        built.heldout_labels = _batched_labels(held_labels, len(held), setup.batch)  # type: ignore[attr-defined]
+    return built
+
+
+def _batched_labels(labels: list | None, n: int, batch: int) -> list | None:
+    """The labels grouped as :func:`_batches` groups their samples."""
+    if labels is None or batch <= 1:
+        return labels
+    return [np.concatenate([labels[(b * batch + i) % n] for i in range(batch)], axis=0)
+            for b in range(max(1, n // batch) if n >= batch else 1)]
 
 
 class Measurement:
@@ -713,6 +848,7 @@ def store_doc(project: Any, settings: dict, versions: dict[str, str], machine: d
 def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: list[str] | None = None,
                optimizations: list[str] | None = None, batch_size: int = 1, cores: int | None = None,
                data: str | os.PathLike | None = None, max_output_change: float | str | None = None,
+               metric: Any = None, max_drop: float | None = None,
                repeats: int = DEFAULT_REPEATS, min_block_ms: float = 250.0, force: bool = False,
                on_progress: ProgressFn | None = None, on_rows: Callable[[list[dict]], Any] | None = None,
                cancel: threading.Event | None = None, store: bool = True, prune_method: str = "magnitude") -> dict:
@@ -727,6 +863,11 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
 
     ``on_progress`` gets the runner's progress events; ``on_rows(rows)`` gets the
     rows known so far (each with ``median_ms`` once a round finished) as they arrive.
+
+    ``metric`` (``--metric module:function``, :mod:`sparsify_tui.user_metric`) scores every row's held-out
+    outputs against the reference row's (``user_metric`` per row; the held-out samples carry their labels);
+    ``max_drop`` (``--max-drop``) leaves out the rows whose metric drops by more (:func:`apply_budget`).
+    A metric that fails stores nothing (it is first tried on the reference row, before the timed rounds).
     """
     from sparsify_tui.engines.machine import machine_summary
     from sparsify_tui.jobs.deploy import engine_unavailable, engine_version
@@ -734,6 +875,7 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     from sparsify_tui.settings import usable_cores as default_cores
 
     max_output_change = parse_budget(max_output_change)
+    metric, max_drop = _check_metric(metric, max_drop)
     setup = prepare(project, engines=engines, precisions=precisions, optimizations=optimizations,
                     batch_size=batch_size, cores=cores, data=data, repeats=repeats, min_block_ms=min_block_ms,
                     prune_method=prune_method)
@@ -741,10 +883,13 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     machine = machine_summary()
     versions = {e: engine_version(e) for e in setup.engines}
     settings = setup.settings_for(cores)
+    setup.metric = metric  # type: ignore[attr-defined]  # build() holds the labels out, the job keeps outputs
+    if metric is not None:
+        settings["metric"] = {"spec": metric.spec, "digest": metric.digest()}
     if not force:
         doc = cached(project, cache_key(project, settings, versions, machine))
         if doc is not None:
-            return apply_budget(doc, max_output_change)
+            return apply_budget(doc, max_output_change, max_drop=max_drop)
     if store:
         project.require_writable()
     started = now_iso()
@@ -765,7 +910,8 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
                                                  if not any(r["id"] in b for b in m.rounds)])
 
         try:
-            measure(built.job, cores, m, on_progress=on_progress, on_update=on_update, cancel=cancel)
+            measure(built.job, cores, m, on_progress=on_progress, on_update=_metric_first(on_update, built, metric),
+                    cancel=cancel)
         except (CancelledError, KeyboardInterrupt) as exc:
             try:
                 save(doc_of(False, "cancelled" if isinstance(exc, CancelledError) else "interrupted"))
@@ -779,13 +925,14 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
                 except SparsifyError:
                     pass
             raise
+        score_rows(m.rows, built, metric)  # a metric that fails here raises before anything is stored
         doc = doc_of(True)
     doc["engines_missing"] = [e for e in setup.engines if engine_unavailable(e)]
     if not store:
         doc["entry_id"] = None
     save(doc)
     doc["cached"] = False
-    return apply_budget(doc, max_output_change)
+    return apply_budget(doc, max_output_change, max_drop=max_drop)
 
 
 def latest(project: Any, server: str | None = None) -> tuple[Any, dict] | None:

@@ -47,6 +47,7 @@ MIN_LEVEL_MS = 250.0  # each level of the estimate's profile runs at least this 
 MAX_VALIDATION_LEVELS = 8
 DEFAULT_CALIBRATION_SAMPLES = 32
 SYNTHETIC_EVAL_SAMPLES = 8
+METRIC_EVAL_SAMPLES = 256  # with --metric the evaluation takes up to this many samples (64 without)
 _EVAL_SEED = 1_000_003  # synthetic evaluation inputs are drawn from seeds no calibration input uses
 MISS_TOLERANCE = 0.20  # an estimate further than this from the measured speedup is explained (quality.estimate_miss)
 SIDE_TOLERANCE = 0.10  # a side (dense or pruned) whose deployed time departs from the profile's by more is named
@@ -167,7 +168,21 @@ def _with_values(samples: list[dict], values: dict) -> list[dict]:
 
 def split_samples(project: "Project", graph: "ModelGraph", method: str, data: str | None, samples: int,
                   eval_data: str | None, *, need_eval: bool = True, max_eval: int = 64) -> tuple[list, list, list]:
-    """(calibration samples, evaluation samples, notes saying where they came from); they never overlap.
+    """(calibration samples, evaluation samples, notes saying where they came from); they never overlap
+    (:func:`split_labelled_samples` without the labels)."""
+    cal, ev, notes, _labels = split_labelled_samples(project, graph, method, data, samples, eval_data,
+                                                     need_eval=need_eval, max_eval=max_eval, labels=False)
+    return cal, ev, notes
+
+
+def split_labelled_samples(project: "Project", graph: "ModelGraph", method: str, data: str | None, samples: int,
+                           eval_data: str | None, *, need_eval: bool = True, max_eval: int = 64,
+                           labels: bool = True) -> tuple[list, list, list, list | None]:
+    """(calibration samples, evaluation samples, notes saying where they came from, the evaluation samples'
+    labels or None); the samples never overlap.
+
+    The labels (``labels`` in the ``.npz``, :func:`sparsify_tui.engines.inputs.load_labels_for`) follow
+    their samples through the split and are never fed to the model.
 
     ``data`` gives the calibration samples (the first ``samples`` rows); without
     ``eval_data`` its rows are split: the last quarter (at least 1) is kept for the
@@ -175,13 +190,14 @@ def split_samples(project: "Project", graph: "ModelGraph", method: str, data: st
     ``data`` the inputs are synthetic (random, fitted to the model as the profiles
     draw them), from seeds that differ between calibration and evaluation.
     """
-    from sparsify_tui.engines.inputs import load_samples_for
+    from sparsify_tui.engines.inputs import load_labels_for, load_samples_for
 
     shapes = project.input_shapes or None
     notes: list[str] = []
     needs_cal = method != "magnitude"
     cal: list = []
     ev: list = []
+    ev_labels: list | None = None
     if data is not None:
         rows = load_samples_for(project.model_path, graph, data=data, samples=100_000, input_shapes=shapes)
         if eval_data is None and need_eval:
@@ -190,6 +206,10 @@ def split_samples(project: "Project", graph: "ModelGraph", method: str, data: st
                                  "least 2 (or give --eval-data)")
             n_ev = min(max_eval, max(1, len(rows) // 4))
             ev = rows[len(rows) - n_ev:]
+            if labels:
+                every = load_labels_for(project.model_path, graph, data=data, samples=len(rows),
+                                        input_shapes=shapes)
+                ev_labels = every[len(rows) - n_ev:] if every is not None else None
             cal = rows[:min(samples, len(rows) - n_ev)] if needs_cal else []
             notes.append(f"{data}: {len(rows)} samples, {len(cal)} for calibration and the last {n_ev} "
                          "for evaluation")
@@ -205,6 +225,9 @@ def split_samples(project: "Project", graph: "ModelGraph", method: str, data: st
         if eval_data is not None:
             ev = load_samples_for(project.model_path, graph, data=eval_data, samples=max_eval, input_shapes=shapes)
             notes.append(f"evaluation: {len(ev)} samples of {eval_data}")
+            if labels:
+                ev_labels = load_labels_for(project.model_path, graph, data=eval_data, samples=len(ev),
+                                            input_shapes=shapes)
         elif data is None:
             ev = load_samples_for(project.model_path, graph, data=None, samples=SYNTHETIC_EVAL_SAMPLES,
                                   input_shapes=shapes, seed=_EVAL_SEED)
@@ -214,7 +237,68 @@ def split_samples(project: "Project", graph: "ModelGraph", method: str, data: st
         if shared:
             raise UsageError(f"{shared} of the {len(ev)} evaluation samples are also calibration samples: "
                              "give --eval-data samples that are not in --data")
-    return cal, ev, notes
+    if ev_labels is not None and len(ev_labels) != len(ev):
+        raise UsageError(f"the evaluation holds {len(ev)} samples but {len(ev_labels)} labels")
+    return cal, ev, notes, ev_labels
+
+
+def measure_user_metric(metric: Any, model_a: str | Path, model_b: str | Path, samples: list[dict] | str | Path,
+                        labels: list | None, *, scratch: str | Path,
+                        on_progress: Callable[[dict], Any] | None = None,
+                        cancel: threading.Event | None = None) -> dict:
+    """The ``user_metric`` dict (:mod:`sparsify_tui.user_metric`) of ``model_b`` against the reference
+    ``model_a`` on ``samples`` (a list, or a .npz written by :func:`save_samples`) with their ``labels``.
+
+    The outputs come from ONNX Runtime in a child process (job kind ``outputs``, as the output change's do);
+    the user's function runs here. ``metric`` is a spec or a loaded :class:`~sparsify_tui.user_metric.UserMetric`.
+    A metric that raises or returns nonsense raises UsageError (the caller stores nothing)."""
+    from sparsify_tui.engines.runner import run_job
+    from sparsify_tui.jobs.ab_benchmark import read_samples
+    from sparsify_tui.jobs.outputs import read_outputs
+    from sparsify_tui.user_metric import load_metric
+
+    um = load_metric(metric)
+    scratch = Path(scratch)
+    if isinstance(samples, (str, Path)):
+        sample_file = Path(samples)
+        samples = read_samples(str(sample_file))
+    else:
+        sample_file = scratch / "metric-samples.npz"
+        save_samples(sample_file, samples)
+    res = run_job({"kind": "outputs", "models": [str(model_a), str(model_b)], "samples": str(sample_file),
+                   "out_dir": str(scratch)}, on_progress=on_progress, cancel=cancel, timeout_s=900)
+    names = list(res["names"])
+    ref, chg = (read_outputs(f, names) for f in res["files"])
+    return um.evaluate(ref, chg, samples, labels, names=names)
+
+
+def check_metric(metric: Any, max_drop: Any) -> tuple[Any, float | None]:
+    """(the loaded ``--metric`` or None, ``--max-drop`` or None); UsageError on a bad one, or a drop without
+    a metric."""
+    from sparsify_tui.user_metric import load_metric, parse_max_drop
+
+    metric = load_metric(metric)
+    max_drop = parse_max_drop(max_drop)
+    if max_drop is not None and metric is None:
+        raise UsageError("--max-drop is a budget on the user's metric: give --metric module:function too")
+    return metric, max_drop
+
+
+def _score_or_discard(metric: Any, model: Path, out: Path, ev: list, labels: list | None, scratch: Any,
+                      note: Callable[[str], None], on_progress: Callable[[dict], Any] | None,
+                      cancel: threading.Event | None) -> dict | None:
+    """The pruned file's ``user_metric`` (None without a metric); when it fails, the scratch directory and the
+    pruned file are removed before the error goes up (nothing is left of a validation that did not finish)."""
+    if metric is None:
+        return None
+    note(f"scoring the pruned model with --metric {metric.spec} on {len(ev)} evaluation samples")
+    try:
+        return measure_user_metric(metric, model, out, ev, labels, scratch=scratch.name, on_progress=on_progress,
+                                   cancel=cancel)
+    except BaseException:
+        scratch.cleanup()
+        out.unlink(missing_ok=True)
+        raise
 
 
 def save_samples(path: Path, samples: list[dict]) -> None:
@@ -356,11 +440,18 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
                           cancel: threading.Event | None = None, precision: str | None = None,
                           method: str = "magnitude", data: str | None = None,
                           samples: int = DEFAULT_CALIBRATION_SAMPLES, eval_data: str | None = None,
-                          sequential: bool = False, input_values: dict | None = None) -> dict:
+                          sequential: bool = False, input_values: dict | None = None,
+                          metric: Any = None, max_drop: float | None = None) -> dict:
     """Prune, benchmark dense against pruned, store and return the validation (see module doc).
 
     ``input_values`` (``--input-value NAME=V``): those inputs hold ``V`` in every sample and timed batch
-    (a sample rate a model branches on) instead of random values."""
+    (a sample rate a model branches on) instead of random values.
+
+    ``metric`` (``--metric module:function``, :mod:`sparsify_tui.user_metric`): the user's metric of the
+    pruned model against the dense one on the evaluation samples (up to ``METRIC_EVAL_SAMPLES``, with their
+    labels), stored as ``user_metric``; measured right after pruning, so a metric that fails stores nothing
+    (and removes the pruned file). ``max_drop`` (``--max-drop``, the metric's units): ``max_drop`` and
+    ``within_max_drop`` are stored beside it."""
     import tempfile
 
     from sparsify_tui.engines.registry import get_engine, resolve_auto
@@ -370,6 +461,7 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
     from sparsify_tui.profiles.perf import validate_engine, validate_precision
 
     project.require_writable() if hasattr(project, "require_writable") else None
+    metric, max_drop = check_metric(metric, max_drop)
     engine = validate_engine(engine)
     precision = validate_precision(engine, precision)
     method = check_method(method)
@@ -382,7 +474,9 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
     plan = opt.plan
     if not plan.sparsities():
         raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to validate")
-    cal, ev, sample_notes = split_samples(project, graph, method, data, samples, eval_data)
+    cal, ev, sample_notes, ev_labels = split_labelled_samples(
+        project, graph, method, data, samples, eval_data, labels=metric is not None,
+        max_eval=METRIC_EVAL_SAMPLES if metric is not None else 64)
     if input_values:
         cal, ev = _with_values(cal, input_values), _with_values(ev, input_values)
 
@@ -398,6 +492,8 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
     scratch = tempfile.TemporaryDirectory(prefix="sparsify-validate-", dir=str(out.parent))
     eval_file = Path(scratch.name) / "evaluation.npz"
     save_samples(eval_file, ev)
+    user_metric = _score_or_discard(metric, project.model_path, out, ev, ev_labels, scratch, note, on_progress,
+                                    cancel)
     magnitude_file = None
     if method != "magnitude":
         note("pruning by magnitude at the same plan (for comparison)")
@@ -430,7 +526,8 @@ def validate_optimization(project: "Project", opt_name: str | None = None, *, en
         scratch.cleanup()
     return _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batch_size, cores,
                              iterations, repeats, pruned_info, out, method, cal, ev, sample_notes,
-                             opt_entry=opt_entry, opt_cores=opt_cores, cores_given=cores_given)
+                             opt_entry=opt_entry, opt_cores=opt_cores, cores_given=cores_given,
+                             user_metric=user_metric, max_drop=max_drop)
 
 
 def explain_miss(v: dict, *, profile_warnings: int = 0, tolerance: float = MISS_TOLERANCE) -> list[str]:
@@ -598,7 +695,7 @@ def _validation_quality(res: dict, perf_entry: Any, perf_doc: dict, est: Any) ->
 
 def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batch_size, cores, iterations,
                       repeats, pruned_info, out, method, cal, ev, sample_notes, *, opt_entry=None, opt_cores=None,
-                      cores_given=False):
+                      cores_given=False, user_metric=None, max_drop=None):
     from sparsify_tui.optim.optimization import now_iso
     from sparsify_tui.actions.optimizer import save_optimization
 
@@ -645,6 +742,15 @@ def _store_validation(project, opt, res, perf_entry, perf_doc, est, chosen, batc
         "notes": notes,
         "quality": quality,
     }
+    if user_metric is not None:
+        from sparsify_tui.user_metric import over_budget
+
+        validation["user_metric"] = user_metric
+        notes.append(f"--metric {user_metric['spec']}: {user_metric['name']} on the {len(ev)} evaluation samples "
+                     + ("with their labels" if user_metric.get("labels") else "(they carry no labels)"))
+        if max_drop is not None:
+            validation["max_drop"] = max_drop
+            validation["within_max_drop"] = over_budget(user_metric, max_drop) is None
     opt.validation = validation
     save_optimization(project, opt)
     return {"optimization": opt.name, **validation}

@@ -28,6 +28,11 @@ def add_parser(sub) -> None:
     p.add_argument("--max-output-change", default=None, metavar="X|none",
                    help="budget: the best row is the fastest whose output change is at most X; 'none': the raw "
                         "fastest (default: the fastest whose outputs still follow the original)")
+    p.add_argument("--metric", default=None, metavar="MODULE:FUNCTION",
+                   help="your metric of each row's outputs against the reference's (e.g. mymetrics:top1 or "
+                        "metrics.py:top1; labels from a 'labels' array in --data), shown per row")
+    p.add_argument("--max-drop", default=None, metavar="D",
+                   help="with --metric: leave out the rows whose metric drops by more than D (its units)")
     p.add_argument("--data", default=None, help=".npz/.npy file or directory of samples (calibration + held out)")
     p.add_argument("--repeats", default="7", help="timed rounds (default 7)")
     p.add_argument("--export", default=None, metavar="OUT.onnx",
@@ -67,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{path} is a model file: deploy needs a project directory "
                          f"(create one with 'sparsify-tui new {path}')")
     export = Path(args.export).expanduser() if args.export else None
+    metric, max_drop = core._check_metric(getattr(args, "metric", None), getattr(args, "max_drop", None))
+    if metric is not None and (args.servers is not None or args.address is not None):
+        raise UsageError("--metric runs on this machine only: leave out --servers/--address")
     if args.servers is not None or args.address is not None:
         return run_cluster(args, path, export, dict(
             engines=engines, precisions=precisions, optimizations=[] if args.dense_only else args.optimization,
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             doc = core.run_deploy(project, engines=engines, precisions=precisions, optimizations=opts,
                                   batch_size=batch, cores=cores, data=args.data, max_output_change=budget,
+                                  metric=metric, max_drop=max_drop,
                                   repeats=repeats, force=args.force, on_progress=on_progress,
                                   prune_method=args.prune_method)
         finally:
@@ -160,6 +169,7 @@ def _print(doc: dict, brief: bool = False) -> None:
     b = doc.get("budget") or {}
     if b.get("kind") == "default":
         print("Budget: " + b.get("name", "") + " (--max-output-change X sets one, 'none' gives the raw fastest)")
+    _print_user_metric(doc)
     for r in doc.get("rows") or []:
         if r.get("engines_disagree"):
             print(f"{row_label(r)}: {r['engines_disagree']}")
@@ -168,6 +178,24 @@ def _print(doc: dict, brief: bool = False) -> None:
               file=sys.stdout)
     if not doc.get("complete"):
         print(f"Note: incomplete ({doc.get('error') or 'stopped early'}): the finished rounds are shown")
+
+
+def _print_user_metric(doc: dict) -> None:
+    """One line per row with ``--metric``: "onnxruntime fp32 dense: top-1 75.0% → 75.0%", then the rows
+    ``--max-drop`` leaves out."""
+    from sparsify_tui.actions.deploy import row_label
+    from sparsify_tui.user_metric import format_metric
+
+    scored = [r for r in sorted(doc.get("rows") or [], key=lambda r: -(r.get("speedup") or 0)) if r.get("user_metric")]
+    if not scored:
+        return
+    um = scored[0]["user_metric"]
+    print(f"User metric (--metric {um['spec']}, on the held-out samples"
+          f"{', labelled' if um.get('labels') else ', no labels'}):")
+    for r in scored:
+        print(f"  {row_label(r)}: {format_metric(r['user_metric'])}")
+    for g in doc.get("over_max_drop") or []:
+        print(f"left out {g['label']}: {g['reason']}")
 
 
 # ---------------------------------------------------------------- on the servers of a Ray cluster

@@ -69,8 +69,22 @@ def _unstructured_flags(args: argparse.Namespace) -> dict:
     sequential = bool(getattr(args, "sequential", False))
     if sequential and method == "magnitude":
         raise UsageError("--sequential needs --method wanda or sparsegpt")
+    metric, max_drop = _metric_flags(args)
     return {"engine": engine, "precision": precision, "iterations": iterations, "method": method,
-            "samples": samples, "data": data, "eval_data": eval_data, "values": values, "sequential": sequential}
+            "samples": samples, "data": data, "eval_data": eval_data, "values": values, "sequential": sequential,
+            "metric": metric, "max_drop": max_drop}
+
+
+def _metric_flags(args: argparse.Namespace) -> tuple:
+    """(the loaded ``--metric`` or None, ``--max-drop`` or None): both only with ``--validate``; the metric's
+    module is imported now, so a bad one fails before any work."""
+    from sparsify_tui.actions.validate import check_metric
+
+    metric, max_drop = getattr(args, "metric", None), getattr(args, "max_drop", None)
+    for flag, value in (("--metric", metric), ("--max-drop", max_drop)):
+        if value is not None and not args.validate:
+            raise UsageError(f"{flag} is only used with --validate")
+    return check_metric(metric, max_drop)
 
 
 def _print_validation(doc: dict, out: Path) -> None:
@@ -93,6 +107,14 @@ def _print_validation(doc: dict, out: Path) -> None:
     ]
     if meaning:
         rows.append(["", meaning])
+    um = doc.get("user_metric")
+    if um:
+        from sparsify_tui.user_metric import budget_line, format_metric
+
+        rows.append(["User metric", f"{format_metric(um)}  (--metric {um['spec']}; {um['samples']} evaluation "
+                                    f"samples{', labelled' if um.get('labels') else ', no labels'})"])
+        if doc.get("max_drop") is not None:
+            rows.append(["Budget", budget_line(um, doc["max_drop"])])
     if doc.get("departure"):
         rows.append(["", f"warning: {doc['departure']}"])
     if doc.get("method", "magnitude") != "magnitude":
@@ -119,7 +141,7 @@ def _validate_and_show(args: argparse.Namespace, project: "Project", out: Path, 
                                 cores=cores, out_path=out, on_progress=_progress_callback(progress),
                                 precision=f["precision"], method=f["method"], data=f["data"], samples=f["samples"],
                                 eval_data=f["eval_data"], sequential=f["sequential"],
-                                input_values=f["values"] or None)
+                                input_values=f["values"] or None, metric=f["metric"], max_drop=f["max_drop"])
     progress.done()
     if args.json:
         emit_json(doc)
@@ -191,6 +213,9 @@ def run_prune_channels(args: argparse.Namespace) -> int:
     from sparsify_tui.profiles.perf import validate_engine, validate_precision
     from sparsify_tui.project import Project
 
+    if getattr(args, "metric", None) is not None or getattr(args, "max_drop", None) is not None:
+        raise UsageError("--metric and --max-drop validate unstructured plans; --structure channels reports "
+                         "the output change only")
     method = check_method(getattr(args, "method", None) or "l2")
     engine = validate_engine(args.engine)
     precision = validate_precision(engine, getattr(args, "precision", None))

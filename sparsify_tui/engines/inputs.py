@@ -34,6 +34,7 @@ import numpy as np
 
 from sparsify_tui.analysis.analyzer import BATCH_DIM, format_shape, is_batch_dim
 from sparsify_tui.errors import InputShapeError, ModelError, ProfileError, UsageError
+from sparsify_tui.user_metric import LABELS
 
 if TYPE_CHECKING:
     from sparsify_tui.analysis.graph import ModelGraph
@@ -408,8 +409,9 @@ def load_samples(model: Any, data: str | os.PathLike, batch_size: int = 1,
             arrays = {names[0]: arrays}
         missing = [n for n in names if n not in arrays]
         if missing:
-            if len(specs) == 1 and len(arrays) == 1:
-                arrays = {names[0]: next(iter(arrays.values()))}
+            others = {k: v for k, v in arrays.items() if k != LABELS}  # the labels are never an input
+            if len(specs) == 1 and len(others) == 1:
+                arrays = {names[0]: next(iter(others.values()))}
             else:
                 raise ProfileError(
                     f"{f} has no array named {missing[0]!r} (it has {', '.join(sorted(arrays)) or 'none'}; "
@@ -545,11 +547,54 @@ def _rows_in(f: Path, specs) -> int:
                 arrays = {k: z[k] for k in z.files}
     except Exception as exc:  # noqa: BLE001 - numpy raises many kinds on a bad file
         raise ProfileError(f"{f} is not a readable .npz/.npy file ({type(exc).__name__})") from None
+    others = {k: v for k, v in arrays.items() if k != LABELS or any(s.name == LABELS for s in specs)}
     for s in specs:
         a = arrays.get(s.name)
-        if a is None and len(arrays) == 1 and len(specs) == 1:
-            a = next(iter(arrays.values()))
+        if a is None and len(others) == 1 and len(specs) == 1:
+            a = next(iter(others.values()))
         ax = batch_axis(s)
         if a is not None and a.ndim == len(s.shape) and a.ndim >= 1 and ax is not None:
             return int(a.shape[ax])
     return 1
+
+
+def load_labels_for(model_path: str | os.PathLike, graph: "ModelGraph", *, data, samples: int = 4,
+                    input_shapes: dict[str, list[int]] | None = None) -> list[np.ndarray] | None:
+    """The labels of the samples :func:`load_samples_for` reads from ``data`` (same files, same rows, same
+    order): one array per sample (its row of the ``labels`` array, with a first axis of 1), or None when
+    ``data`` carries no labels. Labels are kept aside: they are never fed to the model.
+
+    Each ``.npz`` holds ``labels`` with one row per sample on its first axis (a file of one sample may give
+    its label without that axis); in a directory, every file has labels or none does."""
+    src = graph if graph is not None else model_path
+    specs = input_specs(src, input_shapes)
+    if any(s.name == LABELS for s in specs):
+        return None  # the model has an input of that name: the array is that input
+    data = Path(data).expanduser()
+    files = sorted(p for p in data.iterdir() if p.suffix in (".npz", ".npy") and p.is_file()) if data.is_dir() else [data]
+    out: list[np.ndarray] = []
+    with_labels: list[Path] = []
+    without: list[Path] = []
+    for f in files:
+        rows = max(1, _rows_in(f, specs))
+        labels = None
+        if f.suffix == ".npz":
+            with np.load(str(f), allow_pickle=False) as z:
+                labels = np.asarray(z[LABELS]) if LABELS in z.files else None
+        if labels is None:
+            without.append(f)
+            continue
+        with_labels.append(f)
+        if labels.ndim >= 1 and labels.shape[0] == rows:
+            per = [labels[r:r + 1] for r in range(rows)]
+        elif rows == 1:
+            per = [labels[None]]
+        else:
+            raise ProfileError(f"{f}: {LABELS!r} has {labels.shape[0] if labels.ndim else 1} rows but the inputs "
+                               f"hold {rows} samples: give one label row per sample")
+        out += per
+        if len(out) >= samples:
+            break
+    if with_labels and without:
+        raise ProfileError(f"{with_labels[0]} has {LABELS!r} but {without[0]} has none: label every file or none")
+    return out[:samples] if with_labels else None

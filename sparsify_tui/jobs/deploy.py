@@ -16,6 +16,10 @@ result holds the same data. The parent computes medians, speedups and the
 Pareto front from the block times (so a cancelled search keeps its finished
 rounds).
 
+With job key ``outputs_dir`` (``--metric``), each row's held-out outputs are
+written there (:func:`outputs_file`) before its ``row`` event, for the parent
+to score with the user's metric.
+
 Job keys: ``variants`` (list of ``{"optimization": name|None, "fp32": path,
 "int8": path|None, "int8_error": str|None}``; the first is dense),
 ``engines``, ``precisions``, ``batch_size``, ``cores``, ``timing_inputs``
@@ -47,6 +51,13 @@ Runner = Callable[..., list]
 
 def row_id(engine: str, precision: str, optimization: str | None) -> str:
     return f"{engine}/{precision}/{optimization or 'dense'}"
+
+
+def outputs_file(outputs_dir: str, rid: str) -> str:
+    """Where a row's held-out outputs are written with job key ``outputs_dir`` (``--metric``)."""
+    import hashlib
+
+    return f"{outputs_dir}/{hashlib.sha1(rid.encode()).hexdigest()[:16]}.npz"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -228,6 +239,10 @@ class _Search:
                     plan = plan_outputs(ref_out, out_names, bounded=bounded_output_names(c["path"]))
                     self.kinds = [m.kind for m in plan]
                 change = compare_outputs(ref_out, outs, plan=plan, names=out_names).to_json()
+                if self.job.get("outputs_dir"):  # --metric: the parent scores these outputs with the user's function
+                    from sparsify_tui.jobs.outputs import save_outputs
+
+                    save_outputs(outputs_file(self.job["outputs_dir"], c["id"]), outs, out_names)
             except EngineError as exc:
                 if i == 0:
                     raise
