@@ -25,7 +25,7 @@ from onnx import numpy_helper as nh
 from sparsify_tui.analysis import analyze, parse_input_shapes
 
 RNG = np.random.default_rng(0)
-H, I, T = 4, 8, 5  # LSTM hidden size, input size, sequence length
+H, I, T = 4, 8, 5  # noqa: E741 - LSTM hidden size, input size, sequence length
 
 
 def dq_lstm(path) -> int:

@@ -466,7 +466,7 @@ def test_changed_file_is_detected_before_reading_weights(tmp_path):
     with pytest.raises(ModelError, match="changed since it was analysed"):
         read_weight(g, "y")
     with pytest.raises(ModelError, match="changed since it was analysed"):
-        g.model
+        _ = g.model
 
 
 def test_quantized_sparsity_counts_the_zero_point(tmp_path):

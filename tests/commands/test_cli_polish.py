@@ -184,8 +184,8 @@ def test_perf_and_loss_say_what_to_run_next_and_json_stays_one_document(demo_pro
     on_tty = run_tty(*perf, columns=80)  # cached: what a user sees in an 80-column terminal
     body = on_tty.split("Layer Timings")[1]
     assert max(len(line) for line in body.splitlines()) <= 80
-    assert "Group column in --json" in on_tty.splitlines()[[i for i, l in enumerate(on_tty.splitlines())
-                                                             if l.startswith("Layer Timings")][0]]
+    assert "Group column in --json" in on_tty.splitlines()[[i for i, ln in enumerate(on_tty.splitlines())
+                                                             if ln.startswith("Layer Timings")][0]]
 
     again = run(*perf, "--json")  # cached now: the same settings are reused
     assert again.returncode == 0, again.stderr

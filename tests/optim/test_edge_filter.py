@@ -20,7 +20,6 @@ from onnx import numpy_helper as nh
 from sparsify_tui.analysis import analyze
 from sparsify_tui.cli import main
 from sparsify_tui.optim.allocate import edge_roles
-from sparsify_tui.optim.optimization import Optimization
 from sparsify_tui.optim.optimization import (
     NO_MEASURED_LOSS_NOTE,
     REASON_HEAD,
