@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--prune-method", default="magnitude", choices=["magnitude", "wanda", "sparsegpt"],
                    help="how the optimizations are pruned one-shot: magnitude (default), or wanda / sparsegpt "
                         "calibrated on the calibration samples so the pruned model keeps its outputs")
-    p.add_argument("--channel-method", default=None, choices=["l2", "reconstruct"],
+    p.add_argument("--channel-method", default=None, metavar="l2|reconstruct",
                    help="how a channel plan (an optimization that removes whole channels) is pruned: reconstruct "
                         "(the default: each layer reading removed channels refit on the calibration samples) or l2")
     p.add_argument("--batch-size", default="1", help="batch size (default 1)")
