@@ -148,20 +148,11 @@ def constants_to_initializers(model) -> int:
     pruned model would hold fewer nodes than the dense one and the refit's segments would not line up).
     Returns how many."""
     from sparsify_tui.onnxkit.channels import nodes_to_initializers
-    from sparsify_tui.onnxkit.tensors import constant_node_value, constant_tensor, find_tensor_site, write_site
+    from sparsify_tui.onnxkit.tensors import constant_node_value, fills_to_initializers
 
     n = nodes_to_initializers(
         model, lambda n: constant_node_value(n) if n.op_type == "Constant" and n.domain in ("", "ai.onnx") else None)
-    outputs = {o.name for o in model.graph.output}
-    filled = [nd.output[0] for nd in model.graph.node if nd.op_type == "ConstantOfShape" and nd.output
-              and nd.domain in ("", "ai.onnx") and nd.output[0] not in outputs]
-    for name in filled:  # as removal writes them (an old-IR model lists the new initializer as a graph input)
-        value = constant_tensor(model, name)
-        site = find_tensor_site(model, name)
-        if value is not None and site is not None and site.kind == "constant_of_shape":
-            write_site(site, value, int(model.ir_version))
-            n += 1
-    return n
+    return n + fills_to_initializers(model)
 
 
 # ---------------------------------------------------------------- the plan
