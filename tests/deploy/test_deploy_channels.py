@@ -48,28 +48,38 @@ def _model(path: Path) -> Path:
     return path
 
 
-def test_channel_plan_rows_for_every_engine_and_precision(tmp_path):
-    from sparsify_tui.actions.deploy import plan_cell, run_deploy, summary_line
+@pytest.fixture(scope="module")
+def channel_deploy(tmp_path_factory):
+    """The tiny model's project with a channel plan stored by the CLI, searched once on every engine (1 round)."""
+    from sparsify_tui.actions.deploy import run_deploy
     from sparsify_tui.project import Project
 
-    env = cli_env(SPARSIFY_TUI_HOME=str(tmp_path / "home"))
-    pdir = tmp_path / "proj"
-    assert run_cli("new", _model(tmp_path / "tiny.onnx"), "--dir", pdir, env=env).returncode == 0
-    res = run_cli("prune", pdir, "-o", tmp_path / "half.onnx", "--structure", "channels", "--channel-fraction", "0.5",
+    tmp = tmp_path_factory.mktemp("chdeploy")
+    env = cli_env(SPARSIFY_TUI_HOME=str(tmp / "home"))
+    pdir = tmp / "proj"
+    assert run_cli("new", _model(tmp / "tiny.onnx"), "--dir", pdir, env=env).returncode == 0
+    res = run_cli("prune", pdir, "-o", tmp / "half.onnx", "--structure", "channels", "--channel-fraction", "0.5",
                   "--round-to", "8", "--save-as", "half", "--json", env=env)
     assert res.returncode == 0, res.stderr
     pruned = json.loads(res.stdout)
-    assert pruned["saved_as"]["name"] == "half" and pruned["saved_as"]["groups"] == 2
     project = Project.open(pdir)
     try:
         stored = project.get_optimization("half")
-        layers = stored["layers"]
-        assert {k: (v["structure"], v["sparsity"]) for k, v in layers.items()} == {
-            "conv1": ("channels", 0.5), "conv2": ("channels", 0.5)}
-        assert sorted(layers["conv1"]["layers"]) == ["c1", "c3"]  # the residual group: both sides of the Add
         doc = run_deploy(project, repeats=1, min_block_ms=10, channel_method="l2")
     finally:
         project.close()
+    return pdir, pruned, stored, doc
+
+
+def test_channel_plan_rows_for_every_engine_and_precision(channel_deploy):
+    from sparsify_tui.actions.deploy import plan_cell, summary_line
+
+    _pdir, pruned, stored, doc = channel_deploy
+    assert pruned["saved_as"]["name"] == "half" and pruned["saved_as"]["groups"] == 2
+    layers = stored["layers"]
+    assert {k: (v["structure"], v["sparsity"]) for k, v in layers.items()} == {
+        "conv1": ("channels", 0.5), "conv2": ("channels", 0.5)}
+    assert sorted(layers["conv1"]["layers"]) == ["c1", "c3"]  # the residual group: both sides of the Add
     rows = {r["id"]: r for r in doc["rows"]}
     skipped = {s["id"]: s["reason"] for s in doc["skipped"]}
     assert doc["complete"] and doc["channel_method"] == "l2" and doc["optimizations"] == ["half"]
@@ -107,3 +117,38 @@ def test_bad_channel_method_and_save_as_without_channels(tmp_path):
     assert_user_error(run_cli("deploy", pdir, "--channel-method", "bogus", env=env), "--channel-method")
     assert_user_error(run_cli("prune", pdir, "-o", tmp_path / "x.onnx", "--save-as", "x", env=env),
                       "--save-as", "--structure channels")
+
+
+async def test_the_deploy_screen_shows_the_channel_rows(channel_deploy, tmp_path, monkeypatch):
+    from textual.widgets import DataTable, Static
+
+    from sparsify_tui.project import Project
+    from sparsify_tui.tui.app import SparsifyApp
+    from sparsify_tui.tui.screens.deploy import DeployScreen
+    from tests.tui.conftest import FIXED_MACHINE, settle, widget_text
+
+    monkeypatch.setenv("SPARSIFY_TUI_HOME", str(tmp_path / "home"))
+    pdir, pruned, _stored, doc = channel_deploy
+    project = Project.open(pdir)
+    try:
+        app = SparsifyApp(project, machine=FIXED_MACHINE)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("f6")
+            await settle(pilot, app)
+            screen = app.screen
+            assert isinstance(screen, DeployScreen)
+            table = screen.query_one("#deploy-table", DataTable)
+            assert table.row_count == len(doc["rows"])
+            cells = {table.coordinate_to_cell_key((i, 0)).row_key.value: table.get_row_at(i)[3].plain
+                     for i in range(table.row_count)}
+            short = f"half ch-{pruned['flops_reduction']:.0%}"
+            for r in doc["rows"]:
+                assert cells[r["id"]] == (short if r["optimization"] else "dense"), r["id"]
+            chan = next(i for i in range(table.row_count) if table.get_row_at(i)[3].plain == short)
+            table.move_cursor(row=chan)
+            await settle(pilot, app)
+            detail = widget_text(screen.query_one("#deploy-detail", Static), width=400)
+            assert f"half (channels -{pruned['flops_reduction']:.0%} FLOPs): change " in detail
+    finally:
+        project.close()
