@@ -152,3 +152,26 @@ async def test_the_deploy_screen_shows_the_channel_rows(channel_deploy, tmp_path
             assert f"half (channels -{pruned['flops_reduction']:.0%} FLOPs): change " in detail
     finally:
         project.close()
+
+
+def test_export_writes_the_channel_pruned_int8_model(channel_deploy, tmp_path):
+    import onnxruntime as ort
+
+    from sparsify_tui.actions.deploy import apply_budget, export_row, find_row
+    from sparsify_tui.project import Project
+
+    pdir, _pruned, _stored, doc = channel_deploy
+    project = Project.open(pdir)
+    try:
+        full = apply_budget(doc, None)
+        row = find_row(full, "onnxruntime/int8/half")
+        out = export_row(project, full, row, tmp_path / "half_int8.onnx")
+    finally:
+        project.close()
+    model = Path(out["model"])
+    assert model.stat().st_size == pytest.approx(row["file_bytes"], rel=0.02)  # the file the row timed
+    q = onnx.load(str(model))
+    conv = next(i for i in q.graph.initializer if i.data_type == T.INT8 and list(i.dims)[1:] == [3, 3, 3])
+    assert conv.dims[0] == 16  # half of conv1's 32 filters, stored int8
+    y = ort.InferenceSession(str(model)).run(None, {"x": np.zeros((1, 3, 16, 16), np.float32)})[0]
+    assert y.shape == (1, 10)
