@@ -768,6 +768,18 @@ def refit_consumers(dense, pruned, cmap, removed: Mapping[str, list[int]], sampl
     return done, notes
 
 
+def _inputs_for_initializers(model) -> None:
+    """Before IR 4 every main-graph initializer is a graph input too: list the ones a refit added (a bias)."""
+    from onnx import helper
+
+    if int(model.ir_version) >= 4:
+        return
+    listed = {vi.name for vi in model.graph.input}
+    for init in model.graph.initializer:
+        if init.name not in listed:
+            model.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+
+
 # ---------------------------------------------------------------- the whole step
 def prune_channels(model, plan: float | Mapping[str, float], *, method: str = "l2", round_to: int = 1,
                    samples: Sequence[Mapping[str, np.ndarray]] | None = None, shapes: Mapping[str, Any] | None = None,
@@ -801,5 +813,6 @@ def prune_channels(model, plan: float | Mapping[str, float], *, method: str = "l
         refit, more = refit_consumers(dense, pruned, cmap, removed, samples, cores=cores, on_progress=on_progress,
                                       cancel=cancel)
         notes.extend(more)
+        _inputs_for_initializers(pruned)
     return ChannelResult(pruned, method, dict(removed), {g: len_kept for g, len_kept in kept.items()}, round_to,
                          notes, refit, len(samples or []), time.perf_counter() - t0)
