@@ -2,7 +2,9 @@
 
 :func:`run_deploy` measures every engine (onnxruntime, deepsparse, openvino)
 x precision (fp32, bf16, int8) x sparsity (dense, and each chosen optimization
-one-shot pruned) that this machine can run, in ONE child process (job kind
+one-shot pruned; an optimization of channel groups is a structured variant, its
+file channel-pruned once by ``--channel-method`` and its rows marked
+``structure = "channels"`` with the file's ``flops_reduction``) that this machine can run, in ONE child process (job kind
 ``deploy``, :mod:`sparsify_tui.jobs.deploy`), timed in interleaved blocks,
 against ONNX Runtime fp32 dense (the reference row). The CLI (``sparsify-tui
 deploy``) and the app call it.

@@ -21,8 +21,9 @@ refused, never turned into a wrong model.
 Removal (:func:`remove_channels`) slices every weight along the right axis:
 the producers' output channels and biases, per-channel constants on the way,
 depthwise kernels (and their ``group``), the consumers' input channels (Conv,
-ConvTranspose, Gemm, MatMul; through Flatten, one block of features per
-channel), Split sizes. :func:`mask_channels` gives the same model with the
+ConvTranspose, Gemm, MatMul; through Flatten, or a Reshape of NCHW to
+[N, C*H*W] whose target shape follows, one block of features per channel),
+Split sizes. :func:`mask_channels` gives the same model with the
 removed channels' inputs zeroed in every consumer instead, so a test can check
 removal against masking.
 """
