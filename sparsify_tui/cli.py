@@ -255,6 +255,9 @@ def _add_prune(sub) -> None:
     p.add_argument("--round-to", default=None,
                    help="with --structure channels: keep each group's channels at a multiple of N (default: "
                         "8 on ONNX Runtime fp32, 32 on OpenVINO, 16 otherwise; 1 = no rounding)")
+    p.add_argument("--save-as", default=None, metavar="NAME",
+                   help="with --structure channels: also store the plan as the project's optimization NAME "
+                        "(the deployment search then measures it on every engine and precision)")
     p.add_argument("--data", default=None, help="calibration samples (.npz, .npy or a directory of them)")
     p.add_argument("--samples", default="32", help="calibration samples to use (default 32)")
     p.add_argument("--eval-data", default=None,

@@ -50,8 +50,11 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
                            eval_data: str | None = None, validate: bool = False, engine: str = "auto",
                            precision: str | None = None, iterations: int = 20, cores: int | None = None,
                            input_values: dict | None = None, on_progress: Callable[[dict], Any] | None = None,
-                           cancel=None) -> dict:
-    """Write the channel-pruned model to ``out_path``; the info (and the validation with ``validate``)."""
+                           cancel=None, save_as: str | None = None) -> dict:
+    """Write the channel-pruned model to ``out_path``; the info (and the validation with ``validate``).
+
+    ``save_as``: also store the plan (each pruned group's share of channels removed) as the project's
+    optimization of that name (:func:`save_channel_optimization`), which the deployment search then measures."""
     from sparsify_tui.actions.validate import _with_values, split_samples
     from sparsify_tui.analysis import analyze
     from sparsify_tui.engines.registry import resolve_auto
@@ -106,6 +109,8 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
         info["notes"].append(f"the FLOPs reduction is {fr:.0%}, not {target:.0%}: with channel counts rounded to "
                              f"multiples of {round_to} that is the closest one fraction of every group reaches "
                              "(--round-to 1 gets nearer)")
+    if save_as is not None:
+        info["saved_as"] = save_channel_optimization(project, save_as, plan_of(res, cmap, graph), info)
     if not validate:
         return info
     return _validate(project, out, info, model, prep, fraction, method, round_to, cal, ev, chosen, engine_reason,
@@ -167,3 +172,82 @@ def _validate(project, out: Path, info: dict, model, prep, fraction: float, meth
     if r.get("departure"):
         doc["notes"] = [r["departure"], *doc["notes"]]
     return doc
+
+
+# ---------------------------------------------------------------- channel plans stored in the project
+def plan_of(res, cmap, graph) -> "Any":
+    """The :class:`~sparsify_tui.optim.plan.Plan` of a channel pruning: one ``structure = channels`` entry per
+    pruned group (its share of channels removed, exactly the counts kept, so pruning the plan again with no
+    rounding keeps the same channels' counts), listing the group's producers as layer ids."""
+    from sparsify_tui.optim.plan import LayerPlan, Plan, Structure
+
+    by_name = {lay.name: lay.id for lay in graph.layers}
+    sizes = {g.id: g for g in cmap.groups}
+    plan = Plan()
+    for gid, kept in sorted(res.kept.items()):
+        g = sizes[gid]
+        layers = tuple(by_name.get(p, p) for p in g.producers)
+        plan.entries[gid] = LayerPlan(sparsity=(g.channels - kept) / g.channels, structure=Structure.CHANNELS,
+                                      layers=layers)
+    return plan
+
+
+def save_channel_optimization(project: "Project", name: str, plan, info: dict) -> dict:
+    """Store ``plan`` (channel entries) as the optimization ``name`` of ``project`` (replacing one of that name);
+    its estimates keep the pruning's ``flops_reduction``, ``round_to`` and ``method``."""
+    from sparsify_tui.actions.optimizer import save_optimization
+    from sparsify_tui.optim.optimization import Optimization, now_iso
+
+    name = str(name or "").strip()
+    if not name:
+        raise UsageError("--save-as needs a name for the optimization")
+    plan.estimates = {k: info[k] for k in ("flops_reduction", "round_to", "method", "channel_fraction")
+                      if info.get(k) is not None}
+    opt = Optimization(name=name, created=now_iso(), plan=plan,
+                       notes=f"channel plan from prune --structure channels ({info.get('method')}, round to "
+                             f"{info.get('round_to')})")
+    save_optimization(project, opt)
+    return {"name": name, "groups": len(plan.entries), "digest": plan.digest()}
+
+
+def is_channel_plan(plan) -> bool:
+    """True when ``plan`` removes channel groups (entries of structure ``channels`` with a share above 0)."""
+    from sparsify_tui.optim.plan import Structure
+
+    return bool(plan.sparsities(Structure.CHANNELS))
+
+
+def prune_channel_plan(model_path: str | Path, plan, out_path: str | Path, *, method: str = "l2",
+                       samples: list | None = None, input_shapes: dict | None = None, graph=None,
+                       cores: int | None = None, cancel=None) -> dict:
+    """Prune a stored channel plan (its share of channels removed per group, no rounding on top: the plan's own
+    counts) from ``model_path`` into ``out_path`` by ``method`` (``reconstruct`` refits on ``samples``).
+    Returns ``structure``, ``method``, ``flops_reduction`` (the files' FLOPs, as the analysis counts them),
+    ``pruned_groups``, ``removed_channels``, ``channel_share`` (of the plan's groups' channels) and ``notes``."""
+    from sparsify_tui.analysis import analyze
+    from sparsify_tui.onnxkit.modelio import load_model_copy, save_model_atomic
+    from sparsify_tui.optim import channels as oc
+    from sparsify_tui.optim.plan import Structure
+
+    method = oc.check_method(method)
+    fractions = plan.sparsities(Structure.CHANNELS)
+    if not fractions:
+        raise UsageError("this plan removes no channel group")
+    if method == "reconstruct" and not samples:
+        method = "l2"  # nothing to refit on
+    model, external, _src = load_model_copy(model_path)
+    prep = oc.prepare(model, input_shapes=oc.sample_shapes(samples) or input_shapes)
+    res = oc.prune_channels(model, fractions, method=method, round_to=1, samples=samples, prepared=prep,
+                            cores=cores, cancel=cancel)
+    save_model_atomic(res.model, out_path, external=external)
+    graph = graph if graph is not None else analyze(model_path, input_shapes)
+    pruned = analyze(res.model, input_shapes)
+    dense_flops = graph.flops or graph.flops_known
+    pruned_flops = pruned.flops or pruned.flops_known
+    sizes = {g.id: g.channels for g in prep[2].groups}
+    total = sum(sizes[g] for g in fractions)
+    removed = sum(len(v) for v in res.removed.values())
+    return {"structure": "channels", "method": res.method,
+            "flops_reduction": (1 - pruned_flops / dense_flops) if dense_flops else None,
+            "pruned_groups": len(res.removed), "removed_channels": removed,
+            "channel_share": removed / total if total else 0.0, "notes": list(res.notes)}

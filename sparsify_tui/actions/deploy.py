@@ -2,7 +2,9 @@
 
 :func:`run_deploy` measures every engine (onnxruntime, deepsparse, openvino)
 x precision (fp32, bf16, int8) x sparsity (dense, and each chosen optimization
-one-shot pruned) that this machine can run, in ONE child process (job kind
+one-shot pruned; an optimization of channel groups is a structured variant, its
+file channel-pruned once by ``--channel-method`` and its rows marked
+``structure = "channels"`` with the file's ``flops_reduction``) that this machine can run, in ONE child process (job kind
 ``deploy``, :mod:`sparsify_tui.jobs.deploy`), timed in interleaved blocks,
 against ONNX Runtime fp32 dense (the reference row). The CLI (``sparsify-tui
 deploy``) and the app call it.
@@ -61,6 +63,10 @@ HELDOUT_SAMPLES = 4
 METRIC_HELDOUT_SAMPLES = 256  # held-out samples of --data with --metric (the user's metric needs more than 4)
 HELDOUT_SEED = 1000  # random held-out samples are drawn from other seeds than the calibration ones
 DEFAULT_REPEATS = 7
+CHANNEL_METHODS = ("l2", "reconstruct")
+# a channel plan is pruned by reconstruct by default: l2 alone moves the outputs of the ResNet-50-sized model by
+# 5.1 (KL) at 0.3 of its channels, far past the default budget, where reconstruct moves them by 0.0005 (README)
+DEFAULT_CHANNEL_METHOD = "reconstruct"
 MAX_RETRIES = 3
 
 ProgressFn = Callable[[dict], Any]
@@ -279,16 +285,37 @@ def already_quantized(path: str | os.PathLike) -> str | None:
 
 
 def _prune(project: Any, graph: Any, plan: "Plan", dst: Path, method: str = "magnitude",
-           calib: list[dict] | None = None) -> None:
-    """The plan pruned one-shot into ``dst``: by magnitude, or by Wanda / SparseGPT on the calibration samples."""
+           calib: list[dict] | None = None, channel_method: str = DEFAULT_CHANNEL_METHOD) -> dict:
+    """The plan pruned one-shot into ``dst``: by magnitude, or by Wanda / SparseGPT on the calibration samples;
+    a channel plan (structure ``channels``) by ``channel_method`` (l2, or reconstruct on the calibration samples:
+    :func:`sparsify_tui.actions.channels.prune_channel_plan`). Returns what the file is (``structure``, and
+    for a channel plan its ``flops_reduction`` and ``method``)."""
+    if is_channel_plan(plan):
+        from sparsify_tui.actions.channels import prune_channel_plan
+
+        if plan.sparsities():
+            raise UsageError("an optimization that removes channels and zeroes single weights at once cannot be "
+                             "deployed yet: give it one structure")
+        info = prune_channel_plan(project.model_path, plan, dst, method=channel_method, samples=calib,
+                                  input_shapes=dict(project.input_shapes or {}) or None, graph=graph)
+        return {"structure": "channels", "flops_reduction": info["flops_reduction"], "method": info["method"],
+                "channel_share": info["channel_share"]}
     if method == "magnitude":
         from sparsify_tui.optim.prune import prune_model
 
         prune_model(str(project.model_path), plan, dst, graph=graph)
-        return
+        return {"structure": "unstructured"}
     from sparsify_tui.optim.calibrated import prune_model_calibrated
 
     prune_model_calibrated(str(project.model_path), plan, dst, graph=graph, method=method, samples=calib)
+    return {"structure": "unstructured"}
+
+
+def is_channel_plan(plan: "Plan") -> bool:
+    """True when the plan removes whole channel groups (a structured plan: every engine runs it faster)."""
+    from sparsify_tui.actions.channels import is_channel_plan as channels
+
+    return channels(plan)
 
 
 def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, "Plan", Any]]:
@@ -301,7 +328,7 @@ def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, "Plan",
     for n in names:
         graph, opt, _ctx = load_plan(project, n)
         plan = opt.plan
-        if not plan.sparsities():
+        if not plan.sparsities() and not is_channel_plan(plan):
             raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to deploy beyond dense")
         out.append((opt.name, plan, graph))
     return out
@@ -488,7 +515,7 @@ def sparse_plan_row(rows: list[dict]) -> dict | None:
     for engine in [e.name for e in all_engines() if e.sparse_speedup] + [REFERENCE]:
         for r in rows:
             if r["engine"] == engine and r["precision"] == "fp32" and r.get("optimization") \
-                    and r.get("speedup") is not None:
+                    and r.get("structure") != "channels" and r.get("speedup") is not None:
                 return r
     return None
 
@@ -514,7 +541,20 @@ def apply_budget(doc: dict, budget: Any, source: str | None = None, max_drop: fl
 
 
 def row_label(r: dict) -> str:
-    return f"{r['engine']} {r['precision']} {r.get('optimization') or 'dense'}"
+    return f"{r['engine']} {r['precision']} {plan_cell(r)}"
+
+
+def plan_cell(r: dict, short: bool = False) -> str:
+    """What the row runs: ``dense``, the optimization's name, or for a channel plan ``NAME (channels -55% FLOPs)``
+    (the CLI table and every summary line; ``short``: ``NAME ch-55%``, the app's table)."""
+    name = r.get("optimization") or "dense"
+    if r.get("structure") != "channels":
+        return name
+    fr = r.get("flops_reduction")
+    known = isinstance(fr, (int, float))
+    if short:
+        return f"{name} ch" + (f"-{fr:.0%}" if known else "")
+    return f"{name} (channels" + (f" -{fr:.0%} FLOPs)" if known else ")")
 
 
 def summary_line(doc: dict) -> str:
@@ -555,6 +595,11 @@ def assemble(rows_seen: list[dict], rounds: list[dict[str, float]], skipped: lis
         f = files.get(r["id"]) or {}
         row["file_bytes"] = f.get("bytes")
         row["sparsity"] = f.get("sparsity", 0.0)
+        row["structure"] = f.get("structure")  # None (dense), "unstructured" or "channels"
+        if f.get("structure") == "channels":
+            row["flops_reduction"] = f.get("flops_reduction")
+            row["channel_share"] = f.get("channel_share")
+            row["channel_method"] = f.get("method")
         out.append(row)
     ref = next((r for r in out if r["engine"] == REFERENCE and r["precision"] == "fp32"
                 and r.get("optimization") is None), None)
@@ -582,11 +627,17 @@ class Setup:
     adds ``server``); ``plans`` are :func:`load_plans`' (name, plan, graph)."""
 
     def __init__(self, project: Any, engines: list[str], precisions: list[str], plans: list, batch: int,
-                 cores: int | None, data: Any, repeats: int, min_block_ms: float, prune_method: str) -> None:
+                 cores: int | None, data: Any, repeats: int, min_block_ms: float, prune_method: str,
+                 channel_method: str = DEFAULT_CHANNEL_METHOD) -> None:
         self.project = project
         self.engines, self.precisions, self.plans = engines, precisions, plans
         self.batch, self.cores, self.data = batch, cores, data
         self.repeats, self.min_block_ms, self.prune_method = int(repeats), float(min_block_ms), prune_method
+        self.channel_method = channel_method
+
+    @property
+    def has_channel_plans(self) -> bool:
+        return any(is_channel_plan(p) for _n, p, _g in self.plans)
 
     def settings_for(self, cores: int) -> dict:
         s = {"engines": self.engines, "precisions": self.precisions, "batch_size": self.batch, "cores": int(cores),
@@ -597,20 +648,32 @@ class Setup:
              "repeats": self.repeats, "min_block_ms": self.min_block_ms}
         if self.prune_method != "magnitude":  # magnitude searches keep the cache key they always had
             s["prune_method"] = self.prune_method
+        if self.has_channel_plans:  # so do searches without a channel plan
+            s["channel_method"] = self.channel_method
         return s
 
 
 def prepare(project: Any, *, engines: list[str] | None = None, precisions: list[str] | None = None,
             optimizations: list[str] | None = None, batch_size: int = 1, cores: int | None = None,
             data: str | os.PathLike | None = None, repeats: int = DEFAULT_REPEATS, min_block_ms: float = 250.0,
-            prune_method: str = "magnitude") -> Setup:
+            prune_method: str = "magnitude", channel_method: str = DEFAULT_CHANNEL_METHOD) -> Setup:
     """Check the options and read the optimizations' plans: a :class:`Setup` (``cores`` None: each machine's)."""
     from sparsify_tui.optim.calibrated import check_method
 
+    channel_method = parse_channel_method(channel_method)
     plans = load_plans(project, optimizations) if (optimizations is None and project.optimizations) \
         or optimizations else []
     return Setup(project, list(engines or ENGINES), list(precisions or PRECISIONS), plans, int(batch_size),
-                 int(cores) if cores else None, data, repeats, min_block_ms, check_method(prune_method))
+                 int(cores) if cores else None, data, repeats, min_block_ms, check_method(prune_method),
+                 channel_method)
+
+
+def parse_channel_method(value: Any) -> str:
+    """``--channel-method``: how a channel plan is pruned, l2 or reconstruct (the default)."""
+    m = str(value or DEFAULT_CHANNEL_METHOD).strip().lower()
+    if m not in CHANNEL_METHODS:
+        raise UsageError(f"--channel-method must be one of {', '.join(CHANNEL_METHODS)}, got {value!r}")
+    return m
 
 
 def version_text(versions: dict[str, str]) -> str:
@@ -650,17 +713,20 @@ def _check_cancel(cancel: threading.Event | None) -> None:
 
 
 def _variant(setup: Setup, name: str | None, plan: Any, g: Any, t: Path, tag: str, calib: list[dict],
-             quantized_note: str | None, note: Callable, cancel: threading.Event | None) -> tuple[dict, float]:
-    """One sparsity's files (the fp32 file, pruned unless dense, and its INT8 QDQ file) and its sparsity."""
+             quantized_note: str | None, note: Callable, cancel: threading.Event | None) -> tuple[dict, dict]:
+    """One sparsity's files (the fp32 file, pruned unless dense, and its INT8 QDQ file, quantized from the pruned
+    file) and what the rows say of them (``sparsity``; ``structure``, and a channel plan's ``flops_reduction``)."""
     project = setup.project
     if name is None:
-        fp32, sparsity = Path(project.model_path), 0.0
+        fp32, what = Path(project.model_path), {"sparsity": 0.0, "structure": None}
     else:
         _check_cancel(cancel)
-        note(f"pruning for optimization {name!r} ({setup.prune_method})")
+        channels = is_channel_plan(plan)
+        note(f"pruning for optimization {name!r} "
+             f"({('channels, ' + setup.channel_method) if channels else setup.prune_method})")
         fp32 = t / f"{tag}.fp32.onnx"
-        _prune(project, g, plan, fp32, setup.prune_method, calib)
-        sparsity = plan.overall_sparsity(g.prunable_layers)
+        what = _prune(project, g, plan, fp32, setup.prune_method, calib, setup.channel_method)
+        what["sparsity"] = 0.0 if channels else plan.overall_sparsity(g.prunable_layers)
     v: dict[str, Any] = {"optimization": name, "fp32": str(fp32), "int8": None, "int8_error": None}
     if "int8" in setup.precisions:
         _check_cancel(cancel)
@@ -675,7 +741,7 @@ def _variant(setup: Setup, name: str | None, plan: Any, g: Any, t: Path, tag: st
                 v["int8"] = str(q)
             except SparsifyError as exc:
                 v["int8_error"] = exc.message
-    return v, sparsity
+    return v, what
 
 
 def build(setup: Setup, tmp: Path, on_progress: ProgressFn | None = None,
@@ -709,12 +775,12 @@ def build(setup: Setup, tmp: Path, on_progress: ProgressFn | None = None,
 
     for name, plan, g in [(None, Plan(), graph)] + plans:
         tag = "dense" if name is None else f"opt{len(variants)}"
-        v, sparsity = _variant(setup, name, plan, g, tmp, tag, calib, quantized_note, note, cancel)
+        v, what = _variant(setup, name, plan, g, tmp, tag, calib, quantized_note, note, cancel)
         for e in ENGINES:
             for p in PRECISIONS:
                 path = v["int8"] if p == "int8" else v["fp32"]
                 if path:
-                    files[f"{e}/{p}/{name or 'dense'}"] = {"bytes": Path(path).stat().st_size, "sparsity": sparsity}
+                    files[f"{e}/{p}/{name or 'dense'}"] = {"bytes": Path(path).stat().st_size, **what}
         variants.append(v)
     np.savez(tmp / "timing.npz", **timing)
     held_paths = []
@@ -830,6 +896,7 @@ def make_doc(setup: Setup, built: Built, m: Measurement | dict, *, cores: int, m
         "min_block_ms": setup.min_block_ms, "engine_versions": versions, "machine": machine,
         "reference": ref, "rows": rows, "skipped": list(skipped),
         "plans": {n: _plan_hash(p) for n, p, _g in setup.plans}, "prune_method": setup.prune_method,
+        "channel_method": setup.channel_method if setup.has_channel_plans else None,
         "already_quantized": built.quantized_note, "definition": DEFINITION,
     }
 
@@ -851,7 +918,8 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
                metric: Any = None, max_drop: float | None = None,
                repeats: int = DEFAULT_REPEATS, min_block_ms: float = 250.0, force: bool = False,
                on_progress: ProgressFn | None = None, on_rows: Callable[[list[dict]], Any] | None = None,
-               cancel: threading.Event | None = None, store: bool = True, prune_method: str = "magnitude") -> dict:
+               cancel: threading.Event | None = None, store: bool = True, prune_method: str = "magnitude",
+               channel_method: str = DEFAULT_CHANNEL_METHOD) -> dict:
     """Measure (or reuse) the deployment search of ``project`` on this machine; return its document with
     ``best`` for the budget.
 
@@ -859,7 +927,10 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     ``"none"`` (the raw fastest); see :func:`budget_info`.
 
     ``prune_method`` prunes each optimization's plan by ``magnitude`` (the default), or keeps the outputs
-    with ``wanda`` / ``sparsegpt`` calibrated on the same samples as INT8 (never the held-out ones).
+    with ``wanda`` / ``sparsegpt`` calibrated on the same samples as INT8 (never the held-out ones);
+    ``channel_method`` prunes each channel plan (an optimization of ``structure = channels`` entries) by ``l2``
+    or ``reconstruct`` (the default, refit on those same calibration samples). Each channel plan gets rows for
+    every engine x precision like any optimization: its INT8 file is quantized from the channel-pruned one.
 
     ``on_progress`` gets the runner's progress events; ``on_rows(rows)`` gets the
     rows known so far (each with ``median_ms`` once a round finished) as they arrive.
@@ -878,7 +949,7 @@ def run_deploy(project: Any, *, engines: list[str] | None = None, precisions: li
     metric, max_drop = _check_metric(metric, max_drop)
     setup = prepare(project, engines=engines, precisions=precisions, optimizations=optimizations,
                     batch_size=batch_size, cores=cores, data=data, repeats=repeats, min_block_ms=min_block_ms,
-                    prune_method=prune_method)
+                    prune_method=prune_method, channel_method=channel_method)
     cores = setup.cores or default_cores()
     machine = machine_summary()
     versions = {e: engine_version(e) for e in setup.engines}
@@ -1005,9 +1076,11 @@ def export_row(project: Any, doc: dict, row: dict, out: str | os.PathLike) -> di
                 raise UsageError(f"optimization {opt!r} changed since this deploy search: run deploy again")
             src = t / "pruned.onnx"
             method = doc.get("prune_method") or "magnitude"
+            cmethod = doc.get("channel_method") or DEFAULT_CHANNEL_METHOD
+            calibrated = cmethod == "reconstruct" if is_channel_plan(plan) else method != "magnitude"
             calib_for_prune = split_samples(project, (doc.get("samples") or {}).get("data"), graph)[0] \
-                if method != "magnitude" else None
-            _prune(project, graph, plan, src, method, calib_for_prune)
+                if calibrated else None
+            _prune(project, graph, plan, src, method, calib_for_prune, cmethod)
         else:
             src = Path(project.model_path)
             graph = None

@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--prune-method", default="magnitude", choices=["magnitude", "wanda", "sparsegpt"],
                    help="how the optimizations are pruned one-shot: magnitude (default), or wanda / sparsegpt "
                         "calibrated on the calibration samples so the pruned model keeps its outputs")
+    p.add_argument("--channel-method", default=None, metavar="l2|reconstruct",
+                   help="how a channel plan (an optimization that removes whole channels) is pruned: reconstruct "
+                        "(the default: each layer reading removed channels refit on the calibration samples) or l2")
     p.add_argument("--batch-size", default="1", help="batch size (default 1)")
     p.add_argument("--cores", default=None, help="cores to use (default: all this process may use)")
     p.add_argument("--max-output-change", default=None, metavar="X|none",
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--cores must be at most {max_cores()}, got {cores}")
     repeats = parse_int("--repeats", args.repeats, minimum=1, maximum=1000)
     budget = core.parse_budget(args.max_output_change)
+    channel_method = core.parse_channel_method(getattr(args, "channel_method", None))
     if args.data is not None and not Path(args.data).expanduser().exists():
         raise UsageError(f"--data {args.data}: no such file or directory")
     path = Path(args.project).expanduser()
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if args.servers is not None or args.address is not None:
         return run_cluster(args, path, export, dict(
             engines=engines, precisions=precisions, optimizations=[] if args.dense_only else args.optimization,
-            batch_size=batch, cores=cores, data=args.data, repeats=repeats, prune_method=args.prune_method), budget)
+            batch_size=batch, cores=cores, data=args.data, repeats=repeats, prune_method=args.prune_method,
+            channel_method=channel_method), budget)
     if export is not None:
         if export.suffix.lower() != ".onnx":
             raise UsageError(f"--export {args.export}: give an .onnx file name")
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                                   batch_size=batch, cores=cores, data=args.data, max_output_change=budget,
                                   metric=metric, max_drop=max_drop,
                                   repeats=repeats, force=args.force, on_progress=on_progress,
-                                  prune_method=args.prune_method)
+                                  prune_method=args.prune_method, channel_method=channel_method)
         finally:
             progress.done()
         exported = None
@@ -125,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(doc: dict, brief: bool = False) -> None:
+    from sparsify_tui.actions.deploy import plan_cell
     from sparsify_tui.commands.info import fit_columns, terminal_width
     from sparsify_tui.metrics import format_change
 
@@ -133,7 +139,7 @@ def _print(doc: dict, brief: bool = False) -> None:
     for r in sorted(doc.get("rows") or [], key=lambda r: -(r.get("speedup") or 0)):
         spread = r.get("spread_ms") or [None, None]
         rows.append([
-            ("* " if r["id"] == best else "  ") + r["engine"], r["precision"], r.get("optimization") or "dense",
+            ("* " if r["id"] == best else "  ") + r["engine"], r["precision"], plan_cell(r),
             _fmt(r.get("median_ms"), ".2f"), f"{_fmt(spread[0], '.2f')}-{_fmt(spread[1], '.2f')}",
             _fmt(r.get("items_per_second"), ".1f"), _fmt(r.get("speedup"), ".2f") + "x",
             format_change(r, short=True)[0] if r.get("output_change") is not None else "-",

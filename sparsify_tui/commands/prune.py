@@ -52,7 +52,7 @@ def _unstructured_flags(args: argparse.Namespace) -> dict:
     from sparsify_tui.profiles.perf import validate_engine, validate_precision
 
     for flag, attr in (("--round-to", "round_to"), ("--flops-reduction", "flops_reduction"),
-                       ("--channel-fraction", "channel_fraction")):
+                       ("--channel-fraction", "channel_fraction"), ("--save-as", "save_as")):
         if getattr(args, attr, None) is not None:
             raise UsageError(f"{flag} is only used with --structure channels")
     if str(getattr(args, "method", None) or "").strip().lower() in ("l2", "reconstruct"):
@@ -242,7 +242,10 @@ def run_prune_channels(args: argparse.Namespace) -> int:
     if path.is_file() and path.suffix.lower() == ".onnx":
         raise UsageError(f"{path} is a model file: prune needs a project directory "
                          f"(create one with 'sparsify-tui new {path}')")
-    project = Project.open(path, readonly=True)
+    save_as = getattr(args, "save_as", None)
+    if save_as is not None and not str(save_as).strip():
+        raise UsageError("--save-as needs a name for the optimization")
+    project = Project.open(path, readonly=save_as is None)
     try:
         out = Path(args.output).expanduser()
         _refuse_project_file(project, out)
@@ -256,7 +259,7 @@ def run_prune_channels(args: argparse.Namespace) -> int:
                                      round_to=round_to, data=data, samples=samples, eval_data=eval_data,
                                      validate=bool(args.validate), engine=engine, precision=precision,
                                      iterations=iterations, cores=cores, input_values=values or None,
-                                     on_progress=on_progress)
+                                     on_progress=on_progress, save_as=save_as)
         progress.done()
         if args.json:
             emit_json(doc)
@@ -265,6 +268,9 @@ def run_prune_channels(args: argparse.Namespace) -> int:
         print(f"wrote {out}: {doc['removed_channels']} channels removed from {doc['pruned_groups']} of "
               f"{doc['prunable_groups']} prunable groups ({method}, round to {doc['round_to']}, "
               f"{doc['round_to_reason']}); FLOPs {'n/a' if fr is None else f'-{fr:.1%}'}")
+        if doc.get("saved_as"):
+            print(f"saved the plan as optimization {doc['saved_as']['name']!r} "
+                  f"({doc['saved_as']['groups']} channel groups)")
         if args.validate:
             sp = doc.get("measured_speedup")
             oc_, l2 = doc.get("output_change"), doc.get("l2_output_change")

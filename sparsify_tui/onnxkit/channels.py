@@ -21,8 +21,9 @@ refused, never turned into a wrong model.
 Removal (:func:`remove_channels`) slices every weight along the right axis:
 the producers' output channels and biases, per-channel constants on the way,
 depthwise kernels (and their ``group``), the consumers' input channels (Conv,
-ConvTranspose, Gemm, MatMul; through Flatten, one block of features per
-channel), Split sizes. :func:`mask_channels` gives the same model with the
+ConvTranspose, Gemm, MatMul; through Flatten, or a Reshape of NCHW to
+[N, C*H*W] whose target shape follows, one block of features per channel),
+Split sizes. :func:`mask_channels` gives the same model with the
 removed channels' inputs zeroed in every consumer instead, so a test can check
 removal against masking.
 """
@@ -150,6 +151,7 @@ class _Analysis:
         self.tensors: dict[str, _Tensor] = {}
         self.splits: list[tuple[Any, tuple[tuple[Seg, ...], ...]]] = []  # (Split node, output layouts)
         self.depthwise: list[tuple[Any, tuple[Seg, ...]]] = []
+        self.reshapes: list[tuple[Any, tuple[Seg, ...], int]] = []  # (Reshape to [N, features], layout, block)
         self.const_uses: dict[str, int] = {}
         for n in g.node:
             for i in n.input:
@@ -627,20 +629,53 @@ def _flatten(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
             a.refuse(x.layout, f"Flatten {node.name!r} mixes channels")
         return
     block = int(np.prod(shp[2:])) if len(shp) > 2 else 1
+    _features_to_weighted(a, node, x, block)
+
+
+def _features_to_weighted(a: _Analysis, node: Any, x: _Tensor, block: int) -> bool:
+    """The output of ``node`` (NCHW flattened to [N, C*H*W]) read only by Gemm/MatMul weights: each reads one
+    block of ``block`` features per channel (an edit of its weight); else the channels are refused."""
     out = node.output[0]
     consumers = [n for n in a.model.graph.node if out in n.input]
     for c in consumers:
         w = a.value(c.input[1]) if c.op_type in ("Gemm", "MatMul") and len(c.input) > 1 else None
         if c.input[0] != out or w is None or w.ndim != 2 or a.const_uses.get(c.input[1], 0) > 1 or \
                 (c.op_type == "Gemm" and int(_attr(c, "transA", 0))):
-            a.refuse(x.layout, f"Flatten {node.name!r} feeds {c.op_type} {c.name!r}, not a weighted layer")
-            return
+            a.refuse(x.layout, f"{node.op_type} {node.name!r} feeds {c.op_type} {c.name!r}, not a weighted layer")
+            return False
     if out in a.outputs:
         a.refuse(x.layout, f"{out!r} is a graph output")
-        return
+        return False
     for c in consumers:
         in_axis = 1 if c.op_type == "Gemm" and int(_attr(c, "transB", 0)) else 0
         a.edits.append(_Edit(c.input[1], in_axis, x.layout, block=block, role="consumer"))
+    return True
+
+
+def _reshape(a: _Analysis, node: Any, chan: list[_Tensor | None]) -> None:
+    """Reshape of NCHW to [N, C*H*W] before a Gemm/MatMul (a Flatten written as a Reshape, as ResNet exports
+    do): each channel becomes a block of H*W features; on removal the constant target shape follows. Any other
+    Reshape of channels mixes them and refuses."""
+    x = chan[0]
+    if x is None or any(c is not None for c in chan[1:]):
+        a.refuse_all(chan, f"read by Reshape {node.name!r}, which mixes or reshapes channels")
+        return
+    shp = a.shape(node.input[0])
+    v = a.value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    target = [int(t) for t in v.reshape(-1)] if v is not None and v.ndim == 1 else []
+    ok = x.axis == 1 and shp is not None and len(shp) >= 2 and all(isinstance(d, int) for d in shp[1:]) \
+        and len(target) == 2 and not int(_attr(node, "allowzero", 0))
+    if ok:
+        block = int(np.prod(shp[2:])) if len(shp) > 2 else 1
+        width = int(shp[1]) * block
+        first_ok = target[0] == 0 or (shp[0] is not None and target[0] == shp[0]) or \
+            (target[0] == -1 and target[1] == width)
+        ok = first_ok and target[1] in (width, -1) and target != [-1, -1]
+    if not ok:
+        a.refuse(x.layout, f"read by Reshape {node.name!r}, which mixes or reshapes channels")
+        return
+    if _features_to_weighted(a, node, x, block) and target[1] != -1:
+        a.reshapes.append((node, x.layout, block))
 
 
 _HANDLERS = {
@@ -652,6 +687,7 @@ _HANDLERS = {
     "Concat": _concat,
     "Split": _split,
     "Flatten": _flatten,
+    "Reshape": _reshape,
 }
 
 
@@ -786,6 +822,18 @@ def _apply(model: Any, removed: Mapping[str, Iterable[int]], *, mask: bool,
         for attr in node.attribute:
             if attr.name == "group":
                 attr.i = width
+    for node, layout, block in a.reshapes:
+        target = [int(t) for t in a.value(node.input[1]).reshape(-1)]
+        target[1] = len(_kept_positions(layout, by_space, block))
+        if target[0] == -1:
+            target = [-1, target[1]]
+        name = f"{node.input[1]}__channels_{node.name or node.output[0]}"
+        out.graph.initializer.append(helper.make_tensor(name, 7, [2], target))
+        if int(out.ir_version) < 4:  # before IR 4 every initializer is a graph input too
+            out.graph.input.append(helper.make_tensor_value_info(name, 7, [2]))
+        old, node.input[1] = node.input[1], name
+        if not any(old in n.input for n in out.graph.node):  # ONNX Runtime warns about unread initializers
+            _drop_initializer(out, old)
     for node, layouts in a.splits:
         sizes = [len(_kept_positions(lay, by_space, 1)) for lay in layouts]
         if len(node.input) > 1 and node.input[1]:
@@ -800,6 +848,19 @@ def _apply(model: Any, removed: Mapping[str, Iterable[int]], *, mask: bool,
     _sync_input_shapes(out)
     del out.graph.value_info[:]  # shapes inside the graph changed: let the next inference redo them
     return out
+
+
+def _drop_initializer(model: Any, name: str) -> None:
+    """Remove the main graph's initializer ``name`` (and its graph input, on an old-IR model) if there is one."""
+    g = model.graph
+    for i, init in enumerate(g.initializer):
+        if init.name == name:
+            del g.initializer[i]
+            for j, vi in enumerate(g.input):
+                if vi.name == name:
+                    del g.input[j]
+                    break
+            return
 
 
 def _sync_input_shapes(model: Any) -> None:

@@ -226,3 +226,20 @@ def quant_magnitude_and_zero(q: np.ndarray, dq: Dequant) -> tuple[np.ndarray, np
     scale = broadcast_param(dq.scale, q.shape, dq.axis)
     mag = np.abs(q.astype(np.float64) - zp.astype(np.float64)) * np.abs(scale)
     return mag, zp.astype(q.dtype)
+
+
+def fills_to_initializers(model) -> int:
+    """Replace, in place, every main-graph ConstantOfShape node of a constant shape (a weight stored as a fill,
+    as some exported files hold them) by an initializer of its value, as :func:`write_site` does (an old-IR
+    model lists it as a graph input too). Graph outputs stay nodes. Returns how many were replaced."""
+    outputs = {o.name for o in model.graph.output}
+    names = [n.output[0] for n in model.graph.node if n.op_type == "ConstantOfShape" and n.output
+             and n.domain in ("", "ai.onnx") and n.output[0] not in outputs]
+    done = 0
+    for name in names:
+        value = constant_tensor(model, name)
+        site = find_tensor_site(model, name)
+        if value is not None and site is not None and site.kind == "constant_of_shape":
+            write_site(site, value, int(model.ir_version))
+            done += 1
+    return done

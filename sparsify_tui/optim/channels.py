@@ -142,13 +142,17 @@ def prepare(model: Any, shapes: Mapping[str, Any] | None = None,
 
 
 def constants_to_initializers(model) -> int:
-    """Turn the main graph's Constant nodes into initializers of the same name, in place (a weight stored in a
-    Constant would otherwise be computed once, before the segment that refits it). Returns how many."""
+    """Turn the main graph's Constant nodes, and ConstantOfShape nodes of a constant shape, into initializers of
+    the same name, in place (a weight stored in a Constant would otherwise be computed once, before the segment
+    that refits it; removal turns each ConstantOfShape weight it slices into an initializer, so without this the
+    pruned model would hold fewer nodes than the dense one and the refit's segments would not line up).
+    Returns how many."""
     from sparsify_tui.onnxkit.channels import nodes_to_initializers
-    from sparsify_tui.onnxkit.tensors import constant_node_value
+    from sparsify_tui.onnxkit.tensors import constant_node_value, fills_to_initializers
 
-    return nodes_to_initializers(
+    n = nodes_to_initializers(
         model, lambda n: constant_node_value(n) if n.op_type == "Constant" and n.domain in ("", "ai.onnx") else None)
+    return n + fills_to_initializers(model)
 
 
 # ---------------------------------------------------------------- the plan
@@ -764,6 +768,18 @@ def refit_consumers(dense, pruned, cmap, removed: Mapping[str, list[int]], sampl
     return done, notes
 
 
+def _inputs_for_initializers(model) -> None:
+    """Before IR 4 every main-graph initializer is a graph input too: list the ones a refit added (a bias)."""
+    from onnx import helper
+
+    if int(model.ir_version) >= 4:
+        return
+    listed = {vi.name for vi in model.graph.input}
+    for init in model.graph.initializer:
+        if init.name not in listed:
+            model.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+
+
 # ---------------------------------------------------------------- the whole step
 def prune_channels(model, plan: float | Mapping[str, float], *, method: str = "l2", round_to: int = 1,
                    samples: Sequence[Mapping[str, np.ndarray]] | None = None, shapes: Mapping[str, Any] | None = None,
@@ -797,5 +813,6 @@ def prune_channels(model, plan: float | Mapping[str, float], *, method: str = "l
         refit, more = refit_consumers(dense, pruned, cmap, removed, samples, cores=cores, on_progress=on_progress,
                                       cancel=cancel)
         notes.extend(more)
+        _inputs_for_initializers(pruned)
     return ChannelResult(pruned, method, dict(removed), {g: len_kept for g, len_kept in kept.items()}, round_to,
                          notes, refit, len(samples or []), time.perf_counter() - t0)

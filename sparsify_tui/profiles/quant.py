@@ -445,19 +445,65 @@ def run_quant_profile(
 
 
 def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict:
-    """INT8-quantize ``src`` into ``dst`` with ONNX Runtime (QDQ per channel; QOperator for old opsets)."""
+    """INT8-quantize ``src`` into ``dst`` with ONNX Runtime (QDQ per channel; QOperator for old opsets).
+
+    Weights stored as ConstantOfShape fills become initializers first (the quantizer only quantizes
+    initializers: left as nodes, the convolutions would stay fp32 behind quantized activations). Per-channel
+    QDQ needs opset 13: an older model whose QDQ quantization fails for that is converted to opset 13 and
+    quantized in QDQ again (OpenVINO cannot read per-channel QLinearConv), before the QOperator fallback."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from sparsify_tui.errors import ModelError
 
     errors = []
-    for fmt_name, fmt in (("QDQ", QuantFormat.QDQ), ("QOperator", QuantFormat.QOperator)):
-        try:
-            quantize_static(str(src), str(dst), CalibrationReader(samples), quant_format=fmt, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
-            return {"format": fmt_name}
-        except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on unsupported models
-            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            errors.append(f"{fmt_name}: {msg}")
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=str(Path(dst).parent)) as tmp:
+        source = _quantizable(src, Path(tmp))
+        attempts = [("QDQ", QuantFormat.QDQ, source), ("QDQ", QuantFormat.QDQ, None),
+                    ("QOperator", QuantFormat.QOperator, source)]
+        for fmt_name, fmt, path in attempts:
+            if path is None:  # the opset-13 retry, only after a QDQ failure that asks for it
+                if not errors or "opset version 13" not in errors[-1]:
+                    continue
+                path = _opset13(source, Path(tmp))
+                if path is None:
+                    continue
+            try:
+                quantize_static(str(path), str(dst), CalibrationReader(samples), quant_format=fmt, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax)
+                return {"format": fmt_name}
+            except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on unsupported models
+                msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                errors.append(f"{fmt_name}: {msg}")
     raise ModelError(f"ONNX Runtime could not quantize {src} to INT8 ({'; '.join(errors)})")
+
+
+def _quantizable(src: str | Path, tmp: Path) -> Path:
+    """``src``, or a copy in ``tmp`` whose ConstantOfShape weights are initializers (when it has any)."""
+    from sparsify_tui.onnxkit.modelio import load_model_copy, save_model_atomic
+    from sparsify_tui.onnxkit.tensors import fills_to_initializers
+
+    model, external, _src = load_model_copy(src)
+    if not fills_to_initializers(model):
+        return Path(src)
+    out = tmp / "filled.onnx"
+    save_model_atomic(model, out, external=external)
+    return out
+
+
+def _opset13(src: Path, tmp: Path) -> Path | None:
+    """A copy of ``src`` converted to opset 13 (onnx's version converter), or None when it cannot be."""
+    import onnx
+    from onnx import version_converter
+
+    from sparsify_tui.onnxkit.modelio import load_model_copy, save_model_atomic
+
+    model, external, _src = load_model_copy(src)
+    try:
+        converted = version_converter.convert_version(model, 13)
+        onnx.checker.check_model(converted)
+    except Exception:  # noqa: BLE001 - the converter has no adapter for some op: keep the QOperator fallback
+        return None
+    out = tmp / "opset13.onnx"
+    save_model_atomic(converted, out, external=external)
+    return out

@@ -172,6 +172,29 @@ def test_flatten_before_gemm_removes_a_block_of_features_per_channel():
     assert weight_shape(small, node(small, y)) == (3, 75)
 
 
+def test_reshape_to_features_before_gemm_is_a_flatten_and_its_shape_follows():
+    """ResNet's head: GlobalAveragePool, Reshape to [1, C] (a constant shape), Gemm; the residual group reading it
+    is prunable, and the removed model's Reshape target follows the kept channels."""
+    g = G(shape=(1, 3, 5, 5))
+    c1 = g.conv("x", 3, 8)
+    pooled = g.op("GlobalAveragePool", [g.op("Relu", [c1])])
+    g.inits.append(numpy_helper.from_array(np.array([1, 8], dtype=np.int64), "head_shape"))
+    y = g.gemm(g.op("Reshape", [pooled, "head_shape"]), 8, 3)
+    m = g.model([y])
+    prod = by_producer(find_groups(m))
+    assert prod[c1].prunable, prod[c1].reasons
+    small = check_removal(m, {prod[c1].id: [1, 4, 5]}, shape=(1, 3, 5, 5))
+    assert weight_shape(small, node(small, y)) == (3, 5)
+    # a Reshape to [1, C/2, 2] mixes channels: still refused
+    g = G(shape=(1, 3, 5, 5))
+    c1 = g.conv("x", 3, 8)
+    pooled = g.op("GlobalAveragePool", [c1])
+    g.inits.append(numpy_helper.from_array(np.array([1, 4, 2], dtype=np.int64), "odd_shape"))
+    y = g.op("ReduceMean", [g.op("Reshape", [pooled, "odd_shape"])], axes=[2], keepdims=1)
+    (grp,) = find_groups(g.model([y]))
+    assert not grp.prunable and "Reshape" in grp.reasons[0]
+
+
 def test_split_on_the_channels_updates_its_sizes():
     g = G()
     c1 = g.conv("x", 3, 8)

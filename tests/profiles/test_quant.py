@@ -133,3 +133,43 @@ def test_quant_profile_cancel(tmp_path):
     ev.set()
     with pytest.raises(CancelledError):
         compute_quant(outlier_model(tmp_path / "o.onnx"), samples=1, cancel=ev)
+
+
+def test_quantize_file_quantizes_fill_weights_per_channel_in_an_old_opset(tmp_path):
+    """A weight stored as a ConstantOfShape fill (as the corpus ResNet-50 holds its weights), in an opset-9
+    model: the quantized file is QDQ with that weight stored as int8, and it still computes the model."""
+    import onnxruntime as ort
+
+    from sparsify_tui.profiles.quant import quantize_file
+
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [0.05])
+    shape = numpy_helper.from_array(np.array([8, 3, 3, 3], dtype=np.int64), "w_shape")
+    bias = numpy_helper.from_array(RNG.normal(0, 0.1, 8).astype(np.float32), "b")
+    head = numpy_helper.from_array(RNG.normal(0, 0.3, (8, 4)).astype(np.float32), "wg")
+    nodes = [helper.make_node("ConstantOfShape", ["w_shape"], ["w"], value=fill),
+             helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "wg"], ["y"])]
+    g = helper.make_graph(nodes, "fill", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [shape, bias, head])
+    src = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)]), tmp_path / "fill.onnx")
+    samples = [{"x": RNG.random((1, 3, 8, 8), dtype=np.float32)} for _ in range(4)]
+    dst = tmp_path / "fill_int8.onnx"
+    assert quantize_file(src, dst, samples)["format"] == "QDQ"
+    q = onnx.load(str(dst))
+    int8 = {i.name for i in q.graph.initializer if i.data_type == TensorProto.INT8}
+    conv = next(n for n in q.graph.node if n.op_type == "Conv")
+    w_dq = next(n for n in q.graph.node if n.output[0] == conv.input[1])
+    assert w_dq.op_type == "DequantizeLinear" and w_dq.input[0] in int8  # the fill weight is int8 now
+    assert not any(n.op_type == "ConstantOfShape" for n in q.graph.node)
+    # it computes what quantizing the same model written at opset 13 with the weight as an initializer does
+    w = numpy_helper.from_array(np.full((8, 3, 3, 3), 0.05, dtype=np.float32), "w")
+    g13 = helper.make_graph(nodes[1:], "fill13", list(g.input), list(g.output), [w, bias, head])
+    src13 = _save(helper.make_model(g13, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "w13.onnx")
+    assert quantize_file(src13, tmp_path / "w13_int8.onnx", samples)["format"] == "QDQ"
+    x = samples[0]
+    got = ort.InferenceSession(str(dst)).run(None, x)[0]
+    want = ort.InferenceSession(str(tmp_path / "w13_int8.onnx")).run(None, x)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -32,7 +32,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from sparsify_tui.tui.widgets.charts import DeployChart
 
-COLUMNS = (("", 1), ("Engine", 11), ("Prec", 4), ("Sparsity", 9), ("ms", 7), ("Speedup", 7),
+COLUMNS = (("", 1), ("Engine", 11), ("Prec", 4), ("Sparsity", 12), ("ms", 7), ("Speedup", 7),
            ("Change", 8), ("Top-1", 5), ("MB", 5))
 
 
@@ -199,6 +199,8 @@ class DeployScreen(Screen):
 
     # ------------------------------------------------------------------ refresh
     def _refresh(self, *_: Any) -> None:
+        from sparsify_tui.actions.deploy import plan_cell
+
         if not self._ready:
             return
         rows, status = self._rows()
@@ -215,7 +217,7 @@ class DeployScreen(Screen):
             fb = r.get("file_bytes")
             table.add_row(
                 Text(mark, style=style), Text(r["engine"], style=style), Text(r["precision"]),
-                Text(r.get("optimization") or "dense"),
+                Text(plan_cell(r, short=True)),
                 Text(_fmt(r.get("median_ms"), ".2f") if r.get("median_ms") is not None else "…", justify="right"),
                 Text(_fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") is not None else ""),
                      justify="right"),
