@@ -170,6 +170,11 @@ def _add_profile_loss(psub) -> None:
                     help="how one-shot prunes each layer: magnitude (default), wanda or sparsegpt")
     pl.add_argument("--levels", default=None, help="sparsity levels")
     pl.add_argument("--eval-sparsity", default="0.9", help="sparsity at which sensitivity is reported")
+    pl.add_argument("--structure", default=None,
+                    help="unstructured (default: single weights per layer) or channels (one-shot: each channel "
+                         "group's output change with a fraction of its channels removed)")
+    pl.add_argument("--fractions", default=None,
+                    help="--structure channels: fractions of each group's channels removed (default 0.25,0.5,0.75)")
     pl.add_argument("--name", default=None, help="profile name in the project")
     pl.add_argument("--force", action="store_true", help="measure again even if cached")
     _add_input_shape(pl)
