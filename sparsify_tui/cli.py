@@ -218,6 +218,15 @@ def _add_optimize(sub) -> None:
                    help="leave a layer dense (repeatable)")
     p.add_argument("--quantize", action="store_true", help="add INT8 quantization-aware training")
     p.add_argument("--copy", default=None, metavar="NEW_NAME", help="copy the optimization as a new version")
+    p.add_argument("--structure", default=None,
+                   help="unstructured (single weights per layer; the default for a new optimization) or channels "
+                        "(a fraction of channels removed per channel group; --sparsity is then the share of the "
+                        "prunable groups' channels removed, default 0.3)")
+    p.add_argument("--flops-reduction", default=None,
+                   help="with --structure channels: plan the share of channels that removes this share of the FLOPs")
+    p.add_argument("--round-to", default=None, metavar="N",
+                   help="with --structure channels: keep each group's channels at a multiple of N (default: the "
+                        "channel perf profile's engine and precision default)")
     _add_json(p)
 
 

@@ -50,8 +50,11 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
                            eval_data: str | None = None, validate: bool = False, engine: str = "auto",
                            precision: str | None = None, iterations: int = 20, cores: int | None = None,
                            input_values: dict | None = None, on_progress: Callable[[dict], Any] | None = None,
-                           cancel=None) -> dict:
-    """Write the channel-pruned model to ``out_path``; the info (and the validation with ``validate``)."""
+                           cancel=None, optimization: str | None = None) -> dict:
+    """Write the channel-pruned model to ``out_path``; the info (and the validation with ``validate``).
+
+    ``optimization``: the name of a stored channel optimization (``optimize --structure channels``) whose
+    per-group fractions are the plan (they are exact channel counts already: no rounding)."""
     from sparsify_tui.actions.validate import _with_values, split_samples
     from sparsify_tui.analysis import analyze
     from sparsify_tui.engines.registry import resolve_auto
@@ -63,7 +66,15 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
     if fraction is not None and flops_reduction is not None:
         raise UsageError("give --channel-fraction or --flops-reduction, not both")
     chosen, engine_reason = resolve_auto(engine)
-    if round_to is None:
+    plan = None
+    if optimization is not None:
+        plan = optimization_plan(project, optimization)
+        if fraction is not None or flops_reduction is not None or round_to is not None:
+            raise UsageError("--optimization is the plan: give it without --channel-fraction, --flops-reduction "
+                             "or --round-to")
+        round_to = 1
+        round_reason = f"the counts of optimization {optimization!r}"
+    elif round_to is None:
         round_to = default_round_to(chosen, precision)
         round_reason = f"default for {chosen} {precision or 'fp32'}"
     else:
@@ -82,7 +93,9 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
     if not any(g.prunable for g in cmap.groups):
         reasons = sorted({r for g in cmap.groups for r in g.reasons})
         raise UsageError("no channel group of this model can be pruned: " + "; ".join(reasons[:3]))
-    if fraction is None:
+    if plan is not None:
+        fraction, target = plan, None  # a {group id: fraction} plan: prune_channels and _validate take it as is
+    elif fraction is None:
         target = DEFAULT_FLOPS_REDUCTION if flops_reduction is None else float(flops_reduction)
         emit_progress(on_progress, 0, 1, f"finding the plan that removes {target:.0%} of the FLOPs")
         fraction, _reached = oc.refine_for_flops(prep, graph, target, round_to, input_shapes=shapes)
@@ -96,7 +109,7 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
     dense_flops = graph.flops or graph.flops_known
     pruned_flops = pruned_graph.flops or pruned_graph.flops_known
     info = {"structure": "channels", **res.info(), "round_to_reason": round_reason,
-            "channel_fraction": round(float(fraction), 4), "flops_reduction_target": target,
+            "channel_fraction": _fraction_of(cmap, fraction), "flops_reduction_target": target,
             "flops_reduction": (1 - pruned_flops / dense_flops) if dense_flops else None,
             "dense_flops": dense_flops, "pruned_flops": pruned_flops,
             "groups": len(cmap.groups), "prunable_groups": sum(g.prunable for g in cmap.groups),
@@ -106,11 +119,43 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
         info["notes"].append(f"the FLOPs reduction is {fr:.0%}, not {target:.0%}: with channel counts rounded to "
                              f"multiples of {round_to} that is the closest one fraction of every group reaches "
                              "(--round-to 1 gets nearer)")
+    if optimization is not None:
+        info["optimization"] = optimization
     if not validate:
         return info
     return _validate(project, out, info, model, prep, fraction, method, round_to, cal, ev, chosen, engine_reason,
                      shapes=shapes, precision=precision, iterations=iterations, cores=cores,
                      input_values=input_values, on_progress=on_progress, cancel=cancel)
+
+
+def optimization_plan(project: "Project", name: str) -> dict[str, float]:
+    """{group id: fraction removed} of the project's channel optimization ``name`` (UsageError otherwise)."""
+    from sparsify_tui.actions.optimizer import load_optimization
+    from sparsify_tui.optim.plan import Structure
+
+    opt = load_optimization(project, name)
+    if opt is None:
+        names = ", ".join(repr(n) for n in project.optimization_names()) or "none"
+        raise UsageError(f"project {project.dir} has no optimization {name!r} (it has {names})")
+    if not opt.plan.has(Structure.CHANNELS):
+        raise UsageError(f"optimization {name!r} plans single weights, not channels: prune it without "
+                         "--structure channels")
+    plan = opt.plan.sparsities(Structure.CHANNELS)
+    if not plan:
+        raise UsageError(f"optimization {name!r} removes no channel: nothing to prune")
+    return plan
+
+
+def _fraction_of(cmap, fraction) -> float:
+    """The share of the prunable groups' channels a plan (one fraction, or {group: fraction}) removes."""
+    from collections.abc import Mapping
+
+    if not isinstance(fraction, Mapping):
+        return round(float(fraction), 4)
+    groups = [g for g in cmap.groups if g.prunable]
+    total = sum(g.channels for g in groups)
+    gone = sum(round(float(fraction.get(g.id, 0.0)) * g.channels) for g in groups)
+    return round(gone / total, 4) if total else 0.0
 
 
 def _validate(project, out: Path, info: dict, model, prep, fraction: float, method: str, round_to: int, cal: list,

@@ -187,6 +187,12 @@ def run_optimize(args: argparse.Namespace) -> int:
                 raise UsageError(f"--copy: project {project.dir} already has an optimization named {args.copy!r}")
             opt = opt.copy(name=args.copy)
             created = True
+        from sparsify_tui.commands.optimize_channels import run_channels, wants_channels
+
+        if wants_channels(args, opt):
+            return run_channels(args, project, graph, opt, name, created, epochs, overrides, excludes, dict(
+                target_sparsity=sparsity, balance=balance, min_sparsity=min_s, min_speedup=min_sp,
+                min_recovery=min_r, max_sparsity=max_s, protect_edges=protect))
         if opt is None:
             opt = default_optimization(graph, epochs or 100, name)
         elif epochs is not None and epochs != opt.epochs:
