@@ -476,7 +476,6 @@ class Curves:
     @classmethod
     def build(cls, graph: "ModelGraph", perf: dict | None = None, loss: dict | None = None) -> "Curves":
         layers = [lay for lay in graph.layers if lay.prunable]
-        m = len(layers)
         ids = [lay.id for lay in layers]
         names = [lay.name or lay.id for lay in layers]
         n = np.array([float(lay.prunable_params or 0) for lay in layers], dtype=np.float64)
