@@ -241,6 +241,8 @@ def _add_export(sub) -> None:
     p.add_argument("--name-map", default=None, help="JSON or CSV mapping ONNX weight names to framework names")
     p.add_argument("--import", dest="import_recipe", default=None, metavar="RECIPE",
                    help="import a recipe into the optimization instead of exporting")
+    p.add_argument("--onnx", default=None, metavar="PATH",
+                   help="a channel optimization (optimize --structure channels): write its pruned model here")
     _add_json(p)
 
 

@@ -212,3 +212,55 @@ def _validate(project, out: Path, info: dict, model, prep, fraction: float, meth
     if r.get("departure"):
         doc["notes"] = [r["departure"], *doc["notes"]]
     return doc
+
+
+# ---------------------------------------------------------------- export of a channel optimization
+def channel_recipe(opt, graph, name_map=None, warnings: list | None = None, **kw) -> tuple[str | None, str]:
+    """(SparseML recipe, "") when the channel plan can be written as one, else (None, the reason in one line).
+
+    SparseML removes whole filters with a ``!GMPruningModifier`` of ``mask_type: filter`` per weight, each
+    layer choosing its own filters: that is this plan only when every pruned group is one layer (no residual
+    Add, Concat or depthwise convolution ties its channels to another layer's)."""
+    from sparsify_tui.optim.plan import LayerPlan, Structure
+    from sparsify_tui.optim.recipe import export_recipe
+
+    pruned = {k: e for k, e in opt.plan.entries.items() if e.structure is Structure.CHANNELS and e.sparsity > 0}
+    if not pruned:
+        return None, "no SparseML recipe: the plan removes no channel"
+    tied = [k for k, e in pruned.items() if len(e.layers) != 1]
+    if tied:
+        return None, (f"no SparseML recipe: {len(tied)} of the plan's {len(pruned)} pruned channel groups tie "
+                      "channels across several layers (residual adds, concatenations, depthwise convolutions), "
+                      "which SparseML's per-layer filter masks cannot keep in step; the pruned ONNX is the export")
+    flat = opt.copy()
+    flat.plan.entries = {e.layers[0]: LayerPlan(e.sparsity, overridden=e.overridden) for e in pruned.values()}
+    flat.pruning.mask_type = "filter"
+    flat.pruning.overrides.clear()
+    flat.pruning.exclusions.clear()
+    return export_recipe(flat, graph, name_map, warnings, **kw), ""
+
+
+def export_channel_optimization(project: "Project", name: str, onnx_path: str | Path, *,
+                                on_progress: Callable[[dict], Any] | None = None) -> dict:
+    """Write the channel optimization ``name``'s pruned model (``l2`` order, its exact channel counts) to
+    ``onnx_path``, and a script next to it that runs it (the engine of the plan's channel perf profile, else
+    ONNX Runtime); the prune info with ``onnx_path`` and ``code`` (the script's text)."""
+    from sparsify_tui.actions.deploy import _input_shapes
+    from sparsify_tui.actions.optimizer import load_optimization
+    from sparsify_tui.engines.registry import get_engine, resolve_auto
+
+    info = prune_channels_project(project, onnx_path, optimization=name, on_progress=on_progress)
+    opt = load_optimization(project, name)
+    engine = ""
+    pid = opt.perf_profile_id if opt is not None else ""
+    entry = next((e for e in project.profiles_of("perf_channels") if e.id == pid), None) if pid else None
+    if entry is not None and entry.engine:
+        engine = entry.engine
+    engine = engine or resolve_auto("auto")[0]
+    from sparsify_tui.settings import usable_cores
+
+    code = get_engine(engine).deploy_snippet().format(
+        model=Path(onnx_path).name, precision="fp32", cores=usable_cores(), batch=1,
+        shapes=repr(_input_shapes(project)), sparse=f", optimization {name!r}: channels removed",
+        hint="f32", int8_note="")
+    return {**info, "onnx_path": str(onnx_path), "code": code, "code_engine": engine}

@@ -299,6 +299,15 @@ def run_export(args: argparse.Namespace) -> int:
         if opt is None:
             names = ", ".join(repr(n) for n in project.optimization_names())
             raise UsageError(f"project {project.dir} has no optimization {name!r} (it has {names})")
+        from sparsify_tui.optim.channel_plan import is_channel_plan
+
+        if is_channel_plan(opt):
+            from sparsify_tui.commands.optimize_channels import run_export_channels
+
+            return run_export_channels(args, project, graph, opt, framework, code_type, name_map, warnings)
+        if getattr(args, "onnx", None) is not None:
+            raise UsageError("--onnx is for channel optimizations (optimize --structure channels); prune writes "
+                             "the pruned model of this one")
         if opt.pruning.enabled and not opt.layers:
             ctx = OptimizerContext.for_project(project, graph, opt)
             opt = ctx.evaluator.allocate(ctx.attach(opt))

@@ -174,3 +174,59 @@ def _next_steps(project: "Project", opt: "Optimization") -> None:
         steps.append(f"sparsify-tui profile loss {d} --structure channels   (measured output change per group)")
     steps.append(f"sparsify-tui prune {d}{sel} -o pruned.onnx   (the channel-pruned model)")
     next_steps(*steps)
+
+
+# ---------------------------------------------------------------- export
+def run_export_channels(args: argparse.Namespace, project: "Project", graph: "ModelGraph", opt: "Optimization",
+                        framework: str, code_type: str, name_map: Any, warnings: list[str]) -> int:
+    """``export PROJECT --optimization NAME --onnx PRUNED.onnx [--code RUN.py] [--recipe R.yaml]`` of a channel
+    optimization: the pruned model, a script that runs it, and a SparseML recipe only where one expresses the
+    plan (else one line says why)."""
+    from sparsify_tui.actions.channels import channel_recipe, export_channel_optimization
+    from sparsify_tui.actions.optimizer import loss_measured, profile_labels
+    from sparsify_tui.commands.common import Progress
+    from sparsify_tui.commands.optimize import _write
+
+    if getattr(args, "onnx", None) is None:
+        raise UsageError(f"optimization {opt.name!r} removes channels: its export is the pruned model, give "
+                         "--onnx PATH (and --code PATH for a script that runs it)")
+    from pathlib import Path
+
+    from sparsify_tui.commands.common import refuse_project_file
+
+    out = Path(args.onnx).expanduser()
+    refuse_project_file(project, out, "the pruned model")
+    if not out.parent.exists():
+        raise UsageError(f"--onnx {out}: directory {out.parent} does not exist")
+    recipe, why = channel_recipe(opt, graph, name_map, warnings, profiles=profile_labels(project, opt),
+                                 loss_measured=loss_measured(project, opt))
+    progress = Progress("export channels")
+
+    def on_progress(ev: dict) -> None:
+        if ev.get("event") == "progress":
+            progress.update(ev.get("done", 0), ev.get("total", 1) or 1, str(ev.get("label", "")))
+
+    info = export_channel_optimization(project, opt.name, out, on_progress=on_progress)
+    progress.done()
+    recipe_path = _write(args.recipe, recipe, "recipe", project) if args.recipe and recipe else None
+    code_path = _write(args.code, info["code"], "code sample", project) if args.code else None
+    if args.json:
+        emit_json({"optimization": opt.name, "structure": "channels", "onnx_path": str(out),
+                   "code_path": str(code_path) if code_path else None, "code_engine": info["code_engine"],
+                   "recipe_path": str(recipe_path) if recipe_path else None, "recipe": recipe,
+                   "recipe_note": why or None, "flops_reduction": info.get("flops_reduction"),
+                   "removed_channels": info.get("removed_channels"), "pruned_groups": info.get("pruned_groups"),
+                   "warnings": warnings, "code": info["code"]})
+        return 0
+    fr = info.get("flops_reduction")
+    print(f"wrote {out}: {info['removed_channels']} channels removed from {info['pruned_groups']} groups; FLOPs "
+          f"{'n/a' if fr is None else f'-{fr:.1%}'}", file=sys.stderr)
+    if code_path is not None:
+        print(f"wrote {info['code_engine']} code sample {code_path}", file=sys.stderr)
+    if recipe_path is not None:
+        print(f"wrote recipe {recipe_path} (filter masks, one per pruned layer)", file=sys.stderr)
+    elif why:
+        print(f"note: {why}", file=sys.stderr)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0

@@ -871,3 +871,20 @@ def channel_map(model: Any, shapes: Mapping[str, Any] | None = None) -> ChannelM
             inputs[weight_user[e.name]] = (e.name, e.axis, e.block, _positions(e.layout, gid))
     depthwise = {node.output[0]: _positions(layout, gid) for node, layout in a.depthwise}
     return ChannelMap(_groups(a), outputs, inputs, depthwise, spaces)
+
+
+def group_layers(cmap: Any) -> dict[str, list[str]]:
+    """{group id: the layer ids (first outputs) of its producers and of the depthwise convolutions inside it}."""
+    out: dict[str, list[str]] = {g.id: [] for g in cmap.groups}
+    for lid, gid in cmap.outputs.items():
+        out.setdefault(gid, []).append(lid)
+    for lid, positions in cmap.depthwise.items():
+        gids = {g for g, _ in positions}
+        if len(gids) == 1:
+            gid = gids.pop()
+            if lid not in out.setdefault(gid, []):
+                out[gid].append(lid)
+    for g in cmap.groups:
+        if not out.get(g.id):
+            out[g.id] = list(g.producers)
+    return out

@@ -79,7 +79,7 @@ class ChannelSetup:
                   ) -> "ChannelSetup":
         from sparsify_tui.onnxkit.modelio import load_model_copy
         from sparsify_tui.optim import channels as oc
-        from sparsify_tui.profiles.loss_channels import group_layers
+        from sparsify_tui.onnxkit.channels import group_layers
 
         model = load_model_copy(model_path)[0]
         shapes = {k: [1 if d == "N" else int(d) for d in v] for k, v in (input_shapes or {}).items()} or None

@@ -41,23 +41,6 @@ def removed_count(channels: int, fraction: float) -> int:
     return max(1, min(int(channels) - 1, int(round(float(fraction) * int(channels)))))
 
 
-def group_layers(cmap: Any) -> dict[str, list[str]]:
-    """{group id: the layer ids (first outputs) of its producers and of the depthwise convolutions inside it}."""
-    out: dict[str, list[str]] = {g.id: [] for g in cmap.groups}
-    for lid, gid in cmap.outputs.items():
-        out.setdefault(gid, []).append(lid)
-    for lid, positions in cmap.depthwise.items():
-        gids = {g for g, _ in positions}
-        if len(gids) == 1:
-            gid = gids.pop()
-            if lid not in out.setdefault(gid, []):
-                out[gid].append(lid)
-    for g in cmap.groups:
-        if not out.get(g.id):
-            out[g.id] = list(g.producers)
-    return out
-
-
 def _session(model: Any, cores: int | None):
     import onnxruntime as ort
 
@@ -91,7 +74,7 @@ def compute_channel_loss(model_path: str, *, scores_fn: Callable[[Any, Any], Map
     from sparsify_tui.engines.inputs import load_samples_for
     from sparsify_tui.errors import ProfileError
     from sparsify_tui.metrics import compare_outputs, plan_notes, plan_outputs, plan_to_json
-    from sparsify_tui.onnxkit.channels import channel_map, fold_constants, remove_channels
+    from sparsify_tui.onnxkit.channels import channel_map, fold_constants, group_layers, remove_channels
     from sparsify_tui.progress import check_cancel
     from sparsify_tui.profiles import SCHEMA_VERSION
     from sparsify_tui.profiles.ranks import running_max, sensitivity_ranks
