@@ -211,6 +211,8 @@ def loss_measured(project: Any, opt: Optimization) -> bool:
     pid = opt.loss_profile_id or ""
     if not pid or project is None:
         return False
+    if any(e.id == pid for e in project.profiles_of("loss_channels")):
+        return True  # a channel loss profile is measured (one-shot) by construction
     entry = next((e for e in project.profiles_of("loss") if e.id == pid), None)
     if entry is None:
         return False
