@@ -148,11 +148,16 @@ def _extrapolated(loss: dict) -> dict:
     return {**loss, "layers": rows}
 
 
+def _group_name(gid: str, layers: list[str]) -> str:
+    """A group's row name: its id, and its layers when they are more than the one the id names."""
+    return gid if list(layers) == [gid] else f"{gid} [{', '.join(layers)}]"
+
+
 def build_curves(setup: ChannelSetup, perf: dict | None = None, loss: dict | None = None) -> Curves:
     """One row per prunable group (see the module doc)."""
     groups = setup.prunable
     ids = [g.id for g in groups]
-    names = [", ".join(setup.layers_of.get(g.id) or g.producers) for g in groups]
+    names = [_group_name(g.id, setup.layers_of.get(g.id) or g.producers) for g in groups]
     n = np.array([float(g.channels) for g in groups])
     removed = _flops_removed_alone(setup)
     flops = np.array([removed.get(g.id, 0.0) for g in groups])
@@ -302,6 +307,31 @@ class ChannelEvaluator:
         before, after = estimated_flops(self.graph, self.setup.cmap, kept)
         return before, after, (1.0 - after / before) if before > 0 else 0.0
 
+    def _params_removed(self, opt: Optimization) -> float:
+        """Weights the plan removes: each weighted layer keeps the share of its output channels and of its input
+        channels that the plan keeps (as :func:`~sparsify_tui.optim.channels.estimated_flops` counts FLOPs)."""
+        cmap = self.setup.cmap
+        sizes = {gr.id: gr.channels for gr in self.setup.groups}
+        kept = {gid: sizes[gid] - removed_of(sizes[gid], f, 1) for gid, f in self.fractions(opt).items()}
+
+        def share(positions) -> float:
+            return (sum(kept.get(gid, sizes[gid]) / sizes[gid] for gid, _ in positions) / len(positions)
+                    if positions else 1.0)
+
+        gone = 0.0
+        for lay in self.graph.layers:
+            key = lay.outputs[0] if lay.outputs else None
+            k = 1.0
+            if key in cmap.outputs:
+                gid = cmap.outputs[key]
+                k *= kept.get(gid, sizes[gid]) / sizes[gid]
+            if key in cmap.inputs:
+                k *= share(cmap.inputs[key][3])
+            if key in cmap.depthwise:
+                k *= share(cmap.depthwise[key])
+            gone += float(lay.params or 0) * (1.0 - k)
+        return gone
+
     def _speedup(self, opt: Optimization, fr: dict[str, float], flops: tuple[float, float, float]
                  ) -> tuple[float, float | None, float | None, dict[str, float], str]:
         """(speedup, estimated ms, baseline ms, ms saved by group, basis)."""
@@ -331,9 +361,8 @@ class ChannelEvaluator:
         speedup, est_ms, base_ms, by_group, basis = self._speedup(opt, fr, fl)
         groups = [self._groups[gid] for gid in c.ids]
         removed = [removed_of(gr.channels, f, 1) if f > 0 else 0 for gr, f in zip(groups, s.tolist())]
-        params_removed = sum(round(gr.params * k / gr.channels) for gr, k in zip(groups, removed))
         params_before = int(g.params)
-        params_after = params_before - int(params_removed)
+        params_after = params_before - int(round(self._params_removed(opt)))
         top = float(c.loss[:, -1].sum()) if m else 0.0
         rc = 1.0 - L / top if top > 0 else 1.0
         rec = layer_recovery(c, np.arange(m), s) if m else np.zeros(0)

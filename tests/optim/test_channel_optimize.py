@@ -218,7 +218,9 @@ def test_cli_optimize_prune_and_export_a_channel_plan(demo_project, tmp_path):
     project = Project.open(demo_project, readonly=True)
     dense = analyze(project.model_path)
     project.close()
-    assert 1 - analyze(out).flops / dense.flops == pytest.approx(d["flops_reduction"], abs=0.05)
+    pruned = analyze(out)
+    assert 1 - pruned.flops / dense.flops == pytest.approx(d["flops_reduction"], abs=0.05)
+    assert pruned.params == pytest.approx(d["params_after"], rel=0.05)
     # export: the pruned ONNX, a script that runs it; the residual groups make a recipe impossible: one line
     code = tmp_path / "run.py"
     p = cli("export", str(demo_project), "--optimization", "ch", "--onnx", str(tmp_path / "e.onnx"), "--code",
@@ -261,3 +263,34 @@ def test_editor_edits_a_group_with_undo(demo_project):
         assert {x.id: x for x in ed.est.layers}[gid].sparsity == before
     finally:
         project.close()
+
+
+def test_app_views_show_a_channel_plan_by_group(tmp_path):
+    """The optimizer's table rows are the groups (their layers in the name), its panel gives the FLOPs removed
+    as a share and the channels removed; the layer summaries give each group's layers its share."""
+    from rich.console import Console
+
+    from sparsify_tui.optim.channel_plan import ChannelEvaluator
+    from sparsify_tui.optim.optimization import default_optimization
+    from sparsify_tui.tui.optimizer_view import estimates_text, layer_specs
+    from sparsify_tui.tui.widgets.optim_summary import plan_sparsities
+
+    setup = _setup(tmp_path)
+    opt = default_optimization(setup.graph)
+    opt.pruning.protect_edges = False
+    opt.pruning.target_sparsity = 0.3
+    opt, est = ChannelEvaluator(setup, round_to=1).run(opt)
+    assert 0 < est.params_after < est.params_before
+    res = next(x for x in est.layers if len(x.layers) == 2)
+    assert res.name.startswith(res.id) and all(lid in res.name for lid in res.layers)
+    assert layer_specs(res)["sparsity"][0].startswith(f"{res.sparsity * 100:.1f}%")
+    console = Console(width=140, record=True)
+    console.print(estimates_text(est, 140))
+    text = console.export_text()
+    assert f"FLOPs Removed {100 * est.flops_reduction:.1f}%" in text
+    assert f"Channels Removed {est.achieved_sparsity * 100:.1f}%" in text and "rows are channel groups" in text
+    per_layer = plan_sparsities(opt.to_dict())
+    for x in est.layers:
+        for lid in x.layers:
+            if x.sparsity > 0:
+                assert per_layer[lid] >= x.sparsity
