@@ -57,6 +57,24 @@ def _run(sess, samples: list[Mapping[str, np.ndarray]]) -> list[list[np.ndarray]
     return [sess.run(None, {k: v for k, v in s.items() if k in names}) for s in samples]
 
 
+def _shapes(dense: Any, sample_list: list, infer: Callable) -> dict | None:
+    """The tensor shapes of ``dense`` with its dynamic input dimensions fixed by the samples' (None: onnx's
+    own inference, inside channel_map, is the fallback)."""
+    opset = max([int(o.version) for o in dense.opset_import if o.domain in ("", "ai.onnx")] or [13])
+    fixed = type(dense)()
+    fixed.CopyFrom(dense)
+    for vi in fixed.graph.input:
+        s = sample_list[0].get(vi.name) if sample_list else None
+        if s is not None and vi.type.tensor_type.HasField("shape") and len(vi.type.tensor_type.shape.dim) == s.ndim:
+            for d, v in zip(vi.type.tensor_type.shape.dim, s.shape):
+                d.Clear()
+                d.dim_value = int(v)
+    try:
+        return infer(fixed, opset)[1]
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def compute_channel_loss(model_path: str, *, scores_fn: Callable[[Any, Any], Mapping[str, np.ndarray]],
                          fractions: Any = None, data: Any = None, samples: int = 4,
                          input_shapes: dict | None = None, cores: int | None = None,
@@ -90,19 +108,7 @@ def compute_channel_loss(model_path: str, *, scores_fn: Callable[[Any, Any], Map
     dense = type(model)()
     dense.CopyFrom(model)
     fold_constants(dense)
-    opset = max([int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")] or [13])
-    fixed = type(model)()
-    fixed.CopyFrom(dense)
-    for vi in fixed.graph.input:  # the samples' shapes fix dynamic dimensions for the inference
-        s = sample_list[0].get(vi.name) if sample_list else None
-        if s is not None and vi.type.tensor_type.HasField("shape") and len(vi.type.tensor_type.shape.dim) == s.ndim:
-            for d, v in zip(vi.type.tensor_type.shape.dim, s.shape):
-                d.Clear()
-                d.dim_value = int(v)
-    try:
-        shapes = infer(fixed, opset)[1]
-    except Exception:  # noqa: BLE001 - onnx's own inference (inside channel_map) is the fallback
-        shapes = None
+    shapes = _shapes(dense, sample_list, infer)
     cmap = channel_map(dense, shapes)
     layers_of = group_layers(cmap)
     prunable = [g for g in cmap.groups if g.prunable]
