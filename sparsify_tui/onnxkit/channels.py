@@ -888,3 +888,57 @@ def group_layers(cmap: Any) -> dict[str, list[str]]:
         if not out.get(g.id):
             out[g.id] = list(g.producers)
     return out
+
+
+class FedMask:
+    """The weights :func:`mask_channels` changes, fed to one session: measuring many removals without a model
+    (and a session) per removal.
+
+    ``model``: the prepared copy (constants folded) with every consumer weight an input instead of an
+    initializer; ``dense``: {input name: its stored array}; ``weights(removed)``: the fed arrays of a removal
+    ({group id: channel indices}): what :func:`mask_channels` would store, so the outputs are the masked
+    model's, equal to :func:`remove_channels`'s. ``ok`` is False (and ``reason`` says why) when a consumer
+    weight is not a plain initializer of the main graph (a Constant, a subgraph's): measure by removal then.
+    """
+
+    def __init__(self, model: Any, shapes: Mapping[str, Any] | None = None) -> None:
+        from onnx import helper, numpy_helper
+
+        self.model = _prepared(model)
+        self._a = _analyze(self.model, shapes)
+        self.edits = [e for e in self._a.edits if e.role == "consumer"]
+        names = sorted({e.name for e in self.edits})
+        inits = {i.name: i for i in self.model.graph.initializer}
+        missing = [n for n in names if n not in inits]
+        self.ok = not missing
+        self.reason = "" if self.ok else f"{len(missing)} consumer weight(s) are not initializers (e.g. {missing[0]!r})"
+        self.dense: dict[str, np.ndarray] = {}
+        if not self.ok:
+            return
+        declared = {i.name for i in self.model.graph.input}
+        keep = [i for i in self.model.graph.initializer if i.name not in names]
+        for n in names:
+            arr = numpy_helper.to_array(inits[n])
+            self.dense[n] = arr
+            if n not in declared:
+                self.model.graph.input.append(helper.make_tensor_value_info(
+                    n, inits[n].data_type, list(arr.shape)))
+        del self.model.graph.initializer[:]
+        self.model.graph.initializer.extend(keep)
+
+    def weights(self, removed: Mapping[str, Iterable[int]]) -> dict[str, np.ndarray]:
+        """{fed name: array} of a removal: the dense arrays with the removed input channels zeroed."""
+        by_space = _removed_by_space(self._a, removed)
+        out: dict[str, np.ndarray] = {}
+        for e in self.edits:
+            if not any(seg.space in by_space for seg in e.layout):
+                continue
+            arr = out.get(e.name)
+            if arr is None:
+                arr = out[e.name] = self.dense[e.name].copy()
+            kept = _kept_positions(e.layout, by_space, e.block)
+            gone = np.setdiff1d(np.arange(arr.shape[e.axis]), kept)
+            idx: list[Any] = [slice(None)] * arr.ndim
+            idx[e.axis] = gone
+            arr[tuple(idx)] = 0
+        return {n: out.get(n, a) for n, a in self.dense.items()}

@@ -35,7 +35,7 @@ import numpy as np
 from sparsify_tui.errors import UsageError
 from sparsify_tui.optim.allocate import GRID, AllocationCache, Curves, _loss_curves, edge_roles, layer_recovery
 from sparsify_tui.optim.estimate import Estimates, LayerEstimate, _rank_labels
-from sparsify_tui.optim.optimization import NO_MEASURED_LOSS_NOTE, REASON_NOT_PRUNABLE, Optimization
+from sparsify_tui.optim.optimization import REASON_NOT_PRUNABLE, Optimization
 from sparsify_tui.optim.plan import LayerPlan, Structure
 
 if TYPE_CHECKING:
@@ -394,8 +394,6 @@ class ChannelEvaluator:
                          f"(per-group cap {p.max_sparsity:.2f}, exclusions, overrides, filters and rounding)")
         if self.round_to > 1:
             notes.append(f"each group keeps a multiple of {self.round_to} channels ({self.round_reason or 'round-to'})")
-        if c.loss_basis != "measured" and p.enabled:
-            notes.insert(0, NO_MEASURED_LOSS_NOTE)
         unprunable = [{"id": gr.id, "layers": list(self.setup.layers_of.get(gr.id) or gr.producers),
                        "reason": "; ".join(gr.reasons)} for gr in self.setup.groups if not gr.prunable]
         before, after, share = fl

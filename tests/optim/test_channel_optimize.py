@@ -34,7 +34,7 @@ def test_channel_loss_profile_removes_each_group_alone_and_compares_outputs(tmp_
     np.savez(tmp_path / "x.npz", x=np.concatenate([s["x"] for s in samples]))
     doc = compute_channel_loss(str(path), scores_fn=oc.l2_scores, fractions=[0.25, 0.5], data=str(tmp_path / "x.npz"),
                                samples=3)
-    assert doc["kind"] == "loss_channels" and doc["samples"] == 3
+    assert doc["kind"] == "loss_channels" and doc["samples"] == 3 and doc["execution"] == "masked"
     rows = {r["id"]: r for r in doc["layers"]}
     dense, shapes, cmap = oc.prepare(m)
     prunable = [g for g in cmap.groups if g.prunable]
