@@ -722,11 +722,12 @@ def find_groups(model: Any, shapes: Mapping[str, Any] | None = None) -> list[Cha
     return _groups(_analyze(_prepared(model), shapes))
 
 
-def _removed_by_space(a: _Analysis, removed: Mapping[str, Iterable[int]]) -> dict[int, set[int]]:
+def _removed_by_space(a: _Analysis, removed: Mapping[str, Iterable[int]],
+                      cached: tuple[dict, dict] | None = None) -> dict[int, set[int]]:
+    """{space id: removed channel indices}; ``cached``: ({group id: group}, {space: group id}) computed once."""
     from sparsify_tui.errors import UsageError
 
-    groups = {g.id: g for g in _groups(a)}
-    gid = _group_of(a)
+    groups, gid = cached if cached is not None else ({g.id: g for g in _groups(a)}, _group_of(a))
     out: dict[int, set[int]] = {}
     for name, idx in removed.items():
         g = groups.get(name)
@@ -904,8 +905,27 @@ class FedMask:
     def __init__(self, model: Any, shapes: Mapping[str, Any] | None = None) -> None:
         from onnx import helper, numpy_helper
 
+        from sparsify_tui.onnxkit.tensors import constant_node_value
+
         self.model = _prepared(model)
+        names_in = set()
+        for n in self.model.graph.node:
+            if n.op_type in PRODUCERS and len(n.input) > 1:
+                names_in.add(n.input[1])
+        # a weight held in a Constant (or ConstantOfShape) node becomes an initializer of that name, to be fed
+        def value_of(n: Any) -> np.ndarray | None:
+            if n.output[0] not in names_in or n.domain not in ("", "ai.onnx"):
+                return None
+            if n.op_type == "Constant":
+                return constant_node_value(n)
+            if n.op_type == "ConstantOfShape":
+                site = find_tensor_site(self.model, n.output[0])
+                return None if site is None else read_site(self.model, site)
+            return None
+
+        nodes_to_initializers(self.model, value_of)
         self._a = _analyze(self.model, shapes)
+        self._cached: tuple[dict, dict] | None = None
         self.edits = [e for e in self._a.edits if e.role == "consumer"]
         names = sorted({e.name for e in self.edits})
         inits = {i.name: i for i in self.model.graph.initializer}
@@ -928,7 +948,9 @@ class FedMask:
 
     def weights(self, removed: Mapping[str, Iterable[int]]) -> dict[str, np.ndarray]:
         """{fed name: array} of a removal: the dense arrays with the removed input channels zeroed."""
-        by_space = _removed_by_space(self._a, removed)
+        if self._cached is None:
+            self._cached = ({g.id: g for g in _groups(self._a)}, _group_of(self._a))
+        by_space = _removed_by_space(self._a, removed, self._cached)
         out: dict[str, np.ndarray] = {}
         for e in self.edits:
             if not any(seg.space in by_space for seg in e.layout):
