@@ -34,7 +34,11 @@ async def test_channel_optimization_rows_are_groups_and_edits_undo(demo_project)
         res = next(g for g in setup.prunable if len(setup.layers_of[g.id]) > 1)
         name = next(x.name for x in screen.est.layers if x.id == res.id)
         assert all(lid in name for lid in setup.layers_of[res.id])  # its layers listed in its row's name
-        assert lt.get_row(res.id)[0].plain[:6] == name[:6] and lt.get_row(res.id)[9].plain == "channels"
+        from sparsify_tui.tui.data import ellipsize_middle
+        from sparsify_tui.tui.optimizer_view import LAYER_WIDTHS
+
+        assert lt.get_row(res.id)[0].plain == ellipsize_middle(name, LAYER_WIDTHS["name"])
+        assert lt.get_row(res.id)[9].plain == "channels"
         text = widget_text(screen.query_one("#opt-estimates", Static), 200)
         assert "Channels Removed" in text and "FLOPs Removed" in text and "channel groups" in text
         lt.focus()
