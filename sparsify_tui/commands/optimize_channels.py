@@ -104,8 +104,6 @@ def run_channels(args: argparse.Namespace, project: "Project", graph: "ModelGrap
         opt.quantization.enabled = True
     opt = ev.for_flops_reduction(opt, flops_target) if flops_target is not None else ev.allocate(opt)
     est = ev.evaluate(opt)
-    opt.plan.estimates = {"structure": "channels", "flops_reduction": round(est.flops_reduction or 0.0, 4),
-                          "estimated_speedup": round(est.estimated_speedup, 4), "round_to": est.round_to}
     save_optimization(project, opt)
     notes = list(ctx.notes)
     if created:
