@@ -59,3 +59,24 @@ async def test_channel_optimization_rows_are_groups_and_edits_undo(demo_project)
         await pilot.press("u")
         await pilot.pause()
         assert screen.opt.layers[gid].sparsity == before and gid not in screen.opt.pruning.overrides
+
+
+async def test_export_screen_of_a_channel_optimization_says_why_there_is_no_recipe(demo_project):
+    from sparsify_tui.actions.optimizer import OptimizerContext, save_optimization
+    from sparsify_tui.optim.optimization import default_optimization
+    from tests.tui.test_export import open_export
+
+    ctx = OptimizerContext.for_project(demo_project, structure="channels")
+    opt = default_optimization(ctx.graph, name="default")
+    opt.pruning.protect_edges = False  # the stem's residual group is pruned too: no recipe can express it
+    opt.pruning.target_sparsity = 0.5
+    opt = ctx.evaluator.allocate(ctx.attach(opt))
+    tied = [k for k, e in opt.plan.entries.items() if e.sparsity > 0 and len(e.layers) > 1]
+    assert tied
+    save_optimization(demo_project, opt)
+    app = SparsifyApp(demo_project, machine=FIXED_MACHINE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_export(pilot, app)
+        first = screen.recipe_text.splitlines()[0]
+        assert first.startswith("# no SparseML recipe") and "--onnx" in screen.recipe_text
+        assert "GMPruningModifier" not in screen.recipe_text
