@@ -3,8 +3,8 @@
 The channel optimizer (:mod:`sparsify_tui.optim.channel_plan`) with the unstructured command's flags:
 ``--sparsity`` is the share of the prunable groups' channels removed (default 0.3 for a new channel
 optimization), ``--override GROUP=F`` / ``--exclude GROUP`` name channel groups. An optimization whose plan
-removes channel groups stays a channel optimization without the flag; ``--structure unstructured`` turns it
-back into a per-layer plan. ``--json`` prints the :class:`~sparsify_tui.optim.channel_plan.ChannelEstimates`
+removes channel groups stays a channel optimization without the flag; a stored plan of the other structure
+is never replaced (one ``error:`` line asks for a new ``--name``). ``--json`` prints the :class:`~sparsify_tui.optim.channel_plan.ChannelEstimates`
 keys (``structure``, ``flops_reduction`` as the share of FLOPs removed, ``estimated_speedup``,
 ``speedup_basis``, ``unprunable_groups``...) plus ``profiles`` and ``notes``, as ``optimize --json`` does.
 """
@@ -28,9 +28,8 @@ STRUCTURES = ("unstructured", "channels")
 
 
 def wants_channels(args: argparse.Namespace, opt: "Optimization | None") -> bool:
-    """True when this ``optimize`` plans channels (the flag, or a stored channel plan without the flag).
-
-    ``--structure unstructured`` on a stored channel plan clears its entries (a per-layer plan replaces them)."""
+    """True when this ``optimize`` plans channels (the flag, or a stored channel plan without the flag); a
+    UsageError when the flag asks for the other structure than the stored plan's."""
     from sparsify_tui.optim.channel_plan import is_channel_plan
 
     raw = getattr(args, "structure", None)
@@ -42,10 +41,14 @@ def wants_channels(args: argparse.Namespace, opt: "Optimization | None") -> bool
         for flag, attr in (("--flops-reduction", "flops_reduction"), ("--round-to", "round_to")):
             if getattr(args, attr, None) is not None:
                 raise UsageError(f"{flag} is only used with --structure channels (add it)")
-        if opt is not None and is_channel_plan(opt):
-            opt.layers = {}
-            opt.pruning.overrides.clear()
-            opt.pruning.exclusions.clear()
+    if opt is not None and opt.layers and channels != is_channel_plan(opt) and getattr(args, "copy", None) is None:
+        what = "removes channel groups" if is_channel_plan(opt) else "plans single weights"
+        raise UsageError(f"optimization {opt.name!r} {what}: plan the other structure under a new name "
+                         f"(--name NEW or --copy NEW, with --structure {structure}), so this plan is kept")
+    if opt is not None and not channels and is_channel_plan(opt):  # a --copy of a channel plan, per layer now
+        opt.layers = {}
+        opt.pruning.overrides.clear()
+        opt.pruning.exclusions.clear()
     return channels
 
 

@@ -238,6 +238,12 @@ def test_cli_optimize_prune_and_export_a_channel_plan(demo_project, tmp_path):
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error:") and "--onnx" in p.stderr
     p = cli("optimize", str(demo_project), "--name", "ch", "--override", "nope=0.3")
     assert p.returncode == 2 and "not a channel group" in p.stderr
+    # a stored plan is never replaced by the other structure; --copy makes the other one beside it
+    p = cli("optimize", str(demo_project), "--name", "ch", "--structure", "unstructured")
+    assert p.returncode == 2 and "removes channel groups" in p.stderr.strip().splitlines()[-1]
+    p = cli("optimize", str(demo_project), "--name", "ch", "--copy", "ch-w", "--structure", "unstructured", "--json")
+    assert p.returncode == 0, p.stderr
+    assert "structure" not in json.loads(p.stdout) and json.loads(p.stdout)["name"] == "ch-w"
 
 
 def test_editor_edits_a_group_with_undo(demo_project):
