@@ -79,6 +79,24 @@ def _shapes(dense: Any, sample_list: list, infer: Callable) -> dict | None:
         return None
 
 
+def _runner(dense: Any, shapes: dict | None, sample_list: list, cores: int | None) -> tuple[Any, Callable]:
+    """(the FedMask, outputs(removed) -> the model's outputs on the samples with ``removed`` channels gone)."""
+    from sparsify_tui.onnxkit.channels import FedMask, remove_channels
+
+    fed = FedMask(dense, shapes)
+    if fed.ok:  # one session, the consumer weights fed: a removal is a feed, not a model and a session
+        sess = _session(fed.model, cores, optimize=True)
+        names = {i.name for i in sess.get_inputs()} - set(fed.dense)
+
+        def outputs(removed: dict) -> list[list[np.ndarray]]:
+            w = fed.weights(removed)
+            return [sess.run(None, {**{k: v for k, v in x.items() if k in names}, **w}) for x in sample_list]
+    else:
+        def outputs(removed: dict) -> list[list[np.ndarray]]:
+            return _run(_session(remove_channels(dense, removed, shapes) if removed else dense, cores), sample_list)
+    return fed, outputs
+
+
 def compute_channel_loss(model_path: str, *, scores_fn: Callable[[Any, Any], Mapping[str, np.ndarray]],
                          fractions: Any = None, data: Any = None, samples: int = 4,
                          input_shapes: dict | None = None, cores: int | None = None,
@@ -96,7 +114,7 @@ def compute_channel_loss(model_path: str, *, scores_fn: Callable[[Any, Any], Map
     from sparsify_tui.engines.inputs import load_samples_for
     from sparsify_tui.errors import ProfileError
     from sparsify_tui.metrics import compare_outputs, plan_notes, plan_outputs, plan_to_json
-    from sparsify_tui.onnxkit.channels import FedMask, channel_map, fold_constants, group_layers, remove_channels
+    from sparsify_tui.onnxkit.channels import channel_map, fold_constants, group_layers
     from sparsify_tui.progress import check_cancel
     from sparsify_tui.profiles import SCHEMA_VERSION
     from sparsify_tui.profiles.ranks import running_max, sensitivity_ranks
@@ -119,18 +137,7 @@ def compute_channel_loss(model_path: str, *, scores_fn: Callable[[Any, Any], Map
     if not prunable:
         raise ProfileError("the model has no prunable channel group: no channel loss profile to measure")
     scores = scores_fn(dense, cmap)
-    fed = FedMask(dense, shapes)
-    if fed.ok:  # one session, the consumer weights fed: a removal is a feed, not a model and a session
-        sess = _session(fed.model, cores, optimize=True)
-
-        def outputs(removed: dict) -> list[list[np.ndarray]]:
-            w = fed.weights(removed)
-            return [sess.run(None, {**{k: v for k, v in x.items() if k in names}, **w}) for x in sample_list]
-
-        names = {i.name for i in sess.get_inputs()} - set(fed.dense)
-    else:
-        def outputs(removed: dict) -> list[list[np.ndarray]]:
-            return _run(_session(remove_channels(dense, removed, shapes) if removed else dense, cores), sample_list)
+    fed, outputs = _runner(dense, shapes, sample_list, cores)
     ref = outputs({})
     out_names = [o.name for o in dense.graph.output]
     plan = plan_outputs(ref, out_names, bounded=bounded_output_names(model_path))
