@@ -170,6 +170,11 @@ def _add_profile_loss(psub) -> None:
                     help="how one-shot prunes each layer: magnitude (default), wanda or sparsegpt")
     pl.add_argument("--levels", default=None, help="sparsity levels")
     pl.add_argument("--eval-sparsity", default="0.9", help="sparsity at which sensitivity is reported")
+    pl.add_argument("--structure", default=None,
+                    help="unstructured (default: single weights per layer) or channels (one-shot: each channel "
+                         "group's output change with a fraction of its channels removed)")
+    pl.add_argument("--fractions", default=None,
+                    help="--structure channels: fractions of each group's channels removed (default 0.25,0.5,0.75)")
     pl.add_argument("--name", default=None, help="profile name in the project")
     pl.add_argument("--force", action="store_true", help="measure again even if cached")
     _add_input_shape(pl)
@@ -191,7 +196,8 @@ def _add_optimize(sub) -> None:
     p = sub.add_parser("optimize", help="create or update an optimization and print its estimates")
     p.add_argument("project", help="project directory")
     p.add_argument("--name", default=None, help="optimization name (default: the first, or 'default')")
-    p.add_argument("--sparsity", default=None, help="target sparsity of prunable params (default 0.85)")
+    p.add_argument("--sparsity", default=None, help="target sparsity of prunable params (default 0.85); with "
+                                                    "--structure channels: the share of channels removed (default 0.3)")
     p.add_argument("--balance", default=None,
                    help="0 = optimize for performance, 1 = for recovery (default 0.5)")
     p.add_argument("--epochs", default=None, help="training epochs (default 100)")
@@ -213,6 +219,15 @@ def _add_optimize(sub) -> None:
                    help="leave a layer dense (repeatable)")
     p.add_argument("--quantize", action="store_true", help="add INT8 quantization-aware training")
     p.add_argument("--copy", default=None, metavar="NEW_NAME", help="copy the optimization as a new version")
+    p.add_argument("--structure", default=None,
+                   help="unstructured (single weights per layer; the default for a new optimization) or channels "
+                        "(a fraction of channels removed per channel group; --sparsity is then the share of the "
+                        "prunable groups' channels removed, default 0.3)")
+    p.add_argument("--flops-reduction", default=None,
+                   help="with --structure channels: plan the share of channels that removes this share of the FLOPs")
+    p.add_argument("--round-to", default=None, metavar="N",
+                   help="with --structure channels: keep each group's channels at a multiple of N (default: the "
+                        "channel perf profile's engine and precision default)")
     _add_json(p)
 
 
@@ -227,6 +242,8 @@ def _add_export(sub) -> None:
     p.add_argument("--name-map", default=None, help="JSON or CSV mapping ONNX weight names to framework names")
     p.add_argument("--import", dest="import_recipe", default=None, metavar="RECIPE",
                    help="import a recipe into the optimization instead of exporting")
+    p.add_argument("--onnx", default=None, metavar="PATH",
+                   help="a channel optimization (optimize --structure channels): write its pruned model here")
     _add_json(p)
 
 

@@ -50,11 +50,13 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
                            eval_data: str | None = None, validate: bool = False, engine: str = "auto",
                            precision: str | None = None, iterations: int = 20, cores: int | None = None,
                            input_values: dict | None = None, on_progress: Callable[[dict], Any] | None = None,
-                           cancel=None, save_as: str | None = None) -> dict:
+                           cancel=None, save_as: str | None = None, optimization: str | None = None) -> dict:
     """Write the channel-pruned model to ``out_path``; the info (and the validation with ``validate``).
 
-    ``save_as``: also store the plan (each pruned group's share of channels removed) as the project's
-    optimization of that name (:func:`save_channel_optimization`), which the deployment search then measures."""
+    ``optimization``: the name of a stored channel optimization (``optimize --structure channels``) whose
+    per-group fractions are the plan (they are exact channel counts already: no rounding). ``save_as``: also
+    store the plan (each pruned group's share of channels removed) as the project's optimization of that name
+    (:func:`save_channel_optimization`), which the deployment search then measures."""
     from sparsify_tui.actions.validate import _with_values, split_samples
     from sparsify_tui.analysis import analyze
     from sparsify_tui.engines.registry import resolve_auto
@@ -66,7 +68,15 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
     if fraction is not None and flops_reduction is not None:
         raise UsageError("give --channel-fraction or --flops-reduction, not both")
     chosen, engine_reason = resolve_auto(engine)
-    if round_to is None:
+    plan = None
+    if optimization is not None:
+        plan = optimization_plan(project, optimization)
+        if fraction is not None or flops_reduction is not None or round_to is not None:
+            raise UsageError("--optimization is the plan: give it without --channel-fraction, --flops-reduction "
+                             "or --round-to")
+        round_to = 1
+        round_reason = f"the counts of optimization {optimization!r}"
+    elif round_to is None:
         round_to = default_round_to(chosen, precision)
         round_reason = f"default for {chosen} {precision or 'fp32'}"
     else:
@@ -85,7 +95,9 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
     if not any(g.prunable for g in cmap.groups):
         reasons = sorted({r for g in cmap.groups for r in g.reasons})
         raise UsageError("no channel group of this model can be pruned: " + "; ".join(reasons[:3]))
-    if fraction is None:
+    if plan is not None:
+        fraction, target = plan, None  # a {group id: fraction} plan: prune_channels and _validate take it as is
+    elif fraction is None:
         target = DEFAULT_FLOPS_REDUCTION if flops_reduction is None else float(flops_reduction)
         emit_progress(on_progress, 0, 1, f"finding the plan that removes {target:.0%} of the FLOPs")
         fraction, _reached = oc.refine_for_flops(prep, graph, target, round_to, input_shapes=shapes)
@@ -99,7 +111,7 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
     dense_flops = graph.flops or graph.flops_known
     pruned_flops = pruned_graph.flops or pruned_graph.flops_known
     info = {"structure": "channels", **res.info(), "round_to_reason": round_reason,
-            "channel_fraction": round(float(fraction), 4), "flops_reduction_target": target,
+            "channel_fraction": _fraction_of(cmap, fraction), "flops_reduction_target": target,
             "flops_reduction": (1 - pruned_flops / dense_flops) if dense_flops else None,
             "dense_flops": dense_flops, "pruned_flops": pruned_flops,
             "groups": len(cmap.groups), "prunable_groups": sum(g.prunable for g in cmap.groups),
@@ -109,6 +121,8 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
         info["notes"].append(f"the FLOPs reduction is {fr:.0%}, not {target:.0%}: with channel counts rounded to "
                              f"multiples of {round_to} that is the closest one fraction of every group reaches "
                              "(--round-to 1 gets nearer)")
+    if optimization is not None:
+        info["optimization"] = optimization
     if save_as is not None:
         info["saved_as"] = save_channel_optimization(project, save_as, plan_of(res, cmap, graph), info)
     if not validate:
@@ -116,6 +130,36 @@ def prune_channels_project(project: "Project", out_path: str | Path, *, method: 
     return _validate(project, out, info, model, prep, fraction, method, round_to, cal, ev, chosen, engine_reason,
                      shapes=shapes, precision=precision, iterations=iterations, cores=cores,
                      input_values=input_values, on_progress=on_progress, cancel=cancel)
+
+
+def optimization_plan(project: "Project", name: str) -> dict[str, float]:
+    """{group id: fraction removed} of the project's channel optimization ``name`` (UsageError otherwise)."""
+    from sparsify_tui.actions.optimizer import load_optimization
+    from sparsify_tui.optim.plan import Structure
+
+    opt = load_optimization(project, name)
+    if opt is None:
+        names = ", ".join(repr(n) for n in project.optimization_names()) or "none"
+        raise UsageError(f"project {project.dir} has no optimization {name!r} (it has {names})")
+    if not opt.plan.has(Structure.CHANNELS):
+        raise UsageError(f"optimization {name!r} plans single weights, not channels: prune it without "
+                         "--structure channels")
+    plan = opt.plan.sparsities(Structure.CHANNELS)
+    if not plan:
+        raise UsageError(f"optimization {name!r} removes no channel: nothing to prune")
+    return plan
+
+
+def _fraction_of(cmap, fraction) -> float:
+    """The share of the prunable groups' channels a plan (one fraction, or {group: fraction}) removes."""
+    from collections.abc import Mapping
+
+    if not isinstance(fraction, Mapping):
+        return round(float(fraction), 4)
+    groups = [g for g in cmap.groups if g.prunable]
+    total = sum(g.channels for g in groups)
+    gone = sum(round(float(fraction.get(g.id, 0.0)) * g.channels) for g in groups)
+    return round(gone / total, 4) if total else 0.0
 
 
 def _validate(project, out: Path, info: dict, model, prep, fraction: float, method: str, round_to: int, cal: list,
@@ -210,13 +254,6 @@ def save_channel_optimization(project: "Project", name: str, plan, info: dict) -
     return {"name": name, "groups": len(plan.entries), "digest": plan.digest()}
 
 
-def is_channel_plan(plan) -> bool:
-    """True when ``plan`` removes channel groups (entries of structure ``channels`` with a share above 0)."""
-    from sparsify_tui.optim.plan import Structure
-
-    return bool(plan.sparsities(Structure.CHANNELS))
-
-
 def prune_channel_plan(model_path: str | Path, plan, out_path: str | Path, *, method: str = "l2",
                        samples: list | None = None, input_shapes: dict | None = None, graph=None,
                        cores: int | None = None, cancel=None) -> dict:
@@ -251,3 +288,55 @@ def prune_channel_plan(model_path: str | Path, plan, out_path: str | Path, *, me
             "flops_reduction": (1 - pruned_flops / dense_flops) if dense_flops else None,
             "pruned_groups": len(res.removed), "removed_channels": removed,
             "channel_share": removed / total if total else 0.0, "notes": list(res.notes)}
+
+
+# ---------------------------------------------------------------- export of a channel optimization
+def channel_recipe(opt, graph, name_map=None, warnings: list | None = None, **kw) -> tuple[str | None, str]:
+    """(SparseML recipe, "") when the channel plan can be written as one, else (None, the reason in one line).
+
+    SparseML removes whole filters with a ``!GMPruningModifier`` of ``mask_type: filter`` per weight, each
+    layer choosing its own filters: that is this plan only when every pruned group is one layer (no residual
+    Add, Concat or depthwise convolution ties its channels to another layer's)."""
+    from sparsify_tui.optim.plan import LayerPlan, Structure
+    from sparsify_tui.optim.recipe import export_recipe
+
+    pruned = {k: e for k, e in opt.plan.entries.items() if e.structure is Structure.CHANNELS and e.sparsity > 0}
+    if not pruned:
+        return None, "no SparseML recipe: the plan removes no channel"
+    tied = [k for k, e in pruned.items() if len(e.layers) != 1]
+    if tied:
+        return None, (f"no SparseML recipe: {len(tied)} of the plan's {len(pruned)} pruned channel groups tie "
+                      "channels across several layers (residual adds, concatenations, depthwise convolutions), "
+                      "which SparseML's per-layer filter masks cannot keep in step; the pruned ONNX is the export")
+    flat = opt.copy()
+    flat.plan.entries = {e.layers[0]: LayerPlan(e.sparsity, overridden=e.overridden) for e in pruned.values()}
+    flat.pruning.mask_type = "filter"
+    flat.pruning.overrides.clear()
+    flat.pruning.exclusions.clear()
+    return export_recipe(flat, graph, name_map, warnings, **kw), ""
+
+
+def export_channel_optimization(project: "Project", name: str, onnx_path: str | Path, *,
+                                on_progress: Callable[[dict], Any] | None = None) -> dict:
+    """Write the channel optimization ``name``'s pruned model (``l2`` order, its exact channel counts) to
+    ``onnx_path``, and a script next to it that runs it (the engine of the plan's channel perf profile, else
+    ONNX Runtime); the prune info with ``onnx_path`` and ``code`` (the script's text)."""
+    from sparsify_tui.actions.deploy import _input_shapes
+    from sparsify_tui.actions.optimizer import load_optimization
+    from sparsify_tui.engines.registry import get_engine, resolve_auto
+
+    info = prune_channels_project(project, onnx_path, optimization=name, on_progress=on_progress)
+    opt = load_optimization(project, name)
+    engine = ""
+    pid = opt.perf_profile_id if opt is not None else ""
+    entry = next((e for e in project.profiles_of("perf_channels") if e.id == pid), None) if pid else None
+    if entry is not None and entry.engine:
+        engine = entry.engine
+    engine = engine or resolve_auto("auto")[0]
+    from sparsify_tui.settings import usable_cores
+
+    code = get_engine(engine).deploy_snippet().format(
+        model=Path(onnx_path).name, precision="fp32", cores=usable_cores(), batch=1,
+        shapes=repr(_input_shapes(project)), sparse=f", optimization {name!r}: channels removed",
+        hint="f32", int8_note="")
+    return {**info, "onnx_path": str(onnx_path), "code": code, "code_engine": engine}

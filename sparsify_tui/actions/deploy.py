@@ -54,6 +54,7 @@ import numpy as np
 from sparsify_tui.engines.registry import REFERENCE, engine_names, engines as all_engines, get_engine
 from sparsify_tui.errors import CancelledError, EngineError, SparsifyError, UsageError
 from sparsify_tui.optim.plan import Plan
+from sparsify_tui.optim.channel_plan import is_channel_plan
 
 ENGINES = engine_names()
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -309,13 +310,6 @@ def _prune(project: Any, graph: Any, plan: "Plan", dst: Path, method: str = "mag
 
     prune_model_calibrated(str(project.model_path), plan, dst, graph=graph, method=method, samples=calib)
     return {"structure": "unstructured"}
-
-
-def is_channel_plan(plan: "Plan") -> bool:
-    """True when the plan removes whole channel groups (a structured plan: every engine runs it faster)."""
-    from sparsify_tui.actions.channels import is_channel_plan as channels
-
-    return channels(plan)
 
 
 def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, "Plan", Any]]:

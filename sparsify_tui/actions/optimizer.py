@@ -65,11 +65,18 @@ class OptimizerContext:
 
     @classmethod
     def for_project(cls, project: "Project", graph: "ModelGraph | None" = None, opt: Optimization | None = None, *,
-                    approximate_loss: bool = True) -> "OptimizerContext":
+                    approximate_loss: bool = True, structure: str | None = None,
+                    round_to: int | None = None) -> "OptimizerContext":
+        """``structure`` "channels" (or None for an optimization whose plan removes channel groups): the channel
+        optimizer's context (:func:`channel_context`)."""
         if graph is None:
             from sparsify_tui.analysis import analyze
 
             graph = analyze(project.model_path, project.input_shapes or None)
+        from sparsify_tui.optim.channel_plan import is_channel_plan
+
+        if structure == "channels" or (structure is None and is_channel_plan(opt)):
+            return channel_context(cls, project, graph, opt, round_to)
         notes: list[str] = []
         ids: dict[str, str] = {}
         docs: dict[str, dict | None] = {}
@@ -111,12 +118,52 @@ class OptimizerContext:
         opt = Optimization.from_dict(stored) if stored and not newest else None
         return cls.for_project(project, graph, opt)
 
+    @property
+    def structure(self) -> str:
+        """"channels" for the channel optimizer's context, else "unstructured"."""
+        return str(getattr(getattr(self.evaluator, "structure", None), "value", "unstructured"))
+
     def attach(self, opt: Optimization) -> Optimization:
         """Record the profile ids in the optimization."""
         opt.perf_profile_id = self.profile_ids.get("perf", "")
         opt.loss_profile_id = self.profile_ids.get("loss", "")
         opt.quant_profile_id = self.profile_ids.get("quant", "")
         return opt
+
+
+def channel_context(cls: type, project: "Project", graph: "ModelGraph", opt: Optimization | None,
+                    round_to: int | None = None) -> OptimizerContext:
+    """The channel optimizer's context: the project's channel perf and loss profiles (``perf_channels``,
+    ``loss_channels``; their ids recorded as the plan's perf/loss profile ids), the model's channel groups,
+    and ``round_to`` (given, else the default of the perf profile's engine and precision)."""
+    from sparsify_tui.actions.channels import default_round_to
+    from sparsify_tui.optim.channel_plan import ChannelEvaluator, ChannelSetup
+
+    notes: list[str] = []
+    ids: dict[str, str] = {}
+    docs: dict[str, dict | None] = {}
+    for kind, key in (("perf_channels", "perf"), ("loss_channels", "loss"), ("quant", "quant")):
+        prefer = getattr(opt, f"{key}_profile_id", "") if opt is not None else ""
+        entry, doc, n = pick_profile(project, kind, prefer)
+        notes += n
+        ids[key] = entry.id if entry is not None else ""
+        docs[key] = doc
+    setup = ChannelSetup.for_model(project.model_path, graph, project.input_shapes or None)
+    if not setup.prunable:
+        reasons = sorted({r for g in setup.groups for r in g.reasons})
+        raise UsageError("no channel group of this model can be pruned: " + "; ".join(reasons[:3]))
+    perf = docs["perf"]
+    if round_to is not None:
+        reason = "--round-to"
+    else:
+        from sparsify_tui.engines.registry import resolve_auto
+
+        engine = str((perf or {}).get("engine") or resolve_auto("auto")[0])
+        precision = (perf or {}).get("precision") or "fp32"
+        round_to = default_round_to(engine, precision)
+        reason = f"default for {engine} {precision}"
+    ev = ChannelEvaluator(setup, perf, docs["loss"], docs["quant"], round_to=round_to, round_reason=reason)
+    return cls(graph=graph, evaluator=ev, profile_ids=ids, notes=notes)
 
 
 def default_quant_layers(graph: "ModelGraph", quant: dict | None,
@@ -164,6 +211,8 @@ def loss_measured(project: Any, opt: Optimization) -> bool:
     pid = opt.loss_profile_id or ""
     if not pid or project is None:
         return False
+    if any(e.id == pid for e in project.profiles_of("loss_channels")):
+        return True  # a channel loss profile is measured (one-shot) by construction
     entry = next((e for e in project.profiles_of("loss") if e.id == pid), None)
     if entry is None:
         return False
@@ -180,6 +229,7 @@ def profile_labels(project: Any, opt: Optimization) -> dict[str, str]:
             if kind != "quant":
                 out[kind] = "approximated (no stored profile)"
             continue
-        entry = next((e for e in project.profiles_of(kind) if e.id == pid), None)
+        entry = next((e for e in project.profiles_of(kind) + project.profiles_of(f"{kind}_channels")
+                      if e.id == pid), None)
         out[kind] = f"{entry.name!r} ({pid})" if entry is not None else f"{pid} (missing: deleted or replaced)"
     return out

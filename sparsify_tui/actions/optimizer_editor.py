@@ -94,6 +94,9 @@ class OptimizationEditor:
         """Use this context's graph and evaluator from now on."""
         self.ctx = ctx
         self.layer_ids = {lay.id for lay in ctx.graph.layers}
+        setup = getattr(ctx.evaluator, "setup", None)  # a channel optimization: its rows are channel groups
+        if setup is not None:
+            self.layer_ids |= {g.id for g in setup.groups}
 
     # ------------------------------------------------------------ loading and estimates
     def open(self, name: str | None = None) -> bool:
@@ -129,7 +132,8 @@ class OptimizationEditor:
         pid = (getattr(self.ctx, "profile_ids", None) or {}).get("perf", "")
         if not pid or self.project is None:
             return ""
-        return next((e.name for e in self.project.profiles_of("perf") if e.id == pid), "")
+        return next((e.name for e in self.project.profiles_of("perf") + self.project.profiles_of("perf_channels")
+                     if e.id == pid), "")
 
     # ------------------------------------------------------------ edits (each returns its undo label)
     def apply(self, new: Optimization, label: str) -> str:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from sparsify_tui.analysis.graph import ModelGraph
     from sparsify_tui.project import Project
 
-KINDS = ("perf", "loss", "quant", "perf_channels")
+KINDS = ("perf", "loss", "quant", "perf_channels", "loss_channels")
 LOSS_METHODS = ("approx", "one-shot")
 
 
@@ -108,6 +108,16 @@ def loss_settings(*, method: str = "approx", levels: Any = None, eval_sparsity: 
     return s
 
 
+def channel_loss_settings(*, fractions: Any = None, samples: int = 4, data: Any = None,
+                          input_shapes: dict | None = None) -> dict[str, Any]:
+    """The settings that identify a channel loss profile (``loss_channels``), every default filled in."""
+    from sparsify_tui.profiles.loss_channels import DEFAULT_FRACTIONS
+    from sparsify_tui.profiles.perf_channels import check_fractions
+
+    return {"fractions": check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions),
+            "samples": int(samples), "data": _data(data), "input_shapes": _shapes(input_shapes)}
+
+
 def quant_settings(*, samples: int = 4, data: Any = None, input_shapes: dict | None = None) -> dict[str, Any]:
     """The settings that identify an INT8 (quant) profile."""
     return {"samples": int(samples), "data": _data(data), "input_shapes": _shapes(input_shapes)}
@@ -137,6 +147,8 @@ def profile_name(kind: str, settings: dict[str, Any], doc: dict | None = None) -
     if kind == "loss":
         pm = settings.get("prune_method")
         return f"loss {doc.get('method') or settings.get('method', 'approx')}" + (f" {pm}" if pm else "")
+    if kind == "loss_channels":
+        return f"loss channels {doc.get('samples') or settings.get('samples', 4)} samples"
     if kind == "quant":
         return f"int8 {doc.get('samples') or settings.get('samples', 4)} samples"
     return kind
@@ -232,6 +244,12 @@ def measure(model_path: Any, kind: str, settings: dict, *, graph: "ModelGraph | 
             batch_size=settings["batch_size"], cores=settings["cores"], fractions=settings["fractions"],
             combinations=settings.get("combinations"), repeats=settings["repeats"], input_shapes=shapes,
             data=settings.get("data"), on_progress=on_progress, cancel=cancel, **kw)
+    if kind == "loss_channels":
+        from sparsify_tui.profiles.loss_channels import run_channel_loss_profile
+
+        return run_channel_loss_profile(model_path, fractions=settings["fractions"], data=settings.get("data"),
+                                        samples=settings["samples"], input_shapes=shapes,
+                                        on_progress=on_progress, cancel=cancel, timeout_s=timeout_s)
     if kind == "quant":
         from sparsify_tui.profiles import quant
 

@@ -187,6 +187,12 @@ def run_optimize(args: argparse.Namespace) -> int:
                 raise UsageError(f"--copy: project {project.dir} already has an optimization named {args.copy!r}")
             opt = opt.copy(name=args.copy)
             created = True
+        from sparsify_tui.commands.optimize_channels import run_channels, wants_channels
+
+        if wants_channels(args, opt):
+            return run_channels(args, project, graph, opt, name, created, epochs, overrides, excludes, dict(
+                target_sparsity=sparsity, balance=balance, min_sparsity=min_s, min_speedup=min_sp,
+                min_recovery=min_r, max_sparsity=max_s, protect_edges=protect))
         if opt is None:
             opt = default_optimization(graph, epochs or 100, name)
         elif epochs is not None and epochs != opt.epochs:
@@ -293,6 +299,15 @@ def run_export(args: argparse.Namespace) -> int:
         if opt is None:
             names = ", ".join(repr(n) for n in project.optimization_names())
             raise UsageError(f"project {project.dir} has no optimization {name!r} (it has {names})")
+        from sparsify_tui.optim.channel_plan import is_channel_plan
+
+        if is_channel_plan(opt):
+            from sparsify_tui.commands.optimize_channels import run_export_channels
+
+            return run_export_channels(args, project, graph, opt, framework, code_type, name_map, warnings)
+        if getattr(args, "onnx", None) is not None:
+            raise UsageError("--onnx is for channel optimizations (optimize --structure channels); prune writes "
+                             "the pruned model of this one")
         if opt.pruning.enabled and not opt.layers:
             ctx = OptimizerContext.for_project(project, graph, opt)
             opt = ctx.evaluator.allocate(ctx.attach(opt))

@@ -95,9 +95,70 @@ def print_loss(doc: dict, file=None) -> None:
     print_table(headers, rows, right=(0, 3), file=file)
 
 
+def print_channel_loss(doc: dict, file=None) -> None:
+    """The human view of a channel loss document: one row per group, its output change at each fraction."""
+    file = file or sys.stdout
+    print(f"Channel loss profile: one-shot, measured on {doc.get('samples')} sample(s), l2 order, "
+          f"{doc.get('elapsed_s')} s", file=file)
+    _print_metrics(doc, file)
+    for note in doc.get("notes") or []:
+        print(f"Note: {note}", file=file)
+    print(file=file)
+    fr = doc.get("fractions") or []
+    rows = []
+    for r in doc.get("layers") or []:
+        vals = sorted((float(k), v) for k, v in (r.get("sensitivity_by_level") or {}).items() if float(k) > 0)
+        rows.append([r.get("rank") or "-", r["id"][:32], str(r.get("channels")),
+                     ", ".join(r.get("layers") or [])[:40]] + [_fmt(v) for _, v in vals[:len(fr)]]
+                    + ["-"] * (len(fr) - len(vals[:len(fr)])))
+    print_table(["Rank", "Group", "Channels", "Layers"] + [f"@{f:g}" for f in fr], rows,
+                right=tuple(range(4, 4 + len(fr))) + (0, 2), file=file)
+    un = doc.get("unprunable") or []
+    if un:
+        print(f"\n{len(un)} group(s) cannot be pruned:", file=file)
+        for g in un[:20]:
+            print(f"  {g['id']}: {'; '.join(g.get('reasons') or [])}", file=file)
+        if len(un) > 20:
+            print(f"  ... {len(un) - 20} more (--json lists all)", file=file)
+
+
+def _run_channel_loss(args: argparse.Namespace) -> int:
+    """``profile loss TARGET --structure channels [--fractions F,...] [--samples N] [--data D]``."""
+    from sparsify_tui.profiles.perf_channels import check_fractions
+
+    if str(args.method or "approx").strip().lower() not in ("approx", "one-shot", "oneshot", "one_shot"):
+        raise UsageError(f"--method must be approx or one-shot, got {args.method!r}")
+    if args.levels is not None:
+        raise UsageError("--levels is for unstructured profiles; with --structure channels use --fractions")
+    if (getattr(args, "prune_method", None) or "magnitude") != "magnitude":
+        raise UsageError("--prune-method is for unstructured profiles; channels are removed in l2 order")
+    samples = parse_int("--samples", args.samples, minimum=1, maximum=10000)
+    fractions = None
+    if args.fractions is not None:
+        try:
+            fractions = [float(x) for x in str(args.fractions).split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--fractions must be numbers separated by commas, e.g. 0.25,0.5, got "
+                             f"{args.fractions!r}") from None
+        check_fractions(fractions)
+    _check_data(args.data)
+    target = resolve_target(args.target, args.input_shape)
+    settings = profiles_action.channel_loss_settings(fractions=fractions, samples=samples, data=args.data,
+                                                     input_shapes=target.input_shapes)
+    return _measure_or_reuse(args, target, "loss_channels", settings, Progress("profile loss channels"),
+                             print_channel_loss)
+
+
 def run_loss(args: argparse.Namespace) -> int:
     from sparsify_tui.profiles.loss import METHODS
 
+    structure = str(getattr(args, "structure", None) or "unstructured").strip().lower()
+    if structure not in ("unstructured", "channels"):
+        raise UsageError(f"--structure must be unstructured or channels, got {args.structure!r}")
+    if structure == "channels":
+        return _run_channel_loss(args)
+    if getattr(args, "fractions", None) is not None:
+        raise UsageError("--fractions needs --structure channels")
     method = str(args.method or "approx").strip().lower()
     if method == "oneshot" or method == "one_shot":
         method = "one-shot"
@@ -208,6 +269,8 @@ def _out(args: argparse.Namespace, doc: dict, printer) -> None:
         project_dir = getattr(args, "_project_dir", None)
         if project_dir and printer is print_quant:
             next_steps(f"sparsify-tui optimize {project_dir} --quantize   (plan pruning + INT8)")
+        elif project_dir and printer is print_channel_loss:
+            next_steps(f"sparsify-tui optimize {project_dir} --structure channels   (per-group fractions and estimates)")
         elif project_dir:
             next_steps(f"sparsify-tui optimize {project_dir}   (per-layer sparsities and estimates)")
         elif getattr(args, "target", None):

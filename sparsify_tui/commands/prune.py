@@ -184,7 +184,7 @@ def run_prune(args: argparse.Namespace) -> int:
     structure = str(getattr(args, "structure", None) or "unstructured").strip().lower()
     if structure not in ("unstructured", "channels"):
         raise UsageError(f"--structure must be unstructured or channels, got {args.structure!r}")
-    if structure == "channels":
+    if structure == "channels" or _names_channel_plan(args):
         return run_prune_channels(args)
     flags = _unstructured_flags(args)
     path = Path(args.project).expanduser()
@@ -200,6 +200,45 @@ def run_prune(args: argparse.Namespace) -> int:
         return _prune_only(args, project, out, flags)
     finally:
         project.close()
+
+
+def _names_channel_plan(args: argparse.Namespace) -> bool:
+    """True when the optimization ``prune`` would read (``--optimization``, else the default one) is a stored
+    channel plan (``optimize --structure channels``): it is pruned by removing channels."""
+    from sparsify_tui.actions.optimizer import default_optimization_name, load_optimization
+    from sparsify_tui.errors import SparsifyError
+    from sparsify_tui.optim.channel_plan import is_channel_plan
+    from sparsify_tui.project import Project
+
+    path = Path(args.project).expanduser()
+    if not path.is_dir():
+        return False
+    try:
+        project = Project.open(path, readonly=True)
+    except SparsifyError:
+        return False  # the unstructured path reports the problem
+    try:
+        name = args.optimization or default_optimization_name(project)
+        return is_channel_plan(load_optimization(project, name))
+    except SparsifyError:
+        return False
+    finally:
+        project.close()
+
+
+def _channel_optimization(args: argparse.Namespace, project: "Project") -> str | None:
+    """The channel optimization ``prune --structure channels`` prunes: ``--optimization``, else the default
+    optimization when it is a channel plan and no --flops-reduction/--channel-fraction is given."""
+    from sparsify_tui.actions.optimizer import default_optimization_name, load_optimization
+    from sparsify_tui.optim.channel_plan import is_channel_plan
+
+    if args.optimization is not None:
+        return args.optimization
+    if getattr(args, "flops_reduction", None) is not None or getattr(args, "channel_fraction", None) is not None \
+            or getattr(args, "round_to", None) is not None:
+        return None
+    name = default_optimization_name(project)
+    return name if is_channel_plan(load_optimization(project, name)) else None
 
 
 def run_prune_channels(args: argparse.Namespace) -> int:
@@ -230,9 +269,8 @@ def run_prune_channels(args: argparse.Namespace) -> int:
     frac = check_fraction("--channel-fraction", frac, 1.0) if frac is not None else None
     if getattr(args, "sequential", False):
         raise UsageError("--sequential is for the unstructured methods; --method reconstruct is sequential already")
-    if getattr(args, "optimization", None) is not None:
-        raise UsageError("--optimization is for unstructured pruning; --structure channels takes "
-                         "--flops-reduction or --channel-fraction")
+    if getattr(args, "optimization", None) is not None and (flops is not None or frac is not None):
+        raise UsageError("--optimization is the plan: give it without --flops-reduction or --channel-fraction")
     data, eval_data = _sample_files(args)
     values = parse_input_values(getattr(args, "input_value", None))
     cores = None
@@ -259,7 +297,8 @@ def run_prune_channels(args: argparse.Namespace) -> int:
                                      round_to=round_to, data=data, samples=samples, eval_data=eval_data,
                                      validate=bool(args.validate), engine=engine, precision=precision,
                                      iterations=iterations, cores=cores, input_values=values or None,
-                                     on_progress=on_progress, save_as=save_as)
+                                     on_progress=on_progress, save_as=save_as,
+                                     optimization=_channel_optimization(args, project))
         progress.done()
         if args.json:
             emit_json(doc)

@@ -758,11 +758,12 @@ def find_groups(model: Any, shapes: Mapping[str, Any] | None = None) -> list[Cha
     return _groups(_analyze(_prepared(model), shapes))
 
 
-def _removed_by_space(a: _Analysis, removed: Mapping[str, Iterable[int]]) -> dict[int, set[int]]:
+def _removed_by_space(a: _Analysis, removed: Mapping[str, Iterable[int]],
+                      cached: tuple[dict, dict] | None = None) -> dict[int, set[int]]:
+    """{space id: removed channel indices}; ``cached``: ({group id: group}, {space: group id}) computed once."""
     from sparsify_tui.errors import UsageError
 
-    groups = {g.id: g for g in _groups(a)}
-    gid = _group_of(a)
+    groups, gid = cached if cached is not None else ({g.id: g for g in _groups(a)}, _group_of(a))
     out: dict[int, set[int]] = {}
     for name, idx in removed.items():
         g = groups.get(name)
@@ -932,3 +933,95 @@ def channel_map(model: Any, shapes: Mapping[str, Any] | None = None) -> ChannelM
             inputs[weight_user[e.name]] = (e.name, e.axis, e.block, _positions(e.layout, gid))
     depthwise = {node.output[0]: _positions(layout, gid) for node, layout in a.depthwise}
     return ChannelMap(_groups(a), outputs, inputs, depthwise, spaces)
+
+
+def group_layers(cmap: Any) -> dict[str, list[str]]:
+    """{group id: the layer ids (first outputs) of its producers and of the depthwise convolutions inside it}."""
+    out: dict[str, list[str]] = {g.id: [] for g in cmap.groups}
+    for lid, gid in cmap.outputs.items():
+        out.setdefault(gid, []).append(lid)
+    for lid, positions in cmap.depthwise.items():
+        gids = {g for g, _ in positions}
+        if len(gids) == 1:
+            gid = gids.pop()
+            if lid not in out.setdefault(gid, []):
+                out[gid].append(lid)
+    for g in cmap.groups:
+        if not out.get(g.id):
+            out[g.id] = list(g.producers)
+    return out
+
+
+class FedMask:
+    """The weights :func:`mask_channels` changes, fed to one session: measuring many removals without a model
+    (and a session) per removal.
+
+    ``model``: the prepared copy (constants folded) with every consumer weight an input instead of an
+    initializer; ``dense``: {input name: its stored array}; ``weights(removed)``: the fed arrays of a removal
+    ({group id: channel indices}): what :func:`mask_channels` would store, so the outputs are the masked
+    model's, equal to :func:`remove_channels`'s. ``ok`` is False (and ``reason`` says why) when a consumer
+    weight is not a plain initializer of the main graph (a Constant, a subgraph's): measure by removal then.
+    """
+
+    def __init__(self, model: Any, shapes: Mapping[str, Any] | None = None) -> None:
+        from onnx import helper, numpy_helper
+
+        from sparsify_tui.onnxkit.tensors import constant_node_value
+
+        self.model = _prepared(model)
+        names_in = set()
+        for n in self.model.graph.node:
+            if n.op_type in PRODUCERS and len(n.input) > 1:
+                names_in.add(n.input[1])
+        # a weight held in a Constant (or ConstantOfShape) node becomes an initializer of that name, to be fed
+        def value_of(n: Any) -> np.ndarray | None:
+            if n.output[0] not in names_in or n.domain not in ("", "ai.onnx"):
+                return None
+            if n.op_type == "Constant":
+                return constant_node_value(n)
+            if n.op_type == "ConstantOfShape":
+                site = find_tensor_site(self.model, n.output[0])
+                return None if site is None else read_site(self.model, site)
+            return None
+
+        nodes_to_initializers(self.model, value_of)
+        self._a = _analyze(self.model, shapes)
+        self._cached: tuple[dict, dict] | None = None
+        self.edits = [e for e in self._a.edits if e.role == "consumer"]
+        names = sorted({e.name for e in self.edits})
+        inits = {i.name: i for i in self.model.graph.initializer}
+        missing = [n for n in names if n not in inits]
+        self.ok = not missing
+        self.reason = "" if self.ok else f"{len(missing)} consumer weight(s) are not initializers (e.g. {missing[0]!r})"
+        self.dense: dict[str, np.ndarray] = {}
+        if not self.ok:
+            return
+        declared = {i.name for i in self.model.graph.input}
+        keep = [i for i in self.model.graph.initializer if i.name not in names]
+        for n in names:
+            arr = numpy_helper.to_array(inits[n])
+            self.dense[n] = arr
+            if n not in declared:
+                self.model.graph.input.append(helper.make_tensor_value_info(
+                    n, inits[n].data_type, list(arr.shape)))
+        del self.model.graph.initializer[:]
+        self.model.graph.initializer.extend(keep)
+
+    def weights(self, removed: Mapping[str, Iterable[int]]) -> dict[str, np.ndarray]:
+        """{fed name: array} of a removal: the dense arrays with the removed input channels zeroed."""
+        if self._cached is None:
+            self._cached = ({g.id: g for g in _groups(self._a)}, _group_of(self._a))
+        by_space = _removed_by_space(self._a, removed, self._cached)
+        out: dict[str, np.ndarray] = {}
+        for e in self.edits:
+            if not any(seg.space in by_space for seg in e.layout):
+                continue
+            arr = out.get(e.name)
+            if arr is None:
+                arr = out[e.name] = self.dense[e.name].copy()
+            kept = _kept_positions(e.layout, by_space, e.block)
+            gone = np.setdiff1d(np.arange(arr.shape[e.axis]), kept)
+            idx: list[Any] = [slice(None)] * arr.ndim
+            idx[e.axis] = gone
+            arr[tuple(idx)] = 0
+        return {n: out.get(n, a) for n, a in self.dense.items()}

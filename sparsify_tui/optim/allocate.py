@@ -476,7 +476,6 @@ class Curves:
     @classmethod
     def build(cls, graph: "ModelGraph", perf: dict | None = None, loss: dict | None = None) -> "Curves":
         layers = [lay for lay in graph.layers if lay.prunable]
-        m = len(layers)
         ids = [lay.id for lay in layers]
         names = [lay.name or lay.id for lay in layers]
         n = np.array([float(lay.prunable_params or 0) for lay in layers], dtype=np.float64)
@@ -493,21 +492,33 @@ class Curves:
             time_unit = "flops"
             perf_basis = "flops"
         lossm, loss_basis = _loss_curves(loss, ids, notes)
+        c = cls.from_rows(ids, names, n, flops, fl_known, t0, lossm, save, time_unit=time_unit, baseline=baseline,
+                          time_scale=time_scale, perf_basis=perf_basis, loss_basis=loss_basis, notes=notes,
+                          all_ids={lay.id for lay in graph.layers})
+        c.roles = {c.index[lid]: role for lid, role in edge_roles(graph).items() if lid in c.index}
+        return c
 
+    @classmethod
+    def from_rows(cls, ids: list[str], names: list[str], n: np.ndarray, flops: np.ndarray, flops_known: np.ndarray,
+                  t0: np.ndarray, lossm: np.ndarray, save: np.ndarray, *, time_unit: str, baseline: float,
+                  time_scale: float, perf_basis: str, loss_basis: str, notes: list[str],
+                  all_ids: set[str]) -> "Curves":
+        """Curves of rows already on GRID (the layers of :meth:`build`, or the channel groups of
+        :mod:`sparsify_tui.optim.channel_plan`): the hulls and scales computed here."""
+        m = len(ids)
         loss_hull = np.array([_lower_hull_on_grid(row) for row in lossm]) if m else lossm.copy()
         save_hull = -np.array([_lower_hull_on_grid(-row) for row in save]) if m else save.copy()
         L_scale = float(lossm[:, TOP].sum()) if m else 0.0
         P_scale = float(save[:, TOP].sum()) if m else 0.0
         c = cls(
-            ids=ids, names=names, n=n, flops=flops, flops_known=fl_known, t0=t0, loss=lossm, save=save,
+            ids=ids, names=names, n=n, flops=flops, flops_known=flops_known, t0=t0, loss=lossm, save=save,
             loss_hull=loss_hull, save_hull=save_hull,
             L_scale=L_scale if L_scale > 0 else 1.0, P_scale=P_scale if P_scale > 0 else 1.0,
             time_unit=time_unit, baseline=baseline, time_scale=time_scale,
             perf_basis=perf_basis, loss_basis=loss_basis, notes=notes,
         )
         c.index = {lid: i for i, lid in enumerate(ids)}
-        c.all_ids = {lay.id for lay in graph.layers}
-        c.roles = {c.index[lid]: role for lid, role in edge_roles(graph).items() if lid in c.index}
+        c.all_ids = set(all_ids)
         return c
 
     # ------------------------------------------------------------ evaluation on the raw curves

@@ -17,7 +17,7 @@ from sparsify_tui.errors import ProjectError
 
 SCHEMA_VERSION = 1
 PROFILE_SCHEMA_VERSION = 1
-KINDS = ("perf", "loss", "quant", "deploy", "perf_channels")
+KINDS = ("perf", "loss", "quant", "deploy", "perf_channels", "loss_channels")
 PROJECT_FILE = "project.toml"
 BACKUP_FILE = "project.toml.bak"
 LOCK_FILE = "project.lock"

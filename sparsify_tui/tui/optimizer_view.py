@@ -121,6 +121,11 @@ def estimates_text(est: Any, width: int = 120, profile: str = "") -> Group:
              extra="" if narrow else f"{fmt_count(est.params_after)}/{fmt_count(est.params_before)}"),
         pair("Sparsity", f"{est.achieved_sparsity * 100:.1f}%", extra=f"target {est.target_sparsity * 100:.0f}%"),
     ]
+    if getattr(est, "structure", "") == "channels":  # a channel plan: its FLOPs reduction is a share removed
+        cells[3] = pair("FLOPs Removed", f"{100 * (est.flops_reduction or 0):.1f}%",
+                        extra="" if narrow else f"{fmt_count(est.flops_after)}/{fmt_count(est.flops_before)}")
+        cells[5] = pair("Channels Removed", f"{est.achieved_sparsity * 100:.1f}%",
+                        extra=f"target {est.target_sparsity * 100:.0f}%, {est.prunable_groups} groups")
     if narrow:  # speedup, time / recovery, flops / params, sparsity
         cells = [cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]]
         for i in range(0, 6, 2):
@@ -132,6 +137,8 @@ def estimates_text(est: Any, width: int = 120, profile: str = "") -> Group:
     drop = next((n for n in est.notes if "fell" in n and "as the target rose" in n), "")
     if drop:  # first: it explains the number the user just saw change
         notes.append(drop + "  ", style="bold yellow")
+    if getattr(est, "structure", "") == "channels":  # first: what the rows and the speedup are
+        notes.append(f"Channel plan: rows are channel groups, speedup from {est.speedup_basis}  ", style="bold")
     no_loss = NO_MEASURED_LOSS_NOTE in est.notes  # the plan rests on weight magnitudes, not on the outputs
     if est.approximated:
         named = f" {profile!r}" if profile else ""

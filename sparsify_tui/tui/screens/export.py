@@ -262,8 +262,18 @@ class ExportScreen(Screen):
             from sparsify_tui.actions.optimizer import loss_measured, profile_labels
 
             labels = profile_labels(self.project, self.opt) if self.project is not None else None
-            self.recipe_text = export_recipe(self.opt, self.graph, name_map=self.name_map, warnings=warnings,
-                                             profiles=labels, loss_measured=loss_measured(self.project, self.opt))
+            from sparsify_tui.optim.channel_plan import is_channel_plan
+
+            if is_channel_plan(self.opt):  # a recipe only where SparseML's filter masks express the plan
+                from sparsify_tui.actions.channels import channel_recipe
+
+                recipe, why = channel_recipe(self.opt, self.graph, self.name_map, warnings, profiles=labels,
+                                             loss_measured=loss_measured(self.project, self.opt))
+                self.recipe_text = recipe or (f"# {why}\n# export it from the command line: sparsify-tui export "
+                                              f"PROJECT --optimization {self.opt.name} --onnx PRUNED.onnx\n")
+            else:
+                self.recipe_text = export_recipe(self.opt, self.graph, name_map=self.name_map, warnings=warnings,
+                                                 profiles=labels, loss_measured=loss_measured(self.project, self.opt))
             missing = [f"{k} profile {v}" for k, v in (labels or {}).items() if "missing" in v]
             if missing:
                 warnings.append("this optimization was planned with a profile that no longer exists ("

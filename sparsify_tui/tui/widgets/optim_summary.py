@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sparsify_tui.errors import UsageError
-from sparsify_tui.optim.plan import Plan
+from sparsify_tui.optim.plan import Plan, Structure
 
 if TYPE_CHECKING:
     from sparsify_tui.project import Project
@@ -49,6 +49,7 @@ class OptimizedSummary:
     current_flops: int = 0
     baseline_params: int = 0
     current_params: int = 0
+    channels: bool = False  # a channel plan: each layer of a group shown with the group's share of channels removed
 
     @property
     def speedup(self) -> float | None:
@@ -62,25 +63,42 @@ def plan_sparsities(opt: dict | Any) -> dict[str, float]:
 
     A stored plan that cannot be read shows as dense here (opening it says why).
     """
-    if not isinstance(opt, dict):
-        return opt.plan.sparsities()
+    plan = opt.plan if not isinstance(opt, dict) else None
+    if plan is None:
+        try:
+            plan = Plan.from_dict(opt)
+        except UsageError:
+            return {}
+    out = plan.sparsities()
+    for e in plan.entries.values():  # a channel group: each of its layers loses that share of its channels
+        if e.structure is Structure.CHANNELS and e.sparsity > 0:
+            for lid in e.layers:
+                out[lid] = max(out.get(lid, 0.0), float(e.sparsity))
+    return out
+
+
+def is_channel(opt: dict | Any) -> bool:
     try:
-        return Plan.from_dict(opt).sparsities()
+        plan = opt.plan if not isinstance(opt, dict) else Plan.from_dict(opt)
     except UsageError:
-        return {}
+        return False
+    return plan.has(Structure.CHANNELS)
 
 
 def optimized_summary(rows: Iterable[Any], opt: dict | Any, model_baseline_ms: float | None = None) -> OptimizedSummary:
     """Current values of every row under ``opt`` (rows: ``tui.data.LayerRow``)."""
     sp = plan_sparsities(opt)
     name = opt.get("name", "?") if isinstance(opt, dict) else opt.name
-    out = OptimizedSummary(name=str(name))
+    out = OptimizedSummary(name=str(name), channels=is_channel(opt))
     sum_base = 0.0
     sum_cur = 0.0
     for r in rows:
         s = sp.get(r.id, 0.0) if r.prunable else 0.0
         base_ms = r.baseline_ms
-        cur_ms = r.ms_at(s) if s > 0 else base_ms
+        if out.channels:  # fewer output channels: the layer's time scaled like its FLOPs (not a sparse kernel's)
+            cur_ms = base_ms * (1.0 - s) if base_ms is not None else None
+        else:
+            cur_ms = r.ms_at(s) if s > 0 else base_ms
         if cur_ms is None:
             cur_ms = base_ms
         flops = r.flops
@@ -185,7 +203,9 @@ def summary_label(screen: Any, default: str) -> str:
     o = getattr(screen, "optimized", None)
     if o is None:
         return default
-    parts = [f"optimized {o.name!r}"]
+    parts = [f"optimized {o.name!r}" + (" (channel plan: a group's layers lose its share of their output "
+                                          "channels, times scaled like FLOPs; the optimizer shows the groups)"
+                                          if o.channels else "")]
     if o.current_ms is not None:
         sp = f" ({o.speedup:.2f}x)" if o.speedup else ""
         parts.append(f"Current Timing {_fmt_ms(o.current_ms)} vs {_fmt_ms(o.baseline_ms)} ms{sp}")
