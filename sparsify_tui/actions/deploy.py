@@ -194,7 +194,8 @@ def _batches(samples: list[dict], batch: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------- building the files
-def _quantize(src: Path, dst: Path, calib: list[dict]) -> None:
+def _quantize(src: Path, dst: Path, calib: list[dict], exclude: list[str] | None = None) -> None:
+    """INT8 QDQ of ``src`` calibrated on ``calib``; the nodes named in ``exclude`` stay fp32."""
     import logging
 
     from sparsify_tui.actions.validate import quantize_file
@@ -203,7 +204,7 @@ def _quantize(src: Path, dst: Path, calib: list[dict]) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
     try:
-        quantize_file(src, dst, calib)
+        quantize_file(src, dst, calib, exclude)
     finally:
         root.setLevel(level)
 

@@ -75,12 +75,13 @@ def load_plan(project: "Project", opt_name: str | None = None):
     return ctx.graph, opt, ctx
 
 
-def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict:
+def quantize_file(src: str | Path, dst: str | Path, samples: list[dict],
+                  nodes_to_exclude: list[str] | None = None) -> dict:
     """INT8-quantize ``src`` into ``dst`` (:func:`sparsify_tui.profiles.quant.quantize_file`, which the
-    channel perf job uses too)."""
+    channel perf job uses too); ``nodes_to_exclude`` stay fp32."""
     from sparsify_tui.profiles.quant import quantize_file as quantize
 
-    return quantize(src, dst, samples)
+    return quantize(src, dst, samples, nodes_to_exclude)
 
 
 def prune_optimization(project: "Project", out_path: str | Path, opt_name: str | None = None, *,

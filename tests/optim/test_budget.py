@@ -1,0 +1,141 @@
+"""``optimize --max-output-change``: the closed loop on a small hand-built model whose INT8 form breaks in
+one layer (a huge-range weight), with real profiles and real ONNX Runtime runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper, numpy_helper
+
+from tests.reliability.helpers import run_cli
+
+C0, C1, C2, HW = 8, 32, 32, 24
+
+
+def _model(path: Path) -> Path:
+    """x -> conv1 -> relu -> conv2 -> relu -> conv3 -> y (layer ids: their outputs c1, c2, y). conv1's last
+    channel is always 0 (zero weights and bias); conv2 reads it with a weight of 2000 beside weights ~0.05:
+    per-channel INT8 of conv2's weight (scale 2000/127) rounds every small weight to 0, so conv2 under
+    INT8 outputs nothing, while conv1 and conv3 quantize fine (0 is exact in uint8 activations, so the huge
+    weight meets exactly 0 whatever its neighbours' precision: only conv2's own weight breaks)."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.3, (C0, 3, 3, 3)).astype(np.float32)
+    w1[-1] = 0
+    b1 = np.zeros(C0, np.float32)
+    w2 = rng.normal(0, 0.05, (C1, C0, 3, 3)).astype(np.float32)
+    w2[:, -1] = 0
+    w2[:, -1, 1, 1] = 2000.0
+    b2 = np.zeros(C1, np.float32)
+    w3 = rng.normal(0, 0.1, (C2, C1, 3, 3)).astype(np.float32)
+    pads = {"pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", **pads),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", **pads),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "w3"], ["y"], name="conv3", **pads)]
+    g = helper.make_graph(nodes, "int8_breaks_conv2", [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, HW, HW])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, [1, C2, HW, HW])],
+                          [numpy_helper.from_array(a, n) for a, n in
+                           ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"), (w3, "w3"))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("budget")
+    model = _model(tmp / "m.onnx")
+    pdir = tmp / "proj"
+    for args in (("new", model, "--dir", pdir),
+                 ("profile", "perf", pdir, "--engine", "onnxruntime", "--iterations", "5", "--warmup", "2",
+                  "--repeats", "1", "--levels", "0"),
+                 ("profile", "quant", pdir)):
+        res = run_cli(*args, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+    return pdir
+
+
+def _budget(pdir: Path, x: str, *extra: str):
+    return run_cli("optimize", pdir, "--max-output-change", x, "--engine", "onnxruntime", "--precision", "int8",
+                   *extra, "--json", timeout=600)
+
+
+def _quant_layers(pdir: Path) -> dict:
+    from sparsify_tui.project import Project
+
+    p = Project.open(pdir, readonly=True)
+    try:
+        doc = p.load_profile(p.profiles_of("quant")[-1])
+    finally:
+        p.close()
+    return {r["id"]: r for r in doc["layers"]}
+
+
+def test_mixed_precision_keeps_the_breaking_layer_fp32_and_stays_within_the_budget(project):
+    q = _quant_layers(project)
+    # the INT8 profile itself sees conv2 break and the others not
+    assert q["c2"]["sensitivity"] > 1000 * max(q["c1"]["sensitivity"], q["y"]["sensitivity"])
+    budget = 0.05  # far above conv1 and conv3 under INT8 (together ~3e-3 measured), far below conv2 (~1)
+    res = _budget(project, f"{budget:g}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["budget"] == pytest.approx(budget, rel=1e-6)
+    assert doc["precision_by_layer"]["c2"] == "fp32"
+    assert doc["precision_by_layer"]["c1"] == doc["precision_by_layer"]["y"] == "int8"
+    assert doc["measured_output_change"] <= budget
+    # whole-model INT8 breaks the outputs (over the budget): the first step measured everything INT8
+    assert doc["whole_model_int8"]["output_change"] > budget
+    its = doc["iterations"]
+    assert its[0]["levers_applied"] == 3 and not its[0]["within_budget"]
+    assert any(r["within_budget"] for r in its)
+    assert all({"measured_output_change", "ms", "measured_speedup", "restored"} <= set(r) for r in its)
+    assert "c2 INT8" in [x for r in its for x in r["restored"]]
+    assert doc["measured_speedup"] > 0
+    assert doc["under_budget"] == pytest.approx(budget - doc["measured_output_change"])
+    assert [h["layer"] for h in doc["held_back"]] == ["c2"]
+    # stored: the optimization's plan holds the per-layer precision, its validation the measured change
+    from sparsify_tui.project import Project
+
+    p = Project.open(project, readonly=True)
+    try:
+        opt = p.get_optimization("budget")
+    finally:
+        p.close()
+    assert opt["layers"]["c2"]["precision"] == "fp32" and opt["layers"]["c1"]["precision"] == "int8"
+    assert opt["validation"]["output_change"] <= budget
+    assert opt["quantization"]["enabled"] and "c2" in opt["quantization"]["skipped"]
+
+
+def test_a_budget_nothing_meets_ends_in_one_error_and_stores_nothing(project):
+    res = _budget(project, "1e-12", "--name", "never")
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: no plan meets --max-output-change 1e-12"), res.stderr[-2000:]
+    assert "nothing stored" in err
+    from sparsify_tui.project import Project
+
+    p = Project.open(project, readonly=True)
+    try:
+        assert p.get_optimization("never") is None
+    finally:
+        p.close()
+
+
+def test_missing_profiles_name_the_command_to_run(tmp_path):
+    model = _model(tmp_path / "m.onnx")
+    pdir = tmp_path / "p"
+    assert run_cli("new", model, "--dir", pdir).returncode == 0
+    res = _budget(pdir, "0.1")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: no onnxruntime perf profile in the project (the per-layer times the plan is ranked by): run "
+        f"'sparsify-tui profile perf {pdir} --engine onnxruntime' first")
+    res = run_cli("optimize", pdir, "--max-output-change", "x")
+    assert res.stderr.strip().splitlines()[-1].startswith("error: --max-output-change must be a number")
