@@ -245,6 +245,7 @@ class Builder:
     def __init__(self, project: Any, graph: Any, precision: str | None, tmp: Path, calib: list[dict]) -> None:
         self.project, self.graph, self.precision, self.tmp, self.calib = project, graph, precision, tmp, calib
         self.n = 0
+        self.whole: str | None = None  # the whole-model INT8 file, once built
 
     def build(self, plan: Any) -> dict:
         from sparsify_tui.actions.deploy import _quantize
@@ -261,6 +262,9 @@ class Builder:
         v = {"optimization": BUDGET_OPT_NAME, "fp32": str(fp32), "int8": None, "int8_error": None}
         if self.precision == "int8":
             keep = [names[lid] for lid, p in plan.precision_by_layer().items() if p is Precision.FP32 and lid in names]
+            if not keep and not plan.sparsities() and self.whole:  # every layer INT8, dense: the whole-model file
+                v["int8"] = self.whole
+                return v
             q = self.tmp / f"step{self.n}.int8.onnx"
             _quantize(fp32, q, self.calib, keep)
             v["int8"] = str(q)
@@ -512,6 +516,7 @@ def run_budget(project: Any, max_output_change: Any, *, engine: str = "auto", pr
             _note(on_progress, 0, 1, f"quantizing the whole model to INT8 (calibrated on {len(calib)} samples)")
             whole = str(tmp / "whole.int8.onnx")
             _quantize(Path(project.model_path), Path(whole), calib)
+            builder.whole = whole
 
         def measure_k(k: int) -> dict:
             if cancel is not None and cancel.is_set():
