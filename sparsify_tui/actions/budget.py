@@ -28,8 +28,8 @@ calibration samples), and measures it in the child process (job kind ``deploy``,
 fp32 dense, in interleaved blocks): its output change on the HELD-OUT samples (:func:`measured_change`,
 the one function a user metric would replace) and its speedup. The first step also measures the engine's
 dense fp32 and whole-model INT8 files. Then k is moved: from the predicted changes scaled to what was
-measured, then by interpolating between the nearest measured k within and over the budget, until the two
-are neighbours, ``--max-minutes`` runs out or ``MAX_STEPS`` steps were measured. Every step is recorded
+measured, then by interpolating between the nearest measured k within and over the budget (bisecting
+where the profiles predict no difference between them), until the two are neighbours, ``--max-minutes`` runs out or ``MAX_STEPS`` steps were measured. Every step is recorded
 (``iterations``: k, measured change and ms, speedup, the levers restored or re-applied).
 
 **Result**: the fastest measured step within the budget (whole-model INT8 counts as a step) is stored as
@@ -193,6 +193,9 @@ def levers(graph: Any, profiles: dict, precision: str | None, sparse: bool) -> t
             lev = _sparsity_lever(lay.id, p, loss[lay.id])
             if lev is not None:
                 out.append(lev)
+    if precision == "int8" and quant and not any(q.get("sensitivity") for q in quant.values()):
+        notes.append("the INT8 profile measured no change for any layer (its metric does not move on these "
+                     "outputs): INT8 layers are ranked by the ms they save alone, and the loop bisects")
     if no_time:
         notes.append(f"{len(no_time)} layers have no time of their own in the perf profile (fused into "
                      "others): they follow the whole model's INT8")
@@ -365,10 +368,10 @@ def _next_k(lv: list[Lever], budget: float, within: dict[int, float], over: dict
     m_lo = within.get(lo, 0.0)
     m_hi = over[hi]
     p_lo, p_hi = cum[lo], cum[hi]
-    if m_hi > m_lo and p_hi > p_lo:  # interpolate the measured change along the predicted one
-        target = p_lo + (AIM * budget - m_lo) * (p_hi - p_lo) / (m_hi - m_lo)
-    else:
-        target = (p_lo + p_hi) / 2
+    if not (m_hi > m_lo and p_hi > p_lo):  # the profiles predict no difference in between: bisect k
+        return (lo + hi) // 2
+    # interpolate the measured change along the predicted one
+    target = p_lo + (AIM * budget - m_lo) * (p_hi - p_lo) / (m_hi - m_lo)
     k = max((j for j in range(lo + 1, hi) if cum[j] <= target), default=lo + 1)
     return min(max(k, lo + 1), hi - 1)
 

@@ -172,3 +172,22 @@ def test_ctrl_c_during_the_loop_exits_130_and_stores_nothing(project, tmp_path):
     assert "error: interrupted" in err and "Traceback" not in err
     assert 'name = "interrupted"' not in (project / "project.toml").read_text()
     assert list(scratch.iterdir()) == []  # the step's files went with the loop
+
+
+@pytest.mark.parametrize("predicted", [True, False])
+def test_the_loop_narrows_to_neighbouring_steps_within_and_over_the_budget(predicted):
+    """The search over k on a known monotone change curve (the per-lever changes the profiles would
+    predict, or none at all): it ends on the largest k within the budget, with k and k + 1 both measured."""
+    from sparsify_tui.actions.budget import Lever, search
+
+    lv = [Lever("int8", f"l{i}", (0.001 * (i + 1)) if predicted else 0.0, 1.0) for i in range(40)]
+    truth = [0.0] + list(__import__("itertools").accumulate(0.002 * (i + 1) for i in range(40)))
+    budget = truth[23] + 1e-6  # the first 23 levers are within, 24 are over
+    its, why = search(lv, budget, lambda k: {"output_change": truth[k], "ms": 40 - k, "speedup": 1 + k / 40},
+                      deadline=float("inf"), max_steps=12)
+    ks = [r["levers_applied"] for r in its]
+    assert ks[0] == 40 and {23, 24} <= set(ks), ks
+    assert len(its) <= 12 and why == "23 levers are within the budget and 24 are over it"
+    assert all(r["within_budget"] == (truth[r["levers_applied"]] <= budget) for r in its)
+    back = next(r for r in its[1:])
+    assert back["restored"] == [f"l{i} INT8" for i in range(back["levers_applied"], 40)]
