@@ -2,6 +2,7 @@
 
 usage: python benchmarks/bench_budget.py [--corpus DIR] [--engine openvino] [--runs 1] [--max-minutes 10]
                                         [--project DIR]  (a project of the model with its profiles: reused)
+                                        [--model PATH]   (another model, e.g. scripts/build_resnet50.py's)
 
 Makes a scratch project of ``onnx-1.23.2_light-resnet50_constw.onnx`` (the corpus, input shape from
 ``inputs.json``), measures the profiles the budget needs (``profile perf --engine openvino``, ``profile
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--max-minutes", default="10")
     ap.add_argument("--project", default=None)
+    ap.add_argument("--model", default=None)
     a = ap.parse_args()
     corpus = Path(a.corpus).expanduser()
     shape = json.loads((corpus / "inputs.json").read_text())[MODEL]
@@ -65,9 +67,10 @@ def main() -> None:
             print(f"profiles: reused from {pdir} (their time is not in the figures below)")
         else:
             pdir = Path(tmp) / "proj"
-            shape_args = [x for k, v in shape.items()
-                          for x in ("--input-shape", f"{k}={','.join(map(str, v['shape']))}")]
-            _ok(_cli("new", corpus / MODEL, "--dir", pdir, "--link", *shape_args, env=env), "new")
+            shape_args = [] if a.model else [x for k, v in shape.items()
+                                             for x in ("--input-shape", f"{k}={','.join(map(str, v['shape']))}")]
+            model = Path(a.model).expanduser() if a.model else corpus / MODEL
+            _ok(_cli("new", model, "--dir", pdir, "--link", *shape_args, env=env), "new")
             t0 = time.monotonic()
             _ok(_cli("profile", "perf", pdir, "--engine", a.engine, env=env), "profile perf")
             t_perf = time.monotonic() - t0
