@@ -568,7 +568,7 @@ def _choose(s: Setup, iterations: list[dict], plans: dict, whole: dict | None) -
         low = f"{min(seen):.4g}" if seen else "not measurable"
         first = s.levers[0].label() if s.levers else "none"
         raise UsageError(f"no plan meets --max-output-change {s.budget:g}: the smallest change measured in "
-                         f"{len(iterations)} steps was {low} (the cheapest lever, {first}, included); nothing "
+                         f"{len(iterations)} step{'s' if len(iterations) != 1 else ''} was {low} (the cheapest lever, {first}, included); nothing "
                          "stored. Raise the budget")
     best = max(ok, key=lambda r: (r["measured_speedup"] or 0.0, r["levers_applied"])) if ok else None
     if w_ok and (best is None or (w["measured_speedup"] or 0.0) > (best["measured_speedup"] or 0.0)):

@@ -114,10 +114,12 @@ def test_mixed_precision_keeps_the_breaking_layer_fp32_and_stays_within_the_budg
 
 
 def test_a_budget_nothing_meets_ends_in_one_error_and_stores_nothing(project):
-    res = _budget(project, "1e-12", "--name", "never")
+    # --max-minutes 0: the loop stops after its first step (every lever INT8, over the budget)
+    res = _budget(project, "1e-12", "--name", "never", "--max-minutes", "0")
     assert res.returncode == 2
     err = res.stderr.strip().splitlines()[-1]
-    assert err.startswith("error: no plan meets --max-output-change 1e-12"), res.stderr[-2000:]
+    assert err.startswith("error: no plan meets --max-output-change 1e-12: the smallest change measured in "
+                          "1 step was "), res.stderr[-2000:]
     assert "nothing stored" in err
     from sparsify_tui.project import Project
 
