@@ -552,7 +552,7 @@ def _variant(setup: Setup, name: str | None, plan: Any, g: Any, t: Path, tag: st
             v["int8_error"] = quantized
         else:
             try:
-                _quantize(fp32, q, calib)
+                _quantize(fp32, q, calib, plan.fp32_node_names(g.layers))  # a plan's fp32 layers stay fp32
                 v["int8"] = str(q)
             except SparsifyError as exc:
                 v["int8_error"] = exc.message

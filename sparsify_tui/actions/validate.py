@@ -138,7 +138,8 @@ def _write_plan(project: "Project", graph: "ModelGraph", opt: Any, out: Path, qu
             pruned = Path(tmp) / "pruned.onnx"
             pinfo = _prune_to(project, graph, plan, pruned, method, calibration, sequential, on_progress)
             samples = [make_inputs(project.model_path, 1, project.input_shapes or {}, seed=i) for i in range(4)]
-            q = quantize_file(pruned, Path(tmp) / "int8.onnx", samples)
+            # the layers the plan keeps fp32 (a budgeted plan's mixed precision) are left out of INT8
+            q = quantize_file(pruned, Path(tmp) / "int8.onnx", samples, plan.fp32_node_names(graph.layers))
             os.replace(Path(tmp) / "int8.onnx", out)
         info.update(quantized=True, quant_format=q["format"])
     if pinfo.get("magnitude_layers"):

@@ -111,6 +111,14 @@ def test_mixed_precision_keeps_the_breaking_layer_fp32_and_stays_within_the_budg
     assert opt["layers"]["c2"]["precision"] == "fp32" and opt["layers"]["c1"]["precision"] == "int8"
     assert opt["validation"]["output_change"] <= budget
     assert opt["quantization"]["enabled"] and "c2" in opt["quantization"]["skipped"]
+    # prune writes the stored plan's mixed precision: conv2 reads its fp32 weight, conv1 a dequantized one
+    out = project.parent / "budget.onnx"
+    res = run_cli("prune", project, "-o", out, "--optimization", "budget", timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    m = onnx.load(str(out))
+    dq = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    conv = {n.name: n for n in m.graph.node if n.op_type == "Conv"}
+    assert conv["conv2"].input[1] == "w2" and conv["conv1"].input[1] in dq and conv["conv3"].input[1] in dq
 
 
 def test_a_budget_nothing_meets_ends_in_one_error_and_stores_nothing(project):
