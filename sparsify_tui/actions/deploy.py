@@ -271,7 +271,9 @@ def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, "Plan",
     for n in names:
         graph, opt, _ctx = load_plan(project, n)
         plan = opt.plan
-        if not plan.sparsities():
+        # a plan that prunes nothing but keeps some layers fp32 (a budgeted mixed-precision plan) still makes
+        # its own INT8 rows: "INT8 except those layers"
+        if not plan.sparsities() and not plan.fp32_node_names(graph.layers):
             raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to deploy beyond dense")
         out.append((opt.name, plan, graph))
     return out

@@ -119,6 +119,15 @@ def test_mixed_precision_keeps_the_breaking_layer_fp32_and_stays_within_the_budg
     dq = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     conv = {n.name: n for n in m.graph.node if n.op_type == "Conv"}
     assert conv["conv2"].input[1] == "w2" and conv["conv1"].input[1] in dq and conv["conv3"].input[1] in dq
+    # the deployment search runs it as its own INT8 row (INT8 except conv2), within the budget where
+    # whole-model INT8 is over it
+    res = run_cli("deploy", project, "--optimization", "budget", "--engines", "onnxruntime", "--precisions", "int8",
+                  "--repeats", "1", "--max-output-change", f"{budget:g}", "--json", timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = {r["id"]: r for r in json.loads(res.stdout)["rows"]}
+    assert rows["onnxruntime/int8/dense"]["output_change"] > budget
+    assert rows["onnxruntime/int8/budget"]["output_change"] <= budget
+    assert json.loads(res.stdout)["best"]["id"] in ("onnxruntime/int8/budget", "onnxruntime/fp32/dense")
 
 
 def test_a_budget_nothing_meets_ends_in_one_error_and_stores_nothing(project):
