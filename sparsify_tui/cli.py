@@ -228,7 +228,26 @@ def _add_optimize(sub) -> None:
     p.add_argument("--round-to", default=None, metavar="N",
                    help="with --structure channels: keep each group's channels at a multiple of N (default: the "
                         "channel perf profile's engine and precision default)")
+    _add_optimize_budget(p)
     _add_json(p)
+
+
+def _add_optimize_budget(p) -> None:
+    """``optimize --max-output-change X``: the fastest measured plan within an output-change budget."""
+    g = p.add_argument_group("budget (closed loop: build, measure, back off)")
+    g.add_argument("--max-output-change", default=None, metavar="X",
+                   help="plan per layer sparsity and precision (INT8/fp32) so that the built model's measured "
+                        "output change on held-out samples is at most X; stores the fastest measured plan within it")
+    if "--engine" not in p._option_string_actions:
+        g.add_argument("--engine", default="auto", help="with --max-output-change: the engine to plan for")
+    if "--precision" not in p._option_string_actions:
+        g.add_argument("--precision", default=None, help="with --max-output-change: fp32 or int8 (mixed precision)")
+    if "--structure" not in p._option_string_actions:
+        g.add_argument("--structure", default="unstructured", help="with --max-output-change: unstructured")
+    g.add_argument("--max-minutes", default=None, metavar="M",
+                   help="with --max-output-change: stop the loop after M minutes (default 10)")
+    g.add_argument("--data", default=None, help="with --max-output-change: samples (.npz) to calibrate and hold out")
+    g.add_argument("--cores", default=None, help="with --max-output-change: cores to measure with")
 
 
 def _add_export(sub) -> None:

@@ -232,7 +232,8 @@ def _batches(samples: list[dict], batch: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------- building the files
-def _quantize(src: Path, dst: Path, calib: list[dict]) -> None:
+def _quantize(src: Path, dst: Path, calib: list[dict], exclude: list[str] | None = None) -> None:
+    """INT8 QDQ of ``src`` calibrated on ``calib``; the nodes named in ``exclude`` stay fp32."""
     import logging
 
     from sparsify_tui.actions.validate import quantize_file
@@ -241,7 +242,7 @@ def _quantize(src: Path, dst: Path, calib: list[dict]) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
     try:
-        quantize_file(src, dst, calib)
+        quantize_file(src, dst, calib, exclude)
     finally:
         root.setLevel(level)
 
@@ -322,7 +323,9 @@ def load_plans(project: Any, names: list[str] | None) -> list[tuple[str, "Plan",
     for n in names:
         graph, opt, _ctx = load_plan(project, n)
         plan = opt.plan
-        if not plan.sparsities() and not is_channel_plan(plan):
+        # a plan that prunes nothing but keeps some layers fp32 (a budgeted mixed-precision plan) still makes
+        # its own INT8 rows: "INT8 except those layers"
+        if not plan.sparsities() and not is_channel_plan(plan) and not plan.fp32_node_names(graph.layers):
             raise UsageError(f"optimization {opt.name!r} prunes no layer: nothing to deploy beyond dense")
         out.append((opt.name, plan, graph))
     return out
@@ -731,7 +734,7 @@ def _variant(setup: Setup, name: str | None, plan: Any, g: Any, t: Path, tag: st
             v["int8_error"] = quantized
         else:
             try:
-                _quantize(fp32, q, calib)
+                _quantize(fp32, q, calib, plan.fp32_node_names(g.layers))  # a plan's fp32 layers stay fp32
                 v["int8"] = str(q)
             except SparsifyError as exc:
                 v["int8_error"] = exc.message

@@ -76,12 +76,13 @@ def load_plan(project: "Project", opt_name: str | None = None):
     return ctx.graph, opt, ctx
 
 
-def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict:
+def quantize_file(src: str | Path, dst: str | Path, samples: list[dict],
+                  nodes_to_exclude: list[str] | None = None) -> dict:
     """INT8-quantize ``src`` into ``dst`` (:func:`sparsify_tui.profiles.quant.quantize_file`, which the
-    channel perf job uses too)."""
+    channel perf job uses too); ``nodes_to_exclude`` stay fp32."""
     from sparsify_tui.profiles.quant import quantize_file as quantize
 
-    return quantize(src, dst, samples)
+    return quantize(src, dst, samples, nodes_to_exclude)
 
 
 def prune_optimization(project: "Project", out_path: str | Path, opt_name: str | None = None, *,
@@ -138,7 +139,8 @@ def _write_plan(project: "Project", graph: "ModelGraph", opt: Any, out: Path, qu
             pruned = Path(tmp) / "pruned.onnx"
             pinfo = _prune_to(project, graph, plan, pruned, method, calibration, sequential, on_progress)
             samples = [make_inputs(project.model_path, 1, project.input_shapes or {}, seed=i) for i in range(4)]
-            q = quantize_file(pruned, Path(tmp) / "int8.onnx", samples)
+            # the layers the plan keeps fp32 (a budgeted plan's mixed precision) are left out of INT8
+            q = quantize_file(pruned, Path(tmp) / "int8.onnx", samples, plan.fp32_node_names(graph.layers))
             os.replace(Path(tmp) / "int8.onnx", out)
         info.update(quantized=True, quant_format=q["format"])
     if pinfo.get("magnitude_layers"):

@@ -148,6 +148,10 @@ def run_optimize(args: argparse.Namespace) -> int:
     from sparsify_tui.actions.optimizer import (OptimizerContext, default_optimization_name, default_quant_layers,
                                                 load_optimization, save_optimization)
 
+    if getattr(args, "max_output_change", None) is not None:  # the closed-loop budget (commands/optimize_budget.py)
+        from sparsify_tui.commands.optimize_budget import run_budget
+
+        return run_budget(args)
     # flag values first: a bad flag never touches the project
     sparsity = None if args.sparsity is None else parse_float("--sparsity", args.sparsity, minimum=0.0, maximum=1.0,
                                                               max_exclusive=True)

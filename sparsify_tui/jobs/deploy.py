@@ -24,7 +24,9 @@ Job keys: ``variants`` (list of ``{"optimization": name|None, "fp32": path,
 "int8": path|None, "int8_error": str|None}``; the first is dense),
 ``engines``, ``precisions``, ``batch_size``, ``cores``, ``timing_inputs``
 (.npz), ``heldout`` (list of .npz, one batch each), ``repeats``, ``warmup``,
-``min_block_ms``, ``scratch`` (the parent's temporary directory), ``skip`` (row ids not to try: an earlier child crashed on them).
+``min_block_ms``, ``scratch`` (the parent's temporary directory), ``skip`` (row ids not to try: an earlier child crashed on them),
+``only`` (optional: the row ids to run besides the reference; the others are left out silently, as the
+budgeted optimizer's closed loop times one candidate per step).
 """
 
 from __future__ import annotations
@@ -188,10 +190,13 @@ class _Search:
                     if (e, p, v) != order[0]:
                         order.append((e, p, v))
         unavailable = {e: engine_unavailable(e) for e in ENGINES}
+        only = set(self.job.get("only") or ())
         configs = []
         for e, p, v in order:
             opt = v.get("optimization")
             rid = row_id(e, p, opt)
+            if only and rid not in only and (e, p, v) != order[0]:
+                continue
             why = skip_ids.get(rid) or unavailable.get(e) or precision_unsupported(e, p)
             if not why and p == "int8" and not v.get("int8"):
                 why = v.get("int8_error") or "no INT8 file"

@@ -8,6 +8,7 @@ deployment search and the app read it)::
     plan.sparsities()                            # {layer id: sparsity > 0} of the unstructured entries
     plan.sparsities(Structure.CHANNELS)          # {group id: share of channels removed}
     plan.precision_by_layer()                    # {layer id: Precision} where one is set
+    plan.fp32_node_names(graph.layers)           # nodes an INT8 quantizer leaves fp32 (mixed precision)
     plan.digest()                                # 16 hex digits: the plan's identity (deploy search)
     d = plan.to_dict()                           # the plan's keys of the stored optimization
     Plan.from_dict(d)                            # every form a project file holds
@@ -167,6 +168,13 @@ class Plan:
             for lid in (e.layers if e.structure is Structure.CHANNELS else (k,)):
                 out[lid] = prec
         return out
+
+    def fp32_node_names(self, layers: Iterable[Any]) -> list[str]:
+        """The node names of the ``layers`` (graph layers: ``id``, ``name``) the plan keeps fp32 while the rest
+        is quantized: the ``nodes_to_exclude`` of an INT8 quantizer (mixed precision). Unnamed nodes are
+        left out (the quantizer cannot name them)."""
+        prec = self.precision_by_layer()
+        return [lay.name for lay in layers if lay.name and prec.get(lay.id) is Precision.FP32]
 
     def has(self, structure: Structure) -> bool:
         return any(e.structure is structure for e in self.entries.values())

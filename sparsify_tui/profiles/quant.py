@@ -444,8 +444,10 @@ def run_quant_profile(
     return run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
 
 
-def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict:
-    """INT8-quantize ``src`` into ``dst`` with ONNX Runtime (QDQ per channel; QOperator for old opsets).
+def quantize_file(src: str | Path, dst: str | Path, samples: list[dict],
+                  nodes_to_exclude: list[str] | None = None) -> dict:
+    """INT8-quantize ``src`` into ``dst`` with ONNX Runtime (QDQ per channel; QOperator for old opsets); the nodes
+    named in ``nodes_to_exclude`` stay fp32 (mixed precision).
 
     Weights stored as ConstantOfShape fills become initializers first (the quantizer only quantizes
     initializers: left as nodes, the convolutions would stay fp32 behind quantized activations). Per-channel
@@ -470,7 +472,8 @@ def quantize_file(src: str | Path, dst: str | Path, samples: list[dict]) -> dict
             try:
                 quantize_static(str(path), str(dst), CalibrationReader(samples), quant_format=fmt, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=CalibrationMethod.MinMax)
+                                calibrate_method=CalibrationMethod.MinMax,
+                                nodes_to_exclude=list(nodes_to_exclude or []))
                 return {"format": fmt_name}
             except Exception as exc:  # noqa: BLE001 - the quantizer raises anything on unsupported models
                 msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

@@ -140,3 +140,15 @@ def test_a_per_layer_precision_reaches_the_recipe_and_the_pruner_refuses_channel
     opt.plan.entries["grp"] = LayerPlan(0.5, structure=Structure.CHANNELS, layers=(ids[0],))
     with pytest.raises(UsageError, match="channel pruner"):
         prune_model(str(path), opt.plan, graph=graph)
+
+
+def test_fp32_node_names_are_the_layers_kept_fp32_while_the_rest_is_int8():
+    from types import SimpleNamespace as L
+
+    from sparsify_tui.optim.plan import LayerPlan, Plan, Precision
+
+    plan = Plan({"a": LayerPlan(precision=Precision.FP32), "b": LayerPlan(precision=Precision.INT8),
+                 "c": LayerPlan(), "d": LayerPlan(precision=Precision.FP32)}, default_precision=Precision.INT8)
+    layers = [L(id="a", name="conv_a"), L(id="b", name="conv_b"), L(id="c", name="conv_c"), L(id="d", name="")]
+    assert plan.fp32_node_names(layers) == ["conv_a"]  # d has no node name a quantizer could exclude
+    assert Plan().fp32_node_names(layers) == []
