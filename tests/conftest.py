@@ -96,10 +96,29 @@ TIMING_PATHS = (
 )
 
 
+def _parallel(config) -> bool:
+    """True in a run split over xdist workers (``-n 2``), in the controller and in each worker."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None))
+
+
+def pytest_configure(config):
+    # Two workers on two cores: one BLAS thread each. OpenBLAS's default (a thread per core) in each of two
+    # workers puts four spinning threads on two cores, and SparseGPT's many small solves and products then run
+    # 2-5x slower than on one thread. Set before the workers start (they and their children inherit it); the
+    # serial ``-m timing`` run keeps the default.
+    if _parallel(config) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid.startswith(TIMING_PATHS) or item.get_closest_marker("deepsparse"):
             item.add_marker(pytest.mark.timing)
+    if _parallel(config):
+        # the ``slow`` tests first (stable sort, the same order in every worker): with ``--dist worksteal``
+        # (pyproject addopts) the other worker takes the short tests meanwhile, and no minute-long test starts
+        # last while its neighbour has nothing left to do
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 CORPUS_NAMES = {
     "resnet50": "onnx-1.23.2_light-resnet50_constw.onnx",
