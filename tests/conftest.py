@@ -95,11 +95,62 @@ TIMING_PATHS = (
     "tests/tui/test_e2e_tmux_plan.py",
 )
 
+# Tests in those files that neither time an engine, read the load, run DeepSparse nor start Ray: they drive the
+# app on approximated profiles (or an engine name that does not exist) and wait on its state, not on a clock
+# (they run in the parallel half beside a neighbour). ``test_odd_projects_in_every_screen_at_80x24`` stays: it
+# reads a notification after a fixed pause, which a loaded neighbour can delay.
+PARALLEL_OK = (
+    "tests/reliability/test_tui.py::test_optimizer_rejects_",
+    "tests/reliability/test_tui.py::test_profile_dialog_rejects_letters_and_starts_nothing",
+    "tests/reliability/test_tui.py::test_resize_to_40x10_and_back",
+    "tests/reliability/test_tui.py::test_project_locked_by_another_writer_opens_read_only_in_the_tui",
+    "tests/tui/test_overview.py::test_overview_totals_and_profiles",
+    "tests/tui/test_overview.py::test_stale_profile_is_shown",
+    "tests/tui/test_overview.py::test_failed_profile_shows_reason_and_app_survives",
+)
+
+# Tests over about 10 s on an idle 2-core machine that carry no ``slow`` marker in their file: the marker is
+# added here (``-m "not slow"`` leaves them out, and ``-n 2`` starts them first).
+SLOW_TESTS = (
+    "tests/optim/test_validate_reasons.py::",
+    "tests/optim/test_validate_profile.py::test_validation_uses_the_optimizers_profile_and_reports_cores",
+    "tests/optim/test_prune_methods.py::test_loss_profile_measures_with_the_pruning_method",
+    "tests/optim/test_prune_methods.py::test_data_is_split_and_overlap_is_refused",
+    "tests/optim/test_prune_methods.py::test_validate_json_reports_the_method_and_magnitude_at_the_same_plan",
+    "tests/optim/test_prune_methods.py::test_ctrl_c_leaves_no_partial_output",
+    "tests/tui/test_compare_sweep.py::test_pickers_offer_sweep_profiles_grouped_by_server_batch_and_cores",
+    "tests/tui/test_daily_screens.py::test_quick_look_shows_in_recents_by_its_model_name",
+    "tests/tui/test_optimizer.py::test_invalid_typed_values_show_error_and_save_nothing",
+    "tests/tui/test_deploy_screen.py::",
+)
+
+
+def _parallel(config) -> bool:
+    """True in a run split over xdist workers (``-n 2``), in the controller and in each worker."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None))
+
+
+def pytest_configure(config):
+    # Two workers on two cores: one BLAS thread each. OpenBLAS's default (a thread per core) in each of two
+    # workers puts four spinning threads on two cores, and SparseGPT's many small solves and products then run
+    # 2-5x slower than on one thread. Set before the workers start (they and their children inherit it); the
+    # serial ``-m timing`` run keeps the default.
+    if _parallel(config) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.nodeid.startswith(TIMING_PATHS) or item.get_closest_marker("deepsparse"):
+        if item.get_closest_marker("deepsparse") or (item.nodeid.startswith(TIMING_PATHS)
+                                                       and not item.nodeid.startswith(PARALLEL_OK)):
             item.add_marker(pytest.mark.timing)
+        if item.nodeid.startswith(SLOW_TESTS) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+    if _parallel(config):
+        # the ``slow`` tests first (stable sort, the same order in every worker): with ``--dist worksteal``
+        # (pyproject addopts) the other worker takes the short tests meanwhile, and no minute-long test starts
+        # last while its neighbour has nothing left to do
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 CORPUS_NAMES = {
     "resnet50": "onnx-1.23.2_light-resnet50_constw.onnx",
