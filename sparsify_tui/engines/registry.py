@@ -4,7 +4,9 @@ Every list of engines, precisions and capabilities elsewhere (the CLI's
 ``--engine`` choices, the app's dialogs, the deployment search's rows and skips,
 sweeps, the machine summary, what ``auto`` becomes) is derived from the
 :class:`EngineSpec` values registered here. Adding an engine is one backend
-module in ``sparsify_tui/engines/`` plus one :func:`register` call below
+module in ``sparsify_tui/engines/`` (its ``Timed`` class,
+:mod:`sparsify_tui.engines.timed`) plus one :func:`register` call below, or a
+module elsewhere that registers itself, named in ``$SPARSIFY_TUI_ENGINE_MODULES``
 (HACKING.md, "Add an engine").
 
 Nothing here imports an engine: the backend module (and with it deepsparse or
