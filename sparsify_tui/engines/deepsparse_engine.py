@@ -27,7 +27,7 @@ import numpy as np
 from sparsify_tui.engines.mapping import Step, attribute
 from sparsify_tui.engines.modelinfo import ModelInfo
 from sparsify_tui.engines.registry import get_engine
-from sparsify_tui.engines.timed import TimedModel
+from sparsify_tui.engines.timed import TimedModel, timed_runs
 from sparsify_tui.errors import EngineError, EngineUnavailableError
 
 INSTALL_HINT = get_engine("deepsparse").install_hint
@@ -243,23 +243,12 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], input_names: list[
                           f"({_fed(model_path, inputs, input_names)})") from None
     compile_s = time.perf_counter() - t0
     try:
-        for _ in range(max(0, int(warmup))):
-            engine.run(xs)
-        repeat_ms, all_ms = [], []
-        for r in range(max(1, int(repeats))):
-            times = []
-            for _ in range(max(1, int(iterations))):
-                t = time.perf_counter()
-                engine.run(xs)
-                times.append((time.perf_counter() - t) * 1000.0)
-            all_ms += times
-            repeat_ms.append(statistics.median(times))
-            if heartbeat:
-                heartbeat(f"repeat {r + 1}")
+        res = timed_runs(lambda: engine.run(xs), iterations=iterations, warmup=warmup, repeats=repeats,
+                         heartbeat=heartbeat)
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"deepsparse failed to run the model: {_first_line(exc)} "
                           f"({_fed(model_path, inputs, input_names)})") from None
-    return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": compile_s}
+    return {**res, "compile_s": compile_s}
 
 
 # what `sparsify-tui deploy --export` writes next to the exported model (str.format fields: model, precision,

@@ -29,7 +29,7 @@ import numpy as np
 
 from sparsify_tui.engines.mapping import Step, attribute
 from sparsify_tui.engines.modelinfo import ModelInfo
-from sparsify_tui.engines.timed import TimedModel
+from sparsify_tui.engines.timed import TimedModel, timed_runs
 from sparsify_tui.errors import EngineError
 
 
@@ -248,20 +248,9 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], *, cores: int | No
         sess = _session(model_path, cores, tmp, profile=False, inputs=inputs)
         compile_s = time.perf_counter() - t0
         feed = _feed(sess, inputs)
-        for _ in range(max(0, int(warmup))):
-            _run(sess, feed)
-        repeat_ms, all_ms = [], []
-        for r in range(max(1, int(repeats))):
-            times = []
-            for _ in range(max(1, int(iterations))):
-                t = time.perf_counter()
-                _run(sess, feed)
-                times.append((time.perf_counter() - t) * 1000.0)
-            all_ms += times
-            repeat_ms.append(statistics.median(times))
-            if heartbeat:
-                heartbeat(f"repeat {r + 1}")
-    return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": compile_s}
+        res = timed_runs(lambda: _run(sess, feed), iterations=iterations, warmup=warmup, repeats=repeats,
+                         heartbeat=heartbeat)
+    return {**res, "compile_s": compile_s}
 
 
 def _ort():

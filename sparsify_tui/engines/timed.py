@@ -77,20 +77,8 @@ class TimedModel:
             t0 = time.perf_counter()
             run = self.runner(tmp)
             compile_s = time.perf_counter() - t0
-            for _ in range(max(0, int(warmup))):
-                run()
-            repeat_ms: list[float] = []
-            all_ms: list[float] = []
-            for r in range(max(1, int(repeats))):
-                times = []
-                for _ in range(max(1, int(iterations))):
-                    t = time.perf_counter()
-                    run()
-                    times.append((time.perf_counter() - t) * 1000.0)
-                all_ms += times
-                repeat_ms.append(statistics.median(times))
-                heartbeat(f"repeat {r + 1}")
-        return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": compile_s}
+            res = timed_runs(run, iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+        return {**res, "compile_s": compile_s}
 
     def _profile(self, info: Any, *, iterations: int, warmup: int, repeats: int,
                  heartbeat: Callable[[str], Any], level: float | None) -> dict[str, Any]:
@@ -128,6 +116,27 @@ class TimedModel:
                               for ms in res["repeat_ms"]]
         res["windows"] = _windows(res, ends, time.perf_counter())
         return res
+
+
+def timed_runs(run: Callable[[], Any], *, iterations: int, warmup: int, repeats: int,
+               heartbeat: Callable[[str], Any] | None = None) -> dict[str, list[float]]:
+    """``warmup`` calls of ``run``, then ``repeats`` blocks of ``iterations`` timed calls (``heartbeat`` after
+    each block): ``iteration_ms`` (every call's wall time) and ``repeat_ms`` (each block's median)."""
+    for _ in range(max(0, int(warmup))):
+        run()
+    repeat_ms: list[float] = []
+    all_ms: list[float] = []
+    for r in range(max(1, int(repeats))):
+        times = []
+        for _ in range(max(1, int(iterations))):
+            t = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - t) * 1000.0)
+        all_ms += times
+        repeat_ms.append(statistics.median(times))
+        if heartbeat:
+            heartbeat(f"repeat {r + 1}")
+    return {"repeat_ms": repeat_ms, "iteration_ms": all_ms}
 
 
 def _beat(ends: list[float], heartbeat: Callable[[str], Any] | None) -> Callable[[str], None]:
