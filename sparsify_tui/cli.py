@@ -351,7 +351,9 @@ def _add_sweep(sub) -> None:
     p.add_argument("--servers", default="all", help="all, or server names separated by commas")
     p.add_argument("--batch-sizes", default="1", help="e.g. 1,16,64")
     p.add_argument("--cores", default=None, help="e.g. 1,2,4")
-    p.add_argument("--engines", default="onnxruntime", help=f"{_engines_text(False)}, separated by commas")
+    from sparsify_tui.engines.registry import REFERENCE
+
+    p.add_argument("--engines", default=REFERENCE, help=f"{_engines_text(False)}, separated by commas")
     p.add_argument("--precision", default=None, metavar="P",
                    help="precision of the openvino jobs: fp32, bf16, fp16 or int8 (default fp32)")
     p.add_argument("--kind", default="perf", help="perf, loss or quant")

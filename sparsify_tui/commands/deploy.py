@@ -15,7 +15,9 @@ from sparsify_tui.errors import UsageError
 def add_parser(sub) -> None:
     p = sub.add_parser("deploy", help="fastest way to run the model here: engines x precisions x sparsity")
     p.add_argument("project", help="project directory")
-    p.add_argument("--engines", default=None, help="onnxruntime,deepsparse,openvino (default: all)")
+    from sparsify_tui.engines.registry import engine_names
+
+    p.add_argument("--engines", default=None, help=f"{','.join(engine_names())} (default: all)")
     p.add_argument("--precisions", default=None, help="fp32,bf16,int8 (default: all)")
     p.add_argument("--optimization", action="append", default=None, metavar="NAME",
                    help="an optimization to deploy one-shot pruned (repeatable; default: all of the project's)")

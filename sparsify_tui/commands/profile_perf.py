@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and not Path(args.data).expanduser().exists():
         raise UsageError(f"{args.data}: no such data file or directory")
     from sparsify_tui.engines.inputs import parse_input_values
+    from sparsify_tui.engines.registry import preferred_engine
 
     values = parse_input_values(getattr(args, "input_value", None))
     wait_idle = parse_float("--wait-idle", args.wait_idle, minimum=0.0) if getattr(args, "wait_idle", None) else 0.0
@@ -152,8 +153,9 @@ def run(args: argparse.Namespace) -> int:
         progress.done()
         for w in (doc.get("quality") or {}).get("warnings") or []:
             progress.note(f"warning: {w}")
-        if engine == "auto" and doc.get("engine") != "deepsparse":
-            progress.note(f"note: using {doc.get('engine')} instead of deepsparse: {doc.get('engine_reason')}")
+        if engine == "auto" and doc.get("engine") != preferred_engine():
+            progress.note(f"note: using {doc.get('engine')} instead of {preferred_engine()}: "
+                          f"{doc.get('engine_reason')}")
         if doc.get("incomplete"):
             progress.note(f"warning: the profile is incomplete: {doc.get('error')}")
         if project is not None:

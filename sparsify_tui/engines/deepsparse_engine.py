@@ -27,6 +27,7 @@ import numpy as np
 from sparsify_tui.engines.mapping import Step, attribute
 from sparsify_tui.engines.modelinfo import ModelInfo
 from sparsify_tui.engines.registry import get_engine
+from sparsify_tui.engines.timed import TimedModel, timed_runs
 from sparsify_tui.errors import EngineError, EngineUnavailableError
 
 INSTALL_HINT = get_engine("deepsparse").install_hint
@@ -242,23 +243,12 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], input_names: list[
                           f"({_fed(model_path, inputs, input_names)})") from None
     compile_s = time.perf_counter() - t0
     try:
-        for _ in range(max(0, int(warmup))):
-            engine.run(xs)
-        repeat_ms, all_ms = [], []
-        for r in range(max(1, int(repeats))):
-            times = []
-            for _ in range(max(1, int(iterations))):
-                t = time.perf_counter()
-                engine.run(xs)
-                times.append((time.perf_counter() - t) * 1000.0)
-            all_ms += times
-            repeat_ms.append(statistics.median(times))
-            if heartbeat:
-                heartbeat(f"repeat {r + 1}")
+        res = timed_runs(lambda: engine.run(xs), iterations=iterations, warmup=warmup, repeats=repeats,
+                         heartbeat=heartbeat)
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"deepsparse failed to run the model: {_first_line(exc)} "
                           f"({_fed(model_path, inputs, input_names)})") from None
-    return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": compile_s}
+    return {**res, "compile_s": compile_s}
 
 
 # what `sparsify-tui deploy --export` writes next to the exported model (str.format fields: model, precision,
@@ -275,7 +265,8 @@ outputs = engine.run(inputs)
 
 def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
            cores: int | None, precision: str | None = None, tmp: str | None = None):
-    """A zero-argument function running one inference of ``model_path`` (a :func:`compatible_model` file)."""
+    """The model compiled once (``model_path``: a :func:`compatible_model` file): ``run()`` runs one inference
+    of ``inputs``, ``run(feed)`` of other arrays of the same shapes; both return the outputs."""
     _import()
     from deepsparse import compile_model
 
@@ -285,4 +276,34 @@ def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], 
                             input_shapes=[list(x.shape) for x in xs])
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"deepsparse could not compile {model_path}: {_first_line(exc)}") from None
-    return lambda: eng.run(xs)
+
+    def run(feed: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        return [np.asarray(y) for y in eng.run(xs if feed is None else arrays(feed, names))]
+
+    return run
+
+
+class Timed(TimedModel):
+    """DeepSparse on a private copy of the model (:func:`compatible_model`); its per-layer profile is one
+    ``model_debug_analysis`` call (one repeat) at the sparsity ``level`` it imposes."""
+
+    @classmethod
+    def prepare(cls, path: str, input_shapes: dict[str, list[int]] | None = None):
+        return compatible_model(path, input_shapes)
+
+    def runner(self, tmp: str | None = None):
+        return runner(self.path, self.inputs, names=self.names, batch_size=self.batch_size, cores=self.cores)
+
+    def _benchmark(self, **kw: Any) -> dict[str, Any]:
+        return benchmark(self.path, self.inputs, self.names, batch_size=self.batch_size, cores=self.cores,
+                         shapes_fixed=self.shapes_fixed, **kw)
+
+    def _profile(self, info, *, iterations: int, warmup: int, repeats: int, heartbeat,
+                 level: float | None) -> dict[str, Any]:
+        res = analyze_level(self.path, info, self.inputs, self.names, batch_size=self.batch_size, cores=self.cores,
+                            iterations=iterations, warmup=warmup, level=level, shapes_fixed=self.shapes_fixed)
+        res["repeat_ms"] = [res["average_total_ms"]]  # the model time a level is compared by
+        return res
+
+    def fallback_reason(self, message: str) -> str:
+        return message.replace("deepsparse could not compile or run the model", "deepsparse could not compile the model")

@@ -46,6 +46,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sparsify_tui.engines import registry
+from sparsify_tui.engines.timed import TimedModel, timed_runs
 from sparsify_tui.errors import EngineError, EngineUnavailableError, UsageError
 
 INSTALL_HINT = registry.get_engine("openvino").install_hint
@@ -333,20 +334,8 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], *, precision: str 
     """
     batch = _fed_batch(model_path, inputs)
     run = make_runner(model_path, precision=precision, cores=cores, batch_size=batch, inputs=inputs)
-    for _ in range(max(0, int(warmup))):
-        run()
-    repeat_ms, all_ms = [], []
-    for r in range(max(1, int(repeats))):
-        times = []
-        for _ in range(max(1, int(iterations))):
-            t = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - t) * 1000.0)
-        all_ms += times
-        repeat_ms.append(statistics.median(times))
-        if heartbeat:
-            heartbeat(f"repeat {r + 1}")
-    return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": run.compile_s,
+    res = timed_runs(run, iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+    return {**res, "compile_s": run.compile_s,
             "precision": run.precision, "inference_precision": run.inference_precision, "threads": run.cores}
 
 
@@ -614,7 +603,21 @@ outputs = request.infer(feed)
 
 
 def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
-           cores: int | None, precision: str | None = None, tmp: str | None = None):
-    """A zero-argument function running one inference at ``precision`` (:func:`make_runner`)."""
+           cores: int | None, precision: str | None = None, tmp: str | None = None) -> Runner:
+    """The model compiled at ``precision`` (:func:`make_runner`): ``run()`` or ``run(feed)`` -> outputs."""
     return make_runner(model_path, precision=precision or "fp32", cores=cores, batch_size=batch_size,
                        inputs=inputs)
+
+
+class Timed(TimedModel):
+    """OpenVINO's CPU plugin at the precision hint (:mod:`sparsify_tui.engines.timed`)."""
+
+    def runner(self, tmp: str | None = None) -> Runner:
+        return runner(self.path, self.inputs, names=self.names, batch_size=self.batch_size, cores=self.cores,
+                      precision=self.precision)
+
+    def _benchmark(self, **kw: Any) -> dict[str, Any]:
+        return benchmark(self.path, self.inputs, precision=self.precision or "fp32", cores=self.cores, **kw)
+
+    def _profile(self, info, *, level: float | None = None, **kw: Any) -> dict[str, Any]:
+        return profile(self.path, info, self.inputs, precision=self.precision or "fp32", cores=self.cores, **kw)

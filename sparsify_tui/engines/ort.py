@@ -29,6 +29,7 @@ import numpy as np
 
 from sparsify_tui.engines.mapping import Step, attribute
 from sparsify_tui.engines.modelinfo import ModelInfo
+from sparsify_tui.engines.timed import TimedModel, timed_runs
 from sparsify_tui.errors import EngineError
 
 
@@ -75,11 +76,12 @@ def _with_batch(model_path: str, inputs: dict[str, np.ndarray] | None):
 
 
 def _session(model_path: str, cores: int | None, tmp: str, profile: bool,
-             inputs: dict[str, np.ndarray] | None = None):
+             inputs: dict[str, np.ndarray] | None = None, optimize: bool = True):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     so.log_severity_level = 3
     if cores:
         so.intra_op_num_threads = int(cores)
@@ -105,9 +107,9 @@ def _feed(sess, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {n: inputs[n] for n in names}
 
 
-def _run(sess, feed) -> None:
+def _run(sess, feed) -> list:
     try:
-        sess.run(None, feed)
+        return sess.run(None, feed)
     except Exception as exc:  # noqa: BLE001
         from sparsify_tui.engines.inputs import shape_hint_for, shapes_fed
 
@@ -118,8 +120,10 @@ def _run(sess, feed) -> None:
 
 
 def profile(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray], *, cores: int | None = None,
-            iterations: int = 10, warmup: int = 5, repeats: int = 1, heartbeat=None) -> dict[str, Any]:
-    """Profile the dense model: per-layer medians and the model time per repeat.
+            iterations: int = 10, warmup: int = 5, repeats: int = 1, heartbeat=None,
+            optimize: bool = True) -> dict[str, Any]:
+    """Profile the dense model: per-layer medians and the model time per repeat (``optimize=False``: in a
+    session with every graph optimization turned off).
 
     Returns ``{"repeat_ms": [...], "iteration_ms": [...], "layer_ms": {id: ms},
     "owner": {id: step}, "groups": {step: [ids]}, "internal": [{"id", "name", "ms"}],
@@ -131,7 +135,7 @@ def profile(model_path: str, info: ModelInfo, inputs: dict[str, np.ndarray], *, 
     repeats = max(1, int(repeats))
     with tempfile.TemporaryDirectory(prefix="sparsify-ort-") as tmp:
         t0 = time.perf_counter()
-        sess = _session(model_path, cores, tmp, profile=True, inputs=inputs)
+        sess = _session(model_path, cores, tmp, profile=True, inputs=inputs, optimize=optimize)
         feed = _feed(sess, inputs)
         for _ in range(max(0, int(warmup))):
             _run(sess, feed)
@@ -244,20 +248,9 @@ def benchmark(model_path: str, inputs: dict[str, np.ndarray], *, cores: int | No
         sess = _session(model_path, cores, tmp, profile=False, inputs=inputs)
         compile_s = time.perf_counter() - t0
         feed = _feed(sess, inputs)
-        for _ in range(max(0, int(warmup))):
-            _run(sess, feed)
-        repeat_ms, all_ms = [], []
-        for r in range(max(1, int(repeats))):
-            times = []
-            for _ in range(max(1, int(iterations))):
-                t = time.perf_counter()
-                _run(sess, feed)
-                times.append((time.perf_counter() - t) * 1000.0)
-            all_ms += times
-            repeat_ms.append(statistics.median(times))
-            if heartbeat:
-                heartbeat(f"repeat {r + 1}")
-    return {"repeat_ms": repeat_ms, "iteration_ms": all_ms, "compile_s": compile_s}
+        res = timed_runs(lambda: _run(sess, feed), iterations=iterations, warmup=warmup, repeats=repeats,
+                         heartbeat=heartbeat)
+    return {**res, "compile_s": compile_s}
 
 
 def _ort():
@@ -326,10 +319,29 @@ outputs = session.run(None, feed)
 
 
 def runner(model_path: str, inputs: dict[str, np.ndarray], *, names: list[str], batch_size: int,
-           cores: int | None, precision: str | None = None, tmp: str | None = None):
-    """A zero-argument function running one inference (``tmp``: where the session writes; it must outlive it)."""
+           cores: int | None, precision: str | None = None, tmp: str | None = None, optimize: bool = True):
+    """The model in one session: ``run()`` runs one inference of ``inputs``, ``run(feed)`` of other arrays;
+    both return the outputs (``tmp``: where the session writes; it must outlive it)."""
     if tmp is None:
         tmp = tempfile.mkdtemp(prefix="sparsify-ort-run-")
-    sess = _session(model_path, cores, tmp, profile=False, inputs=inputs)
-    feed = _feed(sess, inputs)
-    return lambda: _run(sess, feed)
+    sess = _session(model_path, cores, tmp, profile=False, inputs=inputs, optimize=optimize)
+    base = _feed(sess, inputs)
+
+    def run(feed: dict[str, np.ndarray] | None = None) -> list:
+        return _run(sess, base if feed is None else _feed(sess, feed))
+
+    return run
+
+
+class Timed(TimedModel):
+    """ONNX Runtime at ``ORT_ENABLE_ALL`` on the CPU provider (:mod:`sparsify_tui.engines.timed`)."""
+
+    def runner(self, tmp: str | None = None):
+        return runner(self.path, self.inputs, names=self.names, batch_size=self.batch_size, cores=self.cores,
+                      tmp=tmp)
+
+    def _benchmark(self, **kw: Any) -> dict[str, Any]:
+        return benchmark(self.path, self.inputs, cores=self.cores, **kw)
+
+    def _profile(self, info, *, level: float | None = None, **kw: Any) -> dict[str, Any]:
+        return profile(self.path, info, self.inputs, cores=self.cores, **kw)

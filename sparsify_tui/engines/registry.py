@@ -4,7 +4,9 @@ Every list of engines, precisions and capabilities elsewhere (the CLI's
 ``--engine`` choices, the app's dialogs, the deployment search's rows and skips,
 sweeps, the machine summary, what ``auto`` becomes) is derived from the
 :class:`EngineSpec` values registered here. Adding an engine is one backend
-module in ``sparsify_tui/engines/`` plus one :func:`register` call below
+module in ``sparsify_tui/engines/`` (its ``Timed`` class,
+:mod:`sparsify_tui.engines.timed`) plus one :func:`register` call below, or a
+module elsewhere that registers itself, named in ``$SPARSIFY_TUI_ENGINE_MODULES``
 (HACKING.md, "Add an engine").
 
 Nothing here imports an engine: the backend module (and with it deepsparse or
@@ -15,9 +17,13 @@ metadata (:mod:`sparsify_tui.engines.machine`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import re
+import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sparsify_tui.errors import EngineUnavailableError, UsageError
 
@@ -42,7 +48,13 @@ class EngineSpec:
     an engine without one only times whole models. ``auto_rank``: the order ``auto`` tries installed
     engines in (lower first; None: ``auto`` never picks it). ``channel_round_to``: the multiple a channel
     group's remaining channels are rounded to by default, by precision (``"*"``: any other), where its
-    kernels run fastest per FLOP (README, "Channel pruning").
+    kernels run fastest per FLOP (README, "Channel pruning"). ``approximated_note``: what a perf profile
+    says when the engine's sparsity levels are approximated from FLOPs (default: it does not run sparse
+    weights faster). ``min_cpus``: the CPUs the worker keeps in its affinity mask however few ``--cores``
+    ask for (DeepSparse stalls with fewer than 2).
+
+    ``module`` is the backend: it defines ``Timed``, a :class:`sparsify_tui.engines.timed.TimedModel`
+    subclass (how the engine prepares, compiles, times, profiles and runs a model), and ``DEPLOY_SNIPPET``.
     """
 
     name: str
@@ -55,8 +67,14 @@ class EngineSpec:
     sparse_speedup: bool = False
     instrumented: bool = True
     auto_rank: int | None = None
-    layer_hook: str = "profile"  # the backend function behind layer_profile()
     channel_round_to: tuple[tuple[str, int], ...] = (("*", 16),)
+    approximated_note: str = ""
+    min_cpus: int = 1
+
+    def approximation_note(self) -> str:
+        """The perf profile's note for an engine whose sparsity levels are approximated from FLOPs."""
+        return self.approximated_note or (f"{self.name} does not run sparse weights faster: the times at each "
+                                          "sparsity level are approximated from FLOPs")
 
     def round_to(self, precision: str | None) -> int:
         """The default ``--round-to`` of a channel plan run at ``precision`` on this engine."""
@@ -103,76 +121,95 @@ class EngineSpec:
         return tuple(p for p in self.precisions_known
                      if p not in _CPU_PRECISIONS or machine.get(_CPU_PRECISIONS[p][0]))
 
-    # ------------------------------------------------------------ running
+    # ------------------------------------------------------------ running (through the backend's Timed)
+    def timed_class(self):
+        """The backend's :class:`~sparsify_tui.engines.timed.TimedModel` subclass (imports the backend)."""
+        return self.backend().Timed
+
+    def _precision(self, precision: str | None) -> str | None:
+        return (precision or "fp32") if self.precision_hint else None
+
+    def timed(self, path: str, inputs: dict[str, Any], *, names: list[str] | None = None, batch_size: int = 1,
+              cores: int | None = None, precision: str | None = None):
+        """A :class:`~sparsify_tui.engines.timed.TimedModel` of ``path`` as it is (already :meth:`prepared`)."""
+        return self.timed_class()(self, path, inputs, names=names, batch_size=batch_size, cores=cores,
+                                  precision=self._precision(precision))
+
+    @contextlib.contextmanager
+    def timed_model(self, path: str, inputs: dict[str, Any], *, names: list[str] | None = None,
+                    batch_size: int = 1, cores: int | None = None, precision: str | None = None,
+                    fix_shapes: bool = False) -> Iterator[Any]:
+        """Context manager: a :class:`~sparsify_tui.engines.timed.TimedModel` of ``path`` prepared for this
+        engine (a temporary copy where the engine needs one, removed at the end). ``fix_shapes``: ``prepare``
+        gets the inputs' shapes to write into its copy, so repeated compiles need not rewrite it (DeepSparse)."""
+        cls = self.timed_class()
+        names = list(names or inputs)
+        shapes = {n: list(inputs[n].shape) for n in names} if fix_shapes else None
+        with cls.prepare(str(path), shapes) as (p, note):
+            yield cls(self, p, inputs, names=names, batch_size=batch_size, cores=cores,
+                      precision=self._precision(precision), note=note, shapes_fixed=shapes is not None)
+
+    def prepared(self, path: str, input_shapes: dict[str, list[int]] | None = None):
+        """Context manager: ``(path the engine reads, note or None)``: the backend's ``Timed.prepare``
+        (DeepSparse rewrites files its bundled ONNX reader cannot read), else the file as is."""
+        return self.timed_class().prepare(str(path), input_shapes)
+
     def benchmark(self, path: str, inputs: dict[str, Any], *, names: list[str] | None = None,
                   batch_size: int = 1, cores: int | None = None, iterations: int = 20, warmup: int = 5,
                   repeats: int = 3, heartbeat: Callable[[str], Any] | None = None,
                   precision: str | None = None) -> dict[str, Any]:
         """Compile ``path`` once and time ``repeats`` blocks of ``iterations`` runs (ms per batch).
 
-        Returns ``repeat_ms``, ``iteration_ms``, ``compile_s``, ``precision`` (what it ran at), and where
-        the engine says so ``inference_precision`` and ``note`` (how the file was adapted to the engine).
+        Returns ``repeat_ms``, ``iteration_ms``, ``compile_s``, ``precision`` (what it ran at), ``windows``, and
+        where the engine says so ``inference_precision`` and ``note`` (how the file was adapted to the engine).
         """
-        be = self.backend()
-        names = list(names or inputs)
-        kw = dict(cores=cores, iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat)
-        if self.precision_hint:
-            res = be.benchmark(path, inputs, precision=precision or "fp32", **kw)
-        elif hasattr(be, "compatible_model"):
-            with self.prepared(path) as (p, note):
-                res = be.benchmark(p, inputs, names, batch_size=batch_size, **kw)
-            if note:
-                res["note"] = note
-        else:
-            res = be.benchmark(path, inputs, **kw)
+        with self.timed_model(path, inputs, names=names, batch_size=batch_size, cores=cores,
+                              precision=precision) as tm:
+            res = tm.benchmark(iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat)
+        if tm.note:
+            res["note"] = tm.note
         res.setdefault("precision", precision or "fp32")
         return res
 
-    def prepared(self, path: str):
-        """Context manager: ``(path the engine reads, note or None)``: the backend's ``compatible_model``
-        (DeepSparse rewrites files its bundled ONNX reader cannot read), else the file as is."""
-        import contextlib
-
-        be = self.backend()
-        if hasattr(be, "compatible_model"):
-            return be.compatible_model(path)
-        return contextlib.nullcontext((path, None))
-
     def runner(self, path: str, inputs: dict[str, Any], *, names: list[str] | None = None, batch_size: int = 1,
-               cores: int | None = None, precision: str | None = None, tmp: str | None = None) -> Callable[[], Any]:
-        """A zero-argument function running one inference of ``path`` (already :meth:`prepared`) on
-        ``inputs``; ``tmp``: a directory that outlives the runner (for engines that write files)."""
-        return self.backend().runner(path, inputs, names=list(names or inputs), batch_size=batch_size, cores=cores,
-                                     precision=(precision or "fp32") if self.precision_hint else None, tmp=tmp)
+               cores: int | None = None, precision: str | None = None, tmp: str | None = None) -> Callable[..., Any]:
+        """A compiled model of ``path`` (already :meth:`prepared`): ``run()`` runs one inference of ``inputs``,
+        ``run(feed)`` of other arrays; ``tmp``: a directory that outlives the runner (for engines that write
+        files)."""
+        return self.timed(path, inputs, names=names, batch_size=batch_size, cores=cores,
+                          precision=precision).runner(tmp)
 
     def layer_profile(self, path: str, info, inputs: dict[str, Any], *, names: list[str] | None = None,
                       batch_size: int = 1, cores: int | None = None, iterations: int = 10, warmup: int = 5,
                       repeats: int = 1, heartbeat: Callable[[str], Any] | None = None,
-                      precision: str | None = None, level: float | None = None, **extra: Any) -> dict[str, Any]:
-        """Per-layer times of the model (``layer_ms``: layer id -> ms, ``internal``, ``repeat_ms`` or
-        ``model_ms``) with the engine's profiler; ``level``: a sparsity the engine imposes (only an engine
-        with ``sparse_speedup``; others profile the file as it is)."""
+                      precision: str | None = None, level: float | None = None) -> dict[str, Any]:
+        """Per-layer times of the model (``layer_ms``: layer id -> ms, ``internal``, ``repeats``, ``windows``)
+        with the engine's profiler; ``level``: a sparsity the engine imposes (only an engine with
+        ``sparse_speedup``; others profile the file as it is)."""
         if not self.instrumented:
             raise UsageError(f"{self.name} has no per-layer profile")
-        be = self.backend()
-        fn = getattr(be, self.layer_hook)
-        if self.sparse_speedup:
-            return fn(path, info, inputs, list(names or inputs), batch_size=batch_size, cores=cores,
-                      iterations=iterations, warmup=warmup, level=level, **extra)
-        kw = dict(cores=cores, iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat)
-        if self.precision_hint:
-            kw["precision"] = precision or "fp32"
-        return fn(path, info, inputs, **kw, **extra)
+        with self.timed_model(path, inputs, names=names, batch_size=batch_size, cores=cores,
+                              precision=precision) as tm:
+            return tm.profile(info, iterations=iterations, warmup=warmup, repeats=repeats, heartbeat=heartbeat,
+                              level=level)
 
 
 _REGISTRY: dict[str, EngineSpec] = {}
 
 
 def register(spec: EngineSpec) -> EngineSpec:
-    if spec.name in _REGISTRY or spec.name == AUTO:
-        raise ValueError(f"engine {spec.name!r} is already registered")
+    """Add an engine (after those registered before it, in display order); ValueError for a name taken."""
+    if spec.name in _REGISTRY or spec.name == AUTO or spec.name != spec.name.strip().lower() or "," in spec.name:
+        raise ValueError(f"engine {spec.name!r} is already registered or is not a lower-case name")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def unregister(name: str) -> None:
+    """Remove an engine registered by an extra module (tests); the built-in engines stay."""
+    if name in _BUILTIN:
+        raise ValueError(f"engine {name!r} is built in")
+    _REGISTRY.pop(name, None)
 
 
 # ---------------------------------------------------------------- the engines (display order)
@@ -180,7 +217,7 @@ register(EngineSpec(
     name="deepsparse", label="DeepSparse", module="sparsify_tui.engines.deepsparse_engine",
     distributions=("deepsparse", "deepsparse-nightly", "deepsparse-ent"),
     install_hint="deepsparse is not installed; pip install 'sparsify-tui[deepsparse]'",
-    sparse_speedup=True, auto_rank=0, layer_hook="analyze_level"))
+    sparse_speedup=True, auto_rank=0, min_cpus=2))
 register(EngineSpec(
     name="onnxruntime", label="ONNX Runtime", module="sparsify_tui.engines.ort",
     distributions=("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "ort-nightly"),
@@ -190,7 +227,10 @@ register(EngineSpec(
     name="openvino", label="OpenVINO", module="sparsify_tui.engines.openvino_engine",
     distributions=("openvino", "openvino-nightly"),
     install_hint="openvino is not installed; pip install 'sparsify-tui[openvino]' (Python 3.10 or newer)",
-    precisions_known=("fp32", "bf16", "fp16", "int8"), precision_hint=True, channel_round_to=(("*", 32),)))
+    precisions_known=("fp32", "bf16", "fp16", "int8"), precision_hint=True, channel_round_to=(("*", 32),),
+    approximated_note=("openvino does not run unstructured sparse weights faster: the times at each sparsity "
+                       "level are approximated from FLOPs")))
+_BUILTIN = frozenset(_REGISTRY)
 
 # the engine every other one is compared with and falls back to (a dependency of sparsify-tui itself)
 REFERENCE = "onnxruntime"
@@ -223,6 +263,12 @@ def installed_engines() -> list[str]:
     """The engines installed here, in the order ``auto`` prefers them, then the others in display order."""
     ranked = sorted(_REGISTRY.values(), key=lambda s: (s.auto_rank is None, s.auto_rank or 0))
     return [s.name for s in ranked if s.available()]
+
+
+def preferred_engine() -> str:
+    """The engine ``auto`` picks first when it is installed (the lowest ``auto_rank``)."""
+    ranked = sorted((s for s in _REGISTRY.values() if s.auto_rank is not None), key=lambda s: s.auto_rank)
+    return ranked[0].name if ranked else REFERENCE
 
 
 def engine_versions() -> dict[str, str | None]:
@@ -302,3 +348,35 @@ def check_precision(engine: str, precision: str | None, machine: dict | None = N
     if engine != AUTO and get_engine(engine).precision_hint:
         return p
     return None if p == "fp32" else p
+
+
+# ---------------------------------------------------------------- engines registered by other modules
+ENGINE_MODULES_ENV = "SPARSIFY_TUI_ENGINE_MODULES"
+_MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def load_engine_modules(value: str | None = None) -> list[str]:
+    """Import the modules named in ``$SPARSIFY_TUI_ENGINE_MODULES`` (dotted names on the Python path,
+    separated by commas); each registers its engine with :func:`register` when imported. Run once when this
+    module is imported, so the CLI and every worker child (which inherits the environment) see the same
+    engines. Only dotted module names are accepted (no file paths); a module that cannot be imported is
+    skipped with one warning line on stderr. Returns those warnings."""
+    raw = os.environ.get(ENGINE_MODULES_ENV, "") if value is None else value
+    problems = []
+    for name in (n.strip() for n in raw.split(",")):
+        if not name:
+            continue
+        if not _MODULE_NAME.match(name):
+            problems.append(f"{ENGINE_MODULES_ENV}: {name!r} is not a module name: skipped")
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - an extra engine must not break the built-in ones
+            problems.append(f"{ENGINE_MODULES_ENV}: {name} could not be imported: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}: skipped")
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    return problems
+
+
+load_engine_modules()

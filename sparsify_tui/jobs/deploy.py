@@ -72,53 +72,6 @@ def _first_line(exc: BaseException) -> str:
     return ((useful or lines or [type(exc).__name__])[0])[:300]
 
 
-def ov_make_runner(path: str, **kw: Any) -> Runner:
-    from sparsify_tui.engines import openvino_engine
-
-    return openvino_engine.make_runner(path, **kw)
-
-
-def _ort_runner(path: str, *, precision: str, cores: int | None, batch_size: int,
-                inputs: dict[str, np.ndarray], tmp: str) -> Runner:
-    from sparsify_tui.engines import ort
-    from sparsify_tui.errors import EngineError
-
-    sess = ort._session(path, cores, tmp, profile=False, inputs=inputs)
-    base = ort._feed(sess, inputs)
-    names = list(base)
-
-    def run(feed: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
-        f = base if feed is None else {n: feed[n] for n in names}
-        try:
-            return sess.run(None, f)
-        except Exception as exc:  # noqa: BLE001
-            raise EngineError(f"onnxruntime failed to run {path}: {_first_line(exc)}") from None
-
-    return run
-
-
-def _ds_runner(path: str, *, precision: str, cores: int | None, batch_size: int,
-               inputs: dict[str, np.ndarray], names: list[str]) -> Runner:
-    from sparsify_tui.engines import deepsparse_engine as dse
-    from sparsify_tui.errors import EngineError
-
-    dse._import()
-    from deepsparse import compile_model
-
-    xs = dse.arrays(inputs, names)
-    try:
-        eng = compile_model(path, batch_size=dse.engine_batch(xs, batch_size), num_cores=cores,
-                            input_shapes=[list(x.shape) for x in xs])
-    except Exception as exc:  # noqa: BLE001
-        raise EngineError(f"deepsparse could not compile {path}: {_first_line(exc)}") from None
-
-    def run(feed: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
-        data = xs if feed is None else dse.arrays(feed, names)
-        return [np.asarray(y) for y in eng.run(data)]
-
-    return run
-
-
 def engine_unavailable(engine: str) -> str | None:
     """Why ``engine`` cannot run here (not installed, or its import fails), or None."""
     import importlib
@@ -208,15 +161,13 @@ class _Search:
         return configs
 
     def _runner(self, c: dict[str, Any], tmp: str) -> Runner:
-        from sparsify_tui.engines import deepsparse_engine as dse
+        """The configuration's file compiled by its engine (``run(feed=None) -> outputs``)."""
+        from sparsify_tui.engines.registry import get_engine
 
-        kw = dict(precision=c["precision"], cores=self.cores, batch_size=self.batch, inputs=self.inputs)
-        if c["engine"] == "onnxruntime":
-            return _ort_runner(c["path"], tmp=tmp, **kw)
-        if c["engine"] == "deepsparse":
-            with dse.compatible_model(c["path"]) as (pd, _note):
-                return _ds_runner(pd, names=list(self.inputs), **kw)
-        return ov_make_runner(c["path"], **kw)
+        with get_engine(c["engine"]).timed_model(c["path"], self.inputs, names=list(self.inputs),
+                                                 batch_size=self.batch, cores=self.cores,
+                                                 precision=c["precision"]) as tm:
+            return tm.runner(tmp)
 
     def compile_and_check(self, configs: list[dict[str, Any]], tmp: str) -> None:
         """Compile each configuration and compare its outputs on the held-out batches with the reference's

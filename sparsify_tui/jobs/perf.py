@@ -73,7 +73,8 @@ class PerfRun:
     layers_meta: list[dict]
     notes: list[str]
     total: int
-    ds_path: str = ""
+    timed: Any = None  # the engine's TimedModel of the model (sparsify_tui.engines.timed)
+    stack: Any = None  # the ExitStack holding it (a fallback engine's model is entered there too)
     parts: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     setup: dict | None = None
@@ -82,6 +83,20 @@ class PerfRun:
     stay_busy: str = ""  # the block whose re-measure was busy too: later busy blocks are not re-measured
     not_remeasured: list[str] = field(default_factory=list)  # busy blocks left at one attempt because of it
     stayed_busy: list[str] = field(default_factory=list)  # every block whose re-measure was busy too
+
+    @property
+    def spec(self) -> Any:
+        from sparsify_tui.engines.registry import get_engine
+
+        return get_engine(self.engine)
+
+    def open_model(self) -> None:
+        """The model prepared for ``engine`` (entered on ``stack``); the engine's note goes into the reason."""
+        self.timed = self.stack.enter_context(self.spec.timed_model(
+            self.path, self.inputs, names=self.names, batch_size=self.batch, cores=self.cores,
+            precision=self.job.get("precision"), fix_shapes=self.spec.sparse_speedup))
+        if self.timed.note:
+            self.reason = f"{self.reason} ({self.timed.note})"
 
     @property
     def threshold(self) -> float:
@@ -115,21 +130,18 @@ class PerfRun:
         self.ctx.partial(self.setup)
 
     def _analyze(self, level: float | None, tries: int | None = None) -> dict:
-        """One analysis call and the interference of its timed runs (the end of the call, after the
-        compile); re-measured (bounded) while other processes take more than the threshold."""
-        from sparsify_tui.engines import deepsparse_engine as dse
+        """One profile call at sparsity ``level`` (an engine with ``sparse_speedup``) and the interference of
+        its timed runs (the end of the call, after the compile); re-measured (bounded) while other processes
+        take more than the threshold."""
         from sparsify_tui.engines import interference as itf
 
         def once():
             with itf.Sampler(engine_cores=self.cores) as sampler:
-                res = dse.analyze_level(self.ds_path, self.info, self.inputs, self.names, batch_size=self.batch,
-                                        cores=self.cores, iterations=self.iterations, warmup=self.warmup,
-                                        level=level, shapes_fixed=True)
-                t_end = time.perf_counter()
-                timed_s = min(sum(res["iteration_ms"]) / 1000.0, res["engine_s"])
-                res["interference"] = sampler.share(t_end - timed_s, t_end).interference
-            res["model_ms"] = res["average_total_ms"]
-            return res, res["interference"]
+                res = self.timed.profile(self.info, iterations=self.iterations, warmup=self.warmup, repeats=1,
+                                         level=level)
+                share = _shares(sampler, res["windows"])[0]
+            res.update(res["repeats"][0], interference=share)
+            return res, share
 
         res, share, attempts = itf.remeasure(once, threshold=self.threshold, retries=self._retries_now(tries),
                                              on_retry=self._on_retry)
@@ -168,31 +180,32 @@ class PerfRun:
                 f"(busy too) {'was' if one else 'were'} not measured again: {'its time is' if one else 'their times are'}"
                 " probably too high; measure again on a quiet machine (--wait-idle SECONDS)")
 
-    def deepsparse_dense(self) -> bool:
-        """The dense model ``repeats`` times; False when DeepSparse failed on it and ``auto`` falls back."""
-        from sparsify_tui.engines import deepsparse_engine as dse
+    def sparse_dense(self) -> bool:
+        """The dense model ``repeats`` times (one profile call each, as every level); False when the engine
+        failed on it and ``auto`` falls back to the reference engine."""
+        from sparsify_tui.engines.registry import REFERENCE
 
         for r in range(self.repeats):
             self.ctx.heartbeat(f"dense model, repeat {r + 1}/{self.repeats}")
             try:
                 res = self._analyze(None)
             except EngineError as exc:
-                if r == 0 and self.job.get("engine", "auto") == "auto":
-                    self.engine = "onnxruntime"
-                    self.reason = exc.message.replace("deepsparse could not compile or run the model",
-                                                      "deepsparse could not compile the model")
+                if r == 0 and self.job.get("engine", "auto") == "auto" and self.engine != REFERENCE:
+                    self.reason = self.timed.fallback_reason(exc.message)
+                    self.engine = REFERENCE
+                    self.open_model()
                     return False
                 raise
             min_ms = float(self.job.get("min_level_ms") or 0.0)
             if r == 0 and min_ms > 0 and res["model_ms"] > 0:
                 self.iterations = max(self.iterations, min(5000, math.ceil(min_ms / res["model_ms"])))
             if self.setup is None:
-                self._setup("deepsparse", dse.version(), False, self.notes, iterations_used=self.iterations)
+                self._setup(self.engine, self.spec.version(), False, self.notes, iterations_used=self.iterations)
             self._keep(_part(res, "baseline", 0.0, keep_groups=True))
             self._step(f"dense, repeat {r + 1}/{self.repeats}: {res['model_ms']:.2f} ms")
         return True
 
-    def deepsparse_levels(self) -> None:
+    def sparse_levels(self) -> None:
         """Each sparsity level once; a level that fails is recorded and the others go on."""
         for lv in self.levels:
             if lv == 0.0:
@@ -219,84 +232,48 @@ class PerfRun:
             return None
         return self._analyze(lv, tries=0)
 
-    def onnxruntime(self) -> None:
-        """ONNX Runtime's profiler on the dense model; the levels are approximated from FLOPs."""
-        from sparsify_tui.engines import ort
-
-        self._setup("onnxruntime", ort.version(), True,
-                    self.notes + ["onnxruntime does not run sparse weights faster: the times at each "
-                                  "sparsity level are approximated from FLOPs"])
+    def dense_profile(self) -> None:
+        """The engine's profiler on the dense model, ``repeats`` repeats in one call (at the job's precision
+        for an engine with a precision hint); the sparsity levels are approximated from FLOPs."""
         from sparsify_tui.engines import interference as itf
 
+        spec = self.spec
+        notes = self.notes + [spec.approximation_note()]
+        if spec.precision_hint:
+            self.ctx.heartbeat(f"compiling with {spec.name} ({self.timed.precision})")
+        else:  # the setup goes out first, unless it records what the engine compiled the model at
+            self._setup(spec.name, spec.version(), True, notes)
+
         def once():
-            ends: list[float] = []
-
-            def beat(label: str) -> None:
-                ends.append(time.perf_counter())
-                self.ctx.heartbeat(label)
-
             with itf.Sampler(engine_cores=self.cores) as sampler:
-                res = ort.profile(self.path, self.info, self.inputs, cores=self.cores, iterations=self.iterations,
-                                  warmup=self.warmup, repeats=self.repeats, heartbeat=beat)
-                res["shares"] = repeat_shares(sampler, ends, res)
+                res = self.timed.profile(self.info, iterations=self.iterations, warmup=self.warmup,
+                                         repeats=self.repeats, heartbeat=self.ctx.heartbeat)
+                res["shares"] = _shares(sampler, res["windows"])
             return res, max((x for x in res["shares"] if x is not None), default=None)
 
         res, _share, attempts = itf.remeasure(once, threshold=self.threshold, retries=self.retries,
                                               on_retry=self._on_retry)
+        if spec.precision_hint:
+            self.reason = f"{self.reason} ({self.timed.precision}, runs in {res['inference_precision']})"
+            self._setup(spec.name, spec.version(), True, notes, precision=self.timed.precision,
+                        inference_precision=res["inference_precision"])
         shares = res["shares"]
-        for r, ms in enumerate(res["repeat_ms"]):
-            self._keep({"type": "baseline", "key": level_key(0.0), "level": 0.0, "model_ms": ms,
-                        "layer_ms": res["layer_ms"], "internal": res["internal"],
+        extra = {k: res[k] for k in ("kernels", "layer_precision") if k in res}
+        for r, rep in enumerate(res["repeats"]):  # each repeat's own layer times where the engine has them
+            self._keep({"type": "baseline", "key": level_key(0.0), "level": 0.0, "model_ms": rep["model_ms"],
+                        "layer_ms": rep["layer_ms"], "internal": rep["internal"],
                         "engine_s": res["engine_s"] if r == 0 else 0.0,
-                        "owner": res["owner"], "groups": res["groups"],
+                        "owner": res["owner"], "groups": res["groups"], **extra,
                         "interference": shares[r] if r < len(shares) else None, "attempts": attempts})
         self.done = self.total
         self.ctx.progress(self.done, self.total, label=f"dense: {statistics.median(res['repeat_ms']):.2f} ms")
 
-    def openvino(self) -> None:
-        """OpenVINO's performance counters on the dense model at the job's precision; levels from FLOPs."""
-        from sparsify_tui.engines import openvino_engine as ove
-
-        precision = self.job.get("precision") or "fp32"
-        from sparsify_tui.engines import interference as itf
-
-        self.ctx.heartbeat(f"compiling with openvino ({precision})")
-
-        def once():
-            with itf.Sampler(engine_cores=self.cores) as sampler:
-                res = ove.profile(self.path, self.info, self.inputs, precision=precision, cores=self.cores,
-                                  iterations=self.iterations, warmup=self.warmup, repeats=self.repeats,
-                                  heartbeat=self.ctx.heartbeat)
-                t_end = time.perf_counter()
-                timed_s = min(sum(res["repeat_ms"]) * self.iterations / 1000.0, res["engine_s"])
-                share = sampler.share(t_end - timed_s, t_end).interference
-            res["interference"] = share
-            return res, share
-
-        res, _share, attempts = itf.remeasure(once, threshold=self.threshold, retries=self.retries,
-                                              on_retry=self._on_retry)
-        self.reason = f"{self.reason} ({precision}, runs in {res['inference_precision']})"
-        self._setup("openvino", ove.version(), True,
-                    self.notes + [("openvino does not run unstructured sparse weights faster: the times at "
-                                   "each sparsity level are approximated from FLOPs")],
-                    precision=precision, inference_precision=res["inference_precision"])
-        for r, rep in enumerate(res["repeats"]):  # each repeat's own layer times (assemble keeps the median's)
-            self._keep({"type": "baseline", "key": level_key(0.0), "level": 0.0, "model_ms": rep["model_ms"],
-                        "layer_ms": rep["layer_ms"], "internal": rep["internal"],
-                        "engine_s": res["engine_s"] if r == 0 else 0.0,
-                        "owner": res["owner"], "groups": res["groups"], "kernels": res["kernels"],
-                        "layer_precision": res["layer_precision"], "interference": res["interference"],
-                        "attempts": attempts})
-        self.done = self.total
-        self.ctx.progress(self.done, self.total, label=f"dense: {statistics.median(res['repeat_ms']):.2f} ms")
-
     def measure(self) -> dict:
-        if self.engine == "deepsparse" and self.deepsparse_dense():
-            self.deepsparse_levels()
-        if self.engine == "openvino":
-            self.openvino()
-        elif self.engine != "deepsparse":
-            self.onnxruntime()
+        """Every level of an engine with ``sparse_speedup``, else the dense model (levels from FLOPs)."""
+        if self.spec.sparse_speedup and self.sparse_dense():
+            self.sparse_levels()
+        if not self.spec.sparse_speedup:
+            self.dense_profile()
         setup = dict(self.setup or {})
         if self.failures:
             setup["failures"] = self.failures
@@ -307,11 +284,10 @@ class PerfRun:
         return setup
 
     def deployed_time(self) -> dict | None:
-        """Time the dense model in the engine as a user deploys it (DeepSparse ``compile_model``, a plain
-        ONNX Runtime session): same batch, cores and inputs; about 250 ms of timed runs per repeat."""
-        from sparsify_tui.engines import deepsparse_engine as dse
+        """Time the dense model in the engine as a user deploys it (the engine's plain benchmark: DeepSparse
+        ``compile_model``, a plain ONNX Runtime session, ...): same batch, cores and inputs; about 250 ms of
+        timed runs per repeat."""
         from sparsify_tui.engines import interference as itf
-        from sparsify_tui.engines import ort
 
         base = [float(p["model_ms"]) for p in self.parts if p.get("type") == "baseline"]
         if not self.job.get("deployed", True) or not base:
@@ -320,25 +296,9 @@ class PerfRun:
         self.ctx.heartbeat("timing the engine as deployed")
 
         def once():
-            ends: list[float] = []
-
-            def beat(_label: str) -> None:
-                ends.append(time.perf_counter())
-
             with itf.Sampler(engine_cores=self.cores) as sampler:
-                if self.engine == "deepsparse":
-                    res = dse.benchmark(self.ds_path, self.inputs, self.names, batch_size=self.batch,
-                                        cores=self.cores, iterations=iterations, warmup=3, repeats=3, heartbeat=beat,
-                                        shapes_fixed=True)
-                elif self.engine == "openvino":
-                    from sparsify_tui.engines import openvino_engine as ove
-
-                    res = ove.benchmark(self.path, self.inputs, precision=self.job.get("precision") or "fp32",
-                                        cores=self.cores, iterations=iterations, warmup=3, repeats=3, heartbeat=beat)
-                else:
-                    res = ort.benchmark(self.path, self.inputs, cores=self.cores, iterations=iterations, warmup=3,
-                                        repeats=3, heartbeat=beat)
-                shares = repeat_shares(sampler, ends, res)
+                res = self.timed.benchmark(iterations=iterations, warmup=3, repeats=3)
+                shares = _shares(sampler, res["windows"])
             return res, max((x for x in shares if x is not None), default=None)
 
         try:
@@ -351,13 +311,13 @@ class PerfRun:
                 "interference": share, "iterations": iterations}
 
 
-def repeat_shares(sampler: Any, ends: list[float], res: dict) -> list:
-    """Interference of each timed repeat of a benchmark/profile call (a repeat's runs end at its heartbeat)."""
-    its = res.get("iteration_ms") or []
-    n = len(res.get("repeat_ms") or [])
-    per = len(its) // n if n else 0
-    return [sampler.share(end - sum(its[r * per:(r + 1) * per]) / 1000.0, end).interference
-            for r, end in enumerate(ends[:n])]
+def _shares(sampler: Any, windows: list[tuple[float, float]]) -> list:
+    """Interference of each timed repeat (its (start, end) window; a window repeated is measured once)."""
+    seen: dict[tuple[float, float], Any] = {}
+    for w in windows:
+        if w not in seen:
+            seen[w] = sampler.share(*w).interference
+    return [seen[w] for w in windows]
 
 
 def level_sanity(ctx: Any, parts: list[dict], measure_again: Any) -> list[str]:
@@ -408,7 +368,6 @@ def _layers_meta(info: Any) -> list[dict]:
 @register("perf")
 def perf_job(job: dict, ctx: JobContext) -> dict:
     """Measure every level of a perf profile, sending each finished one as a partial."""
-    from sparsify_tui.engines import deepsparse_engine as dse
     from sparsify_tui.engines.inputs import input_specs, make_inputs
     from sparsify_tui.engines.modelinfo import load_model_info
 
@@ -445,14 +404,10 @@ def perf_job(job: dict, ctx: JobContext) -> dict:
             f"waiting for a quiet machine: other processes use {sh:.0%} of the cores ({w:.0f} s)"))
     ctx.progress(1, total, label="compiling")
     run = PerfRun(ctx, job, engine, reason, path, info, inputs, names, batch, cores, levels,
-                  settings["iterations"], settings["warmup"], repeats, _layers_meta(info), notes, total,
-                  ds_path=path)
+                  settings["iterations"], settings["warmup"], repeats, _layers_meta(info), notes, total)
     with contextlib.ExitStack() as stack:
-        if engine == "deepsparse":
-            run.ds_path, ds_note = stack.enter_context(
-                dse.compatible_model(path, {n: list(inputs[n].shape) for n in names}))
-            if ds_note:
-                run.reason = f"{run.reason} ({ds_note})"
+        run.stack = stack
+        run.open_model()
         setup = run.measure()
         deployed = run.deployed_time()
     failures = setup.get("failures") or []

@@ -62,21 +62,34 @@ def emit(event: dict) -> None:
         _proto.flush()
 
 
+def _min_cpus(job: dict) -> int:
+    """The CPUs the job's engine needs in its mask: its own ``min_cpus``; for ``auto``, several engines or a
+    name the job rejects itself, the most any engine needs."""
+    from sparsify_tui.engines.registry import engine_names, engines, get_engine
+
+    name = str(job.get("engine", "auto")).strip().lower()
+    if name in engine_names():
+        return get_engine(name).min_cpus
+    return max((s.min_cpus for s in engines()), default=1)
+
+
 def _apply_cores(cores: int | None, job: dict) -> None:
     """Pin this process to ``cores`` CPUs (the first ones it may use) and size thread pools.
 
-    Exception: DeepSparse never finishes compiling sparse kernels (``imposed_ks``)
-    in a process allowed on a single CPU (measured: stuck > 5 min where 2 CPUs
-    take 2 s), so a job that may run DeepSparse keeps at least 2 CPUs in its
-    mask; the engine itself still runs ``num_cores=cores`` worker threads.
+    Exception: an engine may need more CPUs in its mask than it runs threads
+    (its registration's ``min_cpus``): DeepSparse never finishes compiling sparse
+    kernels (``imposed_ks``) in a process allowed on a single CPU (measured: stuck
+    > 5 min where 2 CPUs take 2 s), so a job that may run DeepSparse (``auto``, the
+    deployment search) keeps at least 2 CPUs in its mask; the engine itself still
+    runs ``num_cores=cores`` worker threads.
     """
     if not cores:
         return
     try:
         allowed = sorted(os.sched_getaffinity(0))
         n = max(1, min(int(cores), len(allowed)))
-        if job.get("engine", "auto") != "onnxruntime" and not str(job.get("kind", "")).startswith("_"):
-            n = max(n, min(2, len(allowed)))
+        if not str(job.get("kind", "")).startswith("_"):
+            n = max(n, min(_min_cpus(job), len(allowed)))
         os.sched_setaffinity(0, allowed[:n])
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         pass

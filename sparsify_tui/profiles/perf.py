@@ -378,12 +378,15 @@ def run_perf_profile(model_path, *, engine: str = "auto", batch_size: int = 1, c
         setup = next((p for p in partials if p.get("type") == "setup"), None)
         parts = [p for p in partials if p.get("type") in ("baseline", "level")]
         if setup is None or not any(p.get("type") == "baseline" for p in parts):
-            if isinstance(exc, EngineError) and engine == "auto" and (setup is None or
-                                                                      setup.get("engine") == "deepsparse"):
-                # DeepSparse crashed (an assertion, a segfault) before anything finished: ONNX Runtime instead
-                job["engine"] = "onnxruntime"
+            from sparsify_tui.engines.registry import REFERENCE, resolve_auto
+
+            picked = setup.get("engine") if setup is not None else resolve_auto("auto")[0]
+            if isinstance(exc, EngineError) and engine == "auto" and picked != REFERENCE:
+                # the engine auto picked (DeepSparse) crashed (an assertion, a segfault) before anything
+                # finished: the reference engine instead
+                job["engine"] = REFERENCE
                 doc = run_job(job, on_progress=on_progress, cancel=cancel, timeout_s=timeout_s, cores=cores)
-                doc["engine_reason"] = f"deepsparse crashed ({exc.message}); fell back to onnxruntime"
+                doc["engine_reason"] = f"{picked} crashed ({exc.message}); fell back to {REFERENCE}"
                 doc.setdefault("notes", []).append(doc["engine_reason"])
                 return doc
             raise
