@@ -364,7 +364,7 @@ def engines_disagree(row: dict, quantized: bool = False) -> str | None:
     """For a dense fp32 row of another engine than ONNX Runtime: "engines disagree: ..." when its outputs
     differ from ONNX Runtime fp32's far beyond rounding (``quantized``: the model already holds INT8 ops,
     whose rounding differs between engines); None otherwise (and for every other row)."""
-    if row.get("precision") != "fp32" or row.get("optimization") or row.get("engine") == "onnxruntime" \
+    if row.get("precision") != "fp32" or row.get("optimization") or row.get("engine") == REFERENCE \
             or row.get("output_change") is None:
         return None
     pct = max((float(o["rel_rms_pct"]) for o in row.get("output_change_outputs") or []

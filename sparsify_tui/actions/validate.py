@@ -405,7 +405,9 @@ def _optimizer_profile_fits(project: "Project", opt_entry: Any, chosen: str, pre
         doc0 = project.load_profile(opt_entry)
     except Exception:  # noqa: BLE001 - unreadable: another profile is used, said in the notes
         return None
-    if doc0 is None or (doc0.get("approximated") and chosen != "onnxruntime"):
+    from sparsify_tui.engines.registry import REFERENCE
+
+    if doc0 is None or (doc0.get("approximated") and chosen != REFERENCE):
         return None
     return opt_entry, doc0
 

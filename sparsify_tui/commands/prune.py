@@ -354,8 +354,10 @@ def run_with_fallback(job: dict, **kw) -> dict:
     except EngineError as exc:
         if job.get("engine", "auto") != "auto" or type(exc) is not EngineError:
             raise
-        res = run_job(dict(job, engine="onnxruntime"), **kw)
-        res["engine_reason"] = f"deepsparse crashed ({exc.message}); fell back to onnxruntime"
+        from sparsify_tui.engines.registry import REFERENCE, resolve_auto
+
+        res = run_job(dict(job, engine=REFERENCE), **kw)
+        res["engine_reason"] = f"{resolve_auto('auto')[0]} crashed ({exc.message}); fell back to {REFERENCE}"
         return res
 
 
