@@ -126,20 +126,24 @@ def _print_estimates(est, opt, notes: list[str], *, file=None) -> None:
         print(f"note: {n}", file=sys.stderr)
 
 
-def _next_after_optimize(project: "Project", opt) -> None:
+def plan_next_steps(project: "Project", opt, missing: dict[str, str], then: list[str]) -> None:
+    """Print the next commands after a plan: a profile command for each kind in ``missing`` the project lacks
+    (``{kind: command}``), then ``then``; ``{d}`` is the project, ``{sel}`` selects the plan if not the default."""
     from sparsify_tui.actions.optimizer import default_optimization_name
     from sparsify_tui.commands.common import next_steps
 
     d = str(project.dir)
     sel = "" if default_optimization_name(project) == opt.name else f" --optimization {opt.name}"
-    steps = []
-    if not project.profiles_of("perf"):
-        steps.append(f"sparsify-tui profile perf {d}   (measured timings instead of FLOPs estimates)")
-    if not project.profiles_of("loss"):
-        steps.append(f"sparsify-tui profile loss {d}   (loss sensitivity per layer)")
-    steps.append(f"sparsify-tui export {d}{sel} --recipe recipe.yaml --code train.py")
-    steps.append(f"sparsify-tui prune {d}{sel} -o pruned.onnx --validate   (measured speedup)")
-    next_steps(*steps)
+    steps = [cmd.format(d=d) for kind, cmd in missing.items() if not project.profiles_of(kind)]
+    next_steps(*steps, *(cmd.format(d=d, sel=sel) for cmd in then))
+
+
+def _next_after_optimize(project: "Project", opt) -> None:
+    plan_next_steps(project, opt, {
+        "perf": "sparsify-tui profile perf {d}   (measured timings instead of FLOPs estimates)",
+        "loss": "sparsify-tui profile loss {d}   (loss sensitivity per layer)",
+    }, ["sparsify-tui export {d}{sel} --recipe recipe.yaml --code train.py",
+        "sparsify-tui prune {d}{sel} -o pruned.onnx --validate   (measured speedup)"])
 
 
 # ---------------------------------------------------------------- optimize

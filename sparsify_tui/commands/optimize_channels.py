@@ -163,18 +163,12 @@ def print_channel_estimates(est: Any, opt: "Optimization", notes: list[str], *, 
 
 
 def _next_steps(project: "Project", opt: "Optimization") -> None:
-    from sparsify_tui.actions.optimizer import default_optimization_name
-    from sparsify_tui.commands.common import next_steps
+    from sparsify_tui.commands.optimize import plan_next_steps
 
-    d = str(project.dir)
-    sel = "" if default_optimization_name(project) == opt.name else f" --optimization {opt.name}"
-    steps = []
-    if not project.profiles_of("perf_channels"):
-        steps.append(f"sparsify-tui profile perf {d} --structure channels   (measured group savings)")
-    if not project.profiles_of("loss_channels"):
-        steps.append(f"sparsify-tui profile loss {d} --structure channels   (measured output change per group)")
-    steps.append(f"sparsify-tui prune {d}{sel} -o pruned.onnx   (the channel-pruned model)")
-    next_steps(*steps)
+    plan_next_steps(project, opt, {
+        "perf_channels": "sparsify-tui profile perf {d} --structure channels   (measured group savings)",
+        "loss_channels": "sparsify-tui profile loss {d} --structure channels   (measured output change per group)",
+    }, ["sparsify-tui prune {d}{sel} -o pruned.onnx   (the channel-pruned model)"])
 
 
 # ---------------------------------------------------------------- export

@@ -79,12 +79,8 @@ def _session(model_path: str, cores: int | None, tmp: str, profile: bool,
              inputs: dict[str, np.ndarray] | None = None, optimize: bool = True):
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    so.log_severity_level = 3
+    so = session_options(cores, level="all" if optimize else "off")
     if cores:
-        so.intra_op_num_threads = int(cores)
         so.inter_op_num_threads = 1
     if profile:
         so.enable_profiling = True
@@ -260,11 +256,15 @@ def _ort():
     return onnxruntime
 
 
-def session_options(cores: int | None = None, *, spinning: bool = True):
+def session_options(cores: int | None = None, *, spinning: bool = True, level: str = "all"):
+    """Quiet ONNX Runtime CPU session options: graph optimizations ``all`` | ``basic`` | ``off``, ``cores``
+    intra-op threads, no spinning threads with ``spinning=False``."""
     ort = _ort()
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "off": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = levels[level]
     if cores:
         so.intra_op_num_threads = int(cores)
     if not spinning:

@@ -317,23 +317,9 @@ class ChannelEvaluator:
         sizes = {gr.id: gr.channels for gr in self.setup.groups}
         kept = {gid: sizes[gid] - removed_of(sizes[gid], f, 1) for gid, f in self.fractions(opt).items()}
 
-        def share(positions) -> float:
-            return (sum(kept.get(gid, sizes[gid]) / sizes[gid] for gid, _ in positions) / len(positions)
-                    if positions else 1.0)
+        from sparsify_tui.optim.channels import kept_share
 
-        gone = 0.0
-        for lay in self.graph.layers:
-            key = lay.outputs[0] if lay.outputs else None
-            k = 1.0
-            if key in cmap.outputs:
-                gid = cmap.outputs[key]
-                k *= kept.get(gid, sizes[gid]) / sizes[gid]
-            if key in cmap.inputs:
-                k *= share(cmap.inputs[key][3])
-            if key in cmap.depthwise:
-                k *= share(cmap.depthwise[key])
-            gone += float(lay.params or 0) * (1.0 - k)
-        return gone
+        return sum(float(lay.params or 0) * (1.0 - kept_share(lay, cmap, kept, sizes)) for lay in self.graph.layers)
 
     def _speedup(self, opt: Optimization, fr: dict[str, float], flops: tuple[float, float, float]
                  ) -> tuple[float, float | None, float | None, dict[str, float], str]:

@@ -203,31 +203,38 @@ def plan_counts(groups, plan: float | Mapping[str, float], round_to: int = 1) ->
     return kept, notes
 
 
-def estimated_flops(graph, cmap, kept: Mapping[str, int]) -> tuple[float, float]:
-    """(dense, pruned) FLOPs of the weighted layers' estimate: each Conv/Gemm/MatMul scaled by the share of
-    its output and input channels kept, each depthwise convolution by the share of its channels kept; other
-    layers as they are."""
-    sizes = {g.id: g.channels for g in cmap.groups}
+def kept_share(lay, cmap, kept: Mapping[str, int], sizes: Mapping[str, int]) -> float:
+    """The share of a layer's work (FLOPs or weights) left when each group keeps ``kept[group]`` of its
+    ``sizes[group]`` channels: the share of its output channels kept times the share of its input channels
+    kept (a depthwise convolution: of its channels); 1.0 for a layer no group touches."""
 
     def share(positions) -> float:
         if not positions:
             return 1.0
         return sum(kept.get(gid, sizes[gid]) / sizes[gid] for gid, _ in positions) / len(positions)
 
+    key = lay.outputs[0] if lay.outputs else None
+    s = 1.0
+    if key in cmap.outputs:
+        gid = cmap.outputs[key]
+        s *= kept.get(gid, sizes[gid]) / sizes[gid]
+    if key in cmap.inputs:
+        s *= share(cmap.inputs[key][3])
+    if key in cmap.depthwise:
+        s *= share(cmap.depthwise[key])
+    return s
+
+
+def estimated_flops(graph, cmap, kept: Mapping[str, int]) -> tuple[float, float]:
+    """(dense, pruned) FLOPs of the weighted layers' estimate: each Conv/Gemm/MatMul scaled by the share of
+    its output and input channels kept, each depthwise convolution by the share of its channels kept; other
+    layers as they are (:func:`kept_share`)."""
+    sizes = {g.id: g.channels for g in cmap.groups}
     dense = pruned = 0.0
     for lay in graph.layers:
         f = float(lay.flops or 0)
         dense += f
-        key = lay.outputs[0] if lay.outputs else None
-        s = 1.0
-        if key in cmap.outputs:
-            gid = cmap.outputs[key]
-            s *= kept.get(gid, sizes[gid]) / sizes[gid]
-        if key in cmap.inputs:
-            s *= share(cmap.inputs[key][3])
-        if key in cmap.depthwise:
-            s *= share(cmap.depthwise[key])
-        pruned += f * s
+        pruned += f * kept_share(lay, cmap, kept, sizes)
     return dense, pruned
 
 

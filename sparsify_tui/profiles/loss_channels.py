@@ -47,12 +47,9 @@ def removed_count(channels: int, fraction: float) -> int:
 def _session(model: Any, cores: int | None, optimize: bool = False):
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                   else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
-    so.log_severity_level = 3
-    if cores:
-        so.intra_op_num_threads = int(cores)
+    from sparsify_tui.engines.ort import session_options
+
+    so = session_options(cores, level="all" if optimize else "basic")
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
