@@ -65,6 +65,19 @@ def _set_input_dims(proto, input_shapes: dict[str, list[int]]) -> None:
             d.dim_value = int(v)  # also clears a symbolic dim_param (oneof)
 
 
+def _declares(proto, input_shapes: dict[str, list[int]]) -> bool:
+    """True when every graph input in ``input_shapes`` already declares exactly those fixed dims (the copy
+    can then be the file's bytes: no 100 MB serialization)."""
+    declared = {vi.name: vi.type.tensor_type.shape.dim for vi in proto.graph.input}
+    for name, shape in input_shapes.items():
+        dims = declared.get(name)
+        if dims is None or len(dims) != len(shape):
+            return False
+        if any(not d.HasField("dim_value") or d.dim_value != int(v) for d, v in zip(dims, shape)):
+            return False
+    return True
+
+
 @contextlib.contextmanager
 def compatible_model(model_path: str, input_shapes: dict[str, list[int]] | None = None):
     """Yield ``(path, note)``: a private copy of the model that DeepSparse may load and rewrite.
@@ -106,7 +119,7 @@ def compatible_model(model_path: str, input_shapes: dict[str, list[int]] | None 
     with tempfile.TemporaryDirectory(prefix="sparsify-ds-") as tmp:
         out = os.path.join(tmp, "model.onnx")
         if not lower:
-            if head is not None and input_shapes:
+            if head is not None and input_shapes and not _declares(head, input_shapes):
                 _set_input_dims(head, input_shapes)
                 onnx.save(head, out)  # the external data files (if any) are copied below
             else:
