@@ -95,9 +95,10 @@ def cli_timed(model: Path, iterations: int, warmup: int, repeats: int, engine: s
     """``sparsify-tui profile perf`` as a whole process: (wall s, CPU s of the process and its worker)."""
     cmd = [sys.executable, "-m", "sparsify_tui", "profile", "perf", str(model), "--engine", engine,
            "--iterations", str(iterations), "--warmup", str(warmup), "--repeats", str(repeats), "--json"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this tree, not an installed one
     c0 = _child_cpu()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     cpu = _child_cpu() - c0
     if proc.returncode != 0:
