@@ -16,9 +16,12 @@ usage: python benchmarks/bench_perf.py [--runs N] [--model PATH] [--engine deeps
 
 (c) With ``--sparseml-python PATH`` (a Python that has sparseml 1.8 and
     deepsparse 1.8; SparseML is not one of our dependencies), SparseML's own
-    ``pruning_perf_sens_one_shot`` (``sparseml_perf_sweep.py``) and ours run
-    turn about, ``--runs`` times each, so both are timed on the same machine in
-    the same minutes; the ratio is the median of the per-pair ratios.
+    ``pruning_perf_sens_one_shot`` (``sparseml_perf_sweep.py``, the call's wall
+    time in-process) and ``sparsify-tui profile perf --iterations 10 --warmup 5
+    --repeats 1`` (a whole process) run turn about, ``--runs`` times each, so
+    both are timed on the same machine in the same minutes; the ratio is the
+    median of the per-pair ratios. The CPU seconds of each whole process are
+    printed beside (a loaded machine stretches wall times, CPU time less).
 
 Prints medians over ``--runs`` runs; ``extra s`` is the wall time outside the
 engine calls (process start, imports, analysis, inputs, mapping). The machine is shared and noisy: the
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,30 +68,61 @@ def one(model: Path, engine: str, iterations: int, warmup: int, repeats: int) ->
             "ms_09": doc["model_ms_by_level"].get("0.9"), "engine": doc["engine"], "load": os.getloadavg()[0]}
 
 
+def _child_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def sparseml_once(python: str, model: Path, iterations: int, warmup: int) -> float:
+    return sparseml_timed(python, model, iterations, warmup)[0]
+
+
+def sparseml_timed(python: str, model: Path, iterations: int, warmup: int) -> tuple[float, float]:
+    """SparseML's sweep in its own process: (wall s of the sweep call, CPU s of the whole process)."""
     import json
 
     script = Path(__file__).with_name("sparseml_perf_sweep.py")
+    c0 = _child_cpu()
     proc = subprocess.run([python, str(script), str(model), "--iterations", str(iterations), "--warmup", str(warmup)],
                           capture_output=True, text=True)
+    cpu = _child_cpu() - c0
     if proc.returncode != 0:
         raise SystemExit(f"error: SparseML's sweep failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["wall_s"])
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["wall_s"]), cpu
+
+
+def cli_timed(model: Path, iterations: int, warmup: int, repeats: int, engine: str = "deepsparse") -> tuple[float, float]:
+    """``sparsify-tui profile perf`` as a whole process: (wall s, CPU s of the process and its worker)."""
+    cmd = [sys.executable, "-m", "sparsify_tui", "profile", "perf", str(model), "--engine", engine,
+           "--iterations", str(iterations), "--warmup", str(warmup), "--repeats", str(repeats), "--json"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this tree, not an installed one
+    c0 = _child_cpu()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    cpu = _child_cpu() - c0
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return wall, cpu
 
 
 def head_to_head(model: Path, engine: str, python: str, runs: int) -> None:
-    ours, theirs, ratios = [], [], []
+    """SparseML's sweep (in-process wall of the call) and ours as a whole process, turn about."""
+    ours, theirs, ratios, cpu_ratios = [], [], [], []
+    eng = "deepsparse" if engine == "auto" else engine
     for i in range(runs):
-        s = sparseml_once(python, model, 10, 5)
-        r = one(model, engine, 10, 5, 1)
+        s, s_cpu = sparseml_timed(python, model, 10, 5)
+        o, o_cpu = cli_timed(model, 10, 5, 1, eng)
         theirs.append(s)
-        ours.append(r["wall_s"])
-        ratios.append(r["wall_s"] / s)
-        print(f"  pair {i + 1}: SparseML (opt level 0) {s:.1f} s, ours (opt level 1, {r['engine']}) "
-              f"{r['wall_s']:.1f} s, ours/SparseML {r['wall_s'] / s:.2f}, load {r['load']:.1f}", flush=True)
+        ours.append(o)
+        ratios.append(o / s)
+        cpu_ratios.append(o_cpu / s_cpu)
+        print(f"  pair {i + 1}: SparseML (opt level 0, in-process) {s:.1f} s ({s_cpu:.1f} CPU s, whole process), "
+              f"ours (opt level 1, whole process) {o:.1f} s ({o_cpu:.1f} CPU s), ours/SparseML {o / s:.2f} "
+              f"(CPU {o_cpu / s_cpu:.2f}), load {os.getloadavg()[0]:.1f}", flush=True)
     med = statistics.median
     print(f"(c) 10 levels x (10 + 5) iterations, {runs} pairs: SparseML {med(theirs):.1f} s, ours {med(ours):.1f} s, "
-          f"ours/SparseML {med(ratios):.2f} (<= 1.00: no slower)")
+          f"ours/SparseML {med(ratios):.2f} (<= 1.00: no slower); CPU seconds ours/SparseML {med(cpu_ratios):.2f}")
     print()
 
 

@@ -14,7 +14,13 @@ each phase and prints, per phase, the median over ``--runs`` runs:
   level slower than the one before -- the level sanity check);
 * ``deployed``: the engine as deployed (``compile_model`` and its timed repeats);
 * ``sampler``: CPU time of the interference sampler's thread (snapshots of /proc);
-* ``assemble+quality``: building the document and its quality block.
+* ``assemble+quality``: building the document and its quality block;
+* ``CPU s of the job``: the process CPU time of the whole job (a loaded machine stretches the
+  wall times; CPU time much less). The counts say how many compiles ran, how many were
+  re-measures, and how many level checks (a level slower than the one before) were answered
+  without a compile more (the level's timed runs were quiet, or the machine stayed busy).
+
+The whole-process runs print each process's CPU seconds (it and its worker) beside its wall time.
 
 With ``--cli`` it also times ``sparsify-tui profile perf`` as a whole process (the
 issue's figure). With ``--base-tree DIR`` (an export of another commit) the
@@ -146,7 +152,17 @@ def breakdown_once(model: Path, iterations: int, warmup: int, repeats: int) -> d
            "cores": usable_cores(), "levels": list(PERF_LEVELS), "iterations": iterations, "warmup": warmup,
            "repeats": repeats, "input_shapes": {}, "data": None}
     ctx = JobContext(lambda _e: None, cores=usable_cores())
+
+    def wrap_sanity(fn):
+        def inner(self, lv):
+            res = fn(self, lv)
+            counts["level checks without a compile (quiet or stayed busy)" if res is None
+                   else "level checks measured again"] += 1
+            return res
+        return inner
+
     with contextlib.ExitStack() as st:
+        st.enter_context(patched(perfjob.PerfRun, "_sanity_again", wrap_sanity))
         st.enter_context(patched(dse, "analyze_level", wrap_analyze))
         st.enter_context(patched(dse, "benchmark", wrap_bench))
         st.enter_context(patched(dse, "compatible_model", lambda _f: compatible))
@@ -156,27 +172,44 @@ def breakdown_once(model: Path, iterations: int, warmup: int, repeats: int) -> d
         st.enter_context(patched(perfjob, "add_quality", timed("assemble+quality")))
         st.enter_context(patched(itf.Sampler, "_loop", lambda _f: loop))
         t0 = time.perf_counter()
+        c0 = time.process_time()
         doc = perfjob.perf_job(job, ctx)
         total = time.perf_counter() - t0
+        cpu = time.process_time() - c0
     t["sampler (CPU of its thread)"] = sampler_cpu[0]
-    accounted = sum(v for k, v in t.items() if not k.startswith("sampler"))
+    accounted = sum(v for k, v in t.items() if not k.startswith(("sampler", "CPU")))
     t["other"] = total - accounted
     t["total (in-process job)"] = total
+    t["CPU s of the job (all threads)"] = cpu
     q = doc.get("quality") or {}
     counts["instrumentation ratio x100"] = round(100 * (q.get("instrumentation_ratio") or 0))
     return {"t": dict(t), "counts": dict(counts), "load": os.getloadavg()[0]}
 
 
 def cli_once(tree: Path, model: Path, iterations: int, warmup: int, repeats: int) -> float:
+    return cli_timed(tree, model, iterations, warmup, repeats)[0]
+
+
+def _child_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def cli_timed(tree: Path, model: Path, iterations: int, warmup: int, repeats: int) -> tuple[float, float]:
+    """The whole ``sparsify-tui profile perf`` process of ``tree``: (wall s, CPU s of it and its worker)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = [sys.executable, "-m", "sparsify_tui", "profile", "perf", str(model), "--engine", "deepsparse",
            "--iterations", str(iterations), "--warmup", str(warmup), "--repeats", str(repeats), "--json"]
+    c0 = _child_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    cpu = _child_cpu() - c0
     if proc.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return wall
+    return wall, cpu
 
 
 def main() -> int:
@@ -213,22 +246,26 @@ def main() -> int:
     if args.cli or args.base_tree or args.sparseml_python:
         ours, base, ratios = [], [], []
         theirs = []
+        cpus = defaultdict(list)
         for i in range(args.runs):
             line = f"  pair {i + 1}:"
             if args.sparseml_python:
                 sys.path.insert(0, str(Path(__file__).parent))
-                from bench_perf import sparseml_once
+                from bench_perf import sparseml_timed
 
-                s = sparseml_once(args.sparseml_python, model, args.iterations, args.warmup)
+                s, s_cpu = sparseml_timed(args.sparseml_python, model, args.iterations, args.warmup)
                 theirs.append(s)
-                line += f" SparseML {s:.1f} s,"
+                cpus["SparseML"].append(s_cpu)
+                line += f" SparseML {s:.1f} s ({s_cpu:.1f} CPU s),"
             if args.base_tree:
-                b = cli_once(Path(args.base_tree), model, args.iterations, args.warmup, args.repeats)
+                b, b_cpu = cli_timed(Path(args.base_tree), model, args.iterations, args.warmup, args.repeats)
                 base.append(b)
-                line += f" base {b:.1f} s,"
-            o = cli_once(ROOT, model, args.iterations, args.warmup, args.repeats)
+                cpus["base"].append(b_cpu)
+                line += f" base {b:.1f} s ({b_cpu:.1f} CPU s),"
+            o, o_cpu = cli_timed(ROOT, model, args.iterations, args.warmup, args.repeats)
             ours.append(o)
-            line += f" ours {o:.1f} s"
+            cpus["ours"].append(o_cpu)
+            line += f" ours {o:.1f} s ({o_cpu:.1f} CPU s)"
             if args.base_tree:
                 ratios.append(o / b)
                 line += f", ours/base {o / b:.2f}"
@@ -242,6 +279,8 @@ def main() -> int:
             if base:
                 msg += f", base/SparseML {med(b / s for b, s in zip(base, theirs)):.2f}"
         print(msg)
+        print("CPU seconds (whole processes, medians): "
+              + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in cpus.items()))
     print(f"load average now {os.getloadavg()}")
     return 0
 

@@ -220,15 +220,20 @@ class PerfRun:
                 continue
             self._keep(_part(res, "level", lv, keep_groups=False))
             self._step(f"level {level_key(lv)}: {res['model_ms']:.2f} ms")
-        self.level_notes = level_sanity(self.ctx, self.parts, self._sanity_again)
+        self.level_notes = level_sanity(self.ctx, self.parts, self._sanity_again, threshold=self.threshold)
 
     def _sanity_again(self, lv: float) -> dict | None:
-        """A level slower than the one before, measured once more -- unless it was busy and the machine
-        stayed busy through a re-measure (then None: the rise is flagged, not measured again)."""
+        """A level slower than the one before, measured once more -- unless its timed runs were quiet
+        (other processes took no more than the threshold of the cores: a compile and a run more would
+        time the same kernels on the same quiet cores), or it was busy and the machine stayed busy
+        through a re-measure. Then None: the rise is flagged, not measured again."""
         from sparsify_tui.engines import interference as itf
 
         part = next((p for p in self.parts if p.get("type") == "level" and p.get("level") == lv), None)
-        if self.stay_busy and part is not None and itf.above(part.get("interference"), self.threshold):
+        share = None if part is None else part.get("interference")
+        if share is not None and not itf.above(share, self.threshold):
+            return None
+        if self.stay_busy and part is not None and itf.above(share, self.threshold):
             return None
         return self._analyze(lv, tries=0)
 
@@ -320,10 +325,12 @@ def _shares(sampler: Any, windows: list[tuple[float, float]]) -> list:
     return [seen[w] for w in windows]
 
 
-def level_sanity(ctx: Any, parts: list[dict], measure_again: Any) -> list[str]:
+def level_sanity(ctx: Any, parts: list[dict], measure_again: Any, threshold: float | None = None) -> list[str]:
     """Model time must not rise from one sparsity level to the next by more than the dense repeats'
     spread (at least 2%): such a level is measured once more (the lower time kept; ``measure_again``
-    may return None to skip it); what still rises is returned as warning sentences."""
+    may return None to skip it); what still rises is returned as warning sentences. With ``threshold``
+    a rise not measured again on a block whose interference was at most that is worded as measured
+    on a quiet machine."""
     base = [float(p["model_ms"]) for p in parts if p.get("type") == "baseline"]
     levels = sorted((p for p in parts if p.get("type") == "level"), key=lambda p: p["level"])
     if not base or not levels:
@@ -333,10 +340,11 @@ def level_sanity(ctx: Any, parts: list[dict], measure_again: Any) -> list[str]:
     notes = []
     prev_key, prev_ms = level_key(0.0), med
     for part in levels:
+        again = None
         if part["model_ms"] > prev_ms + tol:
-            ctx.heartbeat(f"level {part['key']} is slower than level {prev_key}: measuring it again")
+            ctx.heartbeat(f"level {part['key']} is slower than level {prev_key}: checking it")
             try:
-                again = measure_again(part["level"])  # None: not measured again (a machine that stays busy)
+                again = measure_again(part["level"])  # None: not measured again (quiet, or a machine that stays busy)
                 if again is not None and again["model_ms"] < part["model_ms"]:
                     new = _part(again, "level", part["level"], keep_groups=False)
                     new["attempts"] = int(part.get("attempts", 1)) + 1
@@ -348,12 +356,24 @@ def level_sanity(ctx: Any, parts: list[dict], measure_again: Any) -> list[str]:
             except EngineError:
                 pass
             if part["model_ms"] > prev_ms + tol:
-                notes.append(
-                    f"level {part['key']} measured {part['model_ms']:.3f} ms, slower than level {prev_key} "
-                    f"({prev_ms:.3f} ms) by more than the measured spread ({tol:.3f} ms), also when measured "
-                    "again: its time is doubtful (a busy machine, or sparse kernels slower than dense here)")
+                notes.append(_rise_note(part, prev_key, prev_ms, tol, again is not None, threshold))
         prev_key, prev_ms = part["key"], part["model_ms"]
     return notes
+
+
+def _rise_note(part: dict, prev_key: str, prev_ms: float, tol: float, measured_again: bool,
+               threshold: float | None) -> str:
+    head = (f"level {part['key']} measured {part['model_ms']:.3f} ms, slower than level {prev_key} "
+            f"({prev_ms:.3f} ms) by more than the measured spread ({tol:.3f} ms)")
+    share = part.get("interference")
+    if not measured_again and threshold is not None and share is not None and float(share) <= threshold:
+        return (f"{head}, on a quiet machine (other processes used {float(share):.0%} of the cores): the sparse "
+                "kernels are probably slower than dense here, or the engine's run-to-run spread is larger than "
+                "measured (--repeats 3 measures it)")
+    return (f"{head}, also when measured again: its time is doubtful (a busy machine, or sparse kernels slower "
+            "than dense here)" if measured_again else
+            f"{head}, not measured again (the machine stayed busy): its time is doubtful (a busy machine, or "
+            "sparse kernels slower than dense here)")
 
 
 

@@ -198,3 +198,21 @@ def test_busy_blocks_are_not_remeasured_while_a_remeasure_stayed_busy_and_say_so
     assert run.remeasure_note() == (
         "level 0.7 stayed busy when measured again, so level 0.9 (busy too) was not measured again: its time is "
         "probably too high; measure again on a quiet machine (--wait-idle SECONDS)")
+
+
+def test_a_quiet_level_slower_than_the_one_before_is_flagged_without_a_compile_more():
+    from sparsify_tui.jobs.perf import PerfRun, level_sanity
+
+    run = PerfRun(_Ctx(), {}, "deepsparse", "", "", None, {}, [], 1, 1, [0.0, 0.5, 0.7], 10, 5, 1, [], [], 3)
+    base = [{"type": "baseline", "key": "0.0", "level": 0.0, "model_ms": 10.0, "interference": 0.01}]
+    run.parts = base + [_level(0.5, 8.0), _level(0.7, 12.0)]  # 0.7 rises; its timed runs were quiet (1%)
+    calls = []
+    run._analyze = lambda lv, tries=None: calls.append(lv)  # a busy level would be measured again
+    notes = level_sanity(run.ctx, run.parts, run._sanity_again, threshold=run.threshold)
+    assert calls == []  # quiet: no compile more, the rise is flagged as measured quiet
+    assert len(notes) == 1 and notes[0].startswith("level 0.7 measured 12.000 ms, slower than level 0.5")
+    assert "on a quiet machine (other processes used 1% of the cores)" in notes[0]
+    assert next(p for p in run.parts if p.get("level") == 0.7)["attempts"] == 1
+    run.parts = base + [_level(0.5, 8.0), dict(_level(0.7, 12.0), interference=0.4)]  # busy: measured again
+    run._analyze = lambda lv, tries=None: calls.append(lv) or {**_level(lv, 7.0), "owner": {}, "groups": {}}
+    assert level_sanity(run.ctx, run.parts, run._sanity_again, threshold=run.threshold) == [] and calls == [0.7]
