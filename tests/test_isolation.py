@@ -54,8 +54,8 @@ _SHOW_SIGINT = ("import signal; h = signal.getsignal(signal.SIGINT)\n"
                 "print({signal.SIG_IGN: 'ignored', signal.default_int_handler: 'KeyboardInterrupt'}.get(h, h))")
 _WAIT_FOR_CTRL_C = """
 import sys, time
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: Ctrl+C can arrive as soon as "ready" is read
     time.sleep(60)
 except KeyboardInterrupt:
     sys.exit(130)
