@@ -69,15 +69,18 @@ def test_no_budget_never_crowns_a_broken_int8_row(tmp_path):
     assert doc["budget"]["kind"] == "default" and "outputs must follow the original" in doc["budget"]["name"]
     assert doc["best"]["precision"] != "int8"
     assert doc["best"]["id"] == "onnxruntime/fp32/dense"
-    # the INT8 row is faster (the raw fastest), and left out with why
-    assert int8["speedup"] > 1.0, int8
-    assert [(g["id"], g["reason"]) for g in doc["left_out"]] == [("onnxruntime/int8/dense", int8["departure"])]
+    # where the INT8 row is faster (the raw fastest: on CPUs with INT8 dot products; on an AVX2-only EPYC this
+    # 0.1 ms model ran INT8 at 0.99x), it is left out with why; a slower one is not "left out"
+    faster = bool(doc["left_out"])
+    assert [(g["id"], g["reason"]) for g in doc["left_out"]] in (
+        [], [("onnxruntime/int8/dense", int8["departure"])]), doc["left_out"]
+    assert not faster or int8["speedup"] > 1.0, int8
     # the text summary says the budget, and why a faster row is left out (cached: no second measurement)
     res = run_cli("deploy", pdir, "--data", data, *FAST, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "within the budget (default: outputs must follow the original): onnxruntime fp32 dense" in res.stdout
-    assert (f"left out 1 faster row: onnxruntime int8 dense {int8['speedup']:.2f}x (outputs no longer follow "
-            "the original: values moved") in res.stdout
+    assert ((f"left out 1 faster row: onnxruntime int8 dense {int8['speedup']:.2f}x (outputs no longer follow "
+             "the original: values moved") in res.stdout) == faster, res.stdout
     # 'none': the raw fastest, outputs unchecked
     raw = _deploy_json(pdir, "--data", data, *FAST, "--max-output-change", "none", timeout=120)
     assert raw["cached"] and raw["budget"]["kind"] == "none" and not raw["left_out"]
