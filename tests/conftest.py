@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import weakref
 from pathlib import Path
@@ -69,6 +70,28 @@ def send_sigint(proc: subprocess.Popen, *, group: bool = False) -> None:
         os.killpg(proc.pid, signal.SIGINT)
     else:
         proc.send_signal(signal.SIGINT)
+
+
+def interrupt_cli_when(args: list[str], marker: str, *, env: dict, wait_s: float = 300) -> tuple[int, str]:
+    """Run ``sparsify-tui ARGS`` as a child, press Ctrl+C once ``marker`` shows on its stderr (asserted to show
+    within ``wait_s``), and return (exit status, whole stderr)."""
+    import threading
+    import time
+
+    code = "import sys\nfrom sparsify_tui.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    proc = interruptible_popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    end = time.monotonic() + wait_s
+    while marker not in "".join(chunks) and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker in "".join(chunks), "".join(chunks)[-2000:]
+    send_sigint(proc)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    return proc.returncode, "".join(chunks)
 
 REPO = Path(__file__).resolve().parent.parent
 

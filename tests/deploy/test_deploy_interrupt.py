@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
-import time
 
-from tests.conftest import interruptible_popen, send_sigint
+from tests.conftest import interrupt_cli_when
 from tests.deploy.test_deploy_cli import _identity_model, _project
 from tests.reliability.helpers import cli_env
 
@@ -18,23 +14,9 @@ def test_ctrl_c_keeps_finished_rounds_and_leaves_no_files(tmp_path):
     pdir = _project(tmp_path, model, "--input-shape", "x=1,2,2")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    env = cli_env(TMPDIR=str(scratch))
-    code = "import sys\nfrom sparsify_tui.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    proc = interruptible_popen([sys.executable, "-c", code, "deploy", str(pdir), "--repeats", "50",
-                                "--engines", "onnxruntime,openvino"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
-    chunks: list[str] = []
-    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
-    reader.start()
-    end = time.monotonic() + 300
-    while "round 2/50" not in "".join(chunks) and time.monotonic() < end and proc.poll() is None:
-        time.sleep(0.1)
-    assert "round 2/50" in "".join(chunks), "".join(chunks)[-2000:]
-    send_sigint(proc)
-    proc.wait(timeout=60)
-    reader.join(timeout=10)
-    err = "".join(chunks)
-    assert proc.returncode == 130, err[-2000:]
+    returncode, err = interrupt_cli_when(["deploy", str(pdir), "--repeats", "50", "--engines", "onnxruntime,openvino"],
+                                         "round 2/50", env=cli_env(TMPDIR=str(scratch)))
+    assert returncode == 130, err[-2000:]
     assert "error: interrupted" in err and "Traceback" not in err
     toml = (pdir / "project.toml").read_text()
     assert 'kind = "deploy"' in toml

@@ -161,33 +161,15 @@ def test_missing_profiles_name_the_command_to_run(tmp_path):
 
 
 def test_ctrl_c_during_the_loop_exits_130_and_stores_nothing(project, tmp_path):
-    import subprocess
-    import sys
-    import threading
-    import time
-
-    from tests.conftest import interruptible_popen, send_sigint
+    from tests.conftest import interrupt_cli_when
     from tests.reliability.helpers import cli_env
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    code = "import sys\nfrom sparsify_tui.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    proc = interruptible_popen([sys.executable, "-c", code, "optimize", str(project), "--max-output-change", "0.05",
-                                "--engine", "onnxruntime", "--precision", "int8", "--name", "interrupted"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=cli_env(TMPDIR=str(scratch)))
-    chunks: list[str] = []
-    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
-    reader.start()
-    end = time.monotonic() + 300
-    while "step 1: compiling" not in "".join(chunks) and time.monotonic() < end and proc.poll() is None:
-        time.sleep(0.1)
-    assert "step 1: compiling" in "".join(chunks), "".join(chunks)[-2000:]
-    send_sigint(proc)
-    proc.wait(timeout=60)
-    reader.join(timeout=10)
-    err = "".join(chunks)
-    assert proc.returncode == 130, err[-2000:]
+    returncode, err = interrupt_cli_when(
+        ["optimize", str(project), "--max-output-change", "0.05", "--engine", "onnxruntime", "--precision", "int8",
+         "--name", "interrupted"], "step 1: compiling", env=cli_env(TMPDIR=str(scratch)))
+    assert returncode == 130, err[-2000:]
     assert "error: interrupted" in err and "Traceback" not in err
     assert 'name = "interrupted"' not in (project / "project.toml").read_text()
     assert list(scratch.iterdir()) == []  # the step's files went with the loop
