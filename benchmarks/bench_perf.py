@@ -91,11 +91,13 @@ def sparseml_timed(python: str, model: Path, iterations: int, warmup: int) -> tu
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["wall_s"]), cpu
 
 
-def cli_timed(model: Path, iterations: int, warmup: int, repeats: int, engine: str = "deepsparse") -> tuple[float, float]:
-    """``sparsify-tui profile perf`` as a whole process: (wall s, CPU s of the process and its worker)."""
+def cli_timed(model: Path, iterations: int, warmup: int, repeats: int, engine: str = "deepsparse",
+              tree: Path | None = None) -> tuple[float, float]:
+    """``sparsify-tui profile perf`` of ``tree`` (default: this one, not an installed one) as a whole process:
+    (wall s, CPU s of the process and its worker)."""
     cmd = [sys.executable, "-m", "sparsify_tui", "profile", "perf", str(model), "--engine", engine,
            "--iterations", str(iterations), "--warmup", str(warmup), "--repeats", str(repeats), "--json"]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this tree, not an installed one
+    env = dict(os.environ, PYTHONPATH=str(tree or Path(__file__).resolve().parents[1]))
     c0 = _child_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -190,26 +189,13 @@ def cli_once(tree: Path, model: Path, iterations: int, warmup: int, repeats: int
     return cli_timed(tree, model, iterations, warmup, repeats)[0]
 
 
-def _child_cpu() -> float:
-    import resource
-
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
 def cli_timed(tree: Path, model: Path, iterations: int, warmup: int, repeats: int) -> tuple[float, float]:
-    """The whole ``sparsify-tui profile perf`` process of ``tree``: (wall s, CPU s of it and its worker)."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    cmd = [sys.executable, "-m", "sparsify_tui", "profile", "perf", str(model), "--engine", "deepsparse",
-           "--iterations", str(iterations), "--warmup", str(warmup), "--repeats", str(repeats), "--json"]
-    c0 = _child_cpu()
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    cpu = _child_cpu() - c0
-    if proc.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return wall, cpu
+    """The whole ``sparsify-tui profile perf`` process of ``tree`` on DeepSparse: (wall s, CPU s of it and its
+    worker), timed as ``bench_perf.py`` times it."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_perf import cli_timed as timed
+
+    return timed(model, iterations, warmup, repeats, tree=tree)
 
 
 def main() -> int:
